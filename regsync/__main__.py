@@ -1,0 +1,3 @@
+from regsync.cli import main
+
+raise SystemExit(main())
