@@ -1,0 +1,74 @@
+"""regsync's exception tree. Nothing from aiohttp leaks above ``regsync.registry``.
+
+    RegsyncError
+     ├── ConfigError            bad sync.yaml or command line (exit 2)
+     ├── RegistryError          a registry answered with an error status
+     │    ├── AuthError         401/403, bad credentials, scope not granted
+     │    ├── NotFoundError     404: *_UNKNOWN codes
+     │    ├── UnsupportedError  405 UNSUPPORTED (e.g. deletes disabled)
+     │    └── RateLimitedError  429 TOOMANYREQUESTS
+     ├── TransportError         connection refused/reset, timeout, TLS failure
+     ├── IntegrityError         bytes do not match their digest or size
+     └── ManifestError          oversized, malformed, schema1, unknown media type
+"""
+
+from __future__ import annotations
+
+
+class RegsyncError(Exception):
+    """Root of every error regsync raises on purpose."""
+
+
+class ConfigError(RegsyncError):
+    """The configuration or command line is invalid."""
+
+
+class RegistryError(RegsyncError):
+    """A registry answered with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        registry: str = "",
+        status: int = 0,
+        codes: tuple[str, ...] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.registry = registry
+        self.status = status
+        self.codes = codes
+        self.retry_after = retry_after
+
+
+class AuthError(RegistryError):
+    """Credentials were refused or a token did not grant the needed scope."""
+
+
+class NotFoundError(RegistryError):
+    """The manifest, blob, repository or upload session does not exist."""
+
+
+class UnsupportedError(RegistryError):
+    """The registry does not support the operation (405 UNSUPPORTED)."""
+
+
+class RateLimitedError(RegistryError):
+    """429: the registry asks us to slow down."""
+
+
+class TransportError(RegsyncError):
+    """The request did not complete: connection refused/reset, timeout, TLS."""
+
+    def __init__(self, message: str, *, registry: str = "") -> None:
+        super().__init__(message)
+        self.registry = registry
+
+
+class IntegrityError(RegsyncError):
+    """Content did not match the digest or size it was announced with."""
+
+
+class ManifestError(RegsyncError):
+    """A manifest regsync cannot copy: oversized, malformed, schema1, unknown type."""

@@ -1,0 +1,167 @@
+"""Image references: registry host normalisation and repository path rules.
+
+Docker's convention decides whether the first path segment is a host: it is one when it
+contains a "." or a ":" or is "localhost". Docker Hub goes by several names; regsync calls it
+``docker.io`` everywhere and talks to ``registry-1.docker.io``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"
+_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+OCI_PREFIX = "oci:"
+
+# distribution's reference grammar for one path component, plus our glob characters.
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+_HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?")
+
+
+def is_host(segment: str) -> bool:
+    return "." in segment or ":" in segment or segment == "localhost"
+
+
+def normalize_host(host: str) -> str:
+    """The canonical name of a registry host (Docker Hub aliases become docker.io)."""
+    host = host.lower()
+    return DOCKER_HUB if host in _HUB_ALIASES else host
+
+
+def api_host(host: str) -> str:
+    """The host name to send HTTP requests to."""
+    return DOCKER_HUB_API if normalize_host(host) == DOCKER_HUB else host
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """Split ``[host/]path`` into (canonical host, normalised path)."""
+    first, sep, rest = name.partition("/")
+    if sep and is_host(first):
+        host, path = normalize_host(first), rest
+    elif not sep and is_host(first) and name.count("/") == 0 and ":" in first:
+        host, path = normalize_host(first), ""
+    else:
+        host, path = DOCKER_HUB, name
+    if host == DOCKER_HUB and path and "/" not in path and not _has_glob(path):
+        path = f"library/{path}"  # `nginx` means the official image library/nginx
+    return host, path
+
+
+def _has_glob(path: str) -> bool:
+    return "*" in path
+
+
+def _check_path(path: str, *, allow_glob: bool, allow_placeholders: bool = False) -> None:
+    for segment in path.split("/"):
+        if allow_glob and segment in ("*", "**"):
+            continue
+        if allow_placeholders and segment in ("{path}", "{name}"):
+            continue
+        if not _COMPONENT.fullmatch(segment):
+            raise ValueError(f"invalid repository path segment {segment!r} in {path!r}")
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    """One repository on one registry."""
+
+    registry: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.path}"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A rule's source: a registry repository or glob, or an OCI layout directory."""
+
+    registry: str  # canonical host, or "" for a layout
+    pattern: str  # repository path or glob; for a layout, optional glob over its repositories
+    layout: str = ""  # directory of an OCI image layout
+
+    @classmethod
+    def parse(cls, text: str) -> SourceSpec:
+        if text.startswith(OCI_PREFIX):
+            directory, _, pattern = text[len(OCI_PREFIX) :].partition("//")
+            if not directory:
+                raise ValueError("an oci: source needs a directory, e.g. oci:/srv/layout")
+            if pattern:
+                _check_path(pattern, allow_glob=True)
+            return cls(registry="", pattern=pattern or "**", layout=directory)
+        host, path = split_name(text)
+        if not path:
+            raise ValueError(f"source {text!r} names no repository (e.g. {text}/team/*)")
+        _check_path(path, allow_glob=True)
+        return cls(registry=host, pattern=path)
+
+    @property
+    def is_glob(self) -> bool:
+        return _has_glob(self.pattern)
+
+    @property
+    def prefix(self) -> str:
+        """The literal leading segments before the first glob ("" when it starts with one)."""
+        literal: list[str] = []
+        for segment in self.pattern.split("/"):
+            if _has_glob(segment):
+                break
+            literal.append(segment)
+        return "/".join(literal)
+
+    def matches(self, repo: str) -> bool:
+        return _glob_regex(self.pattern).fullmatch(repo) is not None
+
+    def __str__(self) -> str:
+        if self.layout:
+            return f"{OCI_PREFIX}{self.layout}"
+        return f"{self.registry}/{self.pattern}"
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    parts = []
+    for segment in pattern.split("/"):
+        if segment == "**":
+            parts.append(r"[^/]+(?:/[^/]+)*")
+        else:
+            parts.append("[^/]*".join(re.escape(p) for p in segment.split("*")))
+    return re.compile("/".join(parts))
+
+
+@dataclass(frozen=True)
+class DestinationSpec:
+    """A rule's destination: a registry host with an optional path template, or a layout."""
+
+    registry: str
+    template: str  # "", a prefix ("mirror"), or a template with {path}/{name}
+    layout: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> DestinationSpec:
+        if text.startswith(OCI_PREFIX):
+            directory = text[len(OCI_PREFIX) :]
+            if not directory:
+                raise ValueError("an oci: destination needs a directory, e.g. oci:/srv/layout")
+            return cls(registry="", template="", layout=directory)
+        first, _, rest = text.partition("/")
+        if not is_host(first) or not _HOST.fullmatch(first):
+            raise ValueError(
+                f"destination {text!r} must start with a registry host (e.g. registry.local:5000)"
+            )
+        if rest:
+            _check_path(rest, allow_glob=False, allow_placeholders=True)
+        return cls(registry=normalize_host(first), template=rest)
+
+    def repo_for(self, source_path: str) -> str:
+        """The destination repository path for a source repository path."""
+        name = source_path.rsplit("/", 1)[-1]
+        if "{path}" in self.template or "{name}" in self.template:
+            return self.template.replace("{path}", source_path).replace("{name}", name)
+        return f"{self.template}/{source_path}" if self.template else source_path
+
+    def __str__(self) -> str:
+        if self.layout:
+            return f"{OCI_PREFIX}{self.layout}"
+        return f"{self.registry}/{self.template}" if self.template else self.registry
