@@ -1,0 +1,172 @@
+"""Copy one image between two backends, children first, with its exact bytes.
+
+Order is the invariant that keeps a mirror consistent: blobs, then child manifests by digest,
+then the index, then the tag. A tag is pushed only after everything it references is in place,
+so an interrupted or failed copy never leaves a tag pointing at missing content.
+
+Blob work is single-flight per (destination, digest): the first task that needs a blob in a
+destination repository uploads it; tasks needing it in other repositories of the same
+destination wait, then mount it from there instead of sending the bytes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from regsync.backend import Backend
+from regsync.errors import RegsyncError, UnsupportedError
+from regsync.oci.manifest import Descriptor, Manifest
+from regsync.registry.transport import is_retryable
+
+log = logging.getLogger(__name__)
+
+TRANSFER_ATTEMPTS = 3
+
+
+@dataclass
+class CopyStats:
+    """Counters of one rule's copy work (the JSON summary and the metrics read these)."""
+
+    blobs_copied: int = 0
+    blobs_mounted: int = 0
+    blobs_present: int = 0
+    bytes_copied: int = 0
+    manifests_pushed: int = 0
+    source_manifest_gets: int = 0
+
+
+@dataclass
+class BlobLedger:
+    """What one destination is known to hold in this run, shared by every rule writing to it."""
+
+    locations: dict[str, set[str]] = field(default_factory=dict)  # digest -> repositories
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, digest: str) -> asyncio.Lock:
+        return self._locks.setdefault(digest, asyncio.Lock())
+
+    def record(self, digest: str, repo: str) -> None:
+        self.locations.setdefault(digest, set()).add(repo)
+
+    def holds(self, digest: str, repo: str) -> bool:
+        return repo in self.locations.get(digest, ())
+
+    def elsewhere(self, digest: str, repo: str) -> str | None:
+        return next((r for r in sorted(self.locations.get(digest, ())) if r != repo), None)
+
+
+class _Tap:
+    """Wraps a source stream: counts bytes and remembers the error that ended it."""
+
+    def __init__(self, source: AsyncIterator[bytes], on_bytes: Callable[[int], None]) -> None:
+        self._source = source
+        self._on_bytes = on_bytes
+        self.error: BaseException | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._source:
+                self._on_bytes(len(chunk))
+                yield chunk
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+
+@dataclass
+class CopyEngine:
+    """Copies images from one source backend to one destination backend."""
+
+    source: Backend
+    destination: Backend
+    ledger: BlobLedger
+    transfers: asyncio.Semaphore  # bounds concurrent blob streams into the destination
+    stats: CopyStats = field(default_factory=CopyStats)
+    on_bytes: Callable[[int], None] = lambda n: None
+    on_blob: Callable[[str], None] = lambda outcome: None  # copied | mounted | present
+
+    async def get_manifest(self, repo: str, digest: str) -> Manifest:
+        self.stats.source_manifest_gets += 1
+        return await self.source.manifest_get(repo, digest)
+
+    async def copy_tag(self, src_repo: str, dst_repo: str, tag: str, digest: str) -> Manifest:
+        """Copy the image `digest` and point `dst_repo:tag` at it. Returns the source manifest."""
+        manifest = await self.get_manifest(src_repo, digest)
+        await self.copy_content(src_repo, dst_repo, manifest)
+        await self.destination.manifest_put(dst_repo, tag, manifest)
+        self.stats.manifests_pushed += 1
+        return manifest
+
+    async def copy_content(self, src_repo: str, dst_repo: str, manifest: Manifest) -> None:
+        """Everything `manifest` references, in the destination repository."""
+        async with asyncio.TaskGroup() as group:
+            for child in manifest.children:
+                group.create_task(self._copy_child(src_repo, dst_repo, child))
+            for blob in manifest.blobs:
+                group.create_task(self.copy_blob(src_repo, dst_repo, blob))
+
+    async def _copy_child(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:
+        if await self.destination.manifest_head(dst_repo, desc.digest) is not None:
+            return  # pushed only after its own content, so it is complete
+        child = await self.get_manifest(src_repo, desc.digest)
+        await self.copy_content(src_repo, dst_repo, child)
+        await self.destination.manifest_put(dst_repo, child.digest, child)
+        self.stats.manifests_pushed += 1
+
+    async def copy_blob(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:
+        async with self.ledger.lock(desc.digest):
+            outcome = await self._place_blob(src_repo, dst_repo, desc)
+            self.ledger.record(desc.digest, dst_repo)
+        setattr(self.stats, f"blobs_{outcome}", getattr(self.stats, f"blobs_{outcome}") + 1)
+        self.on_blob(outcome)
+
+    async def _place_blob(self, src_repo: str, dst_repo: str, desc: Descriptor) -> str:
+        """Make the blob present in `dst_repo` the cheapest way; returns how."""
+        if self.ledger.holds(desc.digest, dst_repo):
+            return "present"
+        if await self.destination.blob_head(dst_repo, desc.digest):
+            return "present"
+        other = self.ledger.elsewhere(desc.digest, dst_repo)
+        if other is not None and await self._mount(dst_repo, desc.digest, other):
+            return "mounted"
+        async with self.transfers:
+            await self._transfer(src_repo, dst_repo, desc)
+        return "copied"
+
+    async def _mount(self, dst_repo: str, digest: str, from_repo: str) -> bool:
+        try:
+            return await self.destination.blob_mount(dst_repo, digest, from_repo)
+        except UnsupportedError:
+            return False
+
+    async def _transfer(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:
+        """Stream one blob source -> destination, retrying a broken stream from the start."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(TRANSFER_ATTEMPTS),
+            wait=wait_exponential_jitter(initial=0.5, max=5),
+            retry=retry_if_exception(is_retryable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                sent = 0
+
+                def count(n: int) -> None:
+                    nonlocal sent
+                    sent += n
+                    self.on_bytes(n)
+
+                tap = _Tap(self.source.blob_read(src_repo, desc), count)
+                try:
+                    await self.destination.blob_upload(dst_repo, desc, tap)
+                except RegsyncError as exc:
+                    # The upload reports a source failure as its own: surface the cause.
+                    if isinstance(tap.error, RegsyncError) and tap.error is not exc:
+                        raise tap.error from exc
+                    raise
+                self.stats.bytes_copied += sent

@@ -1,0 +1,22 @@
+"""Manifest and blob media types regsync knows."""
+
+from __future__ import annotations
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
+DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+
+INDEXES = frozenset({OCI_INDEX, DOCKER_LIST})
+IMAGES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+MANIFESTS = INDEXES | IMAGES
+SCHEMA1 = frozenset({DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED})
+
+# Sent on every manifest HEAD/GET: distribution 404s an OCI manifest the client did not
+# accept, and hands a list's amd64 child to a client that does not accept lists.
+ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST])
+
+# Manifests larger than this are refused (distribution's own limit is 4 MiB).
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024

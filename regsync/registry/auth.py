@@ -1,0 +1,212 @@
+"""Registry authentication: WWW-Authenticate parsing, Basic, and Bearer tokens.
+
+The flow (distribution's token spec): a request answered 401 carries a challenge. A Basic
+challenge is met with the configured credentials; a Bearer challenge names a token realm, which
+is asked for a token covering the request's scopes (with Basic credentials when we have them,
+anonymously otherwise). Tokens are cached per (realm, service, scopes) until shortly before they
+expire. Once a registry's challenge is known, later requests carry credentials up front, so the
+401 round trip happens once per registry, not once per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from regsync.errors import AuthError
+
+# Renew a token this many seconds before it expires, so a request never carries a stale one.
+_EXPIRY_MARGIN = 10.0
+# The token spec: expires_in defaults to 60 and values under 60 mean 60.
+_MIN_TOKEN_LIFETIME = 60
+
+_PARAM = re.compile(r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?')
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # lower case: "basic" or "bearer"
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
+    """Parse WWW-Authenticate header values; several challenges may come, in any case."""
+    challenges: list[Challenge] = []
+    for header in headers:
+        rest = header.strip()
+        while rest:
+            scheme, _, rest = rest.partition(" ")
+            params: dict[str, str] = {}
+            while (match := _PARAM.match(rest)) and match.group(0):
+                key, value = match.group(1).lower(), match.group(2)
+                if value.startswith('"'):
+                    value = re.sub(r"\\(.)", r"\1", value[1:-1])
+                params[key] = value
+                rest = rest[match.end() :]
+            challenges.append(Challenge(scheme.strip().lower(), params))
+            rest = rest.lstrip(", ")
+    return challenges
+
+
+def scope_union(*groups: Iterable[str]) -> tuple[str, ...]:
+    """Merge scope strings, joining the actions asked for one resource."""
+    actions: dict[str, set[str]] = {}
+    for group in groups:
+        for scope in group:
+            resource, _, acts = scope.rpartition(":")
+            actions.setdefault(resource, set()).update(a for a in acts.split(",") if a)
+    return tuple(f"{res}:{','.join(sorted(acts))}" for res, acts in sorted(actions.items()))
+
+
+def repo_scope(repo: str, *actions: str) -> str:
+    return f"repository:{repo}:{','.join(actions)}"
+
+
+CATALOG_SCOPE = "registry:catalog:*"
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    status: int
+    body: dict[str, object]
+
+
+# Fetches a token: (realm URL, query params, basic-auth header or None) -> response.
+TokenFetcher = Callable[[str, list[tuple[str, str]], str | None], Awaitable[TokenResponse]]
+
+
+class Authenticator:
+    """Decides the Authorization header for each request of one registry."""
+
+    def __init__(
+        self,
+        registry: str,
+        username: str | None,
+        password: str | None,
+        fetch_token: TokenFetcher,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self._basic = (
+            "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+            if username is not None
+            else None
+        )
+        self._fetch_token = fetch_token
+        self._clock = clock
+        self._challenge: Challenge | None = None
+        self._tokens: dict[tuple[str, str, tuple[str, ...]], _Token] = {}
+        self._locks: dict[tuple[str, str, tuple[str, ...]], asyncio.Lock] = {}
+        self.token_requests = 0
+
+    @property
+    def has_credentials(self) -> bool:
+        return self._basic is not None
+
+    async def header(self, scopes: tuple[str, ...]) -> str | None:
+        """The Authorization value to send up front, if the registry's scheme is known."""
+        challenge = self._challenge
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            return self._basic
+        token = await self._token(challenge, scopes)
+        return f"Bearer {token}"
+
+    async def on_unauthorized(
+        self, headers: Iterable[str], scopes: tuple[str, ...]
+    ) -> tuple[str, ...] | None:
+        """Learn from a 401: the scopes to retry with, or None when a retry cannot help."""
+        challenges = parse_challenges(headers)
+        bearer = next((c for c in challenges if c.scheme == "bearer"), None)
+        basic = next((c for c in challenges if c.scheme == "basic"), None)
+        if bearer is not None:
+            return self._learn_bearer(bearer, scopes)
+        if basic is None:
+            return None
+        if self._basic is None:
+            raise AuthError(
+                f"{self.registry} requires credentials: add them under "
+                f"registries.{self.registry}.credentials",
+                registry=self.registry,
+                status=401,
+            )
+        if self._challenge is not None and self._challenge.scheme == "basic":
+            raise AuthError(
+                f"{self.registry} refused the configured credentials",
+                registry=self.registry,
+                status=401,
+            )
+        self._challenge = basic
+        return scopes
+
+    def _learn_bearer(self, bearer: Challenge, scopes: tuple[str, ...]) -> tuple[str, ...]:
+        previous = self._challenge
+        self._challenge = bearer
+        # insufficient_scope names what the registry wants: ask again with the union.
+        wanted = scope_union(scopes, bearer.params.get("scope", "").split())
+        key = (bearer.params.get("realm", ""), bearer.params.get("service", ""), wanted)
+        if previous is None or previous.scheme != "bearer" or key not in self._tokens:
+            return wanted
+        # A fresh token for exactly these scopes was refused: either it expired early
+        # (invalid_token) or the registry granted less than we asked for.
+        del self._tokens[key]
+        if bearer.params.get("error") == "invalid_token":
+            return wanted
+        raise AuthError(
+            f"{self.registry} did not grant {' '.join(wanted) or 'access'}"
+            + (": check the credentials' permissions" if self._basic else ": credentials needed"),
+            registry=self.registry,
+            status=401,
+        )
+
+    async def _token(self, challenge: Challenge, scopes: tuple[str, ...]) -> str:
+        realm = challenge.params.get("realm", "")
+        service = challenge.params.get("service", "")
+        key = (realm, service, scopes)
+        # One token request per key at a time: concurrent copies must not stampede the realm.
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            cached = self._tokens.get(key)
+            if cached is not None and cached.expires_at - _EXPIRY_MARGIN > self._clock():
+                return cached.value
+            token = await self._request_token(realm, service, scopes)
+            self._tokens[key] = token
+            return token.value
+
+    async def _request_token(self, realm: str, service: str, scopes: tuple[str, ...]) -> _Token:
+        if not realm:
+            raise AuthError(f"{self.registry} sent a Bearer challenge without a realm")
+        params = [("service", service)] if service else []
+        params += [("scope", scope) for scope in scopes]
+        self.token_requests += 1
+        started = self._clock()
+        response = await self._fetch_token(realm, params, self._basic)
+        if response.status in (401, 403):
+            raise AuthError(
+                f"{self.registry}: the token service refused "
+                + ("the configured credentials" if self._basic else "anonymous access"),
+                registry=self.registry,
+                status=response.status,
+            )
+        if response.status != 200:
+            raise AuthError(
+                f"{self.registry}: the token service answered {response.status}",
+                registry=self.registry,
+                status=response.status,
+            )
+        value = response.body.get("token") or response.body.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise AuthError(f"{self.registry}: the token service sent no token")
+        lifetime = response.body.get("expires_in")
+        seconds = lifetime if isinstance(lifetime, int) else _MIN_TOKEN_LIFETIME
+        return _Token(value, started + max(seconds, _MIN_TOKEN_LIFETIME))

@@ -1,0 +1,280 @@
+"""The distribution API for one registry: listing, manifests and blobs.
+
+Methods read noun-verb (``manifest_head``, ``blob_upload``) so related calls sort together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterable, AsyncIterator
+from urllib.parse import quote
+
+from yarl import URL
+
+from regsync.errors import ManifestError, NotFoundError, RegistryError, RegsyncError
+from regsync.oci import mediatypes
+from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
+from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
+from regsync.registry.auth import CATALOG_SCOPE, repo_scope
+from regsync.registry.transport import Transport
+
+_LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+PAGE_SIZE = 1000  # distribution caps n at 1000
+MAX_PAGES = 10_000  # a registry that pages forever is cut off, not followed
+MAX_LISTING = 1_000_000
+STREAM_CHUNK = 1024 * 1024
+
+
+class RegistryClient:
+    """Talks to one registry. Implements the Backend protocol used by the copy engine."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.name = transport.registry
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.name})"
+
+    # -- listing -------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self.transport.request("GET", self.transport.url("/v2/"), scopes=(), ok=(200,))
+
+    async def repositories(self) -> list[str]:
+        """Every repository in the catalog (needs `registry:catalog:*`)."""
+        return await self._paged("/v2/_catalog", "repositories", (CATALOG_SCOPE,))
+
+    async def tags(self, repo: str) -> list[str]:
+        """Every tag of a repository; an empty or unknown repository has none."""
+        try:
+            return await self._paged(f"/v2/{repo}/tags/list", "tags", (repo_scope(repo, "pull"),))
+        except NotFoundError:
+            return []
+
+    async def _paged(self, path: str, key: str, scopes: tuple[str, ...]) -> list[str]:
+        url = self.transport.url(f"{path}?n={PAGE_SIZE}")
+        seen: set[str] = set()
+        items: list[str] = []
+        while True:
+            if str(url) in seen or len(seen) >= MAX_PAGES:
+                raise RegistryError(f"{self.name}: {path} pagination loops or never ends")
+            seen.add(str(url))
+            resp = await self.transport.request("GET", url, scopes=scopes)
+            data = resp.json()
+            page = data.get(key) if isinstance(data, dict) else None
+            if page is not None and not (
+                isinstance(page, list) and all(isinstance(x, str) for x in page)
+            ):
+                raise RegistryError(f"{self.name}: {path} returned a malformed {key} list")
+            items.extend(page or [])
+            if len(items) > MAX_LISTING:
+                raise RegistryError(f"{self.name}: {path} lists over {MAX_LISTING} entries")
+            link = _LINK_NEXT.search(resp.headers.get("Link", ""))
+            if link is None:
+                return items
+            # distribution sends the next link relative to the request URL.
+            url = resp.url.join(URL(link.group(1), encoded=True))
+            if url.origin() != self.transport.base_url.origin():
+                raise RegistryError(f"{self.name}: {path} pagination points to another host")
+
+    # -- manifests ------------------------------------------------------------------------
+
+    async def manifest_head(self, repo: str, ref: str) -> Descriptor | None:
+        """The descriptor a tag or digest resolves to, or None when it does not exist."""
+        try:
+            resp = await self.transport.request(
+                "HEAD",
+                self.transport.url(f"/v2/{repo}/manifests/{ref}"),
+                scopes=(repo_scope(repo, "pull"),),
+                headers={"Accept": mediatypes.ACCEPT},
+            )
+        except NotFoundError:
+            return None
+        digest = resp.headers.get("Docker-Content-Digest", "")
+        if not is_digest(digest):
+            if is_digest(ref):
+                digest = ref
+            else:
+                return None  # no digest header: the caller must GET to know
+        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        size = int(resp.headers.get("Content-Length", "0") or 0)
+        return Descriptor(media_type, digest, size)
+
+    async def manifest_get(self, repo: str, ref: str) -> Manifest:
+        """A manifest's exact bytes, verified against the digest asked for or announced."""
+        resp = await self.transport.request(
+            "GET",
+            self.transport.url(f"/v2/{repo}/manifests/{ref}"),
+            scopes=(repo_scope(repo, "pull"),),
+            headers={"Accept": mediatypes.ACCEPT},
+            max_body=mediatypes.MAX_MANIFEST_BYTES,
+        )
+        expected = ref if is_digest(ref) else resp.headers.get("Docker-Content-Digest", "")
+        if expected:
+            try:
+                verify_bytes(resp.body, expected)
+            except Exception as exc:
+                raise ManifestError(f"{self.name}/{repo}:{ref}: {exc}") from exc
+        try:
+            return parse_manifest(resp.body, resp.headers.get("Content-Type", ""), digest=expected)
+        except ManifestError as exc:
+            raise ManifestError(f"{self.name}/{repo}:{ref}: {exc}") from exc
+
+    async def manifest_put(self, repo: str, ref: str, manifest: Manifest) -> None:
+        """Push the exact bytes; the registry must agree on the digest."""
+        resp = await self.transport.request(
+            "PUT",
+            self.transport.url(f"/v2/{repo}/manifests/{ref}"),
+            scopes=(repo_scope(repo, "pull", "push"),),
+            headers={"Content-Type": manifest.media_type},
+            data=manifest.raw,
+            ok=(200, 201, 202),
+        )
+        echoed = resp.headers.get("Docker-Content-Digest")
+        if echoed and echoed != manifest.digest:
+            raise ManifestError(
+                f"{self.name}/{repo}:{ref}: registry stored {echoed}, expected {manifest.digest}"
+            )
+
+    async def manifest_delete(self, repo: str, digest: str) -> None:
+        """Delete by digest: on distribution this removes every tag pointing at it."""
+        await self.transport.request(
+            "DELETE",
+            self.transport.url(f"/v2/{repo}/manifests/{digest}"),
+            scopes=(repo_scope(repo, "delete"),),
+            ok=(200, 202),
+        )
+
+    # -- blobs ----------------------------------------------------------------------------
+
+    async def blob_head(self, repo: str, digest: str) -> bool:
+        try:
+            await self.transport.request(
+                "HEAD",
+                self.transport.url(f"/v2/{repo}/blobs/{digest}"),
+                scopes=(repo_scope(repo, "pull"),),
+                ok=(200, 307),  # 307: exists, served from object storage
+            )
+        except NotFoundError:
+            return False
+        return True
+
+    async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
+        """Stream a blob's bytes, verifying size and digest; the last chunk is verified."""
+        verifier = DigestVerifier(desc.digest, desc.size)
+        url = self.transport.url(f"/v2/{repo}/blobs/{desc.digest}")
+        async with self.transport.open(
+            "GET", url, scopes=(repo_scope(repo, "pull"),), ok=(200,)
+        ) as resp:
+            async for chunk in resp.content.iter_chunked(STREAM_CHUNK):
+                verifier.update(chunk)
+                yield chunk
+        verifier.verify()
+
+    async def blob_upload(self, repo: str, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
+        """Monolithic streamed upload: POST a session, PUT the body with the digest."""
+        location = await self._upload_start(repo)
+        try:
+            await self._upload_put(repo, location, desc, chunks)
+        except BaseException:
+            await self._upload_cancel(repo, location)
+            raise
+
+    async def blob_upload_chunked(
+        self, repo: str, desc: Descriptor, chunks: AsyncIterable[bytes], chunk_size: int
+    ) -> None:
+        """Chunked upload (PATCH per chunk) for registries refusing a streamed PUT."""
+        location = await self._upload_start(repo)
+        scopes = (repo_scope(repo, "pull", "push"),)
+        try:
+            offset = 0
+            async for block in _rechunk(chunks, chunk_size):
+                resp = await self.transport.request(
+                    "PATCH",
+                    location,
+                    scopes=scopes,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{offset + len(block) - 1}",
+                    },
+                    data=block,
+                    ok=(202,),
+                )
+                offset += len(block)
+                location = self._location(resp.url, resp.headers.get("Location", ""))
+            await self._upload_put(repo, location, desc, None)
+        except BaseException:
+            await self._upload_cancel(repo, location)
+            raise
+
+    async def blob_mount(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Cross-repository mount; False when the registry would not mount."""
+        url = self.transport.url(
+            f"/v2/{repo}/blobs/uploads/?mount={quote(digest)}&from={quote(from_repo)}"
+        )
+        resp = await self.transport.request(
+            "POST",
+            url,
+            scopes=(repo_scope(repo, "pull", "push"), repo_scope(from_repo, "pull")),
+            ok=(201, 202),
+        )
+        if resp.status == 201:
+            return True
+        # 202: the registry opened an upload session instead; close it.
+        await self._upload_cancel(repo, self._location(resp.url, resp.headers.get("Location", "")))
+        return False
+
+    async def _upload_start(self, repo: str) -> URL:
+        resp = await self.transport.request(
+            "POST",
+            self.transport.url(f"/v2/{repo}/blobs/uploads/"),
+            scopes=(repo_scope(repo, "pull", "push"),),
+            ok=(202,),
+        )
+        return self._location(resp.url, resp.headers.get("Location", ""))
+
+    async def _upload_put(
+        self, repo: str, location: URL, desc: Descriptor, chunks: AsyncIterable[bytes] | None
+    ) -> None:
+        # distribution puts `_state` in the Location query: merge digest= into it.
+        separator = "&" if location.raw_query_string else "?"
+        url = URL(f"{location}{separator}digest={quote(desc.digest)}", encoded=True)
+        headers = {"Content-Type": "application/octet-stream"}
+        headers["Content-Length"] = str(desc.size if chunks is not None else 0)
+        await self.transport.prepare((repo_scope(repo, "pull", "push"),))
+        async with self.transport.open(
+            "PUT",
+            url,
+            scopes=(repo_scope(repo, "pull", "push"),),
+            headers=headers,
+            data=chunks if chunks is not None else b"",
+            ok=(201, 204),
+        ):
+            pass
+
+    async def _upload_cancel(self, repo: str, location: URL) -> None:
+        # Best effort: the registry expires abandoned sessions itself.
+        with contextlib.suppress(RegsyncError):
+            await self.transport.request(
+                "DELETE", location, scopes=(repo_scope(repo, "pull", "push"),), ok=(204, 200, 202)
+            )
+
+    def _location(self, request_url: URL, location: str) -> URL:
+        if not location:
+            raise RegistryError(f"{self.name}: upload response has no Location header")
+        resolved = request_url.join(URL(location, encoded=True))
+        if resolved.scheme not in ("http", "https") or not resolved.host:
+            raise RegistryError(f"{self.name}: upload Location {location!r} is not usable")
+        return resolved
+
+
+async def _rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)

@@ -1,0 +1,352 @@
+"""One registry's HTTP transport: auth, retries, timeouts, error mapping, observation.
+
+Retry policy lives here and only here: connection errors, timeouts, 408, 429 (honouring
+Retry-After) and 502/503/504 are retried with capped exponential backoff and jitter; every other
+status is final. aiohttp exceptions never leave this module: they become TransportError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+from yarl import URL
+
+from regsync.errors import (
+    AuthError,
+    NotFoundError,
+    RateLimitedError,
+    RegistryError,
+    TransportError,
+    UnsupportedError,
+)
+from regsync.registry.auth import Authenticator, TokenResponse
+
+RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
+_RATELIMIT = re.compile(r"\s*(\d+)")
+_MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    initial: float = 0.5
+    maximum: float = 10.0
+    max_retry_after: float = 60.0  # a longer Retry-After fails the request instead of hanging
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 15.0
+    read: float = 60.0  # idle time between bytes: a stalled server fails, a slow one does not
+
+
+class RequestObserver(Protocol):
+    """Receives one call per HTTP exchange (metrics live above this layer)."""
+
+    def request_done(self, registry: str, method: str, status: str, seconds: float) -> None: ...
+
+    def ratelimit_seen(self, registry: str, remaining: int, limit: int | None) -> None: ...
+
+    def request_retried(self, registry: str, reason: str) -> None: ...
+
+
+class NullObserver:
+    def request_done(self, registry: str, method: str, status: str, seconds: float) -> None:
+        pass
+
+    def ratelimit_seen(self, registry: str, remaining: int, limit: int | None) -> None:
+        pass
+
+    def request_retried(self, registry: str, reason: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    url: URL
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise RegistryError(
+                f"invalid JSON from {self.url.host}: {exc}", status=self.status
+            ) from exc
+
+
+def error_from_response(
+    registry: str, method: str, url: URL, status: int, headers: Any, body: bytes
+) -> RegistryError:
+    """Map an error status and the registry's error body to a typed error."""
+    codes: tuple[str, ...] = ()
+    detail = ""
+    try:
+        errors = json.loads(body).get("errors") or []
+        codes = tuple(str(e.get("code", "UNKNOWN")) for e in errors if isinstance(e, dict))
+        detail = "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))
+    except (ValueError, AttributeError):
+        pass
+    where = f"{method} {url.path}"
+    message = f"{registry}: {where} -> {status}" + (f" {','.join(codes)}" if codes else "")
+    if detail:
+        message += f": {detail[:200]}"
+    retry_after = _retry_after(headers.get("Retry-After")) if status == 429 else None
+    kwargs = dict(registry=registry, status=status, codes=codes, retry_after=retry_after)
+    if status in (401, 403) or {"UNAUTHORIZED", "DENIED"} & set(codes):
+        return AuthError(message, **kwargs)  # type: ignore[arg-type]
+    if status == 404:
+        return NotFoundError(message, **kwargs)  # type: ignore[arg-type]
+    if status == 405 or "UNSUPPORTED" in codes:
+        return UnsupportedError(message, **kwargs)  # type: ignore[arg-type]
+    if status == 429:
+        return RateLimitedError(message, **kwargs)  # type: ignore[arg-type]
+    return RegistryError(message, **kwargs)  # type: ignore[arg-type]
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # HTTP-date form: fall back to our own backoff
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, TransportError):
+        return True
+    return isinstance(exc, RegistryError) and exc.status in RETRYABLE_STATUS
+
+
+class Transport:
+    """Sends requests to one registry over the run's shared aiohttp session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        registry: str,
+        base_url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | bool = True,
+        observer: RequestObserver | None = None,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        max_concurrency: int = 8,
+    ) -> None:
+        self.session = session
+        self.registry = registry
+        self.base_url = URL(base_url)
+        self.auth = Authenticator(registry, username, password, self.fetch_token)
+        self._ssl = ssl_context
+        self.observer: RequestObserver = observer or NullObserver()
+        self.retry = retry or RetryPolicy()
+        t = timeouts or Timeouts()
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
+        )
+        self._limit = asyncio.Semaphore(max_concurrency)
+
+    def url(self, path: str) -> URL:
+        return self.base_url.join(URL(path, encoded=True))
+
+    async def request(
+        self,
+        method: str,
+        url: URL,
+        *,
+        scopes: tuple[str, ...],
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+        ok: tuple[int, ...] = (200,),
+        max_body: int = 16 * 1024 * 1024,
+    ) -> Response:
+        """A request with a small body, read whole (bounded), retried per the policy."""
+        async for attempt in self._retrying():
+            with attempt:
+                async with (
+                    self._limit,
+                    self.open(
+                        method, url, scopes=scopes, headers=headers, data=data, ok=ok
+                    ) as resp,
+                ):
+                    body = await _read_bounded(resp, max_body, self.registry)
+                    return Response(resp.status, resp.headers, body, resp.url)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retrying(self) -> AsyncRetrying:
+        policy = self.retry
+        backoff = wait_exponential_jitter(initial=policy.initial, max=policy.maximum)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, RegistryError) and exc.retry_after is not None:
+                if exc.retry_after > policy.max_retry_after:
+                    raise exc
+                return exc.retry_after
+            return float(backoff(state))
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            reason = str(exc.status) if isinstance(exc, RegistryError) else "connection"
+            self.observer.request_retried(self.registry, reason)
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(policy.attempts),
+            wait=wait,
+            retry=retry_if_exception(is_retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+    @asynccontextmanager
+    async def open(
+        self,
+        method: str,
+        url: URL,
+        *,
+        scopes: tuple[str, ...],
+        headers: dict[str, str] | None = None,
+        data: Any = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send one request (with the auth dance, no retries) and yield the open response.
+
+        A replayable body (bytes or None) is re-sent after a 401; a streamed one cannot be,
+        so callers streaming a body make sure the token is fresh first (see ``prepare``).
+        """
+        for _ in range(3):
+            sent_headers = dict(headers or {})
+            if (authorization := await self.auth.header(scopes)) is not None:
+                sent_headers["Authorization"] = authorization
+            started = time.monotonic()
+            try:
+                resp = await self.session.request(
+                    method,
+                    url,
+                    headers=sent_headers,
+                    data=data,
+                    ssl=self._ssl,
+                    timeout=self._timeout,
+                    auto_decompress=False,
+                )
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                self.observer.request_done(self.registry, method, "error", _since(started))
+                raise TransportError(
+                    f"{self.registry}: {method} {url.path} failed: {_describe(exc)}",
+                    registry=self.registry,
+                ) from exc
+            try:
+                self.observer.request_done(self.registry, method, str(resp.status), _since(started))
+                self._note_ratelimit(resp)
+                if resp.status == 401 and (data is None or isinstance(data, bytes)):
+                    challenge = resp.headers.getall("WWW-Authenticate", [])
+                    new_scopes = await self.auth.on_unauthorized(challenge, scopes)
+                    if new_scopes is not None:
+                        scopes = new_scopes
+                        continue
+                if resp.status not in ok:
+                    body = await _read_bounded(resp, _MAX_ERROR_BODY, self.registry, lax=True)
+                    raise error_from_response(
+                        self.registry, method, url, resp.status, resp.headers, body
+                    )
+                yield resp
+                return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise TransportError(
+                    f"{self.registry}: {method} {url.path} failed: {_describe(exc)}",
+                    registry=self.registry,
+                ) from exc
+            finally:
+                resp.release()
+        raise AuthError(f"{self.registry}: authentication did not settle", registry=self.registry)
+
+    async def prepare(self, scopes: tuple[str, ...]) -> None:
+        """Learn the auth scheme before a streamed request that cannot be replayed."""
+        if await self.auth.header(scopes) is None:
+            await self.request("GET", self.url("/v2/"), scopes=scopes, ok=(200,))
+
+    def _note_ratelimit(self, resp: aiohttp.ClientResponse) -> None:
+        remaining = resp.headers.get("RateLimit-Remaining")
+        if remaining is None or not (match := _RATELIMIT.match(remaining)):
+            return
+        limit_match = _RATELIMIT.match(resp.headers.get("RateLimit-Limit", ""))
+        limit = int(limit_match.group(1)) if limit_match else None
+        self.observer.ratelimit_seen(self.registry, int(match.group(1)), limit)
+
+    async def fetch_token(
+        self, realm: str, params: list[tuple[str, str]], basic: str | None
+    ) -> TokenResponse:
+        """GET a Bearer token; the realm may be another host, so only Basic goes there."""
+        headers = {"Authorization": basic} if basic else {}
+        started = time.monotonic()
+        try:
+            async with self.session.get(
+                realm, params=params, headers=headers, ssl=self._ssl, timeout=self._timeout
+            ) as resp:
+                self.observer.request_done(
+                    self.registry, "TOKEN", str(resp.status), _since(started)
+                )
+                body: dict[str, Any] = {}
+                if resp.status == 200:
+                    raw = await _read_bounded(resp, 1024 * 1024, self.registry)
+                    parsed = json.loads(raw)
+                    body = parsed if isinstance(parsed, dict) else {}
+                return TokenResponse(resp.status, body)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raise TransportError(
+                f"{self.registry}: token request to {URL(realm).host} failed: {_describe(exc)}",
+                registry=self.registry,
+            ) from exc
+
+
+async def _read_bounded(
+    resp: aiohttp.ClientResponse, limit: int, registry: str, *, lax: bool = False
+) -> bytes:
+    """Read a body up to ``limit`` bytes; over it is an error (or truncated when ``lax``)."""
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        total += len(chunk)
+        if total > limit:
+            if lax:
+                break
+            raise RegistryError(
+                f"{registry}: response body over {limit} bytes from {resp.url.path}",
+                registry=registry,
+                status=resp.status,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _since(started: float) -> float:
+    return time.monotonic() - started
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,199 @@
+"""Runs rules: discover repositories, list and diff tags, execute the plan.
+
+Concurrency is structured (TaskGroups) and bounded: repositories per rule, image copies across
+the run, blob streams per destination, and requests per registry (in the transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+
+from regsync.backend import Backend
+from regsync.clients import ClientPool
+from regsync.config import Config, Rule
+from regsync.copy import BlobLedger, CopyEngine
+from regsync.errors import RegsyncError
+from regsync.events import NoEvents, RunEvents
+from regsync.oci.ref import SourceSpec
+from regsync.plan import Action, RepoPlan, TagAction, plan_repo
+from regsync.registry.transport import RequestObserver, RetryPolicy
+from regsync.summary import RuleResult, RunResult
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+REPO_CONCURRENCY = 8  # repositories listed and planned at once, per rule
+IMAGE_CONCURRENCY = 16  # image copies in flight across the run
+HEAD_CONCURRENCY = 32  # manifest HEADs in flight while planning, per rule
+
+
+@dataclass
+class RunContext:
+    """What the rules of one run share: clients, per-destination ledgers and limits."""
+
+    config: Config
+    pool: ClientPool
+    events: RunEvents
+    dry_run: bool = False
+    plan_only: bool = False
+    images: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IMAGE_CONCURRENCY))
+    ledgers: dict[str, BlobLedger] = field(default_factory=dict)
+    transfers: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    def backend(self, registry: str) -> Backend:
+        return self.pool.get(registry)
+
+    def engine(self, rule: Rule, result: RuleResult) -> CopyEngine:
+        dest = rule.destination.registry
+        limit = self.config.registry(dest).max_concurrency
+        return CopyEngine(
+            source=self.backend(rule.source.registry),
+            destination=self.backend(dest),
+            ledger=self.ledgers.setdefault(dest, BlobLedger()),
+            transfers=self.transfers.setdefault(dest, asyncio.Semaphore(limit)),
+            stats=result.stats,
+            on_bytes=lambda n: self.events.bytes_copied(rule.name, n),
+            on_blob=lambda outcome: self.events.blob_done(rule.name, outcome),
+        )
+
+
+async def run(
+    config: Config,
+    rules: Sequence[Rule],
+    *,
+    dry_run: bool = False,
+    plan_only: bool = False,
+    events: RunEvents | None = None,
+    observer: RequestObserver | None = None,
+    retry: RetryPolicy | None = None,
+) -> RunResult:
+    """Run the given rules once, concurrently, over one HTTP session."""
+    connector = aiohttp.TCPConnector(limit=128, limit_per_host=32, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
+        ctx = RunContext(
+            config=config,
+            pool=ClientPool(session, config, observer=observer, retry=retry),
+            events=events or NoEvents(),
+            dry_run=dry_run,
+            plan_only=plan_only,
+        )
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(run_rule(ctx, rule)) for rule in rules]
+    return RunResult([t.result() for t in tasks], dry_run=dry_run or plan_only)
+
+
+async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
+    result = RuleResult(rule.name, str(rule.source), str(rule.destination))
+    ctx.events.rule_started(rule.name)
+    started = time.monotonic()
+    try:
+        source = ctx.backend(rule.source.registry)
+        repos = await discover(source, rule.source)
+        result.repos = len(repos)
+        ctx.events.repos_found(rule.name, len(repos))
+        limit = asyncio.Semaphore(REPO_CONCURRENCY)
+        engine = ctx.engine(rule, result)
+        async with asyncio.TaskGroup() as group:
+            for repo in repos:
+                group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, repo, result)))
+    except RegsyncError as exc:
+        result.rule_failed = True
+        result.errors.append(str(exc))
+        log.error("rule %s: %s", rule.name, exc)
+    result.duration_seconds = time.monotonic() - started
+    ctx.events.rule_finished(result)
+    return result
+
+
+async def discover(source: Backend, spec: SourceSpec) -> list[str]:
+    """The source repositories a rule covers: one, or the catalog entries its glob matches."""
+    if not spec.is_glob:
+        return [spec.pattern]
+    prefix = spec.prefix + "/" if spec.prefix else ""
+    repos = sorted(r for r in await source.repositories() if r.startswith(prefix))
+    return [r for r in repos if spec.matches(r)]
+
+
+async def sync_repo(
+    ctx: RunContext, rule: Rule, engine: CopyEngine, repo: str, result: RuleResult
+) -> None:
+    dest_repo = rule.destination.repo_for(repo)
+    try:
+        plan = await plan_tags(rule, engine, repo, dest_repo, result)
+    except RegsyncError as exc:
+        result.errors.append(f"{repo}: {exc}")
+        log.error("rule %s: %s: %s", rule.name, repo, exc)
+        return
+    result.plans.append(plan)
+    result.up_to_date += len(plan.of(Action.SKIP))
+    for _ in plan.of(Action.SKIP):
+        ctx.events.tag_done(rule.name, "up_to_date")
+    if ctx.dry_run or ctx.plan_only:
+        return
+    async with asyncio.TaskGroup() as group:
+        for action in plan.of(Action.COPY):
+            group.create_task(
+                _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result))
+            )
+
+
+async def plan_tags(
+    rule: Rule, engine: CopyEngine, repo: str, dest_repo: str, result: RuleResult
+) -> RepoPlan:
+    """List both sides, HEAD the selected tags, and diff by digest. No manifest GETs."""
+    source_tags, dest_tags = await asyncio.gather(
+        engine.source.tags(repo), engine.destination.tags(dest_repo)
+    )
+    filtered = [(t, "include/exclude") for t in source_tags if not rule.tags.selects(t)]
+    selected = [t for t in source_tags if rule.tags.selects(t)]
+    present = set(dest_tags)
+    heads = asyncio.Semaphore(HEAD_CONCURRENCY)
+
+    async def digest_of(backend: Backend, name: str, tag: str) -> str | None:
+        async with heads:
+            desc = await backend.manifest_head(name, tag)
+        return desc.digest if desc else None
+
+    source_digests = await asyncio.gather(*(digest_of(engine.source, repo, t) for t in selected))
+    dest_digests = await asyncio.gather(
+        *(digest_of(engine.destination, dest_repo, t) for t in selected if t in present)
+    )
+    source = {t: d for t, d in zip(selected, source_digests, strict=True) if d is not None}
+    dest = dict(zip([t for t in selected if t in present], dest_digests, strict=True))
+    return plan_repo(repo, dest_repo, source, dest, tuple(filtered))
+
+
+async def copy_one(
+    ctx: RunContext,
+    rule: Rule,
+    engine: CopyEngine,
+    plan: RepoPlan,
+    action: TagAction,
+    result: RuleResult,
+) -> None:
+    assert action.source_digest is not None
+    where = f"{plan.source_repo}:{action.tag} -> {plan.dest_repo}:{action.tag}"
+    try:
+        await engine.copy_tag(plan.source_repo, plan.dest_repo, action.tag, action.source_digest)
+    except RegsyncError as exc:
+        result.failed += 1
+        result.errors.append(f"{plan.source_repo}:{action.tag}: {exc}")
+        ctx.events.tag_done(rule.name, "failed")
+        log.error("rule %s: copy %s failed: %s", rule.name, where, exc)
+        return
+    result.copied += 1
+    ctx.events.tag_done(rule.name, "copied")
+    log.info("rule %s: copied %s (%s)", rule.name, where, action.source_digest)
+
+
+async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` holding `limit` (the coroutine is created eagerly but starts only here)."""
+    async with limit:
+        return await work
