@@ -1,0 +1,140 @@
+"""The pure data layer: references, specs, manifests, digests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from regsync.errors import IntegrityError, ManifestError
+from regsync.oci import mediatypes
+from regsync.oci.digest import DigestVerifier, sha256_digest
+from regsync.oci.manifest import parse_manifest
+from regsync.oci.ref import DestinationSpec, SourceSpec, api_host, split_name
+
+DIGEST = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("nginx", ("docker.io", "library/nginx")),
+        ("docker.io/nginx", ("docker.io", "library/nginx")),
+        ("index.docker.io/diamol/app", ("docker.io", "diamol/app")),
+        ("registry-1.docker.io/library/redis", ("docker.io", "library/redis")),
+        ("localhost/team/app", ("localhost", "team/app")),
+        ("127.0.0.1:5000/app", ("127.0.0.1:5000", "app")),
+        ("ghcr.io/org/tool", ("ghcr.io", "org/tool")),
+    ],
+)
+def test_docker_hub_names_normalise(name: str, expected: tuple[str, str]) -> None:
+    assert split_name(name) == expected
+
+
+def test_docker_hub_is_reached_at_registry_1() -> None:
+    assert api_host("docker.io") == "registry-1.docker.io"
+    assert api_host("ghcr.io") == "ghcr.io"
+
+
+def test_glob_star_is_one_segment_and_double_star_any_depth() -> None:
+    one, deep = SourceSpec.parse("r.io/team/*"), SourceSpec.parse("r.io/team/**")
+    assert one.matches("team/app") and not one.matches("team/a/b") and not one.matches("other/app")
+    assert deep.matches("team/a/b/c") and deep.matches("team/app")
+    assert one.prefix == "team" and SourceSpec.parse("r.io/*/app").prefix == ""
+
+
+@pytest.mark.parametrize(
+    ("destination", "expected"),
+    [
+        ("mirror.local:5000", "diamol/app"),
+        ("mirror.local:5000/hub", "hub/diamol/app"),
+        ("mirror.local:5000/hub/{name}", "hub/app"),
+        ("mirror.local:5000/x/{path}/y", "x/diamol/app/y"),
+    ],
+)
+def test_destination_appends_the_source_path_or_fills_placeholders(
+    destination: str, expected: str
+) -> None:
+    assert DestinationSpec.parse(destination).repo_for("diamol/app") == expected
+
+
+@pytest.mark.parametrize("text", ["diamol/App", "r.io/a//b", "r.io/a/b*c/**x"])
+def test_invalid_sources_are_rejected(text: str) -> None:
+    with pytest.raises(ValueError):
+        SourceSpec.parse(text)
+
+
+def test_destination_needs_a_host() -> None:
+    with pytest.raises(ValueError, match="must start with a registry host"):
+        DestinationSpec.parse("mirror/app")
+
+
+def _index(children: list[dict[str, object]]) -> bytes:
+    return json.dumps(
+        {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": children}
+    ).encode()
+
+
+def test_manifest_keeps_raw_bytes_and_digest_is_over_them() -> None:
+    raw = _index([{"mediaType": mediatypes.OCI_MANIFEST, "digest": DIGEST, "size": 10}]) + b"  "
+    manifest = parse_manifest(raw)
+    assert manifest.raw == raw and manifest.digest == sha256_digest(raw)
+    assert manifest.is_index and manifest.children[0].digest == DIGEST
+
+
+def test_unknown_child_media_types_in_an_index_are_not_errors() -> None:
+    manifest = parse_manifest(
+        _index([{"mediaType": "application/x-new", "digest": DIGEST, "size": 1}])
+    )
+    assert manifest.children[0].media_type == "application/x-new"
+
+
+def test_foreign_layers_are_not_blobs_to_copy() -> None:
+    body = {
+        "schemaVersion": 2,
+        "mediaType": mediatypes.DOCKER_MANIFEST,
+        "config": {"mediaType": "c", "digest": DIGEST, "size": 2},
+        "layers": [
+            {"mediaType": "l", "digest": "sha256:" + "b" * 64, "size": 3, "urls": ["https://x"]}
+        ],
+    }
+    assert [b.digest for b in parse_manifest(json.dumps(body).encode()).blobs] == [DIGEST]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"schemaVersion": 1, "fsLayers": []}', "schema1"),
+        (
+            b'{"schemaVersion": 2, "mediaType": "application/x-weird"}',
+            "unsupported manifest media type",
+        ),
+        (b"{" + b" " * (4 * 1024 * 1024) + b"}", "over the 4 MiB limit"),
+        (json.dumps({"mediaType": mediatypes.OCI_MANIFEST, "layers": []}).encode(), "no config"),
+        (_index([{"digest": "sha256:xyz", "size": 1}]), "invalid digest"),
+        (_index([{"digest": DIGEST, "size": -1}]), "invalid size"),
+    ],
+)
+def test_bad_manifests_are_manifest_errors(raw: bytes, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        parse_manifest(raw)
+
+
+def test_streaming_verifier_checks_size_and_digest() -> None:
+    data = b"hello world"
+    ok = DigestVerifier(sha256_digest(data), len(data))
+    ok.update(data[:5])
+    ok.update(data[5:])
+    ok.verify()
+    short = DigestVerifier(sha256_digest(data), len(data))
+    short.update(data[:3])
+    with pytest.raises(IntegrityError, match="received 3 bytes"):
+        short.verify()
+    wrong = DigestVerifier(sha256_digest(data), len(data))
+    wrong.update(b"HELLO WORLD")
+    with pytest.raises(IntegrityError, match="does not match"):
+        wrong.verify()
+    with pytest.raises(IntegrityError, match="more than"):
+        DigestVerifier(sha256_digest(data), 2).update(data)
