@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -300,3 +303,38 @@ def test_skopeo_copy_between_registries(registry_factory: RegistryFactory) -> No
     )
     assert dst.manifest_digest("diamol/app", "1") == image.digest
     assert_graph_present(dst, "diamol/app", image)
+
+
+def test_tar_gz_layers_are_real_and_reproducible() -> None:
+    layer = Blob.tar_gz(1000, "x")
+    assert layer == Blob.tar_gz(1000, "x")
+    with tarfile.open(fileobj=io.BytesIO(layer.data), mode="r:gz") as tar:
+        member = tar.getmember("data.bin")
+        assert member.size == 1000
+    assert layer.diff_id == sha256(gzip.decompress(layer.data)) != layer.digest
+    empty = Blob.empty_tar_gz()
+    assert gzip.decompress(empty.data) == b"\0" * 1024
+    config = json.loads(Image.oci([layer, empty]).blobs[0].data)
+    assert config["rootfs"]["diff_ids"] == [layer.diff_id, empty.diff_id]
+
+
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
+def test_sample_images_survive_plain_skopeo_copy(registry_factory: RegistryFactory) -> None:
+    """Samples use real tar.gz layers, so even a recompressing copier keeps every digest."""
+    src, dst = registry_factory(), registry_factory()
+    for pushed in seed_samples(src):
+        subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--all",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                f"docker://{src.host}/{pushed.ref}",
+                f"docker://{dst.host}/{pushed.ref}",
+            ],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        assert dst.manifest_digest(pushed.repo, pushed.tag or "") == pushed.digest

@@ -7,14 +7,18 @@
     pushed.digest == registry.manifest_digest("diamol/app", "1.0")
 
 Every manifest keeps the exact bytes it is pushed as (``.raw``); digests are over those bytes.
-Layer content is random bytes, not a real tarball: registries do not look inside.
+``Blob.random`` layers are plain random bytes of an exact size (registries do not look inside);
+``Blob.tar_gz`` makes real gzipped tarballs for tools that do (skopeo copy, docker pull).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import random
+import tarfile
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,19 +46,47 @@ def sha256(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class Blob:
-    """Content-addressed bytes (a layer, a config, an artifact payload)."""
+    """Content-addressed bytes (a layer, a config, an artifact payload).
+
+    ``diff_id`` is the digest of the uncompressed layer, for the image config; it defaults to
+    ``digest`` (random "layers" are not compressed at all).
+    """
 
     data: bytes = field(repr=False)
+    uncompressed_digest: str | None = None
 
     @classmethod
     def random(cls, size: int, seed: int | str = 0) -> Blob:
-        """``size`` pseudo-random bytes, the same for the same seed."""
+        """Exactly ``size`` pseudo-random bytes, the same for the same seed.
+
+        Not a real tar.gz: tools that look inside layers (``skopeo copy`` without
+        ``--preserve-digests``) would recompress them and change digests. Use ``tar_gz``
+        for those.
+        """
         return cls(random.Random(f"blob:{seed}").randbytes(size))
+
+    @classmethod
+    def tar_gz(cls, size: int, seed: int | str = 0, name: str = "data.bin") -> Blob:
+        """A real, reproducible gzipped tarball holding one file of ``size`` random bytes."""
+        payload = random.Random(f"blob:{seed}").randbytes(size)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = size, 0, 0o644
+            tar.addfile(info, io.BytesIO(payload))
+        raw_tar = buf.getvalue()
+        return cls(gzip.compress(raw_tar, compresslevel=1, mtime=0), sha256(raw_tar))
 
     @classmethod
     def empty(cls) -> Blob:
         """The zero-length blob (``sha256:e3b0...``), as an empty layer."""
         return cls(b"")
+
+    @classmethod
+    def empty_tar_gz(cls) -> Blob:
+        """A gzipped empty tarball: the empty layer docker writes, which tools can unpack."""
+        raw_tar = b"\0" * 1024
+        return cls(gzip.compress(raw_tar, mtime=0), sha256(raw_tar))
 
     @property
     def digest(self) -> str:
@@ -63,6 +95,10 @@ class Blob:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    @property
+    def diff_id(self) -> str:
+        return self.uncompressed_digest or self.digest
 
     def descriptor(self, media_type: str, **extra: Any) -> dict[str, Any]:
         return {"mediaType": media_type, "digest": self.digest, "size": self.size, **extra}
@@ -129,8 +165,7 @@ def _image(
         **{k: v for k, v in parse_platform(platform).items()},
         "created": _CREATED,
         "config": {"Labels": dict(labels or {}), "Env": [f"REGSYNC_TEST_KIND={kind}"]},
-        # Layers are random bytes, so diff_ids are just the layer digests.
-        "rootfs": {"type": "layers", "diff_ids": [b.digest for b in layers]},
+        "rootfs": {"type": "layers", "diff_ids": [b.diff_id for b in layers]},
     }
     return Blob(json.dumps(cfg, sort_keys=True).encode()), cfg
 

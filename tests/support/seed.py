@@ -82,15 +82,18 @@ def seed_catalogue(
 def sample_images(seed: int = 0) -> dict[str, Manifest]:
     """``"repo:tag" -> manifest`` for a small realistic set sharing base layers.
 
+    Layers are real tar.gz (any tool can copy or unpack them, so ``skopeo copy`` keeps every
+    digest); arm64 of ``api`` also has an empty layer (a gzipped empty tar).
+
     - ``web``: Docker v2 single-arch, two tags sharing base + runtime layers;
     - ``api``: OCI index linux/amd64 + linux/arm64/v8 (arm64 has an empty layer);
     - ``worker``: Docker manifest list amd64 + arm64, same bases as ``web`` / ``api``.
     """
-    base = {arch: Blob.random(150_000, f"{seed}/base/{arch}") for arch in ("amd64", "arm64")}
-    runtime = {arch: Blob.random(80_000, f"{seed}/runtime/{arch}") for arch in base}
+    base = {arch: Blob.tar_gz(150_000, f"{seed}/base/{arch}") for arch in ("amd64", "arm64")}
+    runtime = {arch: Blob.tar_gz(80_000, f"{seed}/runtime/{arch}") for arch in base}
 
     def app(name: str, arch: str, version: str) -> Blob:
-        return Blob.random(30_000, f"{seed}/{name}/{arch}/{version}")
+        return Blob.tar_gz(30_000, f"{seed}/{name}/{arch}/{version}", name=f"{name}.bin")
 
     out: dict[str, Manifest] = {}
     for version in ("1.0", "2.0"):
@@ -100,7 +103,9 @@ def sample_images(seed: int = 0) -> dict[str, Manifest]:
     out["api:1.0"] = Index.oci(
         [
             Image.oci([base["amd64"], app("api", "amd64", "1.0")], "linux/amd64"),
-            Image.oci([base["arm64"], Blob.empty(), app("api", "arm64", "1.0")], "linux/arm64/v8"),
+            Image.oci(
+                [base["arm64"], Blob.empty_tar_gz(), app("api", "arm64", "1.0")], "linux/arm64/v8"
+            ),
         ]
     )
     out["worker:1.0"] = Index.docker_list(

@@ -1,0 +1,69 @@
+# regsync developer and CI entry points. `make test` is what .ci/run calls.
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Debian packages the tests and demo need; the binary list says which to probe for.
+# Later work adds to both lists.
+SYSTEM_PACKAGES ?= docker-registry skopeo prometheus docker-compose
+SYSTEM_BINARIES ?= docker-registry skopeo promtool docker-compose
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# xdist workers: 2 cores; registries are subprocesses so a worker per core is enough.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: venv system-deps test lint typecheck pytest demo bench clean
+
+venv: $(STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-install only when pyproject.toml changed since the last install.
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# bcrypt: htpasswd generation in tests/support (until it is in the test extras).
+	$(BIN)/python -c 'import bcrypt' 2>/dev/null || $(BIN)/python -m pip install --quiet bcrypt
+	touch $@
+
+system-deps:
+	@missing=""; \
+	for b in $(SYSTEM_BINARIES); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "missing:$$missing; installing $(SYSTEM_PACKAGES)"; \
+		$(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES); \
+	fi
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# pyproject's mypy config covers the package; the test support code and scripts are checked
+# with the same (strict) settings on top.
+TYPECHECK_EXTRA ?= tests/support tests/conftest.py tests/test_support.py scripts/demo.py
+
+typecheck: venv
+	$(BIN)/mypy
+	$(BIN)/mypy --explicit-package-bases $(TYPECHECK_EXTRA)
+
+pytest: venv system-deps
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+demo: venv system-deps
+	$(BIN)/python scripts/demo.py
+
+bench: venv system-deps
+	@if [ -f bench/run.py ]; then $(BIN)/python bench/run.py; else echo "bench/run.py not present yet"; fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info .demo
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
