@@ -104,11 +104,15 @@ class CopyEngine:
 
     async def copy_content(self, src_repo: str, dst_repo: str, manifest: Manifest) -> None:
         """Everything `manifest` references, in the destination repository."""
-        async with asyncio.TaskGroup() as group:
-            for child in manifest.children:
-                group.create_task(self._copy_child(src_repo, dst_repo, child))
-            for blob in manifest.blobs:
-                group.create_task(self.copy_blob(src_repo, dst_repo, blob))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for child in manifest.children:
+                    group.create_task(self._copy_child(src_repo, dst_repo, child))
+                for blob in manifest.blobs:
+                    group.create_task(self.copy_blob(src_repo, dst_repo, blob))
+        except BaseExceptionGroup as errors:
+            # The first failure cancelled its siblings; report it as the tag's error.
+            raise first_error(errors) from errors
 
     async def _copy_child(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:
         if await self.destination.manifest_head(dst_repo, desc.digest) is not None:
@@ -170,3 +174,18 @@ class CopyEngine:
                         raise tap.error from exc
                     raise
                 self.stats.bytes_copied += sent
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf of an exception group, preferring regsync's own errors."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, RegsyncError)), leaves[0])
