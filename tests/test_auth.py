@@ -13,7 +13,8 @@ REALM = 'Bearer realm="https://auth.example/token",service="registry.example"'
 def test_parses_several_challenges_case_insensitively_with_quotes() -> None:
     (bearer, basic) = parse_challenges(
         [
-            r'BEARER realm="https://a/t",service="s",scope="repository:x:pull,push", Basic realm="r\"q"'
+            r'BEARER realm="https://a/t",service="s",scope="repository:x:pull,push", '
+            r'Basic realm="r\"q"'
         ]
     )
     assert bearer.scheme == "bearer"
