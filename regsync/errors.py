@@ -1,15 +1,15 @@
 """regsync's exception tree. Nothing from aiohttp leaks above ``regsync.registry``.
 
-    RegsyncError
-     ├── ConfigError            bad sync.yaml or command line (exit 2)
-     ├── RegistryError          a registry answered with an error status
-     │    ├── AuthError         401/403, bad credentials, scope not granted
-     │    ├── NotFoundError     404: *_UNKNOWN codes
-     │    ├── UnsupportedError  405 UNSUPPORTED (e.g. deletes disabled)
-     │    └── RateLimitedError  429 TOOMANYREQUESTS
-     ├── TransportError         connection refused/reset, timeout, TLS failure
-     ├── IntegrityError         bytes do not match their digest or size
-     └── ManifestError          oversized, malformed, schema1, unknown media type
+RegsyncError
+ ├── ConfigError            bad sync.yaml or command line (exit 2)
+ ├── RegistryError          a registry answered with an error status
+ │    ├── AuthError         401/403, bad credentials, scope not granted
+ │    ├── NotFoundError     404: *_UNKNOWN codes
+ │    ├── UnsupportedError  405 UNSUPPORTED (e.g. deletes disabled)
+ │    └── RateLimitedError  429 TOOMANYREQUESTS
+ ├── TransportError         connection refused/reset, timeout, TLS failure
+ ├── IntegrityError         bytes do not match their digest or size
+ └── ManifestError          oversized, malformed, schema1, unknown media type
 """
 
 from __future__ import annotations
