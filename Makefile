@@ -28,8 +28,6 @@ $(VENV)/bin/python:
 # Re-install only when pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	@# bcrypt: htpasswd generation in tests/support (until it is in the test extras).
-	$(BIN)/python -c 'import bcrypt' 2>/dev/null || $(BIN)/python -m pip install --quiet bcrypt
 	touch $@
 
 system-deps:

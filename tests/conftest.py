@@ -2,11 +2,13 @@
 
 Tests that use a registry fixture are marked ``integration`` automatically (they still run by
 default; ``-m "not integration"`` runs the unit tests alone). When such a test fails, the tail
-of each of its registries' logs is attached to the report.
+of each of its registries' logs is attached to the report and their storage is kept; otherwise
+the storage is removed at teardown.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from tests.support import Registry, RegistryFactory, TlsFiles, make_tls  # noqa:
 REGISTRY_FIXTURES = frozenset({"registry_factory", "source_registry", "dest_registry"})
 
 _registries_key = pytest.StashKey[list[Registry]]()
+_failed_key = pytest.StashKey[bool]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -38,6 +41,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.failed:
+        item.stash[_failed_key] = True
         for reg in item.stash.get(_registries_key, []):
             report.sections.append((f"registry {reg.host} log", reg.log_tail(60)))
     return report
@@ -63,6 +67,9 @@ def registry_factory(
     yield factory
     for reg in started:
         reg.stop()
+    if not request.node.stash.get(_failed_key, False):
+        for reg in started:  # keep a failed test's storage and logs for a look
+            shutil.rmtree(reg.storage, ignore_errors=True)
 
 
 @pytest.fixture

@@ -243,17 +243,24 @@ def test_delete_disabled_answers_405(registry_factory: RegistryFactory) -> None:
     assert resp.json()["errors"][0]["code"] == "UNSUPPORTED"
 
 
-def test_token_auth_config_is_written(tmp_path: Path) -> None:
-    reg = Registry(
-        tmp_path,
+def test_token_auth_registry_sends_bearer_challenge(
+    registry_factory: RegistryFactory, tls_ca: TlsFiles
+) -> None:
+    """The ``auth.token`` config is accepted by dist; the token server itself lives elsewhere."""
+    reg = registry_factory(
         token_auth={
             "realm": "http://127.0.0.1:1/token",
             "service": "test-registry",
             "issuer": "test-issuer",
-            "rootcertbundle": str(tmp_path / "bundle.pem"),
+            "rootcertbundle": str(tls_ca.cert),  # any PEM certificate will do for startup
         },
     )
-    assert reg.config()["auth"] == {"token": reg.token_auth}
+    assert reg.config()["auth"]["token"]["service"] == "test-registry"
+    resp = reg.root()
+    assert resp.status == 401
+    challenge = resp.header("WWW-Authenticate") or ""
+    assert challenge.startswith('Bearer realm="http://127.0.0.1:1/token"')
+    assert 'service="test-registry"' in challenge
 
 
 def test_write_config_dedents_and_registries_yaml_parses(tmp_path: Path) -> None:

@@ -158,9 +158,13 @@ class RegistryClient:
 
     # -- read helpers ----------------------------------------------------------------------
 
+    def root(self) -> Response:
+        """``GET /v2/`` anonymously, as is (its ``WWW-Authenticate`` shows the auth scheme)."""
+        return self._send("GET", self.url + "/v2/", {}, None)
+
     def ping(self) -> int:
-        """Status of ``GET /v2/`` without auth handling (200, or 401 on auth registries)."""
-        return self._send("GET", self.url + "/v2/", {}, None).status
+        """Status of an anonymous ``GET /v2/`` (200, or 401 on auth registries)."""
+        return self.root().status
 
     def catalog(self) -> list[str]:
         """All repository names, following ``Link`` pages, sorted."""

@@ -22,6 +22,7 @@ import tarfile
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .client import RegistryClient
@@ -88,7 +89,7 @@ class Blob:
         raw_tar = b"\0" * 1024
         return cls(gzip.compress(raw_tar, mtime=0), sha256(raw_tar))
 
-    @property
+    @cached_property
     def digest(self) -> str:
         return sha256(self.data)
 
@@ -125,7 +126,7 @@ class Manifest:
     children: tuple[Manifest, ...] = ()
     platform: str | None = None
 
-    @property
+    @cached_property
     def digest(self) -> str:
         return sha256(self.raw)
 
