@@ -276,8 +276,6 @@ class RegistryConfig(_Model):
     def _check_tls(self) -> RegistryConfig:
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("client_cert and client_key must be set together")
-        if self.tls == "http" and (self.ca_file or self.client_cert):
-            raise ValueError("ca_file, client_cert and client_key need tls: verify or insecure")
         return self
 
 
@@ -543,20 +541,20 @@ class _Reader:
             id(node), [pair for pair in node.value if pair[0].tag != _MERGE_TAG]
         )
         self.loader.flatten_mapping(node)
+        merged = node.value[: len(node.value) - len(own)]
         out: dict[str, object] = {}
-        for index, (key_node, value_node) in enumerate(node.value):
-            merged = index < len(node.value) - len(own)
+        for key_node, value_node in [*own, *merged]:
             line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problems.append(_Problem(line, loc, "mapping keys must be plain names"))
                 continue
             child = (*loc, key_node.value)
-            if key_node.value in out and not merged:
-                first = f"first at line {self.lines[child]}"
-                self.problems.append(_Problem(line, child, f"duplicate key ({first})"))
-            elif key_node.value not in out:
+            if key_node.value not in out:
                 self.lines[child] = line
                 out[key_node.value] = self._build(value_node, child)
+            elif (key_node, value_node) not in merged:
+                first = f"first at line {self.lines[child]}"
+                self.problems.append(_Problem(line, child, f"duplicate key ({first})"))
         return out
 
     def _expand(self, text: str, loc: Loc) -> str:
@@ -706,7 +704,7 @@ def _unknown_key(loc: Loc) -> str:
     if model is None:
         return "unknown key"
     valid = list(model.model_fields)
-    close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
     if close:
         return f"unknown key (did you mean {close[0]!r}?)"
     return f"unknown key (valid keys: {', '.join(valid)})"
