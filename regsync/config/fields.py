@@ -1,0 +1,183 @@
+"""Value parsers for sync.yaml fields; each raises ValueError with a message for the user."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from croniter import croniter
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    PlainValidator,
+    ValidationInfo,
+)
+
+from regsync.oci.ref import DestinationSpec, SourceSpec, is_host, normalize_host
+
+DEFAULT_INTERVAL = timedelta(hours=1)
+
+Loc = tuple[str | int, ...]
+
+# ---------------------------------------------------------------------------------------------
+# Value parsers (each raises ValueError with a message fit for the user)
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?")
+_RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:]+\])(?::[0-9]{{1,5}})?")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``90s``, ``15m``, ``1h``, ``1h30m``, ``2d``: whole numbers, units largest first."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or not text.strip():
+        raise ValueError(f"invalid duration {text!r}: write e.g. 90s, 15m, 1h30m or 2d")
+    days, hours, minutes, seconds = (int(group or 0) for group in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def _kind(value: object) -> str:
+    """What a YAML value is, in YAML words, without showing the value (it may be a secret)."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping" if isinstance(value, dict) else type(value).__name__
+
+
+def _no_bool(value: object) -> object:
+    # pydantic's lax mode reads true as 1; in a YAML config that is always a slip.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got true/false")
+    return value
+
+
+def _duration(value: object) -> object:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration such as 15m or 1h30m, got {_kind(value)}")
+    delta = parse_duration(value)
+    if delta <= timedelta(0):
+        raise ValueError(f"duration {value!r} must be longer than zero")
+    return delta
+
+
+def _cron(value: str) -> str:
+    if len(value.split()) != 5 or not croniter.is_valid(value):
+        raise ValueError(
+            f"invalid cron schedule {value!r}: expected 5 fields "
+            "(minute hour day-of-month month day-of-week), e.g. '*/15 * * * *'"
+        )
+    return value
+
+
+def _regex(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a regex string, got {_kind(value)}")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regex {value!r}: {exc}") from exc
+
+
+def _semver(value: str) -> str:
+    try:
+        if value.strip():
+            SpecifierSet(value)
+            return value
+    except InvalidSpecifier:
+        pass
+    raise ValueError(
+        f"invalid version range {value!r}: write comparisons joined by commas, "
+        "e.g. '>=1.0, <3', '==1.2.*' or '~=2.4'"
+    )
+
+
+def _platforms(value: object) -> object:
+    if value == "all" or isinstance(value, tuple):
+        return value
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ValueError("expected 'all' or a list of platforms such as [linux/amd64, linux/arm64]")
+    for item in items:
+        if not isinstance(item, str) or not _PLATFORM.fullmatch(item):
+            raise ValueError(
+                f"invalid platform {item!r}: expected os/arch[/variant], e.g. linux/arm64/v8"
+            )
+    return tuple(dict.fromkeys(items))
+
+
+def _host(value: str) -> str:
+    if not is_host(value) or not _HOST.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a registry host: expected e.g. registry.local:5000, "
+            "mirror.gcr.io or 127.0.0.1:5000 (no scheme, no path)"
+        )
+    return normalize_host(value)
+
+
+def _source(value: object) -> SourceSpec:
+    if isinstance(value, SourceSpec):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        found = "an empty string" if isinstance(value, str) else _kind(value)
+        raise ValueError(f"expected a source such as docker.io/team/*, got {found}")
+    return SourceSpec.parse(value)
+
+
+def _destination(value: object) -> DestinationSpec:
+    if isinstance(value, DestinationSpec):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        found = "an empty string" if isinstance(value, str) else _kind(value)
+        raise ValueError(f"expected a destination such as registry.local:5000, got {found}")
+    return DestinationSpec.parse(value)
+
+
+def _rule_name(value: str) -> str:
+    if not _RULE_NAME.fullmatch(value):
+        raise ValueError(
+            f"invalid rule name {value!r}: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """Relative paths are relative to the config file's directory (load_config)."""
+    value = value.expanduser()
+    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+    return base / value if isinstance(base, Path) and not value.is_absolute() else value
+
+
+def _existing_file(value: Path) -> Path:
+    if not value.is_file():
+        raise ValueError(f"file not found: {value}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Number = Annotated[float, BeforeValidator(_no_bool)]
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Cron = Annotated[str, AfterValidator(_cron)]
+Regex = Annotated[re.Pattern[str], BeforeValidator(_regex)]
+SemverRange = Annotated[str, AfterValidator(_semver)]
+Platforms = Annotated[Literal["all"] | tuple[str, ...], BeforeValidator(_platforms)]
+Host = Annotated[str, AfterValidator(_host)]
+Source = Annotated[SourceSpec, PlainValidator(_source)]
+Destination = Annotated[DestinationSpec, PlainValidator(_destination)]
+RuleName = Annotated[str, AfterValidator(_rule_name)]
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+ExistingFile = Annotated[Path, AfterValidator(_resolve_path), AfterValidator(_existing_file)]

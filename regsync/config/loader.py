@@ -1,0 +1,321 @@
+"""Load and validate ``sync.yaml`` (version 1).
+
+The YAML is composed into nodes first, so every value keeps the line it came from; the plain
+data is then validated by frozen pydantic models. Every problem found -- YAML, pydantic, or the
+cross-item checks here -- becomes one line of a single :class:`ConfigError`::
+
+    rules[1].tags.semver (sync.yaml:14): invalid version range '1.2': ...
+
+Rules are resolved at load: a field a rule leaves out comes from ``defaults``, then from the
+built-in default (``interval: 1h`` when no interval or schedule is set anywhere). ``tags`` and
+``prune`` merge key by key, so a rule may override one key of the defaults and keep the rest.
+A rule that sets ``interval`` or ``schedule`` replaces the defaults' timing as a whole.
+
+Secrets: a password's value never reaches an error message or a repr (``SecretStr``; pydantic's
+``input`` is never formatted; the ``ValidationError`` is not chained onto the ``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails
+
+from regsync.config.fields import Loc, _host, _kind
+from regsync.config.models import (
+    Config,
+    Credentials,
+    Defaults,
+    Prune,
+    RateLimit,
+    RegistryConfig,
+    TagFilter,
+    _Document,
+    _resolve_rule,
+    _RuleSpec,
+)
+from regsync.errors import ConfigError
+from regsync.oci.ref import normalize_host
+
+# ---------------------------------------------------------------------------------------------
+# Loading: YAML nodes with lines, ${VAR} expansion, one report of every problem
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a sync.yaml; relative file paths in it are relative to its directory."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the config: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        # Not chained: the decode error quotes the file's bytes, which may hold a password.
+        raise ConfigError(f"{file}: the config is not UTF-8 text") from None
+    return _parse(text, file.name, env, file.absolute().parent)
+
+
+def parse_config(
+    text: str, filename: str = "sync.yaml", env: Mapping[str, str] | None = None
+) -> Config:
+    """Validate sync.yaml text; ``filename`` is only used in messages. Touches no network."""
+    return _parse(text, filename, env, None)
+
+
+class _Problem(NamedTuple):
+    line: int
+    loc: Loc
+    message: str
+
+
+_VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)\}|(\{))")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Reader:
+    """Builds plain data from YAML nodes, recording each key's line and ${VAR} problems."""
+
+    def __init__(self, text: str, env: Mapping[str, str]) -> None:
+        self.loader = yaml.SafeLoader(text)
+        self.env = env
+        self.lines: dict[Loc, int] = {}
+        self.problems: list[_Problem] = []
+        self._own_pairs: dict[int, list[tuple[yaml.Node, yaml.Node]]] = {}
+        self._active: set[int] = set()
+
+    def read(self) -> tuple[object, int]:
+        try:
+            node = self.loader.get_single_node()
+            if node is None:
+                return None, 1
+            self.lines[()] = node.start_mark.line + 1
+            return self._build(node, ()), self.lines[()]
+        finally:
+            self.loader.dispose()
+
+    def _build(self, node: yaml.Node, loc: Loc) -> object:
+        if isinstance(node, yaml.ScalarNode):
+            value = self.loader.construct_object(node)
+            return self._expand(value, loc) if isinstance(value, str) else value
+        if id(node) in self._active:
+            self.problems.append(_Problem(_line(self.lines, loc), loc, "alias refers to itself"))
+            return None
+        self._active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, loc)
+            return [self._item(item, (*loc, i)) for i, item in enumerate(node.value)]
+        finally:
+            self._active.discard(id(node))
+
+    def _item(self, node: yaml.Node, loc: Loc) -> object:
+        self.lines[loc] = node.start_mark.line + 1
+        return self._build(node, loc)
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, object]:
+        # `<<: *anchor` merges: the mapping's own keys win over merged ones, without complaint.
+        own = self._own_pairs.setdefault(
+            id(node), [pair for pair in node.value if pair[0].tag != _MERGE_TAG]
+        )
+        self.loader.flatten_mapping(node)
+        merged = node.value[: len(node.value) - len(own)]
+        out: dict[str, object] = {}
+        for key_node, value_node in [*own, *merged]:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problems.append(_Problem(line, loc, "mapping keys must be plain names"))
+                continue
+            child = (*loc, key_node.value)
+            if key_node.value not in out:
+                self.lines[child] = line
+                out[key_node.value] = self._build(value_node, child)
+            elif (key_node, value_node) not in merged:
+                first = f"first at line {self.lines[child]}"
+                self.problems.append(_Problem(line, child, f"duplicate key ({first})"))
+        return out
+
+    def _expand(self, text: str, loc: Loc) -> str:
+        """``${NAME}`` from the environment, ``$$`` a literal ``$``; any other ``$`` stays."""
+
+        def substitute(match: re.Match[str]) -> str:
+            dollar, name, _ = match.groups()
+            if dollar:
+                return "$"
+            if name is not None and name in self.env:
+                return self.env[name]
+            message = (
+                f"environment variable {name} is not set"
+                if name is not None
+                else "invalid ${...} reference: write ${NAME}, or $$ for a literal $"
+            )
+            self.problems.append(_Problem(_line(self.lines, loc), loc, message))
+            return match.group(0)
+
+        return _VAR.sub(substitute, text)
+
+
+def _parse(
+    text: str, filename: str, env: Mapping[str, str] | None, base_dir: Path | None
+) -> Config:
+    reader = _Reader(text, os.environ if env is None else env)
+    try:
+        data, line = reader.read()
+    except yaml.YAMLError as exc:
+        # Not chained: str(exc) quotes the offending line, which may hold a password.
+        raise _yaml_error(exc, filename) from None
+    if not isinstance(data, dict):
+        found = "the file is empty" if data is None else f"found {_kind(data)}"
+        raise ConfigError(f"{filename}:{line}: {found}; expected a mapping with version and rules")
+    problems = [*reader.problems, *_cross_checks(data, reader.lines)]
+    env_locs = {problem.loc for problem in reader.problems}
+    doc: _Document | None = None
+    try:
+        doc = _Document.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            if loc not in env_locs:  # the unexpanded value is not the user's mistake
+                problems.append(_Problem(_line(reader.lines, loc), loc, _message(err)))
+    if problems or doc is None:
+        raise ConfigError(_report(problems, filename))
+    return Config(
+        version=doc.version,
+        registries={normalize_host(host): settings for host, settings in doc.registries.items()},
+        defaults=doc.defaults,
+        rules=[_resolve_rule(spec, doc.defaults) for spec in doc.rules],
+    )
+
+
+def _cross_checks(data: dict[str, object], lines: dict[Loc, int]) -> list[_Problem]:
+    """Problems between items, which pydantic sees one at a time."""
+    problems: list[_Problem] = []
+    registries = data.get("registries")
+    hosts: dict[str, Loc] = {}
+    for key in registries if isinstance(registries, dict) else ():
+        loc: Loc = ("registries", key)
+        try:
+            host = _host(key)
+        except ValueError as exc:
+            problems.append(_Problem(lines[loc], loc, str(exc)))
+            continue
+        if host in hosts:
+            first = hosts[host]
+            message = f"same registry as {first[-1]!r} (line {lines[first]})"
+            problems.append(_Problem(lines[loc], loc, message))
+        hosts.setdefault(host, loc)
+    rules = data.get("rules")
+    names: dict[str, Loc] = {}
+    for index, rule in enumerate(rules if isinstance(rules, list) else ()):
+        name = rule.get("name") if isinstance(rule, dict) else None
+        if not isinstance(name, str):
+            continue
+        loc = ("rules", index, "name")
+        if name in names:
+            message = f"duplicate rule name {name!r} (first at line {lines[names[name]]})"
+            problems.append(_Problem(lines[loc], loc, message))
+        names.setdefault(name, loc)
+    return problems
+
+
+def _yaml_error(exc: yaml.YAMLError, filename: str) -> ConfigError:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        context = ""
+        if exc.context and exc.context_mark is not None:
+            context = f" ({exc.context} at line {exc.context_mark.line + 1})"
+        problem = exc.problem or "invalid YAML"
+        return ConfigError(f"{filename}:{exc.problem_mark.line + 1}: {problem}{context}")
+    return ConfigError(f"{filename}: invalid YAML: {exc}")
+
+
+_EXPECTED = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "path_type": "a file path",
+}
+
+
+def _message(err: ErrorDetails) -> str:
+    """A short message for one pydantic error. ``input`` is used for its type only."""
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return _unknown_key(tuple(err["loc"]))
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_kind(err.get('input'))}"
+    return err["msg"].replace("Input should be", "must be")
+
+
+_SECTIONS: dict[str | int, type[BaseModel]] = {
+    "credentials": Credentials,
+    "rate_limit": RateLimit,
+    "tags": TagFilter,
+    "prune": Prune,
+    "defaults": Defaults,
+}
+_ITEMS: dict[str | int, type[BaseModel]] = {"registries": RegistryConfig, "rules": _RuleSpec}
+
+
+def _unknown_key(loc: Loc) -> str:
+    parent = loc[:-1]
+    if not parent:
+        model: type[BaseModel] | None = _Document
+    elif len(parent) == 2 and parent[0] in _ITEMS:
+        model = _ITEMS[parent[0]]
+    else:
+        model = _SECTIONS.get(parent[-1])
+    if model is None:
+        return "unknown key"
+    valid = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+    if close:
+        return f"unknown key (did you mean {close[0]!r}?)"
+    return f"unknown key (valid keys: {', '.join(valid)})"
+
+
+def _line(lines: dict[Loc, int], loc: Loc) -> int:
+    """The line of ``loc``, or of the nearest enclosing key that has one (missing keys)."""
+    while loc not in lines and loc:
+        loc = loc[:-1]
+    return lines.get(loc, 1)
+
+
+def _path(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _report(problems: list[_Problem], filename: str) -> str:
+    lines = []
+    for problem in sorted(problems, key=lambda p: p.line):
+        where = f"{filename}:{problem.line}"
+        path = _path(problem.loc)
+        lines.append(
+            f"{path} ({where}): {problem.message}" if path else f"{where}: {problem.message}"
+        )
+    return "\n".join(dict.fromkeys(lines))
