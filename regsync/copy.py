@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from regsync.backend import Backend
 from regsync.errors import RegsyncError, UnsupportedError
@@ -152,7 +152,7 @@ class CopyEngine:
         """Stream one blob source -> destination, retrying a broken stream from the start."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(TRANSFER_ATTEMPTS),
-            wait=wait_exponential_jitter(initial=0.5, max=5),
+            wait=wait_random_exponential(multiplier=0.5, max=5),
             retry=retry_if_exception(is_retryable),
             reraise=True,
         )

@@ -12,7 +12,13 @@ from urllib.parse import quote
 
 from yarl import URL
 
-from regsync.errors import ManifestError, NotFoundError, RegistryError, RegsyncError
+from regsync.errors import (
+    ManifestError,
+    NotFoundError,
+    RegistryError,
+    RegsyncError,
+    TransportError,
+)
 from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
@@ -24,14 +30,18 @@ PAGE_SIZE = 1000  # distribution caps n at 1000
 MAX_PAGES = 10_000  # a registry that pages forever is cut off, not followed
 MAX_LISTING = 1_000_000
 STREAM_CHUNK = 1024 * 1024
+CHUNK_SIZE = 16 * 1024 * 1024  # PATCH size for chunked uploads
 
 
 class RegistryClient:
     """Talks to one registry. Implements the Backend protocol used by the copy engine."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, *, page_size: int = PAGE_SIZE) -> None:
         self.transport = transport
         self.name = transport.registry
+        self.page_size = page_size
+        # Set once a registry refuses a streamed monolithic PUT; later uploads go chunked.
+        self.chunked_uploads = False
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.name})"
@@ -53,7 +63,7 @@ class RegistryClient:
             return []
 
     async def _paged(self, path: str, key: str, scopes: tuple[str, ...]) -> list[str]:
-        url = self.transport.url(f"{path}?n={PAGE_SIZE}")
+        url = self.transport.url(f"{path}?n={self.page_size}")
         seen: set[str] = set()
         items: list[str] = []
         while True:
@@ -173,10 +183,25 @@ class RegistryClient:
         verifier.verify()
 
     async def blob_upload(self, repo: str, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
-        """Monolithic streamed upload: POST a session, PUT the body with the digest."""
+        """Monolithic streamed upload: POST a session, PUT the body with the digest.
+
+        A registry that refuses a streamed PUT (405/413/501) switches this client to chunked
+        uploads; the error raised is retryable so the copy engine re-reads the source.
+        """
+        if self.chunked_uploads:
+            return await self.blob_upload_chunked(repo, desc, chunks, CHUNK_SIZE)
         location = await self._upload_start(repo)
         try:
             await self._upload_put(repo, location, desc, chunks)
+        except RegistryError as exc:
+            await self._upload_cancel(repo, location)
+            if exc.status not in (405, 413, 501):
+                raise
+            self.chunked_uploads = True
+            raise TransportError(
+                f"{self.name}: streamed upload refused ({exc.status}); switching to chunked",
+                registry=self.name,
+            ) from exc
         except BaseException:
             await self._upload_cancel(repo, location)
             raise

@@ -24,7 +24,7 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 from yarl import URL
 
@@ -197,7 +197,7 @@ class Transport:
 
     def _retrying(self) -> AsyncRetrying:
         policy = self.retry
-        backoff = wait_exponential_jitter(initial=policy.initial, max=policy.maximum)
+        backoff = wait_random_exponential(multiplier=policy.initial, max=policy.maximum)
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None

@@ -1,0 +1,148 @@
+"""The command line as a user meets it: exit codes, messages, credentials, no half work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.support import (
+    Blob,
+    Image,
+    Registry,
+    RegistryFactory,
+    free_port,
+    push,
+    registries_yaml,
+    run_regsync,
+    write_config,
+)
+
+
+def test_htpasswd_credentials_from_the_environment(
+    tmp_path: Path, registry_factory: RegistryFactory, dest_registry: Registry
+) -> None:
+    source = registry_factory(htpasswd={"mirror": "pw-from-env"})
+    pushed = push(source, "team/app", "1.0", Image.docker([Blob.random(2000, seed=1)]))
+    config = write_config(
+        tmp_path,
+        f"""
+        registries:
+          "{source.host}":
+            tls: http
+            credentials: {{username: mirror, password: "${{SRC_PASSWORD}}"}}
+          "{dest_registry.host}": {{tls: http}}
+        version: 1
+        rules:
+          - name: private
+            source: {source.host}/team/*
+            destination: {dest_registry.host}
+        """,
+    )
+
+    ok = run_regsync("once", "-c", config, "--json", env={"SRC_PASSWORD": "pw-from-env"})
+    assert ok.returncode == 0, ok.stderr
+    assert dest_registry.manifest_digest("team/app", "1.0") == pushed.digest
+
+    bad = run_regsync("once", "-c", config, "--json", "-vv", env={"SRC_PASSWORD": "wrong-pw"})
+    assert bad.returncode == 1
+    (rule,) = json.loads(bad.stdout)["rules"]
+    assert rule["result"] == "failed"
+    assert rule["errors"] == [f"{source.host} refused the configured credentials"]
+    assert "wrong-pw" not in bad.stderr + bad.stdout
+
+
+def test_unreachable_source_fails_the_rule_with_one_line(
+    tmp_path: Path, dest_registry: Registry
+) -> None:
+    host = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path,
+        f"""
+        registries:
+          "{host}": {{tls: http}}
+          "{dest_registry.host}": {{tls: http}}
+        version: 1
+        rules:
+          - {{name: down, source: "{host}/team/*", destination: "{dest_registry.host}"}}
+        """,
+    )
+    proc = run_regsync("once", "-c", config, "--json")
+    assert proc.returncode == 1
+    (rule,) = json.loads(proc.stdout)["rules"]
+    assert rule["result"] == "failed"
+    assert len(rule["errors"]) == 1 and host in rule["errors"][0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_config_errors_exit_2_before_any_request(tmp_path: Path, source_registry: Registry) -> None:
+    config = write_config(
+        tmp_path,
+        registries_yaml(source_registry)
+        + f"""
+version: 1
+rules:
+  - name: bad
+    source: {source_registry.host}/team/*
+    destination: {source_registry.host}/copy
+    tags: {{include: ['1.(']}}
+""",
+    )
+    proc = run_regsync("once", "-c", config)
+    assert proc.returncode == 2
+    assert "rules[0].tags.include[0] (sync.yaml:10): invalid regex" in proc.stderr
+    assert source_registry.catalog() == []  # nothing was created, and no request needed
+
+
+def test_unknown_rule_name_is_a_usage_error(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        """
+        version: 1
+        rules:
+          - {name: one, source: "r.example/a/*", destination: "m.example:5000"}
+        """,
+    )
+    proc = run_regsync("once", "-c", config, "--rule", "two")
+    assert proc.returncode == 2
+    assert "two" in proc.stderr and "one" in proc.stderr
+    assert run_regsync("validate", "-c", config).returncode == 0
+
+
+def test_a_blob_many_copies_need_is_sent_once(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """Concurrent copies of tags and repos sharing a base send its bytes exactly once."""
+    base = Blob.random(300_000, seed="base")
+    own = {}
+    for repo in ("team/a", "team/b", "team/c"):
+        for tag in ("1", "2"):
+            own[(repo, tag)] = push(
+                source_registry, repo, tag, Image.docker([base, Blob.random(1000, seed=repo + tag)])
+            )
+    config = write_config(
+        tmp_path,
+        registries_yaml(source_registry, dest_registry)
+        + f"""
+version: 1
+rules:
+  - {{name: team, source: "{source_registry.host}/team/*", destination: "{dest_registry.host}"}}
+""",
+    )
+    proc = run_regsync("once", "-c", config, "--json")
+    assert proc.returncode == 0, proc.stderr
+    (rule,) = json.loads(proc.stdout)["rules"]
+    distinct: dict[str, int] = {}
+    for pushed in own.values():
+        distinct.update(pushed.blobs)
+    per_repo = {
+        repo: {d for (r, _), p in own.items() if r == repo for d in p.blobs}
+        for repo in ("team/a", "team/b", "team/c")
+    }
+    assert rule["bytes_copied"] == sum(distinct.values())
+    assert rule["blobs"]["copied"] == len(distinct)
+    # The base lives in 3 repos: copied into one, mounted into the two others.
+    assert rule["blobs"]["mounted"] == 2
+    assert rule["blobs"]["copied"] + rule["blobs"]["mounted"] + rule["blobs"]["present"] == sum(
+        len(p.blobs) for p in own.values()
+    )
+    assert sum(len(b) for b in per_repo.values()) == len(distinct) + 2
