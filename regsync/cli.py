@@ -1,4 +1,4 @@
-"""Command line: `regsync once | check | validate`.
+"""Command line: `regsync once | check | verify | validate`.
 
 Exit codes (DESIGN.md): 0 in sync / success, 1 some tag failed (or drift, for check),
 2 bad configuration or usage.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from regsync.errors import ConfigError
 from regsync.logs import setup_logging
 from regsync.runner import run
 from regsync.summary import RunResult, render_text
+from regsync.verify import render_verify, verify
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -47,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "check", parents=[common, selecting], help="plan only: print the drift, change nothing"
     )
+    verify_cmd = commands.add_parser(
+        "verify",
+        parents=[common, selecting],
+        help="check every destination tag's manifests and blobs exist",
+    )
+    verify_cmd.add_argument(
+        "--repair", action="store_true", help="copy incomplete tags again from the source"
+    )
     commands.add_parser("validate", parents=[common], help="load and check the config only")
     return parser
 
@@ -64,7 +74,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         print(f"{args.config}: valid, {len(config.rules)} rules", file=sys.stderr)
         return EXIT_OK
+    if args.command == "verify":
+        return _verify(args, config, rules)
     return _run(args, config, rules)
+
+
+def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
+    try:
+        results = asyncio.run(verify(config, rules, repair=args.repair))
+    except ConfigError as exc:
+        print(f"regsync: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    ok = all(r.ok for r in results)
+    if not args.quiet:
+        print(render_verify(results), file=sys.stderr)
+    if args.json:
+        print(json.dumps({"rules": [r.to_json() for r in results], "ok": ok}, indent=2))
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def _run(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:

@@ -10,7 +10,7 @@ from regsync.config import Config, RegistryConfig
 from regsync.oci.ref import api_host
 from regsync.registry.client import RegistryClient
 from regsync.registry.tls import scheme, ssl_context
-from regsync.registry.transport import RequestObserver, RetryPolicy, Transport
+from regsync.registry.transport import RequestObserver, RetryPolicy, Timeouts, Transport
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,13 @@ class ClientPool:
         config: Config,
         observer: RequestObserver | None = None,
         retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.session = session
         self.config = config
         self.observer = observer
         self.retry = retry
+        self.timeouts = timeouts
         self._clients: dict[str, RegistryClient] = {}
 
     def get(self, host: str) -> RegistryClient:
@@ -55,6 +57,7 @@ class ClientPool:
             ),
             observer=self.observer,
             retry=self.retry,
+            timeouts=self.timeouts,
             max_concurrency=settings.max_concurrency,
         )
         return RegistryClient(transport)

@@ -16,16 +16,32 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
-
 from regsync.backend import Backend
-from regsync.errors import RegsyncError, UnsupportedError
+from regsync.errors import IntegrityError, RegistryError, RegsyncError, UnsupportedError
 from regsync.oci.manifest import Descriptor, Manifest
-from regsync.registry.transport import is_retryable
+from regsync.registry.transport import (
+    NullObserver,
+    RequestObserver,
+    RetryPolicy,
+    is_retryable,
+    retrying,
+)
 
 log = logging.getLogger(__name__)
 
-TRANSFER_ATTEMPTS = 3
+TRANSFER_ATTEMPTS = 3  # whole-blob tries (each with a fresh upload session), at most
+
+
+# The destination saying the bytes it received do not match: damaged in transit.
+_TRANSIT_CODES = frozenset({"DIGEST_INVALID", "SIZE_INVALID", "BLOB_UPLOAD_INVALID"})
+
+
+def _transfer_retryable(exc: BaseException) -> bool:
+    # Wrong bytes on either leg are worth one more try: a flaky proxy or a bad cache node, not
+    # the blob itself, is the usual cause. Wrong bytes are never stored either way.
+    if isinstance(exc, RegistryError) and _TRANSIT_CODES & set(exc.codes):
+        return True
+    return is_retryable(exc) or isinstance(exc, IntegrityError)
 
 
 @dataclass
@@ -89,6 +105,11 @@ class CopyEngine:
     stats: CopyStats = field(default_factory=CopyStats)
     on_bytes: Callable[[int], None] = lambda n: None
     on_blob: Callable[[str], None] = lambda outcome: None  # copied | mounted | present
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    observer: RequestObserver = field(default_factory=NullObserver)
+    # Repair (verify --repair) walks every child even when its manifest exists: the child's
+    # own blobs may be the ones missing.
+    trust_children: bool = True
 
     async def get_manifest(self, repo: str, digest: str) -> Manifest:
         self.stats.source_manifest_gets += 1
@@ -115,7 +136,7 @@ class CopyEngine:
             raise first_error(errors) from errors
 
     async def _copy_child(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:
-        if await self.destination.manifest_head(dst_repo, desc.digest) is not None:
+        if self.trust_children and await self.destination.manifest_head(dst_repo, desc.digest):
             return  # pushed only after its own content, so it is complete
         child = await self.get_manifest(src_repo, desc.digest)
         await self.copy_content(src_repo, dst_repo, child)
@@ -149,14 +170,19 @@ class CopyEngine:
             return False
 
     async def _transfer(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:
-        """Stream one blob source -> destination, retrying a broken stream from the start."""
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(TRANSFER_ATTEMPTS),
-            wait=wait_random_exponential(multiplier=0.5, max=5),
-            retry=retry_if_exception(is_retryable),
-            reraise=True,
+        """Stream one blob source -> destination; a failed upload restarts with a new session.
+
+        A broken source stream resumes inside ``blob_read``; what reaches here is an upload
+        that failed (or a source that could not recover), so the blob is sent again whole.
+        """
+        policy = RetryPolicy(
+            min(TRANSFER_ATTEMPTS, self.retry.attempts),
+            self.retry.initial,
+            self.retry.maximum,
+            self.retry.max_retry_after,
         )
-        async for attempt in retrying:
+        loop = retrying(policy, self.observer, self.destination.name, retryable=_transfer_retryable)
+        async for attempt in loop:
             with attempt:
                 sent = 0
 

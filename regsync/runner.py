@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
 from regsync.oci.ref import SourceSpec
 from regsync.plan import Action, RepoPlan, TagAction, plan_repo
-from regsync.registry.transport import RequestObserver, RetryPolicy
+from regsync.registry.transport import NullObserver, RequestObserver, RetryPolicy, Timeouts
 from regsync.summary import RuleResult, RunResult
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class RunContext:
     events: RunEvents
     dry_run: bool = False
     plan_only: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    observer: RequestObserver = field(default_factory=NullObserver)
     images: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IMAGE_CONCURRENCY))
     ledgers: dict[str, BlobLedger] = field(default_factory=dict)
     transfers: dict[str, asyncio.Semaphore] = field(default_factory=dict)
@@ -61,6 +64,8 @@ class RunContext:
             stats=result.stats,
             on_bytes=lambda n: self.events.bytes_copied(rule.name, n),
             on_blob=lambda outcome: self.events.blob_done(rule.name, outcome),
+            retry=self.retry,
+            observer=self.observer,
         )
 
 
@@ -73,16 +78,24 @@ async def run(
     events: RunEvents | None = None,
     observer: RequestObserver | None = None,
     retry: RetryPolicy | None = None,
+    timeouts: Timeouts | None = None,
 ) -> RunResult:
-    """Run the given rules once, concurrently, over one HTTP session."""
+    """Run the given rules once, concurrently, over one HTTP session.
+
+    Retry policy and timeouts default to the REGSYNC_RETRY_* / REGSYNC_*_TIMEOUT environment.
+    """
+    retry = retry or RetryPolicy.from_env(os.environ)
+    timeouts = timeouts or Timeouts.from_env(os.environ)
     connector = aiohttp.TCPConnector(limit=128, limit_per_host=32, ttl_dns_cache=300)
     async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
         ctx = RunContext(
             config=config,
-            pool=ClientPool(session, config, observer=observer, retry=retry),
+            pool=ClientPool(session, config, observer=observer, retry=retry, timeouts=timeouts),
             events=events or NoEvents(),
             dry_run=dry_run,
             plan_only=plan_only,
+            retry=retry,
+            observer=observer or NullObserver(),
         )
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(run_rule(ctx, rule)) for rule in rules]

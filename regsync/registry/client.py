@@ -5,9 +5,10 @@ Methods read noun-verb (``manifest_head``, ``blob_upload``) so related calls sor
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from urllib.parse import quote
 
 from yarl import URL
@@ -23,9 +24,10 @@ from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from regsync.registry.auth import CATALOG_SCOPE, repo_scope
-from regsync.registry.transport import Transport
+from regsync.registry.transport import Transport, is_retryable, retry_reason
 
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+_RANGE_START = re.compile(r"\s*bytes\s+(\d+)-")
 PAGE_SIZE = 1000  # distribution caps n at 1000
 MAX_PAGES = 10_000  # a registry that pages forever is cut off, not followed
 MAX_LISTING = 1_000_000
@@ -171,16 +173,63 @@ class RegistryClient:
         return True
 
     async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
-        """Stream a blob's bytes, verifying size and digest; the last chunk is verified."""
+        """Stream a blob's bytes, verifying size and digest; the last chunk is verified.
+
+        A broken or short download resumes with ``Range: bytes=N-`` (up to the retry policy's
+        attempts). A 206 continues where it stopped; a server that ignores Range answers 200
+        with the whole blob, and the bytes already passed on are skipped. Either way the
+        verifier sees exactly the bytes yielded, so what goes onward is checked end to end.
+        """
         verifier = DigestVerifier(desc.digest, desc.size)
         url = self.transport.url(f"/v2/{repo}/blobs/{desc.digest}")
-        async with self.transport.open(
-            "GET", url, scopes=(repo_scope(repo, "pull"),), ok=(200,)
-        ) as resp:
-            async for chunk in resp.content.iter_chunked(STREAM_CHUNK):
-                verifier.update(chunk)
-                yield chunk
+        policy, failures = self.transport.retry, 0
+        while True:
+            try:
+                stream = self._blob_stream(repo, url, verifier.received)
+                async with contextlib.aclosing(stream):
+                    async for chunk in stream:
+                        verifier.update(chunk)
+                        yield chunk
+                if verifier.received >= desc.size:
+                    break
+                raise TransportError(
+                    f"{self.name}: GET {url.path} ended after {verifier.received} of "
+                    f"{desc.size} bytes",
+                    registry=self.name,
+                )
+            except RegsyncError as exc:
+                failures += 1
+                if not is_retryable(exc) or failures >= policy.attempts:
+                    raise
+                self.transport.observer.request_retried(self.name, retry_reason(exc))
+                wait = getattr(exc, "retry_after", None)
+                if wait is not None and wait > policy.max_retry_after:
+                    raise
+                await asyncio.sleep(wait if wait is not None else policy.delay(failures))
         verifier.verify()
+
+    async def _blob_stream(self, repo: str, url: URL, offset: int) -> AsyncGenerator[bytes]:
+        """One GET of a blob from ``offset`` on (the whole blob when the server ignores Range)."""
+        headers = {"Range": f"bytes={offset}-"} if offset else None
+        async with self.transport.open(
+            "GET", url, scopes=(repo_scope(repo, "pull"),), headers=headers, ok=(200, 206)
+        ) as resp:
+            skip = offset
+            if resp.status == 206:
+                start = _RANGE_START.match(resp.headers.get("Content-Range", ""))
+                if not offset or start is None or int(start.group(1)) != offset:
+                    raise RegistryError(
+                        f"{self.name}: GET {url.path} answered a range we did not ask for",
+                        registry=self.name,
+                        status=206,
+                    )
+                skip = 0
+            async for chunk in resp.content.iter_chunked(STREAM_CHUNK):
+                if skip >= len(chunk):
+                    skip -= len(chunk)
+                    continue
+                yield chunk[skip:] if skip else chunk
+                skip = 0
 
     async def blob_upload(self, repo: str, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
         """Monolithic streamed upload: POST a session, PUT the body with the digest.

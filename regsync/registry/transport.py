@@ -3,16 +3,19 @@
 Retry policy lives here and only here: connection errors, timeouts, 408, 429 (honouring
 Retry-After) and 502/503/504 are retried with capped exponential backoff and jitter; every other
 status is final. aiohttp exceptions never leave this module: they become TransportError.
+``retrying()`` is the one place that builds a retry loop; the copy engine's whole-blob retries and
+the client's download resumes use it too, so every retry is counted by ``request_retried``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,12 +27,12 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_random_exponential,
 )
 from yarl import URL
 
 from regsync.errors import (
     AuthError,
+    ConfigError,
     NotFoundError,
     RateLimitedError,
     RegistryError,
@@ -45,16 +48,52 @@ _MAX_ERROR_BODY = 64 * 1024
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 5
-    initial: float = 0.5
-    maximum: float = 10.0
+    attempts: int = 5  # tries per request, including the first
+    initial: float = 0.5  # first backoff ceiling; doubles per retry (full jitter below it)
+    maximum: float = 10.0  # backoff cap
     max_retry_after: float = 60.0  # a longer Retry-After fails the request instead of hanging
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RetryPolicy:
+        """REGSYNC_RETRY_ATTEMPTS / _INITIAL / _MAX / _AFTER_MAX override the defaults."""
+        return cls(
+            attempts=int(_env_number(env, "REGSYNC_RETRY_ATTEMPTS", cls.attempts, minimum=1)),
+            initial=_env_number(env, "REGSYNC_RETRY_INITIAL", cls.initial),
+            maximum=_env_number(env, "REGSYNC_RETRY_MAX", cls.maximum),
+            max_retry_after=_env_number(env, "REGSYNC_RETRY_AFTER_MAX", cls.max_retry_after),
+        )
+
+    def delay(self, retry: int) -> float:
+        """Backoff before retry number ``retry`` (1-based): full jitter, uniform between 0
+        and the capped exponential, so many clients retrying at once spread out."""
+        return random.uniform(0, min(self.maximum, self.initial * 2.0 ** (retry - 1)))
 
 
 @dataclass(frozen=True)
 class Timeouts:
     connect: float = 15.0
     read: float = 60.0  # idle time between bytes: a stalled server fails, a slow one does not
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Timeouts:
+        """REGSYNC_CONNECT_TIMEOUT / REGSYNC_READ_TIMEOUT (seconds) override the defaults."""
+        return cls(
+            connect=_env_number(env, "REGSYNC_CONNECT_TIMEOUT", cls.connect, minimum=0.01),
+            read=_env_number(env, "REGSYNC_READ_TIMEOUT", cls.read, minimum=0.01),
+        )
+
+
+def _env_number(env: Mapping[str, str], name: str, default: float, minimum: float = 0) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(f"environment {name}={text!r}: expected a number >= {minimum:g}")
+    return value
 
 
 class RequestObserver(Protocol):
@@ -138,6 +177,45 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, RegistryError) and exc.status in RETRYABLE_STATUS
 
 
+def retry_reason(exc: BaseException | None) -> str:
+    """A low-cardinality label for a retry: the status, or ``connection``/``integrity``."""
+    if isinstance(exc, RegistryError) and exc.status:
+        return str(exc.status)
+    if isinstance(exc, TransportError):
+        return "connection"
+    return type(exc).__name__.lower().removesuffix("error") if exc else "unknown"
+
+
+def retrying(
+    policy: RetryPolicy,
+    observer: RequestObserver,
+    registry: str,
+    *,
+    retryable: Callable[[BaseException], bool] = is_retryable,
+) -> AsyncRetrying:
+    """The retry loop: the policy's attempts and backoff, Retry-After honoured, each counted."""
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RegistryError) and exc.retry_after is not None:
+            if exc.retry_after > policy.max_retry_after:
+                raise exc
+            return exc.retry_after
+        return policy.delay(state.attempt_number)
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        observer.request_retried(registry, retry_reason(exc))
+
+    return AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait,
+        retry=retry_if_exception(retryable),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
 class Transport:
     """Sends requests to one registry over the run's shared aiohttp session."""
 
@@ -162,7 +240,7 @@ class Transport:
         self._ssl = ssl_context
         self.observer: RequestObserver = observer or NullObserver()
         self.retry = retry or RetryPolicy()
-        t = timeouts or Timeouts()
+        t = self.timeouts = timeouts or Timeouts()
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
         )
@@ -196,29 +274,7 @@ class Transport:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _retrying(self) -> AsyncRetrying:
-        policy = self.retry
-        backoff = wait_random_exponential(multiplier=policy.initial, max=policy.maximum)
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, RegistryError) and exc.retry_after is not None:
-                if exc.retry_after > policy.max_retry_after:
-                    raise exc
-                return exc.retry_after
-            return float(backoff(state))
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            reason = str(exc.status) if isinstance(exc, RegistryError) else "connection"
-            self.observer.request_retried(self.registry, reason)
-
-        return AsyncRetrying(
-            stop=stop_after_attempt(policy.attempts),
-            wait=wait,
-            retry=retry_if_exception(is_retryable),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
+        return retrying(self.retry, self.observer, self.registry)
 
     @asynccontextmanager
     async def open(

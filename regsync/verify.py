@@ -1,0 +1,224 @@
+"""`regsync verify [--repair]`: prove that every destination tag in scope is complete.
+
+For each rule, the destination repositories its source covers are walked tag by tag: the tag's
+manifest, every child manifest and every blob they reference must exist in the destination
+repository (manifests are read, blobs HEADed). This answers "the copy said success but blobs
+are gone" (a garbage collection, a storage fault, a hand-made delete). With ``repair`` a tag
+with missing content is copied again from the source by the digest the destination tag names,
+walking every child even when it exists, and checked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from regsync.backend import Backend
+from regsync.clients import ClientPool
+from regsync.config import Config, Rule
+from regsync.copy import BlobLedger, CopyEngine
+from regsync.errors import NotFoundError, RegsyncError
+from regsync.registry.transport import RequestObserver, RetryPolicy, Timeouts
+from regsync.runner import discover
+
+log = logging.getLogger(__name__)
+
+TAG_CONCURRENCY = 16  # tags walked at once, per rule
+
+
+@dataclass(frozen=True)
+class Missing:
+    ref: str  # destination repo:tag whose content is incomplete
+    digest: str  # what is missing ("" when the tag itself does not resolve)
+    kind: str  # manifest | blob
+
+
+@dataclass
+class VerifyResult:
+    rule: str
+    repos: int = 0
+    tags: int = 0
+    manifests: int = 0
+    blobs: int = 0
+    missing: list[Missing] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def broken_tags(self) -> list[str]:
+        return sorted({m.ref for m in self.missing})
+
+    @property
+    def ok(self) -> bool:
+        unrepaired = set(self.broken_tags) - set(self.repaired)
+        return not unrepaired and not self.errors
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.rule,
+            "ok": self.ok,
+            "repos": self.repos,
+            "tags_checked": self.tags,
+            "manifests_checked": self.manifests,
+            "blobs_checked": self.blobs,
+            "missing": [{"ref": m.ref, "digest": m.digest, "kind": m.kind} for m in self.missing],
+            "repaired": list(self.repaired),
+            "errors": list(self.errors),
+        }
+
+
+class _RepoWalk:
+    """Checks the tags of one destination repository; remembers what it already checked."""
+
+    def __init__(self, dest: Backend, repo: str, result: VerifyResult) -> None:
+        self.dest, self.repo, self.result = dest, repo, result
+        self._manifests: dict[str, asyncio.Task[list[Missing]]] = {}
+        self._blobs: dict[str, asyncio.Task[bool]] = {}
+
+    async def tag(self, tag: str) -> tuple[str | None, list[Missing]]:
+        """The tag's digest and what it lacks."""
+        ref = f"{self.repo}:{tag}"
+        self.result.tags += 1
+        desc = await self.dest.manifest_head(self.repo, tag)
+        if desc is None:
+            return None, [Missing(ref, "", "manifest")]
+        missing = await self._manifest(desc.digest)
+        return desc.digest, [Missing(ref, m.digest, m.kind) for m in missing]
+
+    def _manifest(self, digest: str) -> asyncio.Task[list[Missing]]:
+        if digest not in self._manifests:
+            self._manifests[digest] = asyncio.ensure_future(self._walk(digest))
+        return self._manifests[digest]
+
+    async def _walk(self, digest: str) -> list[Missing]:
+        self.result.manifests += 1
+        try:
+            manifest = await self.dest.manifest_get(self.repo, digest)
+        except NotFoundError:
+            return [Missing("", digest, "manifest")]
+        found: list[Missing] = []
+        children = await asyncio.gather(*(self._manifest(c.digest) for c in manifest.children))
+        for lacks in children:
+            found.extend(lacks)
+        blobs = list(manifest.blobs)
+        present = await asyncio.gather(*(self._blob(b.digest) for b in blobs))
+        lacking = [b for b, ok in zip(blobs, present, strict=True) if not ok]
+        found.extend(Missing("", b.digest, "blob") for b in lacking)
+        return found
+
+    def _blob(self, digest: str) -> asyncio.Task[bool]:
+        if digest not in self._blobs:
+            self.result.blobs += 1
+            self._blobs[digest] = asyncio.ensure_future(self.dest.blob_head(self.repo, digest))
+        return self._blobs[digest]
+
+
+async def verify(
+    config: Config,
+    rules: Sequence[Rule],
+    *,
+    repair: bool = False,
+    observer: RequestObserver | None = None,
+) -> list[VerifyResult]:
+    """Verify (and optionally repair) every rule's destination tags over one HTTP session."""
+    async with aiohttp.ClientSession(trust_env=True) as session:
+        retry = RetryPolicy.from_env(os.environ)
+        pool = ClientPool(
+            session, config, observer=observer, retry=retry, timeouts=Timeouts.from_env(os.environ)
+        )
+        results = [VerifyResult(rule.name) for rule in rules]
+        async with asyncio.TaskGroup() as group:
+            for rule, result in zip(rules, results, strict=True):
+                group.create_task(_verify_rule(pool, rule, result, repair, retry))
+    return results
+
+
+async def _verify_rule(
+    pool: ClientPool, rule: Rule, result: VerifyResult, repair: bool, retry: RetryPolicy
+) -> None:
+    source, dest = pool.get(rule.source.registry), pool.get(rule.destination.registry)
+    try:
+        repos = await discover(source, rule.source)
+    except RegsyncError as exc:
+        result.errors.append(f"listing {rule.source}: {exc}")
+        return
+    result.repos = len(repos)
+    engine = CopyEngine(
+        source, dest, BlobLedger(), asyncio.Semaphore(4), retry=retry, trust_children=False
+    )
+    limit = asyncio.Semaphore(TAG_CONCURRENCY)
+
+    async def one(src_repo: str, walk: _RepoWalk, tag: str) -> None:
+        async with limit:
+            try:
+                digest, missing = await walk.tag(tag)
+            except RegsyncError as exc:
+                result.errors.append(f"{walk.repo}:{tag}: {exc}")
+                return
+            if not missing:
+                return
+            result.missing.extend(missing)
+            log.error("verify %s: %s:%s lacks %d items", rule.name, walk.repo, tag, len(missing))
+            if repair:
+                await _repair(engine, src_repo, walk, tag, digest, result)
+
+    for repo in repos:
+        dest_repo = rule.destination.repo_for(repo)
+        try:
+            tags = [t for t in await dest.tags(dest_repo) if rule.tags.selects(t)]
+        except RegsyncError as exc:
+            result.errors.append(f"{dest_repo}: {exc}")
+            continue
+        walk = _RepoWalk(dest, dest_repo, result)
+        async with asyncio.TaskGroup() as group:
+            for tag in tags:
+                group.create_task(one(repo, walk, tag))
+
+
+async def _repair(
+    engine: CopyEngine,
+    src_repo: str,
+    walk: _RepoWalk,
+    tag: str,
+    digest: str | None,
+    result: VerifyResult,
+) -> None:
+    """Copy the tag again from the source, by the digest the destination names if any."""
+    ref = f"{walk.repo}:{tag}"
+    try:
+        if digest is None:
+            desc = await engine.source.manifest_head(src_repo, tag)
+            if desc is None:
+                raise NotFoundError(f"source {src_repo}:{tag} no longer exists")
+            digest = desc.digest
+        await engine.copy_tag(src_repo, walk.repo, tag, digest)
+        _, still = await _RepoWalk(walk.dest, walk.repo, VerifyResult("")).tag(tag)
+    except RegsyncError as exc:
+        result.errors.append(f"repair {ref}: {exc}")
+        return
+    if still:
+        result.errors.append(f"repair {ref}: still lacks {len(still)} items")
+        return
+    result.repaired.append(ref)
+    log.warning("verify: repaired %s (%s)", ref, digest)
+
+
+def render_verify(results: Sequence[VerifyResult]) -> str:
+    lines = []
+    for r in results:
+        state = "ok" if r.ok else "PROBLEMS"
+        lines.append(
+            f"verify {r.rule}: {state} - {r.repos} repos, {r.tags} tags, {r.manifests} manifests, "
+            f"{r.blobs} blobs checked; {len(r.broken_tags)} tags incomplete, "
+            f"{len(r.repaired)} repaired"
+        )
+        lines.extend(f"  missing {m.kind} {m.digest or '(tag)'} in {m.ref}" for m in r.missing)
+        lines.extend(f"  repaired {ref}" for ref in r.repaired)
+        lines.extend(f"  error: {e}" for e in r.errors)
+    return "\n".join(lines)
