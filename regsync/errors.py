@@ -9,6 +9,7 @@ RegsyncError
  │    └── RateLimitedError  429 TOOMANYREQUESTS
  ├── TransportError         connection refused/reset, timeout, TLS failure
  ├── IntegrityError         bytes do not match their digest or size
+ ├── LayoutError            an OCI layout directory cannot be read or written
  └── ManifestError          oversized, malformed, schema1, unknown media type
 """
 
@@ -68,6 +69,10 @@ class TransportError(RegsyncError):
 
 class IntegrityError(RegsyncError):
     """Content did not match the digest or size it was announced with."""
+
+
+class LayoutError(RegsyncError):
+    """An OCI image layout directory cannot be read or written (not a layout, disk full)."""
 
 
 class ManifestError(RegsyncError):

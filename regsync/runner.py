@@ -22,6 +22,7 @@ from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
+from regsync.layout import LayoutPool
 from regsync.oci.ref import SourceSpec
 from regsync.plan import Action, RepoPlan, TagAction, plan_repo
 from regsync.registry.transport import NullObserver, RequestObserver, RetryPolicy, Timeouts
@@ -49,18 +50,21 @@ class RunContext:
     images: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IMAGE_CONCURRENCY))
     ledgers: dict[str, BlobLedger] = field(default_factory=dict)
     transfers: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    layouts: LayoutPool = field(default_factory=LayoutPool)
 
-    def backend(self, registry: str) -> Backend:
-        return self.pool.get(registry)
+    def backend(self, registry: str, layout: str = "") -> Backend:
+        """A registry client, or for an `oci:` side (registry "") the layout directory."""
+        return self.layouts.get(layout) if layout else self.pool.get(registry)
 
     def engine(self, rule: Rule, result: RuleResult) -> CopyEngine:
         dest = rule.destination.registry
+        key = str(rule.destination) if rule.destination.layout else dest
         limit = self.config.registry(dest).max_concurrency
         return CopyEngine(
-            source=self.backend(rule.source.registry),
-            destination=self.backend(dest),
-            ledger=self.ledgers.setdefault(dest, BlobLedger()),
-            transfers=self.transfers.setdefault(dest, asyncio.Semaphore(limit)),
+            source=self.backend(rule.source.registry, rule.source.layout),
+            destination=self.backend(dest, rule.destination.layout),
+            ledger=self.ledgers.setdefault(key, BlobLedger()),
+            transfers=self.transfers.setdefault(key, asyncio.Semaphore(limit)),
             stats=result.stats,
             on_bytes=lambda n: self.events.bytes_copied(rule.name, n),
             on_blob=lambda outcome: self.events.blob_done(rule.name, outcome),
@@ -107,7 +111,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     ctx.events.rule_started(rule.name)
     started = time.monotonic()
     try:
-        source = ctx.backend(rule.source.registry)
+        source = ctx.backend(rule.source.registry, rule.source.layout)
         repos = await discover(source, rule.source)
         result.repos = len(repos)
         ctx.events.repos_found(rule.name, len(repos))
