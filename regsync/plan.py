@@ -1,6 +1,6 @@
 """The plan: what a run would do to one repository, computed without I/O.
 
-`check` prints plans; `once` executes them. Inputs are what the runner listed and HEADed:
+`check` prints plans; `once` executes them. Inputs are what the survey listed and HEADed:
 the selected source tags with their digests and the destination's tags with theirs.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from regsync.tagpolicy import Filtered
 
 
 class Action(enum.Enum):
@@ -24,6 +26,10 @@ class TagAction:
     source_digest: str | None = None
     dest_digest: str | None = None
     reason: str = ""
+    subset: str = ""  # platforms the destination holds, when it is a platform subset
+    artifact_of: str = ""  # for a referrer/signature tag: the image digest it belongs to
+    via_api: bool = False  # referrers found through the source's referrers API
+    shared: tuple[str, ...] = ()  # PRUNE: kept tags still needing dest_digest (delete by tag)
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,9 @@ class RepoPlan:
     source_repo: str
     dest_repo: str
     actions: tuple[TagAction, ...]
-    filtered: tuple[tuple[str, str], ...] = ()  # (tag, the filter that dropped it)
+    filtered: tuple[Filtered, ...] = ()  # source tags a filter dropped, with the filter
+    selected: tuple[str, ...] = ()  # source tags the filters kept
+    refusals: tuple[str, ...] = ()  # why a safety rail stopped this repo's prune
 
     def of(self, action: Action) -> list[TagAction]:
         return [a for a in self.actions if a.action is action]
@@ -46,15 +54,61 @@ def plan_repo(
     dest_repo: str,
     source: Mapping[str, str],
     dest: Mapping[str, str | None],
-    filtered: tuple[tuple[str, str], ...] = (),
+    filtered: tuple[Filtered, ...] = (),
 ) -> RepoPlan:
     """Compare source tag->digest with destination tag->digest (None: tag absent)."""
+    return RepoPlan(source_repo, dest_repo, diff_tags(source, dest), filtered, tuple(source))
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What a destination platform subset records about the source it was made from."""
+
+    source_digest: str | None  # None: the destination is not a subset regsync made
+    platforms: str = ""
+
+
+def diff_tags(
+    source: Mapping[str, str],
+    dest: Mapping[str, str | None],
+    *,
+    origins: Mapping[str, Origin] | None = None,
+    platforms: str = "",
+    artifact_of: Mapping[str, str] | None = None,
+) -> tuple[TagAction, ...]:
+    """COPY or SKIP per source tag.
+
+    A tag in ``origins`` is a source index under a platform filter: its destination digest
+    differs by design, so it is up to date when the recorded origin matches the source digest
+    and the wanted ``platforms`` instead.
+    """
     actions = []
     for tag in sorted(source):
         digest, current = source[tag], dest.get(tag)
-        if current == digest:
-            actions.append(TagAction(tag, Action.SKIP, digest, current))
+        owner = (artifact_of or {}).get(tag, "")
+        origin = (origins or {}).get(tag)
+        if origin is not None and current is not None:
+            wanted = "" if owner else platforms  # referrer indexes are merged, not filtered
+            actions.append(_subset_action(tag, digest, current, origin, wanted, owner))
+        elif current == digest:
+            actions.append(TagAction(tag, Action.SKIP, digest, current, artifact_of=owner))
         else:
             reason = "missing" if current is None else f"destination has {current[:19]}"
-            actions.append(TagAction(tag, Action.COPY, digest, current, reason))
-    return RepoPlan(source_repo, dest_repo, tuple(actions), filtered)
+            actions.append(TagAction(tag, Action.COPY, digest, current, reason, artifact_of=owner))
+    return tuple(actions)
+
+
+def _subset_action(
+    tag: str, digest: str, current: str, origin: Origin, platforms: str, owner: str
+) -> TagAction:
+    if origin.source_digest == digest and origin.platforms == platforms:
+        what = f"platform subset ({platforms})" if platforms else "merged referrers index"
+        reason = f"{what} of {digest[:19]}"
+        return TagAction(tag, Action.SKIP, digest, current, reason, platforms, owner)
+    if origin.source_digest is None:
+        reason = f"destination is not a {platforms} subset"
+    elif origin.source_digest != digest:
+        reason = f"source changed since the subset of {origin.source_digest[:19]}"
+    else:
+        reason = f"platforms changed from {origin.platforms}"
+    return TagAction(tag, Action.COPY, digest, current, reason, artifact_of=owner)

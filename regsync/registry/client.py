@@ -158,6 +158,27 @@ class RegistryClient:
             ok=(200, 202),
         )
 
+    async def referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
+        """Manifests whose ``subject`` is ``digest``, from the OCI referrers API.
+
+        None when the registry has no such API (distribution 2.8 answers a plain 404): the
+        caller then looks at the ``sha256-<hex>`` fallback tag instead.
+        """
+        try:
+            resp = await self.transport.request(
+                "GET",
+                self.transport.url(f"/v2/{repo}/referrers/{digest}"),
+                scopes=(repo_scope(repo, "pull"),),
+                headers={"Accept": mediatypes.OCI_INDEX},
+                max_body=mediatypes.MAX_MANIFEST_BYTES,
+            )
+        except NotFoundError:
+            return None
+        try:
+            return list(parse_manifest(resp.body, mediatypes.OCI_INDEX).children)
+        except ManifestError as exc:
+            raise ManifestError(f"{self.name}/{repo}: referrers of {digest}: {exc}") from exc
+
     # -- blobs ----------------------------------------------------------------------------
 
     async def blob_head(self, repo: str, digest: str) -> bool:

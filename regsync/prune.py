@@ -1,0 +1,199 @@
+"""Prune: delete destination tags in a rule's scope that the source no longer selects.
+
+Scope is the destination repositories the rule maps to, and in them the tags the rule's name
+filters (include, exclude, semver) select; with ``referrers: true`` also the signature and
+referrer tags of those images. Nothing else is ever touched: a hand-pushed ``local-1`` survives.
+
+Safety rails, in the order they apply (``plan_prune``):
+
+1. A repository whose source listing failed or was cut short never gets here (the survey
+   raised). One whose source listed no tags at all is not pruned unless ``allow_empty``.
+2. A repository where the deletions would exceed ``max_fraction`` of the tags the rule manages
+   there is not pruned at all, and the run says so.
+3. A kept tag is never removed. distribution 2.8 deletes by digest only, which drops every tag
+   on that digest; a digest a kept or foreign tag also points at (or a kept index lists as a
+   child) is therefore deleted by *tag*, where the registry supports that, else left in place.
+4. A registry refusing deletes (405 UNSUPPORTED) yields one error per rule, not one per tag.
+
+The runner prunes a repository only after all its copies succeeded, so a failed copy never
+turns into a smaller mirror.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from regsync.backend import Backend
+from regsync.errors import RegistryError, UnsupportedError
+from regsync.plan import Action, RepoPlan, TagAction
+from regsync.tagpolicy import TagPolicy, artifact_subject
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrunePolicy:
+    allow_empty: bool = False
+    max_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What the survey learnt: both listings, destination digests, kept indexes' children."""
+
+    source_tags: Sequence[str]
+    dest_tags: Sequence[str]
+    dest_digests: Mapping[str, str]  # destination tag -> digest
+    children: Mapping[str, frozenset[str]] = field(default_factory=dict)  # kept index tag -> ...
+
+
+@dataclass(frozen=True)
+class PruneDecision:
+    actions: tuple[TagAction, ...] = ()
+    refusals: tuple[str, ...] = ()
+
+
+def candidates(
+    tags: TagPolicy, dest_tags: Sequence[str], wanted: Collection[str], follow: bool
+) -> set[str]:
+    """Destination tags that may go, judged by name: managed by the rule, not wanted by it."""
+    out = {t for t in dest_tags if t not in wanted and tags.in_scope(t)}
+    if follow:
+        out |= {t for t in dest_tags if t not in wanted and artifact_subject(t) is not None}
+    return out
+
+
+def plan_prune(
+    policy: PrunePolicy,
+    tags: TagPolicy,
+    listing: Listing,
+    wanted: Collection[str],
+    *,
+    referrers_follow: bool = False,
+) -> PruneDecision:
+    """The PRUNE actions for one repository, or the refusal of a safety rail."""
+    digests = listing.dest_digests
+    managed = [t for t in listing.dest_tags if tags.in_scope(t)]
+    images = sorted(t for t in managed if t not in wanted and t in digests)
+    if not images and not referrers_follow:
+        return PruneDecision()
+    if images and not listing.source_tags and not policy.allow_empty:
+        return PruneDecision(
+            refusals=(
+                f"prune skipped: the source listed no tags, so {len(images)} would go; "
+                "set prune.allow_empty: true if the source is really empty",
+            )
+        )
+    if len(images) > policy.max_fraction * len(managed):
+        share = len(images) / len(managed)
+        return PruneDecision(
+            refusals=(
+                f"prune refused: it would delete {len(images)} of {len(managed)} tags "
+                f"({share:.0%}), over prune.max_fraction {policy.max_fraction:g}; "
+                "raise max_fraction or delete them by hand",
+            )
+        )
+    doomed = set(images)
+    if referrers_follow:
+        doomed |= _orphaned_artifacts(listing, managed, wanted, doomed)
+    actions = [
+        _action(t, listing, wanted, doomed, "not selected from the source any more")
+        for t in sorted(doomed)
+    ]
+    return PruneDecision(tuple(actions))
+
+
+def _orphaned_artifacts(
+    listing: Listing, managed: Sequence[str], wanted: Collection[str], doomed: set[str]
+) -> set[str]:
+    """Signature/referrer tags of managed images that the source no longer has for them."""
+    digests = listing.dest_digests
+    managed_digests = {digests[t] for t in managed if t in digests}
+    return {
+        t
+        for t in listing.dest_tags
+        if t not in wanted and t in digests and artifact_subject(t) in managed_digests
+    }
+
+
+def _action(
+    tag: str, listing: Listing, wanted: Collection[str], doomed: set[str], why: str
+) -> TagAction:
+    digest = listing.dest_digests[tag]
+    holders = sorted(t for t, d in listing.dest_digests.items() if d == digest and t not in doomed)
+    parents = sorted(t for t, kids in listing.children.items() if digest in kids)
+    shared = tuple(dict.fromkeys(holders + parents))
+    if artifact_subject(tag) is not None:
+        why = "signature/referrer of an image no longer mirrored"
+    if tag not in wanted and shared:
+        why += f"; shares its digest with {', '.join(shared)}, so only the tag may go"
+    return TagAction(tag, Action.PRUNE, None, digest, why, shared=shared)
+
+
+@dataclass
+class DeleteGuard:
+    """Per rule: after one 405 on a digest delete, stop trying and report it once."""
+
+    registry: str
+    refused: bool = False
+    reported: bool = False
+
+    def refusal(self) -> str | None:
+        if self.refused and not self.reported:
+            self.reported = True
+            return (
+                f"prune: {self.registry} refuses deletes (405 UNSUPPORTED); enable deletion "
+                "there (distribution: storage.delete.enabled) or set prune: false"
+            )
+        return None
+
+
+@dataclass
+class PruneOutcome:
+    pruned: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def execute(dest: Backend, plan: RepoPlan, guard: DeleteGuard) -> PruneOutcome:
+    """Delete the plan's PRUNE tags: by digest when nothing kept needs it, else by tag."""
+    out = PruneOutcome()
+    by_digest: dict[str, list[TagAction]] = {}
+    for action in plan.of(Action.PRUNE):
+        by_digest.setdefault(action.dest_digest or "", []).append(action)
+    for digest, actions in sorted(by_digest.items()):
+        if guard.refused:
+            break
+        if any(a.shared for a in actions):
+            for action in actions:
+                await _delete_tag(dest, plan.dest_repo, action, out)
+            continue
+        try:
+            await dest.manifest_delete(plan.dest_repo, digest)
+        except UnsupportedError:
+            guard.refused = True
+        except RegistryError as exc:
+            out.errors.append(f"{plan.dest_repo}: prune {digest[:19]}: {exc}")
+        else:
+            out.pruned.extend(a.tag for a in actions)
+    if (message := guard.refusal()) is not None:
+        out.errors.append(message)
+    return out
+
+
+async def _delete_tag(dest: Backend, repo: str, action: TagAction, out: PruneOutcome) -> None:
+    try:
+        await dest.manifest_delete(repo, action.tag)
+    except RegistryError as exc:
+        # distribution 2.8 answers 400 DIGEST_INVALID; others 404/405: no tag deletion.
+        if exc.status not in (400, 404, 405):
+            out.errors.append(f"{repo}:{action.tag}: prune: {exc}")
+            return
+        out.notes.append(
+            f"{repo}:{action.tag} left in place: it shares its digest with "
+            f"{', '.join(action.shared)} and {dest.name} deletes by digest only"
+        )
+    else:
+        out.pruned.append(action.tag)

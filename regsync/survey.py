@@ -1,0 +1,151 @@
+"""Survey one repository pair and plan it: list, select, HEAD, then diff and plan prune.
+
+Cost, per repository: one listing per side, one HEAD per selected source tag and per selected
+tag the destination has. Extra requests happen only where a policy needs them:
+
+- a platform filter: one destination GET per source index the destination holds, to read the
+  origin the subset records (never a source GET);
+- referrers: HEADs of the signature/referrer tags of selected images, and one referrers-API
+  probe per repository;
+- prune with something to delete: HEADs of the remaining destination tags and GETs of the
+  destination indexes among them (to see which digests kept tags still need).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from regsync import prune, referrers
+from regsync.backend import Backend
+from regsync.oci import mediatypes
+from regsync.oci.manifest import Descriptor
+from regsync.plan import Origin, RepoPlan, diff_tags
+from regsync.platforms import PlatformFilter, recorded_origin
+from regsync.prune import PrunePolicy
+from regsync.tagpolicy import TagPolicy, artifact_subject, select
+
+HEAD_CONCURRENCY = 32  # manifest HEADs/GETs in flight while planning one repository
+
+
+@dataclass(frozen=True)
+class SyncPolicy:
+    """Everything a rule decides about one repository, built by the runner from the rule."""
+
+    tags: TagPolicy = TagPolicy()
+    platforms: PlatformFilter | None = None  # None: all platforms, digests preserved
+    referrers: bool = False
+    prune: PrunePolicy | None = None  # None: never delete
+
+
+class _Heads:
+    """Bounded HEADs and GETs against one backend."""
+
+    def __init__(self, backend: Backend, repo: str, limit: asyncio.Semaphore) -> None:
+        self.backend, self.repo, self.limit = backend, repo, limit
+
+    async def head(self, tags: Iterable[str]) -> dict[str, Descriptor]:
+        tags = list(tags)
+        found = await asyncio.gather(*(self._head(t) for t in tags))
+        return {t: d for t, d in zip(tags, found, strict=True) if d is not None}
+
+    async def _head(self, tag: str) -> Descriptor | None:
+        async with self.limit:
+            return await self.backend.manifest_head(self.repo, tag)
+
+    async def origins(self, tags: Iterable[str]) -> dict[str, Origin]:
+        tags = list(tags)
+        found = await asyncio.gather(*(self._origin(t) for t in tags))
+        return dict(zip(tags, found, strict=True))
+
+    async def _origin(self, tag: str) -> Origin:
+        async with self.limit:
+            manifest = await self.backend.manifest_get(self.repo, tag)
+        return Origin(*recorded_origin(manifest))
+
+    async def children(self, tags: Iterable[str]) -> dict[str, frozenset[str]]:
+        tags = list(tags)
+
+        async def one(tag: str) -> frozenset[str]:
+            async with self.limit:
+                manifest = await self.backend.manifest_get(self.repo, tag)
+            return frozenset(c.digest for c in manifest.children)
+
+        found = await asyncio.gather(*(one(t) for t in tags))
+        return dict(zip(tags, found, strict=True))
+
+
+async def survey(
+    source: Backend, dest: Backend, repo: str, dest_repo: str, policy: SyncPolicy
+) -> RepoPlan:
+    """Plan one repository: what to copy, what is up to date, what to prune, and why."""
+    source_tags, dest_tags = await asyncio.gather(source.tags(repo), dest.tags(dest_repo))
+    present = set(dest_tags)
+    limit = asyncio.Semaphore(HEAD_CONCURRENCY)
+    src, dst = _Heads(source, repo, limit), _Heads(dest, dest_repo, limit)
+    selection = select(policy.tags, source_tags)
+    source_heads = await src.head(selection.selected)
+    artifact_of: dict[str, str] = {}
+    if policy.referrers:
+        digests = {d.digest for d in source_heads.values()}
+        artifacts = [t for t in source_tags if artifact_subject(t) in digests]
+        artifact_of = {t: artifact_subject(t) or "" for t in artifacts}
+        source_heads |= await src.head(artifacts)
+    dest_heads = await dst.head(t for t in source_heads if t in present)
+    origins = await dst.origins(
+        t
+        for t, d in source_heads.items()
+        if t in dest_heads and dest_heads[t].digest != d.digest and _has_origin(t, d, policy)
+    )
+    actions = diff_tags(
+        {t: d.digest for t, d in source_heads.items()},
+        {t: d.digest for t, d in dest_heads.items()},
+        origins=origins,
+        platforms=policy.platforms.label if policy.platforms else "",
+        artifact_of=artifact_of,
+    )
+    plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)
+    if policy.referrers:
+        plan = await referrers.plan_api(source, dest, plan, source_heads, present)
+    if policy.prune is None:
+        return plan
+    return await _plan_prune(plan, policy, source_tags, dest_tags, dest_heads, dst)
+
+
+def _has_origin(tag: str, desc: Descriptor, policy: SyncPolicy) -> bool:
+    """Whether the destination copy of ``tag`` may be one regsync rewrote (and says so)."""
+    if artifact_subject(tag) is not None:
+        return referrers.is_fallback_tag(tag)  # fallback indexes are merged, not copied
+    return policy.platforms is not None and desc.media_type in mediatypes.INDEXES
+
+
+async def _plan_prune(
+    plan: RepoPlan,
+    policy: SyncPolicy,
+    source_tags: list[str],
+    dest_tags: list[str],
+    dest_heads: dict[str, Descriptor],
+    dst: _Heads,
+) -> RepoPlan:
+    assert policy.prune is not None
+    wanted = set(plan.selected) | {a.tag for a in plan.actions}
+    if not prune.candidates(policy.tags, dest_tags, wanted, policy.referrers):
+        return plan
+    # Something may go: learn every destination tag's digest, and what kept indexes need.
+    heads = dest_heads | await dst.head(t for t in dest_tags if t not in dest_heads)
+    doomed = prune.candidates(policy.tags, dest_tags, wanted, policy.referrers)
+    kept_indexes = [
+        t for t, d in heads.items() if t not in doomed and d.media_type in mediatypes.INDEXES
+    ]
+    children = await dst.children(kept_indexes)
+    decision = prune.plan_prune(
+        policy.prune,
+        policy.tags,
+        prune.Listing(source_tags, dest_tags, {t: d.digest for t, d in heads.items()}, children),
+        wanted,
+        referrers_follow=policy.referrers,
+    )
+    return replace(
+        plan, actions=plan.actions + decision.actions, refusals=plan.refusals + decision.refusals
+    )
