@@ -46,8 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         "once", parents=[common, selecting], help="run every (or the named) rule once"
     )
     once.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
-    commands.add_parser(
+    check = commands.add_parser(
         "check", parents=[common, selecting], help="plan only: print the drift, change nothing"
+    )
+    check.add_argument(
+        "--explain",
+        action="store_true",
+        help="per repository: every tag selected (with its action) or the filter that dropped it",
     )
     verify_cmd = commands.add_parser(
         "verify",
@@ -114,6 +119,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
 
 def report(result: RunResult, args: argparse.Namespace, *, check: bool) -> None:
     if not args.quiet:
-        print(render_text(result, check=check), file=sys.stderr)
+        explain = getattr(args, "explain", False)
+        print(render_text(result, check=check, explain=explain), file=sys.stderr)
     if args.json:
         print(result.dumps(check=check))

@@ -28,7 +28,7 @@ _REFERENCE_DIGEST = "vnd.docker.reference.digest"
 
 @dataclass(frozen=True)
 class PlatformFilter:
-    """Platforms as configured: ``linux/arm64`` matches any arm64 variant, a variant only its own."""
+    """Platforms as configured: ``linux/arm64`` matches every arm64 variant, ``.../v7`` only v7."""
 
     platforms: tuple[Platform, ...]
 
@@ -66,7 +66,7 @@ def subset_index(index: Manifest, wanted: PlatformFilter) -> Manifest:
     """
     data: dict[str, Any] = json.loads(index.raw)
     entries = data.get("manifests") or []
-    kept = [e for e in entries if _platform_of(e) is not None and wanted.matches(_platform_of(e))]
+    kept = [e for e in entries if (p := _platform_of(e)) is not None and wanted.matches(p)]
     if not kept:
         offered = sorted({str(p) for e in entries if (p := _platform_of(e)) is not None})
         raise ManifestError(

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from regsync import prune
+from regsync.apply import copy_action
 from regsync.backend import Backend
 from regsync.clients import ClientPool
 from regsync.config import Config, Rule
@@ -24,16 +26,18 @@ from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
 from regsync.layout import LayoutPool
 from regsync.oci.ref import SourceSpec
-from regsync.plan import Action, RepoPlan, TagAction, plan_repo
+from regsync.plan import Action, RepoPlan, TagAction
+from regsync.platforms import PlatformFilter
 from regsync.registry.transport import NullObserver, RequestObserver, RetryPolicy, Timeouts
 from regsync.summary import RuleResult, RunResult
+from regsync.survey import SyncPolicy, survey
+from regsync.tagpolicy import TagPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REPO_CONCURRENCY = 8  # repositories listed and planned at once, per rule
 IMAGE_CONCURRENCY = 16  # image copies in flight across the run
-HEAD_CONCURRENCY = 32  # manifest HEADs in flight while planning, per rule
 
 
 @dataclass
@@ -51,6 +55,7 @@ class RunContext:
     ledgers: dict[str, BlobLedger] = field(default_factory=dict)
     transfers: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     layouts: LayoutPool = field(default_factory=LayoutPool)
+    guards: dict[str, prune.DeleteGuard] = field(default_factory=dict)  # per rule
 
     def backend(self, registry: str, layout: str = "") -> Backend:
         """A registry client, or for an `oci:` side (registry "") the layout directory."""
@@ -142,49 +147,43 @@ async def sync_repo(
     ctx: RunContext, rule: Rule, engine: CopyEngine, repo: str, result: RuleResult
 ) -> None:
     dest_repo = rule.destination.repo_for(repo)
+    policy = policy_for(rule)
     try:
-        plan = await plan_tags(rule, engine, repo, dest_repo, result)
+        plan = await survey(engine.source, engine.destination, repo, dest_repo, policy)
     except RegsyncError as exc:
         result.errors.append(f"{repo}: {exc}")
         log.error("rule %s: %s: %s", rule.name, repo, exc)
         return
     result.plans.append(plan)
+    result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
     result.up_to_date += len(plan.of(Action.SKIP))
     for _ in plan.of(Action.SKIP):
         ctx.events.tag_done(rule.name, "up_to_date")
     if ctx.dry_run or ctx.plan_only:
         return
+    failed = result.failed
     async with asyncio.TaskGroup() as group:
         for action in plan.of(Action.COPY):
             group.create_task(
                 _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result))
             )
+    if plan.of(Action.PRUNE) and result.failed == failed:  # never shrink after a failed copy
+        guard = ctx.guards.setdefault(rule.name, prune.DeleteGuard(engine.destination.name))
+        outcome = await prune.execute(engine.destination, plan, guard)
+        result.record_prune(outcome)
+        for _ in outcome.pruned:
+            ctx.events.tag_done(rule.name, "pruned")
 
 
-async def plan_tags(
-    rule: Rule, engine: CopyEngine, repo: str, dest_repo: str, result: RuleResult
-) -> RepoPlan:
-    """List both sides, HEAD the selected tags, and diff by digest. No manifest GETs."""
-    source_tags, dest_tags = await asyncio.gather(
-        engine.source.tags(repo), engine.destination.tags(dest_repo)
+def policy_for(rule: Rule) -> SyncPolicy:
+    t, p = rule.tags, rule.prune
+    platforms = None if rule.platforms == "all" else PlatformFilter.parse(rule.platforms)
+    return SyncPolicy(
+        tags=TagPolicy(t.include, t.exclude, t.semver, t.latest),
+        platforms=platforms,
+        referrers=rule.referrers,
+        prune=prune.PrunePolicy(p.allow_empty, p.max_fraction) if p.enabled else None,
     )
-    filtered = [(t, "include/exclude") for t in source_tags if not rule.tags.selects(t)]
-    selected = [t for t in source_tags if rule.tags.selects(t)]
-    present = set(dest_tags)
-    heads = asyncio.Semaphore(HEAD_CONCURRENCY)
-
-    async def digest_of(backend: Backend, name: str, tag: str) -> str | None:
-        async with heads:
-            desc = await backend.manifest_head(name, tag)
-        return desc.digest if desc else None
-
-    source_digests = await asyncio.gather(*(digest_of(engine.source, repo, t) for t in selected))
-    dest_digests = await asyncio.gather(
-        *(digest_of(engine.destination, dest_repo, t) for t in selected if t in present)
-    )
-    source = {t: d for t, d in zip(selected, source_digests, strict=True) if d is not None}
-    dest = dict(zip([t for t in selected if t in present], dest_digests, strict=True))
-    return plan_repo(repo, dest_repo, source, dest, tuple(filtered))
 
 
 async def copy_one(
@@ -195,10 +194,9 @@ async def copy_one(
     action: TagAction,
     result: RuleResult,
 ) -> None:
-    assert action.source_digest is not None
     where = f"{plan.source_repo}:{action.tag} -> {plan.dest_repo}:{action.tag}"
     try:
-        await engine.copy_tag(plan.source_repo, plan.dest_repo, action.tag, action.source_digest)
+        digest = await copy_action(engine, policy_for(rule).platforms, plan, action)
     except RegsyncError as exc:
         result.failed += 1
         result.errors.append(f"{plan.source_repo}:{action.tag}: {exc}")
@@ -207,7 +205,7 @@ async def copy_one(
         return
     result.copied += 1
     ctx.events.tag_done(rule.name, "copied")
-    log.info("rule %s: copied %s (%s)", rule.name, where, action.source_digest)
+    log.info("rule %s: copied %s (%s)", rule.name, where, digest)
 
 
 async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from regsync import prune, referrers
 from regsync.backend import Backend
@@ -33,7 +33,7 @@ HEAD_CONCURRENCY = 32  # manifest HEADs/GETs in flight while planning one reposi
 class SyncPolicy:
     """Everything a rule decides about one repository, built by the runner from the rule."""
 
-    tags: TagPolicy = TagPolicy()
+    tags: TagPolicy = field(default_factory=TagPolicy)
     platforms: PlatformFilter | None = None  # None: all platforms, digests preserved
     referrers: bool = False
     prune: PrunePolicy | None = None  # None: never delete

@@ -64,7 +64,10 @@ class TagPolicy:
             version = parse_version(tag)
             if version is None:
                 return SEMVER, "not a version"
-            if not SpecifierSet(self.semver).contains(version):
+            spec = SpecifierSet(self.semver)
+            # PEP 440: a range admits pre-releases only when it names one itself (explicit,
+            # as packaging's default for contains() changed across releases).
+            if not spec.contains(version, prereleases=bool(spec.prereleases)):
                 return SEMVER, f"{version} is outside {self.semver!r}"
         return None
 

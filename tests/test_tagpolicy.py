@@ -1,0 +1,297 @@
+"""Tag selection, version reading, prune planning and subset/merge building: pure, no sockets."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from regsync.errors import ManifestError
+from regsync.oci.manifest import Descriptor, Manifest, Platform, parse_manifest
+from regsync.plan import Action, Origin, diff_tags
+from regsync.platforms import PLATFORMS, SOURCE_DIGEST, PlatformFilter, subset_index
+from regsync.prune import Listing, PrunePolicy, plan_prune
+from regsync.referrers import merge_index
+from regsync.tagpolicy import TagPolicy, artifact_subject, parse_version, select
+
+HEX = "ab" * 32
+
+
+def policy(
+    include: tuple[str, ...] = (".*",),
+    exclude: tuple[str, ...] = (),
+    semver: str | None = None,
+    latest: int | None = None,
+) -> TagPolicy:
+    return TagPolicy(
+        tuple(re.compile(p) for p in include), tuple(re.compile(p) for p in exclude), semver, latest
+    )
+
+
+def dropped(tags: list[str], pol: TagPolicy) -> dict[str, str]:
+    return {f.tag: f.by for f in select(pol, tags).filtered}
+
+
+@pytest.mark.parametrize(
+    ("tag", "version"),
+    [
+        ("1.2.3", "1.2.3"),
+        ("v1.2", "1.2"),
+        ("V2", "2"),
+        ("1.2.3-alpine", "1.2.3"),
+        ("3.12-slim-bookworm", "3.12"),
+        ("1.2.3+build.7", "1.2.3"),
+        ("1.2.3-rc1", "1.2.3rc1"),
+        ("1.2.3-beta.2", "1.2.3b2"),
+        ("1.2.3rc1", "1.2.3rc1"),
+        ("1.2.3-rc1-alpine", "1.2.3rc1"),
+        ("2.0-alpha", "2.0a0"),
+        ("1.0-1", "1.0"),
+        ("20240115", "20240115"),
+    ],
+)
+def test_tags_read_as_versions(tag: str, version: str) -> None:
+    parsed = parse_version(tag)
+    assert parsed is not None and str(parsed) == version
+
+
+@pytest.mark.parametrize("tag", ["latest", "stable", "1a2b3c4", "alpine-1.2", "v", "1.2-", ""])
+def test_tags_that_are_not_versions(tag: str) -> None:
+    assert parse_version(tag) is None
+
+
+def test_one_two_equals_one_two_zero() -> None:
+    assert parse_version("1.2") == parse_version("v1.2.0")
+
+
+def test_include_exclude_full_match_and_report_the_filter() -> None:
+    sel = select(
+        policy(("1.*", "latest"), (r".*-rc\d*",)), ["1.0", "1.0-rc1", "10", "latest", "x1"]
+    )
+    assert sel.selected == ("1.0", "10", "latest")
+    assert {f.tag: (f.by, f.detail) for f in sel.filtered} == {
+        "1.0-rc1": ("exclude", r"matches exclude '.*-rc\\d*'"),
+        "x1": ("include", "matches no include pattern"),
+    }
+
+
+def test_semver_drops_non_versions_and_out_of_range_and_prereleases() -> None:
+    tags = ["0.9", "1.0", "v1.5", "2.9.9-alpine", "3.0", "2.0-rc1", "latest"]
+    sel = select(policy(semver=">=1.0, <3"), tags)
+    assert sel.selected == ("1.0", "2.9.9-alpine", "v1.5")
+    details = {f.tag: f.detail for f in sel.filtered}
+    assert details == {
+        "0.9": "0.9 is outside '>=1.0, <3'",
+        "2.0-rc1": "2.0rc1 is outside '>=1.0, <3'",
+        "3.0": "3.0 is outside '>=1.0, <3'",
+        "latest": "not a version",
+    }
+
+
+def test_a_range_naming_a_prerelease_admits_prereleases() -> None:
+    assert select(policy(semver=">=2.0rc1"), ["2.0-rc1", "1.9"]).selected == ("2.0-rc1",)
+
+
+def test_latest_keeps_every_spelling_of_the_n_highest_versions() -> None:
+    tags = ["1.0", "1.1", "1.1-alpine", "v1.2", "1.2.0-slim", "1.10", "edge"]
+    sel = select(policy(latest=2), tags)
+    assert sel.selected == ("1.10", "1.2.0-slim", "v1.2")
+    assert dropped(tags, policy(latest=2)) == {
+        "1.0": "latest",
+        "1.1": "latest",
+        "1.1-alpine": "latest",
+        "edge": "latest",
+    }
+
+
+def test_filters_compose_in_order() -> None:
+    """include -> exclude -> semver -> latest: each tag is reported by the first that drops it."""
+    tags = ["1.0", "1.1", "1.2", "2.0", "2.1-rc1", "2.1", "3.0", "nightly", "1.3-debug"]
+    pol = policy(include=(r"\d.*",), exclude=(r".*-debug",), semver="<3", latest=2)
+    sel = select(pol, tags)
+    assert sel.selected == ("2.0", "2.1")
+    assert dropped(tags, pol) == {
+        "nightly": "include",
+        "1.3-debug": "exclude",
+        "2.1-rc1": "semver",
+        "3.0": "semver",
+        "1.0": "latest",
+        "1.1": "latest",
+        "1.2": "latest",
+    }
+
+
+def test_artifact_tags_are_never_selected_as_images() -> None:
+    tags = [f"sha256-{HEX}", f"sha256-{HEX}.sig", f"sha256-{HEX}.att", "1.0"]
+    sel = select(policy(), tags)
+    assert sel.selected == ("1.0",)
+    assert set(dropped(tags, policy()).values()) == {"artifact"}
+    assert artifact_subject(f"sha256-{HEX}.sbom") == f"sha256:{HEX}"
+    assert artifact_subject("sha256-short.sig") is None
+
+
+def test_scope_is_name_filters_without_latest() -> None:
+    pol = policy(include=(r"\d.*",), semver=">=1", latest=1)
+    assert pol.in_scope("0.5") is False and pol.in_scope("local-1") is False
+    assert pol.in_scope("1.0") is True  # dropped only by latest: still the rule's to prune
+
+
+# -- diff with recorded origins ----------------------------------------------------------------
+
+
+def test_subset_is_up_to_date_when_its_recorded_origin_matches() -> None:
+    src, dst = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    origins = {"1.0": Origin(src, "linux/amd64"), "2.0": Origin(src, "linux/arm64")}
+    actions = diff_tags(
+        {"1.0": src, "2.0": src, "3.0": src},
+        {"1.0": dst, "2.0": dst},
+        origins=origins,
+        platforms="linux/amd64",
+    )
+    got = {a.tag: (a.action, a.reason) for a in actions}
+    assert got["1.0"][0] is Action.SKIP and "platform subset (linux/amd64)" in got["1.0"][1]
+    assert got["2.0"] == (Action.COPY, "platforms changed from linux/arm64")
+    assert got["3.0"] == (Action.COPY, "missing")
+
+
+# -- prune planning --------------------------------------------------------------------------
+
+
+def digest(n: int) -> str:
+    return f"sha256:{n:064x}"
+
+
+def listing(dest: dict[str, str], source: list[str] | None = None, **kw: object) -> Listing:
+    return Listing(source if source is not None else ["1.0"], list(dest), dest, **kw)  # type: ignore[arg-type]
+
+
+def test_prune_deletes_only_scoped_tags_the_source_lost() -> None:
+    dest = {"1.0": digest(1), "1.1": digest(2), "local-1": digest(3), "1.2": digest(4)}
+    decision = plan_prune(PrunePolicy(), policy(include=(r"\d.*",)), listing(dest), {"1.0", "1.1"})
+    assert [(a.tag, a.action, a.shared) for a in decision.actions] == [("1.2", Action.PRUNE, ())]
+
+
+def test_prune_refuses_over_max_fraction_and_says_so() -> None:
+    dest = {t: digest(i) for i, t in enumerate(["1.0", "1.1", "1.2", "1.3"])}
+    decision = plan_prune(PrunePolicy(max_fraction=0.5), policy(), listing(dest), {"1.0"})
+    assert decision.actions == ()
+    assert decision.refusals == (
+        "prune refused: it would delete 3 of 4 tags (75%), over prune.max_fraction 0.5; "
+        "raise max_fraction or delete them by hand",
+    )
+    exactly_half = plan_prune(
+        PrunePolicy(max_fraction=0.5), policy(), listing(dest), {"1.0", "1.1"}
+    )
+    assert [a.tag for a in exactly_half.actions] == ["1.2", "1.3"]
+
+
+def test_prune_refuses_an_empty_source_unless_allowed() -> None:
+    dest = {"1.0": digest(1)}
+    refused = plan_prune(PrunePolicy(max_fraction=1), policy(), listing(dest, []), set())
+    assert refused.actions == () and "source listed no tags" in refused.refusals[0]
+    allowed = plan_prune(
+        PrunePolicy(allow_empty=True, max_fraction=1), policy(), listing(dest, []), set()
+    )
+    assert [a.tag for a in allowed.actions] == ["1.0"]
+
+
+def test_prune_marks_shared_digests_for_tag_deletion() -> None:
+    dest = {"1.0": digest(1), "old": digest(1), "gone": digest(2), "also-gone": digest(2)}
+    dest |= {"local-x": digest(3), "child": digest(4), "idx": digest(5)}
+    dest |= {"1.1": digest(3)}
+    decision = plan_prune(
+        PrunePolicy(max_fraction=1),
+        policy(exclude=("local-.*",)),
+        listing(dest, children={"idx": frozenset({digest(4)})}),
+        {"1.0", "idx"},
+    )
+    shared = {a.tag: a.shared for a in decision.actions}
+    assert shared == {
+        "old": ("1.0",),  # a kept tag holds the digest
+        "gone": (),  # both tags on digest 2 go: one delete by digest
+        "also-gone": (),
+        "1.1": ("local-x",),  # a foreign tag holds it
+        "child": ("idx",),  # a kept index lists it
+    }
+
+
+def test_signatures_follow_their_images_into_prune() -> None:
+    sig = f"sha256-{digest(2)[7:]}.sig"
+    foreign_sig = f"sha256-{digest(9)[7:]}.sig"
+    dest = {"1.0": digest(1), "1.1": digest(2), sig: digest(7), foreign_sig: digest(8)}
+    decision = plan_prune(PrunePolicy(), policy(), listing(dest), {"1.0"}, referrers_follow=True)
+    assert sorted(a.tag for a in decision.actions) == sorted(["1.1", sig])
+    without = plan_prune(PrunePolicy(), policy(), listing(dest), {"1.0"})
+    assert [a.tag for a in without.actions] == ["1.1"]
+
+
+# -- platform subsets and referrer merges -----------------------------------------------------
+
+
+def index(children: list[dict[str, object]]) -> Manifest:
+    body = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json"}
+    body["manifests"] = children  # type: ignore[assignment]
+    return parse_manifest(json.dumps(body).encode())
+
+
+def child(n: int, platform: str | None, **annotations: str) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": digest(n),
+        "size": 100,
+    }
+    if platform:
+        os_, arch, *variant = platform.split("/")
+        entry["platform"] = {
+            "os": os_,
+            "architecture": arch,
+            **({"variant": variant[0]} if variant else {}),
+        }
+    if annotations:
+        entry["annotations"] = annotations
+    return entry
+
+
+def test_subset_keeps_listed_platforms_and_their_attestations_and_records_origin() -> None:
+    source = index(
+        [
+            child(1, "linux/amd64"),
+            child(2, "linux/arm64/v8"),
+            child(3, "linux/arm/v7"),
+            child(4, "unknown/unknown", **{"vnd.docker.reference.digest": digest(2)}),
+            child(5, "unknown/unknown", **{"vnd.docker.reference.digest": digest(3)}),
+        ]
+    )
+    subset = subset_index(source, PlatformFilter.parse(["linux/arm64", "linux/amd64"]))
+    assert [c.digest for c in subset.children] == [digest(1), digest(2), digest(4)]
+    assert subset.annotations == {
+        SOURCE_DIGEST: source.digest,
+        PLATFORMS: "linux/arm64,linux/amd64",
+    }
+    assert subset.digest != source.digest
+    assert subset_index(source, PlatformFilter.parse(["linux/arm64", "linux/amd64"])) == subset
+
+
+def test_platform_variants() -> None:
+    arm = PlatformFilter.parse(["linux/arm64/v8"])
+    assert arm.matches(Platform("linux", "arm64", "")) and arm.matches(
+        Platform("linux", "arm64", "v8")
+    )
+    assert not PlatformFilter.parse(["linux/arm/v6"]).matches(Platform("linux", "arm", "v7"))
+    assert PlatformFilter.parse(["linux/arm"]).matches(Platform("linux", "arm", "v7"))
+
+
+def test_subset_with_no_wanted_platform_is_an_error() -> None:
+    with pytest.raises(ManifestError, match="none of the platforms linux/s390x"):
+        subset_index(index([child(1, "linux/amd64")]), PlatformFilter.parse(["linux/s390x"]))
+
+
+def test_merge_index_appends_without_duplicates() -> None:
+    a = Descriptor("application/vnd.oci.image.manifest.v1+json", digest(1), 10, artifact_type="x")
+    b = Descriptor("application/vnd.oci.image.manifest.v1+json", digest(2), 10, artifact_type="y")
+    first = merge_index(None, [a], None)
+    assert first is not None and [c.digest for c in first.children] == [digest(1)]
+    second = merge_index(first, [a, b], None)
+    assert second is not None and [c.digest for c in second.children] == [digest(1), digest(2)]
+    assert merge_index(second, [b, a], None) is None  # nothing new: no push
