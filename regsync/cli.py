@@ -14,14 +14,17 @@ import sys
 from collections.abc import Sequence
 
 from regsync import __version__
+from regsync import shard as shards
 from regsync.config import Config, Rule, load_config
 from regsync.errors import ConfigError
 from regsync.logs import setup_logging
 from regsync.runner import run
+from regsync.shard import Shard
 from regsync.summary import RunResult, render_text
 from regsync.verify import render_verify, verify
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SHARD_HELP = "handle only shard I of N of the repositories (default: $REGSYNC_SHARD, else all)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="per repository: every tag selected (with its action) or the filter that dropped it",
     )
+    for sharded in (once, check):
+        sharded.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
     verify_cmd = commands.add_parser(
         "verify",
         parents=[common, selecting],
@@ -73,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         rules = config.select_rules(getattr(args, "rule", []))
-    except ConfigError as exc:
+        shard = shards.resolve(args.shard, os.environ) if "shard" in args else Shard()
+    except (ConfigError, ValueError) as exc:
         print(f"regsync: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "validate":
@@ -81,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "verify":
         return _verify(args, config, rules)
-    return _run(args, config, rules)
+    return _run(args, config, rules, shard)
 
 
 def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
@@ -100,12 +106,11 @@ def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _run(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
+def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Shard) -> int:
     check = args.command == "check"
+    dry_run = getattr(args, "dry_run", False)
     try:
-        result = asyncio.run(
-            run(config, rules, dry_run=getattr(args, "dry_run", False), plan_only=check)
-        )
+        result = asyncio.run(run(config, rules, dry_run=dry_run, plan_only=check, shard=shard))
     except ConfigError as exc:
         print(f"regsync: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -29,6 +29,7 @@ from regsync.oci.ref import SourceSpec
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.platforms import PlatformFilter
 from regsync.registry.transport import NullObserver, RequestObserver, RetryPolicy, Timeouts
+from regsync.shard import Shard
 from regsync.summary import RuleResult, RunResult
 from regsync.survey import SyncPolicy, survey
 from regsync.tagpolicy import TagPolicy
@@ -56,10 +57,25 @@ class RunContext:
     transfers: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     layouts: LayoutPool = field(default_factory=LayoutPool)
     guards: dict[str, prune.DeleteGuard] = field(default_factory=dict)  # per rule
+    shard: Shard = field(default_factory=Shard)
 
     def backend(self, registry: str, layout: str = "") -> Backend:
         """A registry client, or for an `oci:` side (registry "") the layout directory."""
         return self.layouts.get(layout) if layout else self.pool.get(registry)
+
+    def owned(self, rule: Rule, repos: list[str]) -> list[str]:
+        """The repositories this agent's shard handles (all of them unless sharded)."""
+        if self.shard.is_whole:
+            return repos
+        mine = [r for r in repos if self.shard.owns(rule.name, r)]
+        log.info(
+            "rule %s: shard %s takes %d of %d repositories",
+            rule.name,
+            self.shard,
+            len(mine),
+            len(repos),
+        )
+        return mine
 
     def engine(self, rule: Rule, result: RuleResult) -> CopyEngine:
         dest = rule.destination.registry
@@ -88,6 +104,7 @@ async def run(
     observer: RequestObserver | None = None,
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
+    shard: Shard | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one HTTP session.
 
@@ -105,6 +122,7 @@ async def run(
             plan_only=plan_only,
             retry=retry,
             observer=observer or NullObserver(),
+            shard=shard or Shard(),
         )
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(run_rule(ctx, rule)) for rule in rules]
@@ -117,7 +135,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     started = time.monotonic()
     try:
         source = ctx.backend(rule.source.registry, rule.source.layout)
-        repos = await discover(source, rule.source)
+        repos = ctx.owned(rule, await discover(source, rule.source))
         result.repos = len(repos)
         ctx.events.repos_found(rule.name, len(repos))
         limit = asyncio.Semaphore(REPO_CONCURRENCY)

@@ -24,6 +24,7 @@ from regsync.clients import ClientPool
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
 from regsync.errors import NotFoundError, RegsyncError
+from regsync.layout import LayoutPool
 from regsync.registry.transport import RequestObserver, RetryPolicy, Timeouts
 from regsync.runner import discover
 
@@ -142,7 +143,15 @@ async def verify(
 async def _verify_rule(
     pool: ClientPool, rule: Rule, result: VerifyResult, repair: bool, retry: RetryPolicy
 ) -> None:
-    source, dest = pool.get(rule.source.registry), pool.get(rule.destination.registry)
+    layouts = LayoutPool()  # an oci: side is a layout directory, not a registry
+    source = (
+        layouts.get(rule.source.layout) if rule.source.layout else pool.get(rule.source.registry)
+    )
+    dest = (
+        layouts.get(rule.destination.layout)
+        if rule.destination.layout
+        else pool.get(rule.destination.registry)
+    )
     try:
         repos = await discover(source, rule.source)
     except RegsyncError as exc:

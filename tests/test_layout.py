@@ -510,3 +510,27 @@ def _held(path: Path) -> Iterator[None]:
     with path.open("wb") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         yield
+
+
+def test_verify_finds_and_repairs_a_damaged_layout(
+    tmp_path: Path, source_registry: Registry
+) -> None:
+    """`regsync verify` checks a layout destination; --repair copies the lost blob again."""
+    layer = Blob.random(30_000, seed="verify")
+    pushed = push(source_registry, "team/tool", "1", Image.oci([layer]))
+    layout = tmp_path / "transfer"
+    config = layout_config(
+        tmp_path, f"{source_registry.host}/team/*", f"oci:{layout}", source_registry
+    )
+    assert once(config)[0] == 0
+    assert run_regsync("verify", "-c", config).returncode == 0
+    lost = layout / "blobs" / "sha256" / layer.digest.split(":")[1]
+    lost.unlink()
+
+    assert run_regsync("verify", "-c", config).returncode == 1
+    repaired = run_regsync("verify", "-c", config, "--repair")
+
+    assert repaired.returncode == 0, repaired.stderr
+    assert lost.read_bytes() == layer.data
+    assert index_entries(layout)["team/tool:1"]["digest"] == pushed.digest
+    assert_complete(layout)
