@@ -1,4 +1,4 @@
-"""Command line: `regsync once | check | verify | validate`.
+"""Command line: `regsync once | check | verify | serve | validate`.
 
 Exit codes (DESIGN.md): 0 in sync / success, 1 some tag failed (or drift, for check),
 2 bad configuration or usage.
@@ -8,20 +8,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import disable_created_metrics
 
 from regsync import __version__
 from regsync import shard as shards
 from regsync.config import Config, Rule, load_config
 from regsync.errors import ConfigError
-from regsync.logs import setup_logging
+from regsync.events import FanOut, RunEvents
+from regsync.logs import LOG_FORMATS, setup_logging
+from regsync.metrics import Metrics
 from regsync.runner import run
+from regsync.schedule import Timing
+from regsync.server import DEFAULT_LISTEN, parse_listen
 from regsync.shard import Shard
 from regsync.summary import RunResult, render_text
 from regsync.verify import render_verify, verify
+
+log = logging.getLogger("regsync.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SHARD_HELP = "handle only shard I of N of the repositories (default: $REGSYNC_SHARD, else all)"
@@ -39,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     common.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    common.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="log lines: text or json"
+    )
     selecting = argparse.ArgumentParser(add_help=False)
     selecting.add_argument(
         "--rule", action="append", default=[], metavar="NAME", help="only this rule (repeatable)"
@@ -49,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         "once", parents=[common, selecting], help="run every (or the named) rule once"
     )
     once.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
+    once.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write the run's metrics to PATH (node-exporter textfile format, atomically)",
+    )
+    once.add_argument(
+        "--pushgateway", metavar="URL", help="push the run's metrics to this Prometheus Pushgateway"
+    )
     check = commands.add_parser(
         "check", parents=[common, selecting], help="plan only: print the drift, change nothing"
     )
@@ -67,6 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     verify_cmd.add_argument(
         "--repair", action="store_true", help="copy incomplete tags again from the source"
     )
+    serve = commands.add_parser(
+        "serve", parents=[common], help="daemon: every rule on its schedule, HTTP endpoints"
+    )
+    serve.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help=f"/metrics, /healthz, /readyz, /status (default {DEFAULT_LISTEN})",
+    )
+    serve.add_argument(
+        "--grace-period",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long runs in progress may finish their copies (default 30)",
+    )
+    serve.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
     commands.add_parser("validate", parents=[common], help="load and check the config only")
     return parser
 
@@ -74,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(-1 if args.quiet else args.verbose)
+    # `_created` series double every counter's lines and no dashboard here uses them.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    # The daemon logs its runs at info level by default; one-shot commands print a summary.
+    verbosity = args.verbose + (1 if args.command == "serve" else 0)
+    setup_logging(-1 if args.quiet else verbosity, args.log_format)
     try:
         config = load_config(args.config)
         rules = config.select_rules(getattr(args, "rule", []))
@@ -87,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "verify":
         return _verify(args, config, rules)
+    if args.command == "serve":
+        return _serve(args, config, shard)
     return _run(args, config, rules, shard)
 
 
@@ -106,17 +152,54 @@ def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Shard) -> int:
-    check = args.command == "check"
-    dry_run = getattr(args, "dry_run", False)
+def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
+    from regsync.daemon import serve  # only this command needs it
+
     try:
-        result = asyncio.run(run(config, rules, dry_run=dry_run, plan_only=check, shard=shard))
-    except ConfigError as exc:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
         print(f"regsync: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
+    try:
+        asyncio.run(serve(args.config, config, host, port, args.grace_period, shard))
+    except OSError as exc:
+        print(f"regsync: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Shard) -> int:
+    check = args.command == "check"
+    metrics_file = getattr(args, "metrics_file", None)
+    if metrics_file and not os.path.isdir(os.path.dirname(os.path.abspath(metrics_file))):
+        print(f"regsync: --metrics-file {metrics_file}: directory does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    dry_run = getattr(args, "dry_run", False)
+    metrics = Metrics(record_success=not dry_run)
+    now = time.time()
+    for rule in rules:
+        metrics.rule_configured(rule.name, Timing(rule.interval, rule.schedule).period(now))
+    with _progress(args) as display:
+        events: RunEvents = FanOut(metrics, display) if display else metrics
+        try:
+            result = asyncio.run(
+                run(
+                    config,
+                    rules,
+                    dry_run=dry_run,
+                    plan_only=check,
+                    events=events,
+                    observer=metrics,
+                    shard=shard,
+                )
+            )
+        except ConfigError as exc:
+            print(f"regsync: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            return 130
     report(result, args, check=check)
+    export_metrics(metrics, metrics_file, getattr(args, "pushgateway", None))
     if check:
         return EXIT_OK if result.ok and not any(r.drift for r in result.rules) else EXIT_FAILED
     return EXIT_OK if result.ok else EXIT_FAILED
@@ -128,3 +211,29 @@ def report(result: RunResult, args: argparse.Namespace, *, check: bool) -> None:
         print(render_text(result, check=check, explain=explain), file=sys.stderr)
     if args.json:
         print(result.dumps(check=check))
+
+
+def export_metrics(metrics: Metrics, path: str | None, gateway: str | None) -> None:
+    """Write the textfile and push to the gateway; a failure is logged, the exit code is the
+    sync's (the mirror is what it is whether or not its metrics got out)."""
+    if path:
+        try:
+            metrics.write_textfile(path)
+        except OSError as exc:
+            log.error("cannot write --metrics-file %s: %s", path, exc.strerror or exc)
+    if gateway:
+        try:
+            metrics.push(gateway)
+        except OSError as exc:  # URLError is an OSError
+            log.error("cannot push metrics to %s: %s", gateway, getattr(exc, "reason", exc))
+
+
+def _progress(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
+    """A live display for `once` on a terminal; plain logs otherwise."""
+    if args.command != "once" or args.quiet or args.log_format != "text":
+        return contextlib.nullcontext()
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from regsync.progress import ProgressDisplay  # rich loads only for a terminal
+
+    return ProgressDisplay()

@@ -110,6 +110,8 @@ class CopyEngine:
     # Repair (verify --repair) walks every child even when its manifest exists: the child's
     # own blobs may be the ones missing.
     trust_children: bool = True
+    # (destination repo, blob, True) when a blob stream starts, (.., False) when it ends.
+    on_transfer: Callable[[str, Descriptor, bool], None] = lambda repo, desc, begins: None
 
     async def get_manifest(self, repo: str, digest: str) -> Manifest:
         self.stats.source_manifest_gets += 1
@@ -160,7 +162,11 @@ class CopyEngine:
         if other is not None and await self._mount(dst_repo, desc.digest, other):
             return "mounted"
         async with self.transfers:
-            await self._transfer(src_repo, dst_repo, desc)
+            self.on_transfer(dst_repo, desc, True)
+            try:
+                await self._transfer(src_repo, dst_repo, desc)
+            finally:
+                self.on_transfer(dst_repo, desc, False)
         return "copied"
 
     async def _mount(self, dst_repo: str, digest: str, from_repo: str) -> bool:

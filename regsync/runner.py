@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -23,8 +23,10 @@ from regsync.clients import ClientPool
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
 from regsync.errors import RegsyncError
-from regsync.events import NoEvents, RunEvents
+from regsync.events import NoEvents, RunEvents, optional_hook
 from regsync.layout import LayoutPool
+from regsync.logs import copy_context
+from regsync.oci.manifest import Descriptor
 from regsync.oci.ref import SourceSpec
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.platforms import PlatformFilter
@@ -52,6 +54,7 @@ class RunContext:
     plan_only: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     observer: RequestObserver = field(default_factory=NullObserver)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: start no more copies
     images: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IMAGE_CONCURRENCY))
     ledgers: dict[str, BlobLedger] = field(default_factory=dict)
     transfers: dict[str, asyncio.Semaphore] = field(default_factory=dict)
@@ -91,7 +94,20 @@ class RunContext:
             on_blob=lambda outcome: self.events.blob_done(rule.name, outcome),
             retry=self.retry,
             observer=self.observer,
+            on_transfer=self._transfer_hook(rule.name),
         )
+
+    def _transfer_hook(self, rule: str) -> Callable[[str, Descriptor, bool], None]:
+        started = optional_hook(self.events, "transfer_started")
+        finished = optional_hook(self.events, "transfer_finished")
+
+        def hook(repo: str, desc: Descriptor, begins: bool) -> None:
+            if begins:
+                started(rule, repo, desc.digest, desc.size)
+            else:
+                finished(rule, repo, desc.digest)
+
+        return hook
 
 
 async def run(
@@ -105,10 +121,13 @@ async def run(
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
     shard: Shard | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one HTTP session.
 
     Retry policy and timeouts default to the REGSYNC_RETRY_* / REGSYNC_*_TIMEOUT environment.
+    Setting `stop` (a graceful shutdown) lets copies already started finish and starts no new
+    ones; the tags left out are reported as errors of their rule.
     """
     retry = retry or RetryPolicy.from_env(os.environ)
     timeouts = timeouts or Timeouts.from_env(os.environ)
@@ -123,6 +142,7 @@ async def run(
             retry=retry,
             observer=observer or NullObserver(),
             shard=shard or Shard(),
+            stop=stop or asyncio.Event(),
         )
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(run_rule(ctx, rule)) for rule in rules]
@@ -147,6 +167,8 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
         result.rule_failed = True
         result.errors.append(str(exc))
         log.error("rule %s: %s", rule.name, exc)
+    if result.interrupted:
+        result.errors.append(f"shutting down: {result.interrupted} tags left for the next run")
     result.duration_seconds = time.monotonic() - started
     ctx.events.rule_finished(result)
     return result
@@ -174,6 +196,7 @@ async def sync_repo(
         return
     result.plans.append(plan)
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
+    optional_hook(ctx.events, "repo_planned")(rule.name, plan)
     result.up_to_date += len(plan.of(Action.SKIP))
     for _ in plan.of(Action.SKIP):
         ctx.events.tag_done(rule.name, "up_to_date")
@@ -213,20 +236,39 @@ async def copy_one(
     result: RuleResult,
 ) -> None:
     where = f"{plan.source_repo}:{action.tag} -> {plan.dest_repo}:{action.tag}"
+    context = copy_context(
+        rule.name,
+        _ref(rule.source.registry, plan.source_repo, action.tag),
+        _ref(rule.destination.registry, plan.dest_repo, action.tag),
+    )
+    if ctx.stop.is_set():
+        result.interrupted += 1
+        log.info("rule %s: not copying %s: shutting down", rule.name, where, extra=context)
+        return
     try:
         digest = await copy_action(engine, policy_for(rule).platforms, plan, action)
     except RegsyncError as exc:
         result.failed += 1
         result.errors.append(f"{plan.source_repo}:{action.tag}: {exc}")
         ctx.events.tag_done(rule.name, "failed")
-        log.error("rule %s: copy %s failed: %s", rule.name, where, exc)
+        log.error("rule %s: copy %s failed: %s", rule.name, where, exc, extra=context)
         return
     result.copied += 1
     ctx.events.tag_done(rule.name, "copied")
-    log.info("rule %s: copied %s (%s)", rule.name, where, digest)
+    log.info(
+        "rule %s: copied %s (%s)",
+        rule.name,
+        where,
+        digest,
+        extra={**context, "digest": digest},
+    )
 
 
 async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:
     """Run `work` holding `limit` (the coroutine is created eagerly but starts only here)."""
     async with limit:
         return await work
+
+
+def _ref(registry: str, repo: str, tag: str) -> str:
+    return f"{registry}/{repo}:{tag}" if registry else f"{repo}:{tag}"

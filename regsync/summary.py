@@ -21,6 +21,7 @@ class RuleResult:
     up_to_date: int = 0
     pruned: int = 0
     failed: int = 0
+    interrupted: int = 0  # copies not started because the process is shutting down
     stats: CopyStats = field(default_factory=CopyStats)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth reading, not failures
@@ -31,9 +32,14 @@ class RuleResult:
     @property
     def result(self) -> str:
         """success | partial | failed, as in regsync_sync_runs_total."""
-        if self.rule_failed or (self.failed and not (self.copied or self.up_to_date)):
+        nothing_planned = self.errors and not self.plans  # no repository could be listed
+        if (
+            self.rule_failed
+            or nothing_planned
+            or (self.failed and not (self.copied or self.up_to_date))
+        ):
             return "failed"
-        return "partial" if self.failed or self.errors else "success"
+        return "partial" if self.failed or self.interrupted or self.errors else "success"
 
     @property
     def drift(self) -> int:

@@ -105,6 +105,9 @@ class RequestObserver(Protocol):
 
     def request_retried(self, registry: str, reason: str) -> None: ...
 
+    def registry_paused(self, registry: str, until: float | None) -> None:
+        """Requests to `registry` wait until unix time `until` (rate limit); None: resumed."""
+
 
 class NullObserver:
     def request_done(self, registry: str, method: str, status: str, seconds: float) -> None:
@@ -114,6 +117,9 @@ class NullObserver:
         pass
 
     def request_retried(self, registry: str, reason: str) -> None:
+        pass
+
+    def registry_paused(self, registry: str, until: float | None) -> None:
         pass
 
 

@@ -1,0 +1,281 @@
+"""`regsync serve`: every rule on its own schedule, reloadable, stopping gracefully.
+
+One loop per rule, so a rule never overlaps itself; rules run independently of each other (each
+run has its own HTTP session). The first run of every rule starts at once.
+
+Signals: SIGHUP reloads the config (an invalid file is reported and the running config kept);
+SIGTERM/SIGINT stop starting work, give runs in progress ``grace`` seconds to finish their
+started copies, then cancel what is left. Cancelling is safe because the copy engine pushes a
+tag only after everything it references is in place: a cancelled copy leaves at most unreferenced
+blobs, never a tag pointing at missing content. A second signal cancels at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from regsync import __version__
+from regsync.config import Config, Rule, load_config
+from regsync.errors import ConfigError
+from regsync.metrics import Metrics, _iso
+from regsync.runner import run
+from regsync.schedule import Timing, jitter
+from regsync.server import make_app, start
+from regsync.shard import Shard
+from regsync.summary import RuleResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RuleState:
+    """One rule's schedule and the outcome of its runs (what /status shows)."""
+
+    rule: Rule
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    runs: int = 0
+    running_since: float | None = None
+    last_started: float | None = None
+    last_finished: float | None = None
+    last_result: RuleResult | None = None
+    last_success: float | None = None
+    last_error: str | None = None
+    next_run: float | None = None
+    jitter: float = 0.0
+    removed: bool = False
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(self.rule.interval, self.rule.schedule)
+
+    def due(self, now: float) -> float:
+        if self.last_started is None:
+            return now  # the first run starts at once
+        return self.timing.next_run(self.last_started, now) + self.jitter
+
+    def record(self, result: RuleResult, started: float) -> None:
+        self.runs += 1
+        self.last_finished = time.time()
+        self.last_result = result
+        if result.result == "success":
+            self.last_success = self.last_finished
+        self.last_error = result.errors[-1] if result.errors else None
+        self.jitter = jitter(self.timing.period(started))
+
+    def to_json(self) -> dict[str, Any]:
+        last = self.last_result
+        return {
+            "name": self.rule.name,
+            "source": str(self.rule.source),
+            "destination": str(self.rule.destination),
+            "schedule": self.timing.describe(),
+            "interval_seconds": self.timing.period(time.time()),
+            "running": self.running_since is not None,
+            "running_since": _iso(self.running_since),
+            "runs": self.runs,
+            "last_run": None
+            if last is None
+            else {
+                "started_at": _iso(self.last_started),
+                "finished_at": _iso(self.last_finished),
+                **last.to_json(),
+            },
+            "last_success_at": _iso(self.last_success),
+            "last_error": self.last_error,
+            "next_run_at": None if self.running_since is not None else _iso(self.next_run),
+        }
+
+
+class Daemon:
+    """Schedules every rule of a config, reloads it, and stops gracefully."""
+
+    def __init__(
+        self,
+        config_path: str,
+        config: Config,
+        metrics: Metrics,
+        grace: float,
+        shard: Shard | None = None,
+    ) -> None:
+        self.config_path = str(Path(config_path).resolve())
+        self.config = config
+        self.metrics = metrics
+        self.grace = grace
+        self.shard = shard or Shard()
+        self.started = time.time()
+        self.loaded_at = self.started
+        self.reload_error: str | None = None
+        self.states: dict[str, RuleState] = {}
+        self.stopping = asyncio.Event()
+        self._stop_runs = asyncio.Event()  # tells runs in progress to start no more copies
+        self._group: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        for rule in config.rules:
+            self._add(rule)
+
+    # -- control ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until stop(); then drain within the grace period and return."""
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            for state in self.states.values():
+                self._spawn(state)
+            await self.stopping.wait()
+            log.info("stopping: waiting up to %gs for runs in progress", self.grace)
+            self._stop_runs.set()
+            for state in self.states.values():
+                state.wake.set()
+            if self._tasks:
+                _, pending = await asyncio.wait(set(self._tasks), timeout=self.grace)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    log.warning("grace period over: cancelled %d runs in progress", len(pending))
+        log.info("stopped")
+
+    def stop(self) -> None:
+        if self.stopping.is_set():  # a second signal: do not wait any longer
+            log.warning("second stop signal: cancelling runs in progress")
+            for task in self._tasks:
+                task.cancel()
+            return
+        self.stopping.set()
+
+    def reload(self) -> None:
+        """Re-read the config file; keep the running config when the new one is invalid."""
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            self.reload_error = str(exc)
+            log.error("reload failed, keeping the running config: %s", exc)
+            return
+        self.config, self.reload_error, self.loaded_at = config, None, time.time()
+        names = {rule.name for rule in config.rules}
+        for name in [n for n in self.states if n not in names]:
+            state = self.states.pop(name)
+            state.removed = True
+            state.wake.set()
+        for rule in config.rules:
+            known = self.states.get(rule.name)
+            if known is None:
+                self._spawn(self._add(rule))
+            else:
+                state = known
+                state.rule = rule
+                self.metrics.rule_configured(rule.name, state.timing.period(time.time()))
+                state.wake.set()  # its timing may have changed
+        log.info("reloaded %s: %d rules", self.config_path, len(config.rules))
+
+    # -- status ----------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Config loaded, not stopping, and the first run of every rule finished."""
+        return not self.stopping.is_set() and all(s.runs > 0 for s in self.states.values())
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "started_at": _iso(self.started),
+            "ready": self.ready(),
+            "stopping": self.stopping.is_set(),
+            "config": {
+                "path": self.config_path,
+                "loaded_at": _iso(self.loaded_at),
+                "reload_error": self.reload_error,
+            },
+            "rules": [s.to_json() for s in self.states.values()],
+            "registries": self.metrics.registry_status(),
+        }
+
+    # -- the loops -------------------------------------------------------------------------
+
+    def _add(self, rule: Rule) -> RuleState:
+        state = self.states[rule.name] = RuleState(rule)
+        self.metrics.rule_configured(rule.name, state.timing.period(time.time()))
+        return state
+
+    def _spawn(self, state: RuleState) -> None:
+        assert self._group is not None
+        task = self._group.create_task(self._loop(state), name=f"rule {state.rule.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _loop(self, state: RuleState) -> None:
+        try:
+            while not (self.stopping.is_set() or state.removed):
+                state.next_run = state.due(time.time())
+                delay = state.next_run - time.time()
+                if delay > 0:
+                    state.wake.clear()
+                    try:
+                        await asyncio.wait_for(state.wake.wait(), delay)
+                        continue  # woken: reload or stop; look again
+                    except TimeoutError:
+                        pass
+                await self._run_rule(state)
+        finally:
+            if state.removed and state.rule.name not in self.states:
+                self.metrics.rule_removed(state.rule.name)
+
+    async def _run_rule(self, state: RuleState) -> None:
+        rule = state.rule
+        started = state.last_started = state.running_since = time.time()
+        log.info("rule %s: run started", rule.name, extra={"rule": rule.name})
+        try:
+            result = await run(
+                self.config,
+                [rule],
+                events=self.metrics,
+                observer=self.metrics,
+                stop=self._stop_runs,
+                shard=self.shard,
+            )
+            outcome = result.rules[0]
+        except Exception as exc:  # a bug must not end the daemon: report it, retry next time
+            log.exception("rule %s: run crashed", rule.name)
+            outcome = RuleResult(rule.name, str(rule.source), str(rule.destination))
+            outcome.rule_failed = True
+            outcome.errors.append(f"internal error: {type(exc).__name__}: {exc}")
+            outcome.duration_seconds = time.time() - started
+            self.metrics.rule_finished(outcome)
+        finally:
+            state.running_since = None
+        state.record(outcome, started)
+        log.log(
+            logging.INFO if outcome.result == "success" else logging.WARNING,
+            "rule %s: %s in %.1fs: %d copied, %d up to date, %d failed",
+            rule.name,
+            outcome.result,
+            outcome.duration_seconds,
+            outcome.copied,
+            outcome.up_to_date,
+            outcome.failed,
+            extra={"rule": rule.name, "result": outcome.result},
+        )
+
+
+async def serve(
+    config_path: str, config: Config, host: str, port: int, grace: float, shard: Shard | None = None
+) -> None:
+    """Run the daemon and its HTTP endpoints until SIGTERM/SIGINT; OSError if `port` is taken."""
+    metrics = Metrics(process=True)
+    daemon = Daemon(config_path, config, metrics, grace, shard or Shard())
+    web_runner = await start(make_app(daemon, metrics), host, port)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    loop.add_signal_handler(signal.SIGTERM, daemon.stop)
+    loop.add_signal_handler(signal.SIGINT, daemon.stop)
+    log.info("serving on http://%s:%d (%d rules)", host, port, len(config.rules))
+    try:
+        await daemon.run()
+    finally:
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await web_runner.cleanup()

@@ -1,0 +1,270 @@
+"""Prometheus metrics: names and labels as DESIGN.md lists them, one registry per process.
+
+``Metrics`` implements both seams the run reports through -- ``RunEvents`` (rules, tags, blobs,
+bytes, as work happens) and ``RequestObserver`` (every HTTP exchange) -- so counters move while
+a sync runs, not only at its end. Each instance owns its own ``CollectorRegistry``: nothing is
+registered globally, so tests and several runs in one process never collide.
+
+Labels stay low-cardinality: rule, registry, method, status, outcome, result. Never a tag or a
+digest. Beyond DESIGN.md's list: ``regsync_rule_interval_seconds`` (for staleness alerts),
+``regsync_ratelimit_limit``, ``regsync_registry_paused_until_timestamp_seconds`` and
+``regsync_sync_running``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    push_to_gateway,
+    write_to_textfile,
+)
+
+if TYPE_CHECKING:
+    from regsync.summary import RuleResult
+
+RUN_RESULTS = ("success", "partial", "failed")
+TAG_OUTCOMES = ("copied", "up_to_date", "pruned", "failed")
+BLOB_OUTCOMES = ("copied", "mounted", "present")
+SYNC_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, float("inf"))
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf"))
+
+
+@dataclass
+class RegistryState:
+    """What /status shows about one registry (mirrors the gauges; no credentials)."""
+
+    up: bool | None = None
+    ratelimit_remaining: int | None = None
+    ratelimit_limit: int | None = None
+    paused_until: float | None = None  # unix time a rate-limit pause ends
+    last_error: str | None = None
+
+    def to_json(self, name: str) -> dict[str, object]:
+        return {
+            "name": name,
+            "up": self.up,
+            "ratelimit_remaining": self.ratelimit_remaining,
+            "ratelimit_limit": self.ratelimit_limit,
+            "paused_until": _iso(self.paused_until),
+        }
+
+
+class Metrics:
+    """Every regsync metric, in a registry of its own. Implements RunEvents and RequestObserver.
+
+    ``record_success=False`` (dry runs) keeps ``regsync_last_success_timestamp_seconds`` unset:
+    a plan is not a sync.
+    """
+
+    def __init__(self, *, process: bool = False, record_success: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.record_success = record_success
+        self.registries: dict[str, RegistryState] = {}
+        if process:  # only a long-lived process: process_start_time_seconds etc.
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.runs = Counter(
+            "regsync_sync_runs", "Rule runs by result.", ["rule", "result"], registry=r
+        )
+        self.last_success = Gauge(
+            "regsync_last_success_timestamp_seconds",
+            "Unix time the rule's last fully successful run ended.",
+            ["rule"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "regsync_sync_duration_seconds",
+            "Duration of rule runs.",
+            ["rule"],
+            buckets=SYNC_BUCKETS,
+            registry=r,
+        )
+        self.tags = Counter("regsync_tags", "Tags by outcome.", ["rule", "outcome"], registry=r)
+        self.out_of_sync = Gauge(
+            "regsync_out_of_sync_tags",
+            "Tags the last run's plan found to change that are still not in sync after it.",
+            ["rule"],
+            registry=r,
+        )
+        self.blobs = Counter("regsync_blobs", "Blobs by outcome.", ["rule", "outcome"], registry=r)
+        self.bytes = Counter(
+            "regsync_bytes_copied", "Blob bytes sent to destinations.", ["rule"], registry=r
+        )
+        self.requests = Counter(
+            "regsync_registry_requests",
+            "HTTP requests by registry, method and status (status 'error': no answer).",
+            ["registry", "method", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "regsync_registry_request_duration_seconds",
+            "Time to a registry's response headers.",
+            ["registry", "method"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.ratelimit_remaining = Gauge(
+            "regsync_ratelimit_remaining",
+            "Pulls left in the registry's rate-limit window (RateLimit-Remaining).",
+            ["registry"],
+            registry=r,
+        )
+        self.ratelimit_limit = Gauge(
+            "regsync_ratelimit_limit",
+            "The registry's pull limit per window (RateLimit-Limit).",
+            ["registry"],
+            registry=r,
+        )
+        self.registry_up = Gauge(
+            "regsync_registry_up",
+            "1 if the last request to the registry got an HTTP answer, 0 if it failed to connect.",
+            ["registry"],
+            registry=r,
+        )
+        self.paused_until = Gauge(
+            "regsync_registry_paused_until_timestamp_seconds",
+            "Unix time a rate-limit pause of requests to the registry ends (0: not paused).",
+            ["registry"],
+            registry=r,
+        )
+        self.interval = Gauge(
+            "regsync_rule_interval_seconds",
+            "The rule's interval (for a cron schedule: the time between two runs).",
+            ["rule"],
+            registry=r,
+        )
+        self.running = Gauge(
+            "regsync_sync_running",
+            "1 while a run of the rule is in progress.",
+            ["rule"],
+            registry=r,
+        )
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    def rule_configured(self, rule: str, interval_seconds: float) -> None:
+        """Declare a rule: its interval, and every outcome series at 0 so rate() works."""
+        self.interval.labels(rule).set(interval_seconds)
+        for result in RUN_RESULTS:
+            self.runs.labels(rule, result)
+        for outcome in TAG_OUTCOMES:
+            self.tags.labels(rule, outcome)
+        for outcome in BLOB_OUTCOMES:
+            self.blobs.labels(rule, outcome)
+        self.bytes.labels(rule)
+        self.running.labels(rule).set(0)
+
+    def rule_removed(self, rule: str) -> None:
+        """Forget a rule a reload dropped, so no alert fires on a series nobody updates."""
+        for metric in (self.interval, self.last_success, self.out_of_sync, self.running):
+            _remove(metric, (rule,))
+        _remove(self.duration, (rule,))
+        _remove(self.bytes, (rule,))
+        for result in RUN_RESULTS:
+            _remove(self.runs, (rule, result))
+        for outcome in TAG_OUTCOMES:
+            _remove(self.tags, (rule, outcome))
+        for outcome in BLOB_OUTCOMES:
+            _remove(self.blobs, (rule, outcome))
+
+    # -- RunEvents -------------------------------------------------------------------------
+
+    def rule_started(self, rule: str) -> None:
+        self.running.labels(rule).set(1)
+
+    def rule_finished(self, result: RuleResult) -> None:
+        rule = result.name
+        self.running.labels(rule).set(0)
+        self.runs.labels(rule, result.result).inc()
+        self.duration.labels(rule).observe(result.duration_seconds)
+        if result.result == "success" and self.record_success:
+            self.last_success.labels(rule).set(time.time())
+        if result.plans or not result.rule_failed:
+            # A rule that could not list knows nothing new: keep the last known figure.
+            self.out_of_sync.labels(rule).set(out_of_sync(result))
+
+    def repos_found(self, rule: str, count: int) -> None:
+        pass
+
+    def tag_done(self, rule: str, outcome: str) -> None:
+        self.tags.labels(rule, outcome).inc()
+
+    def blob_done(self, rule: str, outcome: str) -> None:
+        self.blobs.labels(rule, outcome).inc()
+
+    def bytes_copied(self, rule: str, count: int) -> None:
+        self.bytes.labels(rule).inc(count)
+
+    # -- RequestObserver -------------------------------------------------------------------
+
+    def request_done(self, registry: str, method: str, status: str, seconds: float) -> None:
+        self.requests.labels(registry, method, status).inc()
+        self.request_duration.labels(registry, method).observe(seconds)
+        up = status != "error"
+        self.registry_up.labels(registry).set(1 if up else 0)
+        self._state(registry).up = up
+
+    def ratelimit_seen(self, registry: str, remaining: int, limit: int | None) -> None:
+        self.ratelimit_remaining.labels(registry).set(remaining)
+        state = self._state(registry)
+        state.ratelimit_remaining = remaining
+        if limit is not None:
+            self.ratelimit_limit.labels(registry).set(limit)
+            state.ratelimit_limit = limit
+
+    def request_retried(self, registry: str, reason: str) -> None:
+        pass
+
+    def registry_paused(self, registry: str, until: float | None) -> None:
+        """A rate-limit pause of `registry` until unix time `until` (None: pause over)."""
+        self.paused_until.labels(registry).set(until or 0)
+        self._state(registry).paused_until = until
+
+    def _state(self, registry: str) -> RegistryState:
+        return self.registries.setdefault(registry, RegistryState())
+
+    # -- output ----------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+    def write_textfile(self, path: str) -> None:
+        """Write the node-exporter textfile atomically (temp file + rename beside `path`)."""
+        write_to_textfile(path, self.registry)
+
+    def push(self, gateway: str, job: str = "regsync", timeout: float = 10) -> None:
+        """Replace this job's metrics on a Pushgateway."""
+        push_to_gateway(gateway, job=job, registry=self.registry, timeout=timeout)
+
+    def registry_status(self) -> list[dict[str, object]]:
+        return [state.to_json(name) for name, state in sorted(self.registries.items())]
+
+
+def out_of_sync(result: RuleResult) -> int:
+    """Tags the plan wanted to change (copy, prune) that the run did not bring in sync."""
+    return max(0, result.drift - result.copied - result.pruned)
+
+
+def _remove(metric: Counter | Gauge | Histogram, labels: Iterable[str]) -> None:
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -1,0 +1,74 @@
+"""The daemon's HTTP endpoints (aiohttp): /metrics, /healthz, /readyz, /status.
+
+/metrics  Prometheus text format
+/healthz  200 while the process runs
+/readyz   200 once the config is loaded and every rule's first run finished, else 503
+/status   JSON: per rule last run, result, counts, next run, last error; per registry
+          up / rate limit / pause. No credentials ever appear there.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+DEFAULT_LISTEN = "127.0.0.1:9469"
+
+
+class StatusSource(Protocol):
+    def ready(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class MetricsSource(Protocol):
+    def render(self) -> bytes: ...
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 as [::1]:PORT) -> (host, port); ValueError with a fit message."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def make_app(daemon: StatusSource, metrics: MetricsSource) -> web.Application:
+    async def metrics_view(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        if daemon.ready():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="not ready\n")
+
+    async def status(request: web.Request) -> web.Response:
+        return web.Response(
+            text=json.dumps(daemon.status(), indent=2) + "\n", content_type="application/json"
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status)
+    return app
+
+
+async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve `app` on host:port; OSError when the address cannot be bound."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
