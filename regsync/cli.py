@@ -206,7 +206,16 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
 
 
 def report(result: RunResult, args: argparse.Namespace, *, check: bool) -> None:
-    if not args.quiet:
+    if args.quiet:
+        pass
+    elif getattr(args, "log_format", "text") == "json":
+        # Log shippers read stderr line by line: the summary goes out as log records too.
+        summary = logging.getLogger("regsync.summary")
+        summary.setLevel(logging.INFO)
+        for rule in result.rules:
+            fields = {k: v for k, v in rule.to_json().items() if k != "name"}
+            summary.info("rule %s: %s", rule.name, rule.result, extra={"rule": rule.name, **fields})
+    else:
         explain = getattr(args, "explain", False)
         print(render_text(result, check=check, explain=explain), file=sys.stderr)
     if args.json:
