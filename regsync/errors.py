@@ -4,10 +4,13 @@ RegsyncError
  ├── ConfigError            bad sync.yaml or command line (exit 2)
  ├── RegistryError          a registry answered with an error status
  │    ├── AuthError         401/403, bad credentials, scope not granted
+ │    │    └── CredentialsError  the registry refused the credentials (every request fails)
  │    ├── NotFoundError     404: *_UNKNOWN codes
  │    ├── UnsupportedError  405 UNSUPPORTED (e.g. deletes disabled)
  │    └── RateLimitedError  429 TOOMANYREQUESTS
  ├── TransportError         connection refused/reset, timeout, TLS failure
+ │    ├── UnreachableError  could not connect (refused, DNS, connect timeout); down registries
+ │    └── TlsError          certificate verification failed (never retried)
  ├── IntegrityError         bytes do not match their digest or size
  ├── LayoutError            an OCI layout directory cannot be read or written
  └── ManifestError          oversized, malformed, schema1, unknown media type
@@ -47,6 +50,10 @@ class AuthError(RegistryError):
     """Credentials were refused or a token did not grant the needed scope."""
 
 
+class CredentialsError(AuthError):
+    """The registry or its token service refused the credentials themselves, not one scope."""
+
+
 class NotFoundError(RegistryError):
     """The manifest, blob, repository or upload session does not exist."""
 
@@ -77,3 +84,15 @@ class LayoutError(RegsyncError):
 
 class ManifestError(RegsyncError):
     """A manifest regsync cannot copy: oversized, malformed, schema1, unknown type."""
+
+
+class UnreachableError(TransportError):
+    """No connection could be made: refused, unknown host, connect timeout, or marked down."""
+
+    def __init__(self, message: str, *, registry: str = "", down: bool = False) -> None:
+        super().__init__(message, registry=registry)
+        self.down = down  # found down earlier this run: fail without retrying
+
+
+class TlsError(TransportError):
+    """The TLS handshake failed (untrusted or mismatched certificate): retrying cannot help."""

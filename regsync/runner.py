@@ -30,6 +30,7 @@ from regsync.oci.manifest import Descriptor
 from regsync.oci.ref import SourceSpec
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.platforms import PlatformFilter
+from regsync.registry.hub import HubCatalog
 from regsync.registry.transport import NullObserver, RequestObserver, RetryPolicy, Timeouts
 from regsync.shard import Shard
 from regsync.summary import RuleResult, RunResult
@@ -80,12 +81,16 @@ class RunContext:
         )
         return mine
 
+    def source(self, registry: str, layout: str = "") -> Backend:
+        """What a rule reads from: as `backend`, but a registry comes with its `mirrors:`."""
+        return self.layouts.get(layout) if layout else self.pool.source(registry)
+
     def engine(self, rule: Rule, result: RuleResult) -> CopyEngine:
         dest = rule.destination.registry
         key = str(rule.destination) if rule.destination.layout else dest
         limit = self.config.registry(dest).max_concurrency
         return CopyEngine(
-            source=self.backend(rule.source.registry, rule.source.layout),
+            source=self.source(rule.source.registry, rule.source.layout),
             destination=self.backend(dest, rule.destination.layout),
             ledger=self.ledgers.setdefault(key, BlobLedger()),
             transfers=self.transfers.setdefault(key, asyncio.Semaphore(limit)),
@@ -154,8 +159,9 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     ctx.events.rule_started(rule.name)
     started = time.monotonic()
     try:
-        source = ctx.backend(rule.source.registry, rule.source.layout)
-        repos = ctx.owned(rule, await discover(source, rule.source))
+        source = ctx.source(rule.source.registry, rule.source.layout)
+        hub = None if rule.source.layout else ctx.pool.hub(rule.source.registry)
+        repos = ctx.owned(rule, await discover(source, rule.source, hub))
         result.repos = len(repos)
         ctx.events.repos_found(rule.name, len(repos))
         limit = asyncio.Semaphore(REPO_CONCURRENCY)
@@ -174,12 +180,16 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     return result
 
 
-async def discover(source: Backend, spec: SourceSpec) -> list[str]:
-    """The source repositories a rule covers: one, or the catalog entries its glob matches."""
+async def discover(source: Backend, spec: SourceSpec, hub: HubCatalog | None = None) -> list[str]:
+    """The source repositories a rule covers: one, or the catalog entries its glob matches.
+
+    Docker Hub has no catalog: a glob there lists its namespace through the Hub API.
+    """
     if not spec.is_glob:
         return [spec.pattern]
     prefix = spec.prefix + "/" if spec.prefix else ""
-    repos = sorted(r for r in await source.repositories() if r.startswith(prefix))
+    listed = await (hub.repositories(spec.prefix.split("/")[0]) if hub else source.repositories())
+    repos = sorted(r for r in listed if r.startswith(prefix))
     return [r for r in repos if spec.matches(r)]
 
 

@@ -162,6 +162,12 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     return base / value if isinstance(base, Path) and not value.is_absolute() else value
 
 
+def _hub_api(value: str) -> str:
+    if not re.fullmatch(r"https?://[^/\s]+/?", value):
+        raise ValueError(f"expected a base URL such as https://hub.docker.com, got {value!r}")
+    return value.rstrip("/")
+
+
 def _existing_file(value: Path) -> Path:
     if not value.is_file():
         raise ValueError(f"file not found: {value}")
@@ -176,6 +182,7 @@ Regex = Annotated[re.Pattern[str], BeforeValidator(_regex)]
 SemverRange = Annotated[str, AfterValidator(_semver)]
 Platforms = Annotated[Literal["all"] | tuple[str, ...], BeforeValidator(_platforms)]
 Host = Annotated[str, AfterValidator(_host)]
+HubApi = Annotated[str, AfterValidator(_hub_api)]
 Source = Annotated[SourceSpec, PlainValidator(_source)]
 Destination = Annotated[DestinationSpec, PlainValidator(_destination)]
 RuleName = Annotated[str, AfterValidator(_rule_name)]

@@ -26,6 +26,7 @@ from regsync.config.fields import (
     Duration,
     ExistingFile,
     Host,
+    HubApi,
     Int,
     Number,
     Platforms,
@@ -98,6 +99,8 @@ class RegistryConfig(_Model):
     rate_limit: RateLimit | None = None
     mirrors: list[Host] = Field(default_factory=list)
     max_concurrency: Annotated[Int, Field(ge=1, le=256)] = 8
+    # Docker Hub-style API that lists namespaces (docker.io uses https://hub.docker.com).
+    hub_api: HubApi | None = None
 
     @model_validator(mode="after")
     def _check_tls(self) -> RegistryConfig:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from regsync.errors import AuthError
+from regsync.errors import AuthError, CredentialsError
 
 # Renew a token this many seconds before it expires, so a request never carries a stale one.
 _EXPIRY_MARGIN = 10.0
@@ -108,6 +108,9 @@ class Authenticator:
         self._tokens: dict[tuple[str, str, tuple[str, ...]], _Token] = {}
         self._locks: dict[tuple[str, str, tuple[str, ...]], asyncio.Lock] = {}
         self.token_requests = 0
+        # Refused credentials stay refused: later requests fail with the same error at once
+        # instead of asking again (no retry storm against a registry or its token service).
+        self._refused: CredentialsError | None = None
 
     @property
     def has_credentials(self) -> bool:
@@ -115,6 +118,8 @@ class Authenticator:
 
     async def header(self, scopes: tuple[str, ...]) -> str | None:
         """The Authorization value to send up front, if the registry's scheme is known."""
+        if self._refused is not None:
+            raise self._refused_again()
         challenge = self._challenge
         if challenge is None:
             return None
@@ -135,18 +140,12 @@ class Authenticator:
         if basic is None:
             return None
         if self._basic is None:
-            raise AuthError(
+            raise self._refuse(
                 f"{self.registry} requires credentials: add them under "
-                f"registries.{self.registry}.credentials",
-                registry=self.registry,
-                status=401,
+                f"registries.{self.registry}.credentials (or docker login {self.registry})"
             )
         if self._challenge is not None and self._challenge.scheme == "basic":
-            raise AuthError(
-                f"{self.registry} refused the configured credentials",
-                registry=self.registry,
-                status=401,
-            )
+            raise self._refuse(f"{self.registry} refused the configured credentials (401)")
         self._challenge = basic
         return scopes
 
@@ -170,12 +169,24 @@ class Authenticator:
             status=401,
         )
 
+    def _refused_again(self) -> CredentialsError:
+        # A fresh instance: re-raising one object from many tasks would chain their tracebacks.
+        assert self._refused is not None
+        first = self._refused
+        return CredentialsError(str(first), registry=first.registry, status=first.status)
+
+    def _refuse(self, message: str, status: int = 401) -> CredentialsError:
+        self._refused = CredentialsError(message, registry=self.registry, status=status)
+        return self._refused
+
     async def _token(self, challenge: Challenge, scopes: tuple[str, ...]) -> str:
         realm = challenge.params.get("realm", "")
         service = challenge.params.get("service", "")
         key = (realm, service, scopes)
         # One token request per key at a time: concurrent copies must not stampede the realm.
         async with self._locks.setdefault(key, asyncio.Lock()):
+            if self._refused is not None:
+                raise self._refused_again()
             cached = self._tokens.get(key)
             if cached is not None and cached.expires_at - _EXPIRY_MARGIN > self._clock():
                 return cached.value
@@ -191,10 +202,16 @@ class Authenticator:
         self.token_requests += 1
         started = self._clock()
         response = await self._fetch_token(realm, params, self._basic)
+        if response.status in (401, 403) and self._basic is not None:
+            raise self._refuse(
+                f"{self.registry} refused the configured credentials "
+                f"(token service answered {response.status})",
+                response.status,
+            )
         if response.status in (401, 403):
             raise AuthError(
-                f"{self.registry}: the token service refused "
-                + ("the configured credentials" if self._basic else "anonymous access"),
+                f"{self.registry}: the token service refused anonymous access"
+                f" to {' '.join(scopes) or 'the registry'}: configure credentials for it",
                 registry=self.registry,
                 status=response.status,
             )

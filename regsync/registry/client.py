@@ -14,11 +14,14 @@ from urllib.parse import quote
 from yarl import URL
 
 from regsync.errors import (
+    AuthError,
+    CredentialsError,
     ManifestError,
     NotFoundError,
     RegistryError,
     RegsyncError,
     TransportError,
+    UnsupportedError,
 )
 from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
@@ -55,7 +58,18 @@ class RegistryClient:
 
     async def repositories(self) -> list[str]:
         """Every repository in the catalog (needs `registry:catalog:*`)."""
-        return await self._paged("/v2/_catalog", "repositories", (CATALOG_SCOPE,))
+        try:
+            return await self._paged("/v2/_catalog", "repositories", (CATALOG_SCOPE,))
+        except CredentialsError:
+            raise  # bad credentials: that message is the clear one
+        except (NotFoundError, UnsupportedError, AuthError) as exc:
+            # Many registries (Docker Hub, GHCR, ECR, ...) have no catalog or keep it closed.
+            raise RegistryError(
+                f"{self.name} cannot list its repositories (catalog: {_short(exc, self.name)}):"
+                f" name them in the rule instead of a glob, one source per repository",
+                registry=self.name,
+                status=exc.status,
+            ) from exc
 
     async def tags(self, repo: str) -> list[str]:
         """Every tag of a repository; an empty or unknown repository has none."""
@@ -115,6 +129,7 @@ class RegistryClient:
 
     async def manifest_get(self, repo: str, ref: str) -> Manifest:
         """A manifest's exact bytes, verified against the digest asked for or announced."""
+        await self.transport.pulls.wait()  # a GET is a pull: wait out a low-quota pause
         resp = await self.transport.request(
             "GET",
             self.transport.url(f"/v2/{repo}/manifests/{ref}"),
@@ -232,9 +247,12 @@ class RegistryClient:
     async def _blob_stream(self, repo: str, url: URL, offset: int) -> AsyncGenerator[bytes]:
         """One GET of a blob from ``offset`` on (the whole blob when the server ignores Range)."""
         headers = {"Range": f"bytes={offset}-"} if offset else None
-        async with self.transport.open(
-            "GET", url, scopes=(repo_scope(repo, "pull"),), headers=headers, ok=(200, 206)
-        ) as resp:
+        async with (
+            self.transport.slot(),  # streams count against the registry's max_concurrency
+            self.transport.open(
+                "GET", url, scopes=(repo_scope(repo, "pull"),), headers=headers, ok=(200, 206)
+            ) as resp,
+        ):
             skip = offset
             if resp.status == 206:
                 start = _RANGE_START.match(resp.headers.get("Content-Range", ""))
@@ -373,3 +391,8 @@ async def _rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[byt
             del buffer[:size]
     if buffer:
         yield bytes(buffer)
+
+
+def _short(exc: BaseException, registry: str) -> str:
+    text = str(exc)
+    return text[len(registry) + 2 :] if text.startswith(f"{registry}: ") else text

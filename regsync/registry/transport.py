@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -36,13 +35,16 @@ from regsync.errors import (
     NotFoundError,
     RateLimitedError,
     RegistryError,
+    TlsError,
     TransportError,
+    UnreachableError,
     UnsupportedError,
 )
 from regsync.registry.auth import Authenticator, TokenResponse
+from regsync.registry.health import Health, connect_error
+from regsync.registry.ratelimit import PullGate, parse_quota
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
-_RATELIMIT = re.compile(r"\s*(\d+)")
 _MAX_ERROR_BODY = 64 * 1024
 
 
@@ -178,6 +180,8 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, TlsError) or (isinstance(exc, UnreachableError) and exc.down):
+        return False  # a bad certificate stays bad; a registry found down stays down this run
     if isinstance(exc, TransportError):
         return True
     return isinstance(exc, RegistryError) and exc.status in RETRYABLE_STATUS
@@ -238,6 +242,7 @@ class Transport:
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
         max_concurrency: int = 8,
+        pull_floor: int | None = None,
     ) -> None:
         self.session = session
         self.registry = registry
@@ -251,6 +256,8 @@ class Transport:
             total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
         )
         self._limit = asyncio.Semaphore(max_concurrency)
+        self.pulls = PullGate(registry, pull_floor, self.observer)
+        self.health = Health(registry)
 
     def url(self, path: str) -> URL:
         return self.base_url.join(URL(path, encoded=True))
@@ -267,17 +274,28 @@ class Transport:
         max_body: int = 16 * 1024 * 1024,
     ) -> Response:
         """A request with a small body, read whole (bounded), retried per the policy."""
-        async for attempt in self._retrying():
-            with attempt:
-                async with (
-                    self._limit,
-                    self.open(
-                        method, url, scopes=scopes, headers=headers, data=data, ok=ok
-                    ) as resp,
-                ):
-                    body = await _read_bounded(resp, max_body, self.registry)
-                    return Response(resp.status, resp.headers, body, resp.url)
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    async with (
+                        self._limit,
+                        self.open(
+                            method, url, scopes=scopes, headers=headers, data=data, ok=ok
+                        ) as resp,
+                    ):
+                        body = await _read_bounded(resp, max_body, self.registry)
+                        return Response(resp.status, resp.headers, body, resp.url)
+        except UnreachableError as exc:
+            # Unreachable through every retry: fail the registry's other requests fast.
+            self.health.mark_down(exc)
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of this registry's max_concurrency request slots (for streamed reads)."""
+        async with self._limit:
+            yield
 
     def _retrying(self) -> AsyncRetrying:
         return retrying(self.retry, self.observer, self.registry)
@@ -298,6 +316,7 @@ class Transport:
         A replayable body (bytes or None) is re-sent after a 401; a streamed one cannot be,
         so callers streaming a body make sure the token is fresh first (see ``prepare``).
         """
+        self.health.check()
         for _ in range(3):
             sent_headers = dict(headers or {})
             if (authorization := await self.auth.header(scopes)) is not None:
@@ -315,6 +334,8 @@ class Transport:
                 )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self.observer.request_done(self.registry, method, "error", _since(started))
+                if (error := connect_error(self.registry, exc)) is not None:
+                    raise error from exc
                 raise TransportError(
                     f"{self.registry}: {method} {url.path} failed: {_describe(exc)}",
                     registry=self.registry,
@@ -350,12 +371,11 @@ class Transport:
             await self.request("GET", self.url("/v2/"), scopes=scopes, ok=(200,))
 
     def _note_ratelimit(self, resp: aiohttp.ClientResponse) -> None:
-        remaining = resp.headers.get("RateLimit-Remaining")
-        if remaining is None or not (match := _RATELIMIT.match(remaining)):
+        quota = parse_quota(resp.headers)
+        if quota is None:
             return
-        limit_match = _RATELIMIT.match(resp.headers.get("RateLimit-Limit", ""))
-        limit = int(limit_match.group(1)) if limit_match else None
-        self.observer.ratelimit_seen(self.registry, int(match.group(1)), limit)
+        self.observer.ratelimit_seen(self.registry, quota.remaining, quota.limit)
+        self.pulls.seen(quota)
 
     async def fetch_token(
         self, realm: str, params: list[tuple[str, str]], basic: str | None

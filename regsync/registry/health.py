@@ -1,0 +1,74 @@
+"""Whether a registry is reachable this run, and how a failed connection is described.
+
+A registry that stayed unreachable through a request's whole retry budget is marked down for the
+rest of the run: its other requests fail at once with the same one line instead of each waiting
+out its own retries, so the rules that need it fail fast and the other rules carry on. A new run
+(the next `once`, or the daemon's next cycle) tries it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+
+import aiohttp
+
+from regsync.errors import TlsError, TransportError, UnreachableError
+
+log = logging.getLogger(__name__)
+
+
+class Health:
+    """One registry's reachability during one run."""
+
+    def __init__(self, registry: str) -> None:
+        self.registry = registry
+        self._down: UnreachableError | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._down is not None
+
+    def check(self) -> None:
+        """Raise at once when the registry was found down earlier in this run."""
+        if self._down is not None:
+            raise UnreachableError(str(self._down), registry=self.registry, down=True)
+
+    def mark_down(self, exc: UnreachableError) -> None:
+        if self._down is not None:
+            return
+        self._down = UnreachableError(
+            f"registry {self.registry} is down: {_reason(str(exc), self.registry)}",
+            registry=self.registry,
+            down=True,
+        )
+        log.error("%s (its rules fail for this run; others carry on)", self._down)
+
+
+def connect_error(registry: str, exc: BaseException) -> TransportError | None:
+    """The typed error for a failure to connect at all, or None for other failures."""
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        text = str(getattr(exc, "certificate_error", None) or exc).splitlines()[0][:200]
+        if "WRONG_VERSION_NUMBER" in text.upper() or "wrong version" in text:
+            hint = "is it plain HTTP? then set tls: http for it"
+        else:
+            hint = f"set registries.{registry}.ca_file to the CA that signed it"
+        return TlsError(f"{registry}: TLS handshake failed ({text}): {hint}", registry=registry)
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return UnreachableError(f"{registry}: cannot connect ({_why(exc)})", registry=registry)
+    return None
+
+
+def _why(exc: BaseException) -> str:
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError) and os_error.errno:
+        return os_error.strerror or os.strerror(os_error.errno)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "connect timed out"
+    return str(exc).splitlines()[0][:200] or type(exc).__name__
+
+
+def _reason(text: str, registry: str) -> str:
+    prefix = f"{registry}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text

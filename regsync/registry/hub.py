@@ -1,0 +1,98 @@
+"""Listing a Docker Hub namespace through the Hub API (Docker Hub has no `_catalog`).
+
+``GET <api>/v2/namespaces/<ns>/repositories?page_size=100`` answers
+``{"count", "next", "results": [{"name", "namespace", ...}]}``; ``next`` is the absolute URL of
+the following page, or null. With credentials, ``POST <api>/v2/users/login`` first trades them
+(a password or a personal access token) for a JWT so private repositories are listed too.
+"""
+
+from __future__ import annotations
+
+import json
+
+from yarl import URL
+
+from regsync.errors import AuthError, NotFoundError, RegistryError
+from regsync.registry.transport import Transport
+
+DOCKER_HUB_API = "https://hub.docker.com"
+PAGE_SIZE = 100
+MAX_PAGES = 1000
+
+
+class HubCatalog:
+    """Lists the repositories of Docker Hub namespaces for one registry (docker.io)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        registry: str,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.transport = transport  # to the Hub API host, not the registry
+        self.registry = registry
+        self._login = (username, password) if username and password else None
+        self._jwt: str | None = None
+
+    async def repositories(self, namespace: str) -> list[str]:
+        """Every repository of ``namespace`` as ``<ns>/<name>``."""
+        if not namespace or "/" in namespace:
+            raise RegistryError(
+                f"{self.registry}: Docker Hub lists one namespace at a time: start the source "
+                f"with it, e.g. {self.registry}/diamol/*",
+                registry=self.registry,
+            )
+        headers = await self._headers()
+        url = self.transport.url(f"/v2/namespaces/{namespace}/repositories?page_size={PAGE_SIZE}")
+        names: list[str] = []
+        for _ in range(MAX_PAGES):
+            try:
+                resp = await self.transport.request("GET", url, scopes=(), headers=headers)
+            except NotFoundError as exc:
+                raise NotFoundError(
+                    f"{self.registry}: namespace {namespace!r} not found on Docker Hub",
+                    registry=self.registry,
+                    status=404,
+                ) from exc
+            data = resp.json()
+            results = data.get("results") if isinstance(data, dict) else None
+            if not isinstance(results, list):
+                raise RegistryError(f"{self.registry}: Hub API sent no results list")
+            for item in results:
+                name = item.get("name") if isinstance(item, dict) else None
+                if isinstance(name, str) and name:
+                    names.append(f"{namespace}/{name}")
+            following = data.get("next")
+            if not following:
+                return sorted(set(names))
+            url = resp.url.join(URL(str(following), encoded=True))
+            if url.origin() != self.transport.base_url.origin():
+                raise RegistryError(f"{self.registry}: Hub API paging points to another host")
+        raise RegistryError(f"{self.registry}: Hub API paging never ends ({namespace})")
+
+    async def _headers(self) -> dict[str, str]:
+        if self._login is None:
+            return {}
+        if self._jwt is None:
+            username, password = self._login
+            body = json.dumps({"username": username, "password": password}).encode()
+            try:
+                resp = await self.transport.request(
+                    "POST",
+                    self.transport.url("/v2/users/login"),
+                    scopes=(),
+                    headers={"Content-Type": "application/json"},
+                    data=body,
+                )
+            except AuthError as exc:
+                raise AuthError(
+                    f"{self.registry}: Docker Hub API refused the configured credentials",
+                    registry=self.registry,
+                    status=exc.status,
+                ) from None  # the request body held the password
+            token = resp.json().get("token") if isinstance(resp.json(), dict) else None
+            if not isinstance(token, str) or not token:
+                raise AuthError(f"{self.registry}: Docker Hub API login sent no token")
+            self._jwt = token
+        return {"Authorization": f"Bearer {self._jwt}"}
