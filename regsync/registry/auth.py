@@ -111,6 +111,10 @@ class Authenticator:
         # Refused credentials stay refused: later requests fail with the same error at once
         # instead of asking again (no retry storm against a registry or its token service).
         self._refused: CredentialsError | None = None
+        # Until the credentials have worked once, token requests go one at a time, so a wrong
+        # password costs one refused request, not one per concurrent scope.
+        self._proven = asyncio.Event()
+        self._first = asyncio.Lock()
 
     @property
     def has_credentials(self) -> bool:
@@ -190,7 +194,14 @@ class Authenticator:
             cached = self._tokens.get(key)
             if cached is not None and cached.expires_at - _EXPIRY_MARGIN > self._clock():
                 return cached.value
-            token = await self._request_token(realm, service, scopes)
+            if self._proven.is_set():
+                token = await self._request_token(realm, service, scopes)
+            else:
+                async with self._first:
+                    if self._refused is not None:
+                        raise self._refused_again()
+                    token = await self._request_token(realm, service, scopes)
+                    self._proven.set()
             self._tokens[key] = token
             return token.value
 
