@@ -48,15 +48,30 @@ class Health:
 
 def connect_error(registry: str, exc: BaseException) -> TransportError | None:
     """The typed error for a failure to connect at all, or None for other failures."""
-    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-        text = str(getattr(exc, "certificate_error", None) or exc).splitlines()[0][:200]
-        if "WRONG_VERSION_NUMBER" in text.upper() or "wrong version" in text:
+    if (tls := _tls_cause(exc)) is not None:
+        text = str(getattr(tls, "certificate_error", None) or tls).splitlines()[0][:200]
+        upper = text.upper()
+        if "WRONG_VERSION_NUMBER" in upper:
             hint = "is it plain HTTP? then set tls: http for it"
+        elif "ALERT_BAD_CERTIFICATE" in upper or "CERTIFICATE_REQUIRED" in upper:
+            hint = f"it wants a client certificate: set registries.{registry}.client_cert/client_key"
         else:
             hint = f"set registries.{registry}.ca_file to the CA that signed it"
         return TlsError(f"{registry}: TLS handshake failed ({text}): {hint}", registry=registry)
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
         return UnreachableError(f"{registry}: cannot connect ({_why(exc)})", registry=registry)
+    return None
+
+
+def _tls_cause(exc: BaseException) -> BaseException | None:
+    """The TLS failure behind ``exc`` (aiohttp wraps late handshake alerts in OSErrors)."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return None
+        if isinstance(seen, aiohttp.ClientSSLError | ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
     return None
 
 
