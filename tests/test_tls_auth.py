@@ -148,7 +148,7 @@ def test_htpasswd_over_tls_with_ca_file_and_password_file(
         """,
     )
 
-    code, summary, stderr = once(config)
+    code, _, stderr = once(config)
 
     assert code == 0, stderr
     assert dst.manifest_digest("team/app", "1.0") == pushed.digest

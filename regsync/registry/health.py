@@ -54,7 +54,9 @@ def connect_error(registry: str, exc: BaseException) -> TransportError | None:
         if "WRONG_VERSION_NUMBER" in upper:
             hint = "is it plain HTTP? then set tls: http for it"
         elif "ALERT_BAD_CERTIFICATE" in upper or "CERTIFICATE_REQUIRED" in upper:
-            hint = f"it wants a client certificate: set registries.{registry}.client_cert/client_key"
+            hint = (
+                f"it wants a client certificate: set registries.{registry}.client_cert/client_key"
+            )
         else:
             hint = f"set registries.{registry}.ca_file to the CA that signed it"
         return TlsError(f"{registry}: TLS handshake failed ({text}): {hint}", registry=registry)

@@ -175,8 +175,10 @@ class TokenServer(BackgroundServer):
         if kind == "registry":
             allowed = {"*"} if user is not None and self.catalog else set()
         else:
-            allowed = set(self.anonymous) if user is None else self.grants.get(
-                user, {"pull", "push", "delete"}
+            allowed = (
+                set(self.anonymous)
+                if user is None
+                else self.grants.get(user, {"pull", "push", "delete"})
             )
         granted = [a for a in actions.split(",") if a in allowed]
         return {"type": kind, "name": resource, "actions": granted} if granted else None
@@ -264,7 +266,9 @@ class HubApi(BackgroundServer):
                 "count": len(names),
                 "next": following,
                 "previous": None,
-                "results": [{"name": n, "namespace": ns, "repository_type": "image"} for n in chunk],
+                "results": [
+                    {"name": n, "namespace": ns, "repository_type": "image"} for n in chunk
+                ],
             }
         )
 
