@@ -149,7 +149,7 @@ class Authenticator:
                 f"registries.{self.registry}.credentials (or docker login {self.registry})"
             )
         if self._challenge is not None and self._challenge.scheme == "basic":
-            raise self._refuse(f"{self.registry} refused the configured credentials (401)")
+            raise self._refuse(f"{self.registry} refused the configured credentials")
         self._challenge = basic
         return scopes
 
