@@ -21,7 +21,7 @@ from regsync import prune, referrers
 from regsync.backend import Backend
 from regsync.oci import mediatypes
 from regsync.oci.manifest import Descriptor
-from regsync.plan import Origin, RepoPlan, diff_tags
+from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags
 from regsync.platforms import PlatformFilter, recorded_origin
 from regsync.prune import PrunePolicy
 from regsync.tagpolicy import TagPolicy, artifact_subject, select
@@ -105,12 +105,28 @@ async def survey(
         platforms=policy.platforms.label if policy.platforms else "",
         artifact_of=artifact_of,
     )
+    if policy.platforms is not None:
+        actions = _mark_subsets(actions, source_heads, policy.platforms.label)
     plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)
     if policy.referrers:
         plan = await referrers.plan_api(source, dest, plan, source_heads, present)
     if policy.prune is None:
         return plan
     return await _plan_prune(plan, policy, source_tags, dest_tags, dest_heads, dst)
+
+
+def _mark_subsets(
+    actions: tuple[TagAction, ...], heads: dict[str, Descriptor], label: str
+) -> tuple[TagAction, ...]:
+    """Copies of source indexes under a platform filter will be subsets: say so up front."""
+    return tuple(
+        replace(a, subset=label)
+        if a.action is Action.COPY
+        and not a.artifact_of
+        and heads[a.tag].media_type in mediatypes.INDEXES
+        else a
+        for a in actions
+    )
 
 
 def _has_origin(tag: str, desc: Descriptor, policy: SyncPolicy) -> bool:

@@ -1,0 +1,97 @@
+"""Platform subsets against real registries: only the listed children travel, and the subset
+index is recognised as up to date on the next run without touching the source."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.policy_helpers import config, regsync, rule
+from tests.support import Blob, Image, Index, Manifest, Registry, push
+
+PLATFORMS = "platforms: [linux/amd64, linux/arm64]"
+
+
+def multi(seed: str) -> tuple[Manifest, dict[str, Manifest]]:
+    base = Blob.random(2000, seed="base")
+    images = {
+        p: Image.oci([base, Blob.random(1500, seed=f"{seed}/{p}")], platform=p)
+        for p in ("linux/amd64", "linux/arm64/v8", "linux/arm/v7")
+    }
+    return Index.oci(list(images.values())), images
+
+
+def test_subset_is_pushed_and_recognised_as_up_to_date(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    index, images = multi("1")
+    src = push(source_registry, "diamol/app", "1.0", index)
+    d_amd = Image.docker([Blob.random(900, seed="d-amd")], platform="linux/amd64")
+    d_s390 = Image.docker([Blob.random(900, seed="d-s390")], platform="linux/s390x")
+    listed = push(source_registry, "diamol/app", "list", Index.docker_list([d_amd, d_s390]))
+    single = push(source_registry, "diamol/app", "single", Image.docker([Blob.random(800, seed=9)]))
+    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app", PLATFORMS)
+
+    code, summary, stderr = regsync("once", cfg)
+
+    r = rule(summary)
+    assert code == 0, summary
+    assert r["tags"]["copied"] == 3 and r["platform_subsets"] == 2
+    assert "2 tags hold a platform subset" in stderr
+    _, raw = dest_registry.manifest("diamol/app", "1.0")
+    subset = json.loads(raw)
+    assert [m["digest"] for m in subset["manifests"]] == [
+        images["linux/amd64"].digest,
+        images["linux/arm64/v8"].digest,
+    ]
+    assert subset["annotations"] == {
+        "io.regsync.source.digest": src.digest,
+        "io.regsync.platforms": "linux/amd64,linux/arm64",
+    }
+    assert dest_registry.manifest_digest("diamol/app", "1.0") != src.digest
+    assert dest_registry.manifest_digest("diamol/app", images["linux/arm/v7"].digest) is None
+    arm7_layer = images["linux/arm/v7"].blobs[-1]
+    assert not dest_registry.blob_exists("diamol/app", arm7_layer.digest)
+    _, list_raw = dest_registry.manifest("diamol/app", "list")
+    assert [m["digest"] for m in json.loads(list_raw)["manifests"]] == [d_amd.digest]
+    assert json.loads(list_raw)["mediaType"] == listed.media_type
+    assert dest_registry.manifest_digest("diamol/app", "single") == single.digest  # whole
+
+    code, summary, _ = regsync("once", cfg)
+
+    r = rule(summary)
+    assert code == 0, summary
+    assert r["tags"] == {"copied": 0, "up_to_date": 3, "pruned": 0, "failed": 0}
+    assert r["source_manifest_gets"] == 0 and r["manifests_pushed"] == 0
+    assert r["blobs"] == {"copied": 0, "mounted": 0, "present": 0}
+
+    code, plan, _ = regsync("check", cfg)
+    assert code == 0
+    (tag,) = [t for t in plan["plan"][0]["repos"][0]["tags"] if t["tag"] == "1.0"]
+    assert tag["action"] == "up_to_date" and tag["platforms"] == "linux/amd64,linux/arm64"
+    assert tag["source_digest"] == src.digest and tag["dest_digest"] != src.digest
+
+
+def test_source_change_or_new_platform_list_recopies_the_subset(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    push(source_registry, "diamol/app", "1.0", multi("1")[0])
+    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app", PLATFORMS)
+    assert regsync("once", cfg)[0] == 0
+    changed, images = multi("2")
+    push(source_registry, "diamol/app", "1.0", changed)
+
+    code, plan, _ = regsync("check", cfg)
+    (tag,) = plan["plan"][0]["repos"][0]["tags"]
+    assert code == 1 and tag["action"] == "copy" and "source changed" in tag["reason"]
+    assert regsync("once", cfg)[0] == 0
+    arm_only = config(
+        tmp_path, source_registry, dest_registry, "diamol/app", "platforms: [linux/arm64/v8]"
+    )
+
+    code, summary, _ = regsync("once", arm_only)
+
+    assert code == 0 and rule(summary)["tags"]["copied"] == 1
+    subset = json.loads(dest_registry.manifest("diamol/app", "1.0")[1])
+    assert [m["digest"] for m in subset["manifests"]] == [images["linux/arm64/v8"].digest]
+    assert subset["annotations"]["io.regsync.source.digest"] == changed.digest
