@@ -1,0 +1,147 @@
+"""Referrers against real registries (distribution 2.8: no referrers API, so the fallback tag):
+cosign-style signature tags and OCI artifacts with `subject` travel with their images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.policy_helpers import config, planned, regsync, rule
+from tests.support import OCI_MANIFEST, Artifact, Blob, Image, Manifest, Registry, attach, push
+
+COSIGN_PAYLOAD = "application/vnd.dev.cosign.simplesigning.v1+json"
+
+
+def signature(subject: Manifest, seed: str) -> Manifest:
+    """A cosign-style signature: an OCI manifest whose one layer is the signed payload."""
+    payload = Blob(
+        json.dumps(
+            {"critical": {"image": {"docker-manifest-digest": subject.digest}}, "seed": seed}
+        ).encode()
+    )
+    body = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": Artifact.EMPTY_CONFIG.descriptor("application/vnd.oci.image.config.v1+json"),
+        "layers": [
+            payload.descriptor(
+                COSIGN_PAYLOAD, annotations={"dev.cosignproject.cosign/signature": "MEUCIQ" + seed}
+            )
+        ],
+    }
+    return Manifest(OCI_MANIFEST, json.dumps(body).encode(), (Artifact.EMPTY_CONFIG, payload))
+
+
+def sig_tag(image: Manifest, suffix: str = ".sig") -> str:
+    return image.digest.replace(":", "-") + suffix
+
+
+def seed(src: Registry, tag: str) -> tuple[Manifest, Manifest, Manifest]:
+    """An image, its cosign signature tag, and an SBOM artifact attached via `subject`."""
+    image = Image.oci([Blob.random(700, seed=tag)])
+    push(src, "diamol/app", tag, image)
+    sig = signature(image, tag)
+    push(src, "diamol/app", sig_tag(image), sig)
+    sbom = Artifact.oci(image, payloads=[Blob(f'{{"sbom": "{tag}"}}'.encode())])
+    attach(src, "diamol/app", sbom)
+    return image, sig, sbom
+
+
+def test_signatures_and_subject_artifacts_are_mirrored(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    image, sig, sbom = seed(source_registry, "1.0")
+    fallback = sig_tag(image, "")
+    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app", "referrers: true")
+
+    code, summary, _ = regsync("once", cfg)
+
+    assert code == 0, summary
+    assert rule(summary)["tags"]["copied"] == 3  # the image, its .sig, its fallback index
+    for ref in ("1.0", sig_tag(image), fallback):
+        assert dest_registry.manifest("diamol/app", ref) == source_registry.manifest(
+            "diamol/app", ref
+        )
+    assert dest_registry.manifest_digest("diamol/app", sbom.digest) == sbom.digest
+    assert dest_registry.manifest("diamol/app", sbom.digest)[1] == sbom.raw
+    assert all(dest_registry.blob_exists("diamol/app", b.digest) for b in sbom.blobs + sig.blobs)
+
+    code, summary, _ = regsync("once", cfg)
+
+    r = rule(summary)
+    assert code == 0
+    assert r["tags"] == {"copied": 0, "up_to_date": 3, "pruned": 0, "failed": 0}
+    assert r["source_manifest_gets"] == 0
+
+
+def test_without_referrers_artifact_tags_stay_behind_and_explain_says_why(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    image, _, _ = seed(source_registry, "1.0")
+    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app")
+
+    proc_code, plan, stderr = regsync("check", cfg, "--explain")
+
+    assert proc_code == 1
+    filtered = {f["tag"]: f["by"] for f in plan["plan"][0]["repos"][0]["filtered"]}
+    assert filtered == {sig_tag(image): "artifact", sig_tag(image, ""): "artifact"}
+    assert f"filtered   {sig_tag(image)} by artifact" in stderr
+    assert regsync("once", cfg)[0] == 0
+    assert dest_registry.tags("diamol/app") == ["1.0"]
+
+
+def test_destination_fallback_index_is_merged_without_duplicates(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    image, _, sbom = seed(source_registry, "1.0")
+    push(dest_registry, "diamol/app", "1.0", image)
+    local = Artifact.oci(image, "application/vnd.example.scan.v1+json", [Blob(b'{"ok": 1}')])
+    attach(dest_registry, "diamol/app", local)  # the destination already lists its own artifact
+    fallback = sig_tag(image, "")
+    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app", "referrers: true")
+
+    assert regsync("once", cfg)[0] == 0
+
+    listed = [
+        m["digest"]
+        for m in json.loads(dest_registry.manifest("diamol/app", fallback)[1])["manifests"]
+    ]
+    assert listed == [local.digest, sbom.digest]
+    code, summary, _ = regsync("once", cfg)
+    assert code == 0 and rule(summary)["tags"]["copied"] == 0
+    assert rule(summary)["source_manifest_gets"] == 0
+    second = Artifact.oci(image, "application/vnd.example.vex.v1+json", [Blob(b'{"vex": 1}')])
+    attach(source_registry, "diamol/app", second)
+
+    assert regsync("once", cfg)[0] == 0
+
+    listed = [
+        m["digest"]
+        for m in json.loads(dest_registry.manifest("diamol/app", fallback)[1])["manifests"]
+    ]
+    assert listed == [local.digest, sbom.digest, second.digest]
+
+
+def test_signatures_follow_their_images_into_prune(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    kept, _, _ = seed(source_registry, "1.0")
+    seed(source_registry, "1.1")
+    gone, _, _ = seed(source_registry, "1.2")
+    cfg = config(
+        tmp_path, source_registry, dest_registry, "diamol/app", "referrers: true\nprune: true"
+    )
+    assert regsync("once", cfg)[0] == 0
+    assert len(dest_registry.tags("diamol/app")) == 9
+    source_registry.delete_manifest("diamol/app", gone.digest)  # its signature tags linger there
+
+    code, plan, _ = regsync("check", cfg)
+    assert code == 1 and planned(plan, "prune") == sorted(["1.2", sig_tag(gone), sig_tag(gone, "")])
+
+    code, summary, _ = regsync("once", cfg)
+
+    assert code == 0, summary
+    assert rule(summary)["tags"]["pruned"] == 3
+    left = dest_registry.tags("diamol/app")
+    assert "1.2" not in left and sig_tag(gone) not in left and sig_tag(gone, "") not in left
+    assert {"1.0", sig_tag(kept), sig_tag(kept, "")} <= set(left) and len(left) == 6
