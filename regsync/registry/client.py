@@ -119,12 +119,13 @@ class RegistryClient:
             return None
         digest = resp.headers.get("Docker-Content-Digest", "")
         if not is_digest(digest):
-            if is_digest(ref):
-                digest = ref
-            else:
-                return None  # no digest header: the caller must GET to know
+            if not is_digest(ref):
+                # No (usable) digest header: only the bytes can tell. Rare, and costs a GET.
+                return (await self.manifest_get(repo, ref)).descriptor
+            digest = ref
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
-        size = int(resp.headers.get("Content-Length", "0") or 0)
+        length = resp.headers.get("Content-Length", "")
+        size = int(length) if length.isdigit() else 0  # only informative for a HEAD
         return Descriptor(media_type, digest, size)
 
     async def manifest_get(self, repo: str, ref: str) -> Manifest:
