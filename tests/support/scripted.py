@@ -7,7 +7,8 @@
 
 It implements just enough of the API for regsync to copy from and into it (catalog, tags,
 manifests, blobs, monolithic and chunked uploads, mounts answered with an upload session).
-Overrides are tried first, in the order added; a handler returning None falls through.
+Overrides (method ``*`` matches any) are tried first, in the order added; a handler returning
+None falls through.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class ScriptedRegistry:
         self.requests.append((request.method, request.path))
         for method, pattern, handler in self.overrides:
             match = pattern.search(request.path)
-            if method == request.method and match is not None:
+            if method in ("*", request.method) and match is not None:
                 response = await handler(request, match)
                 if response is not None:
                     return response

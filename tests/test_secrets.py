@@ -1,0 +1,228 @@
+"""Secrets stay secret: canary passwords and tokens never appear in any output of a run.
+
+Checked: every log line at -vv (aiohttp's debug logging included), the JSON summaries of
+`once`, `check` and `verify`, error text of failing runs; and the Authorization header is
+never sent to another host when a registry redirects a blob download.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from regsync.config import parse_config
+from regsync.oci.manifest import Descriptor
+from regsync.registry.client import RegistryClient
+from regsync.registry.transport import RetryPolicy, Timeouts, Transport
+from regsync.runner import run
+from tests.support import (
+    OCI_LAYER,
+    Blob,
+    Image,
+    Registry,
+    RegistryFactory,
+    push,
+    run_regsync,
+    write_config,
+)
+from tests.support.scripted import ScriptedRegistry, error
+
+SRC_CANARY = "canary-src-7f3a9c1e5d"
+DST_CANARY = "canary-dst-2b8e4f6a0c"
+WRONG_CANARY = "canary-wrong-9d1c3e5f7a"
+TOKEN_CANARY = "canary-token-4e6a8c0b2d"
+FAST = {"REGSYNC_RETRY_ATTEMPTS": "2", "REGSYNC_RETRY_INITIAL": "0.02", "REGSYNC_READ_TIMEOUT": "2"}
+
+
+def forms(user: str, secret: str) -> list[str]:
+    """The secret as it could leak: plain, in a Basic header, URL-quoted."""
+    basic = base64.b64encode(f"{user}:{secret}".encode()).decode()
+    return [secret, basic, basic.rstrip("=")]
+
+
+def assert_clean(text: str, secrets: list[str]) -> None:
+    for secret in secrets:
+        assert secret not in text, (
+            f"secret leaked: ...{text[max(0, text.find(secret) - 80) :][:200]}"
+        )
+
+
+def creds_config(tmp_path: Path, src: Registry, dst: Registry) -> Path:
+    return write_config(
+        tmp_path,
+        f"""
+version: 1
+registries:
+  "{src.host}":
+    tls: http
+    credentials: {{username: reader, password: "${{SRC_PASSWORD}}"}}
+  "{dst.host}":
+    tls: http
+    credentials: {{username: writer, password: "${{DST_PASSWORD}}"}}
+rules:
+  - name: canary
+    source: {src.host}/team/*
+    destination: {dst.host}/mirror
+""",
+    )
+
+
+def test_canary_passwords_never_appear_in_logs_summaries_or_errors(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    src = registry_factory(htpasswd={"reader": SRC_CANARY})
+    dst = registry_factory(htpasswd={"writer": DST_CANARY})
+    pushed = push(src, "team/app", "1", Image.docker([Blob.random(5000, seed="canary")]))
+    config = creds_config(tmp_path, src, dst)
+    secrets = forms("reader", SRC_CANARY) + forms("writer", DST_CANARY)
+    secrets += forms("writer", WRONG_CANARY)
+    good = {**FAST, "SRC_PASSWORD": SRC_CANARY, "DST_PASSWORD": DST_CANARY}
+    outputs = []
+
+    for command in ("check", "once", "verify"):
+        proc = run_regsync(command, "-c", config, "--json", "-vv", env=good)
+        outputs.append(proc)
+        assert proc.returncode == (1 if command == "check" else 0), proc.stderr
+    assert dst.manifest_digest("mirror/team/app", "1") == pushed.digest
+    assert "DEBUG" in outputs[1].stderr  # -vv really logged at debug level
+
+    # Failing runs: wrong destination password, then an unreachable destination.
+    wrong = {**good, "DST_PASSWORD": WRONG_CANARY}
+    push(src, "team/app", "2", Image.docker([Blob.random(5000, seed="canary2")]))
+    failed = run_regsync("once", "-c", config, "--json", "-vv", env=wrong)
+    assert failed.returncode == 1 and "refused" in failed.stdout, failed.stderr
+    outputs.append(failed)
+    dst.stop()
+    down = run_regsync("once", "-c", config, "--json", "-vv", env=good)
+    assert down.returncode == 1, down.stderr
+    outputs.append(down)
+    bad_verify = run_regsync("verify", "-c", config, "--json", "-vv", env=good)
+    assert bad_verify.returncode == 1
+    outputs.append(bad_verify)
+
+    for proc in outputs:
+        assert_clean(proc.stdout, secrets)
+        assert_clean(proc.stderr, secrets)
+        for line in proc.stdout.splitlines():
+            assert not re.search(r"(?i)authorization:", line)
+
+
+async def test_bearer_token_never_logged_even_at_aiohttp_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A token registry (scripted): the token is used, yet no log record or error shows it."""
+    caplog.set_level(logging.DEBUG)
+    for name in ("aiohttp", "aiohttp.client", "aiohttp.internal"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    image = Image.oci([Blob.random(2000, seed="tok")])
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("team/app", "1", image)
+        src.add("team/denied", "1", image)
+        realm = f"{src.url}/token"
+
+        async def token(request: web.Request, match: re.Match[str]) -> web.Response:
+            assert request.headers.get("Authorization", "").startswith("Basic ")
+            return web.json_response({"token": TOKEN_CANARY, "expires_in": 300})
+
+        async def guard(request: web.Request, match: re.Match[str]) -> web.Response | None:
+            if request.path == "/token":
+                return None
+            if request.headers.get("Authorization") != f"Bearer {TOKEN_CANARY}":
+                challenge = f'Bearer realm="{realm}",service="scripted"'
+                return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+            if "/team/denied/" in request.path:
+                return error(403, "DENIED", "requested access to the resource is denied")
+            return None
+
+        src.override("GET", r"^/token$", token)
+        src.override("*", r"^/v2/", guard)
+        config = parse_config(
+            f"""
+version: 1
+registries:
+  "{src.host}":
+    tls: http
+    credentials: {{username: u, password: {SRC_CANARY}}}
+  "{dst.host}": {{tls: http}}
+rules:
+  - name: tok
+    source: {src.host}/team/*
+    destination: {dst.host}/m
+"""
+        )
+        result = await run(
+            config,
+            config.rules,
+            retry=RetryPolicy(attempts=2, initial=0.01, maximum=0.02),
+            timeouts=Timeouts(2, 2),
+        )
+    (rule,) = result.rules
+    assert rule.result == "partial" and rule.copied == 1, rule.errors
+    assert dst.tags["m/team/app"]["1"] == image.digest
+    assert any("denied" in e for e in rule.errors)
+    secrets = [TOKEN_CANARY, *forms("u", SRC_CANARY)]
+    assert_clean(caplog.text, secrets)
+    assert_clean(result.dumps(), secrets)
+    assert_clean(repr(rule.errors), secrets)
+
+
+@pytest.mark.parametrize("scheme", ["basic", "bearer"])
+async def test_authorization_is_not_sent_to_another_host_on_redirect(scheme: str) -> None:
+    """The registry answers a blob GET with 307 to a second server (another port = another
+    origin); that server must never see the registry's credentials."""
+    blob = Blob.random(4000, seed="redirect")
+    seen: list[dict[str, str]] = []
+
+    async def storage(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.Response(body=blob.data)
+
+    app = web.Application()
+    app.router.add_get("/bucket/blob", storage)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    storage_url = f"http://127.0.0.1:{runner.addresses[0][1]}/bucket/blob?sig=x"
+    expected = (
+        "Basic " + base64.b64encode(f"u:{SRC_CANARY}".encode()).decode()
+        if scheme == "basic"
+        else f"Bearer {TOKEN_CANARY}"
+    )
+    try:
+        async with ScriptedRegistry() as reg:
+
+            async def guard(request: web.Request, match: re.Match[str]) -> web.Response | None:
+                if request.path == "/token":
+                    return web.json_response({"token": TOKEN_CANARY})
+                if request.headers.get("Authorization") != expected:
+                    challenge = (
+                        'Basic realm="r"'
+                        if scheme == "basic"
+                        else f'Bearer realm="{reg.url}/token",service="s"'
+                    )
+                    return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+                if request.path.startswith("/v2/team/app/blobs/"):
+                    return web.Response(status=307, headers={"Location": storage_url})
+                return None
+
+            reg.override("*", r"^/(v2/|token)", guard)
+            async with aiohttp.ClientSession() as session:
+                client = RegistryClient(
+                    Transport(session, reg.host, reg.url, username="u", password=SRC_CANARY)
+                )
+                desc = Descriptor(OCI_LAYER, blob.digest, blob.size)
+                data = b"".join([c async for c in client.blob_read("team/app", desc)])
+    finally:
+        await runner.cleanup()
+    assert data == blob.data
+    assert reg.count("GET", r"/blobs/") == 2  # a 401, then the authorised GET that redirected
+    assert len(seen) == 1
+    assert "Authorization" not in seen[0], seen[0]
+    assert_clean(json.dumps(seen[0]), [SRC_CANARY, TOKEN_CANARY, expected.split(" ", 1)[1]])

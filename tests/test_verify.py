@@ -1,0 +1,115 @@
+"""`regsync verify [--repair]`: missing blobs and child manifests are found, reported, repaired."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.support import (
+    Blob,
+    Image,
+    Index,
+    Registry,
+    push,
+    registries_yaml,
+    run_regsync,
+    write_config,
+)
+
+
+def setup(tmp_path: Path, src: Registry, dst: Registry) -> tuple[Path, dict[str, str]]:
+    base = Blob.random(9000, seed="v-base")
+    amd = Image.oci([base, Blob.random(5000, seed="v-amd")], platform="linux/amd64")
+    arm = Image.oci([base, Blob.random(5000, seed="v-arm")], platform="linux/arm64")
+    pushed = [
+        push(src, "vf/app", "1", Image.docker([base, Blob.random(6000, seed="v-1")])),
+        push(src, "vf/app", "skip-me", Image.docker([Blob.random(100, seed="v-x")])),
+        push(src, "vf/multi", "1", Index.oci([amd, arm])),
+    ]
+    config = write_config(
+        tmp_path,
+        registries_yaml(src, dst)
+        + f"""
+version: 1
+rules:
+  - name: vf
+    source: {src.host}/vf/*
+    destination: {dst.host}
+    tags: {{exclude: ['skip-.*']}}
+""",
+    )
+    proc = run_regsync("once", "-c", config)
+    assert proc.returncode == 0, proc.stderr
+    return config, {p.ref: p.digest for p in pushed}
+
+
+def verify(config: Path, *args: str) -> tuple[int, dict]:
+    proc = run_regsync("verify", "-c", config, "--json", *args)
+    assert proc.stdout, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def remove_blob_data(reg: Registry, digest: str) -> None:
+    """Delete a blob's bytes behind the registry's back (what a bad GC or disk loss does)."""
+    hexa = digest.split(":")[1]
+    data = reg.storage / "docker/registry/v2/blobs/sha256" / hexa[:2] / hexa / "data"
+    data.unlink()
+
+
+def test_verify_passes_on_a_complete_mirror_and_checks_only_tags_in_scope(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    config, _ = setup(tmp_path, source_registry, dest_registry)
+    code, report = verify(config)
+    assert code == 0, report
+    (rule,) = report["rules"]
+    assert rule["ok"] and rule["missing"] == [] and rule["errors"] == []
+    assert rule["repos"] == 2 and rule["tags_checked"] == 2  # skip-me is out of scope
+    assert rule["manifests_checked"] == 4  # app:1, the index and its two children
+    assert rule["blobs_checked"] == 3 + 5  # app: config+2 layers; multi: 2 configs+3 layers
+
+
+def test_verify_reports_missing_blob_and_child_then_repair_restores_them(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    config, expected = setup(tmp_path, source_registry, dest_registry)
+    _, raw = dest_registry.manifest("vf/app", "1")
+    layer = json.loads(raw)["layers"][1]["digest"]
+    remove_blob_data(dest_registry, layer)
+    _, index_raw = dest_registry.manifest("vf/multi", "1")
+    child = json.loads(index_raw)["manifests"][1]["digest"]
+    dest_registry.delete_manifest("vf/multi", child)
+
+    code, report = verify(config)
+    assert code == 1, report
+    (rule,) = report["rules"]
+    assert not rule["ok"]
+    missing = {(m["ref"], m["digest"], m["kind"]) for m in rule["missing"]}
+    assert missing == {("vf/app:1", layer, "blob"), ("vf/multi:1", child, "manifest")}
+
+    code, report = verify(config, "--repair")
+    assert code == 0, report
+    assert sorted(report["rules"][0]["repaired"]) == ["vf/app:1", "vf/multi:1"]
+    code, report = verify(config)
+    assert code == 0 and report["rules"][0]["missing"] == [], report
+    assert dest_registry.blob("vf/app", layer) == source_registry.blob("vf/app", layer)
+    assert dest_registry.manifest_digest("vf/multi", child) == child
+    for ref, digest in expected.items():
+        if "skip-" not in ref:
+            assert dest_registry.manifest_digest(*ref.split(":")) == digest
+
+
+def test_verify_without_repair_changes_nothing_and_bad_config_exits_2(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    config, _ = setup(tmp_path, source_registry, dest_registry)
+    _, raw = dest_registry.manifest("vf/app", "1")
+    layer = json.loads(raw)["layers"][0]["digest"]
+    remove_blob_data(dest_registry, layer)
+    for _ in range(2):
+        code, report = verify(config)
+        assert code == 1 and report["rules"][0]["repaired"] == []
+    assert not dest_registry.blob_exists("vf/app", layer)
+    bad = write_config(tmp_path, "version: 1\nrules: []\n", "bad.yaml")
+    proc = run_regsync("verify", "-c", bad)
+    assert proc.returncode == 2 and "rules" in proc.stderr and not proc.stdout
