@@ -26,7 +26,7 @@ from regsync.copy import BlobLedger, CopyEngine
 from regsync.errors import NotFoundError, RegsyncError
 from regsync.layout import LayoutPool
 from regsync.registry.transport import RequestObserver, RetryPolicy, Timeouts
-from regsync.runner import discover
+from regsync.runner import discover, policy_for
 
 log = logging.getLogger(__name__)
 
@@ -133,25 +133,29 @@ async def verify(
         pool = ClientPool(
             session, config, observer=observer, retry=retry, timeouts=Timeouts.from_env(os.environ)
         )
+        layouts = LayoutPool()
+
+        def backend(registry: str, layout: str) -> Backend:
+            return layouts.get(layout) if layout else pool.get(registry)
+
         results = [VerifyResult(rule.name) for rule in rules]
         async with asyncio.TaskGroup() as group:
             for rule, result in zip(rules, results, strict=True):
-                group.create_task(_verify_rule(pool, rule, result, repair, retry))
+                source = backend(rule.source.registry, rule.source.layout)
+                dest = backend(rule.destination.registry, rule.destination.layout)
+                group.create_task(_verify_rule(source, dest, rule, result, repair, retry))
     return results
 
 
 async def _verify_rule(
-    pool: ClientPool, rule: Rule, result: VerifyResult, repair: bool, retry: RetryPolicy
+    source: Backend,
+    dest: Backend,
+    rule: Rule,
+    result: VerifyResult,
+    repair: bool,
+    retry: RetryPolicy,
 ) -> None:
-    layouts = LayoutPool()  # an oci: side is a layout directory, not a registry
-    source = (
-        layouts.get(rule.source.layout) if rule.source.layout else pool.get(rule.source.registry)
-    )
-    dest = (
-        layouts.get(rule.destination.layout)
-        if rule.destination.layout
-        else pool.get(rule.destination.registry)
-    )
+    policy = policy_for(rule).tags
     try:
         repos = await discover(source, rule.source)
     except RegsyncError as exc:
@@ -180,7 +184,7 @@ async def _verify_rule(
     for repo in repos:
         dest_repo = rule.destination.repo_for(repo)
         try:
-            tags = [t for t in await dest.tags(dest_repo) if rule.tags.selects(t)]
+            tags = [t for t in await dest.tags(dest_repo) if policy.in_scope(t)]
         except RegsyncError as exc:
             result.errors.append(f"{dest_repo}: {exc}")
             continue
