@@ -7,8 +7,9 @@ registered globally, so tests and several runs in one process never collide.
 
 Labels stay low-cardinality: rule, registry, method, status, outcome, result. Never a tag or a
 digest. Beyond DESIGN.md's list: ``regsync_rule_interval_seconds`` (for staleness alerts),
-``regsync_ratelimit_limit``, ``regsync_registry_paused_until_timestamp_seconds`` and
-``regsync_sync_running``.
+``regsync_last_run_result`` (alerts that work for one-shot textfile runs too, where counters
+restart every run), ``regsync_ratelimit_limit``,
+``regsync_registry_paused_until_timestamp_seconds`` and ``regsync_sync_running``.
 """
 
 from __future__ import annotations
@@ -146,6 +147,12 @@ class Metrics:
             ["rule"],
             registry=r,
         )
+        self.last_result = Gauge(
+            "regsync_last_run_result",
+            "1 for the result of the rule's last run, 0 for the other results.",
+            ["rule", "result"],
+            registry=r,
+        )
         self.running = Gauge(
             "regsync_sync_running",
             "1 while a run of the rule is in progress.",
@@ -175,6 +182,7 @@ class Metrics:
         _remove(self.bytes, (rule,))
         for result in RUN_RESULTS:
             _remove(self.runs, (rule, result))
+            _remove(self.last_result, (rule, result))
         for outcome in TAG_OUTCOMES:
             _remove(self.tags, (rule, outcome))
         for outcome in BLOB_OUTCOMES:
@@ -189,6 +197,8 @@ class Metrics:
         rule = result.name
         self.running.labels(rule).set(0)
         self.runs.labels(rule, result.result).inc()
+        for name in RUN_RESULTS:
+            self.last_result.labels(rule, name).set(1 if name == result.result else 0)
         self.duration.labels(rule).observe(result.duration_seconds)
         if result.result == "success" and self.record_success:
             self.last_success.labels(rule).set(time.time())
