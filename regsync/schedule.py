@@ -52,4 +52,12 @@ def jitter(period: float, rng: random.Random | None = None) -> float:
 
 
 def _seconds(value: float) -> str:
-    return str(timedelta(seconds=value)) if value >= 60 else f"{value:g}s"
+    """90 -> 1m30s, 5400 -> 1h30m: the way sync.yaml writes durations."""
+    if value < 60:
+        return f"{value:g}s"
+    rest, text = int(value), ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            text += f"{rest // size}{unit}"
+            rest %= size
+    return text
