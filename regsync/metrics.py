@@ -58,7 +58,10 @@ class RegistryState:
             "up": self.up,
             "ratelimit_remaining": self.ratelimit_remaining,
             "ratelimit_limit": self.ratelimit_limit,
-            "paused_until": _iso(self.paused_until),
+            # A pause whose run ended before it did is over by now.
+            "paused_until": _iso(self.paused_until)
+            if self.paused_until and self.paused_until > time.time()
+            else None,
         }
 
 

@@ -6,6 +6,8 @@ import asyncio
 import io
 import json
 import os
+import pty
+import subprocess
 import sys
 from pathlib import Path
 
@@ -117,13 +119,13 @@ def test_a_removed_rule_leaves_no_series() -> None:
 
 def test_paused_registry_shows_in_status_and_metrics() -> None:
     metrics = Metrics()
-    metrics.registry_paused("docker.io", 1_800_000_000.0)
+    metrics.registry_paused("docker.io", 4_000_000_000.0)
     (status,) = metrics.registry_status()
-    assert status["paused_until"] == "2027-01-15T08:00:00Z"
+    assert status["paused_until"] == "2096-10-02T07:06:40Z"
     samples = parse_metrics(metrics.render().decode())
     assert (
         sample(samples, "regsync_registry_paused_until_timestamp_seconds", registry="docker.io")
-        == 1.8e9
+        == 4e9
     )
     metrics.registry_paused("docker.io", None)
     assert metrics.registry_status()[0]["paused_until"] is None
@@ -271,3 +273,36 @@ def test_json_logs_carry_rule_source_and_destination(
         assert line["digest"].startswith("sha256:")
     (summary,) = [line for line in lines if line["logger"] == "regsync.summary"]
     assert summary["result"] == "success" and summary["tags"]["copied"] == 2
+
+
+def test_once_on_a_terminal_shows_live_progress(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """stderr on a pseudo-terminal: rich draws the progress line, ending with the result."""
+    config, _ = mirror(tmp_path, source_registry, dest_registry)
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "regsync", "once", "-c", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=follower,
+            env={**os.environ, "TERM": "xterm", "COLUMNS": "160"},
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(120) == 0
+    finally:
+        os.close(leader)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "\x1b[" in screen  # drawn as a live display
+    assert "2/2" in screen and "tags" in screen and "success: 1 repos" in screen
+    assert "rule app: success" in screen  # the summary still follows
