@@ -120,6 +120,13 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
+        self.retries = Counter(
+            "regsync_registry_retries",
+            "Requests retried (and blob transfers restarted or resumed), by registry and reason"
+            " (an HTTP status, 'connection', or 'integrity').",
+            ["registry", "reason"],
+            registry=r,
+        )
         self.ratelimit_remaining = Gauge(
             "regsync_ratelimit_remaining",
             "Pulls left in the registry's rate-limit window (RateLimit-Remaining).",
@@ -239,7 +246,7 @@ class Metrics:
             state.ratelimit_limit = limit
 
     def request_retried(self, registry: str, reason: str) -> None:
-        pass
+        self.retries.labels(registry, reason).inc()
 
     def registry_paused(self, registry: str, until: float | None) -> None:
         """A rate-limit pause of `registry` until unix time `until` (None: pause over)."""

@@ -26,6 +26,7 @@ from tests.support import (
     write_config,
 )
 from tests.support.faults import Fault, FaultProxy
+from tests.support.observe import parse_metrics
 
 # Short everything: a fault test must end in seconds, never hang.
 FAST = {
@@ -76,9 +77,18 @@ rules:
 
 
 def once(config: Path, **env: str) -> tuple[int, dict]:
-    proc = run_regsync("once", "-c", config, "--json", env={**FAST, **env}, timeout=90)
+    metrics = config.with_name("metrics.prom")
+    proc = run_regsync(
+        "once", "-c", config, "--json", "--metrics-file", metrics, env={**FAST, **env}, timeout=90
+    )
     assert proc.stdout, proc.stderr
     return proc.returncode, json.loads(proc.stdout)
+
+
+def retries_counted(config: Path) -> float:
+    """regsync_registry_retries_total summed over registries and reasons, from the last run."""
+    samples = parse_metrics(config.with_name("metrics.prom").read_text())
+    return sum(v for (name, _), v in samples.items() if name == "regsync_registry_retries_total")
 
 
 def assert_never_dangling(dst: RegistryClient) -> int:
@@ -186,6 +196,7 @@ def test_source_fault(
         assert fault.fired, f"fault never fired: {proxy.requests}"
         if absorbed:
             assert code == 0, summary
+            assert retries_counted(config) >= 1
         else:
             assert code == 1 and summary["rules"][0]["errors"], summary
         assert converge(config, proxy, dest_registry, expected) == (0 if absorbed else 1)
@@ -210,6 +221,10 @@ def test_destination_fault(
         assert fault.fired, f"fault never fired: {proxy.requests}"
         if absorbed:
             assert code == 0, summary
+            # aiohttp itself re-sends an idempotent request (the manifest PUT) once when a
+            # reused connection drops before the answer; only our own retries are counted.
+            if not (fault.kind == "reset" and fault.path == "/manifests/"):
+                assert retries_counted(config) >= 1
         else:
             assert code == 1 and summary["rules"][0]["errors"], summary
         assert converge(config, proxy, dest_registry, expected) == (0 if absorbed else 1)

@@ -1,7 +1,8 @@
 """Secrets stay secret: canary passwords and tokens never appear in any output of a run.
 
 Checked: every log line at -vv (aiohttp's debug logging included), the JSON summaries of
-`once`, `check` and `verify`, error text of failing runs; and the Authorization header is
+`once`, `check` and `verify`, error text of failing runs, `serve`'s /metrics and /status (a
+refused password among them); and the Authorization header is
 never sent to another host when a registry redirects a blob download.
 """
 
@@ -32,6 +33,7 @@ from tests.support import (
     run_regsync,
     write_config,
 )
+from tests.support.observe import Served, wait_for
 from tests.support.scripted import ScriptedRegistry, error
 
 SRC_CANARY = "canary-src-7f3a9c1e5d"
@@ -226,3 +228,48 @@ async def test_authorization_is_not_sent_to_another_host_on_redirect(scheme: str
     assert len(seen) == 1
     assert "Authorization" not in seen[0], seen[0]
     assert_clean(json.dumps(seen[0]), [SRC_CANARY, TOKEN_CANARY, expected.split(" ", 1)[1]])
+
+
+def test_canary_passwords_never_in_metrics_status_or_serve_log(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """`regsync serve` with one rule that works and one whose registry refuses a (canary)
+    password: /metrics, /status and the daemon's -vv log hold no form of either secret."""
+    src = registry_factory(htpasswd={"reader": SRC_CANARY})
+    dst = registry_factory(htpasswd={"writer": DST_CANARY})
+    other = registry_factory(htpasswd={"reader": SRC_CANARY})
+    push(src, "team/app", "1", Image.docker([Blob.random(3000, seed="serve-canary")]))
+    push(other, "team/app", "1", Image.docker([Blob.random(3000, seed="serve-other")]))
+    config = write_config(
+        tmp_path,
+        f"""
+version: 1
+registries:
+  "{src.host}":
+    tls: http
+    credentials: {{username: reader, password: {SRC_CANARY}}}
+  "{other.host}":
+    tls: http
+    credentials: {{username: reader, password: {WRONG_CANARY}}}
+  "{dst.host}":
+    tls: http
+    credentials: {{username: writer, password: {DST_CANARY}}}
+defaults: {{interval: 1h}}
+rules:
+  - {{name: works, source: "{src.host}/team/app", destination: "{dst.host}/a"}}
+  - {{name: refused, source: "{other.host}/team/app", destination: "{dst.host}/b"}}
+""",
+    )
+    secrets = forms("reader", SRC_CANARY) + forms("writer", DST_CANARY)
+    secrets += forms("reader", WRONG_CANARY)
+    with Served(config, tmp_path, "-vv") as served:
+        wait_for(lambda: all(r["runs"] for r in served.status()["rules"]), "both rules ran")
+        status = served.status()
+        metrics = served.get("/metrics")[1].decode()
+        log = served.log()
+    rules = {r["name"]: r for r in status["rules"]}
+    assert rules["works"]["last_run"]["result"] == "success"
+    assert rules["refused"]["last_run"]["result"] == "failed" and rules["refused"]["last_error"]
+    assert 'regsync_sync_runs_total{result="failed",rule="refused"}' in metrics
+    for text in (json.dumps(status), metrics, log):
+        assert_clean(text, secrets)
