@@ -43,7 +43,7 @@ class Health:
             registry=self.registry,
             down=True,
         )
-        log.error("%s (its rules fail for this run; others carry on)", self._down)
+        log.error("%s (not tried again this run)", self._down)
 
 
 def connect_error(registry: str, exc: BaseException) -> TransportError | None:
@@ -80,7 +80,7 @@ def _tls_cause(exc: BaseException) -> BaseException | None:
 def _why(exc: BaseException) -> str:
     os_error = getattr(exc, "os_error", None)
     if isinstance(os_error, OSError) and os_error.errno:
-        return os_error.strerror or os.strerror(os_error.errno)
+        return os.strerror(os_error.errno)  # asyncio's strerror is "Connect call failed (...)"
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return "connect timed out"
     return str(exc).splitlines()[0][:200] or type(exc).__name__

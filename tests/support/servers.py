@@ -282,6 +282,7 @@ class ProxyScript:
 
     ratelimit: tuple[int, int] | None = None  # (limit, window seconds): count manifest GETs
     window_started: float = 0.0
+    remaining_script: list[int] = field(default_factory=list)  # overrides; the last one sticks
     fail_429: int = 0  # answer this many manifest GETs with 429 first
     retry_after: int = 1
     fail_all: int = 0  # answer every request with this status (e.g. 503)
@@ -364,10 +365,19 @@ class FaultProxy(BackgroundServer):
                     s.pulls += 1
                     s.window_pulls += 1
                 remaining = max(limit - s.window_pulls, 0)
+                if s.remaining_script:
+                    remaining = s.remaining_script[0]
+                    if len(s.remaining_script) > 1:
+                        s.remaining_script.pop(0)
                 out_headers["RateLimit-Limit"] = f"{limit};w={window}"
                 out_headers["RateLimit-Remaining"] = f"{remaining};w={window}"
             payload = await upstream.read()
-            response = web.Response(status=upstream.status, body=payload, headers=out_headers)
-            if request.method == "HEAD":
-                response.content_length = int(upstream.headers.get("Content-Length", "0"))
+            response = web.StreamResponse(status=upstream.status, headers=out_headers)
+            length = upstream.headers.get("Content-Length")
+            if length is not None:  # a HEAD announces the size of a body it does not send
+                response.content_length = int(length)
+            await response.prepare(request)
+            if payload:
+                await response.write(payload)
+            await response.write_eof()
             return response
