@@ -106,7 +106,7 @@ def _subset_action(
         reason = f"{what} of {digest[:19]}"
         return TagAction(tag, Action.SKIP, digest, current, reason, platforms, owner)
     if origin.source_digest is None:
-        reason = f"destination is not a {platforms} subset"
+        reason = f"destination is not a {platforms} subset" if platforms else "destination differs"
     elif origin.source_digest != digest:
         reason = f"source changed since the subset of {origin.source_digest[:19]}"
     else:

@@ -178,6 +178,7 @@ async def execute(dest: Backend, plan: RepoPlan, guard: DeleteGuard) -> PruneOut
             out.errors.append(f"{plan.dest_repo}: prune {digest[:19]}: {exc}")
         else:
             out.pruned.extend(a.tag for a in actions)
+            log.info("pruned %s:%s (%s)", plan.dest_repo, ",".join(a.tag for a in actions), digest)
     if (message := guard.refusal()) is not None:
         out.errors.append(message)
     return out
@@ -197,3 +198,4 @@ async def _delete_tag(dest: Backend, repo: str, action: TagAction, out: PruneOut
         )
     else:
         out.pruned.append(action.tag)
+        log.info("pruned %s:%s (tag only)", repo, action.tag)

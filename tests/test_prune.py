@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from aiohttp import web
+
+from regsync.config import parse_config
+from regsync.runner import run
 from tests.policy_helpers import config, image, planned, regsync, rule
-from tests.support import Manifest, Registry, RegistryFactory, push
+from tests.support import (
+    Blob,
+    Image,
+    Manifest,
+    Registry,
+    RegistryFactory,
+    push,
+    registries_yaml,
+)
+from tests.support.scripted import ScriptedRegistry, error
 
 SCOPED = r"""
 tags:
@@ -183,3 +197,32 @@ def test_deletes_disabled_gives_one_clear_error_per_rule(
 def _manifest_of(reg: Registry, tag: str) -> Manifest:
     media_type, raw = reg.manifest("diamol/app", tag)
     return Manifest(media_type, raw)
+
+
+async def test_cut_short_source_listing_never_prunes(dest_registry: Registry) -> None:
+    """Page 1 of the source's tag list arrives, page 2 fails: the repo is not pruned at all."""
+    async with ScriptedRegistry() as src:
+        for tag in ("1.0", "1.1", "1.2", "1.3"):
+            src.add("diamol/app", tag, Image.docker([Blob.random(300, seed=tag)]))
+        config = parse_config(
+            registries_yaml(dest_registry)
+            + f'  "{src.host}": {{tls: http}}\nversion: 1\nrules:\n'
+            + f"  - name: cut\n    source: {src.host}/diamol/app\n"
+            + f"    destination: {dest_registry.host}\n    prune: {{max_fraction: 1}}\n"
+        )
+        assert (await run(config, config.rules)).rules[0].copied == 4
+
+        async def first_page_only(request: web.Request, match: re.Match[str]) -> web.Response:
+            if "last" in request.query:
+                return error(500, "UNKNOWN", "storage backend gone")
+            link = '</v2/diamol/app/tags/list?n=1000&last=1.0>; rel="next"'
+            return web.json_response(
+                {"name": "diamol/app", "tags": ["1.0"]}, headers={"Link": link}
+            )
+
+        src.override("GET", r"^/v2/diamol/app/tags/list$", first_page_only)
+        result = (await run(config, config.rules)).rules[0]
+
+    assert result.pruned == 0 and not result.plans
+    assert any("500" in e and "tags/list" in e for e in result.errors), result.errors
+    assert dest_registry.tags("diamol/app") == ["1.0", "1.1", "1.2", "1.3"]

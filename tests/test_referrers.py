@@ -4,10 +4,27 @@ cosign-style signature tags and OCI artifacts with `subject` travel with their i
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+from aiohttp import web
+
+from regsync.config import parse_config
+from regsync.runner import run
 from tests.policy_helpers import config, planned, regsync, rule
-from tests.support import OCI_MANIFEST, Artifact, Blob, Image, Manifest, Registry, attach, push
+from tests.support import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Artifact,
+    Blob,
+    Image,
+    Manifest,
+    Registry,
+    attach,
+    push,
+    registries_yaml,
+)
+from tests.support.scripted import ScriptedRegistry
 
 COSIGN_PAYLOAD = "application/vnd.dev.cosign.simplesigning.v1+json"
 
@@ -145,3 +162,58 @@ def test_signatures_follow_their_images_into_prune(
     left = dest_registry.tags("diamol/app")
     assert "1.2" not in left and sig_tag(gone) not in left and sig_tag(gone, "") not in left
     assert {"1.0", sig_tag(kept), sig_tag(kept, "")} <= set(left) and len(left) == 6
+
+
+async def test_referrers_api_source_builds_the_fallback_at_a_destination_without_it(
+    dest_registry: Registry,
+) -> None:
+    """A source with the OCI referrers API (scripted) and distribution 2.8 as destination."""
+    image = Image.oci([Blob.random(600, seed="api")])
+    artifacts = [
+        Artifact.oci(image, "application/vnd.example.sbom.v1+json", [Blob(b'{"n": 1}')]),
+        Artifact.oci(image, "application/vnd.example.sig.v1+json", [Blob(b'{"n": 2}')]),
+    ]
+    async with ScriptedRegistry() as src:
+        src.add("diamol/app", "1.0", image)
+        for artifact in artifacts:
+            src.manifests[artifact.digest] = (artifact.media_type, artifact.raw)
+            src.blobs.update({b.digest: b.data for b in artifact.blobs})
+
+        async def referrers(request: web.Request, match: re.Match[str]) -> web.Response:
+            listed = artifacts if match["digest"] == image.digest else []
+            return web.json_response(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": OCI_INDEX,
+                    "manifests": [
+                        {**a.descriptor(), "artifactType": a.json["artifactType"]} for a in listed
+                    ],
+                },
+                content_type=OCI_INDEX,
+            )
+
+        src.override(
+            "GET", r"^/v2/diamol/app/referrers/(?P<digest>sha256:[a-f0-9]{64})$", referrers
+        )
+        config = parse_config(
+            registries_yaml(dest_registry)
+            + f'  "{src.host}": {{tls: http}}\nversion: 1\nrules:\n'
+            + f"  - name: api\n    source: {src.host}/diamol/app\n"
+            + f"    destination: {dest_registry.host}\n    referrers: true\n"
+        )
+
+        first = (await run(config, config.rules)).rules[0]
+        second = (await run(config, config.rules)).rules[0]
+
+    assert first.result == "success", first.errors
+    assert first.copied == 2  # the image, and its referrers (listed in one fallback index)
+    for artifact in artifacts:
+        assert dest_registry.manifest("diamol/app", artifact.digest)[1] == artifact.raw
+    fallback = json.loads(dest_registry.manifest("diamol/app", sig_tag(image, ""))[1])
+    assert [m["digest"] for m in fallback["manifests"]] == [a.digest for a in artifacts]
+    assert [m["artifactType"] for m in fallback["manifests"]] == [
+        "application/vnd.example.sbom.v1+json",
+        "application/vnd.example.sig.v1+json",
+    ]
+    assert second.result == "success" and second.copied == 0 and second.up_to_date == 2
+    assert second.stats.source_manifest_gets == 0
