@@ -1,0 +1,483 @@
+"""Deployment files: Dockerfile, docker-compose, Kubernetes manifests, systemd unit.
+
+No Docker engine or cluster is needed: the Dockerfile is checked structurally and its build and
+run commands are executed from the same files in this venv; the compose file goes through
+`docker-compose config`; Kubernetes manifests through kubernetes-validate's bundled schemas
+(offline); the unit through `systemd-analyze verify`; alert rules through promtool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from regsync.cli import build_parser
+from regsync.config import load_config
+from regsync.shard import Shard
+from tests.support import REPO_ROOT, free_port, write_config
+
+DEPLOY = REPO_ROOT / "deploy"
+K8S = DEPLOY / "kubernetes"
+METRICS_PORT = 9469
+UID = 10001
+K8S_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
+CRDS = {"ServiceMonitor", "PrometheusRule"}
+
+# -- Dockerfile ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+
+    def exec_form(self) -> list[str]:
+        """The JSON (exec) form of CMD / ENTRYPOINT / HEALTHCHECK CMD."""
+        text = self.args.split("CMD", 1)[1] if self.keyword == "HEALTHCHECK" else self.args
+        value = json.loads(text.strip())
+        assert isinstance(value, list) and all(isinstance(v, str) for v in value), self
+        return value
+
+
+def dockerfile_stages() -> list[list[Instruction]]:
+    """Instructions per stage (line continuations joined, comments dropped)."""
+    text = re.sub(r"\\\n", " ", (REPO_ROOT / "Dockerfile").read_text())
+    stages: list[list[Instruction]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, args = line.partition(" ")
+        instruction = Instruction(keyword.upper(), " ".join(args.split()))
+        if instruction.keyword == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(instruction)
+    return stages
+
+
+def only(stage: list[Instruction], keyword: str) -> Instruction:
+    found = [i for i in stage if i.keyword == keyword]
+    assert len(found) == 1, f"want one {keyword}, found {found}"
+    return found[0]
+
+
+def image_command() -> list[str]:
+    final = dockerfile_stages()[-1]
+    return only(final, "ENTRYPOINT").exec_form() + only(final, "CMD").exec_form()
+
+
+def test_dockerfile_is_multi_stage_slim_and_unprivileged() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) >= 2
+    build, final = stages[0], stages[-1]
+    assert only(build, "FROM").args.endswith(" AS build")
+    arg = next(
+        i for i in dockerfile_stages_preamble() if i.keyword == "ARG" and "PYTHON_IMAGE" in i.args
+    )
+    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.1[1-9]-slim(-\w+)?", arg.args)
+    assert only(final, "FROM").args == "${PYTHON_IMAGE}"
+    assert any(i.keyword == "COPY" and i.args.startswith("--from=build ") for i in final)
+    assert not any(i.keyword == "COPY" and "--from" not in i.args for i in final)
+    user = only(final, "USER").args
+    assert user.split(":")[0] not in ("root", "0") and int(user.split(":")[0]) == UID
+    assert only(final, "EXPOSE").args == str(METRICS_PORT)
+    env = only(final, "ENV").args
+    assert "REGSYNC_CONFIG=/etc/regsync/sync.yaml" in env
+
+
+def dockerfile_stages_preamble() -> list[Instruction]:
+    """Instructions before the first FROM (global ARGs)."""
+    text = re.sub(r"\\\n", " ", (REPO_ROOT / "Dockerfile").read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("FROM"):
+            break
+        if line and not line.startswith("#"):
+            keyword, _, args = line.partition(" ")
+            out.append(Instruction(keyword.upper(), args))
+    return out
+
+
+def test_dockerfile_command_is_serve_on_all_interfaces_with_a_healthcheck() -> None:
+    command = image_command()
+    assert command[:2] == ["regsync", "serve"]
+    args = build_parser().parse_args(command[1:])
+    assert args.command == "serve"
+    assert args.config == "/etc/regsync/sync.yaml"
+    assert args.listen == f"0.0.0.0:{METRICS_PORT}"
+    health = only(dockerfile_stages()[-1], "HEALTHCHECK")
+    assert f"http://127.0.0.1:{METRICS_PORT}/healthz" in " ".join(health.exec_form())
+
+
+def build_context(tmp_path: Path) -> Path:
+    """What the build stage's COPY instructions take from the repository, and nothing else."""
+    context = tmp_path / "context"
+    for copy in (i for i in dockerfile_stages()[0] if i.keyword == "COPY"):
+        *sources, dest = shlex.split(copy.args)
+        target = context / ("" if dest in ("./", ".") else dest.removeprefix("./"))
+        for source in sources:
+            origin = REPO_ROOT / source
+            assert origin.exists(), f"COPY {source}: not in the repository"
+            assert not _docker_ignored(source), f"COPY {source}: excluded by .dockerignore"
+            if origin.is_dir():
+                shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, target / origin.name)
+    return context
+
+
+def _docker_ignored(path: str) -> bool:
+    """Whether .dockerignore's last matching pattern excludes ``path`` (enough for ours)."""
+    ignored = False
+    for line in (REPO_ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate, pattern = line.startswith("!"), line.lstrip("!").rstrip("/")
+        if pattern == "*" or pattern == path.rstrip("/"):
+            ignored = not negate
+    return ignored
+
+
+@pytest.fixture(scope="module")
+def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The build stage's `pip install .` from the copied context, into a target directory."""
+    tmp = tmp_path_factory.mktemp("image")
+    context = build_context(tmp)
+    site = tmp / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"), str(context)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = (tmp / "dist").glob("regsync-*.whl")
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return site
+
+
+def image_env(site: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def test_image_build_installs_a_working_regsync(built_image: Path) -> None:
+    """The wheel built from the COPY'd files alone runs, and it is that code that runs."""
+    env = image_env(built_image)
+    where = subprocess.run(
+        [sys.executable, "-c", "import regsync; print(regsync.__file__)"],
+        env=env,
+        cwd=built_image,  # not the repository: its regsync/ must not shadow the built one
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert where.startswith(str(built_image))
+    version = subprocess.run(
+        [str(built_image / "bin" / "regsync"), "--version"],
+        env=env,
+        cwd=built_image,
+        capture_output=True,
+        text=True,
+    )
+    assert version.returncode == 0 and version.stdout.startswith("regsync ")
+
+
+def test_image_command_serves_healthz_and_the_healthcheck_passes(
+    built_image: Path, tmp_path: Path
+) -> None:
+    """The ENTRYPOINT + CMD, run as the image would (config path and port swapped for the test):
+    /healthz answers, the HEALTHCHECK command exits 0, SIGTERM stops it cleanly."""
+    layout = tmp_path / "empty-layout"
+    layout.mkdir()
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text('{"schemaVersion": 2, "manifests": []}')
+    config = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        rules:
+          - name: local
+            source: oci:{layout}
+            destination: oci:{tmp_path / "out"}
+        """,
+    )
+    port = free_port()
+    command = [str(config) if arg == "/etc/regsync/sync.yaml" else arg for arg in image_command()]
+    command = [f"127.0.0.1:{port}" if arg.startswith("0.0.0.0:") else arg for arg in command]
+    command[0] = str(built_image / "bin" / "regsync")
+    proc = subprocess.Popen(
+        command,
+        env=image_env(built_image),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert _wait_healthy(f"http://127.0.0.1:{port}/healthz", proc), "no /healthz"
+        health = only(dockerfile_stages()[-1], "HEALTHCHECK").exec_form()
+        check = [sys.executable if health[0] == "python" else health[0], *health[1:]]
+        check = [a.replace(f":{METRICS_PORT}/", f":{port}/") for a in check]
+        assert subprocess.run(check, timeout=30).returncode == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+# -- docker-compose --------------------------------------------------------------------------
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+
+
+def test_compose_file_is_valid() -> None:
+    proc = subprocess.run(
+        ["docker-compose", "-f", str(DEPLOY / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HUB_USERNAME": "", "HUB_TOKEN": ""},
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_compose_wires_registry_regsync_prometheus_and_grafana() -> None:
+    services = compose()["services"]
+    assert set(services) == {"registry", "regsync", "prometheus", "grafana"}
+    regsync = services["regsync"]
+    assert (DEPLOY / regsync["build"]["context"] / regsync["build"]["dockerfile"]).is_file()
+    assert f"{METRICS_PORT}:{METRICS_PORT}" in regsync["ports"]
+    for name, service in services.items():  # every bind-mounted file is in the repository
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name}: {source} is missing"
+    mounts = dict(v.split(":")[:2] for v in regsync["volumes"])
+    config = load_config(DEPLOY / _key_for(mounts, "/etc/regsync/sync.yaml"))
+    assert "registry:5000" in {str(rule.destination) for rule in config.rules}
+    scrape = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
+    targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert targets == [f"regsync:{METRICS_PORT}"]
+
+
+def _key_for(mounts: dict[str, str], target: str) -> str:
+    return next(source for source, dest in mounts.items() if dest == target)
+
+
+def test_compose_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> None:
+    """promtool checks the scrape config with the alert rules the compose file mounts."""
+    prometheus = compose()["services"]["prometheus"]
+    mounts = dict(v.split(":")[:2] for v in prometheus["volumes"] if v.startswith("."))
+    rules_dir = DEPLOY / _key_for(mounts, "/etc/prometheus/regsync")
+    config = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
+    (pattern,) = config["rule_files"]
+    local = [str(p) for p in rules_dir.glob(Path(pattern).name)]
+    assert local, f"no rule files match {pattern} in {rules_dir}"
+    config["rule_files"] = local
+    copy = tmp_path / "prometheus.yml"
+    copy.write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        ["promtool", "check", "config", str(copy)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- Kubernetes ------------------------------------------------------------------------------
+
+
+def k8s_documents() -> Iterator[tuple[Path, dict[str, Any]]]:
+    for path in sorted(K8S.rglob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                yield path, doc
+
+
+def by_kind(kind: str, name: str = "") -> dict[str, Any]:
+    (doc,) = [
+        d
+        for _, d in k8s_documents()
+        if d["kind"] == kind and d["metadata"]["name"] == (name or d["metadata"]["name"])
+    ]
+    return doc
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_kubernetes_manifests_validate_offline(version: str) -> None:
+    """Every built-in resource validates strictly against the bundled schemas (no network)."""
+    checked = 0
+    for path, doc in k8s_documents():
+        if doc["kind"] in CRDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{path.relative_to(REPO_ROOT)}: {exc.message} at {list(exc.path)}")
+        checked += 1
+    kinds = {d["kind"] for _, d in k8s_documents()}
+    assert {"ConfigMap", "Secret", "Deployment", "StatefulSet", "Service"} <= kinds
+    assert kinds >= CRDS and checked >= 6
+
+
+def test_kustomizations_list_existing_files() -> None:
+    for kustomization in K8S.rglob("kustomization.yaml"):
+        for resource in yaml.safe_load(kustomization.read_text())["resources"]:
+            assert (kustomization.parent / resource).exists(), f"{kustomization}: {resource}"
+
+
+def workloads() -> list[dict[str, Any]]:
+    return [by_kind("Deployment"), by_kind("StatefulSet")]
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    (only_container,) = workload["spec"]["template"]["spec"]["containers"]
+    return only_container
+
+
+def test_workloads_run_the_image_command_with_probes_as_the_image_user() -> None:
+    config_map, secret, service = (
+        by_kind("ConfigMap"),
+        by_kind("Secret"),
+        by_kind("Service", "regsync"),
+    )
+    for workload in workloads():
+        pod = workload["spec"]["template"]
+        c = container(workload)
+        assert ["regsync", *c["args"]] == image_command()
+        assert c["ports"] == [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        assert pod["spec"]["securityContext"]["runAsUser"] == UID
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/regsync")
+        assert volumes[mount["name"]]["configMap"]["name"] == config_map["metadata"]["name"]
+        labels = pod["metadata"]["labels"]
+        assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert service["spec"]["selector"].items() <= labels.items()
+
+
+def test_config_map_holds_a_valid_config_using_the_secret(tmp_path: Path) -> None:
+    secret = by_kind("Secret")["stringData"]
+    text = by_kind("ConfigMap")["data"]["sync.yaml"]
+    assert all(f"${{{key}}}" in text for key in secret)
+    path = tmp_path / "sync.yaml"
+    path.write_text(text)
+    config = load_config(path, env=secret)
+    assert config.rules
+
+
+def test_statefulset_pods_each_take_their_ordinal_as_shard() -> None:
+    statefulset = by_kind("StatefulSet")
+    replicas = statefulset["spec"]["replicas"]
+    env = {e["name"]: e for e in container(statefulset)["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    template = env["REGSYNC_SHARD"]["value"]
+    name = statefulset["metadata"]["name"]
+    shards = [Shard.parse(template.replace("$(POD_NAME)", f"{name}-{i}")) for i in range(replicas)]
+    assert shards == [Shard(i, replicas) for i in range(replicas)]
+    headless = [
+        d for _, d in k8s_documents() if d["kind"] == "Service" and d["spec"].get("clusterIP")
+    ]
+    assert [s["metadata"]["name"] for s in headless] == [statefulset["spec"]["serviceName"]]
+
+
+def test_service_monitor_scrapes_the_service_metrics_port() -> None:
+    monitor, service = by_kind("ServiceMonitor"), by_kind("Service", "regsync")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        service["metadata"]["labels"].items()
+    )
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+
+
+def test_prometheus_rule_matches_the_alert_rules_and_passes_promtool(tmp_path: Path) -> None:
+    """The PrometheusRule carries exactly deploy/prometheus's rules (scripts/sync_deploy.py)."""
+    rule = by_kind("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    groups: list[dict[str, Any]] = []
+    for path in sorted((DEPLOY / "prometheus").glob("*.rules.yml")):
+        groups += yaml.safe_load(path.read_text())["groups"]
+    assert groups and rule["spec"]["groups"] == groups
+    extracted = tmp_path / "rules.yml"
+    extracted.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    proc = subprocess.run(
+        ["promtool", "check", "rules", str(extracted)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- systemd ---------------------------------------------------------------------------------
+
+
+def unit_lines() -> dict[str, list[str]]:
+    lines: dict[str, list[str]] = {}
+    for line in (DEPLOY / "systemd" / "regsync.service").read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            lines.setdefault(key, []).append(value)
+    return lines
+
+
+def test_systemd_unit_commands_parse_and_match_the_image() -> None:
+    unit = unit_lines()
+    (start,) = unit["ExecStart"]
+    argv = shlex.split(start)
+    assert argv[0].endswith("/regsync") and argv[1:] == image_command()[1:]
+    for command in unit["ExecStartPre"]:
+        build_parser().parse_args(shlex.split(command)[1:])
+    assert unit["User"] == ["regsync"] and unit["Restart"] == ["on-failure"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    """`systemd-analyze verify` finds nothing to say (binary path pointed at this venv)."""
+    text = (DEPLOY / "systemd" / "regsync.service").read_text()
+    regsync = Path(sys.executable).parent / "regsync"
+    unit = tmp_path / "regsync.service"
+    unit.write_text(text.replace("/opt/regsync/bin/regsync", str(regsync)))
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
