@@ -9,15 +9,15 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the tests and demo need; the binary list says which to probe for.
 # Later work adds to both lists.
-SYSTEM_PACKAGES ?= docker-registry skopeo prometheus docker-compose
-SYSTEM_BINARIES ?= docker-registry skopeo promtool docker-compose
+SYSTEM_PACKAGES ?= docker-registry skopeo prometheus docker-compose systemd
+SYSTEM_BINARIES ?= docker-registry skopeo promtool docker-compose systemd-analyze
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # xdist workers: 2 cores; registries are subprocesses so a worker per core is enough.
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps test lint typecheck pytest demo bench clean
+.PHONY: venv system-deps test lint typecheck pytest demo bench clean deploy-sync
 
 venv: $(STAMP)
 
@@ -45,7 +45,8 @@ lint: venv
 
 # pyproject's mypy config covers the package; the test support code and scripts are checked
 # with the same (strict) settings on top.
-TYPECHECK_EXTRA ?= tests/support tests/conftest.py tests/test_support.py scripts/demo.py
+TYPECHECK_EXTRA ?= tests/support tests/conftest.py tests/test_support.py scripts/demo.py \
+	scripts/sync_deploy.py
 
 typecheck: venv
 	$(BIN)/mypy
@@ -61,6 +62,10 @@ demo: venv system-deps
 
 bench: venv system-deps
 	@if [ -f bench/run.py ]; then $(BIN)/python bench/run.py; else echo "bench/run.py not present yet"; fi
+
+# The Kubernetes PrometheusRule is generated from deploy/prometheus/regsync-alerts.yml.
+deploy-sync: venv
+	$(BIN)/python scripts/sync_deploy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info .demo

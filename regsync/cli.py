@@ -175,7 +175,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
         print(f"regsync: --metrics-file {metrics_file}: directory does not exist", file=sys.stderr)
         return EXIT_USAGE
     dry_run = getattr(args, "dry_run", False)
-    metrics = Metrics(record_success=not dry_run)
+    metrics = Metrics(record_success=not dry_run, shard=shard)
     now = time.time()
     for rule in rules:
         metrics.rule_configured(rule.name, Timing(rule.interval, rule.schedule).period(now))

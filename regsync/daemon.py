@@ -265,7 +265,7 @@ async def serve(
     config_path: str, config: Config, host: str, port: int, grace: float, shard: Shard | None = None
 ) -> None:
     """Run the daemon and its HTTP endpoints until SIGTERM/SIGINT; OSError if `port` is taken."""
-    metrics = Metrics(process=True)
+    metrics = Metrics(process=True, shard=shard)
     daemon = Daemon(config_path, config, metrics, grace, shard or Shard())
     web_runner = await start(make_app(daemon, metrics), host, port)
     loop = asyncio.get_running_loop()

@@ -32,6 +32,8 @@ from prometheus_client import (
     write_to_textfile,
 )
 
+from regsync.shard import Shard
+
 if TYPE_CHECKING:
     from regsync.summary import RuleResult
 
@@ -72,7 +74,9 @@ class Metrics:
     a plan is not a sync.
     """
 
-    def __init__(self, *, process: bool = False, record_success: bool = True) -> None:
+    def __init__(
+        self, *, process: bool = False, record_success: bool = True, shard: Shard | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.record_success = record_success
         self.registries: dict[str, RegistryState] = {}
@@ -169,6 +173,15 @@ class Metrics:
             ["rule"],
             registry=r,
         )
+        # Which share of the catalogue this agent handles (--shard INDEX/COUNT; 0/1 = all).
+        self.shard = Gauge(
+            "regsync_shard_info",
+            "Always 1; the labels say which shard of how many this agent is.",
+            ["index", "count"],
+            registry=r,
+        )
+        shard = shard or Shard()
+        self.shard.labels(str(shard.index), str(shard.count)).set(1)
 
     # -- set-up ----------------------------------------------------------------------------
 

@@ -302,21 +302,22 @@ def _key_for(mounts: dict[str, str], target: str) -> str:
 
 
 def test_compose_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> None:
-    """promtool checks the scrape config with the alert rules the compose file mounts."""
+    """promtool checks the compose scrape config together with the rule file it mounts."""
     prometheus = compose()["services"]["prometheus"]
     mounts = dict(v.split(":")[:2] for v in prometheus["volumes"] if v.startswith("."))
-    rules_dir = DEPLOY / _key_for(mounts, "/etc/prometheus/regsync")
-    config = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
-    (pattern,) = config["rule_files"]
-    local = [str(p) for p in rules_dir.glob(Path(pattern).name)]
-    assert local, f"no rule files match {pattern} in {rules_dir}"
-    config["rule_files"] = local
-    copy = tmp_path / "prometheus.yml"
-    copy.write_text(yaml.safe_dump(config))
+    for source, target in mounts.items():  # lay the mounted files out as the container sees them
+        if target.startswith("/etc/prometheus/"):
+            shutil.copy(DEPLOY / source, tmp_path / target.removeprefix("/etc/prometheus/"))
+    config = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["regsync-alerts.yml"]
     proc = subprocess.run(
-        ["promtool", "check", "config", str(copy)], capture_output=True, text=True, timeout=60
+        ["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 1 rule files found" in proc.stdout + proc.stderr
 
 
 # -- Kubernetes ------------------------------------------------------------------------------
@@ -433,13 +434,11 @@ def test_service_monitor_scrapes_the_service_metrics_port() -> None:
 
 
 def test_prometheus_rule_matches_the_alert_rules_and_passes_promtool(tmp_path: Path) -> None:
-    """The PrometheusRule carries exactly deploy/prometheus's rules (scripts/sync_deploy.py)."""
+    """The PrometheusRule carries exactly deploy/prometheus's rules (`make deploy-sync`)."""
     rule = by_kind("PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
-    groups: list[dict[str, Any]] = []
-    for path in sorted((DEPLOY / "prometheus").glob("*.rules.yml")):
-        groups += yaml.safe_load(path.read_text())["groups"]
-    assert groups and rule["spec"]["groups"] == groups
+    source = yaml.safe_load((DEPLOY / "prometheus" / "regsync-alerts.yml").read_text())
+    assert source["groups"] and rule["spec"]["groups"] == source["groups"]
     extracted = tmp_path / "rules.yml"
     extracted.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     proc = subprocess.run(

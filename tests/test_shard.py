@@ -106,6 +106,7 @@ rules:
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "regsync", "once", "-c", str(config), "--json"]
+            + ["--metrics-file", str(tmp_path / f"shard{i}.prom")]
             + ([] if i == 0 else ["--shard", f"{i}/3"]),
             env={**os.environ, "REGSYNC_SHARD": "0/3"},
             stdout=subprocess.PIPE,
@@ -121,6 +122,9 @@ rules:
     assert [s["repos"] for s in summaries] == [len(plan) for plan in plans]
     assert sum(s["tags"]["copied"] for s in summaries) == 12
     assert sorted(dest_registry.catalog()) == catalogue.repos
+    for i in range(3):  # the metrics say which shard each agent was
+        metrics = (tmp_path / f"shard{i}.prom").read_text()
+        assert f'regsync_shard_info{{count="3",index="{i}"}} 1.0' in metrics
     for repo in catalogue.repos:
         assert dest_registry.manifest_digest(repo, "1.0.0") == catalogue.digest(repo, "1.0.0")
 
