@@ -109,7 +109,9 @@ def seed(src: Registry, repo: str, count: int) -> dict[str, str]:
     }
 
 
-def config_for(tmp_path: Path, src: str, dst: Registry, settings: str, source: str) -> Path:
+def config_for(
+    tmp_path: Path, src: str, dst: Registry, settings: str, source: str, mirror: str = "m:1"
+) -> Path:
     return write_config(
         tmp_path,
         f"""
@@ -117,6 +119,7 @@ def config_for(tmp_path: Path, src: str, dst: Registry, settings: str, source: s
         registries:
           "{src}": {{tls: http, {settings}}}
           "{dst.host}": {{tls: http}}
+          "{mirror}": {{tls: http}}
         rules:
           - {{name: r, source: "{src}/{source}", destination: "{dst.host}"}}
         """,
@@ -149,6 +152,29 @@ async def test_low_quota_pauses_pulls_until_the_window_resets(
     assert not any(e[2] == "GET" for e in events[start:end])  # no pulls while paused
     assert sum(1 for e in events[end:] if e[2] == "GET") >= 3  # the pulls came after
     assert proxy.state().pulls == 3
+
+
+async def test_a_pull_pause_sends_pulls_to_the_mirror_instead_of_waiting(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry, proxy: FaultProxy
+) -> None:
+    """Quota low on the primary with an hour left in its window: manifests come from the
+    mirror at once; the primary still answers the free HEADs."""
+    digests = seed(source_registry, "team/app", 2)
+    proxy.script = ProxyScript(ratelimit=(100, 3600), remaining_script=[1])
+    mirror = f"localhost:{source_registry.port}"  # the seeded registry, by another name
+    settings = f'rate_limit: {{min_remaining: 5}}, mirrors: ["{mirror}"]'
+    config = load_config(
+        config_for(tmp_path, proxy.host, dest_registry, settings, "team/app", mirror)
+    )
+    observer = Recorder()
+
+    result = await run(config, config.rules, observer=observer)
+
+    assert result.ok, result.rules[0].errors
+    assert {t: dest_registry.manifest_digest("team/app", t) for t in digests} == digests
+    state = proxy.state()
+    assert state.pulls == 0 and any(m == "HEAD" for m, _, _ in state.log)
+    assert [e[0] for e in observer.events if e[0] == "paused"] == ["paused"]  # never resumed
 
 
 async def test_429_retry_after_is_honoured_and_max_concurrency_holds(

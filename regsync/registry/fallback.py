@@ -38,6 +38,7 @@ class FallbackBackend:
         self.primary = self.clients[0]
         self.name = self.primary.name
         self._current = 0  # index of the registry reads go to now
+        self._paused_noted = False
 
     def __repr__(self) -> str:
         return f"FallbackBackend({', '.join(c.name for c in self.clients)})"
@@ -59,9 +60,9 @@ class FallbackBackend:
                 self.clients[self._current].name,
             )
 
-    async def _read(self, op: Callable[[RegistryClient], Awaitable[T]]) -> T:
+    async def _read(self, op: Callable[[RegistryClient], Awaitable[T]], skip: int = 0) -> T:
         last: BaseException | None = None
-        index = self._current
+        index = min(self._current + skip, len(self.clients) - 1)
         while index < len(self.clients):
             try:
                 return await op(self.clients[index])
@@ -84,6 +85,18 @@ class FallbackBackend:
         return await self._read(lambda c: c.manifest_head(repo, ref))
 
     async def manifest_get(self, repo: str, ref: str) -> Manifest:
+        # A pull-quota pause on the registry in use: pull from the next mirror meanwhile
+        # rather than wait for the window to pass.
+        paused = self.clients[self._current].transport.pulls.paused
+        if paused and self._current + 1 < len(self.clients):
+            if not self._paused_noted:
+                self._paused_noted = True
+                log.warning(
+                    "registry %s: pulls paused for its quota: pulling from mirror %s meanwhile",
+                    self.clients[self._current].name,
+                    self.clients[self._current + 1].name,
+                )
+            return await self._read(lambda c: c.manifest_get(repo, ref), skip=1)
         return await self._read(lambda c: c.manifest_get(repo, ref))
 
     async def blob_head(self, repo: str, digest: str) -> bool:
