@@ -23,7 +23,7 @@ from typing import Any
 from regsync import __version__
 from regsync.config import Config, Rule, load_config
 from regsync.errors import ConfigError
-from regsync.metrics import Metrics, _iso
+from regsync.metrics import Metrics, iso_time
 from regsync.runner import run
 from regsync.schedule import Timing, jitter
 from regsync.server import make_app, start
@@ -77,18 +77,18 @@ class RuleState:
             "schedule": self.timing.describe(),
             "interval_seconds": self.timing.period(time.time()),
             "running": self.running_since is not None,
-            "running_since": _iso(self.running_since),
+            "running_since": iso_time(self.running_since),
             "runs": self.runs,
             "last_run": None
             if last is None
             else {
-                "started_at": _iso(self.last_started),
-                "finished_at": _iso(self.last_finished),
+                "started_at": iso_time(self.last_started),
+                "finished_at": iso_time(self.last_finished),
                 **last.to_json(),
             },
-            "last_success_at": _iso(self.last_success),
+            "last_success_at": iso_time(self.last_success),
             "last_error": self.last_error,
-            "next_run_at": None if self.running_since is not None else _iso(self.next_run),
+            "next_run_at": None if self.running_since is not None else iso_time(self.next_run),
         }
 
 
@@ -152,7 +152,7 @@ class Daemon:
         """Re-read the config file; keep the running config when the new one is invalid."""
         try:
             config = load_config(self.config_path)
-        except ConfigError as exc:
+        except (ConfigError, OSError) as exc:
             self.reload_error = str(exc)
             log.error("reload failed, keeping the running config: %s", exc)
             return
@@ -182,12 +182,12 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         return {
             "version": __version__,
-            "started_at": _iso(self.started),
+            "started_at": iso_time(self.started),
             "ready": self.ready(),
             "stopping": self.stopping.is_set(),
             "config": {
                 "path": self.config_path,
-                "loaded_at": _iso(self.loaded_at),
+                "loaded_at": iso_time(self.loaded_at),
                 "reload_error": self.reload_error,
             },
             "rules": [s.to_json() for s in self.states.values()],

@@ -61,7 +61,7 @@ class RegistryState:
             "ratelimit_remaining": self.ratelimit_remaining,
             "ratelimit_limit": self.ratelimit_limit,
             # A pause whose run ended before it did is over by now.
-            "paused_until": _iso(self.paused_until)
+            "paused_until": iso_time(self.paused_until)
             if self.paused_until and self.paused_until > time.time()
             else None,
         }
@@ -195,7 +195,7 @@ class Metrics:
         for outcome in BLOB_OUTCOMES:
             self.blobs.labels(rule, outcome)
         self.bytes.labels(rule)
-        self.running.labels(rule).set(0)
+        self.running.labels(rule)  # 0 when new; a reload must not reset a run in progress
 
     def rule_removed(self, rule: str) -> None:
         """Forget a rule a reload dropped, so no alert fires on a series nobody updates."""
@@ -297,7 +297,8 @@ def _remove(metric: Counter | Gauge | Histogram, labels: Iterable[str]) -> None:
         metric.remove(*labels)
 
 
-def _iso(ts: float | None) -> str | None:
+def iso_time(ts: float | None) -> str | None:
+    """Unix time as ISO 8601 UTC (what /status shows), None stays None."""
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
