@@ -25,19 +25,27 @@ exclusive ``flock`` on ``<dir>/.regsync.lock``, so neither loses the other's tag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import fcntl
 import json
 import logging
 import os
 import re
-import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from regsync.errors import LayoutError, ManifestError, NotFoundError, RegsyncError
+from regsync.layoutfs import (
+    LOCK_FILE,
+    TEMP_PREFIX,
+    locked,
+    open_temp,
+    remove_orphans,
+    rename_durably,
+    replace_file,
+    sync_file,
+)
 from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
@@ -50,8 +58,6 @@ REPOSITORY = "io.regsync.repository"
 CONTAINERD_NAME = "io.containerd.image.name"
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
-LOCK_FILE = ".regsync.lock"
-TEMP_PREFIX = ".tmp-"
 READ_CHUNK = 1024 * 1024
 _OWN = frozenset({LOCK_FILE, "blobs", INDEX_FILE})  # what a half-initialised layout may hold
 _REPO = re.compile(
@@ -68,7 +74,7 @@ class Layout:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.root = Path(directory)
         self.name = f"{OCI_PREFIX}{directory}"
-        self._entries: list[Entry] | None = None
+        self._catalog: dict[str, dict[str, Entry]] | None = None  # repo -> tag -> entry
         self._ready = False
         self._init_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
@@ -80,10 +86,10 @@ class Layout:
     # -- listing -------------------------------------------------------------------------
 
     async def repositories(self) -> list[str]:
-        return sorted({key[0] for e in self._index() if (key := self._key(e)) is not None})
+        return sorted(self._index())
 
     async def tags(self, repo: str) -> list[str]:
-        return sorted({key[1] for e in self._index() if (key := self._key(e)) and key[0] == repo})
+        return sorted(self._index().get(repo, ()))
 
     # -- manifests ------------------------------------------------------------------------
 
@@ -180,16 +186,20 @@ class Layout:
 
     # -- index.json -----------------------------------------------------------------------
 
-    def _index(self) -> list[Entry]:
-        """The entries of index.json, read once per run (then kept current by our writes)."""
-        if self._entries is None:
-            self._entries = self._read_entries(require=True)
-        return self._entries
+    def _index(self) -> dict[str, dict[str, Entry]]:
+        """index.json by repository and tag, read once per run (then kept current by our
+        writes: a run sees other writers' tags only from its next start)."""
+        if self._catalog is None:
+            entries = self._read_index(require=True).get("manifests", [])
+            self._catalog = self._by_key([e for e in entries if isinstance(e, dict)])
+        return self._catalog
 
-    def _read_entries(self, *, require: bool) -> list[Entry]:
-        return [
-            e for e in self._read_index(require=require).get("manifests", []) if isinstance(e, dict)
-        ]
+    def _by_key(self, entries: list[Entry]) -> dict[str, dict[str, Entry]]:
+        catalog: dict[str, dict[str, Entry]] = {}
+        for entry in entries:  # a later entry for the same name wins, as in a registry
+            if (key := self._key(entry)) is not None:
+                catalog.setdefault(key[0], {})[key[1]] = entry
+        return catalog
 
     def _read_index(self, *, require: bool) -> dict[str, Any]:
         index = self.root / INDEX_FILE
@@ -226,7 +236,7 @@ class Layout:
         return None
 
     def _find(self, repo: str, tag: str) -> Entry | None:
-        return next((e for e in reversed(self._index()) if self._key(e) == (repo, tag)), None)
+        return self._index().get(repo, {}).get(tag)
 
     def _without(self, entries: list[Entry], repo: str, tag: str) -> list[Entry]:
         return [e for e in entries if self._key(e) != (repo, tag)]
@@ -240,25 +250,26 @@ class Layout:
                 return done.result()  # a previous holder wrote our change with its own
             batch, self._pending = self._pending, []
             try:
-                self._entries = await asyncio.to_thread(self._rewrite_index, [c for c, _ in batch])
+                entries = await asyncio.to_thread(self._rewrite_index, [c for c, _ in batch])
             except BaseException as exc:
                 error = LayoutError(f"{self.name}: updating {INDEX_FILE} failed: {exc}")
                 for _, other in batch:
                     if other is not done:
                         other.set_exception(error)
                 raise error from exc
+            self._catalog = self._by_key(entries)
             for _, other in batch:
                 other.set_result(None)
         return None
 
     def _rewrite_index(self, changes: list[Change]) -> list[Entry]:
-        with self._locked(fcntl.LOCK_EX):
+        with locked(self.root, fcntl.LOCK_EX):
             data = self._read_index(require=False) or _empty_index()
             entries = [e for e in data.get("manifests", []) if isinstance(e, dict)]
             for change in changes:
                 entries = change(entries)
             data["manifests"] = entries
-            self._replace(self.root / INDEX_FILE, _dump(data))
+            replace_file(self.root / INDEX_FILE, _dump(data))
         return entries
 
     # -- files ----------------------------------------------------------------------------
@@ -289,14 +300,15 @@ class Layout:
     def _initialise(self) -> None:
         try:
             self._refuse_foreign()  # before creating anything, even the lock file
-            with self._locked(fcntl.LOCK_EX):  # another process may be initialising too
+            with locked(self.root, fcntl.LOCK_EX):  # another process may be initialising too
                 self._refuse_foreign()
                 (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
                 if not (self.root / INDEX_FILE).is_file():
-                    self._replace(self.root / INDEX_FILE, _dump(_empty_index()))
+                    replace_file(self.root / INDEX_FILE, _dump(_empty_index()))
                 if not (self.root / LAYOUT_FILE).is_file():  # last: it says the layout is whole
-                    self._replace(self.root / LAYOUT_FILE, b'{"imageLayoutVersion": "1.0.0"}')
-                self._remove_orphans()
+                    replace_file(self.root / LAYOUT_FILE, b'{"imageLayoutVersion": "1.0.0"}')
+                for name in remove_orphans(self.root / "blobs", f"*/{TEMP_PREFIX}*"):
+                    log.info("%s: removed %s left by an interrupted run", self.name, name)
         except OSError as exc:
             raise LayoutError(f"{self.name}: cannot prepare the layout: {exc}") from exc
 
@@ -311,22 +323,11 @@ class Layout:
                 "give a new or empty directory"
             )
 
-    def _remove_orphans(self) -> None:
-        """Temp files no live writer holds a lock on were left by a killed run."""
-        for path in (self.root / "blobs").glob(f"*/{TEMP_PREFIX}*"):
-            with contextlib.suppress(OSError), path.open("rb") as handle:
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # its writer is alive
-                path.unlink()
-                log.info("%s: removed %s left by an interrupted run", self.name, path.name)
-
     async def _write_blob(self, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
         """Stream into a locked temp file, verify, fsync, rename into place."""
         final = self._blob_path(desc.digest)
         try:
-            handle, temp = await asyncio.to_thread(self._open_temp, final)
+            handle, temp = await asyncio.to_thread(open_temp, self.root, final)
         except OSError as exc:
             raise LayoutError(f"{self.name}: cannot create a blob file: {exc}") from exc
         verifier = DigestVerifier(desc.digest, desc.size)
@@ -336,8 +337,8 @@ class Layout:
                     verifier.update(chunk)
                     await asyncio.to_thread(handle.write, chunk)
                 verifier.verify()
-                await asyncio.to_thread(_sync_file, handle)
-                await asyncio.to_thread(_rename, temp, final)
+                await asyncio.to_thread(sync_file, handle)
+                await asyncio.to_thread(rename_durably, temp, final)
         except OSError as exc:
             temp.unlink(missing_ok=True)
             reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
@@ -345,36 +346,6 @@ class Layout:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-
-    def _open_temp(self, final: Path) -> tuple[BinaryIO, Path]:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        # Created and locked under the shared layout lock, so the orphan sweep (exclusive)
-        # never sees a live writer's file in the instant before it is locked.
-        with self._locked(fcntl.LOCK_SH):
-            temp = final.parent / f"{TEMP_PREFIX}{final.name[:16]}-{secrets.token_hex(6)}"
-            handle = temp.open("xb")
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return handle, temp
-
-    @contextlib.contextmanager
-    def _locked(self, mode: int) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, mode)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
-    def _replace(self, path: Path, data: bytes) -> None:
-        temp = path.with_name(f"{TEMP_PREFIX}{path.name}-{secrets.token_hex(6)}")
-        try:
-            with temp.open("xb") as handle:
-                handle.write(data)
-                _sync_file(handle)
-            _rename(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
 
 
 class LayoutPool:
@@ -419,21 +390,6 @@ def _media_type(raw: bytes) -> str:
 def _check_repo(repo: str) -> None:
     if not _REPO.fullmatch(repo):
         raise LayoutError(f"invalid repository name {repo!r} for an OCI layout")
-
-
-def _sync_file(handle: BinaryIO) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _rename(temp: Path, final: Path) -> None:
-    """Atomic replace, then fsync the directory so the new name survives a power cut."""
-    os.replace(temp, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

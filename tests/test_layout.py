@@ -28,9 +28,11 @@ from regsync.layout import REF_NAME, REPOSITORY, Layout
 from regsync.oci.digest import sha256_digest
 from regsync.oci.manifest import Descriptor, parse_manifest
 from tests.support import (
+    Artifact,
     Blob,
     Image,
     Registry,
+    attach,
     push,
     registries_yaml,
     run_regsync,
@@ -189,6 +191,52 @@ def test_second_export_writes_only_new_blobs(tmp_path: Path, source_registry: Re
     for name, stat in before.items():  # nothing already there was rewritten
         assert (after[name].st_ino, after[name].st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
     assert sum(after[n].st_size for n in added) == new_sizes + second.size
+
+
+def test_signatures_cross_the_air_gap_with_their_images(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """With referrers: true, an attached SBOM (fallback tag + artifact by digest) goes through
+    the layout and arrives with the same digests; a second import finds everything in sync."""
+    image = Image.oci([Blob.random(3_000, seed="signed")])
+    push(source_registry, "team/signed", "1", image)
+    sbom = Artifact.oci(image, payloads=[Blob(b'{"sbom": true}')])
+    attach(source_registry, "team/signed", sbom)
+    fallback = image.digest.replace(":", "-")
+    layout = tmp_path / "transfer"
+
+    def rule_config(name: str, source: str, destination: str, reg: Registry) -> Path:
+        return write_config(
+            tmp_path,
+            registries_yaml(reg)
+            + f"""
+version: 1
+rules:
+  - name: {name}
+    source: {source}
+    destination: {destination}
+    referrers: true
+""",
+            name=f"{name}.yaml",
+        )
+
+    export = rule_config(
+        "export", f"{source_registry.host}/team/*", f"oci:{layout}", source_registry
+    )
+    imports = rule_config("import", f"oci:{layout}", dest_registry.host, dest_registry)
+    assert once(export)[0] == 0
+    assert f"team/signed:{fallback}" in index_entries(layout)
+    code, summary = once(imports)
+
+    assert code == 0, summary
+    assert summary["tags"]["copied"] == 2  # the image and its fallback index
+    for ref in ("1", fallback):
+        assert dest_registry.manifest("team/signed", ref) == source_registry.manifest(
+            "team/signed", ref
+        )
+    assert dest_registry.manifest("team/signed", sbom.digest)[1] == sbom.raw
+    code, again = once(imports)
+    assert code == 0 and again["tags"]["up_to_date"] == 2 and again["tags"]["copied"] == 0
 
 
 # -- crash safety ---------------------------------------------------------------------------
