@@ -19,6 +19,13 @@ from tests.support import (
     write_config,
 )
 
+# A registry that is down should fail the run quickly, not after the default backoff.
+FAST_RETRIES = {
+    "REGSYNC_RETRY_ATTEMPTS": "2",
+    "REGSYNC_RETRY_INITIAL": "0.05",
+    "REGSYNC_RETRY_MAX": "0.1",
+}
+
 
 def config(
     tmp_path: Path, src: Registry, dst: Registry, source: str, extra: str = "", dest: str = ""
@@ -37,7 +44,7 @@ def config(
 
 def regsync(command: str, cfg: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     """Run `regsync <command> -c cfg --json`; (exit code, JSON summary, stderr)."""
-    proc = run_regsync(command, "-c", cfg, "--json", *args)
+    proc = run_regsync(command, "-c", cfg, "--json", *args, env=FAST_RETRIES)
     assert proc.stdout, proc.stderr
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
