@@ -15,8 +15,8 @@ Safety rails, in the order they apply (``plan_prune``):
    child) is therefore deleted by *tag*, where the registry supports that, else left in place.
 4. A registry refusing deletes (405 UNSUPPORTED) yields one error per rule, not one per tag.
 
-The runner prunes a repository only after all its copies succeeded, so a failed copy never
-turns into a smaller mirror.
+The runner prunes a repository after its copies, and only if no copy of the rule failed in
+that run, so a failed copy never turns into a smaller mirror.
 """
 
 from __future__ import annotations

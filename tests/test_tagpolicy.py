@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from regsync.errors import ManifestError
+from regsync.errors import ManifestError, RegistryError, UnsupportedError
 from regsync.oci.manifest import Descriptor, Manifest, Platform, parse_manifest
-from regsync.plan import Action, Origin, diff_tags
+from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags
 from regsync.platforms import PLATFORMS, SOURCE_DIGEST, PlatformFilter, subset_index
-from regsync.prune import Listing, PrunePolicy, plan_prune
+from regsync.prune import DeleteGuard, Listing, PrunePolicy, execute, plan_prune
 from regsync.referrers import merge_index
 from regsync.tagpolicy import TagPolicy, artifact_subject, parse_version, select
 
@@ -295,3 +295,62 @@ def test_merge_index_appends_without_duplicates() -> None:
     second = merge_index(first, [a, b], None)
     assert second is not None and [c.digest for c in second.children] == [digest(1), digest(2)]
     assert merge_index(second, [b, a], None) is None  # nothing new: no push
+
+
+# -- prune execution against a fake destination (no sockets) ---------------------------------
+
+
+class FakeDestination:
+    """Records deletes; ``tag_deletes`` says whether DELETE by tag works (distribution 3)."""
+
+    name = "fake:5000"
+
+    def __init__(self, tag_deletes: bool, refuse: bool = False) -> None:
+        self.tag_deletes, self.refuse = tag_deletes, refuse
+        self.deleted: list[tuple[str, str]] = []
+
+    async def manifest_delete(self, repo: str, ref: str) -> None:
+        if self.refuse:
+            raise UnsupportedError("405 UNSUPPORTED", status=405, codes=("UNSUPPORTED",))
+        if not ref.startswith("sha256:") and not self.tag_deletes:
+            raise RegistryError("400 DIGEST_INVALID", status=400, codes=("DIGEST_INVALID",))
+        self.deleted.append((repo, ref))
+
+
+def prune_plan(repo: str = "app") -> RepoPlan:
+    return RepoPlan(
+        repo,
+        repo,
+        (
+            TagAction("old", Action.PRUNE, None, digest(1), shared=("1.0",)),
+            TagAction("gone", Action.PRUNE, None, digest(2)),
+            TagAction("gone-too", Action.PRUNE, None, digest(2)),
+        ),
+    )
+
+
+async def test_shared_digest_is_deleted_by_tag_where_the_registry_can() -> None:
+    dest = FakeDestination(tag_deletes=True)
+    outcome = await execute(dest, prune_plan(), DeleteGuard(dest.name))  # type: ignore[arg-type]
+    assert dest.deleted == [("app", "old"), ("app", digest(2))]
+    assert sorted(outcome.pruned) == ["gone", "gone-too", "old"] and not outcome.notes
+
+
+async def test_shared_digest_is_left_in_place_where_only_digests_can_go() -> None:
+    dest = FakeDestination(tag_deletes=False)
+    outcome = await execute(dest, prune_plan(), DeleteGuard(dest.name))  # type: ignore[arg-type]
+    assert dest.deleted == [("app", digest(2))]
+    assert outcome.notes == [
+        "app:old left in place: it shares its digest with 1.0 and fake:5000 deletes by digest only"
+    ]
+    assert not outcome.errors
+
+
+async def test_refused_deletes_are_reported_once_per_rule() -> None:
+    dest = FakeDestination(tag_deletes=True, refuse=True)
+    guard = DeleteGuard(dest.name)
+    first = await execute(dest, prune_plan("a"), guard)  # type: ignore[arg-type]
+    second = await execute(dest, prune_plan("b"), guard)  # type: ignore[arg-type]
+    assert len(first.errors + second.errors) == 1
+    assert "fake:5000 refuses deletes (405 UNSUPPORTED)" in (first.errors + second.errors)[0]
+    assert not first.pruned and not second.pruned
