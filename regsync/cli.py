@@ -7,7 +7,6 @@ Exit codes (DESIGN.md): 0 in sync / success, 1 some tag failed (or drift, for ch
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
@@ -19,7 +18,7 @@ from typing import Any
 
 from prometheus_client import disable_created_metrics
 
-from regsync import __version__
+from regsync import __version__, aio
 from regsync import shard as shards
 from regsync.config import Config, Rule, load_config
 from regsync.errors import ConfigError
@@ -138,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
     try:
-        results = asyncio.run(verify(config, rules, repair=args.repair))
+        results = aio.run(verify(config, rules, repair=args.repair))
     except ConfigError as exc:
         print(f"regsync: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -161,7 +160,7 @@ def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
         print(f"regsync: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        asyncio.run(serve(args.config, config, host, port, args.grace_period, shard))
+        aio.run(serve(args.config, config, host, port, args.grace_period, shard))
     except OSError as exc:
         print(f"regsync: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -182,7 +181,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
     with _progress(args) as display:
         events: RunEvents = FanOut(metrics, display) if display else metrics
         try:
-            result = asyncio.run(
+            result = aio.run(
                 run(
                     config,
                     rules,

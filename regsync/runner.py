@@ -137,7 +137,8 @@ async def run(
     retry = retry or RetryPolicy.from_env(os.environ)
     timeouts = timeouts or Timeouts.from_env(os.environ)
     connector = aiohttp.TCPConnector(limit=128, limit_per_host=32, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
+    # trust_env stays off: each Transport reads the proxy settings once per host instead.
+    async with aiohttp.ClientSession(connector=connector) as session:
         ctx = RunContext(
             config=config,
             pool=ClientPool(session, config, observer=observer, retry=retry, timeouts=timeouts),

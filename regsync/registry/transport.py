@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDictProxy
 from tenacity import (
     AsyncRetrying,
@@ -43,6 +44,8 @@ from regsync.errors import (
 from regsync.registry.auth import Authenticator, TokenResponse
 from regsync.registry.health import Health, connect_error
 from regsync.registry.ratelimit import PullGate, parse_quota
+
+EnvProxy = dict[str, Any]  # {} or {"proxy": URL, "proxy_auth": BasicAuth | None}
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
 _MAX_ERROR_BODY = 64 * 1024
@@ -258,6 +261,10 @@ class Transport:
         self._limit = asyncio.Semaphore(max_concurrency)
         self.pulls = PullGate(registry, pull_floor, self.observer)
         self.health = Health(registry)
+        # The session does not read the environment per request (trust_env costs two thread
+        # hops per request: proxy lookup and .netrc); the proxy is looked up once per host.
+        self._proxies: dict[str, EnvProxy] = {}
+        self._open_access = False  # GET /v2/ answered 200 without credentials
 
     def url(self, path: str) -> URL:
         return self.base_url.join(URL(path, encoded=True))
@@ -329,6 +336,7 @@ class Transport:
                     headers=sent_headers,
                     data=data,
                     ssl=self._ssl,
+                    **self._proxy_for(url),
                     timeout=self._timeout,
                     auto_decompress=False,
                 )
@@ -366,9 +374,28 @@ class Transport:
         raise AuthError(f"{self.registry}: authentication did not settle", registry=self.registry)
 
     async def prepare(self, scopes: tuple[str, ...]) -> None:
-        """Learn the auth scheme before a streamed request that cannot be replayed."""
-        if await self.auth.header(scopes) is None:
-            await self.request("GET", self.url("/v2/"), scopes=scopes, ok=(200,))
+        """Learn the auth scheme before a streamed request that cannot be replayed.
+
+        A registry that answered ``GET /v2/`` without asking for credentials is not asked
+        again before every upload (that was one extra request per blob).
+        """
+        if self._open_access or await self.auth.header(scopes) is not None:
+            return
+        await self.request("GET", self.url("/v2/"), scopes=scopes, ok=(200,))
+        self._open_access = await self.auth.header(scopes) is None
+
+    def _proxy_for(self, url: URL) -> EnvProxy:
+        """``proxy``/``proxy_auth`` for ``url`` from HTTP(S)_PROXY/NO_PROXY, once per origin."""
+        key = f"{url.scheme}://{url.host}:{url.port}"
+        found = self._proxies.get(key)
+        if found is None:
+            try:
+                proxy, proxy_auth = get_env_proxy_for_url(url)
+                found = {"proxy": proxy, "proxy_auth": proxy_auth}
+            except LookupError:
+                found = {}
+            self._proxies[key] = found
+        return found
 
     def _note_ratelimit(self, resp: aiohttp.ClientResponse) -> None:
         quota = parse_quota(resp.headers)
@@ -385,7 +412,12 @@ class Transport:
         started = time.monotonic()
         try:
             async with self.session.get(
-                realm, params=params, headers=headers, ssl=self._ssl, timeout=self._timeout
+                realm,
+                params=params,
+                headers=headers,
+                ssl=self._ssl,
+                timeout=self._timeout,
+                **self._proxy_for(URL(realm)),
             ) as resp:
                 self.observer.request_done(
                     self.registry, "TOKEN", str(resp.status), _since(started)

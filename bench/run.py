@@ -1,0 +1,112 @@
+"""regsync benchmark: regsync vs skopeo sync vs the raw GET->PUT limit, on loopback registries.
+
+    make bench                                   # everything, defaults (~10-15 minutes)
+    .venv/bin/python bench/run.py --rounds 1 --only S1,S2 --no-write
+
+Starts two real ``docker-registry`` processes (access logs on, for request counts), seeds the
+scenarios of issue #7 with deterministic generators, runs each tool as a subprocess (wall time,
+CPU time, peak RSS from ``wait4``), alternating the tools' order every round, then prints the
+tables and rewrites the generated section of BENCHMARKS.md. Raw samples go to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench.env import BenchEnv  # noqa: E402
+from bench.report import render, write_benchmarks  # noqa: E402
+from bench.scenarios import Options, Runner  # noqa: E402
+
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--rounds", type=int, default=3, help="rounds per scenario (default 3)")
+    p.add_argument(
+        "--only", default=",".join(SCENARIOS), help="comma-separated scenarios (S1,S2,S5 share)"
+    )
+    p.add_argument(
+        "--big-gib", type=float, default=1.0, help="single-layer size for S3 (0 skips; 1)"
+    )
+    p.add_argument(
+        "--s4-sizes", default="500,1000,2000", help="S4 tag counts (100 tags per repository)"
+    )
+    p.add_argument("--no-skopeo", action="store_true", help="leave skopeo out")
+    p.add_argument("--workdir", type=Path, help="keep registries' storage here (default: temp)")
+    p.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    only = {s.strip().upper() for s in args.only.split(",") if s.strip()}
+    opts = Options(
+        rounds=args.rounds,
+        s4_sizes=tuple(int(n) for n in args.s4_sizes.split(",")),
+        big_gib=args.big_gib,
+        skopeo=not args.no_skopeo,
+    )
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="regsync-bench-"))
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    t0 = time.monotonic()
+    try:
+        with BenchEnv(workdir) as env:
+            runner = Runner(env, opts)
+            if only & {"S1", "S2", "S5"}:
+                runner.catalogue()
+            if "S3" in only:
+                runner.big_layers()
+            if "S4" in only:
+                runner.scale()
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    command = "make bench" if argv is None and len(sys.argv) == 1 else _command(argv)
+    body = render(runner.samples, command, started)
+    body += f"\nWhole benchmark: {time.monotonic() - t0:.0f} s.\n"
+    print(body)
+    _save(runner, started)
+    if not args.no_write:
+        write_benchmarks(REPO_ROOT / "BENCHMARKS.md", body)
+    return 0 if all(s.ok for s in runner.samples) else 1
+
+
+def _command(argv: list[str] | None) -> str:
+    words = sys.argv[1:] if argv is None else argv
+    return shlex.join([".venv/bin/python", "bench/run.py", *words])
+
+
+def _save(runner: Runner, started: str) -> None:
+    out = REPO_ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    stamp = started.replace(" ", "T").replace(":", "")
+    data = [
+        {
+            "scenario": s.scenario,
+            "tool": s.tool,
+            "round": s.round,
+            "run": {k: v for k, v in dataclasses.asdict(s.run).items() if k != "stderr"},
+            "source_requests": dict(s.source_requests),
+            "dest_requests": dict(s.dest_requests),
+            "bytes_read": s.bytes_read,
+        }
+        for s in runner.samples
+    ]
+    (out / f"{stamp}.json").write_text(json.dumps(data, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The benchmark scenarios S1-S5 (issue #7): seed, then run the tools side by side.
+
+Every scenario alternates the tools' order from round to round, so a slow spell on the shared
+machine does not land on one tool only. Cold copies start from an empty destination each time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from bench.bigblob import push_big_image
+from bench.env import BenchEnv, Sample
+from bench.tools import raw_argv, regsync_argv, skopeo_argv, skopeo_available
+from tests.support import Blob, Catalogue, Image, catalogue_tag, push, seed_catalogue
+
+T = TypeVar("T")
+Argv = Callable[[Path], list[str]]
+Job = tuple[str, str, str]  # (source repo, digest, destination repo) for the raw copier
+
+MIB = 1024 * 1024
+S1_SHAPE = {"repos": 20, "tags": 10, "layers": 3, "layer_size": 200_000}
+S3_LAYERS = [64 * MIB] * 4
+S5_CHANGED = 10  # 5% of S1's 200 tags
+S4_TAGS_PER_REPO = 100
+
+
+@dataclass(frozen=True)
+class Options:
+    rounds: int = 3
+    s4_sizes: tuple[int, ...] = (500, 1000, 2000)
+    big_gib: float = 1.0  # 0 skips the single-big-layer case
+    skopeo: bool = True
+    raw_parallel: int = 8
+    log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
+
+
+def _order(tools: list[T], rnd: int) -> list[T]:
+    return tools if rnd % 2 == 0 else tools[::-1]
+
+
+def _tools(opts: Options, *names: str) -> list[str]:
+    return [n for n in names if n != "skopeo" or (opts.skopeo and skopeo_available())]
+
+
+def distinct_blobs(cat: Catalogue, repos: list[str] | None = None) -> list[Job]:
+    """Each distinct blob once, in the first repository that has it: the bytes to move."""
+    jobs: dict[str, Job] = {}
+    for repo in repos or cat.repos:
+        for pushed in cat.images[repo].values():
+            for digest in pushed.blobs:
+                jobs.setdefault(digest, (repo, digest, repo))
+    return list(jobs.values())
+
+
+class Runner:
+    """Runs the scenarios in one environment and collects every sample."""
+
+    def __init__(self, env: BenchEnv, opts: Options) -> None:
+        self.env = env
+        self.opts = opts
+        self.samples: list[Sample] = []
+
+    def _argv(self, tool: str, namespace: str, repos: list[str], jobs: list[Job]) -> Argv:
+        src, dst = self.env.src, self.env.dst
+        if tool == "regsync":
+            return lambda work: regsync_argv(work, src, dst, namespace)
+        if tool == "skopeo":
+            return lambda work: skopeo_argv(work, src, dst, namespace, repos)
+        parallel = min(self.opts.raw_parallel, max(1, len(jobs)))
+        return lambda work: raw_argv(work, src, dst, jobs, parallel)
+
+    def _record(self, sample: Sample) -> Sample:
+        self.samples.append(sample)
+        status = "" if sample.ok else f"  FAILED rc={sample.run.returncode}"
+        self.opts.log(
+            f"  {sample.scenario} {sample.tool:<8} round {sample.round}: "
+            f"{sample.run.seconds:6.2f} s, {sample.run.max_rss_kib / 1024:5.1f} MiB{status}"
+        )
+        if not sample.ok:
+            self.opts.log(sample.run.stderr[-2000:])
+        return sample
+
+    def _rounds(
+        self,
+        scenario: str,
+        tools: list[str],
+        argv: Callable[[str], Argv],
+        before: Callable[[], None],
+        rounds: int | None = None,
+    ) -> None:
+        for rnd in range(rounds or self.opts.rounds):
+            for tool in _order(tools, rnd):
+                before()
+                self._record(self.env.run(scenario, tool, rnd, argv(tool)))
+
+    # -- S1, S2, S5: the 20 x 10 x 3 catalogue ----------------------------------------------
+
+    def catalogue(self) -> None:
+        log = self.opts.log
+        log("seeding S1: 20 repos x 10 tags x 3 layers of 200 KB")
+        cat = seed_catalogue(self.env.src, namespace="s1", **S1_SHAPE)  # type: ignore[arg-type]
+        jobs = distinct_blobs(cat)
+        tools = _tools(self.opts, "regsync", "skopeo", "raw")
+        log("S1 cold copy")
+        self._rounds(
+            "S1", tools, lambda t: self._argv(t, "s1", cat.repos, jobs), self.env.empty_dest
+        )
+        log("S2 no-op re-run")
+        self.env.empty_dest()
+        self._record(self.env.run("setup", "regsync", 0, self._argv("regsync", "s1", [], [])))
+        noop_tools = [t for t in tools if t != "raw"]
+        self._rounds("S2", noop_tools, lambda t: self._argv(t, "s1", cat.repos, []), lambda: None)
+        saved = self.env.save_dest("s1")
+        log(f"S5 incremental: {S5_CHANGED} of 200 tags changed on the source")
+        changed = change_tags(self.env, cat)
+        self._rounds(
+            "S5",
+            tools,
+            lambda t: self._argv(t, "s1", cat.repos, changed),
+            lambda: self.env.restore_dest(saved),
+        )
+
+    # -- S3: big layers -------------------------------------------------------------------
+
+    def big_layers(self) -> None:
+        log = self.opts.log
+        log("seeding S3: one image of 4 x 64 MiB layers (streamed)")
+        push_big_image(self.env.src, "s3/big", "1", S3_LAYERS, seed="s3")
+        jobs = self._image_jobs("s3/big", "1")
+        tools = _tools(self.opts, "regsync", "skopeo", "raw")
+        self._rounds(
+            "S3", tools, lambda t: self._argv(t, "s3", ["s3/big"], jobs), self.env.empty_dest
+        )
+        if self.opts.big_gib <= 0:
+            return
+        size = int(self.opts.big_gib * 1024 * MIB)
+        log(f"seeding S3 single layer of {size // MIB} MiB (streamed)")
+        push_big_image(self.env.src, "s3g/huge", "1", [size], seed="s3g")
+        jobs = self._image_jobs("s3g/huge", "1")
+        self._rounds(
+            "S3-1GiB",
+            ["regsync", "raw"],
+            lambda t: self._argv(t, "s3g", ["s3g/huge"], jobs),
+            self.env.empty_dest,
+            rounds=1,
+        )
+        self.env.empty_dest()  # give the disk back
+
+    def _image_jobs(self, repo: str, tag: str) -> list[Job]:
+        _, raw = self.env.src.manifest(repo, tag)
+        body = json.loads(raw)
+        digests = [body["config"]["digest"], *(layer["digest"] for layer in body["layers"])]
+        return [(repo, d, repo) for d in digests]
+
+    # -- S4: scale of no-op re-runs ------------------------------------------------------------
+
+    def scale(self) -> None:
+        log = self.opts.log
+        for size in self.opts.s4_sizes:
+            repos = max(1, size // S4_TAGS_PER_REPO)
+            log(f"seeding S4: {repos} repos x {S4_TAGS_PER_REPO} tags (tiny layers)")
+            seed_catalogue(
+                self.env.src,
+                repos=repos,
+                tags=S4_TAGS_PER_REPO,
+                layers=1,
+                layer_size=1024,
+                namespace=f"s4n{size}",
+            )
+            self._record(
+                self.env.run(
+                    f"setup-{size}", "regsync", 0, self._argv("regsync", f"s4n{size}", [], [])
+                )
+            )
+        for rnd in range(self.opts.rounds):
+            for n in _order(list(self.opts.s4_sizes), rnd):
+                argv = self._argv("regsync", f"s4n{n}", [], [])
+                self._record(self.env.run(f"S4-{n}", "regsync", rnd, argv))
+
+
+def change_tags(env: BenchEnv, cat: Catalogue) -> list[Job]:
+    """Repush ``S5_CHANGED`` tags spread over the repos with a new top layer; raw jobs for them."""
+    jobs: list[Job] = []
+    size = int(S1_SHAPE["layer_size"])
+    base = Blob.random(size, "0/base")
+    for i in _spread(len(cat.repos), S5_CHANGED):
+        repo = cat.repos[i]
+        tag = catalogue_tag(i % int(S1_SHAPE["tags"]))
+        middle = Blob.random(size, f"0/{repo}/1")
+        own = Blob.random(size, f"0/{repo}/{tag}/changed")
+        image = Image.docker([base, middle, own], labels={"repo": repo, "tag": tag, "v": "2"})
+        pushed = push(env.src, repo, tag, image)
+        new = [d for d in pushed.blobs if d not in cat.images[repo][tag].blobs]
+        jobs.extend((repo, d, repo) for d in new)
+    return jobs
+
+
+def _spread(n: int, k: int) -> Iterator[int]:
+    step = n / k
+    return (int(i * step) for i in range(k))
