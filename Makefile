@@ -46,7 +46,7 @@ lint: venv
 # pyproject's mypy config covers the package; the test support code and scripts are checked
 # with the same (strict) settings on top.
 TYPECHECK_EXTRA ?= tests/support tests/conftest.py tests/test_support.py scripts/demo.py \
-	scripts/sync_deploy.py
+	scripts/sync_deploy.py bench
 
 typecheck: venv
 	$(BIN)/mypy

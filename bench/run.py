@@ -102,6 +102,7 @@ def _save(runner: Runner, started: str) -> None:
             "source_requests": dict(s.source_requests),
             "dest_requests": dict(s.dest_requests),
             "bytes_read": s.bytes_read,
+            "registry_cpu": s.registry_cpu,
         }
         for s in runner.samples
     ]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -29,5 +31,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on the fastest loop available."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+    factory = loop_factory()
+    log.debug("event loop: %s", "uvloop" if factory else "asyncio")
+    with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)

@@ -265,6 +265,7 @@ class Transport:
         # hops per request: proxy lookup and .netrc); the proxy is looked up once per host.
         self._proxies: dict[str, EnvProxy] = {}
         self._open_access = False  # GET /v2/ answered 200 without credentials
+        self._probe = asyncio.Lock()
 
     def url(self, path: str) -> URL:
         return self.base_url.join(URL(path, encoded=True))
@@ -379,10 +380,11 @@ class Transport:
         A registry that answered ``GET /v2/`` without asking for credentials is not asked
         again before every upload (that was one extra request per blob).
         """
-        if self._open_access or await self.auth.header(scopes) is not None:
-            return
-        await self.request("GET", self.url("/v2/"), scopes=scopes, ok=(200,))
-        self._open_access = await self.auth.header(scopes) is None
+        async with self._probe:  # concurrent first uploads share one probe
+            if self._open_access or await self.auth.header(scopes) is not None:
+                return
+            await self.request("GET", self.url("/v2/"), scopes=scopes, ok=(200,))
+            self._open_access = await self.auth.header(scopes) is None
 
     def _proxy_for(self, url: URL) -> EnvProxy:
         """``proxy``/``proxy_auth`` for ``url`` from HTTP(S)_PROXY/NO_PROXY, once per origin."""

@@ -1,0 +1,101 @@
+"""What a run costs in requests, counted from each registry's own access log (no timing).
+
+These pin the performance contract of issue #7 that is deterministic: a no-op re-run makes zero
+source manifest GETs and at most one manifest HEAD per tag per side plus the listings; a cold
+copy moves each distinct blob once, mounts the rest, and asks nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from tests.support import (
+    Catalogue,
+    Registry,
+    RegistryFactory,
+    registries_yaml,
+    run_regsync,
+    seed_catalogue,
+    write_config,
+)
+from tests.support.accesslog import ACCESS_LOG, AccessLog
+
+REPOS, TAGS, LAYERS = 3, 4, 3
+WRITES = ("PUT", "POST", "PATCH", "DELETE")
+
+
+def setup(tmp_path: Path, factory: RegistryFactory) -> tuple[Registry, Registry, Path, Catalogue]:
+    src, dst = factory(extra_config=ACCESS_LOG), factory(extra_config=ACCESS_LOG)
+    cat = seed_catalogue(
+        src, repos=REPOS, tags=TAGS, layers=LAYERS, layer_size=2_000, namespace="cnt"
+    )
+    config = write_config(
+        tmp_path,
+        registries_yaml(src, dst)
+        + f"""
+version: 1
+rules:
+  - name: counted
+    source: {src.host}/cnt/*
+    destination: {dst.host}
+""",
+    )
+    return src, dst, config, cat
+
+
+def once(config: Path) -> dict:
+    proc = run_regsync("once", "-c", config, "--json")
+    assert proc.returncode == 0, proc.stderr
+    (rule,) = json.loads(proc.stdout)["rules"]
+    return rule
+
+
+def writes(counts: Counter[str]) -> int:
+    return sum(n for key, n in counts.items() if key.split()[0] in WRITES)
+
+
+def test_no_op_rerun_heads_each_tag_once_per_side_and_gets_no_manifest(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """Second run: listings plus one HEAD per tag per side; no GETs, no writes anywhere."""
+    src, dst, config, _ = setup(tmp_path, registry_factory)
+    once(config)
+    src_log, dst_log = AccessLog(src), AccessLog(dst)
+
+    rule = once(config)
+
+    tags = REPOS * TAGS
+    assert rule["tags"]["up_to_date"] == tags and rule["source_manifest_gets"] == 0
+    assert src_log.counts() == Counter({"HEAD manifest": tags, "GET tags": REPOS, "GET catalog": 1})
+    assert dst_log.counts() == Counter({"HEAD manifest": tags, "GET tags": REPOS})
+
+
+def test_cold_copy_moves_each_blob_once_and_mounts_shared_ones(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """First run: one GET and one upload per distinct blob per repo, mounts for the shared
+    base, one manifest GET and PUT per tag, and no per-upload auth probes."""
+    src, dst, config, cat = setup(tmp_path, registry_factory)
+    src_log, dst_log = AccessLog(src), AccessLog(dst)
+
+    rule = once(config)
+
+    tags = REPOS * TAGS
+    distinct = {d for repo in cat.repos for p in cat.images[repo].values() for d in p.blobs}
+    per_repo = sum(
+        len({d for p in cat.images[repo].values() for d in p.blobs}) for repo in cat.repos
+    )
+    mounts = per_repo - len(distinct)  # the shared base layer, in every repo but the first
+    refs = sum(len(p.blobs) for repo in cat.repos for p in cat.images[repo].values())
+    present = refs - per_repo  # placed earlier in this run for another tag of the repo
+    assert rule["blobs"] == {"copied": len(distinct), "mounted": mounts, "present": present}
+    got, put = src_log.counts(), dst_log.counts()
+    assert got["GET blob"] == len(distinct)
+    assert got["GET manifest"] == tags == rule["source_manifest_gets"]
+    assert put["PUT upload"] == len(distinct)
+    assert put["POST upload"] == len(distinct) + mounts
+    assert put["PUT manifest"] == tags
+    assert put["GET ping"] <= 1  # an open registry is probed once, not before every upload
+    assert writes(src_log.counts()) == 0
