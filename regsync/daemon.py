@@ -23,6 +23,7 @@ from typing import Any
 from regsync import __version__
 from regsync.config import Config, Rule, load_config
 from regsync.errors import ConfigError
+from regsync.logs import log_context
 from regsync.metrics import Metrics, iso_time
 from regsync.runner import run
 from regsync.schedule import Timing, jitter
@@ -203,7 +204,10 @@ class Daemon:
 
     def _spawn(self, state: RuleState) -> None:
         assert self._group is not None
-        task = self._group.create_task(self._loop(state), name=f"rule {state.rule.name}")
+        name = state.rule.name
+        task = self._group.create_task(
+            self._loop(state), name=f"rule {name}", context=log_context(rule=name)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -1,16 +1,21 @@
 """Logging set-up: readable lines (default) or one JSON object per line, on stderr.
 
-Lines about a copy carry ``rule``, ``source`` and ``destination`` as structured fields
-(``extra=copy_context(...)``); the JSON format emits them as keys so log shippers can filter on
-them, the text format already names them in the message.
+Lines about a copy carry ``rule``, ``source`` and ``destination`` as structured fields: given
+explicitly (``extra=copy_context(...)``), or taken from the *log scope* of the asyncio task that
+logs -- the runner opens one per rule and per image copy, so a retry warning deep in the
+transport still says which copy it belongs to. The JSON format emits the fields as keys; the
+text format appends the ones the message does not already name.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 LOG_FORMATS = ("text", "json")
@@ -22,9 +27,62 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 }
 
 
+# The rule / copy the current asyncio task works for. A ContextVar rather than shared state:
+# every task sees the scope of the code that created it, and leaving a scope restores the last.
+_SCOPE: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "regsync_log_scope", default=None
+)
+
+
 def copy_context(rule: str, source: str, destination: str) -> dict[str, str]:
     """The structured fields of a log line about one copy."""
     return {"rule": rule, "source": source, "destination": destination}
+
+
+@contextmanager
+def log_scope(**fields: str) -> Iterator[None]:
+    """Every line logged inside (by this task and tasks it starts) carries `fields`."""
+    token = _SCOPE.set({**(_SCOPE.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def log_context(**fields: str) -> contextvars.Context:
+    """A copy of the current context with `fields` in its log scope, for `create_task`."""
+    context = contextvars.copy_context()
+    context.run(_SCOPE.set, {**(_SCOPE.get() or {}), **fields})
+    return context
+
+
+class _ScopeFilter(logging.Filter):
+    """Adds the task's log scope to records that did not set those fields themselves."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        scope = _SCOPE.get()
+        added = {k: v for k, v in (scope or {}).items() if not hasattr(record, k)}
+        for key, value in added.items():
+            setattr(record, key, value)
+        record._scope_added = added
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines; scope fields the message lacks follow in brackets."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        added: Mapping[str, str] = getattr(record, "_scope_added", {})
+        if "source" in added:
+            rule = f"rule {added['rule']}: " if "rule" in added else ""
+            return f"{line} [{rule}{added['source']} -> {added.get('destination', '?')}]"
+        if "rule" in added and f"rule {added['rule']}" not in record.getMessage():
+            return f"{line} [rule {added['rule']}]"
+        return line
 
 
 class JsonFormatter(logging.Formatter):
@@ -66,12 +124,8 @@ def setup_logging(verbosity: int = 0, fmt: str = "text") -> None:
     """verbosity: -1 quiet (errors only), 0 warnings and the summary, 1 info, 2 debug."""
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = _StderrHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
-        )
+    handler.addFilter(_ScopeFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

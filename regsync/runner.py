@@ -25,7 +25,7 @@ from regsync.copy import BlobLedger, CopyEngine
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents, optional_hook
 from regsync.layout import LayoutPool
-from regsync.logs import copy_context
+from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
 from regsync.oci.ref import SourceSpec
 from regsync.plan import Action, RepoPlan, TagAction
@@ -151,7 +151,10 @@ async def run(
             stop=stop or asyncio.Event(),
         )
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(run_rule(ctx, rule)) for rule in rules]
+            tasks = [
+                group.create_task(run_rule(ctx, rule), context=log_context(rule=rule.name))
+                for rule in rules
+            ]
     return RunResult([t.result() for t in tasks], dry_run=dry_run or plan_only)
 
 
@@ -257,7 +260,8 @@ async def copy_one(
         log.info("rule %s: not copying %s: shutting down", rule.name, where, extra=context)
         return
     try:
-        digest = await copy_action(engine, policy_for(rule).platforms, plan, action)
+        with log_scope(**context):
+            digest = await copy_action(engine, policy_for(rule).platforms, plan, action)
     except RegsyncError as exc:
         result.failed += 1
         result.errors.append(f"{plan.source_repo}:{action.tag}: {exc}")

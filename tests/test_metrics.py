@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 import pty
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
+from regsync.logs import copy_context, log_scope, setup_logging
 from regsync.metrics import Metrics
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.progress import ProgressDisplay
@@ -306,3 +310,47 @@ def test_once_on_a_terminal_shows_live_progress(
     assert "\x1b[" in screen  # drawn as a live display
     assert "2/2" in screen and "tags" in screen and "success: 1 repos" in screen
     assert "rule app: success" in screen  # the summary still follows
+
+
+@pytest.fixture
+def own_logging() -> Iterator[None]:
+    """Let a test call setup_logging, then give pytest its own handlers back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+async def test_log_scope_reaches_lines_logged_deep_inside_a_copy(
+    capsys: pytest.CaptureFixture[str], own_logging: None
+) -> None:
+    """A line logged by a task started inside a copy's scope carries rule/source/destination."""
+    setup_logging(1, "json")
+    deep = logging.getLogger("regsync.registry.transport")
+
+    async def transfer() -> None:
+        deep.warning("retrying GET")
+
+    with log_scope(**copy_context("hub", "docker.io/a:1", "reg.local/a:1")):
+        async with asyncio.TaskGroup() as group:
+            group.create_task(transfer())
+    deep.warning("outside")
+    first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert first["message"] == "retrying GET"
+    assert (first["rule"], first["source"], first["destination"]) == (
+        "hub",
+        "docker.io/a:1",
+        "reg.local/a:1",
+    )
+    assert "rule" not in second and "_scope_added" not in first
+
+    setup_logging(1, "text")
+    with log_scope(**copy_context("hub", "docker.io/a:1", "reg.local/a:1")):
+        deep.warning("retrying GET")
+    assert (
+        capsys.readouterr()
+        .err.rstrip()
+        .endswith("retrying GET [rule hub: docker.io/a:1 -> reg.local/a:1]")
+    )
+    setup_logging(0)
