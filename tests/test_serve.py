@@ -154,7 +154,9 @@ def test_sighup_reloads_a_good_config_and_keeps_the_old_on_a_bad_one(
     a = push(source_registry, "team/a", "1", small_image("a"))
     b = push(source_registry, "team/b", "1", small_image("b"))
     rule_a = rule_yaml("a", source_registry, "team/a", dest_registry, "2s")
-    rule_b = rule_yaml("b", source_registry, "team/b", dest_registry, "2s")
+    rule_b = rule_yaml("b", source_registry, "team/b", dest_registry, "2s").replace(
+        "interval: 2s", 'schedule: "*/5 * * * *"'
+    )
     config = serve_config(tmp_path, source_registry, dest_registry, rule_a)
 
     with Served(config, tmp_path) as served:
@@ -166,15 +168,19 @@ def test_sighup_reloads_a_good_config_and_keeps_the_old_on_a_bad_one(
         wait_for(lambda: dest_registry.manifest_digest("team/b", "1"), "rule b after reload")
         assert dest_registry.manifest_digest("team/b", "1") == b.digest
         assert [r["name"] for r in served.status()["rules"]] == ["a", "b"]
-        assert served.metric("regsync_rule_interval_seconds", rule="b") == 2
+        # A cron rule also runs at once, then on its schedule; its period is the interval.
+        b_status = served.rule("b")
+        assert b_status["schedule"] == "cron '*/5 * * * *'"
+        assert b_status["interval_seconds"] == 300
+        assert served.metric("regsync_rule_interval_seconds", rule="b") == 300
 
         config.write_text(config.read_text() + "  - name: broken\n    sauce: nowhere\n")
         served.signal(signal.SIGHUP)
         error = wait_for(lambda: served.status()["config"]["reload_error"], "the reload error")
         assert "rules[2]" in error and "sauce" in error
         assert [r["name"] for r in served.status()["rules"]] == ["a", "b"]
-        runs = served.rule("b")["runs"]
-        wait_for(lambda: served.rule("b")["runs"] > runs, "rule b to keep running")
+        runs = served.rule("a")["runs"]
+        wait_for(lambda: served.rule("a")["runs"] > runs, "rule a to keep running")
         assert served.get("/healthz")[0] == 200
         assert "reload failed, keeping the running config" in served.log()
         assert served.stop() == 0, served.log()
