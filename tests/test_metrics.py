@@ -25,6 +25,7 @@ from regsync.progress import ProgressDisplay
 from regsync.summary import RuleResult
 from tests.support import Blob, Image, Registry, push, registries_yaml, run_regsync, write_config
 from tests.support.observe import parse_metrics, sample
+from tests.support.registry import free_port
 
 # DESIGN.md's list, exactly: name -> label names (histograms: their base name).
 DESIGN_METRICS = {
@@ -210,6 +211,12 @@ def test_once_writes_a_parsable_textfile_atomically(
     assert sample(samples, "regsync_registry_up", registry=source_registry.host) == 1
     assert not any(name.startswith("process_") for name, _ in samples)
     assert "\x1b[" not in proc.stderr  # not a terminal: no live display
+
+    # An unreachable Pushgateway is reported; the exit code stays the sync's.
+    gone = f"http://127.0.0.1:{free_port()}"
+    unpushed = run_regsync("once", "-c", config, "--pushgateway", gone)
+    assert unpushed.returncode == 0
+    assert f"cannot push metrics to {gone}" in unpushed.stderr
 
     missing = run_regsync("once", "-c", config, "--metrics-file", tmp_path / "nope" / "x.prom")
     assert missing.returncode == 2
