@@ -222,7 +222,8 @@ async def sync_repo(
             group.create_task(
                 _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result))
             )
-    if plan.of(Action.PRUNE) and result.failed == failed:  # never shrink after a failed copy
+    # Never shrink after a failed copy; start no deletes once shutting down.
+    if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
         guard = ctx.guards.setdefault(rule.name, prune.DeleteGuard(engine.destination.name))
         outcome = await prune.execute(engine.destination, plan, guard)
         result.record_prune(outcome)
