@@ -17,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps test lint typecheck pytest demo bench clean deploy-sync
+.PHONY: venv system-deps test lint typecheck pytest demo bench soak clean deploy-sync
 
 venv: $(STAMP)
 
@@ -66,6 +66,10 @@ bench: venv system-deps
 # The Kubernetes PrometheusRule is generated from deploy/prometheus/regsync-alerts.yml.
 deploy-sync: venv
 	$(BIN)/python scripts/sync_deploy.py
+
+# Not part of `make test`: 500 tags through fault-injecting proxies (a few minutes).
+soak: venv system-deps
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info .demo

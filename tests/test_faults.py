@@ -25,7 +25,7 @@ from tests.support import (
     run_regsync,
     write_config,
 )
-from tests.support.faults import Fault, FaultProxy
+from tests.support.faults import Fault, FaultProxy, incomplete_tags
 from tests.support.observe import parse_metrics
 
 # Short everything: a fault test must end in seconds, never hang.
@@ -91,25 +91,9 @@ def retries_counted(config: Path) -> float:
     return sum(v for (name, _), v in samples.items() if name == "regsync_registry_retries_total")
 
 
-def assert_never_dangling(dst: RegistryClient) -> int:
-    """Every tag in the destination resolves, and all it references exists. Returns tags seen."""
-    seen = 0
-    for repo in dst.catalog():
-        for tag in dst.tags(repo):
-            seen += 1
-            _assert_complete(dst, repo, tag)
-    return seen
-
-
-def _assert_complete(dst: RegistryClient, repo: str, ref: str) -> None:
-    _, raw = dst.manifest(repo, ref)
-    body = json.loads(raw)
-    for child in body.get("manifests", []):
-        assert dst.manifest_digest(repo, child["digest"]), f"{repo}:{ref} lacks {child}"
-        _assert_complete(dst, repo, child["digest"])
-    for blob in [body.get("config"), *body.get("layers", [])]:
-        if blob:
-            assert dst.blob_exists(repo, blob["digest"]), f"{repo}:{ref} lacks {blob['digest']}"
+def assert_never_dangling(dst: RegistryClient) -> None:
+    """Every tag in the destination resolves, and all it references exists."""
+    assert incomplete_tags(dst) == []
 
 
 def assert_converged(dst: RegistryClient, expected: dict[str, str]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import re
 import threading
@@ -32,6 +33,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from .client import RegistryClient
 
 KINDS = ("reset", "truncate", "stall", "status", "corrupt")
 _HOP_BY_HOP = frozenset(
@@ -291,3 +294,26 @@ def _abort(request: web.Request) -> None:
 def _flip(data: bytes) -> bytes:
     """The same length, the first 64 bytes changed."""
     return bytes(b ^ 0x5A for b in data[:64]) + data[64:]
+
+
+def incomplete_tags(registry: RegistryClient) -> list[str]:
+    """Tags of ``registry`` (read directly, not through a proxy) that reference a missing
+    manifest or blob: what a mirror must never have, whatever failed while it was written."""
+    broken = []
+    for repo in registry.catalog():
+        for tag in registry.tags(repo):
+            if not _complete(registry, repo, tag):
+                broken.append(f"{repo}:{tag}")
+    return broken
+
+
+def _complete(registry: RegistryClient, repo: str, ref: str) -> bool:
+    if registry.manifest_digest(repo, ref) is None:
+        return False
+    _, raw = registry.manifest(repo, ref)
+    body = json.loads(raw)
+    for child in body.get("manifests", []):
+        if not _complete(registry, repo, child["digest"]):
+            return False
+    blobs = [body.get("config"), *body.get("layers", [])]
+    return all(registry.blob_exists(repo, b["digest"]) for b in blobs if b)
