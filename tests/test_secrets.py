@@ -18,11 +18,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from regsync.cli import build_parser
 from regsync.config import parse_config
 from regsync.oci.manifest import Descriptor
 from regsync.registry.client import RegistryClient
 from regsync.registry.transport import RetryPolicy, Timeouts, Transport
 from regsync.runner import run
+from regsync.server import parse_listen
 from tests.support import (
     OCI_LAYER,
     Blob,
@@ -273,3 +275,10 @@ rules:
     assert 'regsync_sync_runs_total{result="failed",rule="refused"}' in metrics
     for text in (json.dumps(status), metrics, log):
         assert_clean(text, secrets)
+
+
+def test_serve_listens_on_loopback_unless_told_otherwise() -> None:
+    """The metrics/status listener is not exposed by default (only an explicit --listen is)."""
+    args = build_parser().parse_args(["serve"])
+    assert parse_listen(args.listen) == ("127.0.0.1", 9469)
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
