@@ -16,6 +16,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from regsync.runner import run
 from regsync.schedule import Timing, jitter
 from regsync.server import make_app, start
 from regsync.shard import Shard
-from regsync.summary import RuleResult
+from regsync.summary import RuleResult, RunResult
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,14 @@ class Daemon:
         metrics: Metrics,
         grace: float,
         shard: Shard | None = None,
+        runner: Callable[..., Awaitable[RunResult]] = run,
     ) -> None:
         self.config_path = str(Path(config_path).resolve())
         self.config = config
         self.metrics = metrics
         self.grace = grace
         self.shard = shard or Shard()
+        self._runner = runner  # the real runner; tests pass a scripted one
         self.started = time.time()
         self.loaded_at = self.started
         self.reload_error: str | None = None
@@ -233,7 +236,7 @@ class Daemon:
         started = state.last_started = state.running_since = time.time()
         log.info("rule %s: run started", rule.name, extra={"rule": rule.name})
         try:
-            result = await run(
+            result = await self._runner(
                 self.config,
                 [rule],
                 events=self.metrics,

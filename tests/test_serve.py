@@ -6,6 +6,7 @@ Every integration test starts the daemon as a subprocess against real registries
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import signal
@@ -15,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from regsync.config import Config, Rule, load_config
+from regsync.daemon import Daemon
+from regsync.metrics import Metrics
 from regsync.schedule import MAX_JITTER, Timing, jitter
+from regsync.summary import RuleResult, RunResult
 from tests.support import (
     Blob,
     Image,
@@ -236,3 +241,49 @@ def test_serve_refuses_a_bad_config_and_a_busy_port(tmp_path: Path) -> None:
         assert proc.returncode == 2
         assert f"cannot listen on 127.0.0.1:{first.port}" in proc.stderr
         assert first.stop() == 0
+
+
+# -- the scheduler with a scripted runner (no sockets) --------------------------------------
+
+
+async def test_a_rule_never_overlaps_itself_and_reload_keeps_a_good_config(
+    tmp_path: Path,
+) -> None:
+    """A run longer than the interval delays the next one; a bad reload changes nothing."""
+    path = write_config(
+        tmp_path,
+        "version: 1\nrules:\n  - name: slow\n    source: 127.0.0.1:9/a\n"
+        "    destination: 127.0.0.1:9/b\n    interval: 1s\n",
+    )
+    active, peak, starts = 0, 0, []
+    first_run_may_end = asyncio.Event()
+
+    async def scripted_run(config: Config, rules: list[Rule], **kwargs: object) -> RunResult:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        starts.append(rules[0].name)
+        if len(starts) == 1:
+            await first_run_may_end.wait()  # outlasts the 1s interval
+        active -= 1
+        return RunResult([RuleResult(rules[0].name)])
+
+    daemon = Daemon(str(path), load_config(path), Metrics(), grace=5, runner=scripted_run)
+    task = asyncio.create_task(daemon.run())
+    await asyncio.sleep(1.5)  # the interval passes while the first run is still going
+    assert starts == ["slow"] and not daemon.ready()
+
+    path.write_text(path.read_text() + "  - name: broken\n")
+    daemon.reload()
+    assert daemon.reload_error is not None and "rules[1]" in daemon.reload_error
+    assert list(daemon.states) == ["slow"]
+
+    first_run_may_end.set()
+    for _ in range(200):
+        if len(starts) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert daemon.ready()
+    daemon.stop()
+    await asyncio.wait_for(task, 10)
+    assert len(starts) >= 2 and peak == 1
