@@ -20,6 +20,7 @@ from tests.support import (
     Index,
     Registry,
     RegistryClient,
+    RegistryFactory,
     push,
     registries_yaml,
     run_regsync,
@@ -275,3 +276,30 @@ def test_destination_restart_mid_sync_converges(
         assert restarted.wait(20)
         assert code in (0, 1)
         converge(config, proxy, dest_registry, expected)
+
+
+def test_source_killed_mid_sync_fails_cleanly_and_the_next_run_converges(
+    tmp_path: Path, registry_factory: RegistryFactory, dest_registry: Registry
+) -> None:
+    """SIGKILL the source during the first blob download and keep it down for the run: the
+    run ends with an error (no hang), nothing half-made is visible, the next run converges."""
+    src = registry_factory()
+    expected = seed(src)
+    downloads = 0
+
+    def crash(method: str, path: str) -> None:
+        nonlocal downloads
+        if method == "GET" and "/blobs/sha256:" in path:
+            downloads += 1
+            if downloads == 1:
+                src.kill()
+
+    with FaultProxy(src.url) as proxy:
+        proxy.before_forward = crash
+        config = config_for(tmp_path, proxy, dest_registry)
+        code, summary = once(config)
+        assert code == 1 and summary["rules"][0]["errors"], summary
+        assert_never_dangling(dest_registry)
+        src.start()
+        proxy.before_forward = None
+        assert converge(config, proxy, dest_registry, expected) == 1
