@@ -13,7 +13,16 @@ from regsync.config import load_config
 from regsync.registry.ratelimit import PullGate, Quota, parse_quota
 from regsync.registry.transport import NullObserver, RetryPolicy
 from regsync.runner import run
-from tests.support import Blob, Image, Registry, free_port, push, run_regsync, write_config
+from tests.support import (
+    Blob,
+    Image,
+    Registry,
+    RegistryFactory,
+    free_port,
+    push,
+    run_regsync,
+    write_config,
+)
 from tests.support.servers import FaultProxy, ProxyScript
 
 FAST = {"REGSYNC_RETRY_INITIAL": "0.01", "REGSYNC_RETRY_MAX": "0.05"}
@@ -237,6 +246,32 @@ def test_failing_primary_falls_back_to_its_mirror(
     switch = f"registry {primary} failed ("
     assert proc.stderr.count(switch) == 1
     assert f"): reading from mirror {source_registry.host}" in proc.stderr
+
+
+async def test_a_404_from_the_primary_is_an_answer_not_a_reason_to_fall_back(
+    tmp_path: Path,
+    source_registry: Registry,
+    dest_registry: Registry,
+    proxy: FaultProxy,
+    registry_factory: RegistryFactory,
+) -> None:
+    """The primary lacks the repository: that is the result; the mirror is never asked."""
+    seed(source_registry, "team/app", 1)  # only the mirror (behind the proxy) has it
+    primary = registry_factory()
+    config = load_config(
+        config_for(
+            tmp_path,
+            primary.host,
+            dest_registry,
+            f'mirrors: ["{proxy.host}"]',
+            "team/app",
+            mirror=proxy.host,
+        )
+    )
+    result = await run(config, config.rules)
+
+    assert result.ok and result.rules[0].copied == 0
+    assert proxy.state().log == []
 
 
 def test_a_down_registry_fails_its_rules_fast_and_the_others_carry_on(
