@@ -112,6 +112,10 @@ class CopyEngine:
     trust_children: bool = True
     # (destination repo, blob, True) when a blob stream starts, (.., False) when it ends.
     on_transfer: Callable[[str, Descriptor, bool], None] = lambda repo, desc, begins: None
+    # Destination repositories that listed no tags when planned: a HEAD there can only find
+    # what an interrupted earlier run left, so blobs go straight to mount-or-upload and child
+    # manifests straight to copy (what this run placed, the ledger knows).
+    fresh: set[str] = field(default_factory=set)
 
     async def get_manifest(self, repo: str, digest: str) -> Manifest:
         self.stats.source_manifest_gets += 1
@@ -138,7 +142,11 @@ class CopyEngine:
             raise first_error(errors) from errors
 
     async def _copy_child(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:
-        if self.trust_children and await self.destination.manifest_head(dst_repo, desc.digest):
+        if (
+            self.trust_children
+            and dst_repo not in self.fresh
+            and await self.destination.manifest_head(dst_repo, desc.digest)
+        ):
             return  # pushed only after its own content, so it is complete
         child = await self.get_manifest(src_repo, desc.digest)
         await self.copy_content(src_repo, dst_repo, child)
@@ -156,7 +164,7 @@ class CopyEngine:
         """Make the blob present in `dst_repo` the cheapest way; returns how."""
         if self.ledger.holds(desc.digest, dst_repo):
             return "present"
-        if await self.destination.blob_head(dst_repo, desc.digest):
+        if dst_repo not in self.fresh and await self.destination.blob_head(dst_repo, desc.digest):
             return "present"
         other = self.ledger.elsewhere(desc.digest, dst_repo)
         if other is not None and await self._mount(dst_repo, desc.digest, other):

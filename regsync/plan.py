@@ -40,6 +40,7 @@ class RepoPlan:
     filtered: tuple[Filtered, ...] = ()  # source tags a filter dropped, with the filter
     selected: tuple[str, ...] = ()  # source tags the filters kept
     refusals: tuple[str, ...] = ()  # why a safety rail stopped this repo's prune
+    dest_empty: bool = False  # the destination repository listed no tags at all
 
     def of(self, action: Action) -> list[TagAction]:
         return [a for a in self.actions if a.action is action]

@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:  # aiohttp.web is imported by the daemon only: `once` starts faster
+    from aiohttp import web
 
 DEFAULT_LISTEN = "127.0.0.1:9469"
 
@@ -38,6 +40,8 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def make_app(daemon: StatusSource, metrics: MetricsSource) -> web.Application:
+    from aiohttp import web
+
     async def metrics_view(request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -64,6 +68,8 @@ def make_app(daemon: StatusSource, metrics: MetricsSource) -> web.Application:
 
 async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
     """Serve `app` on host:port; OSError when the address cannot be bound."""
+    from aiohttp import web
+
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

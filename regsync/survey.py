@@ -107,7 +107,14 @@ async def survey(
     )
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
-    plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)
+    plan = RepoPlan(
+        repo,
+        dest_repo,
+        actions,
+        selection.filtered,
+        selection.selected,
+        dest_empty=not dest_tags,
+    )
     if policy.referrers:
         plan = await referrers.plan_api(source, dest, plan, source_heads, present)
     if policy.prune is None:

@@ -75,8 +75,9 @@ def test_no_op_rerun_heads_each_tag_once_per_side_and_gets_no_manifest(
 def test_cold_copy_moves_each_blob_once_and_mounts_shared_ones(
     tmp_path: Path, registry_factory: RegistryFactory
 ) -> None:
-    """First run: one GET and one upload per distinct blob per repo, mounts for the shared
-    base, one manifest GET and PUT per tag, and no per-upload auth probes."""
+    """First run: one GET and one upload per distinct blob, mounts for the shared base, one
+    manifest GET and PUT per tag; no HEADs into repositories that had no tags, and no
+    per-upload auth probes."""
     src, dst, config, cat = setup(tmp_path, registry_factory)
     src_log, dst_log = AccessLog(src), AccessLog(dst)
 
@@ -97,5 +98,6 @@ def test_cold_copy_moves_each_blob_once_and_mounts_shared_ones(
     assert put["PUT upload"] == len(distinct)
     assert put["POST upload"] == len(distinct) + mounts
     assert put["PUT manifest"] == tags
+    assert put["HEAD blob"] == 0 and put["HEAD manifest"] == 0
     assert put["GET ping"] <= 1  # an open registry is probed once, not before every upload
     assert writes(src_log.counts()) == 0

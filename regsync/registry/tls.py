@@ -19,6 +19,8 @@ def ssl_context(
     """The `ssl=` argument for aiohttp: a verifying context, or False for `insecure`."""
     if mode == "insecure":
         return False
+    if not ca_file and not client_cert:
+        return True  # aiohttp's own verifying context (system trust): no second one to build
     context = ssl.create_default_context()  # the system trust store
     try:
         if ca_file:
