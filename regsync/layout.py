@@ -86,6 +86,9 @@ class Layout:
     # -- listing -------------------------------------------------------------------------
 
     async def repositories(self) -> list[str]:
+        """Only a source is listed: a directory that is not a layout (yet) is an error here."""
+        if not (self.root / LAYOUT_FILE).is_file():
+            raise LayoutError(f"{self.name} is not an OCI image layout (no {LAYOUT_FILE})")
         return sorted(self._index())
 
     async def tags(self, repo: str) -> list[str]:

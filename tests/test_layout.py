@@ -533,6 +533,15 @@ async def test_reads_layouts_written_by_other_tools(tmp_path: Path) -> None:
     assert (await layout.manifest_get("library/redis", "7")).digest == digest
 
 
+def test_a_source_that_is_not_a_layout_fails_the_rule(tmp_path: Path) -> None:
+    """A mistyped oci: source is an error naming the directory, not a silent empty sync."""
+    config = layout_config(tmp_path, f"oci:{tmp_path / 'typo'}", f"oci:{tmp_path / 'out'}")
+    code, summary = once(config)
+    assert code == 1
+    assert summary["result"] == "failed" and "typo is not an OCI image layout" in str(summary)
+    assert not (tmp_path / "out").exists()
+
+
 async def test_refuses_to_write_into_a_directory_that_is_not_a_layout(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     layout = Layout(tmp_path)
