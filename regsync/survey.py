@@ -85,14 +85,21 @@ async def survey(
     limit = asyncio.Semaphore(HEAD_CONCURRENCY)
     src, dst = _Heads(source, repo, limit), _Heads(dest, dest_repo, limit)
     selection = select(policy.tags, source_tags)
-    source_heads = await src.head(selection.selected)
+    # Both sides' HEADs of the selected tags run together (one round trip of latency, not
+    # two); a destination HEAD is kept only where the source tag resolved.
+    asked = [t for t in selection.selected if t in present]
+    source_heads, dest_selected = await asyncio.gather(
+        src.head(selection.selected), dst.head(asked)
+    )
     artifact_of: dict[str, str] = {}
     if policy.referrers:
         digests = {d.digest for d in source_heads.values()}
         artifacts = [t for t in source_tags if artifact_subject(t) in digests]
         artifact_of = {t: artifact_subject(t) or "" for t in artifacts}
         source_heads |= await src.head(artifacts)
-    dest_heads = await dst.head(t for t in source_heads if t in present)
+    headed = set(asked)
+    dest_heads = {t: d for t, d in dest_selected.items() if t in source_heads}
+    dest_heads |= await dst.head(t for t in source_heads if t in present and t not in headed)
     origins = await dst.origins(
         t
         for t, d in source_heads.items()
