@@ -189,6 +189,7 @@ class Daemon:
             "started_at": iso_time(self.started),
             "ready": self.ready(),
             "stopping": self.stopping.is_set(),
+            "shard": None if self.shard.is_whole else str(self.shard),
             "config": {
                 "path": self.config_path,
                 "loaded_at": iso_time(self.loaded_at),

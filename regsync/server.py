@@ -18,6 +18,12 @@ if TYPE_CHECKING:  # aiohttp.web is imported by the daemon only: `once` starts f
     from aiohttp import web
 
 DEFAULT_LISTEN = "127.0.0.1:9469"
+INDEX = """regsync
+  /metrics  Prometheus metrics
+  /healthz  liveness
+  /readyz   readiness (every rule's first run done)
+  /status   JSON status
+"""
 
 
 class StatusSource(Protocol):
@@ -58,7 +64,11 @@ def make_app(daemon: StatusSource, metrics: MetricsSource) -> web.Application:
             text=json.dumps(daemon.status(), indent=2) + "\n", content_type="application/json"
         )
 
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text=INDEX)
+
     app = web.Application()
+    app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

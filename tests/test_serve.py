@@ -139,6 +139,8 @@ def test_serve_syncs_reports_and_picks_up_changes(
         assert status["last_run"]["result"] == "success"
         assert status["last_run"]["tags"]["copied"] == 2 or status["runs"] > 1
         assert status["last_error"] is None and status["source"].endswith("team/app")
+        assert served.get("/")[1].startswith(b"regsync\n  /metrics")
+        assert served.status()["shard"] is None
         assert dest_registry.manifest_digest("team/app", "2.0") == two.digest
 
         three = push(source_registry, "team/app", "3.0", small_image("three"))
