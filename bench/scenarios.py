@@ -143,7 +143,7 @@ class Runner:
         push_big_image(self.env.src, "s3g/huge", "1", [size], seed="s3g")
         jobs = self._image_jobs("s3g/huge", "1")
         self._rounds(
-            "S3-1GiB",
+            f"S3-{self.opts.big_gib:g}GiB",
             ["regsync", "raw"],
             lambda t: self._argv(t, "s3g", ["s3g/huge"], jobs),
             self.env.empty_dest,
