@@ -25,6 +25,7 @@ from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
 from regsync.errors import NotFoundError, RegsyncError
 from regsync.layout import LayoutPool
+from regsync.oci.manifest import Descriptor
 from regsync.registry.transport import RequestObserver, RetryPolicy, Timeouts
 from regsync.runner import discover, policy_for
 
@@ -81,6 +82,7 @@ class _RepoWalk:
         self.dest, self.repo, self.result = dest, repo, result
         self._manifests: dict[str, asyncio.Task[list[Missing]]] = {}
         self._blobs: dict[str, asyncio.Task[bool]] = {}
+        self.blob_descriptors: dict[str, Descriptor] = {}  # what repair needs to copy a blob
 
     async def tag(self, tag: str) -> tuple[str | None, list[Missing]]:
         """The tag's digest and what it lacks."""
@@ -108,6 +110,7 @@ class _RepoWalk:
         for lacks in children:
             found.extend(lacks)
         blobs = list(manifest.blobs)
+        self.blob_descriptors.update((b.digest, b) for b in blobs)
         present = await asyncio.gather(*(self._blob(b.digest) for b in blobs))
         lacking = [b for b, ok in zip(blobs, present, strict=True) if not ok]
         found.extend(Missing("", b.digest, "blob") for b in lacking)
@@ -179,7 +182,7 @@ async def _verify_rule(
             result.missing.extend(missing)
             log.error("verify %s: %s:%s lacks %d items", rule.name, walk.repo, tag, len(missing))
             if repair:
-                await _repair(engine, src_repo, walk, tag, digest, result)
+                await _repair(engine, src_repo, walk, tag, digest, missing, result)
 
     for repo in repos:
         dest_repo = rule.destination.repo_for(repo)
@@ -200,9 +203,15 @@ async def _repair(
     walk: _RepoWalk,
     tag: str,
     digest: str | None,
+    missing: list[Missing],
     result: VerifyResult,
 ) -> None:
-    """Copy the tag again from the source, by the digest the destination names if any."""
+    """Copy what the tag lacks from the source, piece by piece, then check the tag again.
+
+    Piece by piece (blobs by digest, child manifests by digest with all they reference) rather
+    than the whole tag, so a tag copied as a platform subset, whose index the source never had,
+    is repaired too. Only a tag that does not resolve at all is copied again by the source's tag.
+    """
     ref = f"{walk.repo}:{tag}"
     try:
         if digest is None:
@@ -210,7 +219,16 @@ async def _repair(
             if desc is None:
                 raise NotFoundError(f"source {src_repo}:{tag} no longer exists")
             digest = desc.digest
-        await engine.copy_tag(src_repo, walk.repo, tag, digest)
+            await engine.copy_tag(src_repo, walk.repo, tag, digest)
+        for item in missing:
+            if item.kind == "blob":
+                await engine.copy_blob(src_repo, walk.repo, walk.blob_descriptors[item.digest])
+            elif item.digest == digest:
+                await engine.copy_tag(src_repo, walk.repo, tag, digest)
+            elif item.digest:
+                child = await engine.get_manifest(src_repo, item.digest)
+                await engine.copy_content(src_repo, walk.repo, child)
+                await engine.destination.manifest_put(walk.repo, item.digest, child)
         _, still = await _RepoWalk(walk.dest, walk.repo, VerifyResult("")).tag(tag)
     except RegsyncError as exc:
         result.errors.append(f"repair {ref}: {exc}")

@@ -113,3 +113,38 @@ def test_verify_without_repair_changes_nothing_and_bad_config_exits_2(
     bad = write_config(tmp_path, "version: 1\nrules: []\n", "bad.yaml")
     proc = run_regsync("verify", "-c", bad)
     assert proc.returncode == 2 and "rules" in proc.stderr and not proc.stdout
+
+
+def test_repair_of_a_platform_subset_copies_the_missing_pieces(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """The destination index of a platform subset exists nowhere in the source, so repair
+    copies what is missing piece by piece instead of the whole tag."""
+    amd = Image.oci([Blob.random(7000, seed="s-amd")], platform="linux/amd64")
+    arm = Image.oci([Blob.random(7000, seed="s-arm")], platform="linux/arm64")
+    source_digest = push(source_registry, "sub/multi", "1", Index.oci([amd, arm])).digest
+    config = write_config(
+        tmp_path,
+        registries_yaml(source_registry, dest_registry)
+        + f"""
+version: 1
+rules:
+  - name: sub
+    source: {source_registry.host}/sub/multi
+    destination: {dest_registry.host}
+    platforms: [linux/amd64]
+""",
+    )
+    assert run_regsync("once", "-c", config).returncode == 0
+    subset = dest_registry.manifest_digest("sub/multi", "1")
+    assert subset and subset != source_digest
+    layer = amd.blobs[-1].digest
+    remove_blob_data(dest_registry, layer)
+
+    code, report = verify(config, "--repair")
+    assert code == 0, report
+    (rule,) = report["rules"]
+    assert [(m["digest"], m["kind"]) for m in rule["missing"]] == [(layer, "blob")]
+    assert rule["repaired"] == ["sub/multi:1"]
+    assert dest_registry.blob("sub/multi", layer) == amd.blobs[-1].data
+    assert dest_registry.manifest_digest("sub/multi", "1") == subset  # still the subset
