@@ -151,7 +151,7 @@ DEST_FAULTS = [
         Fault("status", method="POST", path="/blobs/uploads/", status=502, times=2),
         True,
     ),
-    ("503-head", Fault("status", method="HEAD", status=503, times=2), True),
+    ("503-tags", Fault("status", method="GET", path="/tags/list", status=503, times=2), True),
     (
         "429-manifest-put",
         Fault("status", method="PUT", path="/manifests/", status=429, retry_after="0", times=2),
