@@ -108,7 +108,21 @@ CASES = [
             )
         ),
         "rule",
-        "pagination loops",
+        "pagination (loops|repeats itself)",
+    ),
+    Case(
+        "tags-endless-pages-with-changing-urls",
+        "source",
+        "GET",
+        r"^/v2/bad/app/tags/list$",
+        lambda s: answer(
+            lambda: json_body(
+                {"tags": ["1"]},
+                Link=f'</v2/bad/app/tags/list?n=1&last={len(s.requests)}>; rel="next"',
+            )
+        ),
+        "repo",
+        "pagination repeats itself",
     ),
     Case(
         "catalog-link-to-other-host",

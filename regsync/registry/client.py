@@ -82,6 +82,7 @@ class RegistryClient:
         url = self.transport.url(f"{path}?n={self.page_size}")
         seen: set[str] = set()
         items: list[str] = []
+        listed: set[str] = set()
         while True:
             if str(url) in seen or len(seen) >= MAX_PAGES:
                 raise RegistryError(f"{self.name}: {path} pagination loops or never ends")
@@ -93,12 +94,18 @@ class RegistryClient:
                 isinstance(page, list) and all(isinstance(x, str) for x in page)
             ):
                 raise RegistryError(f"{self.name}: {path} returned a malformed {key} list")
+            known = len(listed)
+            listed.update(page or [])
             items.extend(page or [])
             if len(items) > MAX_LISTING:
                 raise RegistryError(f"{self.name}: {path} lists over {MAX_LISTING} entries")
             link = _LINK_NEXT.search(resp.headers.get("Link", ""))
             if link is None:
                 return items
+            if len(listed) == known:
+                # A next page after one that added nothing new: the URLs change but the
+                # listing goes round in circles (or is empty forever). Stop, don't follow.
+                raise RegistryError(f"{self.name}: {path} pagination repeats itself")
             # distribution sends the next link relative to the request URL.
             url = resp.url.join(URL(link.group(1), encoded=True))
             if url.origin() != self.transport.base_url.origin():
