@@ -30,7 +30,7 @@ from regsync.schedule import Timing
 from regsync.server import DEFAULT_LISTEN, parse_listen
 from regsync.shard import Shard
 from regsync.summary import RunResult, render_text
-from regsync.verify import render_verify, verify
+from regsync.verify import VerifyResult, render_verify, verify
 
 log = logging.getLogger("regsync.cli")
 
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         "once", parents=[common, selecting], help="run every (or the named) rule once"
     )
     once.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
+    once.add_argument(
+        "--verify",
+        action="store_true",
+        help="then check every destination tag in scope is complete (as `regsync verify`)",
+    )
     once.add_argument(
         "--metrics-file",
         metavar="PATH",
@@ -197,14 +202,27 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
             return EXIT_USAGE
         except KeyboardInterrupt:
             return 130
-    report(result, args, check=check)
+    verified = None
+    if getattr(args, "verify", False) and not dry_run:
+        try:
+            verified = aio.run(verify(config, rules, observer=metrics))
+        except KeyboardInterrupt:
+            return 130
+    report(result, args, check=check, verified=verified)
     export_metrics(metrics, metrics_file, getattr(args, "pushgateway", None))
     if check:
         return EXIT_OK if result.ok and not any(r.drift for r in result.rules) else EXIT_FAILED
-    return EXIT_OK if result.ok else EXIT_FAILED
+    complete = verified is None or all(r.ok for r in verified)
+    return EXIT_OK if result.ok and complete else EXIT_FAILED
 
 
-def report(result: RunResult, args: argparse.Namespace, *, check: bool) -> None:
+def report(
+    result: RunResult,
+    args: argparse.Namespace,
+    *,
+    check: bool,
+    verified: list[VerifyResult] | None = None,
+) -> None:
     if args.quiet:
         pass
     elif getattr(args, "log_format", "text") == "json":
@@ -217,8 +235,14 @@ def report(result: RunResult, args: argparse.Namespace, *, check: bool) -> None:
     else:
         explain = getattr(args, "explain", False)
         print(render_text(result, check=check, explain=explain), file=sys.stderr)
+    if verified is not None and not args.quiet:
+        print(render_verify(verified), file=sys.stderr)
     if args.json:
-        print(result.dumps(check=check))
+        data = result.to_json(check=check)
+        if verified is not None:
+            ok = all(r.ok for r in verified)
+            data["verify"] = {"rules": [r.to_json() for r in verified], "ok": ok}
+        print(json.dumps(data, indent=2))
 
 
 def export_metrics(metrics: Metrics, path: str | None, gateway: str | None) -> None:

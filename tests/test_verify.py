@@ -148,3 +148,26 @@ rules:
     assert rule["repaired"] == ["sub/multi:1"]
     assert dest_registry.blob("sub/multi", layer) == amd.blobs[-1].data
     assert dest_registry.manifest_digest("sub/multi", "1") == subset  # still the subset
+
+
+def test_once_verify_catches_what_a_digest_diff_cannot(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """A tag whose blob vanished still has the source digest, so `once` alone calls it up to
+    date; `once --verify` reports it and exits 1."""
+    config, _ = setup(tmp_path, source_registry, dest_registry)
+    proc = run_regsync("once", "-c", config, "--json", "--verify")
+    summary = json.loads(proc.stdout)
+    assert proc.returncode == 0 and summary["ok"] and summary["verify"]["ok"], proc.stderr
+    _, raw = dest_registry.manifest("vf/app", "1")
+    layer = json.loads(raw)["layers"][1]["digest"]
+    remove_blob_data(dest_registry, layer)
+
+    proc = run_regsync("once", "-c", config, "--json", "--verify")
+    summary = json.loads(proc.stdout)
+    assert proc.returncode == 1, proc.stderr
+    assert summary["ok"] and summary["rules"][0]["tags"]["up_to_date"] == 2
+    (checked,) = summary["verify"]["rules"]
+    assert not summary["verify"]["ok"]
+    assert checked["missing"] == [{"ref": "vf/app:1", "digest": layer, "kind": "blob"}]
+    assert f"missing blob {layer} in vf/app:1" in proc.stderr
