@@ -199,10 +199,6 @@ def test_destination_fault(
     absorbed: bool,
 ) -> None:
     src, expected = source
-    if fault.method == "HEAD":
-        # A cold copy sends no HEADs into repositories that list no tags (BENCHMARKS.md): mirror
-        # once cleanly, so the faulty run is the re-run that HEADs every tag.
-        assert once(config_for(tmp_path, src, dest_registry))[0] == 0
     with FaultProxy(dest_registry.url) as proxy:
         proxy.add(fault)
         config = config_for(tmp_path, src, proxy)
