@@ -14,8 +14,10 @@ from regsync.oci.ref import DOCKER_HUB, api_host
 from regsync.registry.client import RegistryClient
 from regsync.registry.fallback import FallbackBackend
 from regsync.registry.hub import DOCKER_HUB_API, HubCatalog
+from regsync.registry.observer import RequestObserver
+from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.registry.tls import scheme, ssl_context
-from regsync.registry.transport import RequestObserver, RetryPolicy, Timeouts, Transport
+from regsync.registry.transport import Transport
 
 log = logging.getLogger(__name__)
 

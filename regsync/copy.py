@@ -19,13 +19,8 @@ from dataclasses import dataclass, field
 from regsync.backend import Backend
 from regsync.errors import IntegrityError, RegistryError, RegsyncError, UnsupportedError
 from regsync.oci.manifest import Descriptor, Manifest
-from regsync.registry.transport import (
-    NullObserver,
-    RequestObserver,
-    RetryPolicy,
-    is_retryable,
-    retrying,
-)
+from regsync.registry.observer import NullObserver, RequestObserver
+from regsync.registry.retry import RetryPolicy, is_retryable, retrying
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from regsync.oci.ref import SourceSpec
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.platforms import PlatformFilter
 from regsync.registry.hub import HubCatalog
-from regsync.registry.transport import NullObserver, RequestObserver, RetryPolicy, Timeouts
+from regsync.registry.observer import NullObserver, RequestObserver
+from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.shard import Shard
 from regsync.summary import RuleResult, RunResult
 from regsync.survey import SyncPolicy, survey

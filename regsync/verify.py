@@ -26,7 +26,8 @@ from regsync.copy import BlobLedger, CopyEngine
 from regsync.errors import NotFoundError, RegsyncError
 from regsync.layout import LayoutPool
 from regsync.oci.manifest import Descriptor
-from regsync.registry.transport import RequestObserver, RetryPolicy, Timeouts
+from regsync.registry.observer import RequestObserver
+from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.runner import discover, policy_for
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from regsync.config import parse_config
-from regsync.registry.transport import RetryPolicy, Timeouts
+from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.runner import run
 from regsync.summary import RuleResult
 from tests.support import DOCKER_MANIFEST, Blob, Image

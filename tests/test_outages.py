@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from regsync.config import load_config
+from regsync.registry.observer import NullObserver
 from regsync.registry.ratelimit import PullGate, Quota, parse_quota
-from regsync.registry.transport import NullObserver, RetryPolicy
+from regsync.registry.retry import RetryPolicy
 from regsync.runner import run
 from tests.support import (
     Blob,

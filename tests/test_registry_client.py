@@ -11,7 +11,8 @@ import pytest
 from regsync.errors import AuthError, NotFoundError, TransportError, UnsupportedError
 from regsync.oci.manifest import Descriptor
 from regsync.registry.client import RegistryClient
-from regsync.registry.transport import RetryPolicy, Transport
+from regsync.registry.retry import RetryPolicy
+from regsync.registry.transport import Transport
 from tests.support import Blob, Image, Index, Registry, RegistryFactory, free_port, push
 
 FAST_RETRY = RetryPolicy(attempts=2, initial=0.01, maximum=0.02)

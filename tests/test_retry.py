@@ -14,7 +14,8 @@ from aiohttp import web
 from regsync.errors import ConfigError, RegistryError
 from regsync.oci.manifest import Descriptor
 from regsync.registry.client import RegistryClient
-from regsync.registry.transport import RetryPolicy, Timeouts, Transport, is_retryable
+from regsync.registry.retry import RetryPolicy, Timeouts, is_retryable
+from regsync.registry.transport import Transport
 from tests.support import OCI_LAYER, Blob
 from tests.support.scripted import ScriptedRegistry, error
 

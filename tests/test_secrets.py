@@ -22,7 +22,8 @@ from regsync.cli import build_parser
 from regsync.config import parse_config
 from regsync.oci.manifest import Descriptor
 from regsync.registry.client import RegistryClient
-from regsync.registry.transport import RetryPolicy, Timeouts, Transport
+from regsync.registry.retry import RetryPolicy, Timeouts
+from regsync.registry.transport import Transport
 from regsync.runner import run
 from regsync.server import parse_listen
 from tests.support import (

@@ -27,7 +27,8 @@ from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from regsync.registry.auth import CATALOG_SCOPE, repo_scope
-from regsync.registry.transport import Transport, is_retryable, retry_reason
+from regsync.registry.retry import is_retryable, retry_reason
+from regsync.registry.transport import Transport
 
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 _RANGE_START = re.compile(r"\s*bytes\s+(\d+)-")

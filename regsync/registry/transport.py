@@ -1,232 +1,36 @@
-"""One registry's HTTP transport: auth, retries, timeouts, error mapping, observation.
+"""One registry's HTTP transport: auth, timeouts, rate-limit gate, health, observation.
 
-Retry policy lives here and only here: connection errors, timeouts, 408, 429 (honouring
-Retry-After) and 502/503/504 are retried with capped exponential backoff and jitter; every other
-status is final. aiohttp exceptions never leave this module: they become TransportError.
-``retrying()`` is the one place that builds a retry loop; the copy engine's whole-blob retries and
-the client's download resumes use it too, so every retry is counted by ``request_retried``.
+Requests are retried per ``registry.retry`` (the one place that decides what is retried), errors
+are mapped by ``registry.responses``, and aiohttp exceptions never leave this module: they
+become TransportError.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
-from multidict import CIMultiDictProxy
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-)
+from tenacity import AsyncRetrying
 from yarl import URL
 
-from regsync.errors import (
-    AuthError,
-    ConfigError,
-    NotFoundError,
-    RateLimitedError,
-    RegistryError,
-    TlsError,
-    TransportError,
-    UnreachableError,
-    UnsupportedError,
-)
+from regsync.errors import AuthError, RegistryError, TransportError, UnreachableError
 from regsync.registry.auth import Authenticator, TokenResponse
 from regsync.registry.health import Health, connect_error
+from regsync.registry.observer import NullObserver, RequestObserver
 from regsync.registry.ratelimit import PullGate, parse_quota
+from regsync.registry.responses import Response, error_from_response
+from regsync.registry.retry import RetryPolicy, Timeouts, retrying
 
 EnvProxy = dict[str, Any]  # {} or {"proxy": URL, "proxy_auth": BasicAuth | None}
 
-RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
 _MAX_ERROR_BODY = 64 * 1024
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5  # tries per request, including the first
-    initial: float = 0.5  # first backoff ceiling; doubles per retry (full jitter below it)
-    maximum: float = 10.0  # backoff cap
-    max_retry_after: float = 60.0  # a longer Retry-After fails the request instead of hanging
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> RetryPolicy:
-        """REGSYNC_RETRY_ATTEMPTS / _INITIAL / _MAX / _AFTER_MAX override the defaults."""
-        return cls(
-            attempts=int(_env_number(env, "REGSYNC_RETRY_ATTEMPTS", cls.attempts, minimum=1)),
-            initial=_env_number(env, "REGSYNC_RETRY_INITIAL", cls.initial),
-            maximum=_env_number(env, "REGSYNC_RETRY_MAX", cls.maximum),
-            max_retry_after=_env_number(env, "REGSYNC_RETRY_AFTER_MAX", cls.max_retry_after),
-        )
-
-    def delay(self, retry: int) -> float:
-        """Backoff before retry number ``retry`` (1-based): full jitter, uniform between 0
-        and the capped exponential, so many clients retrying at once spread out."""
-        return random.uniform(0, min(self.maximum, self.initial * 2.0 ** (retry - 1)))
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    connect: float = 15.0
-    read: float = 60.0  # idle time between bytes: a stalled server fails, a slow one does not
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Timeouts:
-        """REGSYNC_CONNECT_TIMEOUT / REGSYNC_READ_TIMEOUT (seconds) override the defaults."""
-        return cls(
-            connect=_env_number(env, "REGSYNC_CONNECT_TIMEOUT", cls.connect, minimum=0.01),
-            read=_env_number(env, "REGSYNC_READ_TIMEOUT", cls.read, minimum=0.01),
-        )
-
-
-def _env_number(env: Mapping[str, str], name: str, default: float, minimum: float = 0) -> float:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= minimum or value == float("inf"):
-        raise ConfigError(f"environment {name}={text!r}: expected a number >= {minimum:g}")
-    return value
-
-
-class RequestObserver(Protocol):
-    """Receives one call per HTTP exchange (metrics live above this layer)."""
-
-    def request_done(self, registry: str, method: str, status: str, seconds: float) -> None: ...
-
-    def ratelimit_seen(self, registry: str, remaining: int, limit: int | None) -> None: ...
-
-    def request_retried(self, registry: str, reason: str) -> None: ...
-
-    def registry_paused(self, registry: str, until: float | None) -> None:
-        """Requests to `registry` wait until unix time `until` (rate limit); None: resumed."""
-
-
-class NullObserver:
-    def request_done(self, registry: str, method: str, status: str, seconds: float) -> None:
-        pass
-
-    def ratelimit_seen(self, registry: str, remaining: int, limit: int | None) -> None:
-        pass
-
-    def request_retried(self, registry: str, reason: str) -> None:
-        pass
-
-    def registry_paused(self, registry: str, until: float | None) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-    url: URL
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.body)
-        except ValueError as exc:
-            raise RegistryError(
-                f"invalid JSON from {self.url.host}: {exc}", status=self.status
-            ) from exc
-
-
-def error_from_response(
-    registry: str, method: str, url: URL, status: int, headers: Any, body: bytes
-) -> RegistryError:
-    """Map an error status and the registry's error body to a typed error."""
-    codes: tuple[str, ...] = ()
-    detail = ""
-    try:
-        errors = json.loads(body).get("errors") or []
-        codes = tuple(str(e.get("code", "UNKNOWN")) for e in errors if isinstance(e, dict))
-        detail = "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))
-    except (ValueError, AttributeError):
-        pass
-    where = f"{method} {url.path}"
-    message = f"{registry}: {where} -> {status}" + (f" {','.join(codes)}" if codes else "")
-    if detail:
-        message += f": {detail[:200]}"
-    retry_after = _retry_after(headers.get("Retry-After")) if status == 429 else None
-    kwargs = dict(registry=registry, status=status, codes=codes, retry_after=retry_after)
-    if status in (401, 403) or {"UNAUTHORIZED", "DENIED"} & set(codes):
-        return AuthError(message, **kwargs)  # type: ignore[arg-type]
-    if status == 404:
-        return NotFoundError(message, **kwargs)  # type: ignore[arg-type]
-    if status == 405 or "UNSUPPORTED" in codes:
-        return UnsupportedError(message, **kwargs)  # type: ignore[arg-type]
-    if status == 429:
-        return RateLimitedError(message, **kwargs)  # type: ignore[arg-type]
-    return RegistryError(message, **kwargs)  # type: ignore[arg-type]
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # HTTP-date form: fall back to our own backoff
-
-
-def is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, TlsError) or (isinstance(exc, UnreachableError) and exc.down):
-        return False  # a bad certificate stays bad; a registry found down stays down this run
-    if isinstance(exc, TransportError):
-        return True
-    return isinstance(exc, RegistryError) and exc.status in RETRYABLE_STATUS
-
-
-def retry_reason(exc: BaseException | None) -> str:
-    """A low-cardinality label for a retry: the status, or ``connection``/``integrity``."""
-    if isinstance(exc, RegistryError) and exc.status:
-        return str(exc.status)
-    if isinstance(exc, TransportError):
-        return "connection"
-    return type(exc).__name__.lower().removesuffix("error") if exc else "unknown"
-
-
-def retrying(
-    policy: RetryPolicy,
-    observer: RequestObserver,
-    registry: str,
-    *,
-    retryable: Callable[[BaseException], bool] = is_retryable,
-) -> AsyncRetrying:
-    """The retry loop: the policy's attempts and backoff, Retry-After honoured, each counted."""
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RegistryError) and exc.retry_after is not None:
-            if exc.retry_after > policy.max_retry_after:
-                raise exc
-            return exc.retry_after
-        return policy.delay(state.attempt_number)
-
-    def before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        observer.request_retried(registry, retry_reason(exc))
-
-    return AsyncRetrying(
-        stop=stop_after_attempt(policy.attempts),
-        wait=wait,
-        retry=retry_if_exception(retryable),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
 
 
 class Transport:

@@ -1,0 +1,72 @@
+"""Registry responses: a small body read whole, and error statuses mapped to typed errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from regsync.errors import (
+    AuthError,
+    NotFoundError,
+    RateLimitedError,
+    RegistryError,
+    UnsupportedError,
+)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    url: URL
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise RegistryError(
+                f"invalid JSON from {self.url.host}: {exc}", status=self.status
+            ) from exc
+
+
+def error_from_response(
+    registry: str, method: str, url: URL, status: int, headers: Any, body: bytes
+) -> RegistryError:
+    """Map an error status and the registry's error body to a typed error."""
+    codes: tuple[str, ...] = ()
+    detail = ""
+    try:
+        errors = json.loads(body).get("errors") or []
+        codes = tuple(str(e.get("code", "UNKNOWN")) for e in errors if isinstance(e, dict))
+        detail = "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))
+    except (ValueError, AttributeError):
+        pass
+    where = f"{method} {url.path}"
+    message = f"{registry}: {where} -> {status}" + (f" {','.join(codes)}" if codes else "")
+    if detail:
+        message += f": {detail[:200]}"
+    retry_after = _retry_after(headers.get("Retry-After")) if status == 429 else None
+    kwargs = dict(registry=registry, status=status, codes=codes, retry_after=retry_after)
+    if status in (401, 403) or {"UNAUTHORIZED", "DENIED"} & set(codes):
+        return AuthError(message, **kwargs)  # type: ignore[arg-type]
+    if status == 404:
+        return NotFoundError(message, **kwargs)  # type: ignore[arg-type]
+    if status == 405 or "UNSUPPORTED" in codes:
+        return UnsupportedError(message, **kwargs)  # type: ignore[arg-type]
+    if status == 429:
+        return RateLimitedError(message, **kwargs)  # type: ignore[arg-type]
+    return RegistryError(message, **kwargs)  # type: ignore[arg-type]
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # HTTP-date form: fall back to our own backoff

@@ -1,0 +1,115 @@
+"""The retry policy, in one place: what is retried, how long to wait, and the loop itself.
+
+Connection errors, timeouts, 408, 429 (honouring Retry-After) and 502/503/504 are retried with
+capped exponential backoff and full jitter; every other status is final.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from regsync.errors import ConfigError, RegistryError, TlsError, TransportError, UnreachableError
+from regsync.registry.observer import RequestObserver
+
+RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5  # tries per request, including the first
+    initial: float = 0.5  # first backoff ceiling; doubles per retry (full jitter below it)
+    maximum: float = 10.0  # backoff cap
+    max_retry_after: float = 60.0  # a longer Retry-After fails the request instead of hanging
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RetryPolicy:
+        """REGSYNC_RETRY_ATTEMPTS / _INITIAL / _MAX / _AFTER_MAX override the defaults."""
+        return cls(
+            attempts=int(_env_number(env, "REGSYNC_RETRY_ATTEMPTS", cls.attempts, minimum=1)),
+            initial=_env_number(env, "REGSYNC_RETRY_INITIAL", cls.initial),
+            maximum=_env_number(env, "REGSYNC_RETRY_MAX", cls.maximum),
+            max_retry_after=_env_number(env, "REGSYNC_RETRY_AFTER_MAX", cls.max_retry_after),
+        )
+
+    def delay(self, retry: int) -> float:
+        """Backoff before retry number ``retry`` (1-based): full jitter, uniform between 0
+        and the capped exponential, so many clients retrying at once spread out."""
+        return random.uniform(0, min(self.maximum, self.initial * 2.0 ** (retry - 1)))
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 15.0
+    read: float = 60.0  # idle time between bytes: a stalled server fails, a slow one does not
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Timeouts:
+        """REGSYNC_CONNECT_TIMEOUT / REGSYNC_READ_TIMEOUT (seconds) override the defaults."""
+        return cls(
+            connect=_env_number(env, "REGSYNC_CONNECT_TIMEOUT", cls.connect, minimum=0.01),
+            read=_env_number(env, "REGSYNC_READ_TIMEOUT", cls.read, minimum=0.01),
+        )
+
+
+def _env_number(env: Mapping[str, str], name: str, default: float, minimum: float = 0) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(f"environment {name}={text!r}: expected a number >= {minimum:g}")
+    return value
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, TlsError) or (isinstance(exc, UnreachableError) and exc.down):
+        return False  # a bad certificate stays bad; a registry found down stays down this run
+    if isinstance(exc, TransportError):
+        return True
+    return isinstance(exc, RegistryError) and exc.status in RETRYABLE_STATUS
+
+
+def retry_reason(exc: BaseException | None) -> str:
+    """A low-cardinality label for a retry: the status, or ``connection``/``integrity``."""
+    if isinstance(exc, RegistryError) and exc.status:
+        return str(exc.status)
+    if isinstance(exc, TransportError):
+        return "connection"
+    return type(exc).__name__.lower().removesuffix("error") if exc else "unknown"
+
+
+def retrying(
+    policy: RetryPolicy,
+    observer: RequestObserver,
+    registry: str,
+    *,
+    retryable: Callable[[BaseException], bool] = is_retryable,
+) -> AsyncRetrying:
+    """The retry loop: the policy's attempts and backoff, Retry-After honoured, each counted."""
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RegistryError) and exc.retry_after is not None:
+            if exc.retry_after > policy.max_retry_after:
+                raise exc
+            return exc.retry_after
+        return policy.delay(state.attempt_number)
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        observer.request_retried(registry, retry_reason(exc))
+
+    return AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait,
+        retry=retry_if_exception(retryable),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
