@@ -205,9 +205,9 @@ async def sync_repo(
     policy = policy_for(rule)
     try:
         plan = await survey(engine.source, engine.destination, repo, dest_repo, policy)
-    except RegsyncError as exc:
-        result.errors.append(f"{repo}: {exc}")
-        log.error("rule %s: %s: %s", rule.name, repo, exc)
+    except Exception as exc:  # one bad repository never stops the others
+        result.errors.append(f"{repo}: {_describe(exc)}")
+        log.error("rule %s: %s: %s", rule.name, repo, _describe(exc), exc_info=_unexpected(exc))
         return
     result.plans.append(plan)
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
@@ -266,11 +266,18 @@ async def copy_one(
     try:
         with log_scope(**context):
             digest = await copy_action(engine, policy_for(rule).platforms, plan, action)
-    except RegsyncError as exc:
+    except Exception as exc:  # one bad tag never stops the others
         result.failed += 1
-        result.errors.append(f"{plan.source_repo}:{action.tag}: {exc}")
+        result.errors.append(f"{plan.source_repo}:{action.tag}: {_describe(exc)}")
         ctx.events.tag_done(rule.name, "failed")
-        log.error("rule %s: copy %s failed: %s", rule.name, where, exc, extra=context)
+        log.error(
+            "rule %s: copy %s failed: %s",
+            rule.name,
+            where,
+            _describe(exc),
+            extra=context,
+            exc_info=_unexpected(exc),
+        )
         return
     result.copied += 1
     ctx.events.tag_done(rule.name, "copied")
@@ -291,3 +298,12 @@ async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:
 
 def _ref(registry: str, repo: str, tag: str) -> str:
     return f"{registry}/{repo}:{tag}" if registry else f"{repo}:{tag}"
+
+
+def _unexpected(exc: Exception) -> bool:
+    """A bug rather than a registry or content problem: worth a traceback in the log."""
+    return not isinstance(exc, RegsyncError)
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, RegsyncError) else f"internal error: {exc!r}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.support import (
     Blob,
     Image,
@@ -146,3 +148,42 @@ rules:
         len(p.blobs) for p in own.values()
     )
     assert sum(len(b) for b in per_repo.values()) == len(distinct) + 2
+
+
+async def test_an_unexpected_error_fails_one_tag_not_the_run(
+    tmp_path: Path,
+    source_registry: Registry,
+    dest_registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug hit while copying one tag is reported on that tag; the other tags still land."""
+    from regsync import runner
+    from regsync.config import load_config
+
+    for tag in ("good", "bad"):
+        push(source_registry, "team/app", tag, Image.docker([Blob.random(500, seed=tag)]))
+    config = load_config(
+        write_config(
+            tmp_path,
+            registries_yaml(source_registry, dest_registry)
+            + f"""
+version: 1
+rules:
+  - {{name: team, source: "{source_registry.host}/team/*", destination: "{dest_registry.host}"}}
+""",
+        )
+    )
+    real = runner.copy_action
+
+    async def flaky(engine, platforms, plan, action):  # type: ignore[no-untyped-def]
+        if action.tag == "bad":
+            raise KeyError("boom")
+        return await real(engine, platforms, plan, action)
+
+    monkeypatch.setattr(runner, "copy_action", flaky)
+    result = await runner.run(config, config.rules)
+
+    (rule,) = result.rules
+    assert (rule.copied, rule.failed, rule.result) == (1, 1, "partial")
+    assert rule.errors == ["team/app:bad: internal error: KeyError('boom')"]
+    assert dest_registry.tags("team/app") == ["good"]
