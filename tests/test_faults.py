@@ -21,8 +21,10 @@ from tests.support import (
     Registry,
     RegistryClient,
     RegistryFactory,
+    Summary,
     push,
     registries_yaml,
+    regsync_json,
     run_regsync,
     write_config,
 )
@@ -77,13 +79,10 @@ rules:
     )
 
 
-def once(config: Path, **env: str) -> tuple[int, dict]:
+def once(config: Path) -> Summary:
+    """A run with the short timeouts, writing the metrics file ``retries_counted`` reads."""
     metrics = config.with_name("metrics.prom")
-    proc = run_regsync(
-        "once", "-c", config, "--json", "--metrics-file", metrics, env={**FAST, **env}, timeout=90
-    )
-    assert proc.stdout, proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+    return regsync_json("once", config, "--metrics-file", metrics, env=FAST, timeout=90)
 
 
 def retries_counted(config: Path) -> float:
@@ -114,7 +113,7 @@ def converge(config: Path, proxy: FaultProxy, dst: Registry, expected: dict[str,
         for r, d in expected.items()
     ):
         reruns = 1
-        code, summary = once(config)
+        code, summary, _ = once(config)
         assert code == 0, summary
     assert_converged(dst, expected)
     proc = run_regsync("verify", "-c", config, "--json", env=FAST)
@@ -177,7 +176,7 @@ def test_source_fault(
     with FaultProxy(src.url) as proxy:
         proxy.add(fault)
         config = config_for(tmp_path, proxy, dest_registry)
-        code, summary = once(config)
+        code, summary, _ = once(config)
         assert fault.fired, f"fault never fired: {proxy.requests}"
         if absorbed:
             assert code == 0, summary
@@ -202,7 +201,7 @@ def test_destination_fault(
     with FaultProxy(dest_registry.url) as proxy:
         proxy.add(fault)
         config = config_for(tmp_path, src, proxy)
-        code, summary = once(config)
+        code, summary, _ = once(config)
         assert fault.fired, f"fault never fired: {proxy.requests}"
         if absorbed:
             assert code == 0, summary
@@ -223,7 +222,7 @@ def test_source_blob_resumes_with_range_instead_of_starting_over(
     with FaultProxy(src.url) as proxy:
         proxy.add(Fault("reset", method="GET", path=r"/blobs/sha256", times=1))
         config = config_for(tmp_path, proxy, dest_registry)
-        code, summary = once(config)
+        code, summary, _ = once(config)
         assert code == 0, summary
         resumed = [r for r in proxy.requests if r[0] == "GET" and r[2] == 206]
         assert len(resumed) == 1, proxy.requests
@@ -247,7 +246,7 @@ def test_random_faults_with_a_seed_converge_within_one_clean_run(
             if side == "source"
             else config_for(tmp_path, src, proxy)
         )
-        code, summary = once(config)
+        code, summary, _ = once(config)
         assert code in (0, 1), summary
         assert proxy.fired, "no fault drawn: raise the probability or change the seed"
         converge(config, proxy, dest_registry, expected)
@@ -272,7 +271,7 @@ def test_destination_restart_mid_sync_converges(
     with FaultProxy(dest_registry.url) as proxy:
         proxy.before_forward = crash
         config = config_for(tmp_path, src, proxy)
-        code, _ = once(config)
+        code, _, _ = once(config)
         assert restarted.wait(20)
         assert code in (0, 1)
         converge(config, proxy, dest_registry, expected)
@@ -297,7 +296,7 @@ def test_source_killed_mid_sync_fails_cleanly_and_the_next_run_converges(
     with FaultProxy(src.url) as proxy:
         proxy.before_forward = crash
         config = config_for(tmp_path, proxy, dest_registry)
-        code, summary = once(config)
+        code, summary, _ = once(config)
         assert code == 1 and summary["rules"][0]["errors"], summary
         assert_never_dangling(dest_registry)
         src.start()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from regsync.oci.ref import DestinationSpec, SourceSpec, api_host, split_name
-from tests.support import Blob, Image, Registry, push, run_regsync, write_config
+from tests.support import Blob, Image, Registry, push, regsync_json, write_config
 from tests.support.servers import FaultProxy, HubApi, ProxyScript
 
 FAST = {"REGSYNC_RETRY_INITIAL": "0.01", "REGSYNC_RETRY_MAX": "0.05"}
@@ -44,12 +43,6 @@ def source_proxy(source_registry: Registry) -> Iterator[FaultProxy]:
     proxy.stop()
 
 
-def once(config: Path, *args: str) -> tuple[int, dict, str]:
-    proc = run_regsync("once", "-c", config, "--json", *args, env=FAST)
-    assert proc.stdout, proc.stderr
-    return proc.returncode, json.loads(proc.stdout), proc.stderr
-
-
 def test_namespace_glob_pages_through_the_hub_api_and_a_noop_costs_zero_pulls(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry, source_proxy: FaultProxy
 ) -> None:
@@ -82,10 +75,10 @@ def test_namespace_glob_pages_through_the_hub_api_and_a_noop_costs_zero_pulls(
                 destination: "{dest_registry.host}/hub"
             """,
         )
-        code, summary, stderr = once(config)
+        code, summary, stderr = regsync_json("once", config, env=FAST)
         listing = hub.requests()
         pulls, seen = source_proxy.state().pulls, len(source_proxy.state().log)
-        second = once(config)
+        second = regsync_json("once", config, env=FAST)
     finally:
         hub.stop()
 
@@ -139,7 +132,7 @@ def test_listing_problems_are_one_clear_line_each(
               - {{name: root, source: "{source_proxy.host}/*", destination: "{dest_registry.host}"}}
             """,
         )
-        code, summary, _ = once(config)
+        code, summary, _ = regsync_json("once", config, env=FAST)
     finally:
         hub.stop()
 

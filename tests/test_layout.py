@@ -35,6 +35,7 @@ from tests.support import (
     attach,
     push,
     registries_yaml,
+    regsync_json,
     run_regsync,
     seed_samples,
     write_config,
@@ -57,13 +58,6 @@ rules:
 """,
         name=name,
     )
-
-
-def once(config: Path, *args: str) -> tuple[int, dict]:
-    proc = run_regsync("once", "-c", config, "--json", *args)
-    assert proc.stdout, proc.stderr
-    (only,) = json.loads(proc.stdout)["rules"]
-    return proc.returncode, only
 
 
 def index_entries(layout: Path) -> dict[str, dict]:
@@ -117,11 +111,13 @@ def test_airgap_round_trip_keeps_digests_and_skopeo_reads_the_layout(
     pushed["diamol/single:1.0"] = push(source_registry, "diamol/single", "1.0", single)
     layout = tmp_path / "transfer"
 
-    code, export = once(
+    run = regsync_json(
+        "once",
         layout_config(
             tmp_path, f"{source_registry.host}/diamol/*", f"oci:{layout}", source_registry
-        )
+        ),
     )
+    code, export = run.code, run.rule
     assert code == 0, export
     assert export["tags"]["copied"] == len(pushed) == 5
     assert json.loads((layout / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
@@ -132,9 +128,10 @@ def test_airgap_round_trip_keeps_digests_and_skopeo_reads_the_layout(
     assert all(e["annotations"][REPOSITORY] == ref.split(":")[0] for ref, e in entries.items())
     assert_complete(layout)
 
-    code, imported = once(
-        layout_config(tmp_path, f"oci:{layout}", dest_registry.host, dest_registry)
+    run = regsync_json(
+        "once", layout_config(tmp_path, f"oci:{layout}", dest_registry.host, dest_registry)
     )
+    code, imported = run.code, run.rule
     assert code == 0, imported
     assert imported["tags"]["copied"] == 5
     for ref, p in pushed.items():
@@ -171,13 +168,15 @@ def test_second_export_writes_only_new_blobs(tmp_path: Path, source_registry: Re
     config = layout_config(
         tmp_path, f"{source_registry.host}/team/*", f"oci:{layout}", source_registry
     )
-    code, _ = once(config)
+    run = regsync_json("once", config)
+    code, _ = run.code, run.rule
     assert code == 0
     before = blob_files(layout)
 
     second = Image.oci([base, Blob.random(60_000, seed="v2")])
     push(source_registry, "team/app", "2", second)
-    code, summary = once(config)
+    run = regsync_json("once", config)
+    code, summary = run.code, run.rule
 
     assert code == 0, summary
     new_blobs = {b.digest for b in second.blobs} - {b.digest for b in first.blobs}
@@ -224,9 +223,11 @@ rules:
         "export", f"{source_registry.host}/team/*", f"oci:{layout}", source_registry
     )
     imports = rule_config("import", f"oci:{layout}", dest_registry.host, dest_registry)
-    assert once(export)[0] == 0
+    run = regsync_json("once", export)
+    assert run.code == 0 and run.rule, run
     assert f"team/signed:{fallback}" in index_entries(layout)
-    code, summary = once(imports)
+    run = regsync_json("once", imports)
+    code, summary = run.code, run.rule
 
     assert code == 0, summary
     assert summary["tags"]["copied"] == 2  # the image and its fallback index
@@ -235,7 +236,8 @@ rules:
             "team/signed", ref
         )
     assert dest_registry.manifest("team/signed", sbom.digest)[1] == sbom.raw
-    code, again = once(imports)
+    run = regsync_json("once", imports)
+    code, again = run.code, run.rule
     assert code == 0 and again["tags"]["up_to_date"] == 2 and again["tags"]["copied"] == 0
 
 
@@ -337,9 +339,11 @@ rules:
     done_before = set(index_entries(layout))
     assert len(done_before) < 4
 
-    code, rerun = once(
-        layout_config(tmp_path, f"{source_registry.host}/big/*", f"oci:{layout}", source_registry)
+    run = regsync_json(
+        "once",
+        layout_config(tmp_path, f"{source_registry.host}/big/*", f"oci:{layout}", source_registry),
     )
+    code, rerun = run.code, run.rule
 
     assert code == 0, rerun
     assert rerun["tags"]["copied"] == 4 - len(done_before)
@@ -382,11 +386,13 @@ def test_layout_to_layout_runs_without_any_network(
     """In a network namespace with no interfaces, a layout -> layout rule still completes."""
     pushed = {p.ref: p for p in seed_samples(source_registry, namespace="diamol")}
     outside = tmp_path / "outside"
-    code, _ = once(
+    run = regsync_json(
+        "once",
         layout_config(
             tmp_path, f"{source_registry.host}/diamol/*", f"oci:{outside}", source_registry
-        )
+        ),
     )
+    code, _ = run.code, run.rule
     assert code == 0
     inside = tmp_path / "inside"
     config = layout_config(tmp_path, f"oci:{outside}//diamol/web", f"oci:{inside}")
@@ -536,7 +542,8 @@ async def test_reads_layouts_written_by_other_tools(tmp_path: Path) -> None:
 def test_a_source_that_is_not_a_layout_fails_the_rule(tmp_path: Path) -> None:
     """A mistyped oci: source is an error naming the directory, not a silent empty sync."""
     config = layout_config(tmp_path, f"oci:{tmp_path / 'typo'}", f"oci:{tmp_path / 'out'}")
-    code, summary = once(config)
+    run = regsync_json("once", config)
+    code, summary = run.code, run.rule
     assert code == 1
     assert summary["result"] == "failed" and "typo is not an OCI image layout" in str(summary)
     assert not (tmp_path / "out").exists()
@@ -579,7 +586,8 @@ def test_verify_finds_and_repairs_a_damaged_layout(
     config = layout_config(
         tmp_path, f"{source_registry.host}/team/*", f"oci:{layout}", source_registry
     )
-    assert once(config)[0] == 0
+    run = regsync_json("once", config)
+    assert run.code == 0 and run.rule, run
     assert run_regsync("verify", "-c", config).returncode == 0
     lost = layout / "blobs" / "sha256" / layer.digest.split(":")[1]
     lost.unlink()

@@ -23,7 +23,7 @@ from regsync.metrics import Metrics
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.progress import ProgressDisplay
 from regsync.summary import RuleResult
-from tests.support import Blob, Image, Registry, push, registries_yaml, run_regsync, write_config
+from tests.support import Blob, Image, Registry, mirror_config, push, run_regsync
 from tests.support.observe import parse_metrics, sample
 from tests.support.registry import free_port
 
@@ -173,18 +173,7 @@ def test_progress_display_shows_tags_bytes_and_transfers() -> None:
 def mirror(tmp_path: Path, src: Registry, dst: Registry) -> tuple[Path, int]:
     first = push(src, "team/app", "1", Image.docker([Blob.random(4000, seed="m1")]))
     second = push(src, "team/app", "2", Image.docker([Blob.random(5000, seed="m2")]))
-    config = write_config(
-        tmp_path,
-        registries_yaml(src, dst)
-        + f"""
-version: 1
-rules:
-  - name: app
-    source: {src.host}/team/app
-    destination: {dst.host}
-    schedule: "*/30 * * * *"
-""",
-    )
+    config = mirror_config(tmp_path, src, dst, "team/app", 'schedule: "*/30 * * * *"', name="app")
     return config, sum({**first.blobs, **second.blobs}.values())
 
 

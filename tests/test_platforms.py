@@ -6,8 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.policy_helpers import config, regsync, rule
-from tests.support import Blob, Image, Index, Manifest, Registry, push
+from tests.support import (
+    FAST_RETRIES,
+    Blob,
+    Image,
+    Index,
+    Manifest,
+    Registry,
+    mirror_config,
+    only_rule,
+    push,
+    regsync_json,
+)
 
 PLATFORMS = "platforms: [linux/amd64, linux/arm64]"
 
@@ -30,11 +40,11 @@ def test_subset_is_pushed_and_recognised_as_up_to_date(
     d_s390 = Image.docker([Blob.random(900, seed="d-s390")], platform="linux/s390x")
     listed = push(source_registry, "diamol/app", "list", Index.docker_list([d_amd, d_s390]))
     single = push(source_registry, "diamol/app", "single", Image.docker([Blob.random(800, seed=9)]))
-    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app", PLATFORMS)
+    cfg = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app", PLATFORMS)
 
-    code, summary, stderr = regsync("once", cfg)
+    code, summary, stderr = regsync_json("once", cfg, env=FAST_RETRIES)
 
-    r = rule(summary)
+    r = only_rule(summary)
     assert code == 0, summary
     assert r["tags"]["copied"] == 3 and r["platform_subsets"] == 2
     assert "2 tags hold a platform subset" in stderr
@@ -57,15 +67,15 @@ def test_subset_is_pushed_and_recognised_as_up_to_date(
     assert json.loads(list_raw)["mediaType"] == listed.media_type
     assert dest_registry.manifest_digest("diamol/app", "single") == single.digest  # whole
 
-    code, summary, _ = regsync("once", cfg)
+    code, summary, _ = regsync_json("once", cfg, env=FAST_RETRIES)
 
-    r = rule(summary)
+    r = only_rule(summary)
     assert code == 0, summary
     assert r["tags"] == {"copied": 0, "up_to_date": 3, "pruned": 0, "failed": 0}
     assert r["source_manifest_gets"] == 0 and r["manifests_pushed"] == 0
     assert r["blobs"] == {"copied": 0, "mounted": 0, "present": 0}
 
-    code, plan, _ = regsync("check", cfg)
+    code, plan, _ = regsync_json("check", cfg, env=FAST_RETRIES)
     assert code == 0
     (tag,) = [t for t in plan["plan"][0]["repos"][0]["tags"] if t["tag"] == "1.0"]
     assert tag["action"] == "up_to_date" and tag["platforms"] == "linux/amd64,linux/arm64"
@@ -76,22 +86,22 @@ def test_source_change_or_new_platform_list_recopies_the_subset(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
     push(source_registry, "diamol/app", "1.0", multi("1")[0])
-    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app", PLATFORMS)
-    assert regsync("once", cfg)[0] == 0
+    cfg = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app", PLATFORMS)
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
     changed, images = multi("2")
     push(source_registry, "diamol/app", "1.0", changed)
 
-    code, plan, _ = regsync("check", cfg)
+    code, plan, _ = regsync_json("check", cfg, env=FAST_RETRIES)
     (tag,) = plan["plan"][0]["repos"][0]["tags"]
     assert code == 1 and tag["action"] == "copy" and "source changed" in tag["reason"]
-    assert regsync("once", cfg)[0] == 0
-    arm_only = config(
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
+    arm_only = mirror_config(
         tmp_path, source_registry, dest_registry, "diamol/app", "platforms: [linux/arm64/v8]"
     )
 
-    code, summary, _ = regsync("once", arm_only)
+    code, summary, _ = regsync_json("once", arm_only, env=FAST_RETRIES)
 
-    assert code == 0 and rule(summary)["tags"]["copied"] == 1
+    assert code == 0 and only_rule(summary)["tags"]["copied"] == 1
     subset = json.loads(dest_registry.manifest("diamol/app", "1.0")[1])
     assert [m["digest"] for m in subset["manifests"]] == [images["linux/arm64/v8"].digest]
     assert subset["annotations"]["io.regsync.source.digest"] == changed.digest

@@ -9,15 +9,19 @@ from aiohttp import web
 
 from regsync.config import parse_config
 from regsync.runner import run
-from tests.policy_helpers import config, image, planned, regsync, rule
+from tests.policy_helpers import image, planned
 from tests.support import (
+    FAST_RETRIES,
     Blob,
     Image,
     Manifest,
     Registry,
     RegistryFactory,
+    mirror_config,
+    only_rule,
     push,
     registries_yaml,
+    regsync_json,
 )
 from tests.support.scripted import ScriptedRegistry, error
 
@@ -36,39 +40,40 @@ def test_prune_deletes_tags_the_source_lost_and_leaves_foreign_tags(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
     digests = seed(source_registry, ["1.0", "1.1", "1.2", "1.3"])
-    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app", SCOPED)
-    assert regsync("once", cfg)[0] == 0
+    cfg = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app", SCOPED)
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
     image(dest_registry, "diamol/app", "local-1")  # hand-pushed: outside the rule's filters
     source_registry.delete_manifest("diamol/app", digests["1.3"])
 
-    code, plan, _ = regsync("check", cfg)
+    code, plan, _ = regsync_json("check", cfg, env=FAST_RETRIES)
     assert code == 1 and planned(plan, "prune") == ["1.3"]
-    code, dry, _ = regsync("once", cfg, "--dry-run")
-    assert code == 0 and planned(dry, "prune") == ["1.3"] and rule(dry)["tags"]["pruned"] == 0
+    code, dry, _ = regsync_json("once", cfg, "--dry-run", env=FAST_RETRIES)
+    assert code == 0 and planned(dry, "prune") == ["1.3"] and only_rule(dry)["tags"]["pruned"] == 0
     assert "1.3" in dest_registry.tags("diamol/app")
 
-    code, summary, _ = regsync("once", cfg)
+    code, summary, _ = regsync_json("once", cfg, env=FAST_RETRIES)
 
     assert code == 0, summary
-    assert rule(summary)["tags"] == {"copied": 0, "up_to_date": 3, "pruned": 1, "failed": 0}
+    assert only_rule(summary)["tags"] == {"copied": 0, "up_to_date": 3, "pruned": 1, "failed": 0}
     assert dest_registry.tags("diamol/app") == ["1.0", "1.1", "1.2", "local-1"]
     assert dest_registry.manifest_digest("diamol/app", "1.3") is None
-    assert regsync("check", cfg)[0] == 0
+    assert regsync_json("check", cfg, env=FAST_RETRIES).code == 0
 
 
 def test_tags_falling_out_of_latest_are_pruned(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
     seed(source_registry, ["1.0", "1.1", "1.2", "1.3"])
-    assert regsync("once", config(tmp_path, source_registry, dest_registry, "diamol/app"))[0] == 0
-    cfg = config(
+    first = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app")
+    assert regsync_json("once", first, env=FAST_RETRIES).code == 0
+    cfg = mirror_config(
         tmp_path, source_registry, dest_registry, "diamol/app", "tags: {latest: 3}\nprune: true"
     )
 
-    code, summary, _ = regsync("once", cfg)
+    code, summary, _ = regsync_json("once", cfg, env=FAST_RETRIES)
 
     assert code == 0, summary
-    assert rule(summary)["tags"]["pruned"] == 1
+    assert only_rule(summary)["tags"]["pruned"] == 1
     assert dest_registry.tags("diamol/app") == ["1.1", "1.2", "1.3"]
 
 
@@ -76,14 +81,14 @@ def test_source_down_never_prunes(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
     seed(source_registry, ["1.0", "1.1"])
-    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app", SCOPED)
-    assert regsync("once", cfg)[0] == 0
+    cfg = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app", SCOPED)
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
     source_registry.stop()
 
-    code, summary, _ = regsync("once", cfg)
+    code, summary, _ = regsync_json("once", cfg, env=FAST_RETRIES)
 
     assert code == 1
-    assert rule(summary)["tags"]["pruned"] == 0 and rule(summary)["errors"]
+    assert only_rule(summary)["tags"]["pruned"] == 0 and only_rule(summary)["errors"]
     assert dest_registry.tags("diamol/app") == ["1.0", "1.1"]
 
 
@@ -91,26 +96,26 @@ def test_empty_source_never_prunes_unless_allow_empty(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
     digests = seed(source_registry, ["1.0", "1.1"])
-    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app", SCOPED)
-    assert regsync("once", cfg)[0] == 0
+    cfg = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app", SCOPED)
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
     for d in digests.values():
         source_registry.delete_manifest("diamol/app", d)
 
-    code, summary, _ = regsync("once", cfg)
+    code, summary, _ = regsync_json("once", cfg, env=FAST_RETRIES)
 
     assert code == 1
-    (error,) = rule(summary)["errors"]
+    (error,) = only_rule(summary)["errors"]
     assert "the source listed no tags" in error and "prune.allow_empty" in error
     assert dest_registry.tags("diamol/app") == ["1.0", "1.1"]
-    allowed = config(
+    allowed = mirror_config(
         tmp_path,
         source_registry,
         dest_registry,
         "diamol/app",
         "prune: {allow_empty: true, max_fraction: 1}",
     )
-    code, summary, _ = regsync("once", allowed)
-    assert code == 0 and rule(summary)["tags"]["pruned"] == 2
+    code, summary, _ = regsync_json("once", allowed, env=FAST_RETRIES)
+    assert code == 0 and only_rule(summary)["tags"]["pruned"] == 2
     assert dest_registry.tags("diamol/app") == []
 
 
@@ -118,15 +123,15 @@ def test_over_max_fraction_is_refused_with_a_clear_message(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
     digests = seed(source_registry, ["1.0", "1.1", "1.2", "1.3"])
-    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app", SCOPED)
-    assert regsync("once", cfg)[0] == 0
+    cfg = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app", SCOPED)
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
     for tag in ("1.1", "1.2", "1.3"):
         source_registry.delete_manifest("diamol/app", digests[tag])
 
-    code, summary, stderr = regsync("once", cfg)
+    code, summary, stderr = regsync_json("once", cfg, env=FAST_RETRIES)
 
     assert code == 1
-    assert rule(summary)["errors"] == [
+    assert only_rule(summary)["errors"] == [
         f"{'diamol/app'}: prune refused: it would delete 3 of 4 tags (75%), over "
         "prune.max_fraction 0.5; raise max_fraction or delete them by hand"
     ]
@@ -139,23 +144,23 @@ def test_a_kept_or_foreign_tag_sharing_the_digest_is_never_removed(
 ) -> None:
     """dist 2.8 deletes by digest only: a tag sharing its digest with a kept one stays put."""
     seed(source_registry, ["1.0", "1.1", "1.2"])
-    cfg = config(
+    cfg = mirror_config(
         tmp_path,
         source_registry,
         dest_registry,
         "diamol/app",
         SCOPED.replace("true", "{max_fraction: 1}"),
     )
-    assert regsync("once", cfg)[0] == 0
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
     kept = source_registry.manifest_digest("diamol/app", "1.0")
     push(dest_registry, "diamol/app", "1.9", _manifest_of(source_registry, "1.0"))
     foreign = image(dest_registry, "diamol/app", "local-9", seed="x")
     push(dest_registry, "diamol/app", "1.8", _manifest_of(dest_registry, "local-9"))
     gone = image(dest_registry, "diamol/app", "1.7", seed="gone")
 
-    code, summary, stderr = regsync("once", cfg)
+    code, summary, stderr = regsync_json("once", cfg, env=FAST_RETRIES)
 
-    r = rule(summary)
+    r = only_rule(summary)
     assert code == 0, summary
     assert r["tags"]["pruned"] == 1  # 1.7: nothing else needs its digest
     assert dest_registry.manifest_digest("diamol/app", "1.7") is None
@@ -178,15 +183,15 @@ def test_deletes_disabled_gives_one_clear_error_per_rule(
     digests = {
         repo: seed(source_registry, ["1.0", "1.1", "1.2"], repo) for repo in ("ns/a", "ns/b")
     }
-    cfg = config(tmp_path, source_registry, dest, "ns/*", SCOPED)
-    assert regsync("once", cfg)[0] == 0
+    cfg = mirror_config(tmp_path, source_registry, dest, "ns/*", SCOPED)
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
     for repo, tags in digests.items():
         source_registry.delete_manifest(repo, tags["1.2"])
 
-    code, summary, stderr = regsync("once", cfg)
+    code, summary, stderr = regsync_json("once", cfg, env=FAST_RETRIES)
 
     assert code == 1
-    assert rule(summary)["errors"] == [
+    assert only_rule(summary)["errors"] == [
         f"prune: {dest.host} refuses deletes (405 UNSUPPORTED); enable deletion there "
         "(distribution: storage.delete.enabled) or set prune: false"
     ]

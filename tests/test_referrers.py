@@ -11,8 +11,9 @@ from aiohttp import web
 
 from regsync.config import parse_config
 from regsync.runner import run
-from tests.policy_helpers import config, planned, regsync, rule
+from tests.policy_helpers import planned
 from tests.support import (
+    FAST_RETRIES,
     OCI_INDEX,
     OCI_MANIFEST,
     Artifact,
@@ -21,8 +22,11 @@ from tests.support import (
     Manifest,
     Registry,
     attach,
+    mirror_config,
+    only_rule,
     push,
     registries_yaml,
+    regsync_json,
 )
 from tests.support.scripted import ScriptedRegistry
 
@@ -69,12 +73,12 @@ def test_signatures_and_subject_artifacts_are_mirrored(
 ) -> None:
     image, sig, sbom = seed(source_registry, "1.0")
     fallback = sig_tag(image, "")
-    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app", "referrers: true")
+    cfg = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app", "referrers: true")
 
-    code, summary, _ = regsync("once", cfg)
+    code, summary, _ = regsync_json("once", cfg, env=FAST_RETRIES)
 
     assert code == 0, summary
-    assert rule(summary)["tags"]["copied"] == 3  # the image, its .sig, its fallback index
+    assert only_rule(summary)["tags"]["copied"] == 3  # the image, its .sig, its fallback index
     for ref in ("1.0", sig_tag(image), fallback):
         assert dest_registry.manifest("diamol/app", ref) == source_registry.manifest(
             "diamol/app", ref
@@ -83,9 +87,9 @@ def test_signatures_and_subject_artifacts_are_mirrored(
     assert dest_registry.manifest("diamol/app", sbom.digest)[1] == sbom.raw
     assert all(dest_registry.blob_exists("diamol/app", b.digest) for b in sbom.blobs + sig.blobs)
 
-    code, summary, _ = regsync("once", cfg)
+    code, summary, _ = regsync_json("once", cfg, env=FAST_RETRIES)
 
-    r = rule(summary)
+    r = only_rule(summary)
     assert code == 0
     assert r["tags"] == {"copied": 0, "up_to_date": 3, "pruned": 0, "failed": 0}
     assert r["source_manifest_gets"] == 0
@@ -95,15 +99,15 @@ def test_without_referrers_artifact_tags_stay_behind_and_explain_says_why(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
     image, _, _ = seed(source_registry, "1.0")
-    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app")
+    cfg = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app")
 
-    proc_code, plan, stderr = regsync("check", cfg, "--explain")
+    proc_code, plan, stderr = regsync_json("check", cfg, "--explain", env=FAST_RETRIES)
 
     assert proc_code == 1
     filtered = {f["tag"]: f["by"] for f in plan["plan"][0]["repos"][0]["filtered"]}
     assert filtered == {sig_tag(image): "artifact", sig_tag(image, ""): "artifact"}
     assert f"filtered   {sig_tag(image)} by artifact" in stderr
-    assert regsync("once", cfg)[0] == 0
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
     assert dest_registry.tags("diamol/app") == ["1.0"]
 
 
@@ -115,22 +119,22 @@ def test_destination_fallback_index_is_merged_without_duplicates(
     local = Artifact.oci(image, "application/vnd.example.scan.v1+json", [Blob(b'{"ok": 1}')])
     attach(dest_registry, "diamol/app", local)  # the destination already lists its own artifact
     fallback = sig_tag(image, "")
-    cfg = config(tmp_path, source_registry, dest_registry, "diamol/app", "referrers: true")
+    cfg = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app", "referrers: true")
 
-    assert regsync("once", cfg)[0] == 0
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
 
     listed = [
         m["digest"]
         for m in json.loads(dest_registry.manifest("diamol/app", fallback)[1])["manifests"]
     ]
     assert listed == [local.digest, sbom.digest]
-    code, summary, _ = regsync("once", cfg)
-    assert code == 0 and rule(summary)["tags"]["copied"] == 0
-    assert rule(summary)["source_manifest_gets"] == 0
+    code, summary, _ = regsync_json("once", cfg, env=FAST_RETRIES)
+    assert code == 0 and only_rule(summary)["tags"]["copied"] == 0
+    assert only_rule(summary)["source_manifest_gets"] == 0
     second = Artifact.oci(image, "application/vnd.example.vex.v1+json", [Blob(b'{"vex": 1}')])
     attach(source_registry, "diamol/app", second)
 
-    assert regsync("once", cfg)[0] == 0
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
 
     listed = [
         m["digest"]
@@ -145,20 +149,20 @@ def test_signatures_follow_their_images_into_prune(
     kept, _, _ = seed(source_registry, "1.0")
     seed(source_registry, "1.1")
     gone, _, _ = seed(source_registry, "1.2")
-    cfg = config(
+    cfg = mirror_config(
         tmp_path, source_registry, dest_registry, "diamol/app", "referrers: true\nprune: true"
     )
-    assert regsync("once", cfg)[0] == 0
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
     assert len(dest_registry.tags("diamol/app")) == 9
     source_registry.delete_manifest("diamol/app", gone.digest)  # its signature tags linger there
 
-    code, plan, _ = regsync("check", cfg)
+    code, plan, _ = regsync_json("check", cfg, env=FAST_RETRIES)
     assert code == 1 and planned(plan, "prune") == sorted(["1.2", sig_tag(gone), sig_tag(gone, "")])
 
-    code, summary, _ = regsync("once", cfg)
+    code, summary, _ = regsync_json("once", cfg, env=FAST_RETRIES)
 
     assert code == 0, summary
-    assert rule(summary)["tags"]["pruned"] == 3
+    assert only_rule(summary)["tags"]["pruned"] == 3
     left = dest_registry.tags("diamol/app")
     assert "1.2" not in left and sig_tag(gone) not in left and sig_tag(gone, "") not in left
     assert {"1.0", sig_tag(kept), sig_tag(kept, "")} <= set(left) and len(left) == 6

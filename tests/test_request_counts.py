@@ -7,7 +7,6 @@ copy moves each distinct blob once, mounts the rest, and asks nothing twice.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -15,10 +14,9 @@ from tests.support import (
     Catalogue,
     Registry,
     RegistryFactory,
-    registries_yaml,
-    run_regsync,
+    mirror_config,
+    regsync_json,
     seed_catalogue,
-    write_config,
 )
 from tests.support.accesslog import ACCESS_LOG, AccessLog
 
@@ -31,25 +29,8 @@ def setup(tmp_path: Path, factory: RegistryFactory) -> tuple[Registry, Registry,
     cat = seed_catalogue(
         src, repos=REPOS, tags=TAGS, layers=LAYERS, layer_size=2_000, namespace="cnt"
     )
-    config = write_config(
-        tmp_path,
-        registries_yaml(src, dst)
-        + f"""
-version: 1
-rules:
-  - name: counted
-    source: {src.host}/cnt/*
-    destination: {dst.host}
-""",
-    )
+    config = mirror_config(tmp_path, src, dst, "cnt/*", name="counted")
     return src, dst, config, cat
-
-
-def once(config: Path) -> dict:
-    proc = run_regsync("once", "-c", config, "--json")
-    assert proc.returncode == 0, proc.stderr
-    (rule,) = json.loads(proc.stdout)["rules"]
-    return rule
 
 
 def writes(counts: Counter[str]) -> int:
@@ -61,10 +42,13 @@ def test_no_op_rerun_heads_each_tag_once_per_side_and_gets_no_manifest(
 ) -> None:
     """Second run: listings plus one HEAD per tag per side; no GETs, no writes anywhere."""
     src, dst, config, _ = setup(tmp_path, registry_factory)
-    once(config)
+    run = regsync_json("once", config)
+    assert run.code == 0 and run.rule, run.stderr
     src_log, dst_log = AccessLog(src), AccessLog(dst)
 
-    rule = once(config)
+    run = regsync_json("once", config)
+    assert run.code == 0, run.stderr
+    rule = run.rule
 
     tags = REPOS * TAGS
     assert rule["tags"]["up_to_date"] == tags and rule["source_manifest_gets"] == 0
@@ -81,7 +65,9 @@ def test_cold_copy_moves_each_blob_once_and_mounts_shared_ones(
     src, dst, config, cat = setup(tmp_path, registry_factory)
     src_log, dst_log = AccessLog(src), AccessLog(dst)
 
-    rule = once(config)
+    run = regsync_json("once", config)
+    assert run.code == 0, run.stderr
+    rule = run.rule
 
     tags = REPOS * TAGS
     distinct = {d for repo in cat.repos for p in cat.images[repo].values() for d in p.blobs}

@@ -10,8 +10,8 @@ import pytest
 
 from regsync.config import load_config
 from regsync.runner import run
-from tests.policy_helpers import config, image, regsync
-from tests.support import Registry
+from tests.policy_helpers import image
+from tests.support import FAST_RETRIES, Registry, mirror_config, regsync_json
 
 TAGS = [
     "1.0",
@@ -50,7 +50,9 @@ ALONE = {
 async def test_each_filter_alone(tmp_path: Path, seeded: Registry, dest_registry: Registry) -> None:
     """In-process `check` (plan only) per filter; the combined test below goes through the CLI."""
     for tags, selected in ALONE.items():
-        cfg = load_config(config(tmp_path, seeded, dest_registry, "diamol/app", f"tags: {tags}"))
+        cfg = load_config(
+            mirror_config(tmp_path, seeded, dest_registry, "diamol/app", f"tags: {tags}")
+        )
 
         result = await run(cfg, cfg.rules, plan_only=True)
 
@@ -70,9 +72,9 @@ def test_filters_combined_in_order_and_explained(
       semver: '>=1.0, <3'
       latest: 2
     """
-    cfg = config(tmp_path, seeded, dest_registry, "diamol/app", extra)
+    cfg = mirror_config(tmp_path, seeded, dest_registry, "diamol/app", extra)
 
-    code, plan, stderr = regsync("check", cfg, "--explain")
+    code, plan, stderr = regsync_json("check", cfg, "--explain", env=FAST_RETRIES)
 
     assert code == 1
     chosen, filtered = selection(plan)
@@ -91,5 +93,5 @@ def test_filters_combined_in_order_and_explained(
     assert "    filtered   1.0 by latest: not among the 2 highest versions" in stderr
     assert "    copy       v2.1.1 (missing)" in stderr
 
-    assert regsync("once", cfg)[0] == 0
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
     assert dest_registry.tags("diamol/app") == ["2.1", "v2.1.1"]

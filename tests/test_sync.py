@@ -11,38 +11,12 @@ from tests.support import (
     Image,
     Index,
     Registry,
+    mirror_config,
+    only_rule,
     push,
-    registries_yaml,
+    regsync_json,
     run_regsync,
-    write_config,
 )
-
-
-def mirror_config(
-    tmp_path: Path, src: Registry, dst: Registry, source: str, extra: str = ""
-) -> Path:
-    return write_config(
-        tmp_path,
-        registries_yaml(src, dst)
-        + f"""
-version: 1
-rules:
-  - name: mirror
-    source: {src.host}/{source}
-    destination: {dst.host}
-{extra}""",
-    )
-
-
-def once(config: Path, *args: str) -> tuple[int, dict]:
-    proc = run_regsync("once", "-c", config, "--json", *args)
-    assert proc.stdout, proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
-
-
-def rule(summary: dict) -> dict:
-    (only,) = summary["rules"]
-    return only
 
 
 def seed_mixed(src: Registry) -> dict[str, str]:
@@ -70,10 +44,10 @@ def test_mirror_copies_every_kind_with_identical_digests(
     expected = seed_mixed(source_registry)
     config = mirror_config(tmp_path, source_registry, dest_registry, "diamol/*")
 
-    code, summary = once(config)
+    code, summary, _ = regsync_json("once", config)
 
     assert code == 0, summary
-    r = rule(summary)
+    r = only_rule(summary)
     assert r["repos"] == 4 and r["tags"]["copied"] == 5 and r["tags"]["failed"] == 0
     for ref, digest in expected.items():
         repo, tag = ref.split(":")
@@ -92,7 +66,9 @@ def test_skopeo_reads_the_mirror(
 ) -> None:
     """An independent client inspects and copies what regsync mirrored."""
     expected = seed_mixed(source_registry)
-    code, _ = once(mirror_config(tmp_path, source_registry, dest_registry, "diamol/*"))
+    code, _, _ = regsync_json(
+        "once", mirror_config(tmp_path, source_registry, dest_registry, "diamol/*")
+    )
     assert code == 0
     ref = f"docker://{dest_registry.host}/diamol/multi:1.0"
     raw = subprocess.run(
@@ -126,11 +102,11 @@ def test_second_run_is_a_no_op(
     """Up-to-date tags cost a HEAD per side: no blobs, no pushes, no source manifest GETs."""
     seed_mixed(source_registry)
     config = mirror_config(tmp_path, source_registry, dest_registry, "diamol/*")
-    assert once(config)[0] == 0
+    assert regsync_json("once", config).code == 0
 
-    code, summary = once(config)
+    code, summary, _ = regsync_json("once", config)
 
-    r = rule(summary)
+    r = only_rule(summary)
     assert code == 0
     assert r["tags"] == {"copied": 0, "up_to_date": 5, "pruned": 0, "failed": 0}
     assert r["blobs"] == {"copied": 0, "mounted": 0, "present": 0}
@@ -145,13 +121,13 @@ def test_changed_tag_is_recopied_sending_only_new_blobs(
     push(source_registry, "diamol/app", "1.0", Image.docker([base, Blob.random(10_000, seed=1)]))
     push(source_registry, "diamol/app", "2.0", Image.docker([base, Blob.random(10_000, seed=2)]))
     config = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app")
-    assert once(config)[0] == 0
+    assert regsync_json("once", config).code == 0
     new_layer = Blob.random(12_345, seed="new")
     changed = push(source_registry, "diamol/app", "2.0", Image.docker([base, new_layer]))
 
-    code, summary = once(config)
+    code, summary, _ = regsync_json("once", config)
 
-    r = rule(summary)
+    r = only_rule(summary)
     assert code == 0
     assert r["tags"]["copied"] == 1 and r["tags"]["up_to_date"] == 1
     assert r["blobs"]["copied"] == 2  # the new layer and the new config
@@ -172,7 +148,7 @@ def test_tag_filters_full_match(
     extra = "    tags:\n      include: ['1.*', 'latest']\n      exclude: ['.*-rc\\d*']\n"
     config = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app", extra)
 
-    code, summary = once(config)
+    code, summary, _ = regsync_json("once", config)
 
     assert code == 0, summary
     assert sorted(dest_registry.tags("diamol/app")) == ["1.0", "10", "latest"]
@@ -190,7 +166,7 @@ def test_check_reports_drift_and_changes_nothing(
     assert [(t["tag"], t["action"]) for t in plan] == [("1.0", "copy")]
     assert dest_registry.tags("diamol/app") == []
 
-    assert once(config)[0] == 0
+    assert regsync_json("once", config).code == 0
     clean = run_regsync("check", "-c", config)
     assert clean.returncode == 0, clean.stderr
 
@@ -212,9 +188,9 @@ def test_corrupt_source_blob_is_never_pushed_onward(
     data_file.write_bytes(Blob.random(5000, seed="evil").data)
     config = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app")
 
-    code, summary = once(config)
+    code, summary, _ = regsync_json("once", config)
 
-    r = rule(summary)
+    r = only_rule(summary)
     assert code == 1
     assert r["tags"]["copied"] == 1 and r["tags"]["failed"] == 1
     assert any("does not match" in e for e in r["errors"]), r["errors"]

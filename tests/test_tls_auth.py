@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Blob, Image, Registry, RegistryFactory, TlsFiles, push, run_regsync
+from tests.support import Blob, Image, Registry, RegistryFactory, TlsFiles, push, regsync_json
 from tests.support import write_config as write
 from tests.support.servers import TokenServer
 
@@ -34,12 +34,6 @@ def token_registry(factory: RegistryFactory, tokens: TokenServer, service: str) 
     reg = factory(token_auth=tokens.registry_auth(service))
     reg.credentials = ("alice", USERS["alice"])  # the test client seeds and inspects with these
     return reg
-
-
-def once(config: Path, env: dict[str, str] | None = None) -> tuple[int, dict, str]:
-    proc = run_regsync("once", "-c", config, "--json", env=env)
-    assert proc.stdout, proc.stderr
-    return proc.returncode, json.loads(proc.stdout), proc.stderr
 
 
 def test_token_auth_asks_minimal_scopes_and_caches_tokens(
@@ -68,7 +62,7 @@ def test_token_auth_asks_minimal_scopes_and_caches_tokens(
         """,
     )
 
-    code, summary, stderr = once(config, env={"T_PW": USERS["alice"]})
+    code, summary, stderr = regsync_json("once", config, env={"T_PW": USERS["alice"]})
 
     assert code == 0, stderr
     (rule,) = summary["rules"]
@@ -116,7 +110,7 @@ def test_bad_credentials_fail_once_with_one_clear_line(
         """,
     )
 
-    code, summary, stderr = once(config)
+    code, summary, stderr = regsync_json("once", config)
 
     assert code == 1
     errors = [e for r in summary["rules"] for e in r["errors"]]
@@ -148,7 +142,7 @@ def test_htpasswd_over_tls_with_ca_file_and_password_file(
         """,
     )
 
-    code, _, stderr = once(config)
+    code, _, stderr = regsync_json("once", config)
 
     assert code == 0, stderr
     assert dst.manifest_digest("team/app", "1.0") == pushed.digest
@@ -171,13 +165,13 @@ def test_untrusted_certificate_is_one_clear_error_and_insecure_is_announced(
         """
 
     config = write(tmp_path, text.format(src=src.host, dst=dst.host, mode=""))
-    code, summary, stderr = once(config)
+    code, summary, stderr = regsync_json("once", config)
     assert code == 1
     (error,) = summary["rules"][0]["errors"]
     assert "TLS handshake failed" in error and f"registries.{src.host}.ca_file" in error
 
     config = write(tmp_path, text.format(src=src.host, dst=dst.host, mode="tls: insecure"))
-    code, summary, stderr = once(config)
+    code, summary, stderr = regsync_json("once", config)
     assert code == 0, stderr
     assert f"registry {src.host}: TLS certificate checks are OFF (tls: insecure" in stderr
     assert dst.manifest_digest("team/app", "1.0") == pushed.digest
@@ -215,13 +209,13 @@ def test_mutual_tls_with_client_certificate(
         values = dict(src=src.host, dst=dst.host, ca=tls_ca.ca_pem)
 
         config = write(tmp_path, text.format(**values, mtls=""))
-        code, summary, _ = once(config)
+        code, summary, _ = regsync_json("once", config)
         assert code == 1
         (error,) = summary["rules"][0]["errors"]  # no client cert: refused, said clearly
         assert "TLS handshake failed" in error and f"{src.host}.client_cert/client_key" in error
 
         mtls = ", client_cert: client.pem, client_key: client.key"
         config = write(tmp_path, text.format(**values, mtls=mtls))
-        code, summary, stderr = once(config)
+        code, summary, stderr = regsync_json("once", config)
     assert code == 0, stderr
     assert dst.manifest_digest("team/app", "1.0") == pushed.digest

@@ -10,8 +10,10 @@ from tests.support import (
     Image,
     Index,
     Registry,
+    mirror_config,
     push,
     registries_yaml,
+    regsync_json,
     run_regsync,
     write_config,
 )
@@ -26,27 +28,10 @@ def setup(tmp_path: Path, src: Registry, dst: Registry) -> tuple[Path, dict[str,
         push(src, "vf/app", "skip-me", Image.docker([Blob.random(100, seed="v-x")])),
         push(src, "vf/multi", "1", Index.oci([amd, arm])),
     ]
-    config = write_config(
-        tmp_path,
-        registries_yaml(src, dst)
-        + f"""
-version: 1
-rules:
-  - name: vf
-    source: {src.host}/vf/*
-    destination: {dst.host}
-    tags: {{exclude: ['skip-.*']}}
-""",
-    )
+    config = mirror_config(tmp_path, src, dst, "vf/*", "tags: {exclude: ['skip-.*']}", name="vf")
     proc = run_regsync("once", "-c", config)
     assert proc.returncode == 0, proc.stderr
     return config, {p.ref: p.digest for p in pushed}
-
-
-def verify(config: Path, *args: str) -> tuple[int, dict]:
-    proc = run_regsync("verify", "-c", config, "--json", *args)
-    assert proc.stdout, proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
 
 
 def remove_blob_data(reg: Registry, digest: str) -> None:
@@ -60,7 +45,7 @@ def test_verify_passes_on_a_complete_mirror_and_checks_only_tags_in_scope(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
     config, _ = setup(tmp_path, source_registry, dest_registry)
-    code, report = verify(config)
+    code, report, _ = regsync_json("verify", config)
     assert code == 0, report
     (rule,) = report["rules"]
     assert rule["ok"] and rule["missing"] == [] and rule["errors"] == []
@@ -80,17 +65,17 @@ def test_verify_reports_missing_blob_and_child_then_repair_restores_them(
     child = json.loads(index_raw)["manifests"][1]["digest"]
     dest_registry.delete_manifest("vf/multi", child)
 
-    code, report = verify(config)
+    code, report, _ = regsync_json("verify", config)
     assert code == 1, report
     (rule,) = report["rules"]
     assert not rule["ok"]
     missing = {(m["ref"], m["digest"], m["kind"]) for m in rule["missing"]}
     assert missing == {("vf/app:1", layer, "blob"), ("vf/multi:1", child, "manifest")}
 
-    code, report = verify(config, "--repair")
+    code, report, _ = regsync_json("verify", config, "--repair")
     assert code == 0, report
     assert sorted(report["rules"][0]["repaired"]) == ["vf/app:1", "vf/multi:1"]
-    code, report = verify(config)
+    code, report, _ = regsync_json("verify", config)
     assert code == 0 and report["rules"][0]["missing"] == [], report
     assert dest_registry.blob("vf/app", layer) == source_registry.blob("vf/app", layer)
     assert dest_registry.manifest_digest("vf/multi", child) == child
@@ -107,7 +92,7 @@ def test_verify_without_repair_changes_nothing_and_bad_config_exits_2(
     layer = json.loads(raw)["layers"][0]["digest"]
     remove_blob_data(dest_registry, layer)
     for _ in range(2):
-        code, report = verify(config)
+        code, report, _ = regsync_json("verify", config)
         assert code == 1 and report["rules"][0]["repaired"] == []
     assert not dest_registry.blob_exists("vf/app", layer)
     bad = write_config(tmp_path, "version: 1\nrules: []\n", "bad.yaml")
@@ -141,7 +126,7 @@ rules:
     layer = amd.blobs[-1].digest
     remove_blob_data(dest_registry, layer)
 
-    code, report = verify(config, "--repair")
+    code, report, _ = regsync_json("verify", config, "--repair")
     assert code == 0, report
     (rule,) = report["rules"]
     assert [(m["digest"], m["kind"]) for m in rule["missing"]] == [(layer, "blob")]

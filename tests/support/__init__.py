@@ -3,7 +3,17 @@
 Import as ``from tests.support import Registry, Blob, Image, Index, push, ...``.
 """
 
-from .cli import REPO_ROOT, registries_yaml, run_regsync, write_config
+from .cli import (
+    FAST_RETRIES,
+    REPO_ROOT,
+    Summary,
+    mirror_config,
+    only_rule,
+    registries_yaml,
+    regsync_json,
+    run_regsync,
+    write_config,
+)
 from .client import MANIFEST_ACCEPT, RegistryClient, RegistryHTTPError, Response
 from .images import (
     DOCKER_CONFIG,
@@ -38,6 +48,7 @@ __all__ = [
     "DOCKER_LIST",
     "DOCKER_MANIFEST",
     "EMPTY_DIGEST",
+    "FAST_RETRIES",
     "MANIFEST_ACCEPT",
     "OCI_CONFIG",
     "OCI_EMPTY",
@@ -58,15 +69,19 @@ __all__ = [
     "RegistryHTTPError",
     "RegistryStartError",
     "Response",
+    "Summary",
     "TlsFiles",
     "attach",
     "catalogue_tag",
     "free_port",
     "make_tls",
+    "mirror_config",
+    "only_rule",
     "push",
     "push_blob",
     "push_manifest",
     "registries_yaml",
+    "regsync_json",
     "run_regsync",
     "sample_images",
     "seed_catalogue",

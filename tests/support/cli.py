@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from .client import RegistryClient
+from .registry import Registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# A registry that is down should fail the run quickly, not after the default backoff.
+FAST_RETRIES = {
+    "REGSYNC_RETRY_ATTEMPTS": "2",
+    "REGSYNC_RETRY_INITIAL": "0.05",
+    "REGSYNC_RETRY_MAX": "0.1",
+}
 
 
 def run_regsync(
@@ -56,3 +66,57 @@ def registries_yaml(*registries: RegistryClient, indent: int = 2) -> str:
         elif reg.ca_file is not None:
             lines.append(f"{pad}{pad}ca_file: {reg.ca_file}")
     return "\n".join(lines) + "\n"
+
+
+def only_rule(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The one entry of ``summary["rules"]``; fails unless there is exactly one."""
+    rules: list[dict[str, Any]] = summary["rules"]
+    (only,) = rules
+    return only
+
+
+class Summary(NamedTuple):
+    """What ``regsync <command> --json`` returned: exit code, parsed JSON summary, stderr."""
+
+    code: int
+    data: dict[str, Any]
+    stderr: str
+
+    @property
+    def rule(self) -> dict[str, Any]:
+        """The single rule's result (for one-rule configs); fails unless there is one."""
+        return only_rule(self.data)
+
+
+def regsync_json(
+    command: str,
+    config: Path,
+    *args: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> Summary:
+    """Run ``regsync <command> -c config --json *args``; asserts it printed a summary."""
+    proc = run_regsync(command, "-c", config, "--json", *args, env=env, timeout=timeout)
+    assert proc.stdout, proc.stderr
+    return Summary(proc.returncode, json.loads(proc.stdout), proc.stderr)
+
+
+def mirror_config(
+    tmp_path: Path,
+    src: Registry,
+    dst: Registry,
+    source: str,
+    extra: str = "",
+    dest: str = "",
+    name: str = "mirror",
+) -> Path:
+    """One rule ``name`` from ``src/source`` to ``dst`` (plus ``dest`` path), with ``extra``
+    rule keys (YAML, re-indented as rule keys)."""
+    body = textwrap.indent(textwrap.dedent(extra).strip("\n"), "    ")
+    return write_config(
+        tmp_path,
+        registries_yaml(src, dst)
+        + f"version: 1\nrules:\n  - name: {name}\n    source: {src.host}/{source}\n"
+        + f"    destination: {dst.host}{dest}\n"
+        + (body + "\n" if body else ""),
+    )
