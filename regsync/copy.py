@@ -12,6 +12,7 @@ destination wait, then mount it from there instead of sending the bytes again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,15 @@ class CopyStats:
     bytes_copied: int = 0
     manifests_pushed: int = 0
     source_manifest_gets: int = 0
+
+    def count_blob(self, outcome: str) -> None:
+        """One blob placed: outcome is copied, mounted or present."""
+        if outcome == "copied":
+            self.blobs_copied += 1
+        elif outcome == "mounted":
+            self.blobs_mounted += 1
+        else:
+            self.blobs_present += 1
 
 
 @dataclass
@@ -152,7 +162,7 @@ class CopyEngine:
         async with self.ledger.lock(desc.digest):
             outcome = await self._place_blob(src_repo, dst_repo, desc)
             self.ledger.record(desc.digest, dst_repo)
-        setattr(self.stats, f"blobs_{outcome}", getattr(self.stats, f"blobs_{outcome}") + 1)
+        self.stats.count_blob(outcome)
         self.on_blob(outcome)
 
     async def _place_blob(self, src_repo: str, dst_repo: str, desc: Descriptor) -> str:
@@ -184,11 +194,8 @@ class CopyEngine:
         A broken source stream resumes inside ``blob_read``; what reaches here is an upload
         that failed (or a source that could not recover), so the blob is sent again whole.
         """
-        policy = RetryPolicy(
-            min(TRANSFER_ATTEMPTS, self.retry.attempts),
-            self.retry.initial,
-            self.retry.maximum,
-            self.retry.max_retry_after,
+        policy = dataclasses.replace(
+            self.retry, attempts=min(TRANSFER_ATTEMPTS, self.retry.attempts)
         )
         loop = retrying(policy, self.observer, self.destination.name, retryable=_transfer_retryable)
         async for attempt in loop:
