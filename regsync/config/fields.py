@@ -131,19 +131,21 @@ def _host(value: str) -> str:
 def _source(value: object) -> SourceSpec:
     if isinstance(value, SourceSpec):
         return value
-    if not isinstance(value, str) or not value.strip():
-        found = "an empty string" if isinstance(value, str) else _kind(value)
-        raise ValueError(f"expected a source such as docker.io/team/*, got {found}")
-    return SourceSpec.parse(value)
+    return SourceSpec.parse(_spec_text(value, "a source such as docker.io/team/*"))
 
 
 def _destination(value: object) -> DestinationSpec:
     if isinstance(value, DestinationSpec):
         return value
+    return DestinationSpec.parse(_spec_text(value, "a destination such as registry.local:5000"))
+
+
+def _spec_text(value: object, expected: str) -> str:
+    """The text of a source or destination, or a ValueError saying what was found instead."""
     if not isinstance(value, str) or not value.strip():
         found = "an empty string" if isinstance(value, str) else _kind(value)
-        raise ValueError(f"expected a destination such as registry.local:5000, got {found}")
-    return DestinationSpec.parse(value)
+        raise ValueError(f"expected {expected}, got {found}")
+    return value
 
 
 def _rule_name(value: str) -> str:
