@@ -1,6 +1,6 @@
 """Command line: `regsync once | check | verify | serve | validate`.
 
-Exit codes (DESIGN.md): 0 in sync / success, 1 some tag failed (or drift, for check),
+Exit codes (the README's table): 0 in sync / success, 1 some tag failed (or drift, for check),
 2 bad configuration or usage.
 """
 

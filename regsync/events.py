@@ -1,13 +1,13 @@
 """Hooks the runner calls as work happens; metrics and progress displays implement them.
 
-Hooks added later (``repo_planned``, ``transfer_started``, ``transfer_finished``) have no-op
-defaults in ``NoEvents``; ``FanOut`` forwards a hook only to the sinks that define it, so an
-older implementation of the protocol keeps working.
+Every hook is in the ``RunEvents`` protocol, so the type checker sees a misspelt or missing
+one. ``NoEvents`` implements each as a no-op: a sink subclasses it and overrides what it needs.
+``FanOut`` forwards every hook to several sinks.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from regsync.plan import RepoPlan
@@ -21,34 +21,14 @@ class RunEvents(Protocol):
 
     def repos_found(self, rule: str, count: int) -> None: ...
 
+    def repo_planned(self, rule: str, plan: RepoPlan) -> None:
+        """A repository's plan is ready (before any of its copies start)."""
+
     def tag_done(self, rule: str, outcome: str) -> None: ...
 
     def blob_done(self, rule: str, outcome: str) -> None: ...
 
     def bytes_copied(self, rule: str, count: int) -> None: ...
-
-
-class NoEvents:
-    def rule_started(self, rule: str) -> None:
-        pass
-
-    def rule_finished(self, result: RuleResult) -> None:
-        pass
-
-    def repos_found(self, rule: str, count: int) -> None:
-        pass
-
-    def tag_done(self, rule: str, outcome: str) -> None:
-        pass
-
-    def blob_done(self, rule: str, outcome: str) -> None:
-        pass
-
-    def bytes_copied(self, rule: str, count: int) -> None:
-        pass
-
-    def repo_planned(self, rule: str, plan: RepoPlan) -> None:
-        """A repository's plan is ready (before any of its copies start)."""
 
     def transfer_started(self, rule: str, repo: str, digest: str, size: int) -> None:
         """A blob stream into the destination began."""
@@ -57,46 +37,75 @@ class NoEvents:
         """That blob stream ended (done, failed or cancelled)."""
 
 
-class FanOut(NoEvents):
-    """Sends every hook to several sinks (e.g. metrics and a progress display)."""
-
-    def __init__(self, *sinks: object) -> None:
-        self.sinks = sinks
-
-    def _call(self, hook: str, *args: Any) -> None:
-        for sink in self.sinks:
-            method = getattr(sink, hook, None)
-            if method is not None:
-                method(*args)
+class NoEvents:
+    """Every hook, doing nothing: the base of sinks that handle only some of them."""
 
     def rule_started(self, rule: str) -> None:
-        self._call("rule_started", rule)
+        pass
 
     def rule_finished(self, result: RuleResult) -> None:
-        self._call("rule_finished", result)
+        pass
 
     def repos_found(self, rule: str, count: int) -> None:
-        self._call("repos_found", rule, count)
-
-    def tag_done(self, rule: str, outcome: str) -> None:
-        self._call("tag_done", rule, outcome)
-
-    def blob_done(self, rule: str, outcome: str) -> None:
-        self._call("blob_done", rule, outcome)
-
-    def bytes_copied(self, rule: str, count: int) -> None:
-        self._call("bytes_copied", rule, count)
+        pass
 
     def repo_planned(self, rule: str, plan: RepoPlan) -> None:
-        self._call("repo_planned", rule, plan)
+        pass
+
+    def tag_done(self, rule: str, outcome: str) -> None:
+        pass
+
+    def blob_done(self, rule: str, outcome: str) -> None:
+        pass
+
+    def bytes_copied(self, rule: str, count: int) -> None:
+        pass
 
     def transfer_started(self, rule: str, repo: str, digest: str, size: int) -> None:
-        self._call("transfer_started", rule, repo, digest, size)
+        pass
 
     def transfer_finished(self, rule: str, repo: str, digest: str) -> None:
-        self._call("transfer_finished", rule, repo, digest)
+        pass
 
 
-def optional_hook(events: RunEvents, name: str) -> Any:
-    """A hook added after the protocol was first published, or a no-op if `events` lacks it."""
-    return getattr(events, name, None) or (lambda *args: None)
+class FanOut:
+    """Sends every hook to several sinks (e.g. metrics and a progress display)."""
+
+    def __init__(self, *sinks: RunEvents) -> None:
+        self.sinks = sinks
+
+    def rule_started(self, rule: str) -> None:
+        for sink in self.sinks:
+            sink.rule_started(rule)
+
+    def rule_finished(self, result: RuleResult) -> None:
+        for sink in self.sinks:
+            sink.rule_finished(result)
+
+    def repos_found(self, rule: str, count: int) -> None:
+        for sink in self.sinks:
+            sink.repos_found(rule, count)
+
+    def repo_planned(self, rule: str, plan: RepoPlan) -> None:
+        for sink in self.sinks:
+            sink.repo_planned(rule, plan)
+
+    def tag_done(self, rule: str, outcome: str) -> None:
+        for sink in self.sinks:
+            sink.tag_done(rule, outcome)
+
+    def blob_done(self, rule: str, outcome: str) -> None:
+        for sink in self.sinks:
+            sink.blob_done(rule, outcome)
+
+    def bytes_copied(self, rule: str, count: int) -> None:
+        for sink in self.sinks:
+            sink.bytes_copied(rule, count)
+
+    def transfer_started(self, rule: str, repo: str, digest: str, size: int) -> None:
+        for sink in self.sinks:
+            sink.transfer_started(rule, repo, digest, size)
+
+    def transfer_finished(self, rule: str, repo: str, digest: str) -> None:
+        for sink in self.sinks:
+            sink.transfer_finished(rule, repo, digest)

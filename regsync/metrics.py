@@ -1,4 +1,4 @@
-"""Prometheus metrics: names and labels as DESIGN.md lists them, one registry per process.
+"""Prometheus metrics: the names and labels the README lists, one registry per process.
 
 ``Metrics`` implements both seams the run reports through -- ``RunEvents`` (rules, tags, blobs,
 bytes, as work happens) and ``RequestObserver`` (every HTTP exchange) -- so counters move while
@@ -6,7 +6,7 @@ a sync runs, not only at its end. Each instance owns its own ``CollectorRegistry
 registered globally, so tests and several runs in one process never collide.
 
 Labels stay low-cardinality: rule, registry, method, status, outcome, result. Never a tag or a
-digest. Beyond DESIGN.md's list: ``regsync_rule_interval_seconds`` (for staleness alerts),
+digest. Beyond the core contract: ``regsync_rule_interval_seconds`` (for staleness alerts),
 ``regsync_last_run_result`` (alerts that work for one-shot textfile runs too, where counters
 restart every run), ``regsync_ratelimit_limit``,
 ``regsync_registry_paused_until_timestamp_seconds`` and ``regsync_sync_running``.
@@ -32,6 +32,7 @@ from prometheus_client import (
     write_to_textfile,
 )
 
+from regsync.events import NoEvents
 from regsync.shard import Shard
 
 if TYPE_CHECKING:
@@ -42,6 +43,89 @@ TAG_OUTCOMES = ("copied", "up_to_date", "pruned", "failed")
 BLOB_OUTCOMES = ("copied", "mounted", "present")
 SYNC_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, float("inf"))
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf"))
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric family: adding a metric is a row here plus its call site."""
+
+    name: str  # counters without the _total suffix (prometheus_client appends it)
+    help: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()  # histograms only
+
+
+SYNC_RUNS = Family("regsync_sync_runs", "Rule runs by result.", ("rule", "result"))
+LAST_SUCCESS = Family(
+    "regsync_last_success_timestamp_seconds",
+    "Unix time the rule's last fully successful run ended.",
+    ("rule",),
+)
+SYNC_DURATION = Family(
+    "regsync_sync_duration_seconds", "Duration of rule runs.", ("rule",), SYNC_BUCKETS
+)
+TAGS = Family("regsync_tags", "Tags by outcome.", ("rule", "outcome"))
+OUT_OF_SYNC = Family(
+    "regsync_out_of_sync_tags",
+    "Tags the last run's plan found to change that are still not in sync after it.",
+    ("rule",),
+)
+BLOBS = Family("regsync_blobs", "Blobs by outcome.", ("rule", "outcome"))
+BYTES_COPIED = Family("regsync_bytes_copied", "Blob bytes sent to destinations.", ("rule",))
+REQUESTS = Family(
+    "regsync_registry_requests",
+    "HTTP requests by registry, method and status (status 'error': no answer).",
+    ("registry", "method", "status"),
+)
+REQUEST_DURATION = Family(
+    "regsync_registry_request_duration_seconds",
+    "Time to a registry's response headers.",
+    ("registry", "method"),
+    REQUEST_BUCKETS,
+)
+RETRIES = Family(
+    "regsync_registry_retries",
+    "Requests retried (and blob transfers restarted or resumed), by registry and reason"
+    " (an HTTP status, 'connection', or 'integrity').",
+    ("registry", "reason"),
+)
+RATELIMIT_REMAINING = Family(
+    "regsync_ratelimit_remaining",
+    "Pulls left in the registry's rate-limit window (RateLimit-Remaining).",
+    ("registry",),
+)
+RATELIMIT_LIMIT = Family(
+    "regsync_ratelimit_limit",
+    "The registry's pull limit per window (RateLimit-Limit).",
+    ("registry",),
+)
+REGISTRY_UP = Family(
+    "regsync_registry_up",
+    "1 if the last request to the registry got an HTTP answer, 0 if it failed to connect.",
+    ("registry",),
+)
+PAUSED_UNTIL = Family(
+    "regsync_registry_paused_until_timestamp_seconds",
+    "Unix time a rate-limit pause of requests to the registry ends (0: not paused).",
+    ("registry",),
+)
+RULE_INTERVAL = Family(
+    "regsync_rule_interval_seconds",
+    "The rule's interval (for a cron schedule: the time between two runs).",
+    ("rule",),
+)
+LAST_RESULT = Family(
+    "regsync_last_run_result",
+    "1 for the result of the rule's last run, 0 for the other results.",
+    ("rule", "result"),
+)
+RUNNING = Family("regsync_sync_running", "1 while a run of the rule is in progress.", ("rule",))
+# Which share of the catalogue this agent handles (--shard INDEX/COUNT; 0/1 = all).
+SHARD_INFO = Family(
+    "regsync_shard_info",
+    "Always 1; the labels say which shard of how many this agent is.",
+    ("index", "count"),
+)
 
 
 @dataclass
@@ -67,7 +151,7 @@ class RegistryState:
         }
 
 
-class Metrics:
+class Metrics(NoEvents):
     """Every regsync metric, in a registry of its own. Implements RunEvents and RequestObserver.
 
     ``record_success=False`` (dry runs) keeps ``regsync_last_success_timestamp_seconds`` unset:
@@ -83,105 +167,37 @@ class Metrics:
         if process:  # only a long-lived process: process_start_time_seconds etc.
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
-        r = self.registry
-        self.runs = Counter(
-            "regsync_sync_runs", "Rule runs by result.", ["rule", "result"], registry=r
-        )
-        self.last_success = Gauge(
-            "regsync_last_success_timestamp_seconds",
-            "Unix time the rule's last fully successful run ended.",
-            ["rule"],
-            registry=r,
-        )
-        self.duration = Histogram(
-            "regsync_sync_duration_seconds",
-            "Duration of rule runs.",
-            ["rule"],
-            buckets=SYNC_BUCKETS,
-            registry=r,
-        )
-        self.tags = Counter("regsync_tags", "Tags by outcome.", ["rule", "outcome"], registry=r)
-        self.out_of_sync = Gauge(
-            "regsync_out_of_sync_tags",
-            "Tags the last run's plan found to change that are still not in sync after it.",
-            ["rule"],
-            registry=r,
-        )
-        self.blobs = Counter("regsync_blobs", "Blobs by outcome.", ["rule", "outcome"], registry=r)
-        self.bytes = Counter(
-            "regsync_bytes_copied", "Blob bytes sent to destinations.", ["rule"], registry=r
-        )
-        self.requests = Counter(
-            "regsync_registry_requests",
-            "HTTP requests by registry, method and status (status 'error': no answer).",
-            ["registry", "method", "status"],
-            registry=r,
-        )
-        self.request_duration = Histogram(
-            "regsync_registry_request_duration_seconds",
-            "Time to a registry's response headers.",
-            ["registry", "method"],
-            buckets=REQUEST_BUCKETS,
-            registry=r,
-        )
-        self.retries = Counter(
-            "regsync_registry_retries",
-            "Requests retried (and blob transfers restarted or resumed), by registry and reason"
-            " (an HTTP status, 'connection', or 'integrity').",
-            ["registry", "reason"],
-            registry=r,
-        )
-        self.ratelimit_remaining = Gauge(
-            "regsync_ratelimit_remaining",
-            "Pulls left in the registry's rate-limit window (RateLimit-Remaining).",
-            ["registry"],
-            registry=r,
-        )
-        self.ratelimit_limit = Gauge(
-            "regsync_ratelimit_limit",
-            "The registry's pull limit per window (RateLimit-Limit).",
-            ["registry"],
-            registry=r,
-        )
-        self.registry_up = Gauge(
-            "regsync_registry_up",
-            "1 if the last request to the registry got an HTTP answer, 0 if it failed to connect.",
-            ["registry"],
-            registry=r,
-        )
-        self.paused_until = Gauge(
-            "regsync_registry_paused_until_timestamp_seconds",
-            "Unix time a rate-limit pause of requests to the registry ends (0: not paused).",
-            ["registry"],
-            registry=r,
-        )
-        self.interval = Gauge(
-            "regsync_rule_interval_seconds",
-            "The rule's interval (for a cron schedule: the time between two runs).",
-            ["rule"],
-            registry=r,
-        )
-        self.last_result = Gauge(
-            "regsync_last_run_result",
-            "1 for the result of the rule's last run, 0 for the other results.",
-            ["rule", "result"],
-            registry=r,
-        )
-        self.running = Gauge(
-            "regsync_sync_running",
-            "1 while a run of the rule is in progress.",
-            ["rule"],
-            registry=r,
-        )
-        # Which share of the catalogue this agent handles (--shard INDEX/COUNT; 0/1 = all).
-        self.shard = Gauge(
-            "regsync_shard_info",
-            "Always 1; the labels say which shard of how many this agent is.",
-            ["index", "count"],
-            registry=r,
-        )
+        self.runs = self._counter(SYNC_RUNS)
+        self.last_success = self._gauge(LAST_SUCCESS)
+        self.duration = self._histogram(SYNC_DURATION)
+        self.tags = self._counter(TAGS)
+        self.out_of_sync = self._gauge(OUT_OF_SYNC)
+        self.blobs = self._counter(BLOBS)
+        self.bytes = self._counter(BYTES_COPIED)
+        self.requests = self._counter(REQUESTS)
+        self.request_duration = self._histogram(REQUEST_DURATION)
+        self.retries = self._counter(RETRIES)
+        self.ratelimit_remaining = self._gauge(RATELIMIT_REMAINING)
+        self.ratelimit_limit = self._gauge(RATELIMIT_LIMIT)
+        self.registry_up = self._gauge(REGISTRY_UP)
+        self.paused_until = self._gauge(PAUSED_UNTIL)
+        self.interval = self._gauge(RULE_INTERVAL)
+        self.last_result = self._gauge(LAST_RESULT)
+        self.running = self._gauge(RUNNING)
+        self.shard = self._gauge(SHARD_INFO)
         shard = shard or Shard()
         self.shard.labels(str(shard.index), str(shard.count)).set(1)
+
+    def _counter(self, family: Family) -> Counter:
+        return Counter(family.name, family.help, family.labels, registry=self.registry)
+
+    def _gauge(self, family: Family) -> Gauge:
+        return Gauge(family.name, family.help, family.labels, registry=self.registry)
+
+    def _histogram(self, family: Family) -> Histogram:
+        return Histogram(
+            family.name, family.help, family.labels, buckets=family.buckets, registry=self.registry
+        )
 
     # -- set-up ----------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from regsync.events import NoEvents
 from regsync.plan import Action
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class _RuleLine:
         return text
 
 
-class ProgressDisplay:
+class ProgressDisplay(NoEvents):
     """A rich live display fed by RunEvents; use as a context manager around the run."""
 
     def __init__(self, console: Console | None = None) -> None:

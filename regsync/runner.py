@@ -23,7 +23,7 @@ from regsync.clients import ClientPool
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
 from regsync.errors import RegsyncError
-from regsync.events import NoEvents, RunEvents, optional_hook
+from regsync.events import NoEvents, RunEvents
 from regsync.layout import LayoutPool
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
@@ -104,14 +104,11 @@ class RunContext:
         )
 
     def _transfer_hook(self, rule: str) -> Callable[[str, Descriptor, bool], None]:
-        started = optional_hook(self.events, "transfer_started")
-        finished = optional_hook(self.events, "transfer_finished")
-
         def hook(repo: str, desc: Descriptor, begins: bool) -> None:
             if begins:
-                started(rule, repo, desc.digest, desc.size)
+                self.events.transfer_started(rule, repo, desc.digest, desc.size)
             else:
-                finished(rule, repo, desc.digest)
+                self.events.transfer_finished(rule, repo, desc.digest)
 
         return hook
 
@@ -211,7 +208,7 @@ async def sync_repo(
         return
     result.plans.append(plan)
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
-    optional_hook(ctx.events, "repo_planned")(rule.name, plan)
+    ctx.events.repo_planned(rule.name, plan)
     result.up_to_date += len(plan.of(Action.SKIP))
     for _ in plan.of(Action.SKIP):
         ctx.events.tag_done(rule.name, "up_to_date")

@@ -27,7 +27,7 @@ from tests.support import Blob, Image, Registry, mirror_config, push, run_regsyn
 from tests.support.observe import parse_metrics, sample
 from tests.support.registry import free_port
 
-# DESIGN.md's list, exactly: name -> label names (histograms: their base name).
+# The README's contract list, exactly: name -> label names (histograms: their base name).
 DESIGN_METRICS = {
     "regsync_sync_runs": ("rule", "result"),
     "regsync_last_success_timestamp_seconds": ("rule",),
