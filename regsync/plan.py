@@ -50,17 +50,6 @@ class RepoPlan:
         return all(a.action is Action.SKIP for a in self.actions)
 
 
-def plan_repo(
-    source_repo: str,
-    dest_repo: str,
-    source: Mapping[str, str],
-    dest: Mapping[str, str | None],
-    filtered: tuple[Filtered, ...] = (),
-) -> RepoPlan:
-    """Compare source tag->digest with destination tag->digest (None: tag absent)."""
-    return RepoPlan(source_repo, dest_repo, diff_tags(source, dest), filtered, tuple(source))
-
-
 @dataclass(frozen=True)
 class Origin:
     """What a destination platform subset records about the source it was made from."""

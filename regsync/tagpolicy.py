@@ -88,9 +88,6 @@ class Selection:
     selected: tuple[str, ...]  # sorted
     filtered: tuple[Filtered, ...]
 
-    def dropped_by(self, name: str) -> list[str]:
-        return [f.tag for f in self.filtered if f.by == name]
-
 
 def select(policy: TagPolicy, tags: Iterable[str]) -> Selection:
     """Apply the filters in order; every tag ends up selected or with the filter that dropped it."""

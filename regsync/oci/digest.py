@@ -43,11 +43,6 @@ class DigestVerifier:
             )
         self._hash.update(chunk)
 
-    def reset(self) -> None:
-        """Start over, e.g. when a resumed download came back whole."""
-        self.received = 0
-        self._hash = hashlib.new(self._hash.name)
-
     def verify(self) -> None:
         if self.size is not None and self.received != self.size:
             raise IntegrityError(
