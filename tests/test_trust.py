@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from regsync.errors import InvalidNameError
+from regsync.errors import InvalidNameError, ManifestError, RegistryError
 from regsync.layout import CONTAINERD_NAME, REF_NAME, REPOSITORY
+from regsync.oci.manifest import parse_manifest
 from regsync.oci.ref import DestinationSpec, Listed, is_reference, is_repository, is_tag, shown
 from regsync.registry.client import RegistryClient
 from regsync.registry.hub import HubCatalog
@@ -169,6 +171,20 @@ async def test_urls_are_built_from_checked_names_only() -> None:
                 client.transport.url(path)
 
 
+@pytest.mark.parametrize("digest", ["sha256:../../../prod/app", "sha256:" + "A" * 64, "v1"])
+def test_referrer_descriptors_need_a_digest(digest: str) -> None:
+    """A referrers index is parsed like any index: a descriptor's digest must be one."""
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": 1}
+        ],
+    }
+    with pytest.raises(ManifestError, match="invalid digest"):
+        parse_manifest(json.dumps(index).encode(), "application/vnd.oci.image.index.v1+json")
+
+
 # -- a hostile source registry ---------------------------------------------------------------
 
 
@@ -267,6 +283,30 @@ async def test_hub_api_names_are_checked() -> None:
     assert found.names == ("diamol/app", "diamol/web")
     refused = ["../../prod/app", "Upper", "a/../b", "%2e%2e"]
     assert sorted(found.rejected) == sorted(f"diamol/{n}" for n in refused)
+
+
+async def test_a_next_page_link_may_not_change_the_path() -> None:
+    """Only the query of a `Link: rel=next` is followed: its path is the listing's own."""
+    async with ScriptedRegistry() as src, aiohttp.ClientSession() as session:
+        src.add("ns/good", "v1", GOOD)
+        src.add("prod/app", "v1", EVIL_APP)
+        link = '</v2/prod/app/tags/list?n=1000>; rel="next"'
+        src.override(
+            "GET",
+            r"^/v2/ns/good/tags/list$",
+            _answer(lambda: web.json_response({"tags": ["v1"]}, headers={"Link": link})),
+        )
+        client = RegistryClient(Transport(session, src.host, src.url))
+        with pytest.raises(RegistryError, match="pagination points to another path"):
+            await client.tags("ns/good")
+    assert src.count("GET", "^/v2/prod/") == 0
+
+
+def _answer(make: Callable[[], web.StreamResponse]) -> Handler:
+    async def handler(request: web.Request, match: re.Match[str]) -> web.StreamResponse | None:
+        return make()
+
+    return handler
 
 
 # -- a hostile layout --------------------------------------------------------------------------
