@@ -257,7 +257,7 @@ async def test_hostile_catalog_and_tag_names_are_skipped(
     errors = rule["errors"]
     assert errors == [
         f"skipped repository {HOSTILE_REPO!r}: not a valid repository name",
-        f"ns/good: skipped source tag {HOSTILE_TAG!r}: not a valid source tag name",
+        f"ns/good: skipped source tag {HOSTILE_TAG!r}: not a valid tag name",
     ], errors
     warnings = [line for line in run.stderr.splitlines() if " WARNING " in line]
     for name in (HOSTILE_REPO, HOSTILE_TAG):  # one warning each, naming it
@@ -363,7 +363,7 @@ def test_hostile_layout_annotations_are_skipped_on_import(
             "skipped repository '../prod/app': not a valid repository name",
             "skipped repository 'x/../../prod/app': not a valid repository name",
             "skipped repository 'ns/../../prod/app': not a valid repository name",
-            f"good/app: skipped source tag {HOSTILE_TAG!r}: not a valid source tag name",
+            f"good/app: skipped source tag {HOSTILE_TAG!r}: not a valid tag name",
         ]
     ), rule["errors"]
     assert logged_dest.manifest_digest("mirror/good/app", "v1") == GOOD.digest

@@ -73,7 +73,8 @@ class Listed:
 
     def skipped(self, kind: str) -> tuple[str, ...]:
         """One line per refused name, for the rule's errors and the log."""
-        return tuple(f"skipped {kind} {shown(n)}: not a valid {kind} name" for n in self.rejected)
+        noun = kind.rsplit(" ", 1)[-1]  # "source tag" -> "tag"
+        return tuple(f"skipped {kind} {shown(n)}: not a valid {noun} name" for n in self.rejected)
 
     @classmethod
     def _split(cls, listed: Iterable[str], valid: Callable[[str], bool]) -> Listed:
