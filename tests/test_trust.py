@@ -22,7 +22,15 @@ from aiohttp import web
 from regsync.errors import InvalidNameError, ManifestError, RegistryError
 from regsync.layout import CONTAINERD_NAME, REF_NAME, REPOSITORY
 from regsync.oci.manifest import parse_manifest
-from regsync.oci.ref import DestinationSpec, Listed, is_reference, is_repository, is_tag, shown
+from regsync.oci.ref import (
+    DestinationSpec,
+    Listed,
+    SourceSpec,
+    is_reference,
+    is_repository,
+    is_tag,
+    shown,
+)
 from regsync.registry.client import RegistryClient
 from regsync.registry.hub import HubCatalog
 from regsync.registry.transport import Transport
@@ -148,6 +156,13 @@ def test_a_destination_is_the_mapping_of_a_valid_name() -> None:
         dest.repo_for(HOSTILE_REPO)
     with pytest.raises(InvalidNameError, match="not a valid name"):
         dest.repo_for("a/" * 124 + "z")  # valid alone, too long once mapped
+
+
+def test_a_configured_source_name_is_checked_whole() -> None:
+    with pytest.raises(ValueError, match="over 255 characters"):
+        SourceSpec.parse("r.local:5000/" + "a/" * 125 + "z")
+    with pytest.raises(ValueError, match=re.escape("segment '..'")):
+        SourceSpec.parse("r.local:5000/ns/../prod/app")
 
 
 async def test_urls_are_built_from_checked_names_only() -> None:

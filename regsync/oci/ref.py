@@ -160,6 +160,8 @@ class SourceSpec:
         if not path:
             raise ValueError(f"source {text!r} names no repository (e.g. {text}/team/*)")
         _check_path(path, allow_glob=True)
+        if not _has_glob(path) and not is_repository(path, host):
+            raise ValueError(f"source {shown(text)} is over {MAX_NAME} characters")
         return cls(registry=host, pattern=path)
 
     @property
