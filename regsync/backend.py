@@ -6,6 +6,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
 
 from regsync.oci.manifest import Descriptor, Manifest
+from regsync.oci.ref import Listed
 
 
 class Backend(Protocol):
@@ -13,9 +14,10 @@ class Backend(Protocol):
 
     name: str
 
-    async def repositories(self) -> list[str]: ...
+    # Listings: names off the distribution grammar come back in ``rejected``, never as names.
+    async def repositories(self) -> Listed: ...
 
-    async def tags(self, repo: str) -> list[str]: ...
+    async def tags(self, repo: str) -> Listed: ...
 
     async def manifest_head(self, repo: str, ref: str) -> Descriptor | None: ...
 

@@ -13,7 +13,8 @@ RegsyncError
  │    └── TlsError          certificate verification failed (never retried)
  ├── IntegrityError         bytes do not match their digest or size
  ├── LayoutError            an OCI layout directory cannot be read or written
- └── ManifestError          oversized, malformed, schema1, unknown media type
+ ├── ManifestError          oversized, malformed, schema1, unknown media type
+ └── InvalidNameError       a repository, tag or digest off the distribution grammar
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ class LayoutError(RegsyncError):
 
 class ManifestError(RegsyncError):
     """A manifest regsync cannot copy: oversized, malformed, schema1, unknown type."""
+
+
+class InvalidNameError(RegsyncError, ValueError):
+    """A repository, tag or digest name does not follow the distribution grammar.
+
+    Also a ValueError, so config validators that call the name checks report it as usual.
+    """
 
 
 class UnreachableError(TransportError):

@@ -30,7 +30,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from regsync.layoutfs import (
 from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
-from regsync.oci.ref import OCI_PREFIX, split_name
+from regsync.oci.ref import OCI_PREFIX, Listed, is_repository, is_tag, shown, split_name
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +59,6 @@ LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
 READ_CHUNK = 1024 * 1024
 _OWN = frozenset({LOCK_FILE, "blobs", INDEX_FILE})  # what a half-initialised layout may hold
-_REPO = re.compile(
-    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
-)
 
 Entry = dict[str, Any]
 Change = Callable[[list[Entry]], list[Entry]]
@@ -75,6 +71,7 @@ class Layout:
         self.root = Path(directory)
         self.name = f"{OCI_PREFIX}{directory}"
         self._catalog: dict[str, dict[str, Entry]] | None = None  # repo -> tag -> entry
+        self._refused: dict[str, list[str]] = {}  # repo ("" for none valid) -> refused names
         self._ready = False
         self._init_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
@@ -85,14 +82,20 @@ class Layout:
 
     # -- listing -------------------------------------------------------------------------
 
-    async def repositories(self) -> list[str]:
-        """Only a source is listed: a directory that is not a layout (yet) is an error here."""
+    async def repositories(self) -> Listed:
+        """Only a source is listed: a directory that is not a layout (yet) is an error here.
+
+        Entries naming an invalid repository are refused (``rejected``), never used.
+        """
         if not (self.root / LAYOUT_FILE).is_file():
             raise LayoutError(f"{self.name} is not an OCI image layout (no {LAYOUT_FILE})")
-        return sorted(self._index())
+        catalog = self._index()
+        return Listed(tuple(sorted(catalog)), tuple(self._refused.get("", ())))
 
-    async def tags(self, repo: str) -> list[str]:
-        return sorted(self._index().get(repo, ()))
+    async def tags(self, repo: str) -> Listed:
+        """A repository's tags; entries of it naming an invalid tag are ``rejected``."""
+        tags = tuple(sorted(self._index().get(repo, ())))
+        return Listed(tags, tuple(self._refused.get(repo, ())))
 
     # -- manifests ------------------------------------------------------------------------
 
@@ -199,9 +202,18 @@ class Layout:
 
     def _by_key(self, entries: list[Entry]) -> dict[str, dict[str, Entry]]:
         catalog: dict[str, dict[str, Entry]] = {}
+        refused: dict[str, list[str]] = {}
         for entry in entries:  # a later entry for the same name wins, as in a registry
-            if (key := self._key(entry)) is not None:
-                catalog.setdefault(key[0], {})[key[1]] = entry
+            if (named := self._named(entry)) is None:
+                continue
+            repo, tag = named
+            if not is_repository(repo):
+                refused.setdefault("", []).append(repo)
+            elif not is_tag(tag):
+                refused.setdefault(repo, []).append(tag)
+            else:
+                catalog.setdefault(repo, {})[tag] = entry
+        self._refused = refused
         return catalog
 
     def _read_index(self, *, require: bool) -> dict[str, Any]:
@@ -219,7 +231,17 @@ class Layout:
         return data
 
     def _key(self, entry: Entry) -> tuple[str, str] | None:
-        """(repository, tag) of an index entry, or None when it names none regsync can use."""
+        """(repository, tag) of an index entry, or None when it names none regsync can use.
+
+        Annotations are text from outside: a name off the grammar is never a key.
+        """
+        named = self._named(entry)
+        if named is None or not (is_repository(named[0]) and is_tag(named[1])):
+            return None
+        return named
+
+    def _named(self, entry: Entry) -> tuple[str, str] | None:
+        """What an index entry's annotations say its (repository, tag) is, unchecked."""
         annotations = entry.get("annotations")
         if not isinstance(annotations, dict):
             return None
@@ -229,12 +251,12 @@ class Layout:
             return repo, ref[len(repo) + 1 :]
         if ":" in ref:
             name, _, tag = ref.rpartition(":")
-            return (name, tag) if _REPO.fullmatch(name) else None
+            return name, tag
         full = str(annotations.get(CONTAINERD_NAME, ""))
         if full and "@" not in full and ":" in full.rsplit("/", 1)[-1]:
             name, _, tag = full.rpartition(":")
             return split_name(name)[1], tag
-        if ref and _REPO.fullmatch(self.root.name):
+        if ref and is_repository(self.root.name):
             return self.root.name, ref
         return None
 
@@ -391,8 +413,8 @@ def _media_type(raw: bytes) -> str:
 
 
 def _check_repo(repo: str) -> None:
-    if not _REPO.fullmatch(repo):
-        raise LayoutError(f"invalid repository name {repo!r} for an OCI layout")
+    if not is_repository(repo):
+        raise LayoutError(f"invalid repository name {shown(repo)} for an OCI layout")
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

@@ -27,7 +27,7 @@ from regsync.events import NoEvents, RunEvents
 from regsync.layout import LayoutPool
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
-from regsync.oci.ref import SourceSpec
+from regsync.oci.ref import Listed, SourceSpec
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.platforms import PlatformFilter
 from regsync.registry.hub import HubCatalog
@@ -163,7 +163,10 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     try:
         source = ctx.source(rule.source.registry, rule.source.layout)
         hub = None if rule.source.layout else ctx.pool.hub(rule.source.registry)
-        repos = ctx.owned(rule, await discover(source, rule.source, hub))
+        found = await discover(source, rule.source, hub)
+        rejected = Listed((), tuple(r for r in found.rejected if ctx.shard.owns(rule.name, r)))
+        _skipped(rule, result, rejected.skipped("repository"))
+        repos = ctx.owned(rule, list(found.names))
         result.repos = len(repos)
         ctx.events.repos_found(rule.name, len(repos))
         limit = asyncio.Semaphore(REPO_CONCURRENCY)
@@ -182,31 +185,40 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     return result
 
 
-async def discover(source: Backend, spec: SourceSpec, hub: HubCatalog | None = None) -> list[str]:
+async def discover(source: Backend, spec: SourceSpec, hub: HubCatalog | None = None) -> Listed:
     """The source repositories a rule covers: one, or the catalog entries its glob matches.
 
-    Docker Hub has no catalog: a glob there lists its namespace through the Hub API.
+    Docker Hub has no catalog: a glob there lists its namespace through the Hub API. Listed
+    names off the grammar under the rule's prefix come back ``rejected`` (to report, not use).
     """
     if not spec.is_glob:
-        return [spec.pattern]
+        return Listed((spec.pattern,))
     prefix = spec.prefix + "/" if spec.prefix else ""
     listed = await (hub.repositories(spec.prefix.split("/")[0]) if hub else source.repositories())
-    repos = sorted(r for r in listed if r.startswith(prefix))
-    return [r for r in repos if spec.matches(r)]
+    repos = sorted(r for r in listed.names if r.startswith(prefix) and spec.matches(r))
+    return Listed(tuple(repos), tuple(sorted(r for r in listed.rejected if r.startswith(prefix))))
+
+
+def _skipped(rule: Rule, result: RuleResult, skipped: Sequence[str], where: str = "") -> None:
+    """Names refused by the grammar: one warning and one error each; the rule carries on."""
+    for why in skipped:
+        result.errors.append(f"{where}{why}")
+        log.warning("rule %s: %s%s", rule.name, where, why)
 
 
 async def sync_repo(
     ctx: RunContext, rule: Rule, engine: CopyEngine, repo: str, result: RuleResult
 ) -> None:
-    dest_repo = rule.destination.repo_for(repo)
     policy = policy_for(rule)
     try:
+        dest_repo = rule.destination.repo_for(repo)
         plan = await survey(engine.source, engine.destination, repo, dest_repo, policy)
     except Exception as exc:  # one bad repository never stops the others
         result.errors.append(f"{repo}: {_describe(exc)}")
         log.error("rule %s: %s: %s", rule.name, repo, _describe(exc), exc_info=_unexpected(exc))
         return
     result.plans.append(plan)
+    _skipped(rule, result, plan.skipped, f"{repo}: ")
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
     ctx.events.repo_planned(rule.name, plan)
     result.up_to_date += len(plan.of(Action.SKIP))

@@ -80,7 +80,9 @@ async def survey(
     source: Backend, dest: Backend, repo: str, dest_repo: str, policy: SyncPolicy
 ) -> RepoPlan:
     """Plan one repository: what to copy, what is up to date, what to prune, and why."""
-    source_tags, dest_tags = await asyncio.gather(source.tags(repo), dest.tags(dest_repo))
+    source_listed, dest_listed = await asyncio.gather(source.tags(repo), dest.tags(dest_repo))
+    source_tags, dest_tags = list(source_listed.names), list(dest_listed.names)
+    skipped = source_listed.skipped("source tag") + dest_listed.skipped("destination tag")
     present = set(dest_tags)
     limit = asyncio.Semaphore(HEAD_CONCURRENCY)
     src, dst = _Heads(source, repo, limit), _Heads(dest, dest_repo, limit)
@@ -121,6 +123,7 @@ async def survey(
         selection.filtered,
         selection.selected,
         dest_empty=not dest_tags,
+        skipped=skipped,
     )
     if policy.referrers:
         plan = await referrers.plan_api(source, dest, plan, source_heads, present)

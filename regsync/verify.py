@@ -161,10 +161,12 @@ async def _verify_rule(
 ) -> None:
     policy = policy_for(rule).tags
     try:
-        repos = await discover(source, rule.source)
+        found = await discover(source, rule.source)
     except RegsyncError as exc:
         result.errors.append(f"listing {rule.source}: {exc}")
         return
+    repos = list(found.names)
+    result.errors.extend(found.skipped("repository"))
     result.repos = len(repos)
     engine = CopyEngine(
         source, dest, BlobLedger(), asyncio.Semaphore(4), retry=retry, trust_children=False
@@ -186,12 +188,15 @@ async def _verify_rule(
                 await _repair(engine, src_repo, walk, tag, digest, missing, result)
 
     for repo in repos:
-        dest_repo = rule.destination.repo_for(repo)
+        dest_repo = repo  # named in an error until the mapping is known
         try:
-            tags = [t for t in await dest.tags(dest_repo) if policy.in_scope(t)]
+            dest_repo = rule.destination.repo_for(repo)
+            listed = await dest.tags(dest_repo)
         except RegsyncError as exc:
             result.errors.append(f"{dest_repo}: {exc}")
             continue
+        result.errors.extend(f"{dest_repo}: {w}" for w in listed.skipped("destination tag"))
+        tags = [t for t in listed.names if policy.in_scope(t)]
         walk = _RepoWalk(dest, dest_repo, result)
         async with asyncio.TaskGroup() as group:
             for tag in tags:

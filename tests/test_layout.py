@@ -480,7 +480,7 @@ async def test_manifest_with_missing_content_is_refused(tmp_path: Path) -> None:
     manifest = parse_manifest(image_manifest(b"{}", b"layer"))
     with pytest.raises(ManifestError, match="missing"):
         await layout.manifest_put("a", "1", manifest)
-    assert await layout.tags("a") == []
+    assert list((await layout.tags("a")).names) == []
     assert not await layout.blob_head("a", manifest.digest)
 
 
@@ -490,8 +490,8 @@ async def test_tags_repositories_and_delete(tmp_path: Path) -> None:
     one = await put_image(layout, "team/a", "1", "one")
     await put_image(layout, "team/a", "2", "two")
     await put_image(layout, "team/b", "1", "one")
-    assert await layout.repositories() == ["team/a", "team/b"]
-    assert await layout.tags("team/a") == ["1", "2"]
+    assert list((await layout.repositories()).names) == ["team/a", "team/b"]
+    assert list((await layout.tags("team/a")).names) == ["1", "2"]
     head = await layout.manifest_head("team/b", "1")
     assert head is not None and head.digest == one
     three = await put_image(layout, "team/a", "1", "three")  # moves the tag
@@ -499,7 +499,7 @@ async def test_tags_repositories_and_delete(tmp_path: Path) -> None:
     assert (await reread.manifest_get("team/a", "1")).digest == three
     assert len(index_entries(tmp_path)) == 3
     await layout.manifest_delete("team/b", one)
-    assert await Layout(tmp_path).repositories() == ["team/a"]
+    assert list((await Layout(tmp_path).repositories()).names) == ["team/a"]
     assert await layout.manifest_head("team/a", one) is not None  # by digest: blob stays
 
 
@@ -511,8 +511,8 @@ async def test_concurrent_writers_keep_every_tag(tmp_path: Path) -> None:
         *(put_image(second, "w/two", f"t{i}", f"b{i}") for i in range(15)),
     )
     fresh = Layout(tmp_path)
-    assert await fresh.tags("w/one") == sorted(f"t{i}" for i in range(15))
-    assert await fresh.tags("w/two") == sorted(f"t{i}" for i in range(15))
+    assert list((await fresh.tags("w/one")).names) == sorted(f"t{i}" for i in range(15))
+    assert list((await fresh.tags("w/two")).names) == sorted(f"t{i}" for i in range(15))
     assert_complete(tmp_path)
 
 
@@ -534,8 +534,10 @@ async def test_reads_layouts_written_by_other_tools(tmp_path: Path) -> None:
     }
     (root / "index.json").write_text(json.dumps(index))
     layout = Layout(root)
-    assert await layout.repositories() == ["library/redis", "nginx"]
-    assert await layout.tags("nginx") == ["1.25"]
+    listed = await layout.repositories()
+    assert listed.names == ("library/redis", "nginx")
+    assert listed.rejected == ("Not A Name",)  # refused by the grammar, reported by the run
+    assert list((await layout.tags("nginx")).names) == ["1.25"]
     assert (await layout.manifest_get("library/redis", "7")).digest == digest
 
 

@@ -47,9 +47,9 @@ async def test_tags_and_catalog_follow_link_pagination(source_registry: Registry
     push(source_registry, "team/two", "x", Image.docker([layer]))
     push(source_registry, "zeta", "x", Image.docker([layer]))
     async with client_for(source_registry, page_size=2) as client:
-        assert sorted(await client.tags("team/one")) == ["a", "b", "c", "d", "e"]
-        assert await client.repositories() == ["team/one", "team/two", "zeta"]
-        assert await client.tags("no/such") == []
+        assert sorted((await client.tags("team/one")).names) == ["a", "b", "c", "d", "e"]
+        assert list((await client.repositories()).names) == ["team/one", "team/two", "zeta"]
+        assert list((await client.tags("no/such")).names) == []
 
 
 @pytest.mark.parametrize("kind", ["docker", "oci", "oci-index", "docker-list"])
@@ -128,7 +128,7 @@ async def test_htpasswd_registry_needs_and_accepts_credentials(
     reg = registry_factory(htpasswd={"mirror": "s3cret"})
     push(reg, "app", "1", Image.docker([Blob.random(10, seed=1)]))
     async with client_for(reg, username="mirror", password="s3cret") as client:
-        assert await client.tags("app") == ["1"]
+        assert list((await client.tags("app")).names) == ["1"]
     async with client_for(reg) as client:
         with pytest.raises(AuthError, match="requires credentials"):
             await client.tags("app")

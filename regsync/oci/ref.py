@@ -8,16 +8,81 @@ contains a "." or a ":" or is "localhost". Docker Hub goes by several names; reg
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from regsync.errors import InvalidNameError
+from regsync.oci.digest import is_digest
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 OCI_PREFIX = "oci:"
 
-# distribution's reference grammar for one path component, plus our glob characters.
+# distribution's reference grammar: one repository path component, a tag, and the longest
+# name (host and path together). Names from listings, layouts and configs must pass it before
+# they go anywhere near a URL or a file: it has no "/" in a tag and no "." or ".." component.
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+MAX_NAME = 255
+_SHOWN = 64  # characters of a refused name worth putting in a log line
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?")
+
+
+def is_repository(path: str, host: str = "") -> bool:
+    """Whether ``path`` is a repository name (with ``host`` in front, under 256 characters)."""
+    if not path or len(path) + (len(host) + 1 if host else 0) > MAX_NAME:
+        return False
+    return all(_COMPONENT.fullmatch(c) for c in path.split("/"))
+
+
+def is_tag(text: str) -> bool:
+    return _TAG.fullmatch(text) is not None
+
+
+def is_reference(text: str) -> bool:
+    """A tag or a digest: what may follow ``/manifests/``."""
+    return is_tag(text) or is_digest(text)
+
+
+def shown(name: str) -> str:
+    """A name from outside, quoted for a log line: escaped (no control characters), truncated."""
+    if len(name) <= _SHOWN:
+        return repr(name)
+    return f"{name[:_SHOWN]!r}... ({len(name)} characters)"
+
+
+@dataclass(frozen=True)
+class Listed:
+    """Names a registry or layout listed, split by the grammar: usable ones and refused ones.
+
+    Every lister returns one: the refused names are never used (never in a URL, a path or a
+    plan) and the run reports each once as an error of the rule that would have seen it.
+    """
+
+    names: tuple[str, ...]
+    rejected: tuple[str, ...] = ()
+
+    @classmethod
+    def repositories(cls, listed: Iterable[str], host: str = "") -> Listed:
+        return cls._split(listed, lambda name: is_repository(name, host))
+
+    @classmethod
+    def tags(cls, listed: Iterable[str]) -> Listed:
+        return cls._split(listed, is_tag)
+
+    def skipped(self, kind: str) -> tuple[str, ...]:
+        """One line per refused name, for the rule's errors and the log."""
+        noun = kind.rsplit(" ", 1)[-1]  # "source tag" -> "tag"
+        return tuple(f"skipped {kind} {shown(n)}: not a valid {noun} name" for n in self.rejected)
+
+    @classmethod
+    def _split(cls, listed: Iterable[str], valid: Callable[[str], bool]) -> Listed:
+        names: list[str] = []
+        rejected: list[str] = []
+        for name in listed:
+            (names if valid(name) else rejected).append(name)
+        return cls(tuple(names), tuple(rejected))
 
 
 def is_host(segment: str) -> bool:
@@ -60,7 +125,7 @@ def _check_path(path: str, *, allow_glob: bool, allow_placeholders: bool = False
         if allow_placeholders and segment in ("{path}", "{name}"):
             continue
         if not _COMPONENT.fullmatch(segment):
-            raise ValueError(f"invalid repository path segment {segment!r} in {path!r}")
+            raise ValueError(f"invalid repository path segment {shown(segment)} in {shown(path)}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +160,8 @@ class SourceSpec:
         if not path:
             raise ValueError(f"source {text!r} names no repository (e.g. {text}/team/*)")
         _check_path(path, allow_glob=True)
+        if not _has_glob(path) and not is_repository(path, host):
+            raise ValueError(f"source {shown(text)} is over {MAX_NAME} characters")
         return cls(registry=host, pattern=path)
 
     @property
@@ -155,11 +222,21 @@ class DestinationSpec:
         return cls(registry=normalize_host(first), template=rest)
 
     def repo_for(self, source_path: str) -> str:
-        """The destination repository path for a source repository path."""
+        """The destination repository path for a (valid) source repository path.
+
+        Both the source name and the result are checked: a destination repository is only
+        ever the rule's mapping of a valid name (a template can still make one too long).
+        """
+        if not is_repository(source_path):
+            raise InvalidNameError(f"invalid source repository name {shown(source_path)}")
         name = source_path.rsplit("/", 1)[-1]
         if "{path}" in self.template or "{name}" in self.template:
-            return self.template.replace("{path}", source_path).replace("{name}", name)
-        return f"{self.template}/{source_path}" if self.template else source_path
+            repo = self.template.replace("{path}", source_path).replace("{name}", name)
+        else:
+            repo = f"{self.template}/{source_path}" if self.template else source_path
+        if not is_repository(repo, self.registry):
+            raise InvalidNameError(f"destination repository {shown(repo)} is not a valid name")
+        return repo
 
     def __str__(self) -> str:
         if self.layout:

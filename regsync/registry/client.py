@@ -16,6 +16,7 @@ from yarl import URL
 from regsync.errors import (
     AuthError,
     CredentialsError,
+    InvalidNameError,
     ManifestError,
     NotFoundError,
     RegistryError,
@@ -26,6 +27,7 @@ from regsync.errors import (
 from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
+from regsync.oci.ref import Listed, is_reference, is_repository, shown
 from regsync.registry.auth import CATALOG_SCOPE, repo_scope
 from regsync.registry.retry import is_retryable, retry_reason
 from regsync.registry.transport import Transport
@@ -37,6 +39,8 @@ MAX_PAGES = 10_000  # a registry that pages forever is cut off, not followed
 MAX_LISTING = 1_000_000
 STREAM_CHUNK = 256 * 1024  # per read: same CPU as 1 MiB, ~9 MiB less peak RSS over 4 streams
 CHUNK_SIZE = 16 * 1024 * 1024  # PATCH size for chunked uploads
+# What may follow /v2/<repo>/<endpoint>/ in a URL, per endpoint (others take nothing).
+_REFERENCE = {"manifests": is_reference, "blobs": is_digest, "referrers": is_digest}
 
 
 class RegistryClient:
@@ -57,10 +61,12 @@ class RegistryClient:
     async def ping(self) -> None:
         await self.transport.request("GET", self.transport.url("/v2/"), scopes=(), ok=(200,))
 
-    async def repositories(self) -> list[str]:
-        """Every repository in the catalog (needs `registry:catalog:*`)."""
+    async def repositories(self) -> Listed:
+        """Every repository in the catalog (needs `registry:catalog:*`), checked by name."""
         try:
-            return await self._paged("/v2/_catalog", "repositories", (CATALOG_SCOPE,))
+            url = self.transport.url("/v2/_catalog", {"n": self.page_size})
+            listed = await self._paged(url, "repositories", (CATALOG_SCOPE,))
+            return Listed.repositories(listed, self.name)
         except CredentialsError:
             raise  # bad credentials: that message is the clear one
         except (NotFoundError, UnsupportedError, AuthError) as exc:
@@ -72,15 +78,28 @@ class RegistryClient:
                 status=exc.status,
             ) from exc
 
-    async def tags(self, repo: str) -> list[str]:
-        """Every tag of a repository; an empty or unknown repository has none."""
+    async def tags(self, repo: str) -> Listed:
+        """Every tag of a repository, checked by name; an empty or unknown one has none."""
+        url = self._url(repo, "tags/list", query={"n": self.page_size})
         try:
-            return await self._paged(f"/v2/{repo}/tags/list", "tags", (repo_scope(repo, "pull"),))
+            return Listed.tags(await self._paged(url, "tags", (repo_scope(repo, "pull"),)))
         except NotFoundError:
-            return []
+            return Listed(())
 
-    async def _paged(self, path: str, key: str, scopes: tuple[str, ...]) -> list[str]:
-        url = self.transport.url(f"{path}?n={self.page_size}")
+    def _url(
+        self, repo: str, endpoint: str, ref: str = "", query: dict[str, str | int] | None = None
+    ) -> URL:
+        """The one place an API URL is built from names: off the grammar, nothing is sent."""
+        if not is_repository(repo, self.name):
+            raise InvalidNameError(f"{self.name}: refusing the repository name {shown(repo)}")
+        valid = _REFERENCE.get(endpoint)
+        if (valid is None and ref) or (valid is not None and not valid(ref)):
+            raise InvalidNameError(f"{self.name}/{repo}: refusing the reference {shown(ref)}")
+        path = f"/v2/{repo}/{endpoint}/{ref}" if ref else f"/v2/{repo}/{endpoint}"
+        return self.transport.url(path, query)
+
+    async def _paged(self, first: URL, key: str, scopes: tuple[str, ...]) -> list[str]:
+        url, path = first, first.path
         seen: set[str] = set()
         items: list[str] = []
         listed: set[str] = set()
@@ -107,10 +126,13 @@ class RegistryClient:
                 # A next page after one that added nothing new: the URLs change but the
                 # listing goes round in circles (or is empty forever). Stop, don't follow.
                 raise RegistryError(f"{self.name}: {path} pagination repeats itself")
-            # distribution sends the next link relative to the request URL.
+            # distribution sends the next link relative to the request URL; only its query
+            # may differ (a path it names is never requested, whatever it resolves to).
             url = resp.url.join(URL(link.group(1), encoded=True))
             if url.origin() != self.transport.base_url.origin():
                 raise RegistryError(f"{self.name}: {path} pagination points to another host")
+            if url.raw_path != first.raw_path:
+                raise RegistryError(f"{self.name}: {path} pagination points to another path")
 
     # -- manifests ------------------------------------------------------------------------
 
@@ -119,7 +141,7 @@ class RegistryClient:
         try:
             resp = await self.transport.request(
                 "HEAD",
-                self.transport.url(f"/v2/{repo}/manifests/{ref}"),
+                self._url(repo, "manifests", ref),
                 scopes=(repo_scope(repo, "pull"),),
                 headers={"Accept": mediatypes.ACCEPT},
             )
@@ -141,7 +163,7 @@ class RegistryClient:
         await self.transport.pulls.wait()  # a GET is a pull: wait out a low-quota pause
         resp = await self.transport.request(
             "GET",
-            self.transport.url(f"/v2/{repo}/manifests/{ref}"),
+            self._url(repo, "manifests", ref),
             scopes=(repo_scope(repo, "pull"),),
             headers={"Accept": mediatypes.ACCEPT},
             max_body=mediatypes.MAX_MANIFEST_BYTES,
@@ -161,7 +183,7 @@ class RegistryClient:
         """Push the exact bytes; the registry must agree on the digest."""
         resp = await self.transport.request(
             "PUT",
-            self.transport.url(f"/v2/{repo}/manifests/{ref}"),
+            self._url(repo, "manifests", ref),
             scopes=(repo_scope(repo, "pull", "push"),),
             headers={"Content-Type": manifest.media_type},
             data=manifest.raw,
@@ -177,7 +199,7 @@ class RegistryClient:
         """Delete by digest: on distribution this removes every tag pointing at it."""
         await self.transport.request(
             "DELETE",
-            self.transport.url(f"/v2/{repo}/manifests/{digest}"),
+            self._url(repo, "manifests", digest),
             scopes=(repo_scope(repo, "delete"),),
             ok=(200, 202),
         )
@@ -191,7 +213,7 @@ class RegistryClient:
         try:
             resp = await self.transport.request(
                 "GET",
-                self.transport.url(f"/v2/{repo}/referrers/{digest}"),
+                self._url(repo, "referrers", digest),
                 scopes=(repo_scope(repo, "pull"),),
                 headers={"Accept": mediatypes.OCI_INDEX},
                 max_body=mediatypes.MAX_MANIFEST_BYTES,
@@ -209,7 +231,7 @@ class RegistryClient:
         try:
             await self.transport.request(
                 "HEAD",
-                self.transport.url(f"/v2/{repo}/blobs/{digest}"),
+                self._url(repo, "blobs", digest),
                 scopes=(repo_scope(repo, "pull"),),
                 ok=(200, 307),  # 307: exists, served from object storage
             )
@@ -226,7 +248,7 @@ class RegistryClient:
         verifier sees exactly the bytes yielded, so what goes onward is checked end to end.
         """
         verifier = DigestVerifier(desc.digest, desc.size)
-        url = self.transport.url(f"/v2/{repo}/blobs/{desc.digest}")
+        url = self._url(repo, "blobs", desc.digest)
         policy, failures = self.transport.retry, 0
         while True:
             try:
@@ -332,9 +354,9 @@ class RegistryClient:
 
     async def blob_mount(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount; False when the registry would not mount."""
-        url = self.transport.url(
-            f"/v2/{repo}/blobs/uploads/?mount={quote(digest)}&from={quote(from_repo)}"
-        )
+        if not is_repository(from_repo, self.name):
+            raise InvalidNameError(f"{self.name}: refusing the repository name {shown(from_repo)}")
+        url = self._url(repo, "blobs/uploads/", query={"mount": digest, "from": from_repo})
         resp = await self.transport.request(
             "POST",
             url,
@@ -350,7 +372,7 @@ class RegistryClient:
     async def _upload_start(self, repo: str) -> URL:
         resp = await self.transport.request(
             "POST",
-            self.transport.url(f"/v2/{repo}/blobs/uploads/"),
+            self._url(repo, "blobs/uploads/"),
             scopes=(repo_scope(repo, "pull", "push"),),
             ok=(202,),
         )

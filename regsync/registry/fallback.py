@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from regsync.errors import RegistryError, RegsyncError, TransportError
 from regsync.oci.manifest import Descriptor, Manifest
+from regsync.oci.ref import Listed
 from regsync.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,10 @@ class FallbackBackend:
         assert last is not None
         raise last
 
-    async def repositories(self) -> list[str]:
+    async def repositories(self) -> Listed:
         return await self._read(lambda c: c.repositories())
 
-    async def tags(self, repo: str) -> list[str]:
+    async def tags(self, repo: str) -> Listed:
         return await self._read(lambda c: c.tags(repo))
 
     async def manifest_head(self, repo: str, ref: str) -> Descriptor | None:

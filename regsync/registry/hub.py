@@ -13,6 +13,7 @@ import json
 from yarl import URL
 
 from regsync.errors import AuthError, NotFoundError, RegistryError
+from regsync.oci.ref import Listed, is_repository
 from regsync.registry.transport import Transport
 
 DOCKER_HUB_API = "https://hub.docker.com"
@@ -35,16 +36,19 @@ class HubCatalog:
         self._login = (username, password) if username and password else None
         self._jwt: str | None = None
 
-    async def repositories(self, namespace: str) -> list[str]:
-        """Every repository of ``namespace`` as ``<ns>/<name>``."""
-        if not namespace or "/" in namespace:
+    async def repositories(self, namespace: str) -> Listed:
+        """Every repository of ``namespace`` as ``<ns>/<name>``, checked by name."""
+        if not is_repository(namespace) or "/" in namespace:
             raise RegistryError(
                 f"{self.registry}: Docker Hub lists one namespace at a time: start the source "
                 f"with it, e.g. {self.registry}/diamol/*",
                 registry=self.registry,
             )
         headers = await self._headers()
-        url = self.transport.url(f"/v2/namespaces/{namespace}/repositories?page_size={PAGE_SIZE}")
+        first = self.transport.url(
+            f"/v2/namespaces/{namespace}/repositories", {"page_size": PAGE_SIZE}
+        )
+        url = first
         names: list[str] = []
         for _ in range(MAX_PAGES):
             try:
@@ -65,10 +69,12 @@ class HubCatalog:
                     names.append(f"{namespace}/{name}")
             following = data.get("next")
             if not following:
-                return sorted(set(names))
+                return Listed.repositories(sorted(set(names)), self.registry)
             url = resp.url.join(URL(str(following), encoded=True))
             if url.origin() != self.transport.base_url.origin():
                 raise RegistryError(f"{self.registry}: Hub API paging points to another host")
+            if url.raw_path != first.raw_path:  # only the page may change, never the path
+                raise RegistryError(f"{self.registry}: Hub API paging points to another path")
         raise RegistryError(f"{self.registry}: Hub API paging never ends ({namespace})")
 
     async def _headers(self) -> dict[str, str]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,7 +21,14 @@ from aiohttp.helpers import get_env_proxy_for_url
 from tenacity import AsyncRetrying
 from yarl import URL
 
-from regsync.errors import AuthError, RegistryError, TransportError, UnreachableError
+from regsync.errors import (
+    AuthError,
+    InvalidNameError,
+    RegistryError,
+    TransportError,
+    UnreachableError,
+)
+from regsync.oci.ref import shown
 from regsync.registry.auth import Authenticator, TokenResponse
 from regsync.registry.health import Health, connect_error
 from regsync.registry.observer import NullObserver, RequestObserver
@@ -31,6 +39,9 @@ from regsync.registry.retry import RetryPolicy, Timeouts, retrying
 EnvProxy = dict[str, Any]  # {} or {"proxy": URL, "proxy_auth": BasicAuth | None}
 
 _MAX_ERROR_BODY = 64 * 1024
+# A path regsync requests: plain characters only, so nothing in it is decoded or normalised
+# into another path on the way (no "%2e%2e", no "?" or "#", no "." or ".." segment below).
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._:/-]*")
 
 
 class Transport:
@@ -71,8 +82,21 @@ class Transport:
         self._open_access = False  # GET /v2/ answered 200 without credentials
         self._probe = asyncio.Lock()
 
-    def url(self, path: str) -> URL:
-        return self.base_url.join(URL(path, encoded=True))
+    def url(self, path: str, query: Mapping[str, str | int] | None = None) -> URL:
+        """The URL of ``path`` (built from checked names) on this registry, used verbatim.
+
+        Never a join: a join resolves "." and ".." segments, and a name holding them would
+        pick another path. A path that is not plain is refused, whatever produced it.
+        """
+        segments = path.split("/")
+        if (
+            not _PLAIN_PATH.fullmatch(path)
+            or "" in segments[1:-1]
+            or any(s in (".", "..") for s in segments)
+        ):
+            raise InvalidNameError(f"{self.registry}: refusing to request the path {shown(path)}")
+        url = self.base_url.with_path(path, encoded=True)
+        return url.with_query(query) if query else url
 
     async def request(
         self,
