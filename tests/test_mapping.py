@@ -10,7 +10,9 @@ import pytest
 
 from regsync.config import parse_config
 from regsync.config.overlap import common_repository
-from regsync.errors import ConfigError
+from regsync.discovery import map_repositories
+from regsync.errors import ConfigError, MappingError
+from regsync.oci.ref import DestinationSpec
 from tests.support import (
     FAST_RETRIES,
     Blob,
@@ -218,3 +220,18 @@ def test_two_rules_writing_one_repository_are_refused_before_any_request(
         assert "rule 'one' and rule 'all' (line" in proc.stderr
         assert "can both write destination repository m/team/app" in proc.stderr
     assert dest_registry.catalog() == []
+
+
+def test_mapping_names_every_colliding_source_and_passes_a_one_to_one_rule() -> None:
+    flat = DestinationSpec.parse("r.io/flat/{name}")
+    with pytest.raises(MappingError) as info:
+        map_repositories(flat, ["deep/a/x/app", "deep/b/y/app", "deep/c/web", "deep/d/web"])
+    assert str(info.value).startswith(
+        "source repositories deep/a/x/app, deep/b/y/app all map to destination flat/app "
+        "(1 more destinations collide); nothing of this rule was synced"
+    )
+    pairs = map_repositories(DestinationSpec.parse("r.io/m/{path}"), ["a/app", "b/app"])
+    assert [(p.source, p.destination) for p in pairs] == [
+        ("a/app", "m/a/app"),
+        ("b/app", "m/b/app"),
+    ]
