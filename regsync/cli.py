@@ -210,10 +210,13 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
             return 130
     report(result, args, check=check, verified=verified)
     export_metrics(metrics, metrics_file, getattr(args, "pushgateway", None))
-    if check:
-        return EXIT_OK if result.ok and not any(r.drift for r in result.rules) else EXIT_FAILED
+    return EXIT_OK if _succeeded(result, check, verified) else EXIT_FAILED
+
+
+def _succeeded(result: RunResult, check: bool, verified: list[VerifyResult] | None) -> bool:
+    """The one answer behind both the exit code and the JSON summary's "ok"."""
     complete = verified is None or all(r.ok for r in verified)
-    return EXIT_OK if result.ok and complete else EXIT_FAILED
+    return result.succeeded(check=check) and complete
 
 
 def report(
@@ -242,6 +245,7 @@ def report(
         if verified is not None:
             ok = all(r.ok for r in verified)
             data["verify"] = {"rules": [r.to_json() for r in verified], "ok": ok}
+        data["ok"] = _succeeded(result, check, verified)
         print(json.dumps(data, indent=2))
 
 

@@ -13,6 +13,7 @@ RegsyncError
  │    └── TlsError          certificate verification failed (never retried)
  ├── IntegrityError         bytes do not match their digest or size
  ├── LayoutError            an OCI layout directory cannot be read or written
+ ├── MappingError           a rule maps two source repositories to one destination (exit 1)
  ├── ManifestError          oversized, malformed, schema1, unknown media type
  └── InvalidNameError       a repository, tag or digest off the distribution grammar
 """
@@ -81,6 +82,10 @@ class IntegrityError(RegsyncError):
 
 class LayoutError(RegsyncError):
     """An OCI image layout directory cannot be read or written (not a layout, disk full)."""
+
+
+class MappingError(RegsyncError):
+    """A rule's source -> destination mapping is not one-to-one: the rule is refused whole."""
 
 
 class ManifestError(RegsyncError):

@@ -12,7 +12,7 @@ pulling anything from the source:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,28 +59,49 @@ def recorded_origin(manifest: Manifest) -> tuple[str | None, str]:
     return manifest.annotations.get(SOURCE_DIGEST), manifest.annotations.get(PLATFORMS, "")
 
 
-def subset_index(index: Manifest, wanted: PlatformFilter) -> Manifest:
+def subset_index(
+    index: Manifest, wanted: PlatformFilter, nested: Mapping[str, Manifest | None] | None = None
+) -> Manifest:
     """The index holding only ``wanted`` children, annotated with its origin.
 
     Raises ManifestError when none of the index's children is a wanted platform.
     """
-    data: dict[str, Any] = json.loads(index.raw)
-    entries = data.get("manifests") or []
-    kept = [e for e in entries if (p := _platform_of(e)) is not None and wanted.matches(p)]
-    if not kept:
+    subset = filter_index(index, wanted, nested or {})
+    if subset is None:
+        entries = json.loads(index.raw).get("manifests") or []
         offered = sorted({str(p) for e in entries if (p := _platform_of(e)) is not None})
         raise ManifestError(
             f"none of the platforms {wanted.label} is in this index "
             f"(it has {', '.join(offered) or 'no platforms'})"
         )
-    kept_digests = {e["digest"] for e in kept}
-    kept += [
-        e
-        for e in entries
-        if (e.get("annotations") or {}).get(_REFERENCE_DIGEST) in kept_digests
-        and e["digest"] not in kept_digests
-    ]
-    data["manifests"] = [e for e in entries if any(e is k for k in kept)]
+    return subset
+
+
+def filter_index(
+    index: Manifest, wanted: PlatformFilter, nested: Mapping[str, Manifest | None]
+) -> Manifest | None:
+    """``index`` with only ``wanted`` children, or None when it has none.
+
+    ``nested`` holds, by source digest, the subsets of the indexes this one nests (None: that
+    index has no wanted platform): such a child is kept as its subset, or dropped.
+    """
+    data: dict[str, Any] = json.loads(index.raw)
+    entries = [e for e in data.get("manifests") or [] if isinstance(e, dict)]
+    kept: dict[int, dict[str, Any]] = {}  # position in the index -> entry to write
+    for at, entry in enumerate(entries):
+        if entry.get("digest") in nested:
+            subset = nested[entry["digest"]]
+            if subset is not None:
+                kept[at] = {**entry, "digest": subset.digest, "size": len(subset.raw)}
+        elif (p := _platform_of(entry)) is not None and wanted.matches(p):
+            kept[at] = entry
+    if not kept:
+        return None
+    images = {e["digest"] for e in kept.values()}
+    for at, entry in enumerate(entries):
+        if (entry.get("annotations") or {}).get(_REFERENCE_DIGEST) in images:
+            kept.setdefault(at, entry)  # the attestation of a kept image
+    data["manifests"] = [kept[at] for at in sorted(kept)]
     data["annotations"] = {
         **(data.get("annotations") or {}),
         SOURCE_DIGEST: index.digest,

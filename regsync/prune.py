@@ -47,6 +47,9 @@ class Listing:
     dest_tags: Sequence[str]
     dest_digests: Mapping[str, str]  # destination tag -> digest
     children: Mapping[str, frozenset[str]] = field(default_factory=dict)  # kept index tag -> ...
+    # destination digest -> the source digest it was made from, where they differ (a platform
+    # subset records it): signature and referrer tags name the source digest.
+    sources: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,10 +114,11 @@ def _orphaned_artifacts(
     """Signature/referrer tags of managed images that the source no longer has for them."""
     digests = listing.dest_digests
     managed_digests = {digests[t] for t in managed if t in digests}
+    subjects = managed_digests | {listing.sources.get(d, d) for d in managed_digests}
     return {
         t
         for t in listing.dest_tags
-        if t not in wanted and t in digests and artifact_subject(t) in managed_digests
+        if t not in wanted and t in digests and artifact_subject(t) in subjects
     }
 
 

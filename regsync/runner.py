@@ -8,35 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import aiohttp
-
 from regsync import prune
 from regsync.apply import copy_action
-from regsync.backend import Backend
-from regsync.clients import ClientPool
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
+from regsync.discovery import RepoPair
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
-from regsync.layout import LayoutPool
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
-from regsync.oci.ref import Listed, SourceSpec
 from regsync.plan import Action, RepoPlan, TagAction
-from regsync.platforms import PlatformFilter
-from regsync.registry.hub import HubCatalog
 from regsync.registry.observer import NullObserver, RequestObserver
 from regsync.registry.retry import RetryPolicy, Timeouts
+from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
 from regsync.summary import RuleResult, RunResult
-from regsync.survey import SyncPolicy, survey
-from regsync.tagpolicy import TagPolicy
+from regsync.survey import survey
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,10 +39,10 @@ IMAGE_CONCURRENCY = 16  # image copies in flight across the run
 
 @dataclass
 class RunContext:
-    """What the rules of one run share: clients, per-destination ledgers and limits."""
+    """What the rules of one run share: its setup, per-destination ledgers and limits."""
 
     config: Config
-    pool: ClientPool
+    setup: RunSetup  # the session, backends, and each rule's policy
     events: RunEvents
     dry_run: bool = False
     plan_only: bool = False
@@ -60,13 +52,8 @@ class RunContext:
     images: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IMAGE_CONCURRENCY))
     ledgers: dict[str, BlobLedger] = field(default_factory=dict)
     transfers: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-    layouts: LayoutPool = field(default_factory=LayoutPool)
     guards: dict[str, prune.DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
-
-    def backend(self, registry: str, layout: str = "") -> Backend:
-        """A registry client, or for an `oci:` side (registry "") the layout directory."""
-        return self.layouts.get(layout) if layout else self.pool.get(registry)
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
         """The repositories this agent's shard handles (all of them unless sharded)."""
@@ -82,17 +69,14 @@ class RunContext:
         )
         return mine
 
-    def source(self, registry: str, layout: str = "") -> Backend:
-        """What a rule reads from: as `backend`, but a registry comes with its `mirrors:`."""
-        return self.layouts.get(layout) if layout else self.pool.source(registry)
-
     def engine(self, rule: Rule, result: RuleResult) -> CopyEngine:
         dest = rule.destination.registry
         key = str(rule.destination) if rule.destination.layout else dest
         limit = self.config.registry(dest).max_concurrency
+        setup = self.setup.rule(rule)
         return CopyEngine(
-            source=self.source(rule.source.registry, rule.source.layout),
-            destination=self.backend(dest, rule.destination.layout),
+            source=setup.source,
+            destination=setup.destination,
             ledger=self.ledgers.setdefault(key, BlobLedger()),
             transfers=self.transfers.setdefault(key, asyncio.Semaphore(limit)),
             stats=result.stats,
@@ -126,24 +110,20 @@ async def run(
     shard: Shard | None = None,
     stop: asyncio.Event | None = None,
 ) -> RunResult:
-    """Run the given rules once, concurrently, over one HTTP session.
+    """Run the given rules once, concurrently, over one run setup (`session.open_run`).
 
     Retry policy and timeouts default to the REGSYNC_RETRY_* / REGSYNC_*_TIMEOUT environment.
     Setting `stop` (a graceful shutdown) lets copies already started finish and starts no new
     ones; the tags left out are reported as errors of their rule.
     """
-    retry = retry or RetryPolicy.from_env(os.environ)
-    timeouts = timeouts or Timeouts.from_env(os.environ)
-    connector = aiohttp.TCPConnector(limit=128, limit_per_host=32, ttl_dns_cache=300)
-    # trust_env stays off: each Transport reads the proxy settings once per host instead.
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with open_run(config, observer=observer, retry=retry, timeouts=timeouts) as setup:
         ctx = RunContext(
             config=config,
-            pool=ClientPool(session, config, observer=observer, retry=retry, timeouts=timeouts),
+            setup=setup,
             events=events or NoEvents(),
             dry_run=dry_run,
             plan_only=plan_only,
-            retry=retry,
+            retry=setup.retry,
             observer=observer or NullObserver(),
             shard=shard or Shard(),
             stop=stop or asyncio.Event(),
@@ -161,19 +141,18 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     ctx.events.rule_started(rule.name)
     started = time.monotonic()
     try:
-        source = ctx.source(rule.source.registry, rule.source.layout)
-        hub = None if rule.source.layout else ctx.pool.hub(rule.source.registry)
-        found = await discover(source, rule.source, hub)
-        rejected = Listed((), tuple(r for r in found.rejected if ctx.shard.owns(rule.name, r)))
-        _skipped(rule, result, rejected.skipped("repository"))
-        repos = ctx.owned(rule, list(found.names))
-        result.repos = len(repos)
-        ctx.events.repos_found(rule.name, len(repos))
+        found = await ctx.setup.repositories(ctx.setup.rule(rule))
+        mine = [why for name, why in found.skipped if ctx.shard.owns(rule.name, name)]
+        _skipped(rule, result, mine)
+        owned = set(ctx.owned(rule, [pair.source for pair in found.pairs]))
+        pairs = [pair for pair in found.pairs if pair.source in owned]
+        result.repos = len(pairs)
+        ctx.events.repos_found(rule.name, len(pairs))
         limit = asyncio.Semaphore(REPO_CONCURRENCY)
         engine = ctx.engine(rule, result)
         async with asyncio.TaskGroup() as group:
-            for repo in repos:
-                group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, repo, result)))
+            for pair in pairs:
+                group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
     except RegsyncError as exc:
         result.rule_failed = True
         result.errors.append(str(exc))
@@ -185,20 +164,6 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     return result
 
 
-async def discover(source: Backend, spec: SourceSpec, hub: HubCatalog | None = None) -> Listed:
-    """The source repositories a rule covers: one, or the catalog entries its glob matches.
-
-    Docker Hub has no catalog: a glob there lists its namespace through the Hub API. Listed
-    names off the grammar under the rule's prefix come back ``rejected`` (to report, not use).
-    """
-    if not spec.is_glob:
-        return Listed((spec.pattern,))
-    prefix = spec.prefix + "/" if spec.prefix else ""
-    listed = await (hub.repositories(spec.prefix.split("/")[0]) if hub else source.repositories())
-    repos = sorted(r for r in listed.names if r.startswith(prefix) and spec.matches(r))
-    return Listed(tuple(repos), tuple(sorted(r for r in listed.rejected if r.startswith(prefix))))
-
-
 def _skipped(rule: Rule, result: RuleResult, skipped: Sequence[str], where: str = "") -> None:
     """Names refused by the grammar: one warning and one error each; the rule carries on."""
     for why in skipped:
@@ -207,11 +172,11 @@ def _skipped(rule: Rule, result: RuleResult, skipped: Sequence[str], where: str 
 
 
 async def sync_repo(
-    ctx: RunContext, rule: Rule, engine: CopyEngine, repo: str, result: RuleResult
+    ctx: RunContext, rule: Rule, engine: CopyEngine, pair: RepoPair, result: RuleResult
 ) -> None:
-    policy = policy_for(rule)
+    repo, dest_repo = pair.source, pair.destination  # one-to-one: see map_repositories
+    policy = ctx.setup.rule(rule).policy
     try:
-        dest_repo = rule.destination.repo_for(repo)
         plan = await survey(engine.source, engine.destination, repo, dest_repo, policy)
     except Exception as exc:  # one bad repository never stops the others
         result.errors.append(f"{repo}: {_describe(exc)}")
@@ -243,17 +208,6 @@ async def sync_repo(
             ctx.events.tag_done(rule.name, "pruned")
 
 
-def policy_for(rule: Rule) -> SyncPolicy:
-    t, p = rule.tags, rule.prune
-    platforms = None if rule.platforms == "all" else PlatformFilter.parse(rule.platforms)
-    return SyncPolicy(
-        tags=TagPolicy(t.include, t.exclude, t.semver, t.latest),
-        platforms=platforms,
-        referrers=rule.referrers,
-        prune=prune.PrunePolicy(p.allow_empty, p.max_fraction) if p.enabled else None,
-    )
-
-
 async def copy_one(
     ctx: RunContext,
     rule: Rule,
@@ -274,7 +228,7 @@ async def copy_one(
         return
     try:
         with log_scope(**context):
-            digest = await copy_action(engine, policy_for(rule).platforms, plan, action)
+            digest = await copy_action(engine, ctx.setup.rule(rule).policy.platforms, plan, action)
     except Exception as exc:  # one bad tag never stops the others
         result.failed += 1
         result.errors.append(f"{plan.source_repo}:{action.tag}: {_describe(exc)}")

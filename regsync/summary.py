@@ -92,8 +92,13 @@ class RunResult:
     def ok(self) -> bool:
         return all(r.result == "success" for r in self.rules)
 
+    def succeeded(self, *, check: bool = False) -> bool:
+        """What the exit code says (0: true): every rule succeeded, and for `check` no drift."""
+        return self.ok and not (check and any(r.drift for r in self.rules))
+
     def to_json(self, *, check: bool = False) -> dict[str, Any]:
-        data: dict[str, Any] = {"rules": [r.to_json() for r in self.rules], "ok": self.ok}
+        ok = self.succeeded(check=check)
+        data: dict[str, Any] = {"rules": [r.to_json() for r in self.rules], "ok": ok}
         if check or self.dry_run:
             data["plan"] = [plan_json(r) for r in self.rules]
         return data

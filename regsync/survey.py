@@ -129,7 +129,7 @@ async def survey(
         plan = await referrers.plan_api(source, dest, plan, source_heads, present)
     if policy.prune is None:
         return plan
-    return await _plan_prune(plan, policy, source_tags, dest_tags, dest_heads, dst)
+    return await _plan_prune(plan, policy, source_tags, dest_tags, dest_heads, dst, origins)
 
 
 def _mark_subsets(
@@ -160,6 +160,7 @@ async def _plan_prune(
     dest_tags: list[str],
     dest_heads: dict[str, Descriptor],
     dst: _Heads,
+    origins: dict[str, Origin],
 ) -> RepoPlan:
     assert policy.prune is not None
     wanted = set(plan.selected) | {a.tag for a in plan.actions}
@@ -172,13 +173,43 @@ async def _plan_prune(
         t for t, d in heads.items() if t not in doomed and d.media_type in mediatypes.INDEXES
     ]
     children = await dst.children(kept_indexes)
+    sources = await _subset_sources(policy, heads, origins, doomed, dst)
+    digests = {t: d.digest for t, d in heads.items()}
     decision = prune.plan_prune(
         policy.prune,
         policy.tags,
-        prune.Listing(source_tags, dest_tags, {t: d.digest for t, d in heads.items()}, children),
+        prune.Listing(source_tags, dest_tags, digests, children, sources),
         wanted,
         referrers_follow=policy.referrers,
     )
     return replace(
         plan, actions=plan.actions + decision.actions, refusals=plan.refusals + decision.refusals
     )
+
+
+async def _subset_sources(
+    policy: SyncPolicy,
+    heads: dict[str, Descriptor],
+    origins: dict[str, Origin],
+    doomed: set[str],
+    dst: _Heads,
+) -> dict[str, str]:
+    """Destination subset digest -> the source index digest it was made from.
+
+    Signature and referrer tags name the source digest, so prune needs this to match them to
+    a subset. The tags the source still has were read already (``origins``); a subset about
+    to be pruned costs one destination GET, and only with referrers and platforms both set.
+    """
+    if not policy.referrers or policy.platforms is None:
+        return {}
+    unread = [
+        t
+        for t in sorted(doomed)
+        if t in heads and t not in origins and heads[t].media_type in mediatypes.INDEXES
+    ]
+    known = origins | await dst.origins(unread)
+    return {
+        heads[t].digest: o.source_digest
+        for t, o in known.items()
+        if t in heads and o.source_digest is not None and artifact_subject(t) is None
+    }

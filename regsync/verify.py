@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from regsync.backend import Backend
-from regsync.clients import ClientPool
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
-from regsync.errors import NotFoundError, RegsyncError
-from regsync.layout import LayoutPool
+from regsync.errors import MappingError, NotFoundError, RegsyncError
 from regsync.oci.manifest import Descriptor
 from regsync.registry.observer import RequestObserver
-from regsync.registry.retry import RetryPolicy, Timeouts
-from regsync.runner import discover, policy_for
+from regsync.session import RunSetup, open_run
 
 log = logging.getLogger(__name__)
 
@@ -131,45 +125,36 @@ async def verify(
     repair: bool = False,
     observer: RequestObserver | None = None,
 ) -> list[VerifyResult]:
-    """Verify (and optionally repair) every rule's destination tags over one HTTP session."""
-    async with aiohttp.ClientSession(trust_env=True) as session:
-        retry = RetryPolicy.from_env(os.environ)
-        pool = ClientPool(
-            session, config, observer=observer, retry=retry, timeouts=Timeouts.from_env(os.environ)
-        )
-        layouts = LayoutPool()
-
-        def backend(registry: str, layout: str) -> Backend:
-            return layouts.get(layout) if layout else pool.get(registry)
-
-        results = [VerifyResult(rule.name) for rule in rules]
-        async with asyncio.TaskGroup() as group:
-            for rule, result in zip(rules, results, strict=True):
-                source = backend(rule.source.registry, rule.source.layout)
-                dest = backend(rule.destination.registry, rule.destination.layout)
-                group.create_task(_verify_rule(source, dest, rule, result, repair, retry))
+    """Verify (and optionally repair) every rule's destination tags, over the run setup
+    `once` uses (so the same repositories: Hub API listing, `mirrors:`, the same mapping)."""
+    results = [VerifyResult(rule.name) for rule in rules]
+    async with open_run(config, observer=observer) as run, asyncio.TaskGroup() as group:
+        for rule, result in zip(rules, results, strict=True):
+            group.create_task(_verify_rule(run, rule, result, repair))
     return results
 
 
-async def _verify_rule(
-    source: Backend,
-    dest: Backend,
-    rule: Rule,
-    result: VerifyResult,
-    repair: bool,
-    retry: RetryPolicy,
-) -> None:
-    policy = policy_for(rule).tags
+async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: bool) -> None:
+    setup = run.rule(rule)
+    policy, dest = setup.policy.tags, setup.destination
     try:
-        found = await discover(source, rule.source)
+        found = await run.repositories(setup)
+    except MappingError as exc:
+        result.errors.append(str(exc))
+        return
     except RegsyncError as exc:
         result.errors.append(f"listing {rule.source}: {exc}")
         return
-    repos = list(found.names)
-    result.errors.extend(found.skipped("repository"))
-    result.repos = len(repos)
+    pairs = found.pairs
+    result.errors.extend(why for _, why in found.skipped)
+    result.repos = len(pairs)
     engine = CopyEngine(
-        source, dest, BlobLedger(), asyncio.Semaphore(4), retry=retry, trust_children=False
+        setup.source,
+        dest,
+        BlobLedger(),
+        asyncio.Semaphore(4),
+        retry=run.retry,
+        trust_children=False,
     )
     limit = asyncio.Semaphore(TAG_CONCURRENCY)
 
@@ -187,10 +172,9 @@ async def _verify_rule(
             if repair:
                 await _repair(engine, src_repo, walk, tag, digest, missing, result)
 
-    for repo in repos:
-        dest_repo = repo  # named in an error until the mapping is known
+    for pair in pairs:
+        repo, dest_repo = pair.source, pair.destination
         try:
-            dest_repo = rule.destination.repo_for(repo)
             listed = await dest.tags(dest_repo)
         except RegsyncError as exc:
             result.errors.append(f"{dest_repo}: {exc}")

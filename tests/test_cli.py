@@ -13,8 +13,10 @@ from tests.support import (
     Registry,
     RegistryFactory,
     free_port,
+    mirror_config,
     push,
     registries_yaml,
+    regsync_json,
     run_regsync,
     write_config,
 )
@@ -187,3 +189,28 @@ rules:
     assert (rule.copied, rule.failed, rule.result) == (1, 1, "partial")
     assert rule.errors == ["team/app:bad: internal error: KeyError('boom')"]
     assert dest_registry.tags("team/app") == ["good"]
+
+
+def test_json_ok_agrees_with_the_exit_code_for_check_once_and_verify(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """`"ok"` is what the exit code says: false for check with drift, true once in sync; false
+    for `once --verify` when the verify finds a tag incomplete."""
+    pushed = push(source_registry, "ok/app", "1", Image.docker([Blob.random(1500, seed="ok")]))
+    config = mirror_config(tmp_path, source_registry, dest_registry, "ok/app")
+
+    drift = regsync_json("check", config)
+    copied = regsync_json("once", config)
+    settled = regsync_json("check", config)
+    layer = json.loads(dest_registry.manifest("ok/app", "1")[1])["layers"][0]["digest"]
+    hexa = layer.split(":")[1]
+    blobs = dest_registry.storage / "docker/registry/v2/blobs/sha256"
+    (blobs / hexa[:2] / hexa / "data").unlink()  # lost behind the registry's back
+    broken = regsync_json("once", config, "--verify")
+
+    assert (drift.code, drift.data["ok"]) == (1, False), drift.stderr
+    assert (copied.code, copied.data["ok"]) == (0, True), copied.stderr
+    assert dest_registry.manifest_digest("ok/app", "1") == pushed.digest
+    assert (settled.code, settled.data["ok"]) == (0, True), settled.stderr
+    assert broken.code == 1 and broken.data["rules"][0]["tags"]["copied"] == 0
+    assert broken.data["verify"]["ok"] is False and broken.data["ok"] is False

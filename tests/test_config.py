@@ -524,7 +524,7 @@ def test_registry_lookup_normalises_hosts() -> None:
 
 
 def _two_rules() -> Config:
-    second = RULE.replace("name: a", "name: b")
+    second = RULE.replace("name: a", "name: b").replace(":5000}", ":5000/b}")
     return parse_config(doc("version: 1", "rules:", RULE, second), env={})
 
 

@@ -105,3 +105,41 @@ def test_source_change_or_new_platform_list_recopies_the_subset(
     subset = json.loads(dest_registry.manifest("diamol/app", "1.0")[1])
     assert [m["digest"] for m in subset["manifests"]] == [images["linux/arm64/v8"].digest]
     assert subset["annotations"]["io.regsync.source.digest"] == changed.digest
+
+
+def test_an_index_nesting_an_index_is_filtered_at_every_level(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """A nested index is kept if any platform in it is wanted, as its own subset (recording
+    its source digest); one with no wanted platform is dropped; the next run is a no-op."""
+    base = Blob.random(2000, seed="n-base")
+    image = {
+        p: Image.oci([base, Blob.random(1200, seed=f"n/{p}")], platform=p)
+        for p in ("linux/amd64", "linux/arm/v7", "linux/arm64", "linux/s390x")
+    }
+    inner = Index.oci([image["linux/amd64"], image["linux/arm/v7"]])
+    unwanted = Index.oci([image["linux/s390x"]])
+    top = push(source_registry, "nest/app", "1", Index.oci([inner, image["linux/arm64"], unwanted]))
+    cfg = mirror_config(tmp_path, source_registry, dest_registry, "nest/app", PLATFORMS)
+
+    code, summary, stderr = regsync_json("once", cfg, env=FAST_RETRIES)
+
+    assert code == 0, stderr
+    assert only_rule(summary)["tags"]["copied"] == 1
+    _, raw = dest_registry.manifest("nest/app", "1")
+    subset = json.loads(raw)
+    nested_digest, arm64 = (m["digest"] for m in subset["manifests"])
+    assert arm64 == image["linux/arm64"].digest
+    assert subset["annotations"]["io.regsync.source.digest"] == top.digest
+    _, nested_raw = dest_registry.manifest("nest/app", nested_digest)
+    nested = json.loads(nested_raw)
+    assert [m["digest"] for m in nested["manifests"]] == [image["linux/amd64"].digest]
+    assert nested["annotations"]["io.regsync.source.digest"] == inner.digest
+    for dropped in ("linux/arm/v7", "linux/s390x"):
+        assert not dest_registry.blob_exists("nest/app", image[dropped].blobs[-1].digest)
+        assert dest_registry.manifest_digest("nest/app", image[dropped].digest) is None
+    assert dest_registry.blob("nest/app", image["linux/amd64"].blobs[-1].digest)
+
+    code, summary, _ = regsync_json("once", cfg, env=FAST_RETRIES)
+    r = only_rule(summary)
+    assert code == 0 and r["tags"]["up_to_date"] == 1 and r["source_manifest_gets"] == 0

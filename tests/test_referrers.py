@@ -19,6 +19,7 @@ from tests.support import (
     Artifact,
     Blob,
     Image,
+    Index,
     Manifest,
     Registry,
     attach,
@@ -221,3 +222,53 @@ async def test_referrers_api_source_builds_the_fallback_at_a_destination_without
     ]
     assert second.result == "success" and second.copied == 0 and second.up_to_date == 2
     assert second.stats.source_manifest_gets == 0
+
+
+def test_signatures_of_platform_subsets_are_pruned_with_their_images(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """With `platforms:` the destination tag is a subset (another digest) while signature tags
+    name the source index: prune matches them through the subset's recorded source digest, so
+    a deleted image's signatures go with it and a signature revoked at the source goes too."""
+
+    def seed_index(tag: str) -> tuple[Manifest, Manifest]:
+        index = Index.oci(
+            [
+                Image.oci([Blob.random(600, seed=f"{tag}/{p}")], platform=p)
+                for p in ("linux/amd64", "linux/arm64")
+            ]
+        )
+        push(source_registry, "diamol/app", tag, index)
+        sig = signature(index, tag)
+        push(source_registry, "diamol/app", sig_tag(index), sig)
+        attach(source_registry, "diamol/app", Artifact.oci(index, payloads=[Blob(tag.encode())]))
+        return index, sig
+
+    kept, revoked = seed_index("1.0")
+    other, _ = seed_index("1.1")
+    gone, _ = seed_index("1.2")
+    cfg = mirror_config(
+        tmp_path,
+        source_registry,
+        dest_registry,
+        "diamol/app",
+        "platforms: [linux/amd64]\nreferrers: true\nprune: true",
+    )
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
+    assert len(dest_registry.tags("diamol/app")) == 9
+    assert dest_registry.manifest_digest("diamol/app", "1.0") != kept.digest  # a subset
+    source_registry.delete_manifest("diamol/app", gone.digest)  # its signature tags linger
+    source_registry.delete_manifest("diamol/app", revoked.digest)  # the signature is revoked
+
+    code, plan, _ = regsync_json("check", cfg, env=FAST_RETRIES)
+    doomed = sorted(["1.2", sig_tag(gone), sig_tag(gone, ""), sig_tag(kept)])
+    assert code == 1 and plan["ok"] is False and planned(plan, "prune") == doomed
+
+    code, summary, stderr = regsync_json("once", cfg, env=FAST_RETRIES)
+
+    assert code == 0, stderr
+    assert only_rule(summary)["tags"]["pruned"] == 4
+    left = set(dest_registry.tags("diamol/app"))
+    assert left == {"1.0", "1.1", sig_tag(kept, ""), sig_tag(other), sig_tag(other, "")}
+    code, plan, _ = regsync_json("check", cfg, env=FAST_RETRIES)
+    assert code == 0 and planned(plan, "prune") == [] and planned(plan, "copy") == []

@@ -10,7 +10,13 @@ import pytest
 from regsync.errors import ManifestError, RegistryError, UnsupportedError
 from regsync.oci.manifest import Descriptor, Manifest, Platform, parse_manifest
 from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags
-from regsync.platforms import PLATFORMS, SOURCE_DIGEST, PlatformFilter, subset_index
+from regsync.platforms import (
+    PLATFORMS,
+    SOURCE_DIGEST,
+    PlatformFilter,
+    filter_index,
+    subset_index,
+)
 from regsync.prune import DeleteGuard, Listing, PrunePolicy, execute, plan_prune
 from regsync.referrers import merge_index
 from regsync.tagpolicy import TagPolicy, artifact_subject, parse_version, select
@@ -354,3 +360,20 @@ async def test_refused_deletes_are_reported_once_per_rule() -> None:
     assert len(first.errors + second.errors) == 1
     assert "fake:5000 refuses deletes (405 UNSUPPORTED)" in (first.errors + second.errors)[0]
     assert not first.pruned and not second.pruned
+
+
+def test_filter_index_keeps_a_nested_subset_in_place_and_drops_an_unwanted_nested_index() -> None:
+    inner_subset = index([child(1, "linux/amd64")])
+    nested_wanted = {**child(7, None), "mediaType": "application/vnd.oci.image.index.v1+json"}
+    nested_unwanted = {**child(8, None), "mediaType": "application/vnd.oci.image.index.v1+json"}
+    source = index([nested_wanted, child(2, "linux/arm64"), nested_unwanted])
+    wanted = PlatformFilter.parse(["linux/amd64", "linux/arm64"])
+
+    subset = filter_index(source, wanted, {digest(7): inner_subset, digest(8): None})
+
+    assert subset is not None
+    assert [c.digest for c in subset.children] == [inner_subset.digest, digest(2)]
+    assert subset.children[0].size == len(inner_subset.raw)
+    assert subset.annotations[SOURCE_DIGEST] == source.digest
+    only_nested = index([nested_unwanted])
+    assert filter_index(only_nested, wanted, {digest(8): None}) is None

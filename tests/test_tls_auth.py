@@ -106,7 +106,7 @@ def test_bad_credentials_fail_once_with_one_clear_line(
           "127.0.0.1:9": {{tls: http}}
         rules:
           - {{name: glob, source: "{src.host}/team/*", destination: "127.0.0.1:9"}}
-          - {{name: one, source: "{src.host}/team/app1", destination: "127.0.0.1:9"}}
+          - {{name: one, source: "{src.host}/team/app1", destination: "127.0.0.1:9/one"}}
         """,
     )
 

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 from tests.support import (
+    FAST_RETRIES,
     Blob,
     Image,
     Index,
     Registry,
+    free_port,
     mirror_config,
     push,
     registries_yaml,
@@ -17,6 +19,7 @@ from tests.support import (
     run_regsync,
     write_config,
 )
+from tests.support.servers import FaultProxy, HubApi, ProxyScript
 
 
 def setup(tmp_path: Path, src: Registry, dst: Registry) -> tuple[Path, dict[str, str]]:
@@ -151,8 +154,86 @@ def test_once_verify_catches_what_a_digest_diff_cannot(
     proc = run_regsync("once", "-c", config, "--json", "--verify")
     summary = json.loads(proc.stdout)
     assert proc.returncode == 1, proc.stderr
-    assert summary["ok"] and summary["rules"][0]["tags"]["up_to_date"] == 2
+    assert summary["rules"][0]["result"] == "success"  # the sync itself had nothing to do
+    assert summary["ok"] is False and summary["rules"][0]["tags"]["up_to_date"] == 2
     (checked,) = summary["verify"]["rules"]
     assert not summary["verify"]["ok"]
     assert checked["missing"] == [{"ref": "vf/app:1", "digest": layer, "kind": "blob"}]
     assert f"missing blob {layer} in vf/app:1" in proc.stderr
+
+
+def test_verify_lists_a_hub_namespace_through_the_hub_api(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """A Docker Hub-style glob has no catalog: verify lists it as `once` does (the Hub API),
+    so it checks exactly the repositories `once` mirrored."""
+    proxy = FaultProxy(source_registry.url, ProxyScript(no_catalog=True))
+    proxy.start()
+    hub = HubApi({"diamol": ["app", "web"]})
+    hub.start()
+    try:
+        pushed = {
+            name: push(source_registry, f"diamol/{name}", "1", Image.docker([Blob.random(700)]))
+            for name in ("app", "web")
+        }
+        config = write_config(
+            tmp_path,
+            f"""
+            version: 1
+            registries:
+              "{proxy.host}": {{tls: http, hub_api: "{hub.url}"}}
+              "{dest_registry.host}": {{tls: http}}
+            rules:
+              - name: hub
+                source: "{proxy.host}/diamol/*"
+                destination: "{dest_registry.host}/h"
+            """,
+        )
+        assert run_regsync("once", "-c", config, env=FAST_RETRIES).returncode == 0
+        code, report, stderr = regsync_json("verify", config, env=FAST_RETRIES)
+        listed = [path for path, _, _ in hub.requests()]
+    finally:
+        hub.stop()
+        proxy.stop()
+
+    assert code == 0, stderr
+    (rule,) = report["rules"]
+    assert rule["ok"] and rule["errors"] == [] and report["ok"] is True
+    assert rule["repos"] == 2 and rule["tags_checked"] == 2
+    assert listed == ["/v2/namespaces/diamol/repositories"] * 2  # once, then verify
+    for name, image in pushed.items():
+        assert dest_registry.manifest_digest(f"h/diamol/{name}", "1") == image.digest
+
+
+def test_verify_reads_from_the_mirror_when_the_primary_is_down(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """`mirrors:` holds for verify as for once: the listing and a repair come from the mirror."""
+    image = push(source_registry, "team/app", "1", Image.docker([Blob.random(3000, seed="m")]))
+    primary = f"127.0.0.1:{free_port()}"  # nothing listens there
+    config = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        registries:
+          "{primary}": {{tls: http, mirrors: ["{source_registry.host}"]}}
+          "{source_registry.host}": {{tls: http}}
+          "{dest_registry.host}": {{tls: http}}
+        rules:
+          - {{name: m, source: "{primary}/team/*", destination: "{dest_registry.host}"}}
+        """,
+    )
+    assert run_regsync("once", "-c", config, env=FAST_RETRIES).returncode == 0
+    _, raw = dest_registry.manifest("team/app", "1")
+    layer = json.loads(raw)["layers"][0]["digest"]
+    remove_blob_data(dest_registry, layer)
+
+    code, report, stderr = regsync_json("verify", config, "--repair", env=FAST_RETRIES)
+
+    assert code == 0, stderr
+    (rule,) = report["rules"]
+    assert rule["repos"] == 1 and rule["errors"] == []
+    assert rule["missing"] == [{"ref": "team/app:1", "digest": layer, "kind": "blob"}]
+    assert rule["repaired"] == ["team/app:1"]
+    assert dest_registry.manifest_digest("team/app", "1") == image.digest
+    assert dest_registry.blob("team/app", layer) == source_registry.blob("team/app", layer)

@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from regsync.config import overlap
 from regsync.config.fields import Loc, _host, _kind
 from regsync.config.models import (
     Config,
@@ -39,6 +40,7 @@ from regsync.config.models import (
     Prune,
     RateLimit,
     RegistryConfig,
+    Rule,
     TagFilter,
     _Document,
     _resolve_rule,
@@ -187,12 +189,35 @@ def _parse(
                 problems.append(_Problem(_line(reader.lines, loc), loc, _message(err)))
     if problems or doc is None:
         raise ConfigError(_report(problems, filename))
+    rules = [_resolve_rule(spec, doc.defaults) for spec in doc.rules]
+    problems = _shared_destinations(rules, reader.lines)
+    if problems:
+        raise ConfigError(_report(problems, filename))
     return Config(
         version=doc.version,
         registries={normalize_host(host): settings for host, settings in doc.registries.items()},
         defaults=doc.defaults,
-        rules=[_resolve_rule(spec, doc.defaults) for spec in doc.rules],
+        rules=rules,
     )
+
+
+def _shared_destinations(rules: list[Rule], lines: dict[Loc, int]) -> list[_Problem]:
+    """Pairs of rules that could write one destination repository (see config.overlap)."""
+    problems = []
+    for first, later, repo in overlap.conflicts(rules):
+        loc: Loc = ("rules", later, "destination")
+        earlier = _line(lines, ("rules", first, "destination"))
+        problems.append(
+            _Problem(
+                _line(lines, loc),
+                loc,
+                f"rule {rules[later].name!r} and rule {rules[first].name!r} (line {earlier}) "
+                f"can both write destination repository {repo}: they would overwrite and "
+                "prune each other's tags; give them different destination paths, or "
+                "tags.include patterns with different literal prefixes",
+            )
+        )
+    return problems
 
 
 def _cross_checks(data: dict[str, object], lines: dict[Loc, int]) -> list[_Problem]:

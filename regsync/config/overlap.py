@@ -1,0 +1,141 @@
+"""Rules that would write the same destination repository, found when the config loads.
+
+Two rules writing one repository overwrite each other's tags (a tag both carry flips digest
+every run, so `check` never settles) and, with prune, each deletes the other's tags. From the
+config alone a rule's destination repositories are a glob (its source glob mapped through the
+destination template), so two rules conflict when they write to the same registry or layout
+and their destination globs can match a common repository. That is checked conservatively:
+a repository both globs could produce counts, whether or not the source has it today.
+
+Rules whose tag filters are disjoint by construction may share repositories: every include
+pattern of one starts with a literal text that neither starts nor is started by the literal
+start of any include pattern of the other (`v1\\..*` and `v2\\..*`), and neither rule follows
+referrers (signature tags are named after digests, not filtered by include, so both rules
+would manage them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from functools import cache
+
+from regsync.config.models import Rule
+
+_META = set(".^$*+?{}[]()|\\")
+_OPTIONAL = set("*?{")
+
+
+def conflicts(rules: Sequence[Rule]) -> list[tuple[int, int, str]]:
+    """(earlier rule, later rule, a repository both could write) for every conflicting pair."""
+    found = []
+    globs = [destination_glob(rule) for rule in rules]
+    for j, later in enumerate(rules):
+        for i in range(j):
+            if globs[i][0] != globs[j][0] or tags_disjoint(rules[i], later):
+                continue
+            common = common_repository(globs[i][1], globs[j][1])
+            if common is not None:
+                found.append((i, j, common))
+    return found
+
+
+def destination_glob(rule: Rule) -> tuple[str, str]:
+    """(registry or layout directory, glob of the destination repositories the rule writes)."""
+    dest, pattern = rule.destination, rule.source.pattern
+    where = f"oci:{os.path.normpath(dest.layout)}" if dest.layout else dest.registry
+    last = pattern.rsplit("/", 1)[-1]
+    name = "*" if last == "**" else last
+    if "{path}" in dest.template or "{name}" in dest.template:
+        return where, dest.template.replace("{path}", pattern).replace("{name}", name)
+    return where, f"{dest.template}/{pattern}" if dest.template else pattern
+
+
+def tags_disjoint(a: Rule, b: Rule) -> bool:
+    """Whether no tag name can be in both rules' scope (see the module docstring)."""
+    if a.referrers or b.referrers:
+        return False
+    prefixes_a = [_literal_prefix(p) for p in a.tags.include]
+    prefixes_b = [_literal_prefix(p) for p in b.tags.include]
+    return all(
+        x and y and not x.startswith(y) and not y.startswith(x)
+        for x in prefixes_a
+        for y in prefixes_b
+    )
+
+
+def _literal_prefix(pattern: re.Pattern[str]) -> str:
+    """The text every full match of ``pattern`` starts with ("" when unsure)."""
+    text = pattern.pattern
+    if pattern.flags & re.IGNORECASE or "|" in text:
+        return ""
+    prefix, at = "", 0
+    while at < len(text):
+        char, step = text[at], 1
+        if char == "\\":
+            if at + 1 >= len(text) or text[at + 1].isalnum():
+                break  # \d, \w ... are classes, not literals
+            char, step = text[at + 1], 2
+        elif char in _META:
+            break
+        follower = text[at + step] if at + step < len(text) else ""
+        if follower in _OPTIONAL:
+            break
+        prefix += char
+        if follower == "+":
+            break
+        at += step
+    return prefix
+
+
+def common_repository(a: str, b: str) -> str | None:
+    """A repository path both globs match (``*`` within a segment, ``**`` one or more
+    segments), or None when there is none."""
+    return _segments(tuple(a.split("/")), tuple(b.split("/")))
+
+
+@cache
+def _segments(a: tuple[str, ...], b: tuple[str, ...]) -> str | None:
+    if not a or not b:
+        return "" if not a and not b else None
+    head_a, head_b = a[0], b[0]
+    seg = _segment("*" if head_a == "**" else head_a, "*" if head_b == "**" else head_b)
+    if seg is None:
+        return None
+    # One common segment consumed; a `**` may go on consuming (it matched one already).
+    moves = [(a[1:], b[1:])]
+    if head_a == "**":
+        moves.append((a, b[1:]))
+    if head_b == "**":
+        moves.append((a[1:], b))
+    for rest_a, rest_b in moves:
+        if (rest_a, rest_b) == (a, b):
+            continue
+        rest = _segments(rest_a, rest_b)
+        if rest is not None:
+            return f"{seg or 'x'}/{rest}" if rest else seg or "x"
+    return None
+
+
+@cache
+def _segment(a: str, b: str) -> str | None:
+    """A text both one-segment globs (``*`` = any run of characters) match, or None."""
+    if not a or not b:
+        if not a and not b:
+            return ""
+        return "" if set(a or b) == {"*"} else None
+    if a[0] == "*":
+        skip = _segment(a[1:], b)
+        if skip is not None:
+            return skip
+        if b[0] == "*":
+            return _segment(a, b[1:])
+        eaten = _segment(a, b[1:])
+        return None if eaten is None else b[0] + eaten
+    if b[0] == "*":
+        return _segment(b, a)
+    if a[0] != b[0]:
+        return None
+    tail = _segment(a[1:], b[1:])
+    return None if tail is None else a[0] + tail

@@ -1,0 +1,120 @@
+"""One run setup, shared by `once`, `check`, `serve` and `verify`.
+
+A run opens one aiohttp session and, through it, every backend it needs: registry clients
+(a source registry together with its `mirrors:`), the Hub API of a Docker Hub source, and OCI
+layout directories. Per rule it computes once what every repository of the rule shares: the
+backends and the policy. Discovery (catalog or Hub API) and the one-to-one source ->
+destination mapping happen here too, so every command sees the same repositories.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from regsync import prune
+from regsync.backend import Backend
+from regsync.clients import ClientPool
+from regsync.config import Config, Rule
+from regsync.discovery import Discovered, discover, map_repositories
+from regsync.layout import LayoutPool
+from regsync.oci.ref import DestinationSpec, SourceSpec
+from regsync.platforms import PlatformFilter
+from regsync.registry.hub import HubCatalog
+from regsync.registry.observer import RequestObserver
+from regsync.registry.retry import RetryPolicy, Timeouts
+from regsync.survey import SyncPolicy
+from regsync.tagpolicy import TagPolicy
+
+
+@dataclass(frozen=True)
+class RuleSetup:
+    """What every repository of one rule shares, computed once per rule and run."""
+
+    rule: Rule
+    policy: SyncPolicy
+    source: Backend  # with the registry's mirrors:, if any
+    destination: Backend
+    hub: HubCatalog | None  # lists a Docker Hub-style namespace; None: the catalog
+
+
+class RunSetup:
+    """The backends of one run, opened lazily and cached; see `open_run`."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        config: Config,
+        *,
+        retry: RetryPolicy,
+        timeouts: Timeouts,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self.config, self.retry = config, retry
+        self.pool = ClientPool(session, config, observer=observer, retry=retry, timeouts=timeouts)
+        self.layouts = LayoutPool()
+        self._rules: dict[str, RuleSetup] = {}
+
+    def source(self, spec: SourceSpec) -> Backend:
+        """What a rule reads from: a layout, or a registry followed by its `mirrors:`."""
+        return self.layouts.get(spec.layout) if spec.layout else self.pool.source(spec.registry)
+
+    def destination(self, spec: DestinationSpec) -> Backend:
+        return self.layouts.get(spec.layout) if spec.layout else self.pool.get(spec.registry)
+
+    def rule(self, rule: Rule) -> RuleSetup:
+        setup = self._rules.get(rule.name)
+        if setup is None or setup.rule != rule:
+            setup = self._rules[rule.name] = RuleSetup(
+                rule,
+                policy_for(rule),
+                self.source(rule.source),
+                self.destination(rule.destination),
+                None if rule.source.layout else self.pool.hub(rule.source.registry),
+            )
+        return setup
+
+    async def repositories(self, setup: RuleSetup) -> Discovered:
+        """The rule's repositories with their destinations; MappingError unless one-to-one."""
+        found = await discover(setup.source, setup.rule.source, setup.hub)
+        return map_repositories(setup.rule.destination, found)
+
+
+@asynccontextmanager
+async def open_run(
+    config: Config,
+    *,
+    observer: RequestObserver | None = None,
+    retry: RetryPolicy | None = None,
+    timeouts: Timeouts | None = None,
+) -> AsyncIterator[RunSetup]:
+    """A run's setup over one HTTP session, closed on exit.
+
+    Retry policy and timeouts default to the REGSYNC_RETRY_* / REGSYNC_*_TIMEOUT environment.
+    """
+    connector = aiohttp.TCPConnector(limit=128, limit_per_host=32, ttl_dns_cache=300)
+    # trust_env stays off: each Transport reads the proxy settings once per host instead.
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield RunSetup(
+            session,
+            config,
+            retry=retry or RetryPolicy.from_env(os.environ),
+            timeouts=timeouts or Timeouts.from_env(os.environ),
+            observer=observer,
+        )
+
+
+def policy_for(rule: Rule) -> SyncPolicy:
+    """The rule's settings as the planner reads them (built once per rule, see RunSetup.rule)."""
+    t, p = rule.tags, rule.prune
+    platforms = None if rule.platforms == "all" else PlatformFilter.parse(rule.platforms)
+    return SyncPolicy(
+        tags=TagPolicy(t.include, t.exclude, t.semver, t.latest),
+        platforms=platforms,
+        referrers=rule.referrers,
+        prune=prune.PrunePolicy(p.allow_empty, p.max_fraction) if p.enabled else None,
+    )
