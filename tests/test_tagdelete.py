@@ -96,6 +96,29 @@ async def test_a_failing_placeholder_delete_puts_the_original_back() -> None:
     assert sha256(raw) == shared
 
 
+async def test_a_failed_restore_says_what_the_tag_points_at_and_how_to_fix_it() -> None:
+    async with scripted() as (reg, client):
+        shared = reg.tags[REPO]["kept"]
+        puts = 0
+
+        async def fail(request: web.Request, match: re.Match[str]) -> web.Response | None:
+            nonlocal puts
+            if request.method == "PUT":
+                puts += 1
+                if puts == 1:
+                    return None  # the placeholder lands; the restore will not
+            elif match["ref"] not in reg.manifests:
+                return None  # the probe: 404 MANIFEST_UNKNOWN
+            return error(500, "UNKNOWN", "storage backend gone")
+
+        reg.override("*", r"^/v2/team/app/manifests/(?P<ref>[^/]+)$", fail)
+        with pytest.raises(RegistryError, match="the tag may point at the placeholder") as caught:
+            await client.tag_delete(REPO, "old")
+
+    assert f"push {shared} to it" in str(caught.value)
+    assert reg.tags[REPO]["kept"] == shared
+
+
 async def test_deletes_disabled_is_unsupported_and_writes_nothing() -> None:
     async with scripted() as (reg, client):
 

@@ -71,13 +71,13 @@ async def tag_delete(client: RegistryClient, repo: str, tag: str) -> None:
         raise ValueError(f"tag_delete takes a tag, not the digest {tag}; use manifest_delete")
     if client.deletes.by_tag is not False and await _delete_by_tag(client, repo, tag):
         client.deletes.by_tag = True
-    else:
-        await _delete_through_placeholder(client, repo, tag)
-    if await client.manifest_head(repo, tag) is not None:
-        raise RegistryError(
-            f"{client.name}/{repo}:{tag}: the tag is still there after deleting it",
-            registry=client.name,
-        )
+        if await client.manifest_head(repo, tag) is not None:
+            raise RegistryError(
+                f"{client.name}/{repo}:{tag}: the tag is still there after deleting it",
+                registry=client.name,
+            )
+        return
+    await _delete_through_placeholder(client, repo, tag)
 
 
 async def _delete_by_tag(client: RegistryClient, repo: str, tag: str) -> bool:
@@ -106,15 +106,24 @@ async def _delete_through_placeholder(client: RegistryClient, repo: str, tag: st
     for desc, data in blobs:
         if not await client.blob_head(repo, desc.digest):
             await client.blob_upload(repo, desc, _once(data))
-    await client.manifest_put(repo, tag, placeholder)
+    # From the PUT on (it may have landed even if its answer got lost), any failure, a
+    # cancellation included, puts the original back: a tag is never left on a placeholder.
     try:
+        await client.manifest_put(repo, tag, placeholder)
         await client.manifest_delete(repo, placeholder.digest)
-    except BaseException as exc:  # also a cancellation: never leave the tag on a placeholder
+        left = await client.manifest_head(repo, tag)
+        if left is not None:
+            raise RegistryError(
+                f"{client.name}/{repo}:{tag}: still tagged ({left.digest}) after deleting "
+                "its placeholder",
+                registry=client.name,
+            )
+    except BaseException as exc:
         await _restore(client, repo, tag, original, placeholder, exc)
         if isinstance(exc, RegsyncError):
             raise RegistryError(
-                f"{client.name}/{repo}:{tag}: deleting the placeholder failed ({exc}); "
-                f"the tag points at {original.digest} again",
+                f"{client.name}/{repo}:{tag}: replacing the tag by a placeholder to delete it "
+                f"failed ({exc}); the tag points at {original.digest} again",
                 registry=client.name,
                 status=getattr(exc, "status", 0),
             ) from exc
@@ -155,9 +164,9 @@ async def _restore(
         await client.manifest_put(repo, tag, original)
     except RegsyncError as exc:
         raise RegistryError(
-            f"{client.name}/{repo}:{tag}: deleting the placeholder failed ({cause}) and putting "
-            f"the original {original.digest} back failed too ({exc}); the tag points at the "
-            f"placeholder {placeholder.digest}: push {original.digest} to it by hand",
+            f"{client.name}/{repo}:{tag}: deleting through a placeholder failed ({cause}) and "
+            f"putting the original {original.digest} back failed too ({exc}); the tag may "
+            f"point at the placeholder {placeholder.digest}: push {original.digest} to it",
             registry=client.name,
         ) from exc
 
