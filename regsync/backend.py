@@ -1,4 +1,19 @@
-"""The seam between the copy engine and where content lives (a registry, an OCI layout)."""
+"""The seam between the copy engine and where content lives (a registry, an OCI layout).
+
+Every backend (``RegistryClient``, ``FallbackBackend``, ``Layout``, ``MemoryBackend``) keeps the
+contract below; ``tests/test_backend_conformance.py`` runs one suite against each of them.
+
+Words used throughout:
+
+- ``repo``: a repository path (``team/app``), already validated by the caller.
+- ``ref``: a tag or a digest. A *digest* is ``sha256:<64 hex>`` (or sha512); anything else is
+  a *tag*. Methods that take only one of the two say so and raise ``ValueError`` for the other:
+  mixing them up is a programming error, never a registry's answer.
+- Errors are ``RegsyncError`` subclasses (``regsync.errors``): ``NotFoundError`` for content that
+  does not exist, ``UnsupportedError`` for an operation the backend refuses (deletes disabled),
+  ``IntegrityError`` for bytes that do not match their digest, ``ManifestError`` for a manifest
+  regsync cannot use, ``LayoutError``/``RegistryError``/``TransportError`` for the rest.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +25,112 @@ from regsync.oci.ref import Listed
 
 
 class Backend(Protocol):
-    """What the copy engine and planner need from a source or destination."""
+    """What the copy engine, the planner and prune need from a source or destination."""
 
     name: str
+    """Shown in messages: the registry host, or ``oci:<dir>``."""
 
-    # Listings: names off the distribution grammar come back in ``rejected``, never as names.
-    async def repositories(self) -> Listed: ...
+    shares_blobs: bool
+    """True when a blob stored once is visible in every repository (an OCI layout): a blob
+    HEAD answered for one repository holds for all, so the engine keeps such answers even for
+    a repository that was empty. False for registries (blobs are linked per repository)."""
 
-    async def tags(self, repo: str) -> Listed: ...
+    async def repositories(self) -> Listed:
+        """Every repository the backend holds, sorted or not; may be large but is bounded.
 
-    async def manifest_head(self, repo: str, ref: str) -> Descriptor | None: ...
+        Names off the distribution grammar come back in ``rejected``, never in ``names``.
 
-    async def manifest_get(self, repo: str, ref: str) -> Manifest: ...
+        Raises ``RegistryError`` when the registry cannot list (no or closed catalog), and
+        ``LayoutError`` when a layout directory is not a layout.
+        """
+        ...
 
-    async def manifest_put(self, repo: str, ref: str, manifest: Manifest) -> None: ...
+    async def tags(self, repo: str) -> Listed:
+        """Every tag of ``repo``; an unknown or empty repository has none (no error).
 
-    async def manifest_delete(self, repo: str, digest: str) -> None: ...
+        Tags off the grammar come back in ``rejected``, never in ``names``.
+        """
+        ...
 
-    async def blob_head(self, repo: str, digest: str) -> bool: ...
+    async def manifest_head(self, repo: str, ref: str) -> Descriptor | None:
+        """The descriptor (media type, digest) a tag or digest resolves to in ``repo``.
 
-    def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]: ...
+        None when it does not exist: absence is an answer here, not an error. ``size`` is
+        informative only. Other failures raise.
+        """
+        ...
 
-    async def blob_upload(
-        self, repo: str, desc: Descriptor, chunks: AsyncIterable[bytes]
-    ) -> None: ...
+    async def manifest_get(self, repo: str, ref: str) -> Manifest:
+        """The manifest's exact bytes for a tag or digest, parsed.
 
-    async def blob_mount(self, repo: str, digest: str, from_repo: str) -> bool: ...
+        The backend verifies the bytes: against ``ref`` when it is a digest, else against the
+        digest the backend announces for the tag (``IntegrityError``/``ManifestError`` on a
+        mismatch). Raises ``NotFoundError`` when the tag or digest does not exist.
+        """
+        ...
+
+    async def manifest_put(self, repo: str, ref: str, manifest: Manifest) -> None:
+        """Store ``manifest.raw`` unchanged under a tag, or by digest when ``ref`` is a digest.
+
+        The backend checks first that ``manifest.raw`` hashes to ``manifest.digest``
+        (``IntegrityError``, nothing written). Every blob and child manifest it references must
+        already be in ``repo`` (else ``ManifestError`` or a registry's 400
+        MANIFEST_BLOB_UNKNOWN). A tag that pointed elsewhere now points here; other tags are
+        untouched.
+        """
+        ...
+
+    async def manifest_delete(self, repo: str, digest: str) -> None:
+        """Delete the manifest ``digest`` from ``repo``: EVERY tag pointing at it goes too.
+
+        ``digest`` must be a digest (``ValueError`` for a tag; use ``tag_delete``). Raises
+        ``NotFoundError`` when ``repo`` has no such manifest and ``UnsupportedError`` when the
+        backend refuses deletes (distribution without ``storage.delete.enabled``: 405). Blobs
+        stay; only a registry's garbage collector reclaims them (a layout keeps the manifest
+        blob, so a HEAD by digest may still find it there).
+        """
+        ...
+
+    async def tag_delete(self, repo: str, tag: str) -> None:
+        """Remove exactly the tag ``tag`` from ``repo``; every other tag keeps its digest, even
+        one sharing this tag's digest.
+
+        ``tag`` must be a tag (``ValueError`` for a digest). Returns only once the tag is gone;
+        raises ``NotFoundError`` when the tag does not exist, ``UnsupportedError`` when the
+        backend refuses deletes, and another ``RegsyncError`` when it cannot remove the tag
+        alone (then the tag still points at its original digest). How is the backend's
+        business: a registry without a tag delete gets a unique placeholder manifest under
+        the tag, deleted by digest (see ``regsync.registry.tagdelete``).
+        """
+        ...
+
+    async def blob_head(self, repo: str, digest: str) -> bool:
+        """Whether ``repo`` holds the blob ``digest`` (with ``shares_blobs``: any repository)."""
+        ...
+
+    def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
+        """Stream the blob's bytes, verifying size and digest as they pass.
+
+        A mismatch raises ``IntegrityError`` when the stream ends, so a consumer trusts the
+        bytes only once iteration finished without error (uploads verify again on their side).
+        Raises ``NotFoundError`` when the blob does not exist (at the first iteration).
+        """
+        ...
+
+    async def blob_upload(self, repo: str, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
+        """Store a blob streamed from ``chunks`` (which may raise: nothing is stored then).
+
+        The bytes are verified against ``desc.digest`` and ``desc.size`` before the blob
+        becomes visible: a mismatch raises (``IntegrityError`` where the backend hashes itself,
+        ``RegistryError`` 400 DIGEST_INVALID where the registry does) and stores nothing.
+        """
+        ...
+
+    async def blob_mount(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Make ``from_repo``'s blob ``digest`` part of ``repo`` without sending its bytes.
+
+        True when ``repo`` now holds the blob; False when the backend would not mount (the
+        blob is missing in ``from_repo``, or the registry opened an upload instead): the
+        caller then uploads it.
+        """
+        ...

@@ -34,7 +34,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from regsync.errors import LayoutError, ManifestError, NotFoundError, RegsyncError
+from regsync.errors import (
+    IntegrityError,
+    LayoutError,
+    ManifestError,
+    NotFoundError,
+    RegsyncError,
+)
 from regsync.layoutfs import (
     LOCK_FILE,
     TEMP_PREFIX,
@@ -66,6 +72,8 @@ Change = Callable[[list[Entry]], list[Entry]]
 
 class Layout:
     """One OCI image layout directory. Implements the Backend protocol."""
+
+    shares_blobs = True  # one blobs/ directory for every repository of the layout
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.root = Path(directory)
@@ -133,6 +141,10 @@ class Layout:
     async def manifest_put(self, repo: str, ref: str, manifest: Manifest) -> None:
         """Write the manifest blob, then (for a tag) point ``repo:ref`` at it in index.json."""
         _check_repo(repo)
+        try:
+            verify_bytes(manifest.raw, manifest.digest)
+        except IntegrityError as exc:  # before anything is written
+            raise IntegrityError(f"{self.name}/{repo}:{ref}: {exc}") from exc
         await self._ensure()
         missing = [
             d.digest for d in (*manifest.blobs, *manifest.children) if not self._has(d.digest)
@@ -151,6 +163,10 @@ class Layout:
 
     async def manifest_delete(self, repo: str, digest: str) -> None:
         """Drop every tag of ``repo`` pointing at ``digest`` (like a registry); blobs stay."""
+        if not is_digest(digest):
+            raise ValueError(f"manifest_delete takes a digest, not {digest!r}; use tag_delete")
+        if not self._has(digest):
+            raise NotFoundError(f"{self.name}: no manifest {digest}", registry=self.name)
         await self._ensure()
 
         def drop(entries: list[Entry]) -> list[Entry]:
@@ -161,6 +177,15 @@ class Layout:
             ]
 
         await self._commit(drop)
+
+    async def tag_delete(self, repo: str, tag: str) -> None:
+        """Drop the index.json entry of ``repo:tag`` only; other tags on its digest stay."""
+        if is_digest(tag):
+            raise ValueError(f"tag_delete takes a tag, not the digest {tag}; use manifest_delete")
+        if self._find(repo, tag) is None:
+            raise NotFoundError(f"{self.name}: no tag {repo}:{tag}", registry=self.name)
+        await self._ensure()
+        await self._commit(lambda entries: self._without(entries, repo, tag))
 
     # -- blobs ----------------------------------------------------------------------------
 

@@ -10,9 +10,11 @@ Safety rails, in the order they apply (``plan_prune``):
    raised). One whose source listed no tags at all is not pruned unless ``allow_empty``.
 2. A repository where the deletions would exceed ``max_fraction`` of the tags the rule manages
    there is not pruned at all, and the run says so.
-3. A kept tag is never removed. distribution 2.8 deletes by digest only, which drops every tag
-   on that digest; a digest a kept or foreign tag also points at (or a kept index lists as a
-   child) is therefore deleted by *tag*, where the registry supports that, else left in place.
+3. A kept tag is never removed. A delete by digest drops every tag on that digest, so it is
+   used only when nothing kept needs the digest; a digest a kept or foreign tag also points at
+   (or a kept index lists as a child, or this run copies) is removed tag by tag with
+   ``Backend.tag_delete``, which touches no other tag (on a registry that deletes by digest
+   only, through a placeholder manifest). A tag counts as pruned once the backend confirmed it.
 4. A registry refusing deletes (405 UNSUPPORTED) yields one error per rule, not one per tag.
 
 The runner prunes a repository after its copies, and only if no copy of the rule failed in
@@ -26,7 +28,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from regsync.backend import Backend
-from regsync.errors import RegistryError, UnsupportedError
+from regsync.errors import RegsyncError, UnsupportedError
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.tagpolicy import TagPolicy, artifact_subject
 
@@ -164,42 +166,43 @@ class PruneOutcome:
 async def execute(dest: Backend, plan: RepoPlan, guard: DeleteGuard) -> PruneOutcome:
     """Delete the plan's PRUNE tags: by digest when nothing kept needs it, else by tag."""
     out = PruneOutcome()
+    # Digests this run's copies point tags at: a delete by digest would take those along.
+    copied = {a.source_digest for a in plan.actions if a.action is not Action.PRUNE}
     by_digest: dict[str, list[TagAction]] = {}
     for action in plan.of(Action.PRUNE):
         by_digest.setdefault(action.dest_digest or "", []).append(action)
     for digest, actions in sorted(by_digest.items()):
         if guard.refused:
             break
-        if any(a.shared for a in actions):
-            for action in actions:
-                await _delete_tag(dest, plan.dest_repo, action, out)
-            continue
         try:
-            await dest.manifest_delete(plan.dest_repo, digest)
+            if not digest or digest in copied or any(a.shared for a in actions):
+                await _delete_tags(dest, plan.dest_repo, actions, out)
+            else:
+                await dest.manifest_delete(plan.dest_repo, digest)
+                out.pruned.extend(a.tag for a in actions)
+                log.info(
+                    "pruned %s:%s (%s)", plan.dest_repo, ",".join(a.tag for a in actions), digest
+                )
         except UnsupportedError:
             guard.refused = True
-        except RegistryError as exc:
+        except RegsyncError as exc:
             out.errors.append(f"{plan.dest_repo}: prune {digest[:19]}: {exc}")
-        else:
-            out.pruned.extend(a.tag for a in actions)
-            log.info("pruned %s:%s (%s)", plan.dest_repo, ",".join(a.tag for a in actions), digest)
     if (message := guard.refusal()) is not None:
         out.errors.append(message)
     return out
 
 
-async def _delete_tag(dest: Backend, repo: str, action: TagAction, out: PruneOutcome) -> None:
-    try:
-        await dest.manifest_delete(repo, action.tag)
-    except RegistryError as exc:
-        # distribution 2.8 answers 400 DIGEST_INVALID; others 404/405: no tag deletion.
-        if exc.status not in (400, 404, 405):
+async def _delete_tags(
+    dest: Backend, repo: str, actions: Sequence[TagAction], out: PruneOutcome
+) -> None:
+    """One ``tag_delete`` per tag; a refusal of deletes (UnsupportedError) stops the rest."""
+    for action in actions:
+        try:
+            await dest.tag_delete(repo, action.tag)
+        except UnsupportedError:
+            raise
+        except RegsyncError as exc:
             out.errors.append(f"{repo}:{action.tag}: prune: {exc}")
-            return
-        out.notes.append(
-            f"{repo}:{action.tag} left in place: it shares its digest with "
-            f"{', '.join(action.shared)} and {dest.name} deletes by digest only"
-        )
-    else:
-        out.pruned.append(action.tag)
-        log.info("pruned %s:%s (tag only)", repo, action.tag)
+        else:
+            out.pruned.append(action.tag)
+            log.info("pruned %s:%s (tag only)", repo, action.tag)

@@ -191,8 +191,8 @@ async def sync_repo(
         ctx.events.tag_done(rule.name, "up_to_date")
     if ctx.dry_run or ctx.plan_only:
         return
-    if plan.dest_empty and not rule.destination.layout:
-        engine.fresh.add(dest_repo)  # a layout shares blobs across repos: keep its HEADs
+    if plan.dest_empty and not engine.destination.shares_blobs:
+        engine.fresh.add(dest_repo)  # shared blobs (a layout) may exist already: keep HEADs
     failed = result.failed
     async with asyncio.TaskGroup() as group:
         for action in plan.of(Action.COPY):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from pathlib import Path
 
 from aiohttp import web
 
 from regsync.config import parse_config
+from regsync.layout import Layout
 from regsync.runner import run
 from tests.policy_helpers import image, planned
 from tests.support import (
@@ -22,7 +25,9 @@ from tests.support import (
     push,
     registries_yaml,
     regsync_json,
+    write_config,
 )
+from tests.support.observe import parse_metrics, sample
 from tests.support.scripted import ScriptedRegistry, error
 
 SCOPED = r"""
@@ -139,10 +144,10 @@ def test_over_max_fraction_is_refused_with_a_clear_message(
     assert dest_registry.tags("diamol/app") == ["1.0", "1.1", "1.2", "1.3"]
 
 
-def test_a_kept_or_foreign_tag_sharing_the_digest_is_never_removed(
+def test_a_tag_sharing_its_digest_goes_alone_and_kept_tags_keep_theirs(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
-    """dist 2.8 deletes by digest only: a tag sharing its digest with a kept one stays put."""
+    """dist 2.8 deletes by digest only: 1.8/1.9 go through a placeholder, 1.0/local-9 stay."""
     seed(source_registry, ["1.0", "1.1", "1.2"])
     cfg = mirror_config(
         tmp_path,
@@ -156,24 +161,53 @@ def test_a_kept_or_foreign_tag_sharing_the_digest_is_never_removed(
     push(dest_registry, "diamol/app", "1.9", _manifest_of(source_registry, "1.0"))
     foreign = image(dest_registry, "diamol/app", "local-9", seed="x")
     push(dest_registry, "diamol/app", "1.8", _manifest_of(dest_registry, "local-9"))
-    gone = image(dest_registry, "diamol/app", "1.7", seed="gone")
+    image(dest_registry, "diamol/app", "1.7", seed="gone")
+    metrics = tmp_path / "metrics.prom"
 
-    code, summary, stderr = regsync_json("once", cfg, env=FAST_RETRIES)
+    code, summary, stderr = regsync_json("once", cfg, "--metrics-file", metrics, env=FAST_RETRIES)
 
     r = only_rule(summary)
     assert code == 0, summary
-    assert r["tags"]["pruned"] == 1  # 1.7: nothing else needs its digest
-    assert dest_registry.manifest_digest("diamol/app", "1.7") is None
-    assert sorted(r["notes"]) == [
-        "diamol/app:1.8 left in place: it shares its digest with local-9 and "
-        f"{dest_registry.host} deletes by digest only",
-        "diamol/app:1.9 left in place: it shares its digest with 1.0 and "
-        f"{dest_registry.host} deletes by digest only",
-    ]
+    assert r["tags"]["pruned"] == 3 and r["notes"] == [] and r["errors"] == []
+    assert sorted(dest_registry.tags("diamol/app")) == ["1.0", "1.1", "1.2", "local-9"]
+    for gone in ("1.7", "1.8", "1.9"):
+        assert dest_registry.manifest_digest("diamol/app", gone) is None
     assert dest_registry.manifest_digest("diamol/app", "1.0") == kept
     assert dest_registry.manifest_digest("diamol/app", "local-9") == foreign.digest
-    assert dest_registry.tags("diamol/app") == ["1.0", "1.1", "1.2", "1.8", "1.9", "local-9"]
-    assert "left in place" in stderr and gone.digest
+    samples = parse_metrics(metrics.read_text())
+    assert sample(samples, "regsync_out_of_sync_tags", rule="mirror") == 0
+    assert "Traceback" not in stderr
+    assert regsync_json("check", cfg, env=FAST_RETRIES).code == 0
+
+
+def test_prune_into_a_layout_removes_exactly_the_tag_sharing_a_kept_digest(
+    tmp_path: Path, source_registry: Registry
+) -> None:
+    """The layout used to filter by digest when given a tag: 'pruned' and still there."""
+    digests = seed(source_registry, ["1.0", "1.1", "1.2"])
+    layout = tmp_path / "layout"
+    cfg = write_config(
+        tmp_path,
+        registries_yaml(source_registry)
+        + "version: 1\nrules:\n  - name: mirror\n"
+        + f"    source: {source_registry.host}/diamol/app\n    destination: oci:{layout}\n"
+        + "    tags: {include: ['\\d.*']}\n    prune: {max_fraction: 1}\n",
+    )
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
+    kept = source_registry.manifest_digest("diamol/app", "1.0")
+    asyncio.run(_tag_in_layout(layout, "1.9", "1.0"))
+    source_registry.delete_manifest("diamol/app", digests["1.1"])
+
+    code, summary, _ = regsync_json("once", cfg, env=FAST_RETRIES)
+
+    assert code == 0, summary
+    assert only_rule(summary)["tags"]["pruned"] == 2
+    refs = _layout_refs(layout)
+    assert sorted(refs) == ["diamol/app:1.0", "diamol/app:1.2"]
+    assert refs["diamol/app:1.0"] == kept
+    assert regsync_json("check", cfg, env=FAST_RETRIES).code == 0
+    code, again, _ = regsync_json("once", cfg, env=FAST_RETRIES)
+    assert code == 0 and only_rule(again)["tags"]["pruned"] == 0
 
 
 def test_deletes_disabled_gives_one_clear_error_per_rule(
@@ -187,6 +221,8 @@ def test_deletes_disabled_gives_one_clear_error_per_rule(
     assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
     for repo, tags in digests.items():
         source_registry.delete_manifest(repo, tags["1.2"])
+    media_type, raw = dest.manifest("ns/a", "1.0")
+    push(dest, "ns/a", "1.9", Manifest(media_type, raw))  # shares 1.0's digest: a tag delete
 
     code, summary, stderr = regsync_json("once", cfg, env=FAST_RETRIES)
 
@@ -196,7 +232,23 @@ def test_deletes_disabled_gives_one_clear_error_per_rule(
         "(distribution: storage.delete.enabled) or set prune: false"
     ]
     assert "Traceback" not in stderr
-    assert dest.tags("ns/a") == dest.tags("ns/b") == ["1.0", "1.1", "1.2"]
+    assert dest.tags("ns/a") == ["1.0", "1.1", "1.2", "1.9"]
+    assert dest.tags("ns/b") == ["1.0", "1.1", "1.2"]
+    assert dest.manifest_digest("ns/a", "1.9") == dest.manifest_digest("ns/a", "1.0")
+
+
+async def _tag_in_layout(layout: Path, tag: str, like: str) -> None:
+    """Point ``tag`` at the manifest of ``like`` in the layout, as another writer might."""
+    backend = Layout(layout)
+    await backend.manifest_put("diamol/app", tag, await backend.manifest_get("diamol/app", like))
+
+
+def _layout_refs(layout: Path) -> dict[str, str]:
+    index = json.loads((layout / "index.json").read_text())
+    return {
+        m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"]
+        for m in index["manifests"]
+    }
 
 
 def _manifest_of(reg: Registry, tag: str) -> Manifest:

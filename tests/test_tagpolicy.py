@@ -307,7 +307,7 @@ def test_merge_index_appends_without_duplicates() -> None:
 
 
 class FakeDestination:
-    """Records deletes; ``tag_deletes`` says whether DELETE by tag works (distribution 3)."""
+    """Records deletes; ``tag_deletes`` False: the backend cannot remove one tag alone."""
 
     name = "fake:5000"
 
@@ -315,12 +315,18 @@ class FakeDestination:
         self.tag_deletes, self.refuse = tag_deletes, refuse
         self.deleted: list[tuple[str, str]] = []
 
-    async def manifest_delete(self, repo: str, ref: str) -> None:
+    async def manifest_delete(self, repo: str, digest: str) -> None:
         if self.refuse:
             raise UnsupportedError("405 UNSUPPORTED", status=405, codes=("UNSUPPORTED",))
-        if not ref.startswith("sha256:") and not self.tag_deletes:
-            raise RegistryError("400 DIGEST_INVALID", status=400, codes=("DIGEST_INVALID",))
-        self.deleted.append((repo, ref))
+        assert digest.startswith("sha256:"), digest
+        self.deleted.append((repo, digest))
+
+    async def tag_delete(self, repo: str, tag: str) -> None:
+        if self.refuse:
+            raise UnsupportedError("405 UNSUPPORTED", status=405, codes=("UNSUPPORTED",))
+        if not self.tag_deletes:
+            raise RegistryError("fake:5000/app:old: cannot remove this tag alone", status=400)
+        self.deleted.append((repo, tag))
 
 
 def prune_plan(repo: str = "app") -> RepoPlan:
@@ -342,14 +348,12 @@ async def test_shared_digest_is_deleted_by_tag_where_the_registry_can() -> None:
     assert sorted(outcome.pruned) == ["gone", "gone-too", "old"] and not outcome.notes
 
 
-async def test_shared_digest_is_left_in_place_where_only_digests_can_go() -> None:
+async def test_a_tag_the_backend_cannot_remove_alone_is_an_error_not_pruned() -> None:
     dest = FakeDestination(tag_deletes=False)
     outcome = await execute(dest, prune_plan(), DeleteGuard(dest.name))  # type: ignore[arg-type]
     assert dest.deleted == [("app", digest(2))]
-    assert outcome.notes == [
-        "app:old left in place: it shares its digest with 1.0 and fake:5000 deletes by digest only"
-    ]
-    assert not outcome.errors
+    assert sorted(outcome.pruned) == ["gone", "gone-too"] and not outcome.notes
+    assert outcome.errors == ["app:old: prune: fake:5000/app:old: cannot remove this tag alone"]
 
 
 async def test_refused_deletes_are_reported_once_per_rule() -> None:

@@ -16,6 +16,7 @@ from yarl import URL
 from regsync.errors import (
     AuthError,
     CredentialsError,
+    IntegrityError,
     InvalidNameError,
     ManifestError,
     NotFoundError,
@@ -28,6 +29,7 @@ from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from regsync.oci.ref import Listed, is_reference, is_repository, shown
+from regsync.registry import tagdelete
 from regsync.registry.auth import CATALOG_SCOPE, repo_scope
 from regsync.registry.retry import is_retryable, retry_reason
 from regsync.registry.transport import Transport
@@ -46,12 +48,15 @@ _REFERENCE = {"manifests": is_reference, "blobs": is_digest, "referrers": is_dig
 class RegistryClient:
     """Talks to one registry. Implements the Backend protocol used by the copy engine."""
 
+    shares_blobs = False  # blobs are linked per repository: a HEAD in one says nothing of another
+
     def __init__(self, transport: Transport, *, page_size: int = PAGE_SIZE) -> None:
         self.transport = transport
         self.name = transport.registry
         self.page_size = page_size
         # Set once a registry refuses a streamed monolithic PUT; later uploads go chunked.
         self.chunked_uploads = False
+        self.deletes = tagdelete.DeleteSupport()  # learnt from the answers to deletes
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.name})"
@@ -181,6 +186,10 @@ class RegistryClient:
 
     async def manifest_put(self, repo: str, ref: str, manifest: Manifest) -> None:
         """Push the exact bytes; the registry must agree on the digest."""
+        try:
+            verify_bytes(manifest.raw, manifest.digest)
+        except IntegrityError as exc:  # before sending: the registry would store the bytes
+            raise IntegrityError(f"{self.name}/{repo}:{ref}: {exc}") from exc
         resp = await self.transport.request(
             "PUT",
             self._url(repo, "manifests", ref),
@@ -197,9 +206,24 @@ class RegistryClient:
 
     async def manifest_delete(self, repo: str, digest: str) -> None:
         """Delete by digest: on distribution this removes every tag pointing at it."""
+        if not is_digest(digest):
+            raise ValueError(f"manifest_delete takes a digest, not {digest!r}; use tag_delete")
+        try:
+            await self.delete_manifest_ref(repo, digest)
+        except UnsupportedError:
+            self.deletes.refused = True
+            raise
+        self.deletes.by_digest = True
+
+    async def tag_delete(self, repo: str, tag: str) -> None:
+        """Remove exactly this tag (by tag, or through a placeholder: ``tagdelete``)."""
+        await tagdelete.tag_delete(self, repo, tag)
+
+    async def delete_manifest_ref(self, repo: str, ref: str) -> None:
+        """One ``DELETE /v2/<repo>/manifests/<ref>`` (a tag or a digest), nothing more."""
         await self.transport.request(
             "DELETE",
-            self._url(repo, "manifests", digest),
+            self._url(repo, "manifests", ref),
             scopes=(repo_scope(repo, "delete"),),
             ok=(200, 202),
         )

@@ -32,6 +32,8 @@ def fails_over(exc: BaseException) -> bool:
 class FallbackBackend:
     """A primary registry plus mirrors; implements the Backend protocol."""
 
+    shares_blobs = False
+
     def __init__(self, clients: Sequence[RegistryClient]) -> None:
         if not clients:
             raise ValueError("FallbackBackend needs at least one registry")
@@ -126,6 +128,9 @@ class FallbackBackend:
 
     async def manifest_delete(self, repo: str, digest: str) -> None:
         await self.primary.manifest_delete(repo, digest)
+
+    async def tag_delete(self, repo: str, tag: str) -> None:
+        await self.primary.tag_delete(repo, tag)
 
     async def blob_upload(self, repo: str, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
         await self.primary.blob_upload(repo, desc, chunks)

@@ -6,7 +6,9 @@
         ... regsync talks to reg.host ...
 
 It implements just enough of the API for regsync to copy from and into it (catalog, tags,
-manifests, blobs, monolithic and chunked uploads, mounts answered with an upload session).
+manifests, blobs, monolithic and chunked uploads, mounts answered with an upload session,
+deletes by digest; a delete by tag answers 400 DIGEST_INVALID like distribution 2.8 unless
+``tag_deletes`` is set, as on registries implementing the OCI tag delete).
 Overrides (method ``*`` matches any) are tried first, in the order added; a handler returning
 None falls through.
 """
@@ -52,6 +54,7 @@ class ScriptedRegistry:
         self._uploads: dict[str, bytearray] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.tag_deletes = False  # True: DELETE by tag removes that tag (OCI distribution 1.1)
 
     @property
     def host(self) -> str:
@@ -142,6 +145,8 @@ class ScriptedRegistry:
         return error(404, "UNSUPPORTED", f"{method} {path}")
 
     async def _manifest(self, request: web.Request, repo: str, ref: str) -> web.StreamResponse:
+        if request.method == "DELETE":
+            return self._delete(repo, ref)
         if request.method == "PUT":
             raw = await request.read()
             digest = _digest(raw)
@@ -157,6 +162,20 @@ class ScriptedRegistry:
         if request.method == "HEAD":
             return web.Response(headers={**headers, "Content-Length": str(len(raw))})
         return web.Response(body=raw, headers=headers)
+
+    def _delete(self, repo: str, ref: str) -> web.StreamResponse:
+        tags = self.tags.get(repo, {})
+        if not ref.startswith("sha256:"):
+            if not self.tag_deletes:
+                return error(400, "DIGEST_INVALID", "delete by tag is not supported")
+            if tags.pop(ref, None) is None:
+                return error(404, "MANIFEST_UNKNOWN")
+            return web.Response(status=202)
+        if ref not in self.manifests:
+            return error(404, "MANIFEST_UNKNOWN")
+        for tag in [t for t, d in tags.items() if d == ref]:
+            del tags[tag]  # like distribution: every tag on the digest goes with it
+        return web.Response(status=202)
 
     async def _upload(self, request: web.Request, repo: str, upload: str) -> web.StreamResponse:
         if request.method == "POST":

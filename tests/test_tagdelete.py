@@ -1,0 +1,178 @@
+"""Removing one tag from a registry: by tag where supported, else through a placeholder.
+
+Scripted registries play the registries' answers (distribution 2.8's 400 to a delete by tag,
+a registry with the OCI tag delete, deletes disabled, a failing placeholder delete) and count
+the requests; the conformance suite covers the same method against real docker-registry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from regsync.errors import NotFoundError, RegistryError, UnsupportedError
+from regsync.oci import mediatypes
+from regsync.registry.client import RegistryClient
+from regsync.registry.retry import RetryPolicy
+from regsync.registry.tagdelete import PROBE_DIGEST, build_placeholder
+from regsync.registry.transport import Transport
+from tests.support import Blob, Image, sha256
+from tests.support.scripted import ScriptedRegistry, error
+
+REPO = "team/app"
+
+
+@asynccontextmanager
+async def scripted(**settings: bool) -> AsyncIterator[tuple[ScriptedRegistry, RegistryClient]]:
+    """A scripted registry holding ``old`` and ``kept`` on one digest, ``other`` on another."""
+    async with ScriptedRegistry() as reg, aiohttp.ClientSession() as session:
+        reg.tag_deletes = settings.get("tag_deletes", False)
+        shared = Image.oci([Blob.random(100, seed="shared")])
+        for tag in ("old", "old2", "kept"):
+            reg.add(REPO, tag, shared)
+        reg.add(REPO, "other", Image.docker([Blob.random(100, seed="other")]))
+        retry = RetryPolicy(attempts=2, initial=0.01, maximum=0.02)
+        yield reg, RegistryClient(Transport(session, reg.host, reg.url, retry=retry))
+
+
+def manifest_requests(reg: ScriptedRegistry, method: str) -> list[str]:
+    return [p.rsplit("/", 1)[1] for m, p in reg.requests if m == method and "/manifests/" in p]
+
+
+async def test_a_registry_with_tag_deletes_gets_one_delete_by_tag() -> None:
+    async with scripted(tag_deletes=True) as (reg, client):
+        shared = reg.tags[REPO]["kept"]
+        await client.tag_delete(REPO, "old")
+        await client.tag_delete(REPO, "old2")
+
+    assert manifest_requests(reg, "DELETE") == ["old", "old2"]
+    assert manifest_requests(reg, "PUT") == []
+    assert reg.tags[REPO] == {"kept": shared, "other": reg.tags[REPO]["other"]}
+
+
+async def test_digest_only_registry_gets_a_placeholder_then_remembers() -> None:
+    """distribution 2.8: 400 to the tag delete, probe, placeholder; the 2nd tag skips both."""
+    async with scripted() as (reg, client):
+        shared, other = reg.tags[REPO]["kept"], reg.tags[REPO]["other"]
+        await client.tag_delete(REPO, "old")
+        await client.tag_delete(REPO, "old2")
+
+    deletes = manifest_requests(reg, "DELETE")
+    puts = manifest_requests(reg, "PUT")
+    assert deletes[:2] == ["old", PROBE_DIGEST] and len(deletes) == 4
+    assert puts == ["old", "old2"]  # one placeholder per tag, under the tag
+    assert shared not in deletes and len(set(deletes[2:])) == 2  # never the shared digest
+    placeholders = [reg.manifests[d] for d in deletes[2:]]
+    assert {json.loads(raw)["mediaType"] for _, raw in placeholders} == {mediatypes.OCI_MANIFEST}
+    assert reg.tags[REPO] == {"kept": shared, "other": other}
+
+
+async def test_a_failing_placeholder_delete_puts_the_original_back() -> None:
+    async with scripted() as (reg, client):
+        shared = reg.tags[REPO]["kept"]
+
+        async def storage_down(request: web.Request, match: re.Match[str]) -> web.Response | None:
+            if match["ref"] in reg.manifests:  # the probe's digest falls through to a 404
+                return error(500, "UNKNOWN", "storage backend gone")
+            return None
+
+        reg.override(
+            "DELETE", r"^/v2/team/app/manifests/(?P<ref>sha256:[a-f0-9]{64})$", storage_down
+        )
+        with pytest.raises(RegistryError, match=f"points at {shared} again"):
+            await client.tag_delete(REPO, "old")
+
+    assert reg.tags[REPO]["old"] == shared  # the original bytes, under the tag again
+    assert reg.tags[REPO]["kept"] == shared
+    puts = manifest_requests(reg, "PUT")
+    assert puts == ["old", "old"]  # the placeholder, then the original
+    (_, raw) = reg.manifests[shared]
+    assert sha256(raw) == shared
+
+
+async def test_a_failed_restore_says_what_the_tag_points_at_and_how_to_fix_it() -> None:
+    async with scripted() as (reg, client):
+        shared = reg.tags[REPO]["kept"]
+        puts = 0
+
+        async def fail(request: web.Request, match: re.Match[str]) -> web.Response | None:
+            nonlocal puts
+            if request.method == "PUT":
+                puts += 1
+                if puts == 1:
+                    return None  # the placeholder lands; the restore will not
+            elif match["ref"] not in reg.manifests:
+                return None  # the probe: 404 MANIFEST_UNKNOWN
+            return error(500, "UNKNOWN", "storage backend gone")
+
+        reg.override("*", r"^/v2/team/app/manifests/(?P<ref>[^/]+)$", fail)
+        with pytest.raises(RegistryError, match="the tag may point at the placeholder") as caught:
+            await client.tag_delete(REPO, "old")
+
+    assert f"push {shared} to it" in str(caught.value)
+    assert reg.tags[REPO]["kept"] == shared
+
+
+async def test_deletes_disabled_is_unsupported_and_writes_nothing() -> None:
+    async with scripted() as (reg, client):
+
+        async def disabled(request: web.Request, match: re.Match[str]) -> web.Response:
+            return error(405, "UNSUPPORTED", "The operation is unsupported.")
+
+        reg.override("DELETE", r"/manifests/", disabled)
+        before = dict(reg.tags[REPO])
+        with pytest.raises(UnsupportedError):
+            await client.tag_delete(REPO, "old")
+        with pytest.raises(UnsupportedError):
+            await client.tag_delete(REPO, "old2")
+
+    assert manifest_requests(reg, "PUT") == []
+    assert manifest_requests(reg, "DELETE") == ["old", PROBE_DIGEST]  # then known: no more
+    assert reg.tags[REPO] == before
+
+
+async def test_no_verifiable_digest_delete_never_tries_the_placeholder() -> None:
+    async with scripted() as (reg, client):
+
+        async def no_api(request: web.Request, match: re.Match[str]) -> web.Response:
+            return error(404, "UNSUPPORTED", "no such route")
+
+        reg.override("DELETE", r"/manifests/", no_api)
+        before = dict(reg.tags[REPO])
+        with pytest.raises(RegistryError, match="deletes neither by tag nor"):
+            await client.tag_delete(REPO, "old")
+
+    assert manifest_requests(reg, "PUT") == []
+    assert reg.tags[REPO] == before
+
+
+async def test_a_missing_tag_is_not_found() -> None:
+    async with scripted(tag_deletes=True) as (reg, client):
+        with pytest.raises(NotFoundError):
+            await client.tag_delete(REPO, "nope")
+    async with scripted() as (reg, client):
+        with pytest.raises(NotFoundError):
+            await client.tag_delete(REPO, "nope")
+        assert manifest_requests(reg, "PUT") == []
+
+
+def test_placeholder_is_unique_and_in_the_original_family() -> None:
+    oci, oci_blobs = build_placeholder(mediatypes.OCI_INDEX, REPO, "1.0")
+    docker, docker_blobs = build_placeholder(mediatypes.DOCKER_LIST, REPO, "1.0")
+    again, _ = build_placeholder(mediatypes.OCI_INDEX, REPO, "1.0")
+
+    assert oci.media_type == mediatypes.OCI_MANIFEST
+    assert docker.media_type == mediatypes.DOCKER_MANIFEST
+    assert docker.layers[0].media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    assert len({oci.digest, docker.digest, again.digest}) == 3
+    (layer, layer_raw), (config, config_raw) = oci_blobs
+    assert oci.layers == (layer,) and oci.config == config
+    assert sha256(layer_raw) == layer.digest and sha256(config_raw) == config.digest
+    assert json.loads(config_raw)["config"]["Labels"]["io.regsync.delete-tag"] == f"{REPO}:1.0"
+    assert docker_blobs[0][1] == layer_raw  # the same empty layer: uploaded once per repo
