@@ -222,7 +222,9 @@ def test_auth_by_shape_by_command(tmp_path: Path, pair: Pair, shape: str, comman
             drift_ok = plan["ok"]  # asserted last: the rest of the cell says more
             actions = [t["action"] for r in plan["plan"] for p in r["repos"] for t in p["tags"]]
             assert actions == ["copy"] * total, plan["plan"]
-            assert all(r["errors"] == [] for r in plan["rules"]), plan["rules"]
+            for r in plan["rules"]:  # planned with HEADs only: nothing fetched, nothing done
+                assert r["errors"] == [] and r["source_manifest_gets"] == 0, r
+                assert r["tags"] == {"copied": 0, "up_to_date": 0, "pruned": 0, "failed": 0}, r
             assert all(pair.dst.tags(dest_repo(repo)) == [] for r in rules for repo, _ in r.images)
         summary = once_settled(tmp_path, config, rules)
         assert_copied_all(summary, rules)
@@ -278,6 +280,7 @@ def serve_cycle(tmp_path: Path, config: Path, rules: list[Rule]) -> None:
 
 FEATURES = ("prune-shared", "platforms", "referrers", "referrers-platforms")
 PLATFORMS = ("linux/amd64", "linux/arm64/v8", "linux/arm/v7")
+NO_BLOBS = {"copied": 0, "mounted": 0, "present": 0}
 
 
 @pytest.fixture(scope="module")
@@ -372,6 +375,7 @@ def prune_shared_cell(
 
     r = feature_once(tmp_path, config, rule, 1)
     assert r["tags"] == {"copied": 4, "up_to_date": 0, "pruned": 0, "failed": 0}, r
+    assert r["blobs"]["copied"] == 6 and r["blobs"]["mounted"] == 0, r  # 3 distinct images
     first_gets = r["source_manifest_gets"]  # asserted last: the prune says more
     assert {t: dest.view.digest(repo, t) for t in images} == {
         t: m.digest for t, m in images.items()
@@ -385,7 +389,7 @@ def prune_shared_cell(
 
     r = feature_once(tmp_path, config, rule, 2)
     assert r["tags"] == {"copied": 0, "up_to_date": 3, "pruned": 1, "failed": 0}, r
-    assert r["source_manifest_gets"] == 0, r
+    assert r["source_manifest_gets"] == 0 and r["blobs"] == NO_BLOBS, r
     assert dest.view.tags(repo) == ["1.0", "1.1", "1.2"]
     assert {t: dest.view.digest(repo, t) for t in ("1.0", "1.1", "1.2")} == {
         t: images[t].digest for t in ("1.0", "1.1", "1.2")
@@ -407,6 +411,7 @@ def platforms_cell(
     r = feature_once(tmp_path, config, rule, 1)
     assert r["tags"] == {"copied": 2, "up_to_date": 0, "pruned": 0, "failed": 0}, r
     assert r["platform_subsets"] == 2 and r["source_manifest_gets"] == 4, r
+    assert r["blobs"] == expected_blobs((repo, amd64) for _, amd64 in indexes.values()), r
     for tag, (index, amd64) in indexes.items():
         assert_subset(dest, repo, tag, index, amd64)
     tags = feature_check(config, settled=True)
@@ -421,7 +426,7 @@ def platforms_cell(
 
     r = feature_once(tmp_path, config, rule, 2)
     assert r["tags"] == {"copied": 0, "up_to_date": 1, "pruned": 1, "failed": 0}, r
-    assert r["source_manifest_gets"] == 0, r
+    assert r["source_manifest_gets"] == 0 and r["blobs"] == NO_BLOBS, r
     assert dest.view.tags(repo) == ["1.0"]
     assert_subset(dest, repo, "1.0", *indexes["1.0"])
     feature_check(config, settled=True)
@@ -448,6 +453,7 @@ def referrers_cell(
     subset = rule == "referrers-platforms"
     images: dict[str, Manifest] = {}
     sigs: dict[str, Manifest] = {}
+    sboms: dict[str, Manifest] = {}
     children: dict[str, Manifest] = {}
     for tag in ("1.0", "2.0"):
         if subset:
@@ -457,13 +463,19 @@ def referrers_cell(
         push(src, repo, tag, images[tag])
         sigs[tag] = cosign_signature(images[tag], f"{repo}/{tag}")
         push(src, repo, sig_tag(images[tag]), sigs[tag])
-        sbom = Artifact.oci(images[tag], payloads=[Blob(f'{{"sbom": "{repo}/{tag}"}}'.encode())])
-        attach(src, repo, sbom)
+        payload = Blob(f'{{"sbom": "{repo}/{tag}"}}'.encode())
+        sboms[tag] = Artifact.oci(images[tag], payloads=[payload])
+        attach(src, repo, sboms[tag])
     refs = {t: [sig_tag(images[t]), sig_tag(images[t], "")] for t in images}
 
     r = feature_once(tmp_path, config, rule, 1)
     assert r["tags"] == {"copied": 6, "up_to_date": 0, "pruned": 0, "failed": 0}, r
     assert r["platform_subsets"] == (2 if subset else 0), r
+    # Per tag: the image (and its amd64 child), its signature, fallback index and SBOM.
+    assert r["source_manifest_gets"] == (5 if subset else 4) * 2, r
+    placed = [children[t] if subset else images[t] for t in images]
+    placed += [*sigs.values(), *sboms.values()]
+    assert r["blobs"] == expected_blobs((repo, m) for m in placed), r
     for tag, image in images.items():
         if subset:
             assert_subset(dest, repo, tag, image, children[tag])
@@ -484,6 +496,6 @@ def referrers_cell(
 
     r = feature_once(tmp_path, config, rule, 2)
     assert r["tags"] == {"copied": 0, "up_to_date": 2, "pruned": 4, "failed": 0}, r
-    assert r["source_manifest_gets"] == 0, r
+    assert r["source_manifest_gets"] == 0 and r["blobs"] == NO_BLOBS, r
     assert dest.view.tags(repo) == sorted(["1.0", sig_tag(images["1.0"], "")])
     feature_check(config, settled=True)
