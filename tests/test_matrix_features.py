@@ -85,7 +85,8 @@ def feature_once(tmp_path: Path, config: Path, rule: str, run: int) -> dict[str,
     r = only_rule(summary)
     assert r["name"] == rule, r
     assert r["result"] == "success" and r["errors"] == [], r
-    assert out_of_sync(metrics.read_text(), rule) == 0
+    gauge = out_of_sync(metrics.read_text(), rule)
+    assert gauge == 0, f"regsync_out_of_sync_tags{{rule={rule!r}}} is {gauge}; notes: {r['notes']}"
     return dict(r)
 
 
