@@ -240,17 +240,15 @@ def serve_cycle(tmp_path: Path, config: Path, rules: list[Rule]) -> None:
         assert served.stop() == 0, served.log()
 
     for rule in rules:
-        n = len(rule.images)
-
-        def m(name: str, **labels: str) -> float | None:
-            return sample(metrics, name, rule=rule.name, **labels)  # noqa: B023
-
-        assert m("regsync_out_of_sync_tags") == 0, rule.name
-        assert m("regsync_sync_runs_total", result="success") == 1, rule.name
-        assert m("regsync_tags_total", outcome="copied") == n, rule.name
-        assert m("regsync_tags_total", outcome="failed") == 0, rule.name
-        last = status[rule.name]["last_run"]
-        assert status[rule.name]["last_error"] is None, last
-        assert status[rule.name]["runs"] == 1, status[rule.name]
+        name, n = rule.name, len(rule.images)
+        gauge = sample(metrics, "regsync_out_of_sync_tags", rule=name)
+        assert gauge == 0, f"regsync_out_of_sync_tags{{rule={name!r}}} is {gauge}"
+        assert sample(metrics, "regsync_sync_runs_total", rule=name, result="success") == 1, name
+        outcomes = {
+            o: sample(metrics, "regsync_tags_total", rule=name, outcome=o)
+            for o in ("copied", "failed")
+        }
+        assert outcomes == {"copied": n, "failed": 0}, name
+        assert status[name]["runs"] == 1 and status[name]["last_error"] is None, status[name]
     last_runs = [status[rule.name]["last_run"] for rule in rules]
     assert_copied_all({"rules": last_runs, "ok": True}, rules, one_run=False)
