@@ -200,7 +200,7 @@ def test_auth_by_shape_by_command(tmp_path: Path, pair: Pair, shape: str, comman
             assert code == 1, stderr
             drift_ok = plan["ok"]  # asserted last: the rest of the cell says more
             actions = [t["action"] for r in plan["plan"] for p in r["repos"] for t in p["tags"]]
-            assert actions == ["copy"] * total, plan["plan"]
+            assert actions == ["copy"] * total, stderr
             for r in plan["rules"]:  # planned with HEADs only: nothing fetched, nothing done
                 assert r["errors"] == [] and r["source_manifest_gets"] == 0, r
                 assert r["tags"] == {"copied": 0, "up_to_date": 0, "pruned": 0, "failed": 0}, r
