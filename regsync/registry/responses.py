@@ -35,9 +35,19 @@ class Response:
 
 
 def error_from_response(
-    registry: str, method: str, url: URL, status: int, headers: Any, body: bytes
+    registry: str,
+    method: str,
+    url: URL,
+    status: int,
+    headers: Any,
+    body: bytes,
+    foreign: bool = False,
 ) -> RegistryError:
-    """Map an error status and the registry's error body to a typed error."""
+    """Map an error status and the registry's error body to a typed error.
+
+    ``foreign``: ``url`` is on another origin than the registry's (an upload Location or a
+    redirect named it), so no credentials went there: the message names that origin.
+    """
     codes: tuple[str, ...] = ()
     detail = ""
     try:
@@ -47,6 +57,9 @@ def error_from_response(
     except (ValueError, AttributeError):
         pass
     where = f"{method} {url.path}"
+    if foreign:
+        origin = f"{url.scheme}://{url.host}:{url.port}"
+        where = f"{method} {origin}{url.path} (not {registry}: no credentials are sent there)"
     message = f"{registry}: {where} -> {status}" + (f" {','.join(codes)}" if codes else "")
     if detail:
         message += f": {detail[:200]}"
