@@ -9,9 +9,11 @@ never sent to another host when a registry redirects a blob download.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -33,6 +35,7 @@ from tests.support import (
     Registry,
     RegistryFactory,
     push,
+    regsync_json_async,
     run_regsync,
     write_config,
 )
@@ -283,3 +286,101 @@ def test_serve_listens_on_loopback_unless_told_otherwise() -> None:
     args = build_parser().parse_args(["serve"])
     assert parse_listen(args.listen) == ("127.0.0.1", 9469)
     assert parse_listen("[::1]:9000") == ("::1", 9000)
+
+
+@contextlib.asynccontextmanager
+async def recording_server() -> AsyncIterator[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
+    """Another origin (another port): records every request with its headers and answers
+    401 with a Basic challenge, as a host fishing for credentials would."""
+    seen: list[tuple[str, str, dict[str, str]]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path, dict(request.headers)))
+        await request.read()
+        return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="give"'})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"127.0.0.1:{runner.addresses[0][1]}", seen
+    finally:
+        await runner.cleanup()
+
+
+def guard_with(reg: ScriptedRegistry, scheme: str, user: str, password: str) -> str:
+    """Put ``reg`` behind Basic auth or a token realm (on itself); returns the header value it
+    accepts."""
+    basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    accepted = basic if scheme == "basic" else f"Bearer {TOKEN_CANARY}"
+
+    async def guard(request: web.Request, match: re.Match[str]) -> web.Response | None:
+        if request.path == "/token":
+            if request.headers.get("Authorization") != basic:
+                return web.Response(status=401)
+            return web.json_response({"token": TOKEN_CANARY, "expires_in": 300})
+        if request.headers.get("Authorization") != accepted:
+            challenge = (
+                'Basic realm="r"'
+                if scheme == "basic"
+                else f'Bearer realm="{reg.url}/token",service="s"'
+            )
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+        return None
+
+    reg.override("*", r"^/(v2/|token$)", guard)
+    return accepted
+
+
+@pytest.mark.parametrize("scheme", ["basic", "bearer"])
+async def test_upload_location_on_another_origin_gets_no_credentials(
+    tmp_path: Path, scheme: str
+) -> None:
+    """The destination answers one repository's upload POST with a Location on another port:
+    that host sees the PUT without any Authorization, the blob fails naming it, and the other
+    repository is mirrored."""
+    good = Image.oci([Blob.random(3000, seed="origin-good")])
+    bad = Image.oci([Blob.random(3000, seed="origin-bad")])
+    async with (
+        ScriptedRegistry() as src,
+        ScriptedRegistry() as dst,
+        recording_server() as (other, seen),
+    ):
+        src.add("team/good", "1", good)
+        src.add("team/bad", "1", bad)
+        accepted = guard_with(dst, scheme, "writer", DST_CANARY)
+
+        async def elsewhere(request: web.Request, match: re.Match[str]) -> web.Response:
+            return web.Response(status=202, headers={"Location": f"http://{other}/up/1?s=x"})
+
+        dst.override("POST", r"^/v2/mirror/team/bad/blobs/uploads/$", elsewhere)
+        config = write_config(
+            tmp_path,
+            f"""
+            version: 1
+            registries:
+              "{src.host}": {{tls: http}}
+              "{dst.host}":
+                tls: http
+                credentials: {{username: writer, password: "${{DST_PASSWORD}}"}}
+            rules:
+              - {{name: o, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
+            """,
+        )
+        code, summary, stderr = await regsync_json_async(
+            "once", config, env={**FAST, "DST_PASSWORD": DST_CANARY}
+        )
+    (rule,) = summary["rules"]
+    assert code == 1, stderr
+    assert rule["tags"] == {"copied": 1, "up_to_date": 0, "pruned": 0, "failed": 1}, rule
+    assert dst.tags["mirror/team/good"]["1"] == good.digest
+    assert "mirror/team/bad" not in dst.tags
+    (failure,) = rule["errors"]
+    assert failure.startswith("team/bad") and other in failure, failure
+    assert seen and {m for m, _, _ in seen} >= {"PUT"}, seen
+    for _, _, headers in seen:
+        assert not any(k.lower() == "authorization" for k in headers), headers
+    assert_clean(json.dumps(seen), [*forms("writer", DST_CANARY), TOKEN_CANARY])
+    assert accepted  # the destination did get (and check) its credentials

@@ -59,7 +59,7 @@ def error_from_response(
     where = f"{method} {url.path}"
     if foreign:
         origin = f"{url.scheme}://{url.host}:{url.port}"
-        where = f"{method} {origin}{url.path} (not {registry}: no credentials are sent there)"
+        where = f"{method} {origin}{url.path} (another origin: no credentials sent there)"
     message = f"{registry}: {where} -> {status}" + (f" {','.join(codes)}" if codes else "")
     if detail:
         message += f": {detail[:200]}"
