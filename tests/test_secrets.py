@@ -8,6 +8,7 @@ never sent to another host when a registry redirects a blob download.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -384,3 +385,91 @@ async def test_upload_location_on_another_origin_gets_no_credentials(
         assert not any(k.lower() == "authorization" for k in headers), headers
     assert_clean(json.dumps(seen), [*forms("writer", DST_CANARY), TOKEN_CANARY])
     assert accepted  # the destination did get (and check) its credentials
+
+
+def echo_config(tmp_path: Path, src: ScriptedRegistry, dst: ScriptedRegistry) -> Path:
+    return write_config(
+        tmp_path,
+        f"""
+        version: 1
+        registries:
+          "{src.host}":
+            tls: http
+            credentials: {{username: reader, password: {SRC_CANARY}}}
+          "{dst.host}": {{tls: http}}
+        defaults: {{interval: 1h}}
+        rules:
+          - {{name: echo, source: "{src.host}/team/*", destination: "{dst.host}/m"}}
+        """,
+    )
+
+
+def serve_status(config: Path, workdir: Path) -> tuple[dict[str, object], str]:
+    """/status after the first run, and the daemon's -vv log (blocking: run it in a thread)."""
+    with Served(config, workdir, "-vv") as served:
+        wait_for(lambda: all(r["runs"] for r in served.status()["rules"]), "the first run")
+        return served.status(), served.log()
+
+
+@pytest.mark.parametrize("scheme", ["basic", "bearer"])
+async def test_a_registry_echoing_the_authorization_value_is_redacted_everywhere(
+    tmp_path: Path, scheme: str
+) -> None:
+    """The source answers one repository's tag listing with an error body quoting the request's
+    Authorization value (the Basic base64, or a Bearer token obtained at run time): stderr
+    (text and JSON logs at -vv), the --json summary and /status show *** instead."""
+    image = Image.oci([Blob.random(2000, seed="echo")])
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("team/app", "1", image)
+        src.add("team/echo", "1", image)
+
+        async def echo(request: web.Request, match: re.Match[str]) -> web.Response:
+            quoted = request.headers.get("Authorization", "")
+            return error(400, "DENIED", f"credentials {quoted!r} not valid for team/echo")
+
+        accepted = guard_with(src, scheme, "reader", SRC_CANARY)
+        src.override("GET", r"^/v2/team/echo/tags/list$", echo)
+        config = echo_config(tmp_path, src, dst)
+        text = await regsync_json_async("once", config, "-vv", env=FAST)
+        logs = await regsync_json_async("once", config, "-vv", "--log-format", "json", env=FAST)
+        status, serve_log = await asyncio.to_thread(serve_status, config, tmp_path)
+    secrets = [*forms("reader", SRC_CANARY), TOKEN_CANARY]
+    for run_ in (text, logs):
+        assert run_.code == 1, run_.stderr
+        (rule,) = run_.data["rules"]
+        assert rule["tags"]["copied"] + rule["tags"]["up_to_date"] == 1, rule
+        (failure,) = rule["errors"]
+        assert "team/echo" in failure and "credentials '" in failure and "***" in failure
+        assert_clean(json.dumps(run_.data), secrets)
+        assert_clean(run_.stderr, secrets)
+    assert "***" in text.stderr and "***" in logs.stderr  # the error was shown, redacted
+    assert dst.tags["m/team/app"]["1"] == image.digest
+    (rule_status,) = status["rules"]  # type: ignore[attr-defined]
+    assert "***" in rule_status["last_error"], rule_status
+    assert_clean(json.dumps(status), secrets)
+    assert_clean(serve_log, secrets)
+    assert accepted.split(" ", 1)[1] in secrets  # the value echoed is one we redact
+
+
+def test_a_password_from_the_environment_in_a_non_secret_field_is_not_echoed(
+    tmp_path: Path,
+) -> None:
+    """`source: ${HUB_TOKEN}` is a mistake `validate` reports (exit 2) without quoting the
+    value: a ${VAR}'s value is never shown in a validation message."""
+    config = write_config(
+        tmp_path,
+        """
+        version: 1
+        registries:
+          "reg.example:5000": {credentials: {username: u, password: "${HUB_TOKEN}"}}
+        rules:
+          - {name: a, source: "${HUB_TOKEN}", destination: "reg.example:5000/m"}
+          - {name: b, source: docker.io/library/x, destination: "${HUB_TOKEN}/y"}
+        """,
+    )
+    token = "dckr_pat_Canary-9f8e7d6c5b"
+    proc = run_regsync("validate", "-c", config, env={"HUB_TOKEN": token})
+    assert proc.returncode == 2, proc.stderr
+    assert "rules[0].source (sync.yaml:5)" in proc.stderr, proc.stderr
+    assert "rules[1].destination (sync.yaml:6)" in proc.stderr, proc.stderr
+    assert_clean(proc.stdout + proc.stderr, [token, "Canary-9f8e7d6c5b"])

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from regsync.errors import AuthError, CredentialsError
+from regsync.secrets import remember, remember_login
 
 # Renew a token this many seconds before it expires, so a request never carries a stale one.
 _EXPIRY_MARGIN = 10.0
@@ -97,6 +98,8 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
+        if username is not None and password:
+            remember_login(username, password)  # redacted wherever text leaves the process
         self._basic = (
             "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
             if username is not None
@@ -243,6 +246,7 @@ class Authenticator:
         value = response.body.get("token") or response.body.get("access_token")
         if not isinstance(value, str) or not value:
             raise AuthError(f"{self.registry}: the token service sent no token")
+        remember(value)  # before any request carries it (a registry may echo it back)
         lifetime = response.body.get("expires_in")
         seconds = lifetime if isinstance(lifetime, int) else _MIN_TOKEN_LIFETIME
         return _Token(value, started + max(seconds, _MIN_TOKEN_LIFETIME))

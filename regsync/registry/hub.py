@@ -14,6 +14,7 @@ from yarl import URL
 
 from regsync.errors import AuthError, NotFoundError, RegistryError
 from regsync.registry.transport import Transport
+from regsync.secrets import remember, remember_login
 
 DOCKER_HUB_API = "https://hub.docker.com"
 PAGE_SIZE = 100
@@ -33,6 +34,8 @@ class HubCatalog:
         self.transport = transport  # to the Hub API host, not the registry
         self.registry = registry
         self._login = (username, password) if username and password else None
+        if self._login is not None:
+            remember_login(*self._login)
         self._jwt: str | None = None
 
     async def repositories(self, namespace: str) -> list[str]:
@@ -94,5 +97,6 @@ class HubCatalog:
             token = resp.json().get("token") if isinstance(resp.json(), dict) else None
             if not isinstance(token, str) or not token:
                 raise AuthError(f"{self.registry}: Docker Hub API login sent no token")
+            remember(token)
             self._jwt = token
         return {"Authorization": f"Bearer {self._jwt}"}

@@ -16,6 +16,7 @@ from regsync.errors import (
     RegistryError,
     UnsupportedError,
 )
+from regsync.secrets import redact
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,9 @@ def error_from_response(
         where = f"{method} {origin}{url.path} (another origin: no credentials sent there)"
     message = f"{registry}: {where} -> {status}" + (f" {','.join(codes)}" if codes else "")
     if detail:
-        message += f": {detail[:200]}"
+        # Redacted before it is cut: a registry may echo our Authorization value back, and a
+        # secret cut in two would no longer be recognised.
+        message += f": {redact(detail)[:200]}"
     retry_after = _retry_after(headers.get("Retry-After")) if status == 429 else None
     kwargs = dict(registry=registry, status=status, codes=codes, retry_after=retry_after)
     if status in (401, 403) or {"UNAUTHORIZED", "DENIED"} & set(codes):
