@@ -28,6 +28,7 @@ from regsync.registry.client import RegistryClient
 from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.registry.transport import Transport
 from regsync.runner import run
+from regsync.secrets import Redactor
 from regsync.server import parse_listen
 from tests.support import (
     OCI_LAYER,
@@ -473,3 +474,19 @@ def test_a_password_from_the_environment_in_a_non_secret_field_is_not_echoed(
     assert "rules[0].source (sync.yaml:5)" in proc.stderr, proc.stderr
     assert "rules[1].destination (sync.yaml:6)" in proc.stderr, proc.stderr
     assert_clean(proc.stdout + proc.stderr, [token, "Canary-9f8e7d6c5b"])
+
+
+def test_redactor_masks_every_form_longest_first_and_ignores_short_strings() -> None:
+    redactor = Redactor()
+    redactor.add_login("me", 'p"ss/wörd')
+    redactor.add("tok", None, "token-abc", "token-abc-longer")
+    basic = base64.b64encode('me:p"ss/wörd'.encode()).decode()
+    text = (
+        f'pw p"ss/wörd json {json.dumps({"m": chr(34).join(["p", "ss/wörd"])})} '
+        f"url p%22ss%2Fw%C3%B6rd basic {basic} {basic.rstrip('=')} "
+        "tokens token-abc-longer token-abc tok"
+    )
+    masked = redactor.redact(text)
+    assert_clean(masked, ['p"ss', "ss/w", basic.rstrip("="), "token-abc", "%22ss"])
+    assert masked.endswith("tokens *** *** tok")  # "tok" is too short to be a secret
+    assert redactor.redact_data({"errors": ["token-abc!"], "n": 1}) == {"errors": ["***!"], "n": 1}
