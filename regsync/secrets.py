@@ -15,6 +15,12 @@ use their own ``Redactor`` instances.
 
 Strings shorter than ``MIN_LENGTH`` are not treated as secrets: masking them would garble
 ordinary words, and no registry accepts such a password or token anyway.
+
+Passwords are few (one per registry) and may hold any character: one regex masks them. Tokens
+are many (one per scope set, renewed every few minutes for as long as ``serve`` runs) and are
+``token68`` strings (RFC 6750): they are looked up in a set, run by run of token characters,
+so adding one costs nothing and masking stays linear; the last ``MAX_TOKENS`` are kept (older
+ones have long expired).
 """
 
 from __future__ import annotations
@@ -23,12 +29,17 @@ import base64
 import json
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
 MASK = "***"
 MIN_LENGTH = 4
+MAX_TOKENS = 10_000
+# RFC 7235 token68, the alphabet of Bearer tokens and JWTs.
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9._~+/=-]{4,}")
+_TOKEN_EDGES = "._~+/=-"  # a run may take in the punctuation around a token: "... eyJ...."
 
 
 class Redactor:
@@ -36,6 +47,7 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
+        self._tokens: OrderedDict[str, None] = OrderedDict()
         self._pattern: re.Pattern[str] | None = None
         self._lock = threading.Lock()
         self.add(*secrets)
@@ -49,6 +61,19 @@ class Redactor:
                 self._secrets |= forms
                 self._pattern = None
 
+    def add_token(self, token: str) -> None:
+        """A token obtained at run time (a token68 string; anything else is kept as a secret)."""
+        if len(token) < MIN_LENGTH:
+            return
+        if _TOKEN_RUN.fullmatch(token) is None or token.strip(_TOKEN_EDGES) != token:
+            self.add(token)
+            return
+        with self._lock:
+            self._tokens[token] = None
+            self._tokens.move_to_end(token)
+            while len(self._tokens) > MAX_TOKENS:
+                self._tokens.popitem(last=False)
+
     def add_login(self, username: str, password: str) -> None:
         """A password and the Basic credentials it is sent as."""
         basic = base64.b64encode(f"{username}:{password}".encode()).decode()
@@ -56,8 +81,24 @@ class Redactor:
 
     def redact(self, text: str) -> str:
         """``text`` with every known secret replaced by ``***``."""
+        if not text:
+            return text
         pattern = self._compiled()
-        return text if pattern is None or not text else pattern.sub(MASK, text)
+        if pattern is not None:
+            text = pattern.sub(MASK, text)
+        if self._tokens:
+            text = _TOKEN_RUN.sub(self._mask_token, text)
+        return text
+
+    def _mask_token(self, match: re.Match[str]) -> str:
+        run = match.group(0)
+        if run in self._tokens:
+            return MASK
+        core = run.strip(_TOKEN_EDGES)
+        if core in self._tokens:
+            start = run.index(core)
+            return run[:start] + MASK + run[start + len(core) :]
+        return run
 
     def redact_data(self, data: Any) -> Any:
         """A copy of JSON-like ``data`` with every string value redacted (keys are ours)."""
@@ -87,8 +128,8 @@ def _forms(secret: str) -> set[str]:
 SECRETS = Redactor()
 
 
-def remember(*secrets: str | None) -> None:
-    SECRETS.add(*secrets)
+def remember_token(token: str) -> None:
+    SECRETS.add_token(token)
 
 
 def remember_login(username: str, password: str) -> None:

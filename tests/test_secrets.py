@@ -28,7 +28,7 @@ from regsync.registry.client import RegistryClient
 from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.registry.transport import Transport
 from regsync.runner import run
-from regsync.secrets import Redactor
+from regsync.secrets import MAX_TOKENS, Redactor
 from regsync.server import parse_listen
 from tests.support import (
     OCI_LAYER,
@@ -490,3 +490,17 @@ def test_redactor_masks_every_form_longest_first_and_ignores_short_strings() -> 
     assert_clean(masked, ['p"ss', "ss/w", basic.rstrip("="), "token-abc", "%22ss"])
     assert masked.endswith("tokens *** *** tok")  # "tok" is too short to be a secret
     assert redactor.redact_data({"errors": ["token-abc!"], "n": 1}) == {"errors": ["***!"], "n": 1}
+
+
+def test_redactor_masks_run_time_tokens_by_lookup_and_keeps_the_latest() -> None:
+    redactor = Redactor()
+    jwt = "eyJhbGciOi.eyJzdWIiOiJ4In0.c2lnbmF0dXJl-_x"
+    redactor.add_token(jwt)
+    redactor.add_token("tok")  # too short: ignored
+    text = f'Bearer {jwt}. {{"token":"{jwt}"}} x{jwt}y tok'
+    # A run of token characters is a token or not: one glued to letters is another word.
+    assert redactor.redact(text) == f'Bearer ***. {{"token":"***"}} x{jwt}y tok'
+    for n in range(MAX_TOKENS):
+        redactor.add_token(f"token-{n:08d}")
+    assert redactor.redact(jwt) == jwt  # the oldest token fell out of the bounded set
+    assert redactor.redact(f"token-{MAX_TOKENS - 1:08d}") == "***"

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from regsync.errors import AuthError, CredentialsError
-from regsync.secrets import remember, remember_login
+from regsync.secrets import remember_login, remember_token
 
 # Renew a token this many seconds before it expires, so a request never carries a stale one.
 _EXPIRY_MARGIN = 10.0
@@ -246,7 +246,7 @@ class Authenticator:
         value = response.body.get("token") or response.body.get("access_token")
         if not isinstance(value, str) or not value:
             raise AuthError(f"{self.registry}: the token service sent no token")
-        remember(value)  # before any request carries it (a registry may echo it back)
+        remember_token(value)  # before any request carries it (a registry may echo it back)
         lifetime = response.body.get("expires_in")
         seconds = lifetime if isinstance(lifetime, int) else _MIN_TOKEN_LIFETIME
         return _Token(value, started + max(seconds, _MIN_TOKEN_LIFETIME))

@@ -14,7 +14,7 @@ from yarl import URL
 
 from regsync.errors import AuthError, NotFoundError, RegistryError
 from regsync.registry.transport import Transport
-from regsync.secrets import remember, remember_login
+from regsync.secrets import remember_login, remember_token
 
 DOCKER_HUB_API = "https://hub.docker.com"
 PAGE_SIZE = 100
@@ -97,6 +97,6 @@ class HubCatalog:
             token = resp.json().get("token") if isinstance(resp.json(), dict) else None
             if not isinstance(token, str) or not token:
                 raise AuthError(f"{self.registry}: Docker Hub API login sent no token")
-            remember(token)
+            remember_token(token)
             self._jwt = token
         return {"Authorization": f"Bearer {self._jwt}"}
