@@ -256,12 +256,13 @@ def test_htpasswd_glob_mirrors_every_repository_with_default_concurrency(
     assert rule["repos"] == 4 and rule["tags"]["copied"] == 8 and not rule["errors"], rule
     for p in pushed:
         assert dst.manifest_digest(f"mirror/{p.repo}", p.tag) == p.digest
-    # One 401 per request in flight before the challenge was learnt (the first listing on the
-    # source; the first request of each repository's copy at the destination), never more.
+    # One 401 per request in flight before the challenge was learnt: the catalog alone on the
+    # source; at the destination each repository's first request (4 measured), and never more
+    # than the default max_concurrency (8) request slots.
     src_401 = [r for r in src_log.requests() if r.status == 401]
     dst_401 = [r for r in dst_log.requests() if r.status == 401]
     assert len(src_401) == 1, src_401
-    assert 1 <= len(dst_401) <= 4, dst_401
+    assert 1 <= len(dst_401) <= 8, dst_401
 
     code, summary, stderr = regsync_json("check", config)
     assert code == 0, (summary, stderr)
