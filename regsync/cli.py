@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from prometheus_client import disable_created_metrics
 
@@ -27,6 +27,7 @@ from regsync.logs import LOG_FORMATS, setup_logging
 from regsync.metrics import Metrics
 from regsync.runner import run
 from regsync.schedule import Timing
+from regsync.secrets import redact, redact_data
 from regsync.server import DEFAULT_LISTEN, parse_listen
 from regsync.shard import Shard
 from regsync.summary import RunResult, render_text
@@ -36,6 +37,16 @@ log = logging.getLogger("regsync.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SHARD_HELP = "handle only shard I of N of the repositories (default: $REGSYNC_SHARD, else all)"
+
+
+def _print(text: str, file: TextIO | None = None) -> None:
+    """All the CLI prints (summaries, reports, errors) goes out here, secrets masked."""
+    print(redact(text), file=file or sys.stdout)
+
+
+def _print_json(data: dict[str, Any]) -> None:
+    """The --json summary on stdout: string values masked, the structure untouched."""
+    print(json.dumps(redact_data(data), indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,10 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rules = config.select_rules(getattr(args, "rule", []))
         shard = shards.resolve(args.shard, os.environ) if "shard" in args else Shard()
     except (ConfigError, ValueError) as exc:
-        print(f"regsync: {exc}", file=sys.stderr)
+        _print(f"regsync: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "validate":
-        print(f"{args.config}: valid, {len(config.rules)} rules", file=sys.stderr)
+        _print(f"{args.config}: valid, {len(config.rules)} rules", file=sys.stderr)
         return EXIT_OK
     if args.command == "verify":
         return _verify(args, config, rules)
@@ -144,15 +155,15 @@ def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
     try:
         results = aio.run(verify(config, rules, repair=args.repair))
     except ConfigError as exc:
-        print(f"regsync: {exc}", file=sys.stderr)
+        _print(f"regsync: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     ok = all(r.ok for r in results)
     if not args.quiet:
-        print(render_verify(results), file=sys.stderr)
+        _print(render_verify(results), file=sys.stderr)
     if args.json:
-        print(json.dumps({"rules": [r.to_json() for r in results], "ok": ok}, indent=2))
+        _print_json({"rules": [r.to_json() for r in results], "ok": ok})
     return EXIT_OK if ok else EXIT_FAILED
 
 
@@ -162,12 +173,12 @@ def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
     try:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
-        print(f"regsync: {exc}", file=sys.stderr)
+        _print(f"regsync: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
         aio.run(serve(args.config, config, host, port, args.grace_period, shard))
     except OSError as exc:
-        print(f"regsync: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        _print(f"regsync: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
 
@@ -176,7 +187,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
     check = args.command == "check"
     metrics_file = getattr(args, "metrics_file", None)
     if metrics_file and not os.path.isdir(os.path.dirname(os.path.abspath(metrics_file))):
-        print(f"regsync: --metrics-file {metrics_file}: directory does not exist", file=sys.stderr)
+        _print(f"regsync: --metrics-file {metrics_file}: directory does not exist", file=sys.stderr)
         return EXIT_USAGE
     dry_run = getattr(args, "dry_run", False)
     metrics = Metrics(record_success=not dry_run, shard=shard)
@@ -198,7 +209,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
                 )
             )
         except ConfigError as exc:
-            print(f"regsync: {exc}", file=sys.stderr)
+            _print(f"regsync: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:
             return 130
@@ -237,16 +248,16 @@ def report(
             summary.info("rule %s: %s", rule.name, rule.result, extra={"rule": rule.name, **fields})
     else:
         explain = getattr(args, "explain", False)
-        print(render_text(result, check=check, explain=explain), file=sys.stderr)
+        _print(render_text(result, check=check, explain=explain), file=sys.stderr)
     if verified is not None and not args.quiet:
-        print(render_verify(verified), file=sys.stderr)
+        _print(render_verify(verified), file=sys.stderr)
     if args.json:
         data = result.to_json(check=check)
         if verified is not None:
             ok = all(r.ok for r in verified)
             data["verify"] = {"rules": [r.to_json() for r in verified], "ok": ok}
         data["ok"] = _succeeded(result, check, verified)
-        print(json.dumps(data, indent=2))
+        _print_json(data)
 
 
 def export_metrics(metrics: Metrics, path: str | None, gateway: str | None) -> None:

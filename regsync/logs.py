@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from regsync.secrets import redact
+
 LOG_FORMATS = ("text", "json")
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -118,6 +120,10 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
     @stream.setter
     def stream(self, value: TextIO) -> None:
         pass
+
+    def format(self, record: logging.LogRecord) -> str:
+        # The whole line, tracebacks and structured fields included: what leaves is masked.
+        return redact(super().format(record))
 
 
 def setup_logging(verbosity: int = 0, fmt: str = "text") -> None:

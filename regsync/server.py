@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from regsync.secrets import redact_data
+
 if TYPE_CHECKING:  # aiohttp.web is imported by the daemon only: `once` starts faster
     from aiohttp import web
 
@@ -60,9 +62,8 @@ def make_app(daemon: StatusSource, metrics: MetricsSource) -> web.Application:
         return web.Response(status=503, text="not ready\n")
 
     async def status(request: web.Request) -> web.Response:
-        return web.Response(
-            text=json.dumps(daemon.status(), indent=2) + "\n", content_type="application/json"
-        )
+        data = redact_data(daemon.status())  # errors may quote what a registry echoed
+        return web.Response(text=json.dumps(data, indent=2) + "\n", content_type="application/json")
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=INDEX)

@@ -203,7 +203,7 @@ BAD_CONFIGS = [
     Bad("malformed_env_reference", rule("    interval: ${INTERVAL"),
         "rules[0].interval (sync.yaml:6):", "invalid ${...} reference"),
     Bad("env_var_expands_to_bad_value", rule("    interval: ${INTERVAL}"),
-        "rules[0].interval (sync.yaml:6):", "invalid duration 'soon'", env=(("INTERVAL", "soon"),)),
+        "rules[0].interval (sync.yaml:6):", "invalid duration '***'", env=(("INTERVAL", "soon"),)),
 ]  # fmt: skip
 
 

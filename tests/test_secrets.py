@@ -8,10 +8,13 @@ never sent to another host when a registry redirects a blob download.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +28,7 @@ from regsync.registry.client import RegistryClient
 from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.registry.transport import Transport
 from regsync.runner import run
+from regsync.secrets import MAX_TOKENS, Redactor
 from regsync.server import parse_listen
 from tests.support import (
     OCI_LAYER,
@@ -33,6 +37,7 @@ from tests.support import (
     Registry,
     RegistryFactory,
     push,
+    regsync_json_async,
     run_regsync,
     write_config,
 )
@@ -283,3 +288,219 @@ def test_serve_listens_on_loopback_unless_told_otherwise() -> None:
     args = build_parser().parse_args(["serve"])
     assert parse_listen(args.listen) == ("127.0.0.1", 9469)
     assert parse_listen("[::1]:9000") == ("::1", 9000)
+
+
+@contextlib.asynccontextmanager
+async def recording_server() -> AsyncIterator[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
+    """Another origin (another port): records every request with its headers and answers
+    401 with a Basic challenge, as a host fishing for credentials would."""
+    seen: list[tuple[str, str, dict[str, str]]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path, dict(request.headers)))
+        await request.read()
+        return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="give"'})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"127.0.0.1:{runner.addresses[0][1]}", seen
+    finally:
+        await runner.cleanup()
+
+
+def guard_with(reg: ScriptedRegistry, scheme: str, user: str, password: str) -> str:
+    """Put ``reg`` behind Basic auth or a token realm (on itself); returns the header value it
+    accepts."""
+    basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    accepted = basic if scheme == "basic" else f"Bearer {TOKEN_CANARY}"
+
+    async def guard(request: web.Request, match: re.Match[str]) -> web.Response | None:
+        if request.path == "/token":
+            if request.headers.get("Authorization") != basic:
+                return web.Response(status=401)
+            return web.json_response({"token": TOKEN_CANARY, "expires_in": 300})
+        if request.headers.get("Authorization") != accepted:
+            challenge = (
+                'Basic realm="r"'
+                if scheme == "basic"
+                else f'Bearer realm="{reg.url}/token",service="s"'
+            )
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+        return None
+
+    reg.override("*", r"^/(v2/|token$)", guard)
+    return accepted
+
+
+@pytest.mark.parametrize("scheme", ["basic", "bearer"])
+async def test_upload_location_on_another_origin_gets_no_credentials(
+    tmp_path: Path, scheme: str
+) -> None:
+    """The destination answers one repository's upload POST with a Location on another port:
+    that host sees the PUT without any Authorization, the blob fails naming it, and the other
+    repository is mirrored."""
+    good = Image.oci([Blob.random(3000, seed="origin-good")])
+    bad = Image.oci([Blob.random(3000, seed="origin-bad")])
+    async with (
+        ScriptedRegistry() as src,
+        ScriptedRegistry() as dst,
+        recording_server() as (other, seen),
+    ):
+        src.add("team/good", "1", good)
+        src.add("team/bad", "1", bad)
+        accepted = guard_with(dst, scheme, "writer", DST_CANARY)
+
+        async def elsewhere(request: web.Request, match: re.Match[str]) -> web.Response:
+            return web.Response(status=202, headers={"Location": f"http://{other}/up/1?s=x"})
+
+        dst.override("POST", r"^/v2/mirror/team/bad/blobs/uploads/$", elsewhere)
+        config = write_config(
+            tmp_path,
+            f"""
+            version: 1
+            registries:
+              "{src.host}": {{tls: http}}
+              "{dst.host}":
+                tls: http
+                credentials: {{username: writer, password: "${{DST_PASSWORD}}"}}
+            rules:
+              - {{name: o, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
+            """,
+        )
+        code, summary, stderr = await regsync_json_async(
+            "once", config, env={**FAST, "DST_PASSWORD": DST_CANARY}
+        )
+    (rule,) = summary["rules"]
+    assert code == 1, stderr
+    assert rule["tags"] == {"copied": 1, "up_to_date": 0, "pruned": 0, "failed": 1}, rule
+    assert dst.tags["mirror/team/good"]["1"] == good.digest
+    assert "mirror/team/bad" not in dst.tags
+    (failure,) = rule["errors"]
+    assert failure.startswith("team/bad") and other in failure, failure
+    assert seen and {m for m, _, _ in seen} >= {"PUT"}, seen
+    for _, _, headers in seen:
+        assert not any(k.lower() == "authorization" for k in headers), headers
+    assert_clean(json.dumps(seen), [*forms("writer", DST_CANARY), TOKEN_CANARY])
+    assert accepted  # the destination did get (and check) its credentials
+
+
+def echo_config(tmp_path: Path, src: ScriptedRegistry, dst: ScriptedRegistry) -> Path:
+    return write_config(
+        tmp_path,
+        f"""
+        version: 1
+        registries:
+          "{src.host}":
+            tls: http
+            credentials: {{username: reader, password: {SRC_CANARY}}}
+          "{dst.host}": {{tls: http}}
+        defaults: {{interval: 1h}}
+        rules:
+          - {{name: echo, source: "{src.host}/team/*", destination: "{dst.host}/m"}}
+        """,
+    )
+
+
+def serve_status(config: Path, workdir: Path) -> tuple[dict[str, object], str]:
+    """/status after the first run, and the daemon's -vv log (blocking: run it in a thread)."""
+    with Served(config, workdir, "-vv") as served:
+        wait_for(lambda: all(r["runs"] for r in served.status()["rules"]), "the first run")
+        return served.status(), served.log()
+
+
+@pytest.mark.parametrize("scheme", ["basic", "bearer"])
+async def test_a_registry_echoing_the_authorization_value_is_redacted_everywhere(
+    tmp_path: Path, scheme: str
+) -> None:
+    """The source answers one repository's tag listing with an error body quoting the request's
+    Authorization value (the Basic base64, or a Bearer token obtained at run time): stderr
+    (text and JSON logs at -vv), the --json summary and /status show *** instead."""
+    image = Image.oci([Blob.random(2000, seed="echo")])
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("team/app", "1", image)
+        src.add("team/echo", "1", image)
+
+        async def echo(request: web.Request, match: re.Match[str]) -> web.Response:
+            quoted = request.headers.get("Authorization", "")
+            return error(400, "DENIED", f"credentials {quoted!r} not valid for team/echo")
+
+        accepted = guard_with(src, scheme, "reader", SRC_CANARY)
+        src.override("GET", r"^/v2/team/echo/tags/list$", echo)
+        config = echo_config(tmp_path, src, dst)
+        text = await regsync_json_async("once", config, "-vv", env=FAST)
+        logs = await regsync_json_async("once", config, "-vv", "--log-format", "json", env=FAST)
+        status, serve_log = await asyncio.to_thread(serve_status, config, tmp_path)
+    secrets = [*forms("reader", SRC_CANARY), TOKEN_CANARY]
+    for run_ in (text, logs):
+        assert run_.code == 1, run_.stderr
+        (rule,) = run_.data["rules"]
+        assert rule["tags"]["copied"] + rule["tags"]["up_to_date"] == 1, rule
+        (failure,) = rule["errors"]
+        assert "team/echo" in failure and "credentials '" in failure and "***" in failure
+        assert_clean(json.dumps(run_.data), secrets)
+        assert_clean(run_.stderr, secrets)
+    assert "***" in text.stderr and "***" in logs.stderr  # the error was shown, redacted
+    assert dst.tags["m/team/app"]["1"] == image.digest
+    (rule_status,) = status["rules"]  # type: ignore[attr-defined]
+    assert "***" in rule_status["last_error"], rule_status
+    assert_clean(json.dumps(status), secrets)
+    assert_clean(serve_log, secrets)
+    assert accepted.split(" ", 1)[1] in secrets  # the value echoed is one we redact
+
+
+def test_a_password_from_the_environment_in_a_non_secret_field_is_not_echoed(
+    tmp_path: Path,
+) -> None:
+    """`source: ${HUB_TOKEN}` is a mistake `validate` reports (exit 2) without quoting the
+    value: a ${VAR}'s value is never shown in a validation message."""
+    config = write_config(
+        tmp_path,
+        """
+        version: 1
+        registries:
+          "reg.example:5000": {credentials: {username: u, password: "${HUB_TOKEN}"}}
+        rules:
+          - {name: a, source: "${HUB_TOKEN}", destination: "reg.example:5000/m"}
+          - {name: b, source: docker.io/library/x, destination: "${HUB_TOKEN}/y"}
+        """,
+    )
+    token = "dckr_pat_Canary-9f8e7d6c5b"
+    proc = run_regsync("validate", "-c", config, env={"HUB_TOKEN": token})
+    assert proc.returncode == 2, proc.stderr
+    assert "rules[0].source (sync.yaml:5)" in proc.stderr, proc.stderr
+    assert "rules[1].destination (sync.yaml:6)" in proc.stderr, proc.stderr
+    assert_clean(proc.stdout + proc.stderr, [token, "Canary-9f8e7d6c5b"])
+
+
+def test_redactor_masks_every_form_longest_first_and_ignores_short_strings() -> None:
+    redactor = Redactor()
+    redactor.add_login("me", 'p"ss/wörd')
+    redactor.add("tok", None, "token-abc", "token-abc-longer")
+    basic = base64.b64encode('me:p"ss/wörd'.encode()).decode()
+    text = (
+        f'pw p"ss/wörd json {json.dumps({"m": chr(34).join(["p", "ss/wörd"])})} '
+        f"url p%22ss%2Fw%C3%B6rd basic {basic} {basic.rstrip('=')} "
+        "tokens token-abc-longer token-abc tok"
+    )
+    masked = redactor.redact(text)
+    assert_clean(masked, ['p"ss', "ss/w", basic.rstrip("="), "token-abc", "%22ss"])
+    assert masked.endswith("tokens *** *** tok")  # "tok" is too short to be a secret
+    assert redactor.redact_data({"errors": ["token-abc!"], "n": 1}) == {"errors": ["***!"], "n": 1}
+
+
+def test_redactor_masks_run_time_tokens_by_lookup_and_keeps_the_latest() -> None:
+    redactor = Redactor()
+    jwt = "eyJhbGciOi.eyJzdWIiOiJ4In0.c2lnbmF0dXJl-_x"
+    redactor.add_token(jwt)
+    redactor.add_token("tok")  # too short: ignored
+    text = f'Bearer {jwt}. {{"token":"{jwt}"}} x{jwt}y tok'
+    # A run of token characters is a token or not: one glued to letters is another word.
+    assert redactor.redact(text) == f'Bearer ***. {{"token":"***"}} x{jwt}y tok'
+    for n in range(MAX_TOKENS):
+        redactor.add_token(f"token-{n:08d}")
+    assert redactor.redact(jwt) == jwt  # the oldest token fell out of the bounded set
+    assert redactor.redact(f"token-{MAX_TOKENS - 1:08d}") == "***"

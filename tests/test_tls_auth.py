@@ -17,6 +17,7 @@ import pytest
 
 from tests.support import Blob, Image, Registry, RegistryFactory, TlsFiles, push, regsync_json
 from tests.support import write_config as write
+from tests.support.accesslog import ACCESS_LOG, AccessLog
 from tests.support.servers import TokenServer
 
 USERS = {"alice": "wonderland"}
@@ -219,3 +220,50 @@ def test_mutual_tls_with_client_certificate(
         code, summary, stderr = regsync_json("once", config)
     assert code == 0, stderr
     assert dst.manifest_digest("team/app", "1.0") == pushed.digest
+
+
+def test_htpasswd_glob_mirrors_every_repository_with_default_concurrency(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """Basic auth on both sides, a glob of 4 repositories sharing a layer, default concurrency:
+    the requests sent before the Basic challenge was known get a 401 each, and none of those
+    counts as a refusal of the credentials (they never carried them)."""
+    src = registry_factory(htpasswd={"reader": "src-pass-1"}, extra_config=ACCESS_LOG)
+    dst = registry_factory(htpasswd={"writer": "dst-pass-2"}, extra_config=ACCESS_LOG)
+    base = Blob.random(8_000, seed="basic-base")
+    pushed = [
+        push(src, f"team/app{n}", tag, Image.docker([base, Blob.random(2_000, seed=f"b{n}{tag}")]))
+        for n in range(4)
+        for tag in ("1", "2")
+    ]
+    src_log, dst_log = AccessLog(src), AccessLog(dst)
+    config = write(
+        tmp_path,
+        f"""
+        version: 1
+        registries:
+          "{src.host}": {{tls: http, credentials: {{username: reader, password: src-pass-1}}}}
+          "{dst.host}": {{tls: http, credentials: {{username: writer, password: dst-pass-2}}}}
+        rules:
+          - {{name: glob, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
+        """,
+    )
+
+    code, summary, stderr = regsync_json("once", config)
+
+    assert code == 0, (summary, stderr)
+    (rule,) = summary["rules"]
+    assert rule["repos"] == 4 and rule["tags"]["copied"] == 8 and not rule["errors"], rule
+    for p in pushed:
+        assert dst.manifest_digest(f"mirror/{p.repo}", p.tag) == p.digest
+    # One 401 per request in flight before the challenge was learnt: the catalog alone on the
+    # source; at the destination each repository's first request (4 measured), and never more
+    # than the default max_concurrency (8) request slots.
+    src_401 = [r for r in src_log.requests() if r.status == 401]
+    dst_401 = [r for r in dst_log.requests() if r.status == 401]
+    assert len(src_401) == 1, src_401
+    assert 1 <= len(dst_401) <= 8, dst_401
+
+    code, summary, stderr = regsync_json("check", config)
+    assert code == 0, (summary, stderr)
+    assert summary["rules"][0]["tags"]["failed"] == 0 and not summary["rules"][0]["errors"]

@@ -48,6 +48,7 @@ from regsync.config.models import (
 )
 from regsync.errors import ConfigError
 from regsync.oci.ref import normalize_host
+from regsync.secrets import Redactor
 
 # ---------------------------------------------------------------------------------------------
 # Loading: YAML nodes with lines, ${VAR} expansion, one report of every problem
@@ -91,6 +92,7 @@ class _Reader:
         self.env = env
         self.lines: dict[Loc, int] = {}
         self.problems: list[_Problem] = []
+        self.expanded: list[str] = []  # every ${VAR}'s value: never quoted in a message
         self._own_pairs: dict[int, list[tuple[yaml.Node, yaml.Node]]] = {}
         self._active: set[int] = set()
 
@@ -153,6 +155,7 @@ class _Reader:
             if dollar:
                 return "$"
             if name is not None and name in self.env:
+                self.expanded.append(self.env[name])
                 return self.env[name]
             message = (
                 f"environment variable {name} is not set"
@@ -188,17 +191,26 @@ def _parse(
             if loc not in env_locs:  # the unexpanded value is not the user's mistake
                 problems.append(_Problem(_line(reader.lines, loc), loc, _message(err)))
     if problems or doc is None:
-        raise ConfigError(_report(problems, filename))
+        raise _refusal(problems, filename, reader, data)
     rules = [_resolve_rule(spec, doc.defaults) for spec in doc.rules]
     problems = _shared_destinations(rules, reader.lines)
     if problems:
-        raise ConfigError(_report(problems, filename))
+        raise _refusal(problems, filename, reader, data)
     return Config(
         version=doc.version,
         registries={normalize_host(host): settings for host, settings in doc.registries.items()},
         defaults=doc.defaults,
         rules=rules,
     )
+
+
+def _refusal(
+    problems: list[_Problem], filename: str, reader: _Reader, data: dict[str, object]
+) -> ConfigError:
+    # A ${VAR} may hold a password wherever it was placed (`source: ${HUB_TOKEN}`), and a
+    # validator may quote the value it refuses: mask them, and every literal password.
+    hidden = Redactor([*reader.expanded, *_passwords(data)])
+    return ConfigError(hidden.redact(_report(problems, filename)))
 
 
 def _shared_destinations(rules: list[Rule], lines: dict[Loc, int]) -> list[_Problem]:
@@ -218,6 +230,18 @@ def _shared_destinations(rules: list[Rule], lines: dict[Loc, int]) -> list[_Prob
             )
         )
     return problems
+
+
+def _passwords(data: dict[str, object]) -> list[str]:
+    """The literal ``registries.*.credentials.password`` strings of a document."""
+    registries = data.get("registries")
+    found = []
+    for settings in registries.values() if isinstance(registries, dict) else ():
+        creds = settings.get("credentials") if isinstance(settings, dict) else None
+        password = creds.get("password") if isinstance(creds, dict) else None
+        if isinstance(password, str):
+            found.append(password)
+    return found
 
 
 def _cross_checks(data: dict[str, object], lines: dict[Loc, int]) -> list[_Problem]:

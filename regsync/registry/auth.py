@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from regsync.errors import AuthError, CredentialsError
+from regsync.secrets import remember_login, remember_token
 
 # Renew a token this many seconds before it expires, so a request never carries a stale one.
 _EXPIRY_MARGIN = 10.0
@@ -97,6 +98,8 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
+        if username is not None and password:
+            remember_login(username, password)  # redacted wherever text leaves the process
         self._basic = (
             "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
             if username is not None
@@ -133,14 +136,20 @@ class Authenticator:
         return f"Bearer {token}"
 
     async def on_unauthorized(
-        self, headers: Iterable[str], scopes: tuple[str, ...]
+        self, headers: Iterable[str], scopes: tuple[str, ...], sent: str | None
     ) -> tuple[str, ...] | None:
-        """Learn from a 401: the scopes to retry with, or None when a retry cannot help."""
+        """Learn from a 401 to a request that carried ``sent`` (its Authorization, or None):
+        the scopes to retry with, or None when a retry cannot help.
+
+        Only a 401 to the credentials we would send now refuses them. Requests that went out
+        before the challenge was known (a glob's first requests run concurrently) carried
+        nothing, and one sent with a token since renewed carried a stale one: both just retry.
+        """
         challenges = parse_challenges(headers)
         bearer = next((c for c in challenges if c.scheme == "bearer"), None)
         basic = next((c for c in challenges if c.scheme == "basic"), None)
         if bearer is not None:
-            return self._learn_bearer(bearer, scopes)
+            return self._learn_bearer(bearer, scopes, sent)
         if basic is None:
             return None
         if self._basic is None:
@@ -148,20 +157,22 @@ class Authenticator:
                 f"{self.registry} requires credentials: add them under "
                 f"registries.{self.registry}.credentials (or docker login {self.registry})"
             )
-        if self._challenge is not None and self._challenge.scheme == "basic":
+        if sent == self._basic:
             raise self._refuse(f"{self.registry} refused the configured credentials")
         self._challenge = basic
         return scopes
 
-    def _learn_bearer(self, bearer: Challenge, scopes: tuple[str, ...]) -> tuple[str, ...]:
-        previous = self._challenge
+    def _learn_bearer(
+        self, bearer: Challenge, scopes: tuple[str, ...], sent: str | None
+    ) -> tuple[str, ...]:
         self._challenge = bearer
         # insufficient_scope names what the registry wants: ask again with the union.
         wanted = scope_union(scopes, bearer.params.get("scope", "").split())
         key = (bearer.params.get("realm", ""), bearer.params.get("service", ""), wanted)
-        if previous is None or previous.scheme != "bearer" or key not in self._tokens:
-            return wanted
-        # A fresh token for exactly these scopes was refused: either it expired early
+        current = self._tokens.get(key)
+        if current is None or sent != f"Bearer {current.value}":
+            return wanted  # not the token we hold for these scopes: no verdict on it
+        # The token we hold for exactly these scopes was refused: either it expired early
         # (invalid_token) or the registry granted less than we asked for.
         del self._tokens[key]
         if bearer.params.get("error") == "invalid_token":
@@ -235,6 +246,7 @@ class Authenticator:
         value = response.body.get("token") or response.body.get("access_token")
         if not isinstance(value, str) or not value:
             raise AuthError(f"{self.registry}: the token service sent no token")
+        remember_token(value)  # before any request carries it (a registry may echo it back)
         lifetime = response.body.get("expires_in")
         seconds = lifetime if isinstance(lifetime, int) else _MIN_TOKEN_LIFETIME
         return _Token(value, started + max(seconds, _MIN_TOKEN_LIFETIME))

@@ -15,6 +15,7 @@ from yarl import URL
 from regsync.errors import AuthError, NotFoundError, RegistryError
 from regsync.oci.ref import Listed, is_repository
 from regsync.registry.transport import Transport
+from regsync.secrets import remember_login, remember_token
 
 DOCKER_HUB_API = "https://hub.docker.com"
 PAGE_SIZE = 100
@@ -34,6 +35,8 @@ class HubCatalog:
         self.transport = transport  # to the Hub API host, not the registry
         self.registry = registry
         self._login = (username, password) if username and password else None
+        if self._login is not None:
+            remember_login(*self._login)
         self._jwt: str | None = None
 
     async def repositories(self, namespace: str) -> Listed:
@@ -100,5 +103,6 @@ class HubCatalog:
             token = resp.json().get("token") if isinstance(resp.json(), dict) else None
             if not isinstance(token, str) or not token:
                 raise AuthError(f"{self.registry}: Docker Hub API login sent no token")
+            remember_token(token)
             self._jwt = token
         return {"Authorization": f"Bearer {self._jwt}"}

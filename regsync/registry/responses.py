@@ -16,6 +16,7 @@ from regsync.errors import (
     RegistryError,
     UnsupportedError,
 )
+from regsync.secrets import redact
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,19 @@ class Response:
 
 
 def error_from_response(
-    registry: str, method: str, url: URL, status: int, headers: Any, body: bytes
+    registry: str,
+    method: str,
+    url: URL,
+    status: int,
+    headers: Any,
+    body: bytes,
+    foreign: bool = False,
 ) -> RegistryError:
-    """Map an error status and the registry's error body to a typed error."""
+    """Map an error status and the registry's error body to a typed error.
+
+    ``foreign``: ``url`` is on another origin than the registry's (an upload Location or a
+    redirect named it), so no credentials went there: the message names that origin.
+    """
     codes: tuple[str, ...] = ()
     detail = ""
     try:
@@ -47,9 +58,14 @@ def error_from_response(
     except (ValueError, AttributeError):
         pass
     where = f"{method} {url.path}"
+    if foreign:
+        origin = f"{url.scheme}://{url.host}:{url.port}"
+        where = f"{method} {origin}{url.path} (another origin: no credentials sent there)"
     message = f"{registry}: {where} -> {status}" + (f" {','.join(codes)}" if codes else "")
     if detail:
-        message += f": {detail[:200]}"
+        # Redacted before it is cut: a registry may echo our Authorization value back, and a
+        # secret cut in two would no longer be recognised.
+        message += f": {redact(detail)[:200]}"
     retry_after = _retry_after(headers.get("Retry-After")) if status == 429 else None
     kwargs = dict(registry=registry, status=status, codes=codes, retry_after=retry_after)
     if status in (401, 403) or {"UNAUTHORIZED", "DENIED"} & set(codes):

@@ -153,10 +153,9 @@ class Transport:
         so callers streaming a body make sure the token is fresh first (see ``prepare``).
         """
         self.health.check()
+        own = self.same_origin(url)
         for _ in range(3):
-            sent_headers = dict(headers or {})
-            if (authorization := await self.auth.header(scopes)) is not None:
-                sent_headers["Authorization"] = authorization
+            sent_headers = await self._headers(headers, scopes, own=own)
             started = time.monotonic()
             try:
                 resp = await self.session.request(
@@ -180,16 +179,21 @@ class Transport:
             try:
                 self.observer.request_done(self.registry, method, str(resp.status), _since(started))
                 self._note_ratelimit(resp)
-                if resp.status == 401 and (data is None or isinstance(data, bytes)):
+                # Another origin's challenge is none of our business: learning from it could
+                # switch this registry's scheme to a realm of that host's choosing.
+                foreign = not self.same_origin(resp.url)
+                replayable = data is None or isinstance(data, bytes)
+                if resp.status == 401 and replayable and not foreign:
                     challenge = resp.headers.getall("WWW-Authenticate", [])
-                    new_scopes = await self.auth.on_unauthorized(challenge, scopes)
+                    sent = sent_headers.get("Authorization")
+                    new_scopes = await self.auth.on_unauthorized(challenge, scopes, sent)
                     if new_scopes is not None:
                         scopes = new_scopes
                         continue
                 if resp.status not in ok:
                     body = await _read_bounded(resp, _MAX_ERROR_BODY, self.registry, lax=True)
                     raise error_from_response(
-                        self.registry, method, url, resp.status, resp.headers, body
+                        self.registry, method, resp.url, resp.status, resp.headers, body, foreign
                     )
                 yield resp
                 return
@@ -201,6 +205,23 @@ class Transport:
             finally:
                 resp.release()
         raise AuthError(f"{self.registry}: authentication did not settle", registry=self.registry)
+
+    def same_origin(self, url: URL) -> bool:
+        """Whether ``url`` is on this registry's scheme+host+port, where its credentials go."""
+        return _origin(url) == _origin(self.base_url)
+
+    async def _headers(
+        self, headers: dict[str, str] | None, scopes: tuple[str, ...], *, own: bool
+    ) -> dict[str, str]:
+        """The headers to send: with this registry's Authorization only on its own origin.
+
+        The one place that decides it: an upload Location or a next-page link may name any
+        host, and whatever it names gets no credentials (neither ours nor a caller's).
+        """
+        sent = {k: v for k, v in (headers or {}).items() if own or k.lower() != "authorization"}
+        if own and (authorization := await self.auth.header(scopes)) is not None:
+            sent["Authorization"] = authorization
+        return sent
 
     async def prepare(self, scopes: tuple[str, ...]) -> None:
         """Learn the auth scheme before a streamed request that cannot be replayed.
@@ -283,6 +304,11 @@ async def _read_bounded(
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _origin(url: URL) -> tuple[str, str, int | None]:
+    # Not URL.origin(): it tells http://h from http://h:80, which are one origin.
+    return (url.scheme.lower(), (url.host or "").lower(), url.port)
 
 
 def _since(started: float) -> float:

@@ -11,6 +11,7 @@ from .cli import (
     only_rule,
     registries_yaml,
     regsync_json,
+    regsync_json_async,
     run_regsync,
     write_config,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "push_manifest",
     "registries_yaml",
     "regsync_json",
+    "regsync_json_async",
     "run_regsync",
     "sample_images",
     "seed_catalogue",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -120,3 +121,33 @@ def mirror_config(
         + f"    destination: {dst.host}{dest}\n"
         + (body + "\n" if body else ""),
     )
+
+
+async def regsync_json_async(
+    command: str,
+    config: Path,
+    *args: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+) -> Summary:
+    """``regsync_json`` without blocking the event loop, for runs against scripted servers
+    that live in the test's own loop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "regsync",
+        command,
+        "-c",
+        str(config),
+        "--json",
+        *map(str, args),
+        env={**os.environ, **(env or {})},
+        cwd=REPO_ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(120):
+        stdout, stderr = await proc.communicate()
+    assert stdout, stderr.decode()
+    assert proc.returncode is not None
+    return Summary(proc.returncode, json.loads(stdout), stderr.decode())
