@@ -639,14 +639,25 @@ def test_alias_bomb_validate_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+ALIAS_CHAIN = [f"a{n}: &a{n} [*a{n - 1}]" for n in range(1, 500)]
+
+
 @pytest.mark.parametrize(
     ("text", "line"),
     [
         (doc("version: 1", "rules: " + "[" * 100_000 + "]" * 100_000), 2),
         (doc("version: 1", "rules:", "  - " + "{a: " * 100_000 + "1" + "}" * 100_000), 3),
         # shallow as written, deep once the aliases are followed
-        (doc("version: 1", "a0: &a0 [1]", *[f"a{n}: &a{n} [*a{n - 1}]" for n in range(1, 500)],
-             "rules:", RULE), 0),  # fmt: skip
+        (
+            doc(
+                "version: 1",
+                "a0: &a0 [1]",
+                *[f"a{n}: &a{n} [*a{n - 1}]" for n in range(1, 500)],
+                "rules:",
+                RULE,
+            ),
+            0,
+        ),
     ],
     ids=["flow-lists", "flow-mappings", "alias-chain"],
 )
@@ -682,7 +693,9 @@ def test_oversized_config_file_is_refused(tmp_path: Path) -> None:
     ids=["lookahead", "backreference"],
 )
 def test_regex_re2_cannot_run_is_refused_with_key_path_and_line(regex: str, reason: str) -> None:
-    message = config_error(rule("    tags:", "      include:", "        - '1.*'", f"        - '{regex}'"))
+    message = config_error(
+        rule("    tags:", "      include:", "        - '1.*'", f"        - '{regex}'")
+    )
     assert message == (
         f"rules[0].tags.include[1] (sync.yaml:9): invalid regex {regex!r}: {reason}"
         " (regexes use RE2 syntax, as in Go: no lookaround or backreferences)"
@@ -691,7 +704,7 @@ def test_regex_re2_cannot_run_is_refused_with_key_path_and_line(regex: str, reas
 
 @pytest.mark.timeout(5)
 def test_catastrophic_regex_is_linear() -> None:
-    tags = TagFilter.model_validate({"include": ["(a+)+"], "exclude": ["(x+x+)+y"]})
+    tags = TagFilter.model_validate({"include": ["(a+)+", "x+"], "exclude": ["(x+x+)+y"]})
     assert not tags.selects("a" * 40 + "!")
     assert tags.selects("a" * 40)
     assert tags.selects("x" * 5000)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
@@ -13,7 +12,7 @@ from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags
 from regsync.platforms import PLATFORMS, SOURCE_DIGEST, PlatformFilter, subset_index
 from regsync.prune import DeleteGuard, Listing, PrunePolicy, execute, plan_prune
 from regsync.referrers import merge_index
-from regsync.tagpolicy import TagPolicy, artifact_subject, parse_version, select
+from regsync.tagpolicy import TagPattern, TagPolicy, artifact_subject, parse_version, select
 
 HEX = "ab" * 32
 
@@ -25,7 +24,7 @@ def policy(
     latest: int | None = None,
 ) -> TagPolicy:
     return TagPolicy(
-        tuple(re.compile(p) for p in include), tuple(re.compile(p) for p in exclude), semver, latest
+        tuple(TagPattern(p) for p in include), tuple(TagPattern(p) for p in exclude), semver, latest
     )
 
 
