@@ -8,7 +8,6 @@ become TransportError.
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from tenacity import AsyncRetrying
 from yarl import URL
 
+from regsync import boundedjson
 from regsync.errors import AuthError, RegistryError, TransportError, UnreachableError
 from regsync.registry.auth import Authenticator, TokenResponse
 from regsync.registry.health import Health, connect_error
@@ -231,7 +231,7 @@ class Transport:
                 body: dict[str, Any] = {}
                 if resp.status == 200:
                     raw = await _read_bounded(resp, 1024 * 1024, self.registry)
-                    parsed = json.loads(raw)
+                    parsed = boundedjson.loads(raw)
                     body = parsed if isinstance(parsed, dict) else {}
                 return TokenResponse(resp.status, body)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:

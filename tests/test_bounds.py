@@ -1,0 +1,199 @@
+"""Bounded in time and memory whatever a source sends: deep JSON, trickling bodies, hostile tags.
+
+Each integration case runs ``regsync`` as a user would (a subprocess, in a thread) against a
+scripted source in the test's own event loop, and asserts that the run ended (the pytest
+timeout is the bound), exited 1 with the error named, printed its JSON summary, and that the
+source's other repositories were still copied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from regsync import boundedjson
+from regsync.errors import ManifestError
+from regsync.oci.manifest import parse_manifest
+from tests.support import Blob, Image
+from tests.support.cli import FAST_RETRIES, Summary, regsync_json, write_config
+from tests.support.scripted import ScriptedRegistry
+
+GOOD = Image.docker([Blob.random(3000, seed="good")])
+BAD = Image.docker([Blob.random(3000, seed="bad")], labels={"bad": "yes"})
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+# -- the JSON parse helper ----------------------------------------------------------------------
+
+
+def test_bounded_json_refuses_deep_nesting_before_parsing() -> None:
+    with pytest.raises(ValueError, match="JSON nested deeper than 64 levels"):
+        boundedjson.loads(DEEP)
+    with pytest.raises(ValueError, match="deeper than 64"):
+        boundedjson.loads('{"a":' * 65 + "1" + "}" * 65)
+    assert boundedjson.loads("[" * 64 + "]" * 64) == eval("[" * 63 + "[]" + "]" * 63)
+
+
+def test_bounded_json_does_not_count_brackets_inside_strings() -> None:
+    text = json.dumps({"s": "[" * 1000 + '\\"{' * 100, "t": ["]]]", "{{{"]})
+    assert boundedjson.loads(text)["t"] == ["]]]", "{{{"]
+    many = json.dumps([{"a": [1]} for _ in range(5000)])  # wide is fine, only depth is bounded
+    assert len(boundedjson.loads(many)) == 5000
+
+
+def test_deeply_nested_manifest_is_a_manifest_error() -> None:
+    with pytest.raises(ManifestError, match="nested deeper than 64 levels"):
+        parse_manifest(b'{"schemaVersion": 2, "x": ' + DEEP + b"}")
+
+
+# -- a scripted source misbehaving about one repository -----------------------------------------
+
+
+def two_rules(tmp_path: Path, src: ScriptedRegistry, dst: ScriptedRegistry) -> Path:
+    """Rule `glob` lists the catalog; rule `good` names good/app and needs no listing."""
+    return write_config(
+        tmp_path,
+        f"""
+        version: 1
+        registries:
+          "{src.host}": {{tls: http}}
+          "{dst.host}": {{tls: http}}
+        rules:
+          - name: glob
+            source: {src.host}/*/app
+            destination: {dst.host}/mirror
+          - name: good
+            source: {src.host}/good/app
+            destination: {dst.host}/single
+        """,
+    )
+
+
+async def run_once(config: Path, **env: str) -> Summary:
+    """``regsync once --json`` in a thread, so the scripted registries keep serving."""
+    return await asyncio.to_thread(
+        regsync_json, "once", config, env={**FAST_RETRIES, **env}, timeout=60
+    )
+
+
+def rules_by_name(summary: Summary) -> dict[str, dict[str, object]]:
+    return {r["name"]: r for r in summary.data["rules"]}
+
+
+@pytest.mark.timeout(60)
+async def test_nested_catalog_fails_its_rule_and_the_good_rule_still_mirrors(
+    tmp_path: Path,
+) -> None:
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("good/app", "1", GOOD)
+
+        async def deep(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+            return web.Response(body=DEEP, content_type="application/json")
+
+        src.override("GET", r"^/v2/_catalog$", deep)
+        run = await run_once(two_rules(tmp_path, src, dst))
+    rules = rules_by_name(run)
+    assert run.code == 1, run.stderr
+    assert "Traceback" not in run.stderr and "RecursionError" not in run.stderr
+    assert rules["glob"]["result"] == "failed"
+    assert any("nested deeper than 64 levels" in e for e in rules["glob"]["errors"])  # type: ignore[attr-defined]
+    assert rules["good"]["result"] == "success"
+    assert dst.tags["single/good/app"]["1"] == GOOD.digest
+
+
+async def trickle(request: web.Request, body: bytes, pause: float) -> web.StreamResponse:
+    """Answer 200 with the right length, then send one byte every ``pause`` seconds (at most
+    300 bytes), stopping as soon as the client goes away."""
+    response = web.StreamResponse(headers={"Content-Length": str(len(body))})
+    response.content_type = "application/octet-stream"
+    await response.prepare(request)
+    for byte in body[:300]:
+        try:
+            await response.write(bytes([byte]))
+        except (ConnectionError, RuntimeError):
+            break
+        await asyncio.sleep(pause)
+    return response
+
+
+TRICKLED = {
+    # which request trickles: (path, the error it must end in)
+    "blob": (rf"^/v2/bad/app/blobs/{BAD.blobs[-1].digest}$", r"slower than 100000 bytes/s"),
+    "manifest": (r"^/v2/bad/app/manifests/1$", r"did not finish within 2s"),
+    "tag-list": (r"^/v2/bad/app/tags/list$", r"did not finish within 2s"),
+}
+
+
+@pytest.mark.parametrize("what", list(TRICKLED))
+@pytest.mark.timeout(90)
+async def test_trickling_source_fails_that_repository_and_the_run_ends(
+    tmp_path: Path, what: str
+) -> None:
+    path, message = TRICKLED[what]
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("good/app", "1", GOOD)
+        src.add("bad/app", "1", BAD)
+
+        async def slow(request: web.Request, match: re.Match[str]) -> web.StreamResponse | None:
+            if request.method != "GET":
+                return None
+            if what == "blob":
+                body = BAD.blobs[-1].data
+            elif what == "manifest":
+                body = BAD.raw
+            else:
+                body = json.dumps({"name": "bad/app", "tags": ["1"]}).encode()
+            return await trickle(request, body, 0.05)
+
+        src.override("GET", path, slow)
+        env = {
+            "REGSYNC_REQUEST_TIMEOUT": "2",
+            "REGSYNC_MIN_RATE": "100000",
+            "REGSYNC_RATE_WINDOW": "1",
+        }
+        run = await run_once(two_rules(tmp_path, src, dst), **env)
+    rules = rules_by_name(run)
+    glob_errors = "\n".join(rules["glob"]["errors"])  # type: ignore[arg-type]
+    assert run.code == 1, run.stderr
+    assert rules["glob"]["result"] == "partial", glob_errors
+    assert re.search(message, glob_errors), glob_errors
+    assert glob_errors.startswith("bad/app"), glob_errors
+    assert dst.tags["mirror/good/app"]["1"] == GOOD.digest
+    assert "1" not in dst.tags.get("mirror/bad/app", {})
+    assert rules["good"]["result"] == "success"
+    assert src.count("GET", path) >= 2  # retried, then given up: the retry policy bounds it
+
+
+@pytest.mark.timeout(60)
+async def test_catastrophic_include_against_a_long_listed_tag_and_explain(tmp_path: Path) -> None:
+    long_tag = "a" * 40 + "b"  # (a+)+ backtracks 2^40 times on this in Python's re
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("good/app", "a" * 40, GOOD)
+        src.add("good/app", long_tag, GOOD)
+        config = write_config(
+            tmp_path,
+            f"""
+            version: 1
+            registries:
+              "{src.host}": {{tls: http}}
+              "{dst.host}": {{tls: http}}
+            rules:
+              - name: r
+                source: {src.host}/good/app
+                destination: {dst.host}/m
+                tags: {{include: ['(a+)+']}}
+            """,
+        )
+        run = await asyncio.to_thread(
+            regsync_json, "check", config, "--explain", env=FAST_RETRIES, timeout=30
+        )
+    assert run.code == 1, run.stderr  # check: 1 = something would be copied
+    (plan,) = run.data["plan"]
+    text = json.dumps(plan)
+    assert "a" * 40 in text and long_tag in text
+    assert "matches no include pattern" in text
