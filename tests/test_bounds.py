@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from regsync import boundedjson
-from regsync.errors import ManifestError
+from regsync.errors import ConfigError, ManifestError, TransportError
 from regsync.oci.manifest import parse_manifest
+from regsync.registry.pace import at_least
+from regsync.registry.retry import Timeouts
 from tests.support import Blob, Image
 from tests.support.cli import FAST_RETRIES, Summary, regsync_json, write_config
 from tests.support.scripted import ScriptedRegistry
@@ -124,7 +127,7 @@ async def trickle(request: web.Request, body: bytes, pause: float) -> web.Stream
 TRICKLED = {
     # which request trickles: (path, the error it must end in)
     "blob": (rf"^/v2/bad/app/blobs/{BAD.blobs[-1].digest}$", r"slower than 100000 bytes/s"),
-    "manifest": (r"^/v2/bad/app/manifests/1$", r"did not finish within 2s"),
+    "manifest": (r"^/v2/bad/app/manifests/", r"did not finish within 2s"),
     "tag-list": (r"^/v2/bad/app/tags/list$", r"did not finish within 2s"),
 }
 
@@ -147,7 +150,7 @@ async def test_trickling_source_fails_that_repository_and_the_run_ends(
             elif what == "manifest":
                 body = BAD.raw
             else:
-                body = json.dumps({"name": "bad/app", "tags": ["1"]}).encode()
+                body = json.dumps({"name": "bad/app", "tags": ["1"]}).encode() + b" " * 200
             return await trickle(request, body, 0.05)
 
         src.override("GET", path, slow)
@@ -197,3 +200,44 @@ async def test_catastrophic_include_against_a_long_listed_tag_and_explain(tmp_pa
     text = json.dumps(plan)
     assert "a" * 40 in text and long_tag in text
     assert "matches no include pattern" in text
+
+
+# -- the minimum rate, without sockets ----------------------------------------------------------
+
+
+async def _source(chunks: int, size: int, pause: float) -> AsyncIterator[bytes]:
+    for _ in range(chunks):
+        await asyncio.sleep(pause)
+        yield b"x" * size
+
+
+async def test_min_rate_fails_a_source_averaging_under_it_over_a_window() -> None:
+    paced = at_least(_source(100, 1, 0.01), 1000, 0.2, "src", "GET /v2/a/blobs/x")
+    got = 0
+    with pytest.raises(TransportError, match=r"src: GET /v2/a/blobs/x is slower than 1000 bytes/s"):
+        async for chunk in paced:
+            got += len(chunk)
+    assert 0 < got < 200  # failed after about one window, not at the end
+
+
+async def test_min_rate_does_not_count_a_slow_consumer_against_the_source() -> None:
+    chunks = [c async for c in _slow_consumer(at_least(_source(3, 300, 0), 1000, 0.2, "s", "x"))]
+    assert chunks == [b"x" * 300] * 3
+
+
+async def _slow_consumer(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        await asyncio.sleep(0.3)  # longer than the window, spent by us, not the source
+        yield chunk
+
+
+def test_request_deadline_and_min_rate_from_the_environment() -> None:
+    env = {"REGSYNC_REQUEST_TIMEOUT": "30", "REGSYNC_MIN_RATE": "0", "REGSYNC_RATE_WINDOW": "5"}
+    t = Timeouts.from_env(env)
+    assert (t.total, t.min_rate, t.rate_window) == (30, 0, 5)
+    assert t.for_body(0) == 30 and t.for_body(1) is None  # no minimum rate: no body deadline
+    default = Timeouts()
+    assert (default.total, default.min_rate, default.rate_window) == (300, 1024, 60)
+    assert default.for_body(1024 * 1024) == 300 + 1024
+    with pytest.raises(ConfigError, match="REGSYNC_RATE_WINDOW"):
+        Timeouts.from_env({"REGSYNC_RATE_WINDOW": "0"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,6 +24,7 @@ from regsync.errors import AuthError, RegistryError, TransportError, Unreachable
 from regsync.registry.auth import Authenticator, TokenResponse
 from regsync.registry.health import Health, connect_error
 from regsync.registry.observer import NullObserver, RequestObserver
+from regsync.registry.pace import at_least, too_slow
 from regsync.registry.ratelimit import PullGate, parse_quota
 from regsync.registry.responses import Response, error_from_response
 from regsync.registry.retry import RetryPolicy, Timeouts, retrying
@@ -62,6 +63,9 @@ class Transport:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
         )
+        self._token_timeout = aiohttp.ClientTimeout(
+            total=t.total, connect=t.connect, sock_connect=t.connect, sock_read=t.read
+        )
         self._limit = asyncio.Semaphore(max_concurrency)
         self.pulls = PullGate(registry, pull_floor, self.observer)
         self.health = Health(registry)
@@ -85,23 +89,39 @@ class Transport:
         ok: tuple[int, ...] = (200,),
         max_body: int = 16 * 1024 * 1024,
     ) -> Response:
-        """A request with a small body, read whole (bounded), retried per the policy."""
+        """A request with a small body, read whole (bounded), retried per the policy.
+
+        Each try has a total deadline (``Timeouts.total``, plus time for the body sent), from
+        the moment it has a connection slot: a server trickling its answer cannot hold it.
+        """
+        deadline = self.timeouts.for_body(len(data) if data else 0)
         try:
             async for attempt in self._retrying():
                 with attempt:
-                    async with (
-                        self._limit,
-                        self.open(
-                            method, url, scopes=scopes, headers=headers, data=data, ok=ok
-                        ) as resp,
-                    ):
-                        body = await _read_bounded(resp, max_body, self.registry)
-                        return Response(resp.status, resp.headers, body, resp.url)
+                    async with self._limit:
+                        try:
+                            async with (
+                                asyncio.timeout(deadline),
+                                self.open(
+                                    method, url, scopes=scopes, headers=headers, data=data, ok=ok
+                                ) as resp,
+                            ):
+                                body = await _read_bounded(resp, max_body, self.registry)
+                                return Response(resp.status, resp.headers, body, resp.url)
+                        except TimeoutError:  # open() turns aiohttp's own into TransportError
+                            raise too_slow(
+                                self.registry, f"{method} {url.path}", deadline or 0
+                            ) from None
         except UnreachableError as exc:
             # Unreachable through every retry: fail the registry's other requests fast.
             self.health.mark_down(exc)
             raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def paced(self, chunks: AsyncIterable[bytes], what: str) -> AsyncIterator[bytes]:
+        """A streamed body, failing (retryably) when it averages under the minimum rate."""
+        t = self.timeouts
+        return at_least(chunks, t.min_rate, t.rate_window, self.registry, what)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -222,7 +242,7 @@ class Transport:
                 params=params,
                 headers=headers,
                 ssl=self._ssl,
-                timeout=self._timeout,
+                timeout=self._token_timeout,  # its own try: the whole answer within `total`
                 **self._proxy_for(URL(realm)),
             ) as resp:
                 self.observer.request_done(
