@@ -18,10 +18,12 @@ import pytest
 from aiohttp import web
 
 from regsync import boundedjson
+from regsync.config import parse_config
 from regsync.errors import ConfigError, ManifestError, TransportError
 from regsync.oci.manifest import parse_manifest
 from regsync.registry.pace import at_least
-from regsync.registry.retry import Timeouts
+from regsync.registry.retry import RetryPolicy, Timeouts
+from regsync.runner import run
 from tests.support import Blob, Image
 from tests.support.cli import FAST_RETRIES, Summary, regsync_json, write_config
 from tests.support.scripted import ScriptedRegistry
@@ -29,6 +31,7 @@ from tests.support.scripted import ScriptedRegistry
 GOOD = Image.docker([Blob.random(3000, seed="good")])
 BAD = Image.docker([Blob.random(3000, seed="bad")], labels={"bad": "yes"})
 DEEP = b"[" * 100_000 + b"]" * 100_000
+FAST = RetryPolicy(attempts=2, initial=0.01, maximum=0.02, max_retry_after=5)
 
 
 # -- the JSON parse helper ----------------------------------------------------------------------
@@ -241,3 +244,80 @@ def test_request_deadline_and_min_rate_from_the_environment() -> None:
     assert default.for_body(1024 * 1024) == 300 + 1024
     with pytest.raises(ConfigError, match="REGSYNC_RATE_WINDOW"):
         Timeouts.from_env({"REGSYNC_RATE_WINDOW": "0"})
+
+
+# -- nested JSON in any answer fails just that repository or tag --------------------------------
+
+NESTED = {
+    # path answered with 100,000 nested brackets: (status, the bad repo's error must say)
+    "tag-list": (r"^/v2/bad/app/tags/list$", 200, "invalid JSON from 127.0.0.1: JSON nested"),
+    "manifest": ("", 200, "manifest is not valid JSON: JSON nested"),  # stored as the tag
+    "error-body": (r"^/v2/bad/app/manifests/", 400, r"-> 400"),
+}
+
+
+@pytest.mark.parametrize("what", list(NESTED))
+@pytest.mark.timeout(60)
+async def test_nested_json_answer_fails_only_that_repository(what: str) -> None:
+    path, status, message = NESTED[what]
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("good/app", "1", GOOD)
+        src.add("bad/app", "1", BAD)
+
+        async def deep(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+            return web.Response(status=status, body=DEEP, content_type="application/json")
+
+        if path:
+            src.override("GET", path, deep)
+        else:
+            raw = b'{"schemaVersion": 2, "x": ' + DEEP + b"}"
+            src.put_raw("bad/app", "1", "application/vnd.oci.image.manifest.v1+json", raw)
+        config = parse_config(
+            f"""
+version: 1
+registries:
+  "{src.host}": {{tls: http}}
+  "{dst.host}": {{tls: http}}
+rules:
+  - name: h
+    source: {src.host}/*/app
+    destination: {dst.host}/mirror
+""",
+            env={},
+        )
+        result = await run(config, config.rules, retry=FAST, timeouts=Timeouts(2, 2))
+    (rule,) = result.rules
+    errors = "\n".join(rule.errors)
+    assert rule.result == "partial", errors
+    assert len(rule.errors) == 1 and rule.errors[0].startswith("bad/app"), errors
+    assert re.search(message, errors), errors
+    assert dst.tags["mirror/good/app"]["1"] == GOOD.digest
+    assert "1" not in dst.tags.get("mirror/bad/app", {})
+
+
+@pytest.mark.timeout(60)
+async def test_nested_layout_index_is_a_layout_error(tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_bytes(b'{"schemaVersion": 2, "manifests": ' + DEEP + b"}")
+    async with ScriptedRegistry() as dst:
+        config = parse_config(
+            f"""
+version: 1
+registries:
+  "{dst.host}": {{tls: http}}
+rules:
+  - name: import
+    source: oci:{layout}
+    destination: {dst.host}/mirror
+""",
+            env={},
+        )
+        result = await run(config, config.rules, retry=FAST, timeouts=Timeouts(2, 2))
+    (rule,) = result.rules
+    assert rule.result == "failed"
+    assert rule.errors == [
+        f"layout {layout}: cannot read index.json: JSON nested deeper than 64 levels"
+    ]
+    assert dst.tags == {}
