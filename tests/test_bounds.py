@@ -318,6 +318,6 @@ rules:
     (rule,) = result.rules
     assert rule.result == "failed"
     assert rule.errors == [
-        f"layout {layout}: cannot read index.json: JSON nested deeper than 64 levels"
+        f"oci:{layout}: cannot read index.json: JSON nested deeper than 64 levels"
     ]
     assert dst.tags == {}
