@@ -2,22 +2,28 @@
 
 ``json.loads`` recurses once per nesting level, so 100,000 nested brackets raise a
 ``RecursionError`` that no ``except ValueError`` catches. :func:`loads` first measures the
-nesting outside strings (a C-speed regex finds the brackets and skips strings whole) and refuses
-anything deeper than :data:`MAX_DEPTH` with a ``ValueError``, like any other invalid JSON.
-The size of the text is bounded where it is read (each response and file has its own limit).
+nesting outside strings and refuses anything deeper than :data:`MAX_DEPTH` with a
+``ValueError``, like any other invalid JSON. The measure runs at C speed (byte translations,
+two regex substitutions and an ``accumulate``), cheaper than the parse itself. The size of the
+text is bounded where it is read (each response and file has its own limit).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from itertools import accumulate
 from typing import Any
 
 MAX_DEPTH = 64  # an OCI index nests 4 deep; 64 leaves room for any real document
 
-# A string (skipped whole; possessive, so an unterminated one cannot backtrack) or a bracket.
-_TOKENS = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')
-_OPENERS = frozenset(b"[{")
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)  # \" or \\ inside a string: neither ends it
+_STRING = re.compile(rb'"[^"]*"')  # once escapes are gone, a string is quote to quote
+_QUOTES_AND_BRACKETS = bytes(sorted(set(range(256)) - set(b'"[]{}')))  # what to delete
+_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_STEP = [0] * 256
+_STEP[ord("[")] = _STEP[ord("{")] = 1
+_STEP[ord("]")] = _STEP[ord("}")] = -1
 
 
 class JSONTooDeepError(ValueError):
@@ -27,18 +33,16 @@ class JSONTooDeepError(ValueError):
 def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     """``json.loads`` for untrusted text; ValueError when invalid or nested too deep."""
     raw = data.encode("utf-8", errors="surrogatepass") if isinstance(data, str) else data
-    if raw.count(b"[") + raw.count(b"{") > max_depth:  # else it cannot be too deep: skip the scan
-        _check_depth(raw, max_depth)
+    # Fewer brackets than the bound cannot nest deeper than it: no need to measure.
+    if raw.count(b"[") + raw.count(b"{") > max_depth and depth(raw) > max_depth:
+        raise JSONTooDeepError(f"JSON nested deeper than {max_depth} levels")
     return json.loads(data)
 
 
-def _check_depth(raw: bytes, max_depth: int) -> None:
-    depth = 0
-    for token in _TOKENS.finditer(raw):
-        first = token.group()[0]
-        if first in _OPENERS:
-            depth += 1
-            if depth > max_depth:
-                raise JSONTooDeepError(f"JSON nested deeper than {max_depth} levels")
-        elif first != 0x22:  # a closing bracket (0x22 is a string's opening quote)
-            depth -= 1
+def depth(raw: bytes) -> int:
+    """The deepest nesting of brackets outside strings (over-counted only for invalid JSON)."""
+    if b"\\" in raw:
+        raw = _ESCAPE.sub(b"", raw)
+    outside = _STRING.sub(b"", raw.translate(None, _QUOTES_AND_BRACKETS))
+    brackets = outside.translate(None, _BRACKETS)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
