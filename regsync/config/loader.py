@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import yaml
 from pydantic import (
@@ -91,9 +91,19 @@ MAX_DEPTH = 64  # a real config nests 5 deep; the composer recurses, so bound it
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """A SafeLoader whose composer refuses nesting deeper than MAX_DEPTH (it recurses per level)."""
+    """A SafeLoader whose composer refuses nesting deeper than MAX_DEPTH (it recurses per level).
+
+    The scanner refuses deep ``[``/``{`` first: it keeps a possible key per open bracket and
+    walks them all per token, so a line of brackets costs it seconds before the composer sees
+    the 65th level.
+    """
 
     _depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        if self.flow_level >= MAX_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, _TOO_DEEP, self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
