@@ -155,16 +155,18 @@ class Transport:
                 sent_headers["Authorization"] = authorization
             started = time.monotonic()
             try:
-                resp = await self.session.request(
-                    method,
-                    url,
-                    headers=sent_headers,
-                    data=data,
-                    ssl=self._ssl,
-                    **self._proxy_for(url),
-                    timeout=self._timeout,
-                    auto_decompress=False,
-                )
+                # Up to the response's headers (a streamed body's own deadline is the caller's).
+                async with asyncio.timeout(self._head_deadline(data)):
+                    resp = await self.session.request(
+                        method,
+                        url,
+                        headers=sent_headers,
+                        data=data,
+                        ssl=self._ssl,
+                        **self._proxy_for(url),
+                        timeout=self._timeout,
+                        auto_decompress=False,
+                    )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self.observer.request_done(self.registry, method, "error", _since(started))
                 if (error := connect_error(self.registry, exc)) is not None:
@@ -183,7 +185,8 @@ class Transport:
                         scopes = new_scopes
                         continue
                 if resp.status not in ok:
-                    body = await _read_bounded(resp, _MAX_ERROR_BODY, self.registry, lax=True)
+                    async with asyncio.timeout(self.timeouts.total):
+                        body = await _read_bounded(resp, _MAX_ERROR_BODY, self.registry, lax=True)
                     raise error_from_response(
                         self.registry, method, url, resp.status, resp.headers, body
                     )
@@ -197,6 +200,11 @@ class Transport:
             finally:
                 resp.release()
         raise AuthError(f"{self.registry}: authentication did not settle", registry=self.registry)
+
+    def _head_deadline(self, data: Any) -> float | None:
+        if data is None or isinstance(data, bytes):
+            return self.timeouts.for_body(len(data or b""))
+        return None  # a streamed upload: bounded by its caller, by its size
 
     async def prepare(self, scopes: tuple[str, ...]) -> None:
         """Learn the auth scheme before a streamed request that cannot be replayed.
