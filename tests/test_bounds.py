@@ -21,7 +21,7 @@ from regsync import boundedjson
 from regsync.config import parse_config
 from regsync.errors import ConfigError, ManifestError, TransportError
 from regsync.oci.manifest import parse_manifest
-from regsync.registry.pace import at_least
+from regsync.registry.pace import at_least, destination_time
 from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.runner import run
 from tests.support import Blob, Image
@@ -321,3 +321,13 @@ rules:
         f"oci:{layout}: cannot read index.json: JSON nested deeper than 64 levels"
     ]
     assert dst.tags == {}
+
+
+async def test_upload_deadline_counts_the_destination_time_only() -> None:
+    async with asyncio.timeout(0.2) as limit:  # a slow source (0.3s a chunk) is not charged
+        got = [c async for c in destination_time(_source(3, 10, 0.3), limit)]
+    assert got == [b"x" * 10] * 3
+    with pytest.raises(TimeoutError):  # a slow destination is
+        async with asyncio.timeout(0.2) as limit:
+            async for _ in destination_time(_source(3, 10, 0), limit):
+                await asyncio.sleep(0.3)

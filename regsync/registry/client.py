@@ -27,7 +27,7 @@ from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from regsync.registry.auth import CATALOG_SCOPE, repo_scope
-from regsync.registry.pace import too_slow
+from regsync.registry.pace import destination_time, too_slow
 from regsync.registry.retry import is_retryable, retry_reason
 from regsync.registry.transport import Transport
 
@@ -368,17 +368,17 @@ class RegistryClient:
         headers["Content-Length"] = str(desc.size if chunks is not None else 0)
         await self.transport.prepare((repo_scope(repo, "pull", "push"),))
         # The source's pace is checked as it is read; this bounds a destination that stops
-        # reading the upload (no read timeout covers writing).
+        # reading the upload (no read timeout covers writing), on the destination's time only.
         deadline = self.transport.timeouts.for_body(desc.size if chunks is not None else 0)
         try:
             async with (
-                asyncio.timeout(deadline),
+                asyncio.timeout(deadline) as limit,
                 self.transport.open(
                     "PUT",
                     url,
                     scopes=(repo_scope(repo, "pull", "push"),),
                     headers=headers,
-                    data=chunks if chunks is not None else b"",
+                    data=destination_time(chunks, limit) if chunks is not None else b"",
                     ok=(201, 204),
                 ),
             ):

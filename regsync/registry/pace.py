@@ -53,3 +53,25 @@ def too_slow(registry: str, what: str, seconds: float) -> TransportError:
         f"{registry}: {what} did not finish within {seconds:g}s (REGSYNC_REQUEST_TIMEOUT)",
         registry=registry,
     )
+
+
+async def destination_time(
+    chunks: AsyncIterable[bytes], limit: asyncio.Timeout
+) -> AsyncIterator[bytes]:
+    """Pass ``chunks`` (an upload's body) on, stopping the clock of ``limit`` while they are
+    awaited: the upload's deadline then measures the destination alone, the source having its
+    own minimum rate. Without this a slow source would be reported as a slow destination."""
+    loop = asyncio.get_running_loop()
+    iterator = aiter(chunks)
+    while True:
+        when = limit.when()
+        remaining = None if when is None else when - loop.time()
+        limit.reschedule(None)
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        finally:
+            if remaining is not None:
+                limit.reschedule(loop.time() + remaining)
+        yield chunk
