@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import os
 import subprocess
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from regsync import boundedjson
 from regsync.config import RegistryConfig
 from regsync.oci.ref import DOCKER_HUB, normalize_host
 
@@ -86,7 +86,7 @@ def docker_login(host: str, env: Mapping[str, str]) -> Login | None:
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = boundedjson.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
@@ -156,7 +156,7 @@ def _from_helper(name: str, server: str, host: str, env: Mapping[str, str]) -> L
         log.debug("registry %s: %s has no credentials for %s", host, program, server)
         return None
     try:
-        data = json.loads(proc.stdout)
+        data = boundedjson.loads(proc.stdout)
         user, secret = data["Username"], data["Secret"]
     except (ValueError, KeyError, TypeError):
         log.warning("registry %s: credential helper %s printed no usable JSON", host, program)

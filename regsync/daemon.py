@@ -120,6 +120,7 @@ class Daemon:
         self._stop_runs = asyncio.Event()  # tells runs in progress to start no more copies
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reloading = asyncio.Lock()
         for rule in config.rules:
             self._add(rule)
 
@@ -152,14 +153,35 @@ class Daemon:
             return
         self.stopping.set()
 
-    def reload(self) -> None:
-        """Re-read the config file; keep the running config when the new one is invalid."""
-        try:
-            config = load_config(self.config_path)
-        except (ConfigError, OSError) as exc:
-            self.reload_error = str(exc)
-            log.error("reload failed, keeping the running config: %s", exc)
+    def request_reload(self) -> None:
+        """SIGHUP: reload in a task of the daemon, so the signal handler returns at once."""
+        if self._group is None or self.stopping.is_set():
+            log.warning("reload ignored: the daemon is starting or stopping")
             return
+        self._group.create_task(self.reload(), name="reload")
+
+    async def reload(self) -> None:
+        """Re-read the config file; keep the running config when the new one is invalid.
+
+        The file is read and parsed in a thread: however slow it is to read or parse, the
+        loop keeps answering /healthz and signals. Reloads apply in the order requested.
+        """
+        async with self._reloading:
+            try:
+                config = await asyncio.to_thread(load_config, self.config_path)
+            except (ConfigError, OSError) as exc:
+                self.reload_error = str(exc)
+                log.error("reload failed, keeping the running config: %s", exc)
+                return
+            except Exception as exc:  # a bug, not the file: the daemon keeps serving
+                self.reload_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.error("reload failed, keeping the running config: %s", self.reload_error)
+                return
+            if self.stopping.is_set():
+                return  # no new rules for a daemon that is draining
+            self._apply(config)
+
+    def _apply(self, config: Config) -> None:
         self.config, self.reload_error, self.loaded_at = config, None, time.time()
         names = {rule.name for rule in config.rules}
         for name in [n for n in self.states if n not in names]:
@@ -277,7 +299,7 @@ async def serve(
     daemon = Daemon(config_path, config, metrics, grace, shard or Shard())
     web_runner = await start(make_app(daemon, metrics), host, port)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
     loop.add_signal_handler(signal.SIGTERM, daemon.stop)
     loop.add_signal_handler(signal.SIGINT, daemon.stop)
     log.info("serving on http://%s:%d (%d rules)", host, port, len(config.rules))

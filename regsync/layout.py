@@ -34,6 +34,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from regsync import boundedjson
 from regsync.errors import (
     IntegrityError,
     LayoutError,
@@ -248,7 +249,7 @@ class Layout:
                 raise LayoutError(f"{self.name} is not an OCI image layout (no {LAYOUT_FILE})")
             return {}  # a destination not written yet: empty
         try:
-            data = json.loads(index.read_bytes())
+            data = boundedjson.loads(index.read_bytes())
         except (OSError, ValueError) as exc:
             raise LayoutError(f"{self.name}: cannot read {INDEX_FILE}: {exc}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("manifests", []), list):
@@ -431,7 +432,7 @@ def _dump(data: dict[str, Any]) -> bytes:
 
 def _media_type(raw: bytes) -> str:
     try:
-        data = json.loads(raw)
+        data = boundedjson.loads(raw)
     except ValueError:
         return ""
     return str(data.get("mediaType", "")) if isinstance(data, dict) else ""

@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import re2
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -41,13 +42,56 @@ _PRE |= {"pre": "rc", "preview": "rc"}
 
 INCLUDE, EXCLUDE, SEMVER, LATEST, ARTIFACT = "include", "exclude", "semver", "latest", "artifact"
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is raised to the caller; RE2 would also print it
+
+
+class TagPattern:
+    """A tag regex from the config, on RE2: matching is linear in the tag's length, so a tag
+    the source controls cannot make a pattern like ``(a+)+`` run for minutes. The syntax is
+    Go's ``regexp`` (as in regclient and skopeo): no lookaround, no backreferences.
+
+    A value compared by its text; not a dataclass, because pydantic would then try to describe
+    the compiled RE2 object inside it.
+    """
+
+    __slots__ = ("_compiled", "pattern")
+
+    def __init__(self, pattern: str) -> None:
+        """Raises ValueError naming what RE2 refused."""
+        try:
+            self._compiled = re2.compile(pattern, _RE2_OPTIONS)
+        except re2.error as exc:
+            reason = exc.args[0] if exc.args else exc
+            text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+            raise ValueError(
+                f"invalid regex {pattern!r}: {text}"
+                " (regexes use RE2 syntax, as in Go: no lookaround or backreferences)"
+            ) from None
+        self.pattern = pattern
+
+    def fullmatch(self, tag: str) -> bool:
+        return self._compiled.fullmatch(tag) is not None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TagPattern) and other.pattern == self.pattern
+
+    def __hash__(self) -> int:
+        return hash(self.pattern)
+
+    def __repr__(self) -> str:
+        return f"TagPattern({self.pattern!r})"
+
+
+MATCH_ALL = TagPattern(".*")
+
 
 @dataclass(frozen=True)
 class TagPolicy:
     """The tag filters of one rule (built by the runner from ``rule.tags``)."""
 
-    include: tuple[re.Pattern[str], ...] = (re.compile(".*"),)
-    exclude: tuple[re.Pattern[str], ...] = ()
+    include: tuple[TagPattern, ...] = (MATCH_ALL,)
+    exclude: tuple[TagPattern, ...] = ()
     semver: str | None = None
     latest: int | None = None
 

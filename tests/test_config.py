@@ -21,6 +21,7 @@ from regsync.config import (
 )
 from regsync.errors import ConfigError
 from regsync.oci.ref import DestinationSpec, SourceSpec
+from tests.support.cli import run_regsync
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 THIS_FILE = str(Path(__file__).resolve())  # a file that exists, for ca_file/client_cert cases
@@ -599,3 +600,111 @@ def test_loading_touches_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "socket", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     assert load_config(REPO_ROOT / "sync.yaml", env={}).rules[0].name == "diamol"
+
+
+# -- bounds: hostile YAML is refused quickly, with the line ---------------------------------------
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """The "billion laughs": each level is a list of nine aliases of the one before."""
+    lines = ["version: 1", "rules:", RULE, 'l0: &l0 ["lol","lol","lol","lol","lol","lol","lol"]']
+    for n in range(1, levels):
+        lines.append(f"l{n}: &l{n} [{','.join([f'*l{n - 1}'] * 9)}]")
+    return doc(*lines)
+
+
+@pytest.mark.timeout(5)
+def test_alias_bomb_is_refused_naming_the_line() -> None:
+    message = config_error(_alias_bomb())
+    assert message.startswith("sync.yaml:"), message
+    assert "aliases expand the document beyond 10000 values" in message
+    line = int(message.split(":")[1])
+    assert 5 <= line <= 12, message  # somewhere in the bomb's lines, not line 1
+
+
+@pytest.mark.timeout(5)
+def test_merge_key_bomb_is_refused() -> None:
+    lines = ["version: 1", "rules:", RULE, "m0: &m0 {a: 1, b: 2}"]
+    lines += [f"m{n}: &m{n} {{<<: [*m{n - 1}, *m{n - 1}], k{n}: 1}}" for n in range(1, 40)]
+    assert "aliases expand the document beyond 10000 values" in config_error(doc(*lines))
+
+
+@pytest.mark.timeout(20)
+def test_alias_bomb_validate_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "sync.yaml"
+    path.write_text(_alias_bomb(12))
+    proc = run_regsync("validate", "-c", path, timeout=15)
+    assert proc.returncode == 2, proc.stderr
+    assert "aliases expand the document beyond 10000 values" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+ALIAS_CHAIN = [f"a{n}: &a{n} [*a{n - 1}]" for n in range(1, 500)]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (doc("version: 1", "rules: " + "[" * 100_000 + "]" * 100_000), 2),
+        (doc("version: 1", "rules:", "  - " + "{a: " * 100_000 + "1" + "}" * 100_000), 3),
+        # shallow as written, deep once the aliases are followed
+        (
+            doc(
+                "version: 1",
+                "a0: &a0 [1]",
+                *[f"a{n}: &a{n} [*a{n - 1}]" for n in range(1, 500)],
+                "rules:",
+                RULE,
+            ),
+            0,
+        ),
+    ],
+    ids=["flow-lists", "flow-mappings", "alias-chain"],
+)
+@pytest.mark.timeout(10)
+def test_deep_nesting_is_a_config_error(text: str, line: int) -> None:
+    message = config_error(text)
+    assert "nested deeper than 64 levels" in message, message
+    if line:
+        assert message.startswith(f"sync.yaml:{line}:"), message
+
+
+@pytest.mark.timeout(20)
+def test_deep_nesting_validate_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "sync.yaml"
+    path.write_text(doc("version: 1", "rules: " + "[" * 100_000 + "]" * 100_000))
+    proc = run_regsync("validate", "-c", path, timeout=15)
+    assert (proc.returncode, proc.stderr.strip()) == (
+        2,
+        "regsync: sync.yaml:2: nested deeper than 64 levels",
+    )
+
+
+def test_oversized_config_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "sync.yaml"
+    path.write_text(rule() + "# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match=r"sync.yaml: the config is over 1048576 bytes"):
+        load_config(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("regex", "reason"),
+    [("(?=v)v.*", "invalid perl operator: (?="), (r"(a)\1", r"invalid escape sequence: \1")],
+    ids=["lookahead", "backreference"],
+)
+def test_regex_re2_cannot_run_is_refused_with_key_path_and_line(regex: str, reason: str) -> None:
+    message = config_error(
+        rule("    tags:", "      include:", "        - '1.*'", f"        - '{regex}'")
+    )
+    assert message == (
+        f"rules[0].tags.include[1] (sync.yaml:9): invalid regex {regex!r}: {reason}"
+        " (regexes use RE2 syntax, as in Go: no lookaround or backreferences)"
+    )
+
+
+@pytest.mark.timeout(5)
+def test_catastrophic_regex_is_linear() -> None:
+    tags = TagFilter.model_validate({"include": ["(a+)+", "x+"], "exclude": ["(x+x+)+y"]})
+    assert not tags.selects("a" * 40 + "!")
+    assert tags.selects("a" * 40)
+    assert tags.selects("x" * 5000)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
 import time
@@ -276,7 +277,7 @@ async def test_a_rule_never_overlaps_itself_and_reload_keeps_a_good_config(
     assert starts == ["slow"] and not daemon.ready()
 
     path.write_text(path.read_text() + "  - name: broken\n")
-    daemon.reload()
+    await daemon.reload()
     assert daemon.reload_error is not None and "rules[1]" in daemon.reload_error
     assert list(daemon.states) == ["slow"]
 
@@ -289,3 +290,73 @@ async def test_a_rule_never_overlaps_itself_and_reload_keeps_a_good_config(
     daemon.stop()
     await asyncio.wait_for(task, 10)
     assert len(starts) >= 2 and peak == 1
+
+
+# -- hostile configs on reload -----------------------------------------------------------------
+
+
+def _alias_bomb() -> str:
+    lines = ['x0: &x0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"x{n}: &x{n} [{','.join([f'*x{n - 1}'] * 9)}]" for n in range(1, 12)]
+    return "\n".join(lines) + "\n"
+
+
+def test_sighup_with_an_alias_bomb_or_deep_nesting_is_one_reload_error(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    push(source_registry, "team/a", "1", small_image("a"))
+    rule_a = rule_yaml("a", source_registry, "team/a", dest_registry, "1h")
+    config = serve_config(tmp_path, source_registry, dest_registry, rule_a)
+    good = config.read_text()
+    with Served(config, tmp_path) as served:
+        wait_for(served.ready, "rule a's first run")
+
+        config.write_text(good + _alias_bomb())  # minutes and gigabytes if expanded
+        served.signal(signal.SIGHUP)
+        error = wait_for(lambda: served.status()["config"]["reload_error"], "the bomb refused")
+        assert "aliases expand the document beyond 10000 values" in error
+        assert served.get("/healthz")[0] == 200
+
+        config.write_text(good + "deep: " + "[" * 100_000 + "]" * 100_000 + "\n")
+        served.signal(signal.SIGHUP)
+        error = wait_for(
+            lambda: "nested" in (served.status()["config"]["reload_error"] or "") and error,
+            "the nesting refused",
+        )
+        assert "nested deeper than 64 levels" in served.status()["config"]["reload_error"]
+        assert served.get("/healthz")[0] == 200
+        assert [r["name"] for r in served.status()["rules"]] == ["a"]
+        log = served.log()
+        assert log.count("reload failed, keeping the running config") == 2, log
+        assert "Traceback" not in log and "RecursionError" not in log
+        assert served.stop() == 0, log
+
+
+async def test_reload_reads_and_parses_off_the_event_loop(tmp_path: Path) -> None:
+    """A config that takes forever to read (a FIFO no one writes yet) leaves the loop free:
+    a parse on the loop would block it, and this test could never write the FIFO."""
+    text = (
+        "version: 1\nrules:\n  - name: r\n    source: 127.0.0.1:9/a\n"
+        "    destination: 127.0.0.1:9/b\n    interval: 1h\n"
+    )
+    path = write_config(tmp_path, text)
+    ran: list[str] = []
+
+    async def scripted_run(config: Config, rules: list[Rule], **kwargs: object) -> RunResult:
+        ran.append(rules[0].name)
+        return RunResult([RuleResult(rules[0].name)])
+
+    daemon = Daemon(str(path), load_config(path), Metrics(), grace=5, runner=scripted_run)
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    daemon.config_path = str(fifo)
+    task = asyncio.create_task(daemon.run())
+    reload = asyncio.create_task(daemon.reload())
+    await asyncio.sleep(0)  # the reload starts and waits on the FIFO in its thread
+    assert not reload.done()
+    # The loop is free: write the FIFO from a thread; the reload then completes.
+    await asyncio.to_thread(fifo.write_text, text.replace("name: r", "name: s"))
+    await asyncio.wait_for(reload, 10)
+    assert daemon.reload_error is None and list(daemon.states) == ["s"]
+    daemon.stop()
+    await asyncio.wait_for(task, 10)

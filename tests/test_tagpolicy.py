@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
@@ -19,7 +18,7 @@ from regsync.platforms import (
 )
 from regsync.prune import DeleteGuard, Listing, PrunePolicy, execute, plan_prune
 from regsync.referrers import merge_index
-from regsync.tagpolicy import TagPolicy, artifact_subject, parse_version, select
+from regsync.tagpolicy import TagPattern, TagPolicy, artifact_subject, parse_version, select
 
 HEX = "ab" * 32
 
@@ -31,7 +30,7 @@ def policy(
     latest: int | None = None,
 ) -> TagPolicy:
     return TagPolicy(
-        tuple(re.compile(p) for p in include), tuple(re.compile(p) for p in exclude), semver, latest
+        tuple(TagPattern(p) for p in include), tuple(TagPattern(p) for p in exclude), semver, latest
     )
 
 

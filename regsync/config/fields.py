@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from regsync.oci.ref import DestinationSpec, SourceSpec, is_host, normalize_host
+from regsync.tagpolicy import TagPattern
 
 DEFAULT_INTERVAL = timedelta(hours=1)
 
@@ -84,12 +85,11 @@ def _cron(value: str) -> str:
 
 
 def _regex(value: object) -> object:
+    if isinstance(value, TagPattern):
+        return value
     if not isinstance(value, str):
         raise ValueError(f"expected a regex string, got {_kind(value)}")
-    try:
-        return re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regex {value!r}: {exc}") from exc
+    return TagPattern(value)
 
 
 def _semver(value: str) -> str:
@@ -180,7 +180,7 @@ Int = Annotated[int, BeforeValidator(_no_bool)]
 Number = Annotated[float, BeforeValidator(_no_bool)]
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 Cron = Annotated[str, AfterValidator(_cron)]
-Regex = Annotated[re.Pattern[str], BeforeValidator(_regex)]
+Regex = Annotated[TagPattern, PlainValidator(_regex)]
 SemverRange = Annotated[str, AfterValidator(_semver)]
 Platforms = Annotated[Literal["all"] | tuple[str, ...], BeforeValidator(_platforms)]
 Host = Annotated[str, AfterValidator(_host)]

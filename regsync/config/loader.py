@@ -20,9 +20,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import yaml
 from pydantic import (
@@ -58,7 +58,11 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     """Read and validate a sync.yaml; relative file paths in it are relative to its directory."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as stream:  # read no more than the bound: the file may be huge
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{file}: the config is over {MAX_CONFIG_BYTES} bytes")
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the config: {exc.strerror}") from exc
     except UnicodeDecodeError:
@@ -84,17 +88,62 @@ _VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)\}|(\{))")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class _Reader:
-    """Builds plain data from YAML nodes, recording each key's line and ${VAR} problems."""
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_VALUES = 10_000  # values built again through an alias or a merge (a real config: dozens)
+MAX_DEPTH = 64  # a real config nests 5 deep; the composer recurses, so bound it before Python does
 
-    def __init__(self, text: str, env: Mapping[str, str]) -> None:
-        self.loader = yaml.SafeLoader(text)
+
+class _BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader whose composer refuses nesting deeper than MAX_DEPTH (it recurses per level).
+
+    The scanner refuses deep ``[``/``{`` first: it keeps a possible key per open bracket and
+    walks them all per token, so a line of brackets costs it seconds before the composer sees
+    the 65th level.
+    """
+
+    _depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        if self.flow_level >= MAX_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, _TOO_DEEP, self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+                mark = cast(yaml.error.Mark, event.start_mark)
+                raise yaml.composer.ComposerError(None, None, _TOO_DEEP, mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+_TOO_BIG = f"aliases expand the document beyond {MAX_VALUES} values"
+
+
+class _Reader:
+    """Builds plain data from YAML nodes, recording each key's line and ${VAR} problems.
+
+    Aliases are followed here, not by PyYAML: every value built a second time (through an alias
+    or a ``<<`` merge) counts against MAX_VALUES, and every level against MAX_DEPTH, so a
+    "billion laughs" of a few hundred bytes is refused at the line where it passes the bound
+    instead of taking minutes and gigabytes. Values as written are bounded by the file's size.
+    """
+
+    def __init__(self, text: str, env: Mapping[str, str], filename: str) -> None:
+        self.loader = _BoundedLoader(text)
+        self.filename = filename
         self.env = env
         self.lines: dict[Loc, int] = {}
         self.problems: list[_Problem] = []
         self.expanded: list[str] = []  # every ${VAR}'s value: never quoted in a message
-        self._own_pairs: dict[int, list[tuple[yaml.Node, yaml.Node]]] = {}
         self._active: set[int] = set()
+        self._seen: set[int] = set()
+        self._again = 0
+        self._written = 1  # line of the last value built as written: where an alias is expanded
 
     def read(self) -> tuple[object, int]:
         try:
@@ -106,7 +155,19 @@ class _Reader:
         finally:
             self.loader.dispose()
 
+    def _count(self, node: yaml.Node, again: bool = False) -> None:
+        if again or id(node) in self._seen:
+            self._again += 1
+        else:
+            self._seen.add(id(node))
+            self._written = node.start_mark.line + 1
+        if self._again > MAX_VALUES or len(self._active) >= MAX_DEPTH:
+            # Deep through aliases though shallow as written, or wide through aliases.
+            problem = _TOO_BIG if self._again > MAX_VALUES else _TOO_DEEP
+            raise ConfigError(f"{self.filename}:{self._written}: {problem}")
+
     def _build(self, node: yaml.Node, loc: Loc) -> object:
+        self._count(node)
         if isinstance(node, yaml.ScalarNode):
             value = self.loader.construct_object(node)
             return self._expand(value, loc) if isinstance(value, str) else value
@@ -127,14 +188,11 @@ class _Reader:
 
     def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, object]:
         # `<<: *anchor` merges: the mapping's own keys win over merged ones, without complaint.
-        own = self._own_pairs.setdefault(
-            id(node), [pair for pair in node.value if pair[0].tag != _MERGE_TAG]
-        )
-        self.loader.flatten_mapping(node)
-        merged = node.value[: len(node.value) - len(own)]
         out: dict[str, object] = {}
-        for key_node, value_node in [*own, *merged]:
+        for key_node, value_node, own in self._pairs(node, loc):
             line = key_node.start_mark.line + 1
+            if own:
+                self._written = line
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problems.append(_Problem(line, loc, "mapping keys must be plain names"))
                 continue
@@ -142,10 +200,40 @@ class _Reader:
             if key_node.value not in out:
                 self.lines[child] = line
                 out[key_node.value] = self._build(value_node, child)
-            elif (key_node, value_node) not in merged:
+            elif own:
                 first = f"first at line {self.lines[child]}"
                 self.problems.append(_Problem(line, child, f"duplicate key ({first})"))
         return out
+
+    def _pairs(
+        self, node: yaml.MappingNode, loc: Loc, own: bool = True
+    ) -> Iterator[tuple[yaml.Node, yaml.Node, bool]]:
+        """The mapping's own pairs, then those of each ``<<`` source in order (earlier wins).
+
+        PyYAML's own merge (``flatten_mapping``) copies pairs eagerly, doubling per level of a
+        merge chain; here each pair followed is counted, so such a chain stops at the bound.
+        """
+        merges: list[yaml.Node] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merges.append(value_node)
+                continue
+            if not own:
+                self._count(value_node, again=True)
+            yield key_node, value_node, own
+        for merge in merges:
+            sources = merge.value if isinstance(merge, yaml.SequenceNode) else [merge]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode) or id(source) in self._active:
+                    message = "<< must merge mappings, and not the mapping itself"
+                    line = source.start_mark.line + 1
+                    self.problems.append(_Problem(line, loc, message))
+                    continue
+                self._active.add(id(source))
+                try:
+                    yield from self._pairs(source, loc, own=False)
+                finally:
+                    self._active.discard(id(source))
 
     def _expand(self, text: str, loc: Loc) -> str:
         """``${NAME}`` from the environment, ``$$`` a literal ``$``; any other ``$`` stays."""
@@ -171,7 +259,9 @@ class _Reader:
 def _parse(
     text: str, filename: str, env: Mapping[str, str] | None, base_dir: Path | None
 ) -> Config:
-    reader = _Reader(text, os.environ if env is None else env)
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{filename}: the config is over {MAX_CONFIG_BYTES} bytes")
+    reader = _Reader(text, os.environ if env is None else env, filename)
     try:
         data, line = reader.read()
     except yaml.YAMLError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Annotated, Literal, TypeVar
 
@@ -38,6 +37,7 @@ from regsync.config.fields import (
 )
 from regsync.errors import ConfigError
 from regsync.oci.ref import normalize_host
+from regsync.tagpolicy import MATCH_ALL, TagPattern
 
 # ---------------------------------------------------------------------------------------------
 # Models
@@ -110,14 +110,14 @@ class RegistryConfig(_Model):
 
 
 class TagFilter(_Model):
-    include: tuple[Regex, ...] = (re.compile(".*"),)
+    include: tuple[Regex, ...] = (MATCH_ALL,)
     exclude: tuple[Regex, ...] = ()
     semver: SemverRange | None = None
     latest: Annotated[Int, Field(ge=1)] | None = None
 
     @field_validator("include")
     @classmethod
-    def _include_not_empty(cls, value: tuple[re.Pattern[str], ...]) -> tuple[re.Pattern[str], ...]:
+    def _include_not_empty(cls, value: tuple[TagPattern, ...]) -> tuple[TagPattern, ...]:
         if not value:
             raise ValueError("an empty include list selects no tags; leave it out to select all")
         return value

@@ -17,11 +17,11 @@ would manage them).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from functools import cache
 
 from regsync.config.models import Rule
+from regsync.tagpolicy import TagPattern
 
 _META = set(".^$*+?{}[]()|\\")
 _OPTIONAL = set("*?{")
@@ -65,10 +65,10 @@ def tags_disjoint(a: Rule, b: Rule) -> bool:
     )
 
 
-def _literal_prefix(pattern: re.Pattern[str]) -> str:
+def _literal_prefix(pattern: TagPattern) -> str:
     """The text every full match of ``pattern`` starts with ("" when unsure)."""
     text = pattern.pattern
-    if pattern.flags & re.IGNORECASE or "|" in text:
+    if "(?" in text or "|" in text:  # inline flags (case-insensitive) or alternatives
         return ""
     prefix, at = "", 0
     while at < len(text):

@@ -3,10 +3,10 @@ digests are computed over the raw bytes, and they are pushed onward unchanged.""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from regsync import boundedjson
 from regsync.errors import ManifestError
 from regsync.oci import mediatypes
 from regsync.oci.digest import is_digest, sha256_digest
@@ -105,7 +105,7 @@ def parse_manifest(raw: bytes, content_type: str = "", digest: str = "") -> Mani
     if len(raw) > mediatypes.MAX_MANIFEST_BYTES:
         raise ManifestError(f"manifest is {len(raw)} bytes, over the 4 MiB limit")
     try:
-        data = json.loads(raw)
+        data = boundedjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):

@@ -31,6 +31,7 @@ from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from regsync.oci.ref import Listed, is_reference, is_repository, shown
 from regsync.registry import tagdelete
 from regsync.registry.auth import CATALOG_SCOPE, repo_scope
+from regsync.registry.pace import destination_time, too_slow
 from regsync.registry.retry import is_retryable, retry_reason
 from regsync.registry.transport import Transport
 
@@ -318,7 +319,8 @@ class RegistryClient:
                         status=206,
                     )
                 skip = 0
-            async for chunk in resp.content.iter_chunked(STREAM_CHUNK):
+            body = resp.content.iter_chunked(STREAM_CHUNK)
+            async for chunk in self.transport.paced(body, f"GET {url.path}"):
                 if skip >= len(chunk):
                     skip -= len(chunk)
                     continue
@@ -411,15 +413,24 @@ class RegistryClient:
         headers = {"Content-Type": "application/octet-stream"}
         headers["Content-Length"] = str(desc.size if chunks is not None else 0)
         await self.transport.prepare((repo_scope(repo, "pull", "push"),))
-        async with self.transport.open(
-            "PUT",
-            url,
-            scopes=(repo_scope(repo, "pull", "push"),),
-            headers=headers,
-            data=chunks if chunks is not None else b"",
-            ok=(201, 204),
-        ):
-            pass
+        # The source's pace is checked as it is read; this bounds a destination that stops
+        # reading the upload (no read timeout covers writing), on the destination's time only.
+        deadline = self.transport.timeouts.for_body(desc.size if chunks is not None else 0)
+        try:
+            async with (
+                asyncio.timeout(deadline) as limit,
+                self.transport.open(
+                    "PUT",
+                    url,
+                    scopes=(repo_scope(repo, "pull", "push"),),
+                    headers=headers,
+                    data=destination_time(chunks, limit) if chunks is not None else b"",
+                    ok=(201, 204),
+                ),
+            ):
+                pass
+        except TimeoutError:
+            raise too_slow(self.name, f"PUT {url.path}", deadline or 0) from None
 
     async def _upload_cancel(self, repo: str, location: URL) -> None:
         # Best effort: the registry expires abandoned sessions itself.

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from regsync import boundedjson
 from regsync.errors import (
     AuthError,
     NotFoundError,
@@ -28,7 +28,7 @@ class Response:
 
     def json(self) -> Any:
         try:
-            return json.loads(self.body)
+            return boundedjson.loads(self.body)
         except ValueError as exc:
             raise RegistryError(
                 f"invalid JSON from {self.url.host}: {exc}", status=self.status
@@ -52,7 +52,7 @@ def error_from_response(
     codes: tuple[str, ...] = ()
     detail = ""
     try:
-        errors = json.loads(body).get("errors") or []
+        errors = boundedjson.loads(body).get("errors") or []
         codes = tuple(str(e.get("code", "UNKNOWN")) for e in errors if isinstance(e, dict))
         detail = "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))
     except (ValueError, AttributeError):

@@ -43,16 +43,34 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Timeouts:
+    """How long one try may take. A server that trickles (one byte before each idle timeout)
+    is bounded too: a small request by ``total``, a streamed body by ``min_rate``."""
+
     connect: float = 15.0
     read: float = 60.0  # idle time between bytes: a stalled server fails, a slow one does not
+    total: float = 300.0  # a whole small request (listing, manifest, token), body included
+    min_rate: float = 1024.0  # bytes/s a streamed body must average over each window (0: off)
+    rate_window: float = 60.0  # seconds of waiting on the server per window
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Timeouts:
-        """REGSYNC_CONNECT_TIMEOUT / REGSYNC_READ_TIMEOUT (seconds) override the defaults."""
+        """REGSYNC_CONNECT_TIMEOUT / _READ_TIMEOUT / _REQUEST_TIMEOUT (seconds),
+        REGSYNC_MIN_RATE (bytes/s) and REGSYNC_RATE_WINDOW (seconds) override the defaults."""
         return cls(
             connect=_env_number(env, "REGSYNC_CONNECT_TIMEOUT", cls.connect, minimum=0.01),
             read=_env_number(env, "REGSYNC_READ_TIMEOUT", cls.read, minimum=0.01),
+            total=_env_number(env, "REGSYNC_REQUEST_TIMEOUT", cls.total, minimum=0.01),
+            min_rate=_env_number(env, "REGSYNC_MIN_RATE", cls.min_rate),
+            rate_window=_env_number(env, "REGSYNC_RATE_WINDOW", cls.rate_window, minimum=0.01),
         )
+
+    def for_body(self, size: int) -> float | None:
+        """The deadline of a request that sends ``size`` bytes: ``total``, plus the time the
+        body takes at ``min_rate`` (so a large PATCH or PUT on a slow link is not cut off);
+        None (no deadline) for a body when the minimum rate is switched off."""
+        if not size:
+            return self.total
+        return self.total + size / self.min_rate if self.min_rate else None
 
 
 def _env_number(env: Mapping[str, str], name: str, default: float, minimum: float = 0) -> float:

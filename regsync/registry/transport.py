@@ -8,11 +8,10 @@ become TransportError.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,6 +20,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from tenacity import AsyncRetrying
 from yarl import URL
 
+from regsync import boundedjson
 from regsync.errors import (
     AuthError,
     InvalidNameError,
@@ -32,6 +32,7 @@ from regsync.oci.ref import shown
 from regsync.registry.auth import Authenticator, TokenResponse
 from regsync.registry.health import Health, connect_error
 from regsync.registry.observer import NullObserver, RequestObserver
+from regsync.registry.pace import at_least, too_slow
 from regsync.registry.ratelimit import PullGate, parse_quota
 from regsync.registry.responses import Response, error_from_response
 from regsync.registry.retry import RetryPolicy, Timeouts, retrying
@@ -73,6 +74,9 @@ class Transport:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
         )
+        self._token_timeout = aiohttp.ClientTimeout(
+            total=t.total, connect=t.connect, sock_connect=t.connect, sock_read=t.read
+        )
         self._limit = asyncio.Semaphore(max_concurrency)
         self.pulls = PullGate(registry, pull_floor, self.observer)
         self.health = Health(registry)
@@ -109,23 +113,39 @@ class Transport:
         ok: tuple[int, ...] = (200,),
         max_body: int = 16 * 1024 * 1024,
     ) -> Response:
-        """A request with a small body, read whole (bounded), retried per the policy."""
+        """A request with a small body, read whole (bounded), retried per the policy.
+
+        Each try has a total deadline (``Timeouts.total``, plus time for the body sent), from
+        the moment it has a connection slot: a server trickling its answer cannot hold it.
+        """
+        deadline = self.timeouts.for_body(len(data) if data else 0)
         try:
             async for attempt in self._retrying():
                 with attempt:
-                    async with (
-                        self._limit,
-                        self.open(
-                            method, url, scopes=scopes, headers=headers, data=data, ok=ok
-                        ) as resp,
-                    ):
-                        body = await _read_bounded(resp, max_body, self.registry)
-                        return Response(resp.status, resp.headers, body, resp.url)
+                    async with self._limit:
+                        try:
+                            async with (
+                                asyncio.timeout(deadline),
+                                self.open(
+                                    method, url, scopes=scopes, headers=headers, data=data, ok=ok
+                                ) as resp,
+                            ):
+                                body = await _read_bounded(resp, max_body, self.registry)
+                                return Response(resp.status, resp.headers, body, resp.url)
+                        except TimeoutError:  # open() turns aiohttp's own into TransportError
+                            raise too_slow(
+                                self.registry, f"{method} {url.path}", deadline or 0
+                            ) from None
         except UnreachableError as exc:
             # Unreachable through every retry: fail the registry's other requests fast.
             self.health.mark_down(exc)
             raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def paced(self, chunks: AsyncIterable[bytes], what: str) -> AsyncIterator[bytes]:
+        """A streamed body, failing (retryably) when it averages under the minimum rate."""
+        t = self.timeouts
+        return at_least(chunks, t.min_rate, t.rate_window, self.registry, what)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -158,16 +178,18 @@ class Transport:
             sent_headers = await self._headers(headers, scopes, own=own)
             started = time.monotonic()
             try:
-                resp = await self.session.request(
-                    method,
-                    url,
-                    headers=sent_headers,
-                    data=data,
-                    ssl=self._ssl,
-                    **self._proxy_for(url),
-                    timeout=self._timeout,
-                    auto_decompress=False,
-                )
+                # Up to the response's headers (a streamed body's own deadline is the caller's).
+                async with asyncio.timeout(self._head_deadline(data)):
+                    resp = await self.session.request(
+                        method,
+                        url,
+                        headers=sent_headers,
+                        data=data,
+                        ssl=self._ssl,
+                        **self._proxy_for(url),
+                        timeout=self._timeout,
+                        auto_decompress=False,
+                    )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self.observer.request_done(self.registry, method, "error", _since(started))
                 if (error := connect_error(self.registry, exc)) is not None:
@@ -191,7 +213,8 @@ class Transport:
                         scopes = new_scopes
                         continue
                 if resp.status not in ok:
-                    body = await _read_bounded(resp, _MAX_ERROR_BODY, self.registry, lax=True)
+                    async with asyncio.timeout(self.timeouts.total):
+                        body = await _read_bounded(resp, _MAX_ERROR_BODY, self.registry, lax=True)
                     raise error_from_response(
                         self.registry, method, resp.url, resp.status, resp.headers, body, foreign
                     )
@@ -222,6 +245,11 @@ class Transport:
         if own and (authorization := await self.auth.header(scopes)) is not None:
             sent["Authorization"] = authorization
         return sent
+
+    def _head_deadline(self, data: Any) -> float | None:
+        if data is None or isinstance(data, bytes):
+            return self.timeouts.for_body(len(data or b""))
+        return None  # a streamed upload: bounded by its caller, by its size
 
     async def prepare(self, scopes: tuple[str, ...]) -> None:
         """Learn the auth scheme before a streamed request that cannot be replayed.
@@ -267,7 +295,7 @@ class Transport:
                 params=params,
                 headers=headers,
                 ssl=self._ssl,
-                timeout=self._timeout,
+                timeout=self._token_timeout,  # its own try: the whole answer within `total`
                 **self._proxy_for(URL(realm)),
             ) as resp:
                 self.observer.request_done(
@@ -276,7 +304,7 @@ class Transport:
                 body: dict[str, Any] = {}
                 if resp.status == 200:
                     raw = await _read_bounded(resp, 1024 * 1024, self.registry)
-                    parsed = json.loads(raw)
+                    parsed = boundedjson.loads(raw)
                     body = parsed if isinstance(parsed, dict) else {}
                 return TokenResponse(resp.status, body)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
