@@ -84,7 +84,7 @@ class RunContext:
 
     def source(self, registry: str, layout: str = "") -> Backend:
         """What a rule reads from: as `backend`, but a registry comes with its `mirrors:`."""
-        return self.layouts.get(layout) if layout else self.pool.source(registry)
+        return self.layouts.source(layout) if layout else self.pool.source(registry)
 
     def engine(self, rule: Rule, result: RuleResult) -> CopyEngine:
         dest = rule.destination.registry
