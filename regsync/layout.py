@@ -340,6 +340,8 @@ class Layout:
         """Missing, empty, or holding only what a first export killed early leaves behind."""
         if not self.root.exists():
             return True
+        if not self.root.is_dir():
+            return False
         return all(p.name in _OWN or p.name.startswith(TEMP_PREFIX) for p in self.root.iterdir())
 
     async def _write_blob(self, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:

@@ -84,7 +84,7 @@ def is_regular(root: Path, parts: Sequence[str], *, strict: bool) -> bool:
     try:
         with open_dir(root, dirs) as fd:
             mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
     except LayoutError:
         if strict:
@@ -154,7 +154,6 @@ class TempFile:
         shared layout lock (index.json's temp files are written under the exclusive one)."""
         *dirs, self.final = parts
         self.name = f"{TEMP_PREFIX}{self.final[:16]}-{secrets.token_hex(6)}"
-        self.path = root.joinpath(*dirs, self.name)
         self._dir = dir_fd(root, dirs, create=True)
         self._committed = False
         try:
@@ -189,18 +188,22 @@ class TempFile:
 
 
 def remove_orphans(root: Path) -> list[str]:
-    """Remove the temp files under ``root/blobs/*/`` that no live writer holds.
+    """Remove the temp files in ``root`` and ``root/blobs/*/`` that no live writer holds.
 
     Call with the layout lock held exclusively. Returns the names removed. Files can vanish
     between the listing and their turn (a live writer renames or removes its own): skipped.
     """
+    try:
+        with open_dir(root, ["blobs"]) as blobs:
+            dirs = [["blobs", name] for name in os.listdir(blobs)]
+    except FileNotFoundError:
+        dirs = []
     removed = []
-    with contextlib.suppress(FileNotFoundError), open_dir(root, ["blobs"]) as blobs:
-        for algorithm in os.listdir(blobs):
-            with contextlib.suppress(OSError), open_dir(root, ["blobs", algorithm]) as fd:
-                for name in os.listdir(fd):
-                    if name.startswith(TEMP_PREFIX) and _remove_orphan(fd, name):
-                        removed.append(name)
+    for parts in [[], *dirs]:
+        with contextlib.suppress(OSError, LayoutError), open_dir(root, parts) as fd:
+            for name in os.listdir(fd):
+                if name.startswith(TEMP_PREFIX) and _remove_orphan(fd, name):
+                    removed.append(name)
     return removed
 
 

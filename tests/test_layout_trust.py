@@ -178,6 +178,7 @@ def half_created(root: Path, *, index: bool = False) -> None:
     (root / "blobs" / "sha256").mkdir(parents=True)
     (root / ".regsync.lock").write_bytes(b"")
     (root / "blobs" / "sha256" / ".tmp-0123456789abcdef-a1b2c3").write_bytes(b"partial" * 100)
+    (root / ".tmp-index.json-a1b2c3").write_bytes(b'{"schemaVersion": 2, "manif')
     if index:
         (root / "index.json").write_text('{"schemaVersion": 2, "manifests": []}')
 
@@ -200,7 +201,7 @@ def test_a_half_created_destination_is_completed(
         "team/app:1": pushed.digest
     }
     assert json.loads(skopeo("inspect", f"oci:{layout}:team/app:1"))["Digest"] == pushed.digest
-    assert temp_files(layout) == []
+    assert temp_files(layout) == [] and not list(layout.glob(".tmp-*"))
     assert_complete(layout)
     again = regsync_json("once", config)
     assert again.code == 0 and again.rule["tags"]["up_to_date"] == 1, again
