@@ -45,12 +45,14 @@ from regsync.errors import (
 from regsync.layoutfs import (
     LOCK_FILE,
     TEMP_PREFIX,
+    TempFile,
+    is_regular,
     locked,
-    open_temp,
+    open_dir,
+    open_regular,
+    read_capped,
     remove_orphans,
-    rename_durably,
     replace_file,
-    sync_file,
 )
 from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
@@ -65,6 +67,7 @@ CONTAINERD_NAME = "io.containerd.image.name"
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
 READ_CHUNK = 1024 * 1024
+MAX_INDEX_BYTES = 64 * 1024 * 1024  # index.json is read whole: bound it
 _OWN = frozenset({LOCK_FILE, "blobs", INDEX_FILE})  # what a half-initialised layout may hold
 
 Entry = dict[str, Any]
@@ -81,6 +84,7 @@ class Layout:
         self.name = f"{OCI_PREFIX}{directory}"
         self._catalog: dict[str, dict[str, Entry]] | None = None  # repo -> tag -> entry
         self._refused: dict[str, list[str]] = {}  # repo ("" for none valid) -> refused names
+        self.is_source = False  # read by a rule: it must be a whole layout, not leftovers
         self._ready = False
         self._init_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
@@ -96,8 +100,8 @@ class Layout:
 
         Entries naming an invalid repository are refused (``rejected``), never used.
         """
-        if not (self.root / LAYOUT_FILE).is_file():
-            raise LayoutError(f"{self.name} is not an OCI image layout (no {LAYOUT_FILE})")
+        if not await asyncio.to_thread(self._is_layout):
+            raise self._not_a_layout()
         catalog = self._index()
         return Listed(tuple(sorted(catalog)), tuple(self._refused.get("", ())))
 
@@ -110,7 +114,7 @@ class Layout:
 
     async def manifest_head(self, repo: str, ref: str) -> Descriptor | None:
         if is_digest(ref):
-            if not self._blob_path(ref).is_file():
+            if not self._has(ref):
                 return None
             raw = await asyncio.to_thread(self._read_small, ref)
             return Descriptor(_media_type(raw), ref, len(raw))
@@ -119,7 +123,7 @@ class Layout:
             return None
         desc = Descriptor.from_json(entry)
         # A tag whose manifest file is gone (edited by hand) is treated as absent: recopied.
-        return desc if self._blob_path(desc.digest).is_file() else None
+        return desc if self._has(desc.digest) else None
 
     async def manifest_get(self, repo: str, ref: str) -> Manifest:
         if is_digest(ref):
@@ -130,8 +134,6 @@ class Layout:
                 raise NotFoundError(f"{self.name}: no tag {repo}:{ref}", registry=self.name)
             desc = Descriptor.from_json(entry)
             digest, media_type = desc.digest, desc.media_type
-        if not self._blob_path(digest).is_file():
-            raise NotFoundError(f"{self.name}: manifest {digest} is missing", registry=self.name)
         raw = await asyncio.to_thread(self._read_small, digest)
         try:
             verify_bytes(raw, digest)
@@ -195,10 +197,9 @@ class Layout:
 
     async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
         """Stream a blob, verifying size and digest (a disk carried across can rot)."""
-        path = self._blob_path(desc.digest)
         verifier = DigestVerifier(desc.digest, desc.size)
         try:
-            handle = await asyncio.to_thread(path.open, "rb")
+            handle = await asyncio.to_thread(open_regular, self.root, _blob_parts(desc.digest))
         except FileNotFoundError as exc:
             raise NotFoundError(f"{self.name}: blob {desc.digest} is missing") from exc
         except OSError as exc:
@@ -243,13 +244,17 @@ class Layout:
         return catalog
 
     def _read_index(self, *, require: bool) -> dict[str, Any]:
-        index = self.root / INDEX_FILE
-        if not (self.root / LAYOUT_FILE).is_file() or not index.is_file():
-            if require and self.root.exists() and any(self.root.iterdir()):
-                raise LayoutError(f"{self.name} is not an OCI image layout (no {LAYOUT_FILE})")
-            return {}  # a destination not written yet: empty
+        """``require``: a listing, which only a destination not written yet (missing, empty, or
+        holding only the leftovers of a killed first export) may find empty."""
+        if not self._is_layout():
+            if require and (self.is_source or not self._leftovers_only()):
+                raise self._not_a_layout()
+            return {}
         try:
-            data = boundedjson.loads(index.read_bytes())
+            raw = read_capped(self.root, [INDEX_FILE], MAX_INDEX_BYTES)
+            if raw is None:
+                raise LayoutError(f"{self.name}: {INDEX_FILE} is over the 64 MiB limit")
+            data = boundedjson.loads(raw)
         except (OSError, ValueError) as exc:
             raise LayoutError(f"{self.name}: cannot read {INDEX_FILE}: {exc}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("manifests", []), list):
@@ -320,22 +325,28 @@ class Layout:
             for change in changes:
                 entries = change(entries)
             data["manifests"] = entries
-            replace_file(self.root / INDEX_FILE, _dump(data))
+            replace_file(self.root, INDEX_FILE, _dump(data))
         return entries
 
     # -- files ----------------------------------------------------------------------------
 
-    def _blob_path(self, digest: str) -> Path:
-        algorithm, _, hexa = digest.partition(":")
-        return self.root / "blobs" / algorithm / hexa
+    def _is_layout(self) -> bool:
+        """Both marker files are there (as regular files: a link or FIFO there is refused)."""
+        return all(is_regular(self.root, [n], strict=True) for n in (LAYOUT_FILE, INDEX_FILE))
+
+    def _not_a_layout(self) -> LayoutError:
+        return LayoutError(f"{self.name} is not an OCI image layout (no {LAYOUT_FILE})")
 
     def _has(self, digest: str) -> bool:
-        return self._blob_path(digest).is_file()
+        """A blob is there only as a regular file: anything else is content to write again."""
+        return is_regular(self.root, _blob_parts(digest), strict=False)
 
     def _read_small(self, digest: str) -> bytes:
-        with self._blob_path(digest).open("rb") as handle:
-            raw = handle.read(mediatypes.MAX_MANIFEST_BYTES + 1)
-        if len(raw) > mediatypes.MAX_MANIFEST_BYTES:
+        try:
+            raw = read_capped(self.root, _blob_parts(digest), mediatypes.MAX_MANIFEST_BYTES)
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{self.name}: manifest {digest} is missing") from exc
+        if raw is None:
             raise ManifestError(f"{self.name}: manifest {digest} is over the 4 MiB limit")
         return raw
 
@@ -353,50 +364,52 @@ class Layout:
             self._refuse_foreign()  # before creating anything, even the lock file
             with locked(self.root, fcntl.LOCK_EX):  # another process may be initialising too
                 self._refuse_foreign()
-                (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-                if not (self.root / INDEX_FILE).is_file():
-                    replace_file(self.root / INDEX_FILE, _dump(_empty_index()))
-                if not (self.root / LAYOUT_FILE).is_file():  # last: it says the layout is whole
-                    replace_file(self.root / LAYOUT_FILE, b'{"imageLayoutVersion": "1.0.0"}')
-                for name in remove_orphans(self.root / "blobs", f"*/{TEMP_PREFIX}*"):
+                with open_dir(self.root, ["blobs", "sha256"], create=True):
+                    pass  # made, or there already as real directories (never links)
+                if not is_regular(self.root, [INDEX_FILE], strict=True):
+                    replace_file(self.root, INDEX_FILE, _dump(_empty_index()))
+                if not is_regular(self.root, [LAYOUT_FILE], strict=True):  # last: says it is whole
+                    replace_file(self.root, LAYOUT_FILE, b'{"imageLayoutVersion": "1.0.0"}')
+                for name in remove_orphans(self.root):
                     log.info("%s: removed %s left by an interrupted run", self.name, name)
         except OSError as exc:
             raise LayoutError(f"{self.name}: cannot prepare the layout: {exc}") from exc
 
     def _refuse_foreign(self) -> None:
-        if not self.root.is_dir() or (self.root / LAYOUT_FILE).is_file():
+        if not self.root.is_dir() or is_regular(self.root, [LAYOUT_FILE], strict=True):
             return
-        if any(
-            p.name not in _OWN and not p.name.startswith(TEMP_PREFIX) for p in self.root.iterdir()
-        ):
+        if not self._leftovers_only():
             raise LayoutError(
                 f"{self.name} exists and is not an OCI image layout (no {LAYOUT_FILE}); "
                 "give a new or empty directory"
             )
 
+    def _leftovers_only(self) -> bool:
+        """Missing, empty, or holding only what a first export killed early leaves behind."""
+        if not self.root.exists():
+            return True
+        if not self.root.is_dir():
+            return False
+        return all(p.name in _OWN or p.name.startswith(TEMP_PREFIX) for p in self.root.iterdir())
+
     async def _write_blob(self, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
         """Stream into a locked temp file, verify, fsync, rename into place."""
-        final = self._blob_path(desc.digest)
         try:
-            handle, temp = await asyncio.to_thread(open_temp, self.root, final)
+            temp = await asyncio.to_thread(TempFile, self.root, _blob_parts(desc.digest))
         except OSError as exc:
             raise LayoutError(f"{self.name}: cannot create a blob file: {exc}") from exc
         verifier = DigestVerifier(desc.digest, desc.size)
-        try:
-            with handle:  # renamed while still open (and locked): no sweep can take it
-                async for chunk in chunks:
-                    verifier.update(chunk)
-                    await asyncio.to_thread(handle.write, chunk)
-                verifier.verify()
-                await asyncio.to_thread(sync_file, handle)
-                await asyncio.to_thread(rename_durably, temp, final)
+        try:  # renamed while still open (and locked): no sweep can take it
+            async for chunk in chunks:
+                verifier.update(chunk)
+                await asyncio.to_thread(temp.write, chunk)
+            verifier.verify()
+            await asyncio.to_thread(temp.commit)
         except OSError as exc:
-            temp.unlink(missing_ok=True)
             reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
             raise LayoutError(f"{self.name}: writing blob {desc.digest} failed: {reason}") from exc
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        finally:
+            temp.close()
 
 
 class LayoutPool:
@@ -411,6 +424,18 @@ class LayoutPool:
         if layout is None:
             layout = self._layouts[key] = Layout(directory)
         return layout
+
+    def source(self, directory: str) -> Layout:
+        """The layout a rule reads from: leftovers of a killed export there are an error."""
+        layout = self.get(directory)
+        layout.is_source = True
+        return layout
+
+
+def _blob_parts(digest: str) -> list[str]:
+    """Where a (validated) digest lives, from the layout root: blobs/<algorithm>/<hex>."""
+    algorithm, _, hexa = digest.partition(":")
+    return ["blobs", algorithm, hexa]
 
 
 def _entry(repo: str, tag: str, desc: Descriptor) -> Entry:

@@ -61,7 +61,7 @@ class RunSetup:
 
     def source(self, spec: SourceSpec) -> Backend:
         """What a rule reads from: a layout, or a registry followed by its `mirrors:`."""
-        return self.layouts.get(spec.layout) if spec.layout else self.pool.source(spec.registry)
+        return self.layouts.source(spec.layout) if spec.layout else self.pool.source(spec.registry)
 
     def destination(self, spec: DestinationSpec) -> Backend:
         return self.layouts.get(spec.layout) if spec.layout else self.pool.get(spec.registry)

@@ -356,18 +356,40 @@ rules:
 
 
 def _wait_for_partial_blob(layout: Path, proc: subprocess.Popen[bytes]) -> bool:
-    """Until a big blob is complete and another is still being written."""
-    blobs = layout / "blobs" / "sha256"
+    """Until a big blob is complete and another is still being written; then the writer is
+    left stopped (SIGSTOP), so what was seen is exactly what the kill leaves behind.
+
+    The writer renames and removes its temp files while we look: a file listed may be gone by
+    the time it is statted, so sizes are read forgivingly and decided on only once frozen.
+    """
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if blobs.is_dir():
-            files = list(blobs.iterdir())
-            whole = [p for p in files if not p.name.startswith(".") and p.stat().st_size > 500_000]
-            partial = [p for p in files if p.name.startswith(".tmp-") and p.stat().st_size > 0]
-            if whole and partial:
+        if _has_whole_and_partial(layout):
+            os.kill(proc.pid, signal.SIGSTOP)
+            _, status = os.waitpid(proc.pid, os.WUNTRACED)
+            if not os.WIFSTOPPED(status):
+                proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+                return False
+            if _has_whole_and_partial(layout):
                 return True
+            os.kill(proc.pid, signal.SIGCONT)
         time.sleep(0.01)
     return False
+
+
+def _has_whole_and_partial(layout: Path) -> bool:
+    blobs = layout / "blobs" / "sha256"
+    files = list(blobs.iterdir()) if blobs.is_dir() else []
+    whole = [p for p in files if not p.name.startswith(".") and _size(p) > 500_000]
+    partial = [p for p in files if p.name.startswith(".tmp-") and _size(p) > 0]
+    return bool(whole and partial)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1  # renamed into place or removed since it was listed
 
 
 # -- layout -> layout: no network ------------------------------------------------------------
