@@ -27,7 +27,7 @@ async def copy_action(
         return manifest.digest
     source = await engine.get_manifest(src, action.source_digest)
     target = subset_index(source, platforms) if source.is_index else source
-    await engine.copy_content(src, dst, target)
+    await engine.place_content(src, dst, target)
     await engine.destination.manifest_put(dst, action.tag, target)
     engine.stats.manifests_pushed += 1
     return target.digest

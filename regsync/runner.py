@@ -19,6 +19,7 @@ import aiohttp
 from regsync import prune
 from regsync.apply import copy_action
 from regsync.backend import Backend
+from regsync.blobindex import BlobIndex
 from regsync.clients import ClientPool
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
@@ -63,6 +64,7 @@ class RunContext:
     layouts: LayoutPool = field(default_factory=LayoutPool)
     guards: dict[str, prune.DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
+    index: BlobIndex | None = None  # holders seen by earlier runs (registry destinations)
 
     def backend(self, registry: str, layout: str = "") -> Backend:
         """A registry client, or for an `oci:` side (registry "") the layout directory."""
@@ -93,7 +95,7 @@ class RunContext:
         return CopyEngine(
             source=self.source(rule.source.registry, rule.source.layout),
             destination=self.backend(dest, rule.destination.layout),
-            ledger=self.ledgers.setdefault(key, BlobLedger()),
+            ledger=self.ledgers.setdefault(key, self._ledger(rule)),
             transfers=self.transfers.setdefault(key, asyncio.Semaphore(limit)),
             stats=result.stats,
             on_bytes=lambda n: self.events.bytes_copied(rule.name, n),
@@ -102,6 +104,11 @@ class RunContext:
             observer=self.observer,
             on_transfer=self._transfer_hook(rule.name),
         )
+
+    def _ledger(self, rule: Rule) -> BlobLedger:
+        # A layout shares one blob store across its repositories: nothing to remember.
+        index = None if rule.destination.layout else self.index
+        return BlobLedger(index=index, registry=rule.destination.registry)
 
     def _transfer_hook(self, rule: str) -> Callable[[str, Descriptor, bool], None]:
         started = optional_hook(self.events, "transfer_started")
@@ -128,12 +135,14 @@ async def run(
     timeouts: Timeouts | None = None,
     shard: Shard | None = None,
     stop: asyncio.Event | None = None,
+    index: BlobIndex | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one HTTP session.
 
     Retry policy and timeouts default to the REGSYNC_RETRY_* / REGSYNC_*_TIMEOUT environment.
     Setting `stop` (a graceful shutdown) lets copies already started finish and starts no new
-    ones; the tags left out are reported as errors of their rule.
+    ones; the tags left out are reported as errors of their rule. `index` (the persistent
+    content index) supplies mount sources from earlier runs and learns from this one.
     """
     retry = retry or RetryPolicy.from_env(os.environ)
     timeouts = timeouts or Timeouts.from_env(os.environ)
@@ -150,12 +159,15 @@ async def run(
             observer=observer or NullObserver(),
             shard=shard or Shard(),
             stop=stop or asyncio.Event(),
+            index=None if dry_run or plan_only else index,
         )
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(run_rule(ctx, rule), context=log_context(rule=rule.name))
                 for rule in rules
             ]
+    if ctx.index is not None:  # what is left after a crash is written by the owner's close()
+        await ctx.index.flush_async()
     return RunResult([t.result() for t in tasks], dry_run=dry_run or plan_only)
 
 
