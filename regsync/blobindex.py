@@ -73,6 +73,7 @@ class BlobIndex:
         # (registry, digest, repo, keep): keep=False forgets the holder. Applied in order.
         self._pending: list[tuple[str, str, str, bool]] = []
         self.broken = False  # set after an sqlite error: the run goes on without hints
+        self._known: dict[str, bool] = {}  # registry -> has rows (asked once per open)
 
     @classmethod
     def open(cls, state_dir: Path) -> BlobIndex | None:
@@ -136,6 +137,9 @@ class BlobIndex:
                         )
         except sqlite3.Error as exc:
             self._fail(exc)
+            return
+        for registry, *_ in batch:  # a long-lived owner (serve) asks again next run
+            self._known.pop(registry, None)
 
     async def flush_async(self) -> None:
         if self._pending and not self.broken:
@@ -145,7 +149,7 @@ class BlobIndex:
 
     def holders(self, registry: str, digest: str, limit: int = MAX_HOLDERS) -> list[str]:
         """Repositories last seen holding `digest` (newest first), grammar-checked."""
-        if self.broken:
+        if self.broken or not self.knows(registry):
             return []
         try:
             with self._lock:
@@ -159,6 +163,21 @@ class BlobIndex:
             return []
         repos = [r[0] for r in rows if isinstance(r[0], str) and valid_holder(digest, r[0])]
         return repos[:limit]
+
+    def knows(self, registry: str) -> bool:
+        """Whether earlier runs left anything for `registry`: a first copy into a new
+        destination then asks nothing per blob."""
+        if registry not in self._known:
+            try:
+                with self._lock:
+                    row = self._conn.execute(
+                        "SELECT 1 FROM holders WHERE registry=? LIMIT 1", (registry,)
+                    ).fetchone()
+            except sqlite3.Error as exc:
+                self._fail(exc)
+                return False
+            self._known[registry] = row is not None
+        return self._known[registry]
 
     def _fail(self, exc: sqlite3.Error) -> None:
         self.broken = True

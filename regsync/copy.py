@@ -100,8 +100,8 @@ class BlobLedger:
 
     async def known_holders(self, digest: str, repo: str) -> list[str]:
         """Repositories earlier runs saw holding `digest` (hints: a mount may still fail)."""
-        if self.index is None:
-            return []
+        if self.index is None or not self.index.knows(self.registry):
+            return []  # (`knows` reads once per registry and run, then answers from memory)
         found = await asyncio.to_thread(self.index.holders, self.registry, digest)
         tried = self.locations.get(digest, set())
         return [r for r in found if r != repo and r not in tried]
