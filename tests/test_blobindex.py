@@ -52,6 +52,17 @@ def test_index_remembers_holders_across_opens_newest_first(tmp_path: Path) -> No
     again.close()
 
 
+def test_a_long_lived_index_learns_a_new_registry_after_a_flush(tmp_path: Path) -> None:
+    """`serve` keeps one index open: a registry unknown at its first run is known after."""
+    index = BlobIndex.open(tmp_path)
+    assert index is not None
+    assert not index.knows("reg") and index.holders("reg", D1) == []
+    index.record("reg", D1, "eco/a")
+    index.flush()
+    assert index.knows("reg") and index.holders("reg", D1) == ["eco/a"]
+    index.close()
+
+
 def test_rows_that_break_the_name_grammar_are_never_returned(tmp_path: Path) -> None:
     index = BlobIndex.open(tmp_path)
     assert index is not None
