@@ -72,6 +72,7 @@ class BlobIndex:
         self._lock = threading.Lock()
         # (registry, digest, repo, keep): keep=False forgets the holder. Applied in order.
         self._pending: list[tuple[str, str, str, bool]] = []
+        self._buffer = threading.Lock()  # appends (loop thread) vs the swap in flush (worker)
         self.broken = False  # set after an sqlite error: the run goes on without hints
         self._known: dict[str, bool] = {}  # registry -> has rows (asked once per open)
 
@@ -106,10 +107,12 @@ class BlobIndex:
     # -- writes: buffered ---------------------------------------------------------------
 
     def record(self, registry: str, digest: str, repo: str) -> None:
-        self._pending.append((registry, digest, repo, True))
+        with self._buffer:
+            self._pending.append((registry, digest, repo, True))
 
     def forget(self, registry: str, digest: str, repo: str) -> None:
-        self._pending.append((registry, digest, repo, False))
+        with self._buffer:
+            self._pending.append((registry, digest, repo, False))
 
     @property
     def pending(self) -> int:
@@ -117,7 +120,8 @@ class BlobIndex:
 
     def flush(self) -> None:
         """Commit the buffered writes in one short transaction (blocking: call off the loop)."""
-        batch, self._pending = self._pending, []
+        with self._buffer:
+            batch, self._pending = self._pending, []
         if not batch or self.broken:
             return
         now = time.time()
