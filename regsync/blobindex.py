@@ -64,11 +64,14 @@ def default_state_dir(env: Mapping[str, str]) -> Path:
 
 
 class BlobIndex:
-    """One state file; thread-safe (one connection behind a lock)."""
+    """One state file; thread-safe (one connection behind a lock).
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        self.path = path
-        self._conn = conn
+    The file is opened on first use: a run with nothing to copy never touches it."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / FILE_NAME
+        self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         # (registry, digest, repo, keep): keep=False forgets the holder. Applied in order.
         self._pending: list[tuple[str, str, str, bool]] = []
@@ -77,32 +80,22 @@ class BlobIndex:
         self._known: dict[str, bool] = {}  # registry -> has rows (asked once per open)
 
     @classmethod
-    def open(cls, state_dir: Path) -> BlobIndex | None:
-        """The index in `state_dir`; None (with a warning) when it cannot be used at all."""
-        path = state_dir / FILE_NAME
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            log.warning("state dir %s unusable, no content index: %s", state_dir, exc)
-            return None
-        try:
-            return cls(path, _connect(path))
-        except sqlite3.DatabaseError as exc:
-            aside = path.with_name(f"{FILE_NAME}.corrupt-{int(time.time())}")
-            log.warning("content index %s unreadable (%s): set aside as %s", path, exc, aside)
-        try:
-            for suffix in ("", "-wal", "-shm"):
-                if Path(f"{path}{suffix}").exists():
-                    os.replace(f"{path}{suffix}", f"{aside}{suffix}")
-            return cls(path, _connect(path))
-        except (OSError, sqlite3.Error) as exc:
-            log.warning("content index %s cannot be rebuilt, none used: %s", path, exc)
-            return None
+    def open(cls, state_dir: Path) -> BlobIndex:
+        return cls(state_dir)
+
+    def _db(self) -> sqlite3.Connection | None:
+        """The connection, opened now if need be (call holding `_lock`); None if unusable."""
+        if self._conn is None and not self.broken:
+            self._conn = _open_file(self.state_dir, self.path)
+            self.broken = self._conn is None
+        return self._conn
 
     def close(self) -> None:
         self.flush()
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     # -- writes: buffered ---------------------------------------------------------------
 
@@ -126,19 +119,12 @@ class BlobIndex:
             return
         now = time.time()
         try:
-            with self._lock, self._conn:
-                for registry, digest, repo, keep in batch:
-                    if keep:
-                        self._conn.execute(
-                            "INSERT INTO holders VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE"
-                            " SET seen = excluded.seen",
-                            (registry, digest, repo, now),
-                        )
-                    else:
-                        self._conn.execute(
-                            "DELETE FROM holders WHERE registry=? AND digest=? AND repo=?",
-                            (registry, digest, repo),
-                        )
+            with self._lock:
+                conn = self._db()
+                if conn is None:
+                    return
+                with conn:
+                    _apply(conn, batch, now)
         except sqlite3.Error as exc:
             self._fail(exc)
             return
@@ -157,7 +143,10 @@ class BlobIndex:
             return []
         try:
             with self._lock:
-                rows = self._conn.execute(
+                conn = self._db()
+                if conn is None:
+                    return []
+                rows = conn.execute(
                     "SELECT repo FROM holders WHERE registry=? AND digest=?"
                     " ORDER BY seen DESC LIMIT ?",
                     (registry, digest, limit * 4),
@@ -174,7 +163,10 @@ class BlobIndex:
         if registry not in self._known:
             try:
                 with self._lock:
-                    row = self._conn.execute(
+                    conn = self._db()
+                    if conn is None:
+                        return False
+                    row = conn.execute(
                         "SELECT 1 FROM holders WHERE registry=? LIMIT 1", (registry,)
                     ).fetchone()
             except sqlite3.Error as exc:
@@ -186,6 +178,43 @@ class BlobIndex:
     def _fail(self, exc: sqlite3.Error) -> None:
         self.broken = True
         log.warning("content index %s failed, continuing without it: %s", self.path, exc)
+
+
+def _apply(conn: sqlite3.Connection, batch: list[tuple[str, str, str, bool]], now: float) -> None:
+    for registry, digest, repo, keep in batch:
+        if keep:
+            conn.execute(
+                "INSERT INTO holders VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE"
+                " SET seen = excluded.seen",
+                (registry, digest, repo, now),
+            )
+        else:
+            conn.execute(
+                "DELETE FROM holders WHERE registry=? AND digest=? AND repo=?",
+                (registry, digest, repo),
+            )
+
+
+def _open_file(state_dir: Path, path: Path) -> sqlite3.Connection | None:
+    """Open (creating) the index; a corrupt file is set aside and rebuilt. None: unusable."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("state dir %s unusable, no content index: %s", state_dir, exc)
+        return None
+    try:
+        return _connect(path)
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(f"{FILE_NAME}.corrupt-{int(time.time())}")
+        log.warning("content index %s unreadable (%s): set aside as %s", path, exc, aside)
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{path}{suffix}").exists():
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+        return _connect(path)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("content index %s cannot be rebuilt, none used: %s", path, exc)
+        return None
 
 
 def _connect(path: Path) -> sqlite3.Connection:

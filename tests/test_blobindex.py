@@ -39,14 +39,12 @@ def seed_app(src: Registry, name: str) -> dict[str, int]:
 
 def test_index_remembers_holders_across_opens_newest_first(tmp_path: Path) -> None:
     index = BlobIndex.open(tmp_path)
-    assert index is not None
     index.record("reg:5000", D1, "eco/a")
     index.record("reg:5000", D1, "eco/b")
     index.record("other:5000", D1, "eco/c")
     index.forget("reg:5000", D1, "eco/a")
     index.close()
     again = BlobIndex.open(tmp_path)
-    assert again is not None
     assert again.holders("reg:5000", D1) == ["eco/b"]
     assert again.holders("reg:5000", D2) == []
     again.close()
@@ -55,7 +53,6 @@ def test_index_remembers_holders_across_opens_newest_first(tmp_path: Path) -> No
 def test_a_long_lived_index_learns_a_new_registry_after_a_flush(tmp_path: Path) -> None:
     """`serve` keeps one index open: a registry unknown at its first run is known after."""
     index = BlobIndex.open(tmp_path)
-    assert index is not None
     assert not index.knows("reg") and index.holders("reg", D1) == []
     index.record("reg", D1, "eco/a")
     index.flush()
@@ -65,13 +62,12 @@ def test_a_long_lived_index_learns_a_new_registry_after_a_flush(tmp_path: Path) 
 
 def test_rows_that_break_the_name_grammar_are_never_returned(tmp_path: Path) -> None:
     index = BlobIndex.open(tmp_path)
-    assert index is not None
+    index.record("reg", D2, "eco/other")  # creates the file
     index.close()
     with sqlite3.connect(tmp_path / FILE_NAME) as conn:
         for repo in ("../etc", "eco/ok", "Eco/Upper", "a?b=c", "x" * 300):
             conn.execute("INSERT INTO holders VALUES ('reg', ?, ?, 1)", (D1, repo))
     again = BlobIndex.open(tmp_path)
-    assert again is not None
     assert again.holders("reg", D1) == ["eco/ok"]
     assert not valid_holder("sha256:zz", "eco/ok")
     again.close()
@@ -80,20 +76,28 @@ def test_rows_that_break_the_name_grammar_are_never_returned(tmp_path: Path) -> 
 def test_corrupt_file_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
     (tmp_path / FILE_NAME).write_bytes(b"not a database at all" * 100)
     index = BlobIndex.open(tmp_path)
-    assert index is not None
     index.record("reg", D1, "eco/a")
     index.close()
     aside = [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name]
     assert len(aside) == 1
     again = BlobIndex.open(tmp_path)
-    assert again is not None and again.holders("reg", D1) == ["eco/a"]
+    assert again.holders("reg", D1) == ["eco/a"]
     again.close()
 
 
-def test_unusable_state_dir_means_no_index(tmp_path: Path) -> None:
+def test_unusable_state_dir_means_no_hints_and_no_failure(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert BlobIndex.open(blocker / "state") is None
+    index = BlobIndex.open(blocker / "state")
+    index.record("reg", D1, "eco/a")
+    index.close()
+    assert index.broken and index.holders("reg", D1) == []
+
+
+def test_opening_touches_no_file_until_used(tmp_path: Path) -> None:
+    """A run with nothing to copy pays nothing for the index."""
+    BlobIndex.open(tmp_path / "state").close()
+    assert not (tmp_path / "state").exists()
 
 
 def test_state_dir_defaults() -> None:
