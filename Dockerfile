@@ -30,13 +30,18 @@ LABEL org.opencontainers.image.title="regsync" \
 RUN groupadd --system --gid 10001 regsync \
     && useradd --system --uid 10001 --gid regsync --home-dir /var/lib/regsync --create-home \
        --shell /usr/sbin/nologin regsync \
-    && mkdir -p /etc/regsync
+    && mkdir -p /etc/regsync \
+    && install -d -o regsync -g regsync /var/lib/regsync/state
 COPY --from=build /opt/regsync /opt/regsync
 ENV PATH=/opt/regsync/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/var/lib/regsync \
-    REGSYNC_CONFIG=/etc/regsync/sync.yaml
+    REGSYNC_CONFIG=/etc/regsync/sync.yaml \
+    REGSYNC_STATE_DIR=/var/lib/regsync/state
+# The content index (which destination repositories hold which blobs): a hint that lets later
+# runs mount instead of download. Losing it costs bytes, never correctness.
+VOLUME ["/var/lib/regsync/state"]
 WORKDIR /var/lib/regsync
 USER 10001:10001
 EXPOSE 9469

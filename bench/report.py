@@ -108,35 +108,35 @@ def _target(
     dest = reg.median_sample.dest_requests
     checks: dict[str, Callable[[], tuple[str, bool | None]]] = {
         "S1": lambda: (
-            "<= 0.15 x skopeo, <= 2 x raw",
-            _all(_le(vs_sko, 0.15), _le(vs_raw, 2.0)),
+            "<= 1.1 x raw",
+            _le(vs_raw, 1.1),
         ),
         "S2": lambda: (
-            "<= 0.3 x skopeo; 0 source manifest GETs; <= 1 HEAD/tag/side",
+            "<= 0.35 x skopeo; 0 source manifest GETs; <= 1 HEAD/tag/side",
             _all(
-                _le(vs_sko, 0.3),
+                _le(vs_sko, 0.35),
                 counts["GET manifest"] == 0,
                 counts["HEAD manifest"] <= S1_TAGS,
                 dest["HEAD manifest"] <= S1_TAGS,
             ),
         ),
         "S3": lambda: (
-            "<= 1.1 x raw; peak RSS <= 80 MiB",
-            _all(_le(vs_raw, 1.1), reg.peak_rss_mib <= 80),
+            "<= 1.1 x raw, < 1.0 x skopeo; peak RSS <= 80 MiB",
+            _all(_le(vs_raw, 1.1), _le(vs_sko, 0.999), reg.peak_rss_mib <= 80),
         ),
         "S3-big": lambda: (
             "peak RSS within 10% of S3's",
             None if s3 is None else reg.peak_rss_mib <= s3.peak_rss_mib * 1.1,
         ),
         "S5": lambda: (
-            "<= 0.2 x S1 (regsync)",
-            None if s1 is None else reg.median <= 0.2 * s1.median,
+            "<= 0.3 x skopeo",
+            _le(vs_sko, 0.3),
         ),
     }
     if scenario.startswith("S4-"):
         tags = int(scenario.split("-")[1])
-        return ("< 5 s" if tags >= 2000 else "linear in tags"), (
-            _check(reg.median < 5) if tags >= 2000 else "-"
+        return ("< 4 s" if tags >= 2000 else "linear in tags"), (
+            _check(reg.median < 4) if tags >= 2000 else "-"
         )
     key = "S3-big" if scenario.startswith("S3-") else scenario
     if key not in checks:

@@ -28,8 +28,9 @@ if str(REPO_ROOT) not in sys.path:
 from bench.env import BenchEnv  # noqa: E402
 from bench.report import render, write_benchmarks  # noqa: E402
 from bench.scenarios import Options, Runner  # noqa: E402
+from bench.week import Day, Week, week_table  # noqa: E402
 
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--s4-sizes", default="500,1000,2000", help="S4 tag counts (100 tags per repository)"
     )
+    p.add_argument("--s6-days", type=int, default=7, help="days of catalogue change in S6 (7)")
     p.add_argument("--no-skopeo", action="store_true", help="leave skopeo out")
     p.add_argument("--workdir", type=Path, help="keep registries' storage here (default: temp)")
     p.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="regsync-bench-"))
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.monotonic()
+    week: list[Day] = []
     try:
         with BenchEnv(workdir) as env:
             runner = Runner(env, opts)
@@ -71,11 +74,20 @@ def main(argv: list[str] | None = None) -> int:
                 runner.big_layers()
             if "S4" in only:
                 runner.scale()
+            if "S6" in only:
+                week = Week(env, args.s6_days, opts.log).run()
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     command = "make bench" if argv is None and len(sys.argv) == 1 else _command(argv)
     body = render(runner.samples, command, started)
+    if week:
+        body += (
+            "\nS6, a week of catalogue change: blob bytes read from the source against the"
+            " minimum (each new blob once per destination registry) and source manifest GETs"
+            " (one per new manifest is the minimum):\n\n" + "\n".join(week_table(week)) + "\n"
+        )
+        runner.samples.extend(s for day in week for s in day.samples.values())
     body += f"\nWhole benchmark: {time.monotonic() - t0:.0f} s.\n"
     print(body)
     _save(runner, started)

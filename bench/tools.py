@@ -15,8 +15,14 @@ from tests.support import Registry, registries_yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def regsync_argv(work: Path, src: Registry, dst: Registry, namespace: str) -> list[str]:
-    """``regsync once`` mirroring ``namespace/*`` to the same names on ``dst``."""
+def regsync_argv(
+    work: Path, src: Registry, dst: Registry, namespace: str, state: Path | None = None
+) -> list[str]:
+    """``regsync once`` mirroring ``namespace/*`` to the same names on ``dst``.
+
+    The content index lives in ``state`` (S6 keeps one across its days), else in the run's own
+    work dir: a cold copy into an emptied destination must not try mounts a previous round's
+    index suggests."""
     config = work / "sync.yaml"
     config.write_text(
         registries_yaml(src, dst)
@@ -27,7 +33,11 @@ rules:
     destination: {dst.host}
 """
     )
-    return [sys.executable, "-m", "regsync", "once", "-c", str(config), "--json", "-q"]
+    state_dir = state or work / "state"
+    return [
+        *(sys.executable, "-m", "regsync", "once", "-c", str(config), "--json", "-q"),
+        *("--state-dir", str(state_dir)),
+    ]
 
 
 def skopeo_available() -> bool:

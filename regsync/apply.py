@@ -78,6 +78,6 @@ async def _put(
     """Copy what ``manifest`` references from the source (except the subsets regsync made,
     which the source never had and are in place already), then push it under ``ref``."""
     from_source = tuple(c for c in manifest.children if c.digest not in made)
-    await engine.copy_content(src, dst, dataclasses.replace(manifest, children=from_source))
+    await engine.place_content(src, dst, dataclasses.replace(manifest, children=from_source))
     await engine.destination.manifest_put(dst, ref, manifest)
     engine.stats.manifests_pushed += 1

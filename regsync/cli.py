@@ -13,30 +13,34 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, TextIO
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
-from prometheus_client import disable_created_metrics
-
-from regsync import __version__, aio
-from regsync import shard as shards
-from regsync.config import Config, Rule, load_config
-from regsync.errors import ConfigError
-from regsync.events import FanOut, RunEvents
+from regsync import __version__
 from regsync.logs import LOG_FORMATS, setup_logging
-from regsync.metrics import Metrics
-from regsync.runner import run
-from regsync.schedule import Timing
 from regsync.secrets import redact, redact_data
-from regsync.server import DEFAULT_LISTEN, parse_listen
-from regsync.shard import Shard
-from regsync.summary import RunResult, render_text
-from regsync.verify import VerifyResult, render_verify, verify
+from regsync.server import DEFAULT_LISTEN
+
+# Start-up: `--help`, `--version` and `validate` import only what they use. aiohttp (the
+# runner), prometheus-client (metrics), croniter (schedules) and rich (progress) load inside
+# the commands that need them; a guard test pins this down.
+if TYPE_CHECKING:
+    from regsync.blobindex import BlobIndex
+    from regsync.config import Config, Rule
+    from regsync.metrics import Metrics
+    from regsync.shard import Shard
+    from regsync.summary import RunResult
+    from regsync.verify import VerifyResult
 
 log = logging.getLogger("regsync.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SHARD_HELP = "handle only shard I of N of the repositories (default: $REGSYNC_SHARD, else all)"
+STATE_HELP = (
+    "directory of the content index that lets later runs mount instead of download"
+    " (default: $REGSYNC_STATE_DIR, else $XDG_STATE_HOME/regsync or ~/.local/state/regsync)"
+)
 
 
 def _print(text: str, file: TextIO | None = None) -> None:
@@ -122,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long runs in progress may finish their copies (default 30)",
     )
     serve.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
+    for stateful in (once, serve):
+        stateful.add_argument("--state-dir", metavar="DIR", help=STATE_HELP)
     commands.add_parser("validate", parents=[common], help="load and check the config only")
     return parser
 
@@ -129,11 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # `_created` series double every counter's lines and no dashboard here uses them.
-    disable_created_metrics()  # type: ignore[no-untyped-call]
     # The daemon logs its runs at info level by default; one-shot commands print a summary.
     verbosity = args.verbose + (1 if args.command == "serve" else 0)
     setup_logging(-1 if args.quiet else verbosity, args.log_format)
+    from regsync import shard as shards
+    from regsync.config import load_config
+    from regsync.errors import ConfigError
+    from regsync.shard import Shard
+
     try:
         config = load_config(args.config)
         rules = config.select_rules(getattr(args, "rule", []))
@@ -146,12 +155,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "verify":
         return _verify(args, config, rules)
+    # `_created` series double every counter's lines and no dashboard here uses them.
+    from prometheus_client import disable_created_metrics
+
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     if args.command == "serve":
         return _serve(args, config, shard)
     return _run(args, config, rules, shard)
 
 
+def open_index(args: argparse.Namespace) -> BlobIndex | None:
+    """The persistent content index for commands that copy (a hint: None works too)."""
+    from regsync.blobindex import BlobIndex, default_state_dir
+
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(os.environ)
+    return BlobIndex.open(state_dir)
+
+
 def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
+    from regsync import aio
+    from regsync.errors import ConfigError
+    from regsync.verify import render_verify, verify
+
     try:
         results = aio.run(verify(config, rules, repair=args.repair))
     except ConfigError as exc:
@@ -168,22 +193,36 @@ def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
 
 
 def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
+    from regsync import aio
     from regsync.daemon import serve  # only this command needs it
+    from regsync.server import parse_listen
 
     try:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
         _print(f"regsync: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    index = open_index(args)
     try:
-        aio.run(serve(args.config, config, host, port, args.grace_period, shard))
+        aio.run(serve(args.config, config, host, port, args.grace_period, shard, index=index))
     except OSError as exc:
         _print(f"regsync: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if index is not None:
+            index.close()
     return EXIT_OK
 
 
 def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Shard) -> int:
+    from regsync import aio
+    from regsync.errors import ConfigError
+    from regsync.events import FanOut, RunEvents
+    from regsync.metrics import Metrics
+    from regsync.runner import run
+    from regsync.schedule import Timing
+    from regsync.verify import verify
+
     check = args.command == "check"
     metrics_file = getattr(args, "metrics_file", None)
     if metrics_file and not os.path.isdir(os.path.dirname(os.path.abspath(metrics_file))):
@@ -194,7 +233,8 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
     now = time.time()
     for rule in rules:
         metrics.rule_configured(rule.name, Timing(rule.interval, rule.schedule).period(now))
-    with _progress(args) as display:
+    index = None if check or dry_run else open_index(args)
+    with _progress(args) as display, _closing(index):
         events: RunEvents = FanOut(metrics, display) if display else metrics
         try:
             result = aio.run(
@@ -206,6 +246,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
                     events=events,
                     observer=metrics,
                     shard=shard,
+                    index=index,
                 )
             )
         except ConfigError as exc:
@@ -237,6 +278,9 @@ def report(
     check: bool,
     verified: list[VerifyResult] | None = None,
 ) -> None:
+    from regsync.summary import render_text
+    from regsync.verify import render_verify
+
     if args.quiet:
         pass
     elif getattr(args, "log_format", "text") == "json":
@@ -273,6 +317,16 @@ def export_metrics(metrics: Metrics, path: str | None, gateway: str | None) -> N
             metrics.push(gateway)
         except OSError as exc:  # URLError is an OSError
             log.error("cannot push metrics to %s: %s", gateway, getattr(exc, "reason", exc))
+
+
+@contextlib.contextmanager
+def _closing(index: BlobIndex | None) -> Iterator[None]:
+    """Commit what the run learned, even when it ended early."""
+    try:
+        yield
+    finally:
+        if index is not None:
+            index.close()
 
 
 def _progress(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:

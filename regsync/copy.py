@@ -6,7 +6,13 @@ so an interrupted or failed copy never leaves a tag pointing at missing content.
 
 Blob work is single-flight per (destination, digest): the first task that needs a blob in a
 destination repository uploads it; tasks needing it in other repositories of the same
-destination wait, then mount it from there instead of sending the bytes again.
+destination wait, then mount it from there instead of sending the bytes again. Across runs,
+the persistent content index (``regsync.blobindex``) names repositories an earlier run saw
+holding a blob: a repository lacking it mounts it from one of them before any byte is
+downloaded; a holder that refuses the mount is forgotten and the blob uploaded as usual.
+
+Manifest GETs are single-flight per (source repository, digest) and an image's content is placed
+once per destination repository: tags sharing a digest cost one source GET between them.
 """
 
 from __future__ import annotations
@@ -16,16 +22,26 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from regsync.backend import Backend
-from regsync.errors import IntegrityError, RegistryError, RegsyncError, UnsupportedError
+from regsync.errors import (
+    IntegrityError,
+    RegistryError,
+    RegsyncError,
+    UnsupportedError,
+)
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.registry.observer import NullObserver, RequestObserver
 from regsync.registry.retry import RetryPolicy, is_retryable, retrying
 
+if TYPE_CHECKING:
+    from regsync.blobindex import BlobIndex
+
 log = logging.getLogger(__name__)
 
 TRANSFER_ATTEMPTS = 3  # whole-blob tries (each with a fresh upload session), at most
+FLUSH_BATCH = 256  # index writes buffered before a commit in the middle of a run
 
 
 # The destination saying the bytes it received do not match: damaged in transit.
@@ -63,16 +79,41 @@ class CopyStats:
 
 @dataclass
 class BlobLedger:
-    """What one destination is known to hold in this run, shared by every rule writing to it."""
+    """What one destination is known to hold in this run, shared by every rule writing to it.
+
+    With an `index` (a registry destination), what it learns is also remembered across runs,
+    and `known_holders` answers from what earlier runs saw.
+    """
 
     locations: dict[str, set[str]] = field(default_factory=dict)  # digest -> repositories
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    index: BlobIndex | None = None
+    registry: str = ""  # the index's key for this destination
 
     def lock(self, digest: str) -> asyncio.Lock:
         return self._locks.setdefault(digest, asyncio.Lock())
 
     def record(self, digest: str, repo: str) -> None:
         self.locations.setdefault(digest, set()).add(repo)
+        if self.index is not None:
+            self.index.record(self.registry, digest, repo)
+
+    async def known_holders(self, digest: str, repo: str) -> list[str]:
+        """Repositories earlier runs saw holding `digest` (hints: a mount may still fail)."""
+        if self.index is None or not self.index.knows(self.registry):
+            return []  # (`knows` reads once per registry and run, then answers from memory)
+        found = await asyncio.to_thread(self.index.holders, self.registry, digest)
+        tried = self.locations.get(digest, set())
+        return [r for r in found if r != repo and r not in tried]
+
+    def forget(self, digest: str, repo: str) -> None:
+        if self.index is not None:
+            self.index.forget(self.registry, digest, repo)
+
+    async def flush(self) -> None:
+        """Commit what was learned once enough is buffered (off the loop thread)."""
+        if self.index is not None and self.index.pending >= FLUSH_BATCH:
+            await self.index.flush_async()
 
     def holds(self, digest: str, repo: str) -> bool:
         return repo in self.locations.get(digest, ())
@@ -121,18 +162,45 @@ class CopyEngine:
     # what an interrupted earlier run left, so blobs go straight to mount-or-upload and child
     # manifests straight to copy (what this run placed, the ledger knows).
     fresh: set[str] = field(default_factory=set)
+    _manifests: dict[tuple[str, str], Manifest] = field(default_factory=dict)
+    _placed: set[tuple[str, str, str]] = field(default_factory=set)
+    _flights: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
 
     async def get_manifest(self, repo: str, digest: str) -> Manifest:
-        self.stats.source_manifest_gets += 1
-        return await self.source.manifest_get(repo, digest)
+        """The source manifest `digest`, fetched once per run however many tags share it."""
+        key = (repo, digest)
+        if (cached := self._manifests.get(key)) is not None:
+            return cached
+        async with self._flight_lock(("get", repo, digest)):
+            if (cached := self._manifests.get(key)) is not None:
+                return cached
+            self.stats.source_manifest_gets += 1
+            manifest = await self.source.manifest_get(repo, digest)
+            self._manifests[key] = manifest  # only a success is remembered: a failure retries
+            return manifest
 
     async def copy_tag(self, src_repo: str, dst_repo: str, tag: str, digest: str) -> Manifest:
         """Copy the image `digest` and point `dst_repo:tag` at it. Returns the source manifest."""
         manifest = await self.get_manifest(src_repo, digest)
-        await self.copy_content(src_repo, dst_repo, manifest)
+        await self.place_content(src_repo, dst_repo, manifest)
         await self.destination.manifest_put(dst_repo, tag, manifest)
         self.stats.manifests_pushed += 1
         return manifest
+
+    async def place_content(self, src_repo: str, dst_repo: str, manifest: Manifest) -> None:
+        """`copy_content`, once per (destination repository, digest) in this run: the other
+        tags of the same image wait for it, then only push their tag."""
+        key = ("content", dst_repo, manifest.digest)
+        if key in self._placed:
+            return
+        async with self._flight_lock(key):
+            if key not in self._placed:
+                await self.copy_content(src_repo, dst_repo, manifest)
+                self._placed.add(key)
+
+    def _flight_lock(self, key: tuple[str, str, str]) -> asyncio.Lock:
+        # A failed or cancelled leader releases the lock: the next waiter tries itself.
+        return self._flights.setdefault(key, asyncio.Lock())
 
     async def copy_content(self, src_repo: str, dst_repo: str, manifest: Manifest) -> None:
         """Everything `manifest` references, in the destination repository."""
@@ -147,16 +215,23 @@ class CopyEngine:
             raise first_error(errors) from errors
 
     async def _copy_child(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:
+        key = ("child", dst_repo, desc.digest)  # content and the manifest pushed by digest
+        if key in self._placed:
+            return
         if (
             self.trust_children
             and dst_repo not in self.fresh
             and await self.destination.manifest_head(dst_repo, desc.digest)
         ):
             return  # pushed only after its own content, so it is complete
-        child = await self.get_manifest(src_repo, desc.digest)
-        await self.copy_content(src_repo, dst_repo, child)
-        await self.destination.manifest_put(dst_repo, child.digest, child)
-        self.stats.manifests_pushed += 1
+        async with self._flight_lock(key):
+            if key in self._placed:
+                return
+            child = await self.get_manifest(src_repo, desc.digest)
+            await self.copy_content(src_repo, dst_repo, child)
+            await self.destination.manifest_put(dst_repo, child.digest, child)
+            self.stats.manifests_pushed += 1
+            self._placed.add(key)
 
     async def copy_blob(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:
         async with self.ledger.lock(desc.digest):
@@ -164,6 +239,7 @@ class CopyEngine:
             self.ledger.record(desc.digest, dst_repo)
         self.stats.count_blob(outcome)
         self.on_blob(outcome)
+        await self.ledger.flush()
 
     async def _place_blob(self, src_repo: str, dst_repo: str, desc: Descriptor) -> str:
         """Make the blob present in `dst_repo` the cheapest way; returns how."""
@@ -174,6 +250,8 @@ class CopyEngine:
         other = self.ledger.elsewhere(desc.digest, dst_repo)
         if other is not None and await self._mount(dst_repo, desc.digest, other):
             return "mounted"
+        if await self._mount_known(dst_repo, desc.digest):
+            return "mounted"
         async with self.transfers:
             self.on_transfer(dst_repo, desc, True)
             try:
@@ -181,6 +259,17 @@ class CopyEngine:
             finally:
                 self.on_transfer(dst_repo, desc, False)
         return "copied"
+
+    async def _mount_known(self, dst_repo: str, digest: str) -> bool:
+        """Mount from a holder an earlier run saw; one that fails is forgotten."""
+        for holder in await self.ledger.known_holders(digest, dst_repo):
+            try:
+                if await self._mount(dst_repo, digest, holder):
+                    return True
+            except RegistryError as exc:  # 404, denied: the upload below still works
+                log.debug("mount of %s from %s refused: %s", digest, holder, exc)
+            self.ledger.forget(digest, holder)
+        return False
 
     async def _mount(self, dst_repo: str, digest: str, from_repo: str) -> bool:
         try:

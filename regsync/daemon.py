@@ -13,6 +13,7 @@ blobs, never a tag pointing at missing content. A second signal cancels at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from regsync import __version__
+from regsync.blobindex import BlobIndex
 from regsync.config import Config, Rule, load_config
 from regsync.errors import ConfigError
 from regsync.logs import log_context
@@ -292,11 +294,20 @@ class Daemon:
 
 
 async def serve(
-    config_path: str, config: Config, host: str, port: int, grace: float, shard: Shard | None = None
+    config_path: str,
+    config: Config,
+    host: str,
+    port: int,
+    grace: float,
+    shard: Shard | None = None,
+    index: BlobIndex | None = None,
 ) -> None:
-    """Run the daemon and its HTTP endpoints until SIGTERM/SIGINT; OSError if `port` is taken."""
+    """Run the daemon and its HTTP endpoints until SIGTERM/SIGINT; OSError if `port` is taken.
+
+    `index` (the persistent content index) is shared by every run of the daemon."""
     metrics = Metrics(process=True, shard=shard)
-    daemon = Daemon(config_path, config, metrics, grace, shard or Shard())
+    runner = functools.partial(run, index=index)
+    daemon = Daemon(config_path, config, metrics, grace, shard or Shard(), runner=runner)
     web_runner = await start(make_app(daemon, metrics), host, port)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 from regsync import prune
 from regsync.apply import copy_action
+from regsync.backend import Backend
+from regsync.blobindex import BlobIndex
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
 from regsync.discovery import RepoPair
@@ -54,6 +56,7 @@ class RunContext:
     transfers: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     guards: dict[str, prune.DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
+    index: BlobIndex | None = None  # holders seen by earlier runs (registry destinations)
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
         """The repositories this agent's shard handles (all of them unless sharded)."""
@@ -77,7 +80,7 @@ class RunContext:
         return CopyEngine(
             source=setup.source,
             destination=setup.destination,
-            ledger=self.ledgers.setdefault(key, BlobLedger()),
+            ledger=self.ledgers.setdefault(key, self._ledger(rule, setup.destination)),
             transfers=self.transfers.setdefault(key, asyncio.Semaphore(limit)),
             stats=result.stats,
             on_bytes=lambda n: self.events.bytes_copied(rule.name, n),
@@ -86,6 +89,11 @@ class RunContext:
             observer=self.observer,
             on_transfer=self._transfer_hook(rule.name),
         )
+
+    def _ledger(self, rule: Rule, destination: Backend) -> BlobLedger:
+        # A layout shares one blob store across its repositories: nothing to remember.
+        index = None if destination.shares_blobs else self.index
+        return BlobLedger(index=index, registry=rule.destination.registry)
 
     def _transfer_hook(self, rule: str) -> Callable[[str, Descriptor, bool], None]:
         def hook(repo: str, desc: Descriptor, begins: bool) -> None:
@@ -109,12 +117,14 @@ async def run(
     timeouts: Timeouts | None = None,
     shard: Shard | None = None,
     stop: asyncio.Event | None = None,
+    index: BlobIndex | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
 
     Retry policy and timeouts default to the REGSYNC_RETRY_* / REGSYNC_*_TIMEOUT environment.
     Setting `stop` (a graceful shutdown) lets copies already started finish and starts no new
-    ones; the tags left out are reported as errors of their rule.
+    ones; the tags left out are reported as errors of their rule. `index` (the persistent
+    content index) supplies mount sources from earlier runs and learns from this one.
     """
     async with open_run(config, observer=observer, retry=retry, timeouts=timeouts) as setup:
         ctx = RunContext(
@@ -127,12 +137,15 @@ async def run(
             observer=observer or NullObserver(),
             shard=shard or Shard(),
             stop=stop or asyncio.Event(),
+            index=None if dry_run or plan_only else index,
         )
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(run_rule(ctx, rule), context=log_context(rule=rule.name))
                 for rule in rules
             ]
+    if ctx.index is not None:  # what is left after a crash is written by the owner's close()
+        await ctx.index.flush_async()
     return RunResult([t.result() for t in tasks], dry_run=dry_run or plan_only)
 
 

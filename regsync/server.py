@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST
-
 from regsync.secrets import redact_data
 
 if TYPE_CHECKING:  # aiohttp.web is imported by the daemon only: `once` starts faster
@@ -51,6 +49,8 @@ def make_app(daemon: StatusSource, metrics: MetricsSource) -> web.Application:
     from aiohttp import web
 
     async def metrics_view(request: web.Request) -> web.Response:
+        from prometheus_client import CONTENT_TYPE_LATEST  # loads with the daemon, not the CLI
+
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(request: web.Request) -> web.Response:

@@ -88,3 +88,14 @@ def dest_registry(registry_factory: RegistryFactory) -> Registry:
 def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     """A trustme CA and a server cert for 127.0.0.1/localhost: ``.ca_pem``, ``.cert``, ``.key``."""
     return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Each test's regsync runs get their own content index (``REGSYNC_STATE_DIR``): hints
+    learned from one test's registries never reach another's (ports are reused)."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("REGSYNC_STATE_DIR", str(state))
+    return state

@@ -480,3 +480,26 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+
+
+STATE_DIR = "/var/lib/regsync/state"
+
+
+def test_content_index_lives_on_a_volume_everywhere() -> None:
+    """The state dir (content index) is a volume: in the image, in compose, in every pod, and
+    one claim per shard in the StatefulSet (shards never share one file)."""
+    final = dockerfile_stages()[-1]
+    assert f"REGSYNC_STATE_DIR={STATE_DIR}" in only(final, "ENV").args
+    assert only(final, "VOLUME").exec_form() == [STATE_DIR]
+    regsync = compose()["services"]["regsync"]
+    mounts = dict(v.split(":")[:2] for v in regsync["volumes"])
+    assert _key_for(mounts, STATE_DIR) in compose()["volumes"]
+    for workload in workloads():
+        c = container(workload)
+        mount = next(m for m in c["volumeMounts"] if m["mountPath"] == STATE_DIR)
+        assert not mount.get("readOnly")
+        pod_volumes = {v["name"] for v in workload["spec"]["template"]["spec"]["volumes"]}
+        claims = {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
+        assert mount["name"] in pod_volumes | claims
+        if workload["kind"] == "StatefulSet":
+            assert mount["name"] in claims

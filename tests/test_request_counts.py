@@ -11,10 +11,14 @@ from collections import Counter
 from pathlib import Path
 
 from tests.support import (
+    Blob,
     Catalogue,
+    Image,
+    Index,
     Registry,
     RegistryFactory,
     mirror_config,
+    push,
     regsync_json,
     seed_catalogue,
 )
@@ -87,3 +91,34 @@ def test_cold_copy_moves_each_blob_once_and_mounts_shared_ones(
     assert put["HEAD blob"] == 0 and put["HEAD manifest"] == 0
     assert put["GET ping"] <= 1  # an open registry is probed once, not before every upload
     assert writes(src_log.counts()) == 0
+
+
+def test_tags_sharing_a_digest_cost_one_source_manifest_get(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """`latest`, `1`, `1.2`, `1.2.3` on one image, and two tags on one multi-arch index: one
+    source GET per distinct manifest digest (children included), one upload per blob, every
+    tag pushed with the same bytes."""
+    src, dst = registry_factory(extra_config=ACCESS_LOG), registry_factory(extra_config=ACCESS_LOG)
+    single = Image.docker([Blob.random(3_000, seed="one"), Blob.random(2_000, seed="two")])
+    for tag in ("latest", "1", "1.2", "1.2.3"):
+        one = push(src, "same/app", tag, single)
+    arm = Image.oci([Blob.random(1_000, seed="arm")], platform="linux/arm64")
+    amd = Image.oci([Blob.random(1_000, seed="amd")])
+    for tag in ("multi", "multi-1"):
+        multi = push(src, "same/app", tag, Index.oci([amd, arm]))
+    config = mirror_config(tmp_path, src, dst, "same/app", name="same")
+    src_log, dst_log = AccessLog(src), AccessLog(dst)
+
+    run = regsync_json("once", config)
+
+    assert run.code == 0, run.stderr
+    assert run.rule["tags"]["copied"] == 6
+    distinct = 1 + len(multi.manifests)  # the image; the index and its two children
+    assert run.rule["source_manifest_gets"] == distinct
+    got, put = src_log.counts(), dst_log.counts()
+    assert got["GET manifest"] == distinct
+    assert got["GET blob"] == len(one.blobs) + len(multi.blobs)
+    assert put["PUT manifest"] == 6 + len(multi.manifests) - 1  # tags, children by digest
+    for tag in ("latest", "1", "1.2", "1.2.3", "multi", "multi-1"):
+        assert dst.manifest_digest("same/app", tag) == src.manifest_digest("same/app", tag)

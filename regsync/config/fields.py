@@ -7,7 +7,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from croniter import croniter
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import (
     AfterValidator,
@@ -76,6 +75,8 @@ def _duration(value: object) -> object:
 
 
 def _cron(value: str) -> str:
+    from croniter import croniter  # only a config with a `schedule:` pays for it
+
     if len(value.split()) != 5 or not croniter.is_valid(value):
         raise ValueError(
             f"invalid cron schedule {value!r}: expected 5 fields "

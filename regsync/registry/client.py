@@ -26,7 +26,7 @@ from regsync.errors import (
     UnsupportedError,
 )
 from regsync.oci import mediatypes
-from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
+from regsync.oci.digest import StreamVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from regsync.oci.ref import Listed, is_reference, is_repository, shown
 from regsync.registry import tagdelete
@@ -272,7 +272,7 @@ class RegistryClient:
         with the whole blob, and the bytes already passed on are skipped. Either way the
         verifier sees exactly the bytes yielded, so what goes onward is checked end to end.
         """
-        verifier = DigestVerifier(desc.digest, desc.size)
+        verifier = StreamVerifier(desc.digest, desc.size)
         url = self._url(repo, "blobs", desc.digest)
         policy, failures = self.transport.retry, 0
         while True:
@@ -280,7 +280,7 @@ class RegistryClient:
                 stream = self._blob_stream(repo, url, verifier.received)
                 async with contextlib.aclosing(stream):
                     async for chunk in stream:
-                        verifier.update(chunk)
+                        await verifier.feed(chunk)
                         yield chunk
                 if verifier.received >= desc.size:
                     break
@@ -298,7 +298,7 @@ class RegistryClient:
                 if wait is not None and wait > policy.max_retry_after:
                     raise
                 await asyncio.sleep(wait if wait is not None else policy.delay(failures))
-        verifier.verify()
+        await verifier.finish()
 
     async def _blob_stream(self, repo: str, url: URL, offset: int) -> AsyncGenerator[bytes]:
         """One GET of a blob from ``offset`` on (the whole blob when the server ignores Range)."""

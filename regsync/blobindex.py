@@ -1,0 +1,237 @@
+"""A persistent content index: which destination repositories hold which blobs.
+
+Runs remember, per destination registry, the repositories they saw holding each blob digest
+(uploaded, mounted, found by HEAD). The next run mounts a blob a new repository lacks from a
+known holder instead of downloading it again (skopeo's blob-info cache does the same).
+
+It is a hint, never a source of truth: a holder that lost the blob makes the mount fail, the
+blob is uploaded as usual and the holder forgotten. Deleting or corrupting the file changes
+what a run costs, never what it writes. A file that is not a readable database is renamed
+aside and rebuilt, with a warning.
+
+Storage is stdlib ``sqlite3`` in WAL mode with a busy timeout, so two processes (shards, a
+`once` beside a `serve`) may share one state directory. Writes are buffered and committed in
+one short transaction per batch, off the event loop thread; lookups run off it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "index.sqlite"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000  # another process committing its batch
+MAX_HOLDERS = 3  # mounts tried per blob before uploading: bounds the cost of stale hints
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS holders (
+    registry TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    seen REAL NOT NULL,
+    PRIMARY KEY (registry, digest, repo)
+) WITHOUT ROWID;
+"""
+
+# Rows read back are hints from a file anyone with access could edit: the grammar is checked
+# again before a repository name goes into a mount URL.
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
+_REPO = re.compile(
+    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
+)
+
+
+def valid_holder(digest: str, repo: str) -> bool:
+    return bool(_DIGEST.fullmatch(digest)) and len(repo) < 256 and bool(_REPO.fullmatch(repo))
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """`$REGSYNC_STATE_DIR`, else `$XDG_STATE_HOME/regsync`, else `~/.local/state/regsync`."""
+    if env.get("REGSYNC_STATE_DIR"):
+        return Path(env["REGSYNC_STATE_DIR"])
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "regsync"
+
+
+class BlobIndex:
+    """One state file; thread-safe (one connection behind a lock).
+
+    The file is opened on first use: a run with nothing to copy never touches it."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / FILE_NAME
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        # (registry, digest, repo, keep): keep=False forgets the holder. Applied in order.
+        self._pending: list[tuple[str, str, str, bool]] = []
+        self._buffer = threading.Lock()  # appends (loop thread) vs the swap in flush (worker)
+        self.broken = False  # set after an sqlite error: the run goes on without hints
+        self._known: dict[str, bool] = {}  # registry -> has rows (asked once per open)
+
+    @classmethod
+    def open(cls, state_dir: Path) -> BlobIndex:
+        return cls(state_dir)
+
+    def _db(self) -> sqlite3.Connection | None:
+        """The connection, opened now if need be (call holding `_lock`); None if unusable."""
+        if self._conn is None and not self.broken:
+            self._conn = _open_file(self.state_dir, self.path)
+            self.broken = self._conn is None
+        return self._conn
+
+    def close(self) -> None:
+        self.flush()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- writes: buffered ---------------------------------------------------------------
+
+    def record(self, registry: str, digest: str, repo: str) -> None:
+        with self._buffer:
+            self._pending.append((registry, digest, repo, True))
+
+    def forget(self, registry: str, digest: str, repo: str) -> None:
+        with self._buffer:
+            self._pending.append((registry, digest, repo, False))
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> None:
+        """Commit the buffered writes in one short transaction (blocking: call off the loop)."""
+        with self._buffer:
+            batch, self._pending = self._pending, []
+        if not batch or self.broken:
+            return
+        now = time.time()
+        try:
+            with self._lock:
+                conn = self._db()
+                if conn is None:
+                    return
+                with conn:
+                    _apply(conn, batch, now)
+        except sqlite3.Error as exc:
+            self._fail(exc)
+            return
+        for registry, *_ in batch:  # a long-lived owner (serve) asks again next run
+            self._known.pop(registry, None)
+
+    async def flush_async(self) -> None:
+        if self._pending and not self.broken:
+            await asyncio.to_thread(self.flush)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def holders(self, registry: str, digest: str, limit: int = MAX_HOLDERS) -> list[str]:
+        """Repositories last seen holding `digest` (newest first), grammar-checked."""
+        if self.broken or not self.knows(registry):
+            return []
+        try:
+            with self._lock:
+                conn = self._db()
+                if conn is None:
+                    return []
+                rows = conn.execute(
+                    "SELECT repo FROM holders WHERE registry=? AND digest=?"
+                    " ORDER BY seen DESC LIMIT ?",
+                    (registry, digest, limit * 4),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+            return []
+        repos = [r[0] for r in rows if isinstance(r[0], str) and valid_holder(digest, r[0])]
+        return repos[:limit]
+
+    def knows(self, registry: str) -> bool:
+        """Whether earlier runs left anything for `registry`: a first copy into a new
+        destination then asks nothing per blob."""
+        if registry not in self._known:
+            try:
+                with self._lock:
+                    conn = self._db()
+                    if conn is None:
+                        return False
+                    row = conn.execute(
+                        "SELECT 1 FROM holders WHERE registry=? LIMIT 1", (registry,)
+                    ).fetchone()
+            except sqlite3.Error as exc:
+                self._fail(exc)
+                return False
+            self._known[registry] = row is not None
+        return self._known[registry]
+
+    def _fail(self, exc: sqlite3.Error) -> None:
+        self.broken = True
+        log.warning("content index %s failed, continuing without it: %s", self.path, exc)
+
+
+def _apply(conn: sqlite3.Connection, batch: list[tuple[str, str, str, bool]], now: float) -> None:
+    for registry, digest, repo, keep in batch:
+        if keep:
+            conn.execute(
+                "INSERT INTO holders VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE"
+                " SET seen = excluded.seen",
+                (registry, digest, repo, now),
+            )
+        else:
+            conn.execute(
+                "DELETE FROM holders WHERE registry=? AND digest=? AND repo=?",
+                (registry, digest, repo),
+            )
+
+
+def _open_file(state_dir: Path, path: Path) -> sqlite3.Connection | None:
+    """Open (creating) the index; a corrupt file is set aside and rebuilt. None: unusable."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("state dir %s unusable, no content index: %s", state_dir, exc)
+        return None
+    try:
+        return _connect(path)
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(f"{FILE_NAME}.corrupt-{int(time.time())}")
+        log.warning("content index %s unreadable (%s): set aside as %s", path, exc, aside)
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{path}{suffix}").exists():
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+        return _connect(path)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("content index %s cannot be rebuilt, none used: %s", path, exc)
+        return None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # a lost last batch costs a re-upload only
+        with conn:
+            conn.executescript(_SCHEMA)
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version == 0:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"schema version {version}, expected {SCHEMA_VERSION}")
+        conn.execute("SELECT count(*) FROM holders LIMIT 1").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    return conn

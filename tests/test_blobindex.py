@@ -1,0 +1,269 @@
+"""The persistent content index: later runs mount what earlier runs placed, and the index is
+only ever a hint (deleted, corrupt or stale state changes the cost of a run, never its result).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote
+
+from regsync.blobindex import FILE_NAME, BlobIndex, default_state_dir, valid_holder
+from tests.support import (
+    Blob,
+    Image,
+    Registry,
+    RegistryFactory,
+    mirror_config,
+    push,
+    regsync_json,
+)
+from tests.support.accesslog import ACCESS_LOG, AccessLog
+
+D1 = "sha256:" + "1" * 64
+D2 = "sha256:" + "2" * 64
+BASE = Blob.random(500_000, seed="eco-base")
+
+
+def seed_app(src: Registry, name: str) -> dict[str, int]:
+    """``eco/<name>:1.0`` on the shared base; returns its blobs (digest -> size)."""
+    return push(
+        src, f"eco/{name}", "1.0", Image.docker([BASE, Blob.random(30_000, seed=name)])
+    ).blobs
+
+
+# -- unit: the file ------------------------------------------------------------------------
+
+
+def test_index_remembers_holders_across_opens_newest_first(tmp_path: Path) -> None:
+    index = BlobIndex.open(tmp_path)
+    index.record("reg:5000", D1, "eco/a")
+    index.record("reg:5000", D1, "eco/b")
+    index.record("other:5000", D1, "eco/c")
+    index.forget("reg:5000", D1, "eco/a")
+    index.close()
+    again = BlobIndex.open(tmp_path)
+    assert again.holders("reg:5000", D1) == ["eco/b"]
+    assert again.holders("reg:5000", D2) == []
+    again.close()
+
+
+def test_a_long_lived_index_learns_a_new_registry_after_a_flush(tmp_path: Path) -> None:
+    """`serve` keeps one index open: a registry unknown at its first run is known after."""
+    index = BlobIndex.open(tmp_path)
+    assert not index.knows("reg") and index.holders("reg", D1) == []
+    index.record("reg", D1, "eco/a")
+    index.flush()
+    assert index.knows("reg") and index.holders("reg", D1) == ["eco/a"]
+    index.close()
+
+
+def test_rows_that_break_the_name_grammar_are_never_returned(tmp_path: Path) -> None:
+    index = BlobIndex.open(tmp_path)
+    index.record("reg", D2, "eco/other")  # creates the file
+    index.close()
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        for repo in ("../etc", "eco/ok", "Eco/Upper", "a?b=c", "x" * 300):
+            conn.execute("INSERT INTO holders VALUES ('reg', ?, ?, 1)", (D1, repo))
+    again = BlobIndex.open(tmp_path)
+    assert again.holders("reg", D1) == ["eco/ok"]
+    assert not valid_holder("sha256:zz", "eco/ok")
+    again.close()
+
+
+def test_corrupt_file_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
+    (tmp_path / FILE_NAME).write_bytes(b"not a database at all" * 100)
+    index = BlobIndex.open(tmp_path)
+    index.record("reg", D1, "eco/a")
+    index.close()
+    aside = [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert len(aside) == 1
+    again = BlobIndex.open(tmp_path)
+    assert again.holders("reg", D1) == ["eco/a"]
+    again.close()
+
+
+def test_unusable_state_dir_means_no_hints_and_no_failure(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    index = BlobIndex.open(blocker / "state")
+    index.record("reg", D1, "eco/a")
+    index.close()
+    assert index.broken and index.holders("reg", D1) == []
+
+
+def test_opening_touches_no_file_until_used(tmp_path: Path) -> None:
+    """A run with nothing to copy pays nothing for the index."""
+    BlobIndex.open(tmp_path / "state").close()
+    assert not (tmp_path / "state").exists()
+
+
+def test_state_dir_defaults() -> None:
+    assert default_state_dir({"REGSYNC_STATE_DIR": "/s"}) == Path("/s")
+    assert default_state_dir({"XDG_STATE_HOME": "/x"}) == Path("/x/regsync")
+    home = Path(os.path.expanduser("~"))
+    assert default_state_dir({}) == home / ".local" / "state" / "regsync"
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from regsync.blobindex import BlobIndex
+index = BlobIndex.open(Path(sys.argv[1]))
+for i in range(400):
+    index.record("reg", "sha256:" + f"{i:064x}", "eco/" + sys.argv[2])
+    if i % 50 == 0:
+        index.flush()
+index.close()
+"""
+
+
+def test_two_processes_writing_one_state_dir_both_land(tmp_path: Path) -> None:
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), name])
+        for name in ("one", "two")
+    ]
+    assert [w.wait(timeout=60) for w in writers] == [0, 0]
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT count(*) FROM holders").fetchone() == (800,)
+
+
+# -- integration: runs against real registries ---------------------------------------------
+
+
+def first_day(
+    tmp_path: Path, factory: RegistryFactory
+) -> tuple[Registry, Registry, Path, dict[str, int]]:
+    """Day 0: eco/app0 and eco/app1 mirrored; then eco/appnew appears on the same base."""
+    src, dst = factory(extra_config=ACCESS_LOG), factory(extra_config=ACCESS_LOG)
+    seed_app(src, "app0")
+    seed_app(src, "app1")
+    config = mirror_config(tmp_path, src, dst, "eco/*", name="eco")
+    day0 = regsync_json("once", config)
+    assert day0.code == 0 and day0.rule["blobs"]["copied"] == 5, day0.stderr
+    new = seed_app(src, "appnew")
+    return src, dst, config, new
+
+
+def assert_mirrored(src: Registry, dst: Registry) -> None:
+    for repo in ("eco/app0", "eco/app1", "eco/appnew"):
+        assert dst.manifest_digest(repo, "1.0") == src.manifest_digest(repo, "1.0")
+
+
+def test_new_repository_on_a_known_base_mounts_it_from_an_earlier_run(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """The base crosses the wire once, on day 0; day 1 mounts it into the new repository."""
+    src, dst, config, new = first_day(tmp_path, registry_factory)
+    src_log, dst_log = AccessLog(src), AccessLog(dst)
+
+    day1 = regsync_json("once", config)
+
+    assert day1.code == 0, day1.stderr
+    rule = day1.rule
+    assert rule["blobs"] == {"copied": 2, "mounted": 1, "present": 0}
+    assert rule["bytes_copied"] == sum(new.values()) - BASE.size
+    got = src_log.requests()
+    assert sorted(r.path.rsplit("/", 1)[1] for r in got if r.key == "GET blob") == sorted(
+        d for d in new if d != BASE.digest
+    )
+    mounts = [r for r in dst_log.requests() if "mount=" in r.path]
+    assert len(mounts) == 1 and mounts[0].status == 201
+    assert f"mount={BASE.digest}" in unquote(mounts[0].path)
+    assert_mirrored(src, dst)
+
+
+def test_deleted_state_costs_the_base_again_but_converges(
+    tmp_path: Path, registry_factory: RegistryFactory, _isolated_state_dir: Path
+) -> None:
+    src, dst, config, new = first_day(tmp_path, registry_factory)
+    (_isolated_state_dir / FILE_NAME).unlink()
+
+    day1 = regsync_json("once", config)
+
+    assert day1.code == 0, day1.stderr
+    assert day1.rule["blobs"] == {"copied": 3, "mounted": 0, "present": 0}
+    assert day1.rule["bytes_copied"] == sum(new.values())
+    assert_mirrored(src, dst)
+
+
+def test_corrupt_state_is_set_aside_with_a_warning_and_converges(
+    tmp_path: Path, registry_factory: RegistryFactory, _isolated_state_dir: Path
+) -> None:
+    src, dst, config, _ = first_day(tmp_path, registry_factory)
+    for name in os.listdir(_isolated_state_dir):
+        os.unlink(_isolated_state_dir / name)
+    (_isolated_state_dir / FILE_NAME).write_bytes(b"\x00garbage" * 512)
+
+    day1 = regsync_json("once", config)
+
+    assert day1.code == 0, day1.stderr
+    assert "unreadable" in day1.stderr and "set aside" in day1.stderr
+    assert day1.rule["blobs"]["copied"] == 3
+    assert_mirrored(src, dst)
+    assert any(".corrupt-" in n for n in os.listdir(_isolated_state_dir))
+    # Rebuilt and learning again: the next new repository mounts its base.
+    seed_app(src, "applater")
+    day2 = regsync_json("once", config)
+    assert day2.code == 0 and day2.rule["blobs"]["mounted"] == 1, day2.stderr
+
+
+def test_holder_that_lost_the_blob_falls_back_to_upload_and_is_forgotten(
+    tmp_path: Path, registry_factory: RegistryFactory, _isolated_state_dir: Path
+) -> None:
+    """The index names repositories that do not hold the base (one never existed, one exists
+    without it): the mounts fail, the base is uploaded, and those holders are forgotten."""
+    src, dst, config, _ = first_day(tmp_path, registry_factory)
+    push(dst, "eco/lacking", "1.0", Image.docker([Blob.random(1000, seed="lacking")]))
+    with sqlite3.connect(_isolated_state_dir / FILE_NAME) as conn:
+        conn.execute("DELETE FROM holders WHERE digest = ?", (BASE.digest,))
+        for repo in ("eco/ghost", "eco/lacking"):
+            conn.execute("INSERT INTO holders VALUES (?, ?, ?, 1)", (dst.host, BASE.digest, repo))
+    dst_log = AccessLog(dst)
+
+    day1 = regsync_json("once", config)
+
+    assert day1.code == 0, day1.stderr
+    assert day1.rule["blobs"] == {"copied": 3, "mounted": 0, "present": 0}
+    assert len([r for r in dst_log.requests() if "mount=" in r.path]) == 2
+    assert_mirrored(src, dst)
+    with sqlite3.connect(_isolated_state_dir / FILE_NAME) as conn:
+        holders = {
+            r[0] for r in conn.execute("SELECT repo FROM holders WHERE digest = ?", (BASE.digest,))
+        }
+    assert holders == {"eco/appnew"}
+
+
+def test_two_runs_sharing_a_state_dir_at_once_both_succeed(
+    tmp_path: Path, registry_factory: RegistryFactory, _isolated_state_dir: Path
+) -> None:
+    src, dst = registry_factory(), registry_factory()
+    seed_app(src, "app0")
+    seed_app(src, "app1")
+    configs = [
+        mirror_config(tmp_path / name, src, dst, f"eco/{name}", name=name)
+        for name in ("app0", "app1")
+        if (tmp_path / name).mkdir() is None
+    ]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "regsync", "once", "-q", "-c", str(c)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for c in configs
+    ]
+    assert [r.wait(timeout=120) for r in runs] == [0, 0]
+    with sqlite3.connect(_isolated_state_dir / FILE_NAME) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        repos = {
+            r[0] for r in conn.execute("SELECT repo FROM holders WHERE digest = ?", (BASE.digest,))
+        }
+    assert repos == {"eco/app0", "eco/app1"}
+    for repo in ("eco/app0", "eco/app1"):
+        assert dst.manifest_digest(repo, "1.0") == src.manifest_digest(repo, "1.0")

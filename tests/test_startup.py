@@ -1,0 +1,55 @@
+"""Start-up cost: `--help`, `--version` and `validate` import nothing heavy (no timings here;
+the benchmark measures them). A subprocess sees exactly what a user's shell would load."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO_ROOT, write_config
+
+HEAVY = ("aiohttp", "prometheus_client", "rich", "croniter", "yarl", "multidict")
+NOT_FOR_HELP = (*HEAVY, "pydantic", "yaml", "sqlite3")
+
+
+def imported(*args: str) -> set[str]:
+    """Top-level packages `python -X importtime -m regsync *args` imported."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "regsync", *args],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    names = set()
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    assert "regsync" in names, proc.stderr[-2000:]
+    return names
+
+
+@pytest.mark.parametrize("args", [("--help",), ("--version",), ("once", "--help")])
+def test_help_and_version_import_nothing_heavy(args: tuple[str, ...]) -> None:
+    assert imported(*args).isdisjoint(NOT_FOR_HELP)
+
+
+def test_validate_loads_the_config_models_but_no_runtime(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        """
+        version: 1
+        rules:
+          - name: a
+            source: docker.io/library/alpine
+            destination: registry.local:5000
+        """,
+    )
+    names = imported("validate", "-c", str(config))
+    assert "pydantic" in names  # it did validate
+    assert names.isdisjoint(HEAVY)

@@ -1,0 +1,35 @@
+"""StreamVerifier: big chunks hash on a worker thread, in order, and the result is the same."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+
+import pytest
+
+from regsync.errors import IntegrityError
+from regsync.oci.digest import OFFLOAD_MIN, StreamVerifier
+
+CHUNKS = [random.Random(i).randbytes(n) for i, n in enumerate([OFFLOAD_MIN * 3, 10, 70_000] * 4)]
+DATA = b"".join(CHUNKS)
+DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
+
+
+async def feed_all(verifier: StreamVerifier) -> None:
+    for chunk in CHUNKS:
+        await verifier.feed(chunk)
+    await verifier.finish()
+
+
+def test_offloaded_hash_matches_the_bytes_in_order() -> None:
+    asyncio.run(feed_all(StreamVerifier(DIGEST, len(DATA))))
+    reordered = "sha256:" + hashlib.sha256(b"".join(reversed(CHUNKS))).hexdigest()
+    with pytest.raises(IntegrityError, match="does not match"):
+        asyncio.run(feed_all(StreamVerifier(reordered, len(DATA))))
+
+
+def test_one_byte_too_many_stops_the_stream_at_once() -> None:
+    verifier = StreamVerifier(DIGEST, len(CHUNKS[0]) - 1)
+    with pytest.raises(IntegrityError, match="more than"):
+        asyncio.run(verifier.feed(CHUNKS[0]))
