@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from regsync.blobindex import BlobIndex
     from regsync.config import Config, Rule
     from regsync.metrics import Metrics
+    from regsync.result import RunResult
     from regsync.shard import Shard
-    from regsync.summary import RunResult
     from regsync.verify import VerifyResult
 
 log = logging.getLogger("regsync.cli")
@@ -278,7 +278,7 @@ def report(
     check: bool,
     verified: list[VerifyResult] | None = None,
 ) -> None:
-    from regsync.summary import render_text
+    from regsync.summary import render_text, rule_json, run_json
     from regsync.verify import render_verify
 
     if args.quiet:
@@ -288,7 +288,7 @@ def report(
         summary = logging.getLogger("regsync.summary")
         summary.setLevel(logging.INFO)
         for rule in result.rules:
-            fields = {k: v for k, v in rule.to_json().items() if k != "name"}
+            fields = {k: v for k, v in rule_json(rule).items() if k != "name"}
             summary.info("rule %s: %s", rule.name, rule.result, extra={"rule": rule.name, **fields})
     else:
         explain = getattr(args, "explain", False)
@@ -296,7 +296,7 @@ def report(
     if verified is not None and not args.quiet:
         _print(render_verify(verified), file=sys.stderr)
     if args.json:
-        data = result.to_json(check=check)
+        data = run_json(result, check=check)
         if verified is not None:
             ok = all(r.ok for r in verified)
             data["verify"] = {"rules": [r.to_json() for r in verified], "ok": ok}

@@ -183,9 +183,15 @@ class CopyEngine:
         """Copy the image `digest` and point `dst_repo:tag` at it. Returns the source manifest."""
         manifest = await self.get_manifest(src_repo, digest)
         await self.place_content(src_repo, dst_repo, manifest)
-        await self.destination.manifest_put(dst_repo, tag, manifest)
-        self.stats.manifests_pushed += 1
+        await self.push_manifest(dst_repo, tag, manifest)
         return manifest
+
+    async def push_manifest(self, dst_repo: str, ref: str, manifest: Manifest) -> None:
+        """Put ``manifest`` in the destination under ``ref`` (a tag or its digest) and count
+        it: every manifest a run writes goes through here, so ``manifests_pushed`` is exact.
+        The caller placed what it references first."""
+        await self.destination.manifest_put(dst_repo, ref, manifest)
+        self.stats.manifests_pushed += 1
 
     async def place_content(self, src_repo: str, dst_repo: str, manifest: Manifest) -> None:
         """`copy_content`, once per (destination repository, digest) in this run: the other
@@ -229,8 +235,7 @@ class CopyEngine:
                 return
             child = await self.get_manifest(src_repo, desc.digest)
             await self.copy_content(src_repo, dst_repo, child)
-            await self.destination.manifest_put(dst_repo, child.digest, child)
-            self.stats.manifests_pushed += 1
+            await self.push_manifest(dst_repo, child.digest, child)
             self._placed.add(key)
 
     async def copy_blob(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:

@@ -28,11 +28,12 @@ from regsync.config import Config, Rule, load_config
 from regsync.errors import ConfigError
 from regsync.logs import log_context
 from regsync.metrics import Metrics, iso_time
+from regsync.result import RuleResult, RunResult
 from regsync.runner import run
 from regsync.schedule import Timing, jitter
 from regsync.server import make_app, start
 from regsync.shard import Shard
-from regsync.summary import RuleResult, RunResult
+from regsync.summary import rule_json
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class RuleState:
             else {
                 "started_at": iso_time(self.last_started),
                 "finished_at": iso_time(self.last_finished),
-                **last.to_json(),
+                **rule_json(last),
             },
             "last_success_at": iso_time(self.last_success),
             "last_error": self.last_error,

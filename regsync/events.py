@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from regsync.plan import RepoPlan
-    from regsync.summary import RuleResult
+    from regsync.result import RuleResult
 
 
 class RunEvents(Protocol):

@@ -36,7 +36,7 @@ from regsync.events import NoEvents
 from regsync.shard import Shard
 
 if TYPE_CHECKING:
-    from regsync.summary import RuleResult
+    from regsync.result import RuleResult
 
 RUN_RESULTS = ("success", "partial", "failed")
 TAG_OUTCOMES = ("copied", "up_to_date", "pruned", "failed")

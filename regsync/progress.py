@@ -27,7 +27,7 @@ from regsync.plan import Action
 
 if TYPE_CHECKING:
     from regsync.plan import RepoPlan
-    from regsync.summary import RuleResult
+    from regsync.result import RuleResult
 
 SHOWN_TRANSFERS = 3  # names of in-flight blobs shown per rule
 

@@ -22,10 +22,10 @@ from typing import Any, Protocol, runtime_checkable
 from regsync.backend import Backend
 from regsync.copy import CopyEngine
 from regsync.oci import mediatypes
+from regsync.oci.artifacts import artifact_subject, artifact_tags, is_fallback_tag
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.platforms import SOURCE_DIGEST
-from regsync.tagpolicy import ARTIFACT_TAG, artifact_subject, artifact_tags
 
 
 @runtime_checkable
@@ -33,11 +33,6 @@ class ReferrersAPI(Protocol):
     """A backend that may offer the OCI referrers API (registries; not layouts)."""
 
     async def referrers(self, repo: str, digest: str) -> list[Descriptor] | None: ...
-
-
-def is_fallback_tag(tag: str) -> bool:
-    match = ARTIFACT_TAG.fullmatch(tag)
-    return match is not None and match["suffix"] is None
 
 
 async def _api(backend: Backend, repo: str, digest: str) -> list[Descriptor] | None:
@@ -108,8 +103,7 @@ async def copy_referrers(engine: CopyEngine, plan: RepoPlan, action: TagAction) 
     source_digests = {c.digest for c in index.children}
     if current is None or {c.digest for c in current.children} <= source_digests:
         await engine.copy_content(src, dst, index)  # exact source bytes, digest preserved
-        await engine.destination.manifest_put(dst, action.tag, index)
-        engine.stats.manifests_pushed += 1
+        await engine.push_manifest(dst, action.tag, index)
         return
     await engine.copy_content(src, dst, index)
     await _merge_fallback(engine, dst, action.tag, list(index.children), index.digest, current)
@@ -120,8 +114,7 @@ async def copy_by_digest(engine: CopyEngine, src: str, dst: str, digest: str) ->
         return
     manifest = await engine.get_manifest(src, digest)
     await engine.copy_content(src, dst, manifest)
-    await engine.destination.manifest_put(dst, digest, manifest)
-    engine.stats.manifests_pushed += 1
+    await engine.push_manifest(dst, digest, manifest)
 
 
 async def _current(dest: Backend, repo: str, tag: str) -> Manifest | None:
@@ -143,8 +136,7 @@ async def _merge_fallback(
         current = await _current(engine.destination, repo, tag)
     merged = merge_index(current, adding, source_digest)
     if merged is not None:
-        await engine.destination.manifest_put(repo, tag, merged)
-        engine.stats.manifests_pushed += 1
+        await engine.push_manifest(repo, tag, merged)
 
 
 def merge_index(

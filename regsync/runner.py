@@ -13,8 +13,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from regsync import prune
-from regsync.apply import copy_action
 from regsync.backend import Backend
 from regsync.blobindex import BlobIndex
 from regsync.config import Config, Rule
@@ -22,14 +20,15 @@ from regsync.copy import BlobLedger, CopyEngine
 from regsync.discovery import RepoPair
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
+from regsync.execute import DeleteGuard, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.registry.observer import NullObserver, RequestObserver
 from regsync.registry.retry import RetryPolicy, Timeouts
+from regsync.result import RuleResult, RunResult
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
-from regsync.summary import RuleResult, RunResult
 from regsync.survey import survey
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class RunContext:
     images: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IMAGE_CONCURRENCY))
     ledgers: dict[str, BlobLedger] = field(default_factory=dict)
     transfers: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-    guards: dict[str, prune.DeleteGuard] = field(default_factory=dict)  # per rule
+    guards: dict[str, DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
     index: BlobIndex | None = None  # holders seen by earlier runs (registry destinations)
 
@@ -214,8 +213,8 @@ async def sync_repo(
             )
     # Never shrink after a failed copy; start no deletes once shutting down.
     if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
-        guard = ctx.guards.setdefault(rule.name, prune.DeleteGuard(engine.destination.name))
-        outcome = await prune.execute(engine.destination, plan, guard)
+        guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
+        outcome = await prune_actions(engine.destination, plan, guard)
         result.record_prune(outcome)
         for _ in outcome.pruned:
             ctx.events.tag_done(rule.name, "pruned")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from regsync import prune
+from regsync import pruneplan
 from regsync.backend import Backend
 from regsync.clients import ClientPool
 from regsync.config import Config, Rule
@@ -116,5 +116,5 @@ def policy_for(rule: Rule) -> SyncPolicy:
         tags=TagPolicy(t.include, t.exclude, t.semver, t.latest),
         platforms=platforms,
         referrers=rule.referrers,
-        prune=prune.PrunePolicy(p.allow_empty, p.max_fraction) if p.enabled else None,
+        prune=pruneplan.PrunePolicy(p.allow_empty, p.max_fraction) if p.enabled else None,
     )

@@ -1,110 +1,55 @@
-"""Results of a run: per-rule counts, the JSON summary, and the readable report."""
+"""Rendering of a run's result: the JSON summary, the plan as JSON, and the readable report."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
-from regsync.copy import CopyStats
 from regsync.plan import Action, RepoPlan, TagAction
-from regsync.prune import PruneOutcome
+from regsync.result import RuleResult, RunResult
 
 
-@dataclass
-class RuleResult:
-    name: str
-    source: str = ""
-    destination: str = ""
-    repos: int = 0
-    copied: int = 0
-    up_to_date: int = 0
-    pruned: int = 0
-    failed: int = 0
-    interrupted: int = 0  # copies not started because the process is shutting down
-    stats: CopyStats = field(default_factory=CopyStats)
-    errors: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # worth reading, not failures
-    plans: list[RepoPlan] = field(default_factory=list)
-    duration_seconds: float = 0.0
-    rule_failed: bool = False  # the rule could not run at all (e.g. listing failed)
-
-    @property
-    def result(self) -> str:
-        """success | partial | failed, as in regsync_sync_runs_total."""
-        nothing_planned = self.errors and not self.plans  # no repository could be listed
-        if (
-            self.rule_failed
-            or nothing_planned
-            or (self.failed and not (self.copied or self.up_to_date))
-        ):
-            return "failed"
-        return "partial" if self.failed or self.interrupted or self.errors else "success"
-
-    @property
-    def drift(self) -> int:
-        """Tags a run would change (what `check` reports)."""
-        return sum(len(p.of(Action.COPY)) + len(p.of(Action.PRUNE)) for p in self.plans)
-
-    @property
-    def platform_subsets(self) -> int:
-        """Tags whose destination holds a platform subset (its digest differs by design)."""
-        return sum(1 for p in self.plans for a in p.actions if a.subset)
-
-    def record_prune(self, outcome: PruneOutcome) -> None:
-        self.pruned += len(outcome.pruned)
-        self.notes.extend(outcome.notes)
-        self.errors.extend(outcome.errors)
-
-    def to_json(self) -> dict[str, Any]:
-        s = self.stats
-        return {
-            "name": self.name,
-            "result": self.result,
-            "repos": self.repos,
-            "tags": {
-                "copied": self.copied,
-                "up_to_date": self.up_to_date,
-                "pruned": self.pruned,
-                "failed": self.failed,
-            },
-            "blobs": {
-                "copied": s.blobs_copied,
-                "mounted": s.blobs_mounted,
-                "present": s.blobs_present,
-            },
-            "bytes_copied": s.bytes_copied,
-            "manifests_pushed": s.manifests_pushed,
-            "source_manifest_gets": s.source_manifest_gets,
-            "platform_subsets": self.platform_subsets,
-            "errors": list(self.errors),
-            "notes": list(self.notes),
-            "duration_seconds": round(self.duration_seconds, 3),
-        }
+def rule_json(rule: RuleResult) -> dict[str, Any]:
+    """One rule's counts as the JSON summary and the status page show them."""
+    s = rule.stats
+    return {
+        "name": rule.name,
+        "result": rule.result,
+        "repos": rule.repos,
+        "tags": {
+            "copied": rule.copied,
+            "up_to_date": rule.up_to_date,
+            "pruned": rule.pruned,
+            "failed": rule.failed,
+        },
+        "blobs": {
+            "copied": s.blobs_copied,
+            "mounted": s.blobs_mounted,
+            "present": s.blobs_present,
+        },
+        "bytes_copied": s.bytes_copied,
+        "manifests_pushed": s.manifests_pushed,
+        "source_manifest_gets": s.source_manifest_gets,
+        "platform_subsets": rule.platform_subsets,
+        "errors": list(rule.errors),
+        "notes": list(rule.notes),
+        "duration_seconds": round(rule.duration_seconds, 3),
+    }
 
 
-@dataclass
-class RunResult:
-    rules: list[RuleResult]
-    dry_run: bool = False
+def run_json(run: RunResult, *, check: bool = False) -> dict[str, Any]:
+    """The whole run as ``--json`` prints it (with the plan for `check` and dry runs)."""
+    data: dict[str, Any] = {
+        "rules": [rule_json(r) for r in run.rules],
+        "ok": run.succeeded(check=check),
+    }
+    if check or run.dry_run:
+        data["plan"] = [plan_json(r) for r in run.rules]
+    return data
 
-    @property
-    def ok(self) -> bool:
-        return all(r.result == "success" for r in self.rules)
 
-    def succeeded(self, *, check: bool = False) -> bool:
-        """What the exit code says (0: true): every rule succeeded, and for `check` no drift."""
-        return self.ok and not (check and any(r.drift for r in self.rules))
-
-    def to_json(self, *, check: bool = False) -> dict[str, Any]:
-        ok = self.succeeded(check=check)
-        data: dict[str, Any] = {"rules": [r.to_json() for r in self.rules], "ok": ok}
-        if check or self.dry_run:
-            data["plan"] = [plan_json(r) for r in self.rules]
-        return data
-
-    def dumps(self, *, check: bool = False) -> str:
-        return json.dumps(self.to_json(check=check), indent=2)
+def run_dumps(run: RunResult, *, check: bool = False) -> str:
+    return json.dumps(run_json(run, check=check), indent=2)
 
 
 def plan_json(rule: RuleResult) -> dict[str, Any]:

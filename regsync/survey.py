@@ -17,14 +17,15 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from regsync import prune, referrers
+from regsync import pruneplan, referrers
 from regsync.backend import Backend
 from regsync.oci import mediatypes
+from regsync.oci.artifacts import artifact_subject, is_fallback_tag
 from regsync.oci.manifest import Descriptor
 from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags
 from regsync.platforms import PlatformFilter, recorded_origin
-from regsync.prune import PrunePolicy
-from regsync.tagpolicy import TagPolicy, artifact_subject, select
+from regsync.pruneplan import PrunePolicy
+from regsync.tagpolicy import TagPolicy, select
 
 HEAD_CONCURRENCY = 32  # manifest HEADs/GETs in flight while planning one repository
 
@@ -149,7 +150,7 @@ def _mark_subsets(
 def _has_origin(tag: str, desc: Descriptor, policy: SyncPolicy) -> bool:
     """Whether the destination copy of ``tag`` may be one regsync rewrote (and says so)."""
     if artifact_subject(tag) is not None:
-        return referrers.is_fallback_tag(tag)  # fallback indexes are merged, not copied
+        return is_fallback_tag(tag)  # fallback indexes are merged, not copied
     return policy.platforms is not None and desc.media_type in mediatypes.INDEXES
 
 
@@ -164,21 +165,21 @@ async def _plan_prune(
 ) -> RepoPlan:
     assert policy.prune is not None
     wanted = set(plan.selected) | {a.tag for a in plan.actions}
-    if not prune.candidates(policy.tags, dest_tags, wanted, policy.referrers):
+    doomed = pruneplan.candidates(policy.tags, dest_tags, wanted, policy.referrers)
+    if not doomed:
         return plan
     # Something may go: learn every destination tag's digest, and what kept indexes need.
     heads = dest_heads | await dst.head(t for t in dest_tags if t not in dest_heads)
-    doomed = prune.candidates(policy.tags, dest_tags, wanted, policy.referrers)
     kept_indexes = [
         t for t, d in heads.items() if t not in doomed and d.media_type in mediatypes.INDEXES
     ]
     children = await dst.children(kept_indexes)
     sources = await _subset_sources(policy, heads, origins, doomed, dst)
     digests = {t: d.digest for t, d in heads.items()}
-    decision = prune.plan_prune(
+    decision = pruneplan.plan_prune(
         policy.prune,
         policy.tags,
-        prune.Listing(source_tags, dest_tags, digests, children, sources),
+        pruneplan.Listing(source_tags, dest_tags, digests, children, sources),
         wanted,
         referrers_follow=policy.referrers,
     )

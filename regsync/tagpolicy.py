@@ -30,8 +30,8 @@ import re2
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-# cosign: sha256-<hex>.sig / .att / .sbom; OCI referrers fallback: sha256-<hex>
-ARTIFACT_TAG = re.compile(r"sha256-(?P<hex>[a-f0-9]{64})(?P<suffix>\.sig|\.att|\.sbom)?")
+from regsync.oci.artifacts import ARTIFACT_TAG
+
 _VERSION = re.compile(
     r"[vV]?(?P<number>\d+(?:\.\d+)*)"
     r"(?:[-.]?(?P<pre>alpha|beta|preview|pre|rc|a|b|c)[-.]?(?P<pre_n>\d*)(?![A-Za-z]))?"
@@ -178,17 +178,3 @@ def parse_version(tag: str) -> Version | None:
         return Version(text)
     except InvalidVersion:  # pragma: no cover - the pattern only admits valid spellings
         return None
-
-
-def artifact_subject(tag: str) -> str | None:
-    """``sha256:<hex>`` for a referrer/signature tag, else None."""
-    match = ARTIFACT_TAG.fullmatch(tag)
-    return f"sha256:{match['hex']}" if match else None
-
-
-def artifact_tags(digest: str) -> tuple[str, ...]:
-    """The tags where referrers of ``digest`` may live: the fallback index and cosign's."""
-    if not digest.startswith("sha256:"):
-        return ()
-    base = "sha256-" + digest.removeprefix("sha256:")
-    return (base, base + ".sig", base + ".att", base + ".sbom")

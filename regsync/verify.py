@@ -218,7 +218,7 @@ async def _repair(
             elif item.digest:
                 child = await engine.get_manifest(src_repo, item.digest)
                 await engine.copy_content(src_repo, walk.repo, child)
-                await engine.destination.manifest_put(walk.repo, item.digest, child)
+                await engine.push_manifest(walk.repo, item.digest, child)
         _, still = await _RepoWalk(walk.dest, walk.repo, VerifyResult("")).tag(tag)
     except RegsyncError as exc:
         result.errors.append(f"repair {ref}: {exc}")

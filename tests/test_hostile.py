@@ -18,8 +18,8 @@ from aiohttp import web
 
 from regsync.config import parse_config
 from regsync.registry.retry import RetryPolicy, Timeouts
+from regsync.result import RuleResult
 from regsync.runner import run
-from regsync.summary import RuleResult
 from tests.support import DOCKER_MANIFEST, Blob, Image
 from tests.support.scripted import ScriptedRegistry, json_body
 

@@ -22,7 +22,7 @@ from regsync.logs import copy_context, log_scope, setup_logging
 from regsync.metrics import Metrics
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.progress import ProgressDisplay
-from regsync.summary import RuleResult
+from regsync.result import RuleResult
 from tests.support import Blob, Image, Registry, mirror_config, push, run_regsync
 from tests.support.observe import parse_metrics, sample
 from tests.support.registry import free_port

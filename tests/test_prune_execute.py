@@ -1,4 +1,4 @@
-"""Unit tests of prune execution (``prune.execute``) against the in-memory backend: no sockets.
+"""Unit tests of prune execution (``execute.prune_actions``) on the in-memory backend: no sockets.
 
 Which delete each PRUNE action becomes (by digest when nothing kept needs the digest, else by
 tag), that a tag counts as pruned only when the backend confirmed it, and the guard's one
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from regsync import prune
+from regsync import execute
 from regsync.backends.memory import MemoryBackend
 from regsync.oci import mediatypes
 from regsync.oci.digest import sha256_digest
@@ -57,7 +57,7 @@ async def test_a_digest_nothing_kept_needs_is_deleted_once_for_all_its_tags() ->
     await put_image(dest, "kept", "2.0")
     plan = plan_of(prune_action("1.0", doomed.digest), prune_action("1.0.1", doomed.digest))
 
-    out = await prune.execute(dest, plan, prune.DeleteGuard(dest.name))
+    out = await execute.prune_actions(dest, plan, execute.DeleteGuard(dest.name))
 
     assert sorted(out.pruned) == ["1.0", "1.0.1"] and out.errors == [] and out.notes == []
     assert dest.count("manifest_delete") == 1 and dest.count("tag_delete") == 0
@@ -69,7 +69,7 @@ async def test_a_digest_a_kept_tag_shares_is_removed_by_tag_only() -> None:
     shared = await put_image(dest, "shared", "1.9", "1.0")
     plan = plan_of(prune_action("1.9", shared.digest, "1.0"))
 
-    out = await prune.execute(dest, plan, prune.DeleteGuard(dest.name))
+    out = await execute.prune_actions(dest, plan, execute.DeleteGuard(dest.name))
 
     assert out.pruned == ["1.9"] and out.errors == []
     assert dest.count("manifest_delete") == 0 and dest.count("tag_delete") == 1
@@ -84,7 +84,7 @@ async def test_a_digest_this_run_copied_is_removed_by_tag_only() -> None:
     copy = TagAction("2.0", Action.COPY, image.digest, None, "missing")
     plan = plan_of(copy, prune_action("1.9", image.digest))
 
-    out = await prune.execute(dest, plan, prune.DeleteGuard(dest.name))
+    out = await execute.prune_actions(dest, plan, execute.DeleteGuard(dest.name))
 
     assert out.pruned == ["1.9"] and dest.count("manifest_delete") == 0
     assert list((await dest.tags(REPO)).names) == ["2.0"]
@@ -95,7 +95,7 @@ async def test_a_failed_tag_delete_is_an_error_not_a_pruned_tag() -> None:
     shared = await put_image(dest, "shared", "1.0")
     plan = plan_of(prune_action("1.9", shared.digest, "1.0"))  # 1.9 vanished meanwhile
 
-    out = await prune.execute(dest, plan, prune.DeleteGuard(dest.name))
+    out = await execute.prune_actions(dest, plan, execute.DeleteGuard(dest.name))
 
     assert out.pruned == []
     assert len(out.errors) == 1 and out.errors[0].startswith(f"{REPO}:1.9: prune: ")
@@ -106,11 +106,11 @@ async def test_refused_deletes_give_one_error_for_the_rule_and_stop_trying() -> 
     dest = MemoryBackend(deletes=False)
     a = await put_image(dest, "a", "1.0", "1.1")
     b = await put_image(dest, "b", "2.0")
-    guard = prune.DeleteGuard(dest.name)
+    guard = execute.DeleteGuard(dest.name)
     first = plan_of(prune_action("1.1", a.digest, "1.0"), prune_action("2.0", b.digest))
 
-    out = await prune.execute(dest, first, guard)
-    again = await prune.execute(dest, plan_of(prune_action("2.0", b.digest)), guard)
+    out = await execute.prune_actions(dest, first, guard)
+    again = await execute.prune_actions(dest, plan_of(prune_action("2.0", b.digest)), guard)
 
     assert out.pruned == [] and again.pruned == [] and again.errors == []
     assert out.errors == [

@@ -30,6 +30,7 @@ from regsync.registry.transport import Transport
 from regsync.runner import run
 from regsync.secrets import MAX_TOKENS, Redactor
 from regsync.server import parse_listen
+from regsync.summary import run_dumps
 from tests.support import (
     OCI_LAYER,
     Blob,
@@ -179,7 +180,7 @@ rules:
     assert any("denied" in e for e in rule.errors)
     secrets = [TOKEN_CANARY, *forms("u", SRC_CANARY)]
     assert_clean(caplog.text, secrets)
-    assert_clean(result.dumps(), secrets)
+    assert_clean(run_dumps(result), secrets)
     assert_clean(repr(rule.errors), secrets)
 
 

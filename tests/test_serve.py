@@ -20,8 +20,8 @@ import pytest
 from regsync.config import Config, Rule, load_config
 from regsync.daemon import Daemon
 from regsync.metrics import Metrics
+from regsync.result import RuleResult, RunResult
 from regsync.schedule import MAX_JITTER, Timing, jitter
-from regsync.summary import RuleResult, RunResult
 from tests.support import (
     Blob,
     Image,

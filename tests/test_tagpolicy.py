@@ -7,6 +7,8 @@ import json
 import pytest
 
 from regsync.errors import ManifestError, RegistryError, UnsupportedError
+from regsync.execute import DeleteGuard, prune_actions
+from regsync.oci.artifacts import artifact_subject
 from regsync.oci.manifest import Descriptor, Manifest, Platform, parse_manifest
 from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags
 from regsync.platforms import (
@@ -16,9 +18,9 @@ from regsync.platforms import (
     filter_index,
     subset_index,
 )
-from regsync.prune import DeleteGuard, Listing, PrunePolicy, execute, plan_prune
+from regsync.pruneplan import Listing, PrunePolicy, plan_prune
 from regsync.referrers import merge_index
-from regsync.tagpolicy import TagPattern, TagPolicy, artifact_subject, parse_version, select
+from regsync.tagpolicy import TagPattern, TagPolicy, parse_version, select
 
 HEX = "ab" * 32
 
@@ -342,14 +344,14 @@ def prune_plan(repo: str = "app") -> RepoPlan:
 
 async def test_shared_digest_is_deleted_by_tag_where_the_registry_can() -> None:
     dest = FakeDestination(tag_deletes=True)
-    outcome = await execute(dest, prune_plan(), DeleteGuard(dest.name))  # type: ignore[arg-type]
+    outcome = await prune_actions(dest, prune_plan(), DeleteGuard(dest.name))  # type: ignore[arg-type]
     assert dest.deleted == [("app", "old"), ("app", digest(2))]
     assert sorted(outcome.pruned) == ["gone", "gone-too", "old"] and not outcome.notes
 
 
 async def test_a_tag_the_backend_cannot_remove_alone_is_an_error_not_pruned() -> None:
     dest = FakeDestination(tag_deletes=False)
-    outcome = await execute(dest, prune_plan(), DeleteGuard(dest.name))  # type: ignore[arg-type]
+    outcome = await prune_actions(dest, prune_plan(), DeleteGuard(dest.name))  # type: ignore[arg-type]
     assert dest.deleted == [("app", digest(2))]
     assert sorted(outcome.pruned) == ["gone", "gone-too"] and not outcome.notes
     assert outcome.errors == ["app:old: prune: fake:5000/app:old: cannot remove this tag alone"]
@@ -358,8 +360,8 @@ async def test_a_tag_the_backend_cannot_remove_alone_is_an_error_not_pruned() ->
 async def test_refused_deletes_are_reported_once_per_rule() -> None:
     dest = FakeDestination(tag_deletes=True, refuse=True)
     guard = DeleteGuard(dest.name)
-    first = await execute(dest, prune_plan("a"), guard)  # type: ignore[arg-type]
-    second = await execute(dest, prune_plan("b"), guard)  # type: ignore[arg-type]
+    first = await prune_actions(dest, prune_plan("a"), guard)  # type: ignore[arg-type]
+    second = await prune_actions(dest, prune_plan("b"), guard)  # type: ignore[arg-type]
     assert len(first.errors + second.errors) == 1
     assert "fake:5000 refuses deletes (405 UNSUPPORTED)" in (first.errors + second.errors)[0]
     assert not first.pruned and not second.pruned

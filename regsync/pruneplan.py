@@ -1,4 +1,4 @@
-"""Prune: delete destination tags in a rule's scope that the source no longer selects.
+"""Prune planning: the destination tags in a rule's scope that the source no longer selects.
 
 Scope is the destination repositories the rule maps to, and in them the tags the rule's name
 filters (include, exclude, semver) select; with ``referrers: true`` also the signature and
@@ -17,22 +17,20 @@ Safety rails, in the order they apply (``plan_prune``):
    only, through a placeholder manifest). A tag counts as pruned once the backend confirmed it.
 4. A registry refusing deletes (405 UNSUPPORTED) yields one error per rule, not one per tag.
 
-The runner prunes a repository after its copies, and only if no copy of the rule failed in
-that run, so a failed copy never turns into a smaller mirror.
+Planning is pure (names and digests in, PRUNE actions or a refusal out); the survey gathers
+the inputs and ``regsync.execute`` carries the actions out. The runner prunes a repository after
+its copies, and only if no copy of the rule failed in that run, so a failed copy never turns
+into a smaller mirror.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from regsync.backend import Backend
-from regsync.errors import RegsyncError, UnsupportedError
-from regsync.plan import Action, RepoPlan, TagAction
-from regsync.tagpolicy import TagPolicy, artifact_subject
-
-log = logging.getLogger(__name__)
+from regsync.oci.artifacts import artifact_subject
+from regsync.plan import Action, TagAction
+from regsync.tagpolicy import TagPolicy
 
 
 @dataclass(frozen=True)
@@ -136,73 +134,3 @@ def _action(
     if tag not in wanted and shared:
         why += f"; shares its digest with {', '.join(shared)}, so only the tag may go"
     return TagAction(tag, Action.PRUNE, None, digest, why, shared=shared)
-
-
-@dataclass
-class DeleteGuard:
-    """Per rule: after one 405 on a digest delete, stop trying and report it once."""
-
-    registry: str
-    refused: bool = False
-    reported: bool = False
-
-    def refusal(self) -> str | None:
-        if self.refused and not self.reported:
-            self.reported = True
-            return (
-                f"prune: {self.registry} refuses deletes (405 UNSUPPORTED); enable deletion "
-                "there (distribution: storage.delete.enabled) or set prune: false"
-            )
-        return None
-
-
-@dataclass
-class PruneOutcome:
-    pruned: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-async def execute(dest: Backend, plan: RepoPlan, guard: DeleteGuard) -> PruneOutcome:
-    """Delete the plan's PRUNE tags: by digest when nothing kept needs it, else by tag."""
-    out = PruneOutcome()
-    # Digests this run's copies point tags at: a delete by digest would take those along.
-    copied = {a.source_digest for a in plan.actions if a.action is not Action.PRUNE}
-    by_digest: dict[str, list[TagAction]] = {}
-    for action in plan.of(Action.PRUNE):
-        by_digest.setdefault(action.dest_digest or "", []).append(action)
-    for digest, actions in sorted(by_digest.items()):
-        if guard.refused:
-            break
-        try:
-            if not digest or digest in copied or any(a.shared for a in actions):
-                await _delete_tags(dest, plan.dest_repo, actions, out)
-            else:
-                await dest.manifest_delete(plan.dest_repo, digest)
-                out.pruned.extend(a.tag for a in actions)
-                log.info(
-                    "pruned %s:%s (%s)", plan.dest_repo, ",".join(a.tag for a in actions), digest
-                )
-        except UnsupportedError:
-            guard.refused = True
-        except RegsyncError as exc:
-            out.errors.append(f"{plan.dest_repo}: prune {digest[:19]}: {exc}")
-    if (message := guard.refusal()) is not None:
-        out.errors.append(message)
-    return out
-
-
-async def _delete_tags(
-    dest: Backend, repo: str, actions: Sequence[TagAction], out: PruneOutcome
-) -> None:
-    """One ``tag_delete`` per tag; a refusal of deletes (UnsupportedError) stops the rest."""
-    for action in actions:
-        try:
-            await dest.tag_delete(repo, action.tag)
-        except UnsupportedError:
-            raise
-        except RegsyncError as exc:
-            out.errors.append(f"{repo}:{action.tag}: prune: {exc}")
-        else:
-            out.pruned.append(action.tag)
-            log.info("pruned %s:%s (tag only)", repo, action.tag)

@@ -1,0 +1,159 @@
+"""The executor: carries out a plan's actions against the backends, and nothing else.
+
+Planning (``regsync.survey``, ``regsync.plan``, ``regsync.pruneplan``) decides; this module
+applies one COPY action (``copy_action``) or a repository's PRUNE actions (``prune_actions``).
+The runner orders them (copies first, prune only when no copy of the rule failed) and accounts.
+
+Images copy whole (exact bytes, digest preserved) unless the rule lists platforms and the
+source is an index: then only those children are copied, under a subset index. An index the
+source index nests is filtered the same way, level by level: kept, as its own subset pushed
+by digest, when it holds any wanted platform; dropped when it holds none. Referrer fallback
+tags merge with what the destination lists; signature tags copy like images.
+
+PRUNE actions delete by digest when nothing kept needs it, else tag by tag (``tag_delete``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from regsync import referrers
+from regsync.backend import Backend
+from regsync.copy import CopyEngine
+from regsync.errors import ManifestError, RegsyncError, UnsupportedError
+from regsync.oci import mediatypes
+from regsync.oci.artifacts import is_fallback_tag
+from regsync.oci.manifest import Manifest
+from regsync.plan import Action, RepoPlan, TagAction
+from regsync.platforms import PlatformFilter, filter_index, subset_index
+from regsync.result import PruneOutcome
+
+log = logging.getLogger(__name__)
+
+MAX_INDEX_NESTING = 4  # indexes within indexes a platform filter follows (real images: 1)
+
+
+async def copy_action(
+    engine: CopyEngine, platforms: PlatformFilter | None, plan: RepoPlan, action: TagAction
+) -> str:
+    """Copy one tag; returns the digest the destination tag now points at."""
+    assert action.source_digest is not None
+    src, dst = plan.source_repo, plan.dest_repo
+    if action.artifact_of and is_fallback_tag(action.tag):
+        await referrers.copy_referrers(engine, plan, action)
+        return action.source_digest
+    if platforms is None or action.artifact_of:
+        manifest = await engine.copy_tag(src, dst, action.tag, action.source_digest)
+        return manifest.digest
+    source = await engine.get_manifest(src, action.source_digest)
+    if not source.is_index:
+        await _put(engine, src, dst, action.tag, source, set())
+        return source.digest
+    made: set[str] = set()
+    target = await _subset(engine, src, dst, source, platforms, made, 0)
+    if target is None:
+        target = subset_index(source, platforms)  # raises, naming the platforms it has
+    await _put(engine, src, dst, action.tag, target, made)
+    return target.digest
+
+
+async def _subset(
+    engine: CopyEngine,
+    src: str,
+    dst: str,
+    index: Manifest,
+    wanted: PlatformFilter,
+    made: set[str],
+    depth: int,
+) -> Manifest | None:
+    """``index`` filtered to ``wanted`` (None: nothing wanted); the subsets of the indexes it
+    nests are put in the destination by digest first, and their digests added to ``made``."""
+    nested: dict[str, Manifest | None] = {}
+    for child in index.children:
+        if child.media_type not in mediatypes.INDEXES:
+            continue
+        if depth >= MAX_INDEX_NESTING:
+            raise ManifestError(f"indexes nested over {MAX_INDEX_NESTING} deep are not copied")
+        inner = await engine.get_manifest(src, child.digest)
+        subset = await _subset(engine, src, dst, inner, wanted, made, depth + 1)
+        if subset is not None:
+            await _put(engine, src, dst, subset.digest, subset, made)
+            made.add(subset.digest)
+        nested[child.digest] = subset
+    return filter_index(index, wanted, nested)
+
+
+async def _put(
+    engine: CopyEngine, src: str, dst: str, ref: str, manifest: Manifest, made: set[str]
+) -> None:
+    """Copy what ``manifest`` references from the source (except the subsets regsync made,
+    which the source never had and are in place already), then push it under ``ref``."""
+    from_source = tuple(c for c in manifest.children if c.digest not in made)
+    await engine.place_content(src, dst, dataclasses.replace(manifest, children=from_source))
+    await engine.push_manifest(dst, ref, manifest)
+
+
+@dataclass
+class DeleteGuard:
+    """Per rule: after one 405 on a digest delete, stop trying and report it once."""
+
+    registry: str
+    refused: bool = False
+    reported: bool = False
+
+    def refusal(self) -> str | None:
+        if self.refused and not self.reported:
+            self.reported = True
+            return (
+                f"prune: {self.registry} refuses deletes (405 UNSUPPORTED); enable deletion "
+                "there (distribution: storage.delete.enabled) or set prune: false"
+            )
+        return None
+
+
+async def prune_actions(dest: Backend, plan: RepoPlan, guard: DeleteGuard) -> PruneOutcome:
+    """Delete the plan's PRUNE tags: by digest when nothing kept needs it, else by tag."""
+    out = PruneOutcome()
+    # Digests this run's copies point tags at: a delete by digest would take those along.
+    copied = {a.source_digest for a in plan.actions if a.action is not Action.PRUNE}
+    by_digest: dict[str, list[TagAction]] = {}
+    for action in plan.of(Action.PRUNE):
+        by_digest.setdefault(action.dest_digest or "", []).append(action)
+    for digest, actions in sorted(by_digest.items()):
+        if guard.refused:
+            break
+        try:
+            if not digest or digest in copied or any(a.shared for a in actions):
+                await _delete_tags(dest, plan.dest_repo, actions, out)
+            else:
+                await dest.manifest_delete(plan.dest_repo, digest)
+                out.pruned.extend(a.tag for a in actions)
+                log.info(
+                    "pruned %s:%s (%s)", plan.dest_repo, ",".join(a.tag for a in actions), digest
+                )
+        except UnsupportedError:
+            guard.refused = True
+        except RegsyncError as exc:
+            out.errors.append(f"{plan.dest_repo}: prune {digest[:19]}: {exc}")
+    if (message := guard.refusal()) is not None:
+        out.errors.append(message)
+    return out
+
+
+async def _delete_tags(
+    dest: Backend, repo: str, actions: Sequence[TagAction], out: PruneOutcome
+) -> None:
+    """One ``tag_delete`` per tag; a refusal of deletes (UnsupportedError) stops the rest."""
+    for action in actions:
+        try:
+            await dest.tag_delete(repo, action.tag)
+        except UnsupportedError:
+            raise
+        except RegsyncError as exc:
+            out.errors.append(f"{repo}:{action.tag}: prune: {exc}")
+        else:
+            out.pruned.append(action.tag)
+            log.info("pruned %s:%s (tag only)", repo, action.tag)

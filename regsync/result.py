@@ -1,0 +1,81 @@
+"""The result model of a run: per-rule counts, errors, notes and plans.
+
+Filled in by the runner as it executes; read by the renderers (``regsync.summary``), the
+metrics, the progress display and the daemon's status page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from regsync.copy import CopyStats
+from regsync.plan import Action, RepoPlan
+
+
+@dataclass
+class PruneOutcome:
+    """What the prune of one repository did: tags confirmed deleted, notes, errors."""
+
+    pruned: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RuleResult:
+    name: str
+    source: str = ""
+    destination: str = ""
+    repos: int = 0
+    copied: int = 0
+    up_to_date: int = 0
+    pruned: int = 0
+    failed: int = 0
+    interrupted: int = 0  # copies not started because the process is shutting down
+    stats: CopyStats = field(default_factory=CopyStats)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth reading, not failures
+    plans: list[RepoPlan] = field(default_factory=list)
+    duration_seconds: float = 0.0
+    rule_failed: bool = False  # the rule could not run at all (e.g. listing failed)
+
+    @property
+    def result(self) -> str:
+        """success | partial | failed, as in regsync_sync_runs_total."""
+        nothing_planned = self.errors and not self.plans  # no repository could be listed
+        if (
+            self.rule_failed
+            or nothing_planned
+            or (self.failed and not (self.copied or self.up_to_date))
+        ):
+            return "failed"
+        return "partial" if self.failed or self.interrupted or self.errors else "success"
+
+    @property
+    def drift(self) -> int:
+        """Tags a run would change (what `check` reports)."""
+        return sum(len(p.of(Action.COPY)) + len(p.of(Action.PRUNE)) for p in self.plans)
+
+    @property
+    def platform_subsets(self) -> int:
+        """Tags whose destination holds a platform subset (its digest differs by design)."""
+        return sum(1 for p in self.plans for a in p.actions if a.subset)
+
+    def record_prune(self, outcome: PruneOutcome) -> None:
+        self.pruned += len(outcome.pruned)
+        self.notes.extend(outcome.notes)
+        self.errors.extend(outcome.errors)
+
+
+@dataclass
+class RunResult:
+    rules: list[RuleResult]
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(r.result == "success" for r in self.rules)
+
+    def succeeded(self, *, check: bool = False) -> bool:
+        """What the exit code says (0: true): every rule succeeded, and for `check` no drift."""
+        return self.ok and not (check and any(r.drift for r in self.rules))
