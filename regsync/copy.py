@@ -26,14 +26,13 @@ from typing import TYPE_CHECKING
 
 from regsync.backend import Backend
 from regsync.errors import (
-    IntegrityError,
     RegistryError,
     RegsyncError,
     UnsupportedError,
 )
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.registry.observer import NullObserver, RequestObserver
-from regsync.registry.retry import RetryPolicy, is_retryable, retrying
+from regsync.registry.retry import TRANSFER, RetryPolicy, retrying
 
 if TYPE_CHECKING:
     from regsync.blobindex import BlobIndex
@@ -42,18 +41,6 @@ log = logging.getLogger(__name__)
 
 TRANSFER_ATTEMPTS = 3  # whole-blob tries (each with a fresh upload session), at most
 FLUSH_BATCH = 256  # index writes buffered before a commit in the middle of a run
-
-
-# The destination saying the bytes it received do not match: damaged in transit.
-_TRANSIT_CODES = frozenset({"DIGEST_INVALID", "SIZE_INVALID", "BLOB_UPLOAD_INVALID"})
-
-
-def _transfer_retryable(exc: BaseException) -> bool:
-    # Wrong bytes on either leg are worth one more try: a flaky proxy or a bad cache node, not
-    # the blob itself, is the usual cause. Wrong bytes are never stored either way.
-    if isinstance(exc, RegistryError) and _TRANSIT_CODES & set(exc.codes):
-        return True
-    return is_retryable(exc) or isinstance(exc, IntegrityError)
 
 
 @dataclass
@@ -291,7 +278,7 @@ class CopyEngine:
         policy = dataclasses.replace(
             self.retry, attempts=min(TRANSFER_ATTEMPTS, self.retry.attempts)
         )
-        loop = retrying(policy, self.observer, self.destination.name, retryable=_transfer_retryable)
+        loop = retrying(policy, self.observer, self.destination.name, on=TRANSFER)
         async for attempt in loop:
             with attempt:
                 sent = 0

@@ -32,7 +32,7 @@ from regsync.oci.ref import Listed, is_reference, is_repository, shown
 from regsync.registry import tagdelete
 from regsync.registry.auth import CATALOG_SCOPE, repo_scope
 from regsync.registry.pace import destination_time, too_slow
-from regsync.registry.retry import is_retryable, retry_reason
+from regsync.registry.retry import retry_reason
 from regsync.registry.transport import Transport
 
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
@@ -291,13 +291,10 @@ class RegistryClient:
                 )
             except RegsyncError as exc:
                 failures += 1
-                if not is_retryable(exc) or failures >= policy.attempts:
+                if not policy.may_retry(exc, failures):
                     raise
                 self.transport.observer.request_retried(self.name, retry_reason(exc))
-                wait = getattr(exc, "retry_after", None)
-                if wait is not None and wait > policy.max_retry_after:
-                    raise
-                await asyncio.sleep(wait if wait is not None else policy.delay(failures))
+                await asyncio.sleep(policy.wait(exc, failures))  # raises past max_retry_after
         await verifier.finish()
 
     async def _blob_stream(self, repo: str, url: URL, offset: int) -> AsyncGenerator[bytes]:

@@ -13,20 +13,14 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from regsync.errors import RegistryError, RegsyncError, TransportError
+from regsync.errors import RegsyncError
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.oci.ref import Listed
 from regsync.registry.client import RegistryClient
+from regsync.registry.retry import fails_over
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def fails_over(exc: BaseException) -> bool:
-    """Whether this error means "try the next mirror" rather than "that is the answer"."""
-    if isinstance(exc, TransportError):
-        return True
-    return isinstance(exc, RegistryError) and (exc.status >= 500 or exc.status == 429)
 
 
 class FallbackBackend:

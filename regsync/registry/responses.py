@@ -16,6 +16,7 @@ from regsync.errors import (
     RegistryError,
     UnsupportedError,
 )
+from regsync.registry.retry import Verdict, status_verdict
 from regsync.secrets import redact
 
 
@@ -72,7 +73,7 @@ def error_from_response(
         return AuthError(message, **kwargs)  # type: ignore[arg-type]
     if status == 404:
         return NotFoundError(message, **kwargs)  # type: ignore[arg-type]
-    if status == 405 or "UNSUPPORTED" in codes:
+    if status_verdict(status, codes) is Verdict.UNSUPPORTED:
         return UnsupportedError(message, **kwargs)  # type: ignore[arg-type]
     if status == 429:
         return RateLimitedError(message, **kwargs)  # type: ignore[arg-type]

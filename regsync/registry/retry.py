@@ -1,21 +1,87 @@
-"""The retry policy, in one place: what is retried, how long to wait, and the loop itself.
+"""What a failure means, and the retry policy built on it: the one place for both.
 
-Connection errors, timeouts, 408, 429 (honouring Retry-After) and 502/503/504 are retried with
-capped exponential backoff and full jitter; every other status is final.
+``verdict`` reads an error (or ``status_verdict`` a status and the registry's error codes) as:
+
+- RETRY: transient (connection errors, timeouts, 408, 429, 502/503/504): the same request is
+  tried again, with capped exponential backoff and full jitter, honouring Retry-After; a
+  source with mirrors moves on to the next one once the retries are spent;
+- FAIL_OVER: this registry is failing and retrying will not help (found down, a bad TLS
+  certificate, any other 5xx): a mirror may still answer;
+- DAMAGED: the bytes were damaged in transit (a digest or size mismatch, either leg): the blob
+  is sent again whole, never stored;
+- UNSUPPORTED: the registry does not do this (405, UNSUPPORTED): callers switch method or
+  report it once;
+- FINAL: an answer (404, auth, a bad request): returned or raised as is.
+
+Every retry loop (requests in the transport, whole-blob transfers in the copy engine, resumed
+blob reads in the client) uses one ``RetryPolicy``: its attempts, backoff and Retry-After cap.
 """
 
 from __future__ import annotations
 
+import enum
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from regsync.errors import ConfigError, RegistryError, TlsError, TransportError, UnreachableError
+from regsync.errors import (
+    ConfigError,
+    IntegrityError,
+    RegistryError,
+    TlsError,
+    TransportError,
+    UnreachableError,
+)
 from regsync.registry.observer import RequestObserver
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
+# The destination saying the bytes it received do not match: damaged in transit.
+TRANSIT_CODES = frozenset({"DIGEST_INVALID", "SIZE_INVALID", "BLOB_UPLOAD_INVALID"})
+
+
+class Verdict(enum.Enum):
+    RETRY = "retry"
+    FAIL_OVER = "fail_over"
+    DAMAGED = "damaged"
+    UNSUPPORTED = "unsupported"
+    FINAL = "final"
+
+
+# What each loop retries: a request its transient failures; a whole-blob transfer those and
+# damaged bytes too (a flaky proxy or a bad cache node, not the blob, is the usual cause).
+REQUEST = frozenset({Verdict.RETRY})
+TRANSFER = frozenset({Verdict.RETRY, Verdict.DAMAGED})
+
+
+def status_verdict(status: int, codes: Collection[str] = ()) -> Verdict:
+    """What an error status (with the registry's error codes) means."""
+    if status in RETRYABLE_STATUS:
+        return Verdict.RETRY
+    if TRANSIT_CODES.intersection(codes):
+        return Verdict.DAMAGED
+    if status == 405 or "UNSUPPORTED" in codes:
+        return Verdict.UNSUPPORTED
+    return Verdict.FAIL_OVER if status >= 500 else Verdict.FINAL
+
+
+def verdict(exc: BaseException) -> Verdict:
+    """What an error raised by a backend means (anything not regsync's own is FINAL)."""
+    if isinstance(exc, TlsError) or (isinstance(exc, UnreachableError) and exc.down):
+        return Verdict.FAIL_OVER  # a bad certificate stays bad; a registry found down stays down
+    if isinstance(exc, TransportError):
+        return Verdict.RETRY
+    if isinstance(exc, IntegrityError):
+        return Verdict.DAMAGED
+    if isinstance(exc, RegistryError):
+        return status_verdict(exc.status, exc.codes)
+    return Verdict.FINAL
+
+
+def fails_over(exc: BaseException) -> bool:
+    """Whether this error means "try the next mirror" rather than "that is the answer"."""
+    return verdict(exc) in (Verdict.RETRY, Verdict.FAIL_OVER)
 
 
 @dataclass(frozen=True)
@@ -39,6 +105,20 @@ class RetryPolicy:
         """Backoff before retry number ``retry`` (1-based): full jitter, uniform between 0
         and the capped exponential, so many clients retrying at once spread out."""
         return random.uniform(0, min(self.maximum, self.initial * 2.0 ** (retry - 1)))
+
+    def may_retry(self, exc: BaseException, tries: int, on: frozenset[Verdict] = REQUEST) -> bool:
+        """Whether ``exc``, ending try number ``tries``, is worth another try."""
+        return verdict(exc) in on and tries < self.attempts
+
+    def wait(self, exc: BaseException | None, retry: int) -> float:
+        """Seconds before retry number ``retry`` after ``exc``: the registry's Retry-After
+        when it sent one (raising ``exc`` when that is over ``max_retry_after``: failing beats
+        hanging), else the backoff."""
+        if isinstance(exc, RegistryError) and exc.retry_after is not None:
+            if exc.retry_after > self.max_retry_after:
+                raise exc
+            return exc.retry_after
+        return self.delay(retry)
 
 
 @dataclass(frozen=True)
@@ -87,11 +167,7 @@ def _env_number(env: Mapping[str, str], name: str, default: float, minimum: floa
 
 
 def is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, TlsError) or (isinstance(exc, UnreachableError) and exc.down):
-        return False  # a bad certificate stays bad; a registry found down stays down this run
-    if isinstance(exc, TransportError):
-        return True
-    return isinstance(exc, RegistryError) and exc.status in RETRYABLE_STATUS
+    return verdict(exc) is Verdict.RETRY
 
 
 def retry_reason(exc: BaseException | None) -> str:
@@ -108,17 +184,14 @@ def retrying(
     observer: RequestObserver,
     registry: str,
     *,
-    retryable: Callable[[BaseException], bool] = is_retryable,
+    on: frozenset[Verdict] = REQUEST,
 ) -> AsyncRetrying:
-    """The retry loop: the policy's attempts and backoff, Retry-After honoured, each counted."""
+    """The retry loop: the policy's attempts and wait, retrying the verdicts ``on``, each
+    retry counted."""
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RegistryError) and exc.retry_after is not None:
-            if exc.retry_after > policy.max_retry_after:
-                raise exc
-            return exc.retry_after
-        return policy.delay(state.attempt_number)
+        return policy.wait(exc, state.attempt_number)
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -127,7 +200,7 @@ def retrying(
     return AsyncRetrying(
         stop=stop_after_attempt(policy.attempts),
         wait=wait,
-        retry=retry_if_exception(retryable),
+        retry=retry_if_exception(lambda exc: verdict(exc) in on),
         before_sleep=before_sleep,
         reraise=True,
     )
