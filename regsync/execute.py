@@ -26,7 +26,7 @@ from regsync.copy import CopyEngine
 from regsync.errors import ManifestError, RegsyncError, UnsupportedError
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import is_fallback_tag
-from regsync.oci.manifest import Manifest
+from regsync.oci.manifest import Descriptor, Manifest
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.platforms import PlatformFilter, filter_index, subset_index
 from regsync.result import PruneOutcome
@@ -43,7 +43,7 @@ async def copy_action(
     assert action.source_digest is not None
     src, dst = plan.source_repo, plan.dest_repo
     if action.artifact_of and is_fallback_tag(action.tag):
-        await referrers.copy_referrers(engine, plan, action)
+        await copy_referrers(engine, plan, action)
         return action.source_digest
     if platforms is None or action.artifact_of:
         manifest = await engine.copy_tag(src, dst, action.tag, action.source_digest)
@@ -58,6 +58,58 @@ async def copy_action(
         target = subset_index(source, platforms)  # raises, naming the platforms it has
     await _put(engine, src, dst, action.tag, target, made)
     return target.digest
+
+
+async def copy_referrers(engine: CopyEngine, plan: RepoPlan, action: TagAction) -> None:
+    """Copy a fallback tag (merging with the destination's) or API-listed referrers."""
+    src, dst = plan.source_repo, plan.dest_repo
+    if action.via_api:
+        found = await referrers.api_referrers(engine.source, src, action.artifact_of) or []
+        for desc in found:
+            await copy_by_digest(engine, src, dst, desc.digest)
+        if await referrers.api_referrers(engine.destination, dst, action.artifact_of) is None:
+            await _merge_fallback(engine, dst, action.tag, found, source_digest=None)
+        return
+    assert action.source_digest is not None
+    index = await engine.get_manifest(src, action.source_digest)
+    current = await _current(engine.destination, dst, action.tag)
+    source_digests = {c.digest for c in index.children}
+    if current is None or {c.digest for c in current.children} <= source_digests:
+        await engine.copy_content(src, dst, index)  # exact source bytes, digest preserved
+        await engine.push_manifest(dst, action.tag, index)
+        return
+    await engine.copy_content(src, dst, index)
+    await _merge_fallback(engine, dst, action.tag, list(index.children), index.digest, current)
+
+
+async def copy_by_digest(engine: CopyEngine, src: str, dst: str, digest: str) -> None:
+    if await engine.destination.manifest_head(dst, digest) is not None:
+        return
+    manifest = await engine.get_manifest(src, digest)
+    await engine.copy_content(src, dst, manifest)
+    await engine.push_manifest(dst, digest, manifest)
+
+
+async def _current(dest: Backend, repo: str, tag: str) -> Manifest | None:
+    if await dest.manifest_head(repo, tag) is None:
+        return None
+    return await dest.manifest_get(repo, tag)
+
+
+async def _merge_fallback(
+    engine: CopyEngine,
+    repo: str,
+    tag: str,
+    adding: list[Descriptor],
+    source_digest: str | None,
+    current: Manifest | None = None,
+) -> None:
+    """Push the fallback index ``tag`` listing what it listed plus ``adding``, once each."""
+    if current is None:
+        current = await _current(engine.destination, repo, tag)
+    merged = referrers.merge_index(current, adding, source_digest)
+    if merged is not None:
+        await engine.push_manifest(repo, tag, merged)
 
 
 async def _subset(

@@ -10,6 +10,9 @@ With ``referrers: true`` each selected image brings along:
   so the next run sees it is up to date;
 - when the source has the OCI referrers API, the artifacts it lists: copied by digest, and at a
   destination without the API listed in the fallback index, which regsync maintains.
+
+This module plans (``plan_api``) and builds merged indexes (``merge_index``, pure); the copies
+themselves are the executor's (``regsync.execute.copy_referrers``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from dataclasses import replace
 from typing import Any, Protocol, runtime_checkable
 
 from regsync.backend import Backend
-from regsync.copy import CopyEngine
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import artifact_subject, artifact_tags, is_fallback_tag
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
@@ -35,7 +37,8 @@ class ReferrersAPI(Protocol):
     async def referrers(self, repo: str, digest: str) -> list[Descriptor] | None: ...
 
 
-async def _api(backend: Backend, repo: str, digest: str) -> list[Descriptor] | None:
+async def api_referrers(backend: Backend, repo: str, digest: str) -> list[Descriptor] | None:
+    """What the backend's referrers API lists for ``digest``; None: it has no such API."""
     if not isinstance(backend, ReferrersAPI):
         return None
     return await backend.referrers(repo, digest)
@@ -59,7 +62,7 @@ async def plan_api(
     )
     extra = []
     for digest in images:
-        found = await _api(source, plan.source_repo, digest)
+        found = await api_referrers(source, plan.source_repo, digest)
         if found is None:
             return plan  # no referrers API at the source: the fallback tags cover it
         if found:
@@ -79,64 +82,12 @@ async def _dest_has(
     for desc in wanted:
         if await dest.manifest_head(repo, desc.digest) is None:
             return False
-    if await _api(dest, repo, subject) is not None:
+    if await api_referrers(dest, repo, subject) is not None:
         return True
     if not has_fallback:
         return False
     listed = {c.digest for c in (await dest.manifest_get(repo, artifact_tags(subject)[0])).children}
     return all(d.digest in listed for d in wanted)
-
-
-async def copy_referrers(engine: CopyEngine, plan: RepoPlan, action: TagAction) -> None:
-    """Copy a fallback tag (merging with the destination's) or API-listed referrers."""
-    src, dst = plan.source_repo, plan.dest_repo
-    if action.via_api:
-        found = await _api(engine.source, src, action.artifact_of) or []
-        for desc in found:
-            await copy_by_digest(engine, src, dst, desc.digest)
-        if await _api(engine.destination, dst, action.artifact_of) is None:
-            await _merge_fallback(engine, dst, action.tag, found, source_digest=None)
-        return
-    assert action.source_digest is not None
-    index = await engine.get_manifest(src, action.source_digest)
-    current = await _current(engine.destination, dst, action.tag)
-    source_digests = {c.digest for c in index.children}
-    if current is None or {c.digest for c in current.children} <= source_digests:
-        await engine.copy_content(src, dst, index)  # exact source bytes, digest preserved
-        await engine.push_manifest(dst, action.tag, index)
-        return
-    await engine.copy_content(src, dst, index)
-    await _merge_fallback(engine, dst, action.tag, list(index.children), index.digest, current)
-
-
-async def copy_by_digest(engine: CopyEngine, src: str, dst: str, digest: str) -> None:
-    if await engine.destination.manifest_head(dst, digest) is not None:
-        return
-    manifest = await engine.get_manifest(src, digest)
-    await engine.copy_content(src, dst, manifest)
-    await engine.push_manifest(dst, digest, manifest)
-
-
-async def _current(dest: Backend, repo: str, tag: str) -> Manifest | None:
-    if await dest.manifest_head(repo, tag) is None:
-        return None
-    return await dest.manifest_get(repo, tag)
-
-
-async def _merge_fallback(
-    engine: CopyEngine,
-    repo: str,
-    tag: str,
-    adding: list[Descriptor],
-    source_digest: str | None,
-    current: Manifest | None = None,
-) -> None:
-    """Push the fallback index ``tag`` listing what it listed plus ``adding``, once each."""
-    if current is None:
-        current = await _current(engine.destination, repo, tag)
-    merged = merge_index(current, adding, source_digest)
-    if merged is not None:
-        await engine.push_manifest(repo, tag, merged)
 
 
 def merge_index(
