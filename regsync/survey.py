@@ -96,10 +96,8 @@ async def survey(
     )
     artifact_of: dict[str, str] = {}
     if policy.referrers:
-        digests = {d.digest for d in source_heads.values()}
-        artifacts = [t for t in source_tags if artifact_subject(t) in digests]
-        artifact_of = {t: artifact_subject(t) or "" for t in artifacts}
-        source_heads |= await src.head(artifacts)
+        artifact_of = _artifacts_of(source_tags, source_heads)
+        source_heads |= await src.head(artifact_of)
     headed = set(asked)
     dest_heads = {t: d for t, d in dest_selected.items() if t in source_heads}
     dest_heads |= await dst.head(t for t in source_heads if t in present and t not in headed)
@@ -117,20 +115,20 @@ async def survey(
     )
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
-    plan = RepoPlan(
-        repo,
-        dest_repo,
-        actions,
-        selection.filtered,
-        selection.selected,
-        dest_empty=not dest_tags,
-        skipped=skipped,
-    )
+    plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)
+    plan = replace(plan, dest_empty=not dest_tags, skipped=skipped)
     if policy.referrers:
         plan = await referrers.plan_api(source, dest, plan, source_heads, present)
     if policy.prune is None:
         return plan
     return await _plan_prune(plan, policy, source_tags, dest_tags, dest_heads, dst, origins)
+
+
+def _artifacts_of(source_tags: Iterable[str], heads: dict[str, Descriptor]) -> dict[str, str]:
+    """Signature/referrer tag -> the digest of the selected image it belongs to."""
+    digests = {d.digest for d in heads.values()}
+    subjects = {t: artifact_subject(t) for t in source_tags}
+    return {t: s for t, s in subjects.items() if s is not None and s in digests}
 
 
 def _mark_subsets(
