@@ -7,17 +7,17 @@ from collections.abc import Callable
 
 import aiohttp
 
-from regsync.backend import Backend
+from regsync.backends import Backend
+from regsync.backends.fallback import FallbackBackend
+from regsync.backends.registry.client import RegistryClient
+from regsync.backends.registry.hub import DOCKER_HUB_API, HubCatalog
+from regsync.backends.registry.observer import RequestObserver
+from regsync.backends.registry.retry import RetryPolicy, Timeouts
+from regsync.backends.registry.tls import scheme, ssl_context
+from regsync.backends.registry.transport import Transport
 from regsync.config import Config, RegistryConfig
 from regsync.credentials import Login, resolve_login
 from regsync.oci.ref import DOCKER_HUB, api_host
-from regsync.registry.client import RegistryClient
-from regsync.registry.fallback import FallbackBackend
-from regsync.registry.hub import DOCKER_HUB_API, HubCatalog
-from regsync.registry.observer import RequestObserver
-from regsync.registry.retry import RetryPolicy, Timeouts
-from regsync.registry.tls import scheme, ssl_context
-from regsync.registry.transport import Transport
 
 log = logging.getLogger(__name__)
 

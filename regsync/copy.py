@@ -24,7 +24,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from regsync.backend import Backend
+from regsync.backends import Backend
+from regsync.backends.registry.observer import NullObserver, RequestObserver
+from regsync.backends.registry.retry import RetryPolicy, is_retryable, retrying
 from regsync.errors import (
     IntegrityError,
     RegistryError,
@@ -32,8 +34,6 @@ from regsync.errors import (
     UnsupportedError,
 )
 from regsync.oci.manifest import Descriptor, Manifest
-from regsync.registry.observer import NullObserver, RequestObserver
-from regsync.registry.retry import RetryPolicy, is_retryable, retrying
 
 if TYPE_CHECKING:
     from regsync.blobindex import BlobIndex

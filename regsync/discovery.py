@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from regsync.backend import Backend
+from regsync.backends import Backend
+from regsync.backends.registry.hub import HubCatalog
 from regsync.errors import InvalidNameError, MappingError
 from regsync.oci.ref import DestinationSpec, Listed, SourceSpec
-from regsync.registry.hub import HubCatalog
 
 SHOWN_SOURCES = 4  # colliding source repositories named in the error line, per destination
 

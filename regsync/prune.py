@@ -27,7 +27,7 @@ import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from regsync.backend import Backend
+from regsync.backends import Backend
 from regsync.errors import RegsyncError, UnsupportedError
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.tagpolicy import TagPolicy, artifact_subject

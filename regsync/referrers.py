@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Protocol, runtime_checkable
 
-from regsync.backend import Backend
+from regsync.backends import Backend
 from regsync.copy import CopyEngine
 from regsync.oci import mediatypes
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest

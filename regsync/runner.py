@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 
 from regsync import prune
 from regsync.apply import copy_action
-from regsync.backend import Backend
+from regsync.backends import Backend
+from regsync.backends.registry.observer import NullObserver, RequestObserver
+from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.blobindex import BlobIndex
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
@@ -25,8 +27,6 @@ from regsync.events import NoEvents, RunEvents
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
 from regsync.plan import Action, RepoPlan, TagAction
-from regsync.registry.observer import NullObserver, RequestObserver
-from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
 from regsync.summary import RuleResult, RunResult

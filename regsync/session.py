@@ -17,16 +17,16 @@ from dataclasses import dataclass
 import aiohttp
 
 from regsync import prune
-from regsync.backend import Backend
+from regsync.backends import Backend
+from regsync.backends.layout import LayoutPool
+from regsync.backends.registry.hub import HubCatalog
+from regsync.backends.registry.observer import RequestObserver
+from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.clients import ClientPool
 from regsync.config import Config, Rule
 from regsync.discovery import Discovered, discover, map_repositories
-from regsync.layout import LayoutPool
 from regsync.oci.ref import DestinationSpec, SourceSpec
 from regsync.platforms import PlatformFilter
-from regsync.registry.hub import HubCatalog
-from regsync.registry.observer import RequestObserver
-from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.survey import SyncPolicy
 from regsync.tagpolicy import TagPolicy
 

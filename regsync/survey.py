@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from regsync import prune, referrers
-from regsync.backend import Backend
+from regsync.backends import Backend
 from regsync.oci import mediatypes
 from regsync.oci.manifest import Descriptor
 from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags

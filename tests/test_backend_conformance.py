@@ -14,15 +14,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from regsync.backend import Backend
+from regsync.backends import Backend
+from regsync.backends.fallback import FallbackBackend
+from regsync.backends.layout import Layout
 from regsync.backends.memory import MemoryBackend
+from regsync.backends.registry.client import RegistryClient
+from regsync.backends.registry.retry import RetryPolicy
+from regsync.backends.registry.transport import Transport
 from regsync.errors import IntegrityError, NotFoundError, RegsyncError
-from regsync.layout import Layout
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
-from regsync.registry.client import RegistryClient
-from regsync.registry.fallback import FallbackBackend
-from regsync.registry.retry import RetryPolicy
-from regsync.registry.transport import Transport
 from tests.support import Blob, Image, Index, Registry
 from tests.support import Manifest as Built
 

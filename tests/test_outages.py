@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from regsync.backends.registry.observer import NullObserver
+from regsync.backends.registry.ratelimit import PullGate, Quota, parse_quota
+from regsync.backends.registry.retry import RetryPolicy
 from regsync.config import load_config
-from regsync.registry.observer import NullObserver
-from regsync.registry.ratelimit import PullGate, Quota, parse_quota
-from regsync.registry.retry import RetryPolicy
 from regsync.runner import run
 from tests.support import (
     Blob,

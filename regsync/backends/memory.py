@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 
-from regsync.backend import Backend
+from regsync.backends.base import Backend
 from regsync.errors import IntegrityError, ManifestError, NotFoundError, UnsupportedError
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from regsync.backends.registry.observer import RequestObserver
 from regsync.errors import ConfigError, RegistryError, TlsError, TransportError, UnreachableError
-from regsync.registry.observer import RequestObserver
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
 

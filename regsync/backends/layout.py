@@ -35,14 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from regsync import boundedjson
-from regsync.errors import (
-    IntegrityError,
-    LayoutError,
-    ManifestError,
-    NotFoundError,
-    RegsyncError,
-)
-from regsync.layoutfs import (
+from regsync.backends.layoutfs import (
     LOCK_FILE,
     TEMP_PREFIX,
     TempFile,
@@ -53,6 +46,13 @@ from regsync.layoutfs import (
     read_capped,
     remove_orphans,
     replace_file,
+)
+from regsync.errors import (
+    IntegrityError,
+    LayoutError,
+    ManifestError,
+    NotFoundError,
+    RegsyncError,
 )
 from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes

@@ -12,9 +12,9 @@ import json
 
 from yarl import URL
 
+from regsync.backends.registry.transport import Transport
 from regsync.errors import AuthError, NotFoundError, RegistryError
 from regsync.oci.ref import Listed, is_repository
-from regsync.registry.transport import Transport
 from regsync.secrets import remember_login, remember_token
 
 DOCKER_HUB_API = "https://hub.docker.com"

@@ -100,7 +100,7 @@ class Backend(Protocol):
         backend refuses deletes, and another ``RegsyncError`` when it cannot remove the tag
         alone (then the tag still points at its original digest). How is the backend's
         business: a registry without a tag delete gets a unique placeholder manifest under
-        the tag, deleted by digest (see ``regsync.registry.tagdelete``).
+        the tag, deleted by digest (see ``regsync.backends.registry.tagdelete``).
         """
         ...
 

@@ -13,10 +13,10 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from regsync.backends.registry.client import RegistryClient
 from regsync.errors import RegistryError, RegsyncError, TransportError
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.oci.ref import Listed
-from regsync.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
