@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from regsync.backends import Backend
 from regsync.copy import CopyEngine
@@ -28,22 +28,9 @@ from regsync.platforms import SOURCE_DIGEST
 from regsync.tagpolicy import ARTIFACT_TAG, artifact_subject, artifact_tags
 
 
-@runtime_checkable
-class ReferrersAPI(Protocol):
-    """A backend that may offer the OCI referrers API (registries; not layouts)."""
-
-    async def referrers(self, repo: str, digest: str) -> list[Descriptor] | None: ...
-
-
 def is_fallback_tag(tag: str) -> bool:
     match = ARTIFACT_TAG.fullmatch(tag)
     return match is not None and match["suffix"] is None
-
-
-async def _api(backend: Backend, repo: str, digest: str) -> list[Descriptor] | None:
-    if not isinstance(backend, ReferrersAPI):
-        return None
-    return await backend.referrers(repo, digest)
 
 
 async def plan_api(
@@ -64,7 +51,7 @@ async def plan_api(
     )
     extra = []
     for digest in images:
-        found = await _api(source, plan.source_repo, digest)
+        found = await source.referrers(plan.source_repo, digest)
         if found is None:
             return plan  # no referrers API at the source: the fallback tags cover it
         if found:
@@ -84,7 +71,7 @@ async def _dest_has(
     for desc in wanted:
         if await dest.manifest_head(repo, desc.digest) is None:
             return False
-    if await _api(dest, repo, subject) is not None:
+    if await dest.referrers(repo, subject) is not None:
         return True
     if not has_fallback:
         return False
@@ -96,10 +83,10 @@ async def copy_referrers(engine: CopyEngine, plan: RepoPlan, action: TagAction) 
     """Copy a fallback tag (merging with the destination's) or API-listed referrers."""
     src, dst = plan.source_repo, plan.dest_repo
     if action.via_api:
-        found = await _api(engine.source, src, action.artifact_of) or []
+        found = await engine.source.referrers(src, action.artifact_of) or []
         for desc in found:
             await copy_by_digest(engine, src, dst, desc.digest)
-        if await _api(engine.destination, dst, action.artifact_of) is None:
+        if await engine.destination.referrers(dst, action.artifact_of) is None:
             await _merge_fallback(engine, dst, action.tag, found, source_digest=None)
         return
     assert action.source_digest is not None

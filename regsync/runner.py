@@ -73,10 +73,9 @@ class RunContext:
         return mine
 
     def engine(self, rule: Rule, result: RuleResult) -> CopyEngine:
-        dest = rule.destination.registry
-        key = str(rule.destination) if rule.destination.layout else dest
-        limit = self.config.registry(dest).max_concurrency
         setup = self.setup.rule(rule)
+        key = setup.destination.name  # one per pooled backend: a registry host, a layout
+        limit = self.config.registry(rule.destination.registry).max_concurrency
         return CopyEngine(
             source=setup.source,
             destination=setup.destination,

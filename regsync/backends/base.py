@@ -104,6 +104,17 @@ class Backend(Protocol):
         """
         ...
 
+    async def referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
+        """The manifests whose ``subject`` is the manifest ``digest``, from an OCI referrers API.
+
+        None when the backend has no referrers API (a layout; a registry answering 404): the
+        caller then reads the ``sha256-<hex>`` fallback tag instead. An empty list when the API
+        exists and lists nothing. The descriptors are the API's word (the caller fetches and
+        verifies each manifest by digest); ``digest`` must be a digest (``ValueError``
+        otherwise, where the backend checks).
+        """
+        ...
+
     async def blob_head(self, repo: str, digest: str) -> bool:
         """Whether ``repo`` holds the blob ``digest`` (with ``shares_blobs``: any repository)."""
         ...

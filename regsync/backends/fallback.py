@@ -102,6 +102,9 @@ class FallbackBackend:
             return await self._read(lambda c: c.manifest_get(repo, ref), skip=1)
         return await self._read(lambda c: c.manifest_get(repo, ref))
 
+    async def referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
+        return await self._read(lambda c: c.referrers(repo, digest))
+
     async def blob_head(self, repo: str, digest: str) -> bool:
         return await self._read(lambda c: c.blob_head(repo, digest))
 

@@ -126,6 +126,10 @@ class MemoryBackend:
                 f"{self.name}: deletes are disabled", registry=self.name, status=405
             )
 
+    async def referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
+        self.calls.append(("referrers", repo, digest))
+        return None  # no referrers API, like a layout or distribution 2.8
+
     # -- blobs ----------------------------------------------------------------------------
 
     def _holds(self, repo: str, digest: str) -> bool:
