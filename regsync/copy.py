@@ -24,15 +24,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from regsync.backend import Backend
+from regsync.backends import Backend
+from regsync.backends.registry.observer import NullObserver, RequestObserver
+from regsync.backends.registry.retry import TRANSFER, RetryPolicy, retrying
 from regsync.errors import (
     RegistryError,
     RegsyncError,
     UnsupportedError,
 )
 from regsync.oci.manifest import Descriptor, Manifest
-from regsync.registry.observer import NullObserver, RequestObserver
-from regsync.registry.retry import TRANSFER, RetryPolicy, retrying
 
 if TYPE_CHECKING:
     from regsync.blobindex import BlobIndex

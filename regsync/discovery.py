@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from regsync.backend import Backend
+from regsync.backends.pool import RepositoryLister
 from regsync.errors import InvalidNameError, MappingError
 from regsync.oci.ref import DestinationSpec, Listed, SourceSpec
-from regsync.registry.hub import HubCatalog
 
 SHOWN_SOURCES = 4  # colliding source repositories named in the error line, per destination
 
@@ -33,16 +32,17 @@ class Discovered:
     skipped: tuple[tuple[str, str], ...] = ()  # (refused source name, why) for the errors
 
 
-async def discover(source: Backend, spec: SourceSpec, hub: HubCatalog | None = None) -> Listed:
-    """The source repositories a rule covers: one, or the catalog entries its glob matches.
+async def discover(lister: RepositoryLister, spec: SourceSpec) -> Listed:
+    """The source repositories a rule covers: one, or the listed entries its glob matches.
 
-    Docker Hub has no catalog: a glob there lists its namespace through the Hub API. Listed
-    names off the grammar under the rule's prefix come back ``rejected`` (to report, not use).
+    ``lister`` is the source's (``BackendPool.lister``: catalog, Hub API or layout index).
+    Listed names off the grammar under the rule's prefix come back ``rejected`` (to report,
+    not use).
     """
     if not spec.is_glob:
         return Listed((spec.pattern,))
     prefix = spec.prefix + "/" if spec.prefix else ""
-    listed = await (hub.repositories(spec.prefix.split("/")[0]) if hub else source.repositories())
+    listed = await lister.repositories(spec.prefix)
     repos = sorted(r for r in listed.names if r.startswith(prefix) and spec.matches(r))
     return Listed(tuple(repos), tuple(sorted(r for r in listed.rejected if r.startswith(prefix))))
 

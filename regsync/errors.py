@@ -1,4 +1,4 @@
-"""regsync's exception tree. Nothing from aiohttp leaks above ``regsync.registry``.
+"""regsync's exception tree. Nothing from aiohttp leaks above ``regsync.backends.registry``.
 
 RegsyncError
  ├── ConfigError            bad sync.yaml or command line (exit 2)

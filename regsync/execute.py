@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from regsync import referrers
-from regsync.backend import Backend
+from regsync.backends import Backend
 from regsync.copy import CopyEngine
 from regsync.errors import ManifestError, RegsyncError, UnsupportedError
 from regsync.oci import mediatypes
@@ -64,10 +64,10 @@ async def copy_referrers(engine: CopyEngine, plan: RepoPlan, action: TagAction) 
     """Copy a fallback tag (merging with the destination's) or API-listed referrers."""
     src, dst = plan.source_repo, plan.dest_repo
     if action.via_api:
-        found = await referrers.api_referrers(engine.source, src, action.artifact_of) or []
+        found = await engine.source.referrers(src, action.artifact_of) or []
         for desc in found:
             await copy_by_digest(engine, src, dst, desc.digest)
-        if await referrers.api_referrers(engine.destination, dst, action.artifact_of) is None:
+        if await engine.destination.referrers(dst, action.artifact_of) is None:
             await _merge_fallback(engine, dst, action.tag, found, source_digest=None)
         return
     assert action.source_digest is not None

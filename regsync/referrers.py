@@ -20,28 +20,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from regsync.backend import Backend
+from regsync.backends import Backend
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import artifact_subject, artifact_tags, is_fallback_tag
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.platforms import SOURCE_DIGEST
-
-
-@runtime_checkable
-class ReferrersAPI(Protocol):
-    """A backend that may offer the OCI referrers API (registries; not layouts)."""
-
-    async def referrers(self, repo: str, digest: str) -> list[Descriptor] | None: ...
-
-
-async def api_referrers(backend: Backend, repo: str, digest: str) -> list[Descriptor] | None:
-    """What the backend's referrers API lists for ``digest``; None: it has no such API."""
-    if not isinstance(backend, ReferrersAPI):
-        return None
-    return await backend.referrers(repo, digest)
 
 
 async def plan_api(
@@ -62,7 +48,7 @@ async def plan_api(
     )
     extra = []
     for digest in images:
-        found = await api_referrers(source, plan.source_repo, digest)
+        found = await source.referrers(plan.source_repo, digest)
         if found is None:
             return plan  # no referrers API at the source: the fallback tags cover it
         if found:
@@ -82,7 +68,7 @@ async def _dest_has(
     for desc in wanted:
         if await dest.manifest_head(repo, desc.digest) is None:
             return False
-    if await api_referrers(dest, repo, subject) is not None:
+    if await dest.referrers(repo, subject) is not None:
         return True
     if not has_fallback:
         return False

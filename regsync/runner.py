@@ -13,7 +13,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from regsync.backend import Backend
+from regsync.backends import Backend
+from regsync.backends.registry.observer import NullObserver, RequestObserver
+from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.blobindex import BlobIndex
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
@@ -24,8 +26,6 @@ from regsync.execute import DeleteGuard, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
 from regsync.plan import Action, RepoPlan, TagAction
-from regsync.registry.observer import NullObserver, RequestObserver
-from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.result import RuleResult, RunResult
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
@@ -72,10 +72,9 @@ class RunContext:
         return mine
 
     def engine(self, rule: Rule, result: RuleResult) -> CopyEngine:
-        dest = rule.destination.registry
-        key = str(rule.destination) if rule.destination.layout else dest
-        limit = self.config.registry(dest).max_concurrency
         setup = self.setup.rule(rule)
+        key = setup.destination.name  # one per pooled backend: a registry host, a layout
+        limit = self.config.registry(rule.destination.registry).max_concurrency
         return CopyEngine(
             source=setup.source,
             destination=setup.destination,

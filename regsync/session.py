@@ -1,10 +1,11 @@
 """One run setup, shared by `once`, `check`, `serve` and `verify`.
 
-A run opens one aiohttp session and, through it, every backend it needs: registry clients
-(a source registry together with its `mirrors:`), the Hub API of a Docker Hub source, and OCI
-layout directories. Per rule it computes once what every repository of the rule shares: the
-backends and the policy. Discovery (catalog or Hub API) and the one-to-one source ->
-destination mapping happen here too, so every command sees the same repositories.
+A run opens one aiohttp session and, through it, one `BackendPool` that opens every backend it
+needs (registry clients, a source registry together with its `mirrors:`, OCI layout
+directories) and each source's repository lister (catalog, Hub API, layout index). Per rule
+it computes once what every repository of the rule shares: the backends, the lister and the
+policy. Discovery and the one-to-one source -> destination mapping happen here too, so every
+command sees the same repositories.
 """
 
 from __future__ import annotations
@@ -17,16 +18,14 @@ from dataclasses import dataclass
 import aiohttp
 
 from regsync import pruneplan
-from regsync.backend import Backend
-from regsync.clients import ClientPool
+from regsync.backends import Backend
+from regsync.backends.pool import BackendPool, RepositoryLister
+from regsync.backends.registry.observer import RequestObserver
+from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.config import Config, Rule
 from regsync.discovery import Discovered, discover, map_repositories
-from regsync.layout import LayoutPool
 from regsync.oci.ref import DestinationSpec, SourceSpec
 from regsync.platforms import PlatformFilter
-from regsync.registry.hub import HubCatalog
-from regsync.registry.observer import RequestObserver
-from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.survey import SyncPolicy
 from regsync.tagpolicy import TagPolicy
 
@@ -39,7 +38,7 @@ class RuleSetup:
     policy: SyncPolicy
     source: Backend  # with the registry's mirrors:, if any
     destination: Backend
-    hub: HubCatalog | None  # lists a Docker Hub-style namespace; None: the catalog
+    lister: RepositoryLister  # the source's catalog, Hub API or layout index
 
 
 class RunSetup:
@@ -55,16 +54,15 @@ class RunSetup:
         observer: RequestObserver | None = None,
     ) -> None:
         self.config, self.retry = config, retry
-        self.pool = ClientPool(session, config, observer=observer, retry=retry, timeouts=timeouts)
-        self.layouts = LayoutPool()
+        self.pool = BackendPool(session, config, observer=observer, retry=retry, timeouts=timeouts)
         self._rules: dict[str, RuleSetup] = {}
 
     def source(self, spec: SourceSpec) -> Backend:
         """What a rule reads from: a layout, or a registry followed by its `mirrors:`."""
-        return self.layouts.source(spec.layout) if spec.layout else self.pool.source(spec.registry)
+        return self.pool.reader(spec)
 
     def destination(self, spec: DestinationSpec) -> Backend:
-        return self.layouts.get(spec.layout) if spec.layout else self.pool.get(spec.registry)
+        return self.pool.writer(spec)
 
     def rule(self, rule: Rule) -> RuleSetup:
         setup = self._rules.get(rule.name)
@@ -74,13 +72,13 @@ class RunSetup:
                 policy_for(rule),
                 self.source(rule.source),
                 self.destination(rule.destination),
-                None if rule.source.layout else self.pool.hub(rule.source.registry),
+                self.pool.lister(rule.source),
             )
         return setup
 
     async def repositories(self, setup: RuleSetup) -> Discovered:
         """The rule's repositories with their destinations; MappingError unless one-to-one."""
-        found = await discover(setup.source, setup.rule.source, setup.hub)
+        found = await discover(setup.lister, setup.rule.source)
         return map_repositories(setup.rule.destination, found)
 
 

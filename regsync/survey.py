@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from regsync import pruneplan, referrers
-from regsync.backend import Backend
+from regsync.backends import Backend
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import artifact_subject, is_fallback_tag
 from regsync.oci.manifest import Descriptor

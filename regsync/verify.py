@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from regsync.backend import Backend
+from regsync.backends import Backend
+from regsync.backends.registry.observer import RequestObserver
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
 from regsync.errors import MappingError, NotFoundError, RegsyncError
 from regsync.oci.manifest import Descriptor
-from regsync.registry.observer import RequestObserver
 from regsync.session import RunSetup, open_run
 
 log = logging.getLogger(__name__)

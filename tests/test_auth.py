@@ -7,8 +7,13 @@ import base64
 
 import pytest
 
+from regsync.backends.registry.auth import (
+    Authenticator,
+    TokenResponse,
+    parse_challenges,
+    scope_union,
+)
 from regsync.errors import AuthError
-from regsync.registry.auth import Authenticator, TokenResponse, parse_challenges, scope_union
 
 REALM = 'Bearer realm="https://auth.example/token",service="registry.example"'
 

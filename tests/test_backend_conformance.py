@@ -14,15 +14,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from regsync.backend import Backend
+from regsync.backends import Backend
+from regsync.backends.fallback import FallbackBackend
+from regsync.backends.layout import Layout
 from regsync.backends.memory import MemoryBackend
-from regsync.errors import IntegrityError, NotFoundError, RegsyncError
-from regsync.layout import Layout
+from regsync.backends.registry.client import RegistryClient
+from regsync.backends.registry.retry import RetryPolicy
+from regsync.backends.registry.transport import Transport
+from regsync.errors import IntegrityError, NotFoundError, RegsyncError, TransportError
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
-from regsync.registry.client import RegistryClient
-from regsync.registry.fallback import FallbackBackend
-from regsync.registry.retry import RetryPolicy
-from regsync.registry.transport import Transport
 from tests.support import Blob, Image, Index, Registry
 from tests.support import Manifest as Built
 
@@ -213,3 +213,40 @@ async def test_tag_delete_of_a_docker_manifest_keeps_the_shared_digest(
 
     assert sorted((await backend.tags(repo)).names) == ["kept"]
     assert (await backend.manifest_get(repo, "kept")).raw == shared.raw
+
+
+async def test_referrers_without_a_referrers_api_is_none(backend: Backend, repo: str) -> None:
+    """None of these backends has the API (distribution 2.8 answers 404): None, not []."""
+    stored = await store(backend, repo, "1", image("subject"))
+
+    assert await backend.referrers(repo, stored.digest) is None
+    assert await backend.referrers(repo, MISSING) is None
+
+
+class _WithReferrersAPI(MemoryBackend):
+    """A memory backend whose referrers API lists ``listed``, or fails like a dead registry."""
+
+    def __init__(self, name: str, listed: list[Descriptor] | None, *, down: bool = False) -> None:
+        super().__init__(name)
+        self.listed, self.down = listed, down
+
+    async def referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
+        self.calls.append(("referrers", repo, digest))
+        if self.down:
+            raise TransportError(f"{self.name}: connection refused")
+        return self.listed
+
+
+async def test_fallback_takes_referrers_from_the_registry_that_answers() -> None:
+    artifact = Descriptor("application/vnd.oci.image.manifest.v1+json", MISSING, 10)
+    primary = _WithReferrersAPI("primary", None, down=True)
+    mirror = _WithReferrersAPI("mirror", [artifact])
+    fallback = FallbackBackend([primary, mirror])  # type: ignore[list-item]
+
+    assert await fallback.referrers("team/app", MISSING) == [artifact]
+    assert (primary.count("referrers"), mirror.count("referrers")) == (1, 1)
+    assert fallback.serving == "mirror"
+    # a registry that answers "no API" is an answer, not a failure: no fail-over
+    alone = FallbackBackend([_WithReferrersAPI("a", None), mirror])  # type: ignore[list-item]
+    assert await alone.referrers("team/app", MISSING) is None
+    assert mirror.count("referrers") == 1

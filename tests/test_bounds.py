@@ -18,11 +18,11 @@ import pytest
 from aiohttp import web
 
 from regsync import boundedjson
+from regsync.backends.registry.pace import at_least, destination_time
+from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.config import parse_config
 from regsync.errors import ConfigError, ManifestError, TransportError
 from regsync.oci.manifest import parse_manifest
-from regsync.registry.pace import at_least, destination_time
-from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.runner import run
 from tests.support import Blob, Image
 from tests.support.cli import FAST_RETRIES, Summary, regsync_json, write_config

@@ -639,9 +639,6 @@ def test_alias_bomb_validate_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-ALIAS_CHAIN = [f"a{n}: &a{n} [*a{n - 1}]" for n in range(1, 500)]
-
-
 @pytest.mark.parametrize(
     ("text", "line"),
     [

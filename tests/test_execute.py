@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from regsync import pruneplan
-from regsync.backend import Backend
+from regsync.backends import Backend
 from regsync.backends.memory import MemoryBackend
 from regsync.copy import BlobLedger, CopyEngine
 from regsync.execute import DeleteGuard, copy_action, prune_actions

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import pytest
 from aiohttp import web
 
+from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.config import parse_config
-from regsync.registry.retry import RetryPolicy, Timeouts
 from regsync.result import RuleResult
 from regsync.runner import run
 from tests.support import DOCKER_MANIFEST, Blob, Image

@@ -9,7 +9,7 @@ import pytest
 
 from regsync.oci.ref import DestinationSpec, SourceSpec, api_host, split_name
 from tests.support import Blob, Image, Registry, push, regsync_json, write_config
-from tests.support.servers import FaultProxy, HubApi, ProxyScript
+from tests.support.servers import HubApi, ProxyScript, RateLimitProxy
 
 FAST = {"REGSYNC_RETRY_INITIAL": "0.01", "REGSYNC_RETRY_MAX": "0.05"}
 
@@ -36,15 +36,15 @@ def test_docker_hub_names_and_the_destination_path(
 
 
 @pytest.fixture
-def source_proxy(source_registry: Registry) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(source_registry.url, ProxyScript(ratelimit=(100, 21600)))
+def source_proxy(source_registry: Registry) -> Iterator[RateLimitProxy]:
+    proxy = RateLimitProxy(source_registry.url, ProxyScript(ratelimit=(100, 21600)))
     proxy.start()
     yield proxy
     proxy.stop()
 
 
 def test_namespace_glob_pages_through_the_hub_api_and_a_noop_costs_zero_pulls(
-    tmp_path: Path, source_registry: Registry, dest_registry: Registry, source_proxy: FaultProxy
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry, source_proxy: RateLimitProxy
 ) -> None:
     """`diamol/*` lists the namespace through the Hub API (3 pages, private repos with the
     login), not the catalog; a second run only HEADs: zero manifest GETs, zero pulls."""
@@ -108,7 +108,7 @@ def test_namespace_glob_pages_through_the_hub_api_and_a_noop_costs_zero_pulls(
 
 
 def test_listing_problems_are_one_clear_line_each(
-    tmp_path: Path, dest_registry: Registry, source_proxy: FaultProxy
+    tmp_path: Path, dest_registry: Registry, source_proxy: RateLimitProxy
 ) -> None:
     """No catalog and no Hub API; an unknown Hub namespace; a glob with no namespace."""
     source_proxy.call(lambda: setattr(source_proxy.script, "no_catalog", True))

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from regsync.backends.layout import REF_NAME, REPOSITORY, Layout
 from regsync.errors import IntegrityError, LayoutError, ManifestError
-from regsync.layout import REF_NAME, REPOSITORY, Layout
 from regsync.oci.digest import sha256_digest
 from regsync.oci.manifest import Descriptor, parse_manifest
 from tests.support import (

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from regsync.backends.layout import Layout
 from regsync.errors import LayoutError, NotFoundError
-from regsync.layout import Layout
 from tests.support import Blob, Image, Registry, push, regsync_json
 from tests.test_layout import (
     assert_complete,

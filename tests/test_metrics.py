@@ -323,7 +323,7 @@ async def test_log_scope_reaches_lines_logged_deep_inside_a_copy(
 ) -> None:
     """A line logged by a task started inside a copy's scope carries rule/source/destination."""
     setup_logging(1, "json")
-    deep = logging.getLogger("regsync.registry.transport")
+    deep = logging.getLogger("regsync.backends.registry.transport")
 
     async def transfer() -> None:
         deep.warning("retrying GET")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from regsync.backends.registry.observer import NullObserver
+from regsync.backends.registry.ratelimit import PullGate, Quota, parse_quota
+from regsync.backends.registry.retry import RetryPolicy
 from regsync.config import load_config
-from regsync.registry.observer import NullObserver
-from regsync.registry.ratelimit import PullGate, Quota, parse_quota
-from regsync.registry.retry import RetryPolicy
 from regsync.runner import run
 from tests.support import (
     Blob,
@@ -24,7 +24,7 @@ from tests.support import (
     run_regsync,
     write_config,
 )
-from tests.support.servers import FaultProxy, ProxyScript
+from tests.support.servers import ProxyScript, RateLimitProxy
 
 FAST = {"REGSYNC_RETRY_INITIAL": "0.01", "REGSYNC_RETRY_MAX": "0.05"}
 
@@ -103,8 +103,8 @@ async def test_pull_gate_pauses_below_the_floor_once_until_the_window_passes(
 
 
 @pytest.fixture
-def proxy(source_registry: Registry) -> Iterator[FaultProxy]:
-    server = FaultProxy(source_registry.url)
+def proxy(source_registry: Registry) -> Iterator[RateLimitProxy]:
+    server = RateLimitProxy(source_registry.url)
     server.start()
     yield server
     server.stop()
@@ -137,7 +137,7 @@ def config_for(
 
 
 async def test_low_quota_pauses_pulls_until_the_window_resets(
-    tmp_path: Path, source_registry: Registry, dest_registry: Registry, proxy: FaultProxy
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry, proxy: RateLimitProxy
 ) -> None:
     """The first HEAD reports 1 left (< min_remaining 5, w=1): the pause is logged once and
     reported to the observer, and no GET reaches the source until it is over."""
@@ -165,7 +165,7 @@ async def test_low_quota_pauses_pulls_until_the_window_resets(
 
 
 async def test_a_pull_pause_sends_pulls_to_the_mirror_instead_of_waiting(
-    tmp_path: Path, source_registry: Registry, dest_registry: Registry, proxy: FaultProxy
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry, proxy: RateLimitProxy
 ) -> None:
     """Quota low on the primary with an hour left in its window: manifests come from the
     mirror at once; the primary still answers the free HEADs."""
@@ -188,7 +188,7 @@ async def test_a_pull_pause_sends_pulls_to_the_mirror_instead_of_waiting(
 
 
 async def test_429_retry_after_is_honoured_and_max_concurrency_holds(
-    tmp_path: Path, source_registry: Registry, dest_registry: Registry, proxy: FaultProxy
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry, proxy: RateLimitProxy
 ) -> None:
     digests = seed(source_registry, "team/app", 6)
     proxy.script = ProxyScript(fail_429=2, retry_after=1)
@@ -215,7 +215,7 @@ def test_failing_primary_falls_back_to_its_mirror(
     tmp_path: Path,
     source_registry: Registry,
     dest_registry: Registry,
-    proxy: FaultProxy,
+    proxy: RateLimitProxy,
     failure: str,
 ) -> None:
     """Reads move to the mirror, with the same repository paths, and the switch is one line."""
@@ -253,7 +253,7 @@ async def test_a_404_from_the_primary_is_an_answer_not_a_reason_to_fall_back(
     tmp_path: Path,
     source_registry: Registry,
     dest_registry: Registry,
-    proxy: FaultProxy,
+    proxy: RateLimitProxy,
     registry_factory: RegistryFactory,
 ) -> None:
     """The primary lacks the repository: that is the result; the mirror is never asked."""

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from regsync.backends.layout import Layout
 from regsync.config import parse_config
-from regsync.layout import Layout
 from regsync.runner import run
 from tests.policy_helpers import image, planned
 from tests.support import (

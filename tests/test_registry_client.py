@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 
+from regsync.backends.registry.client import RegistryClient
+from regsync.backends.registry.retry import RetryPolicy
+from regsync.backends.registry.transport import Transport
 from regsync.errors import AuthError, NotFoundError, TransportError, UnsupportedError
 from regsync.oci.manifest import Descriptor
-from regsync.registry.client import RegistryClient
-from regsync.registry.retry import RetryPolicy
-from regsync.registry.transport import Transport
 from tests.support import Blob, Image, Index, Registry, RegistryFactory, free_port, push
 
 FAST_RETRY = RetryPolicy(attempts=2, initial=0.01, maximum=0.02)

@@ -11,11 +11,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from regsync.backends.registry.client import RegistryClient
+from regsync.backends.registry.retry import RetryPolicy, Timeouts, is_retryable
+from regsync.backends.registry.transport import Transport
 from regsync.errors import ConfigError, RegistryError
 from regsync.oci.manifest import Descriptor
-from regsync.registry.client import RegistryClient
-from regsync.registry.retry import RetryPolicy, Timeouts, is_retryable
-from regsync.registry.transport import Transport
 from tests.support import OCI_LAYER, Blob
 from tests.support.scripted import ScriptedRegistry, error
 

@@ -21,12 +21,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from regsync.backends.registry.client import RegistryClient
+from regsync.backends.registry.retry import RetryPolicy, Timeouts
+from regsync.backends.registry.transport import Transport
 from regsync.cli import build_parser
 from regsync.config import parse_config
 from regsync.oci.manifest import Descriptor
-from regsync.registry.client import RegistryClient
-from regsync.registry.retry import RetryPolicy, Timeouts
-from regsync.registry.transport import Transport
 from regsync.runner import run
 from regsync.secrets import MAX_TOKENS, Redactor
 from regsync.server import parse_listen

@@ -16,12 +16,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from regsync.backends.registry.client import RegistryClient
+from regsync.backends.registry.retry import RetryPolicy
+from regsync.backends.registry.tagdelete import PROBE_DIGEST, build_placeholder
+from regsync.backends.registry.transport import Transport
 from regsync.errors import NotFoundError, RegistryError, UnsupportedError
 from regsync.oci import mediatypes
-from regsync.registry.client import RegistryClient
-from regsync.registry.retry import RetryPolicy
-from regsync.registry.tagdelete import PROBE_DIGEST, build_placeholder
-from regsync.registry.transport import Transport
 from tests.support import Blob, Image, sha256
 from tests.support.scripted import ScriptedRegistry, error
 

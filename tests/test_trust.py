@@ -19,8 +19,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from regsync.backends.layout import CONTAINERD_NAME, REF_NAME, REPOSITORY
+from regsync.backends.registry.client import RegistryClient
+from regsync.backends.registry.hub import HubCatalog
+from regsync.backends.registry.transport import Transport
 from regsync.errors import InvalidNameError, ManifestError, RegistryError
-from regsync.layout import CONTAINERD_NAME, REF_NAME, REPOSITORY
 from regsync.oci.manifest import parse_manifest
 from regsync.oci.ref import (
     DestinationSpec,
@@ -31,9 +34,6 @@ from regsync.oci.ref import (
     is_tag,
     shown,
 )
-from regsync.registry.client import RegistryClient
-from regsync.registry.hub import HubCatalog
-from regsync.registry.transport import Transport
 from tests.support import FAST_RETRIES, Blob, Image, Registry, push, regsync_json, write_config
 from tests.support.accesslog import ACCESS_LOG, AccessLog
 from tests.support.images import Manifest

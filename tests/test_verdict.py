@@ -10,17 +10,8 @@ from __future__ import annotations
 import pytest
 from yarl import URL
 
-from regsync.errors import (
-    IntegrityError,
-    NotFoundError,
-    RegistryError,
-    TlsError,
-    TransportError,
-    UnreachableError,
-    UnsupportedError,
-)
-from regsync.registry.responses import error_from_response
-from regsync.registry.retry import (
+from regsync.backends.registry.responses import error_from_response
+from regsync.backends.registry.retry import (
     REQUEST,
     TRANSFER,
     RetryPolicy,
@@ -29,6 +20,15 @@ from regsync.registry.retry import (
     is_retryable,
     status_verdict,
     verdict,
+)
+from regsync.errors import (
+    IntegrityError,
+    NotFoundError,
+    RegistryError,
+    TlsError,
+    TransportError,
+    UnreachableError,
+    UnsupportedError,
 )
 
 

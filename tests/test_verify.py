@@ -19,7 +19,7 @@ from tests.support import (
     run_regsync,
     write_config,
 )
-from tests.support.servers import FaultProxy, HubApi, ProxyScript
+from tests.support.servers import HubApi, ProxyScript, RateLimitProxy
 
 
 def setup(tmp_path: Path, src: Registry, dst: Registry) -> tuple[Path, dict[str, str]]:
@@ -167,7 +167,7 @@ def test_verify_lists_a_hub_namespace_through_the_hub_api(
 ) -> None:
     """A Docker Hub-style glob has no catalog: verify lists it as `once` does (the Hub API),
     so it checks exactly the repositories `once` mirrored."""
-    proxy = FaultProxy(source_registry.url, ProxyScript(no_catalog=True))
+    proxy = RateLimitProxy(source_registry.url, ProxyScript(no_catalog=True))
     proxy.start()
     hub = HubApi({"diamol": ["app", "web"]})
     hub.start()

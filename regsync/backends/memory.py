@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 
-from regsync.backend import Backend
+from regsync.backends.base import Backend
 from regsync.errors import IntegrityError, ManifestError, NotFoundError, UnsupportedError
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest
@@ -125,6 +125,10 @@ class MemoryBackend:
             raise UnsupportedError(
                 f"{self.name}: deletes are disabled", registry=self.name, status=405
             )
+
+    async def referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
+        self.calls.append(("referrers", repo, digest))
+        return None  # no referrers API, like a layout or distribution 2.8
 
     # -- blobs ----------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from regsync.config.fields import (
     _kind,
 )
 from regsync.errors import ConfigError
-from regsync.oci.ref import normalize_host
+from regsync.oci.ref import Kind, normalize_host
 from regsync.tagpolicy import MATCH_ALL, TagPattern
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +187,8 @@ class _RuleSpec(_Timing):
     @model_validator(mode="after")
     def _not_onto_itself(self) -> _RuleSpec:
         src, dst = self.source, self.destination
-        if src.registry and src.registry == dst.registry and not dst.template:
+        registries = src.kind is dst.kind is Kind.REGISTRY
+        if registries and src.registry == dst.registry and not dst.template:
             raise ValueError(
                 "destination would copy each repository onto itself; add a path such as "
                 f"{dst.registry}/mirror"

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from functools import cache
 
 from regsync.config.models import Rule
+from regsync.oci.ref import Kind
 from regsync.tagpolicy import TagPattern
 
 _META = set(".^$*+?{}[]()|\\")
@@ -44,7 +45,8 @@ def conflicts(rules: Sequence[Rule]) -> list[tuple[int, int, str]]:
 def destination_glob(rule: Rule) -> tuple[str, str]:
     """(registry or layout directory, glob of the destination repositories the rule writes)."""
     dest, pattern = rule.destination, rule.source.pattern
-    where = f"oci:{os.path.normpath(dest.layout)}" if dest.layout else dest.registry
+    layout = dest.kind is Kind.LAYOUT
+    where = f"oci:{os.path.normpath(dest.directory)}" if layout else dest.registry
     last = pattern.rsplit("/", 1)[-1]
     name = "*" if last == "**" else last
     if "{path}" in dest.template or "{name}" in dest.template:

@@ -7,6 +7,7 @@ contains a "." or a ":" or is "localhost". Docker Hub goes by several names; reg
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from regsync.errors import InvalidNameError
 from regsync.oci.digest import is_digest
 
 DOCKER_HUB = "docker.io"
-DOCKER_HUB_API = "registry-1.docker.io"
+DOCKER_HUB_REGISTRY = "registry-1.docker.io"  # the host Docker Hub's registry API answers on
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 OCI_PREFIX = "oci:"
 
@@ -97,7 +98,7 @@ def normalize_host(host: str) -> str:
 
 def api_host(host: str) -> str:
     """The host name to send HTTP requests to."""
-    return DOCKER_HUB_API if normalize_host(host) == DOCKER_HUB else host
+    return DOCKER_HUB_REGISTRY if normalize_host(host) == DOCKER_HUB else host
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -128,15 +129,11 @@ def _check_path(path: str, *, allow_glob: bool, allow_placeholders: bool = False
             raise ValueError(f"invalid repository path segment {shown(segment)} in {shown(path)}")
 
 
-@dataclass(frozen=True)
-class RepoRef:
-    """One repository on one registry."""
+class Kind(enum.Enum):
+    """What kind of store a source or destination spec names; ``backends.pool`` opens each."""
 
-    registry: str
-    path: str
-
-    def __str__(self) -> str:
-        return f"{self.registry}/{self.path}"
+    REGISTRY = "registry"  # a registry host (``registry`` holds it)
+    LAYOUT = "layout"  # an OCI image layout directory (``directory`` holds it)
 
 
 @dataclass(frozen=True)
@@ -145,7 +142,8 @@ class SourceSpec:
 
     registry: str  # canonical host, or "" for a layout
     pattern: str  # repository path or glob; for a layout, optional glob over its repositories
-    layout: str = ""  # directory of an OCI image layout
+    directory: str = ""  # of the OCI image layout, with kind LAYOUT; else ""
+    kind: Kind = Kind.REGISTRY
 
     @classmethod
     def parse(cls, text: str) -> SourceSpec:
@@ -155,7 +153,7 @@ class SourceSpec:
                 raise ValueError("an oci: source needs a directory, e.g. oci:/srv/layout")
             if pattern:
                 _check_path(pattern, allow_glob=True)
-            return cls(registry="", pattern=pattern or "**", layout=directory)
+            return cls(registry="", pattern=pattern or "**", directory=directory, kind=Kind.LAYOUT)
         host, path = split_name(text)
         if not path:
             raise ValueError(f"source {text!r} names no repository (e.g. {text}/team/*)")
@@ -182,8 +180,8 @@ class SourceSpec:
         return _glob_regex(self.pattern).fullmatch(repo) is not None
 
     def __str__(self) -> str:
-        if self.layout:
-            return f"{OCI_PREFIX}{self.layout}"
+        if self.kind is Kind.LAYOUT:
+            return f"{OCI_PREFIX}{self.directory}"
         return f"{self.registry}/{self.pattern}"
 
 
@@ -201,9 +199,10 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 class DestinationSpec:
     """A rule's destination: a registry host with an optional path template, or a layout."""
 
-    registry: str
+    registry: str  # canonical host, or "" for a layout
     template: str  # "", a prefix ("mirror"), or a template with {path}/{name}
-    layout: str = ""
+    directory: str = ""  # of the OCI image layout, with kind LAYOUT; else ""
+    kind: Kind = Kind.REGISTRY
 
     @classmethod
     def parse(cls, text: str) -> DestinationSpec:
@@ -211,7 +210,7 @@ class DestinationSpec:
             directory = text[len(OCI_PREFIX) :]
             if not directory:
                 raise ValueError("an oci: destination needs a directory, e.g. oci:/srv/layout")
-            return cls(registry="", template="", layout=directory)
+            return cls(registry="", template="", directory=directory, kind=Kind.LAYOUT)
         first, _, rest = text.partition("/")
         if not is_host(first) or not _HOST.fullmatch(first):
             raise ValueError(
@@ -239,6 +238,6 @@ class DestinationSpec:
         return repo
 
     def __str__(self) -> str:
-        if self.layout:
-            return f"{OCI_PREFIX}{self.layout}"
+        if self.kind is Kind.LAYOUT:
+            return f"{OCI_PREFIX}{self.directory}"
         return f"{self.registry}/{self.template}" if self.template else self.registry

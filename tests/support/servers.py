@@ -7,7 +7,7 @@ a subprocess from synchronous code:
   certificate is the registry's ``auth.token.rootcertbundle``; logs every request's user and
   scopes.
 - ``HubApi``: Docker Hub's ``/v2/namespaces/<ns>/repositories`` listing, paged, plus login.
-- ``FaultProxy``: a reverse proxy to a registry that adds RateLimit headers to manifest
+- ``RateLimitProxy``: a reverse proxy to a registry that adds RateLimit headers to manifest
   responses, answers scripted 429s/503s, and counts requests in flight.
 """
 
@@ -273,12 +273,12 @@ class HubApi(BackgroundServer):
         )
 
 
-# -- fault proxy ------------------------------------------------------------------------------
+# -- rate-limit proxy ----------------------------------------------------------------------
 
 
 @dataclass
 class ProxyScript:
-    """What the proxy does; change it between runs with ``FaultProxy.script``."""
+    """What the proxy does; change it between runs with ``RateLimitProxy.script``."""
 
     ratelimit: tuple[int, int] | None = None  # (limit, window seconds): count manifest GETs
     window_started: float = 0.0
@@ -294,7 +294,7 @@ class ProxyScript:
     max_in_flight: int = 0
 
 
-class FaultProxy(BackgroundServer):
+class RateLimitProxy(BackgroundServer):
     """A reverse proxy to one plain-HTTP registry that injects rate limits and failures."""
 
     def __init__(self, upstream: str, script: ProxyScript | None = None) -> None:

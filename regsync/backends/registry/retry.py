@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from regsync.backends.registry.observer import RequestObserver
 from regsync.errors import (
     ConfigError,
     IntegrityError,
@@ -34,7 +35,6 @@ from regsync.errors import (
     TransportError,
     UnreachableError,
 )
-from regsync.registry.observer import RequestObserver
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
 # The destination saying the bytes it received do not match: damaged in transit.

@@ -35,14 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from regsync import boundedjson
-from regsync.errors import (
-    IntegrityError,
-    LayoutError,
-    ManifestError,
-    NotFoundError,
-    RegsyncError,
-)
-from regsync.layoutfs import (
+from regsync.backends.layoutfs import (
     LOCK_FILE,
     TEMP_PREFIX,
     TempFile,
@@ -53,6 +46,13 @@ from regsync.layoutfs import (
     read_capped,
     remove_orphans,
     replace_file,
+)
+from regsync.errors import (
+    IntegrityError,
+    LayoutError,
+    ManifestError,
+    NotFoundError,
+    RegsyncError,
 )
 from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
@@ -191,6 +191,9 @@ class Layout:
         await self._commit(lambda entries: self._without(entries, repo, tag))
 
     # -- blobs ----------------------------------------------------------------------------
+
+    async def referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
+        return None  # no referrers API: artifacts travel as sha256-<hex> fallback tags
 
     async def blob_head(self, repo: str, digest: str) -> bool:
         return self._has(digest)
@@ -412,26 +415,6 @@ class Layout:
             temp.close()
 
 
-class LayoutPool:
-    """One Layout per directory for a run, so rules writing to one layout share its commits."""
-
-    def __init__(self) -> None:
-        self._layouts: dict[str, Layout] = {}
-
-    def get(self, directory: str) -> Layout:
-        key = os.path.abspath(directory)
-        layout = self._layouts.get(key)
-        if layout is None:
-            layout = self._layouts[key] = Layout(directory)
-        return layout
-
-    def source(self, directory: str) -> Layout:
-        """The layout a rule reads from: leftovers of a killed export there are an error."""
-        layout = self.get(directory)
-        layout.is_source = True
-        return layout
-
-
 def _blob_parts(digest: str) -> list[str]:
     """Where a (validated) digest lives, from the layout root: blobs/<algorithm>/<hex>."""
     algorithm, _, hexa = digest.partition(":")
@@ -472,4 +455,4 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-__all__ = ["REF_NAME", "REPOSITORY", "Layout", "LayoutPool"]
+__all__ = ["REF_NAME", "REPOSITORY", "Layout"]

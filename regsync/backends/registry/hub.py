@@ -12,12 +12,12 @@ import json
 
 from yarl import URL
 
+from regsync.backends.registry.transport import Transport
 from regsync.errors import AuthError, NotFoundError, RegistryError
 from regsync.oci.ref import Listed, is_repository
-from regsync.registry.transport import Transport
 from regsync.secrets import remember_login, remember_token
 
-DOCKER_HUB_API = "https://hub.docker.com"
+HUB_API_URL = "https://hub.docker.com"  # Docker Hub's web API (namespaces, login), not its registry
 PAGE_SIZE = 100
 MAX_PAGES = 1000
 

@@ -110,7 +110,6 @@ class Authenticator:
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, str, tuple[str, ...]], _Token] = {}
         self._locks: dict[tuple[str, str, tuple[str, ...]], asyncio.Lock] = {}
-        self.token_requests = 0
         # Refused credentials stay refused: later requests fail with the same error at once
         # instead of asking again (no retry storm against a registry or its token service).
         self._refused: CredentialsError | None = None
@@ -118,10 +117,6 @@ class Authenticator:
         # password costs one refused request, not one per concurrent scope.
         self._proven = asyncio.Event()
         self._first = asyncio.Lock()
-
-    @property
-    def has_credentials(self) -> bool:
-        return self._basic is not None
 
     async def header(self, scopes: tuple[str, ...]) -> str | None:
         """The Authorization value to send up front, if the registry's scheme is known."""
@@ -221,7 +216,6 @@ class Authenticator:
             raise AuthError(f"{self.registry} sent a Bearer challenge without a realm")
         params = [("service", service)] if service else []
         params += [("scope", scope) for scope in scopes]
-        self.token_requests += 1
         started = self._clock()
         response = await self._fetch_token(realm, params, self._basic)
         if response.status in (401, 403) and self._basic is not None:

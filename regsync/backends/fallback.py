@@ -13,11 +13,11 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from regsync.backends.registry.client import RegistryClient
+from regsync.backends.registry.retry import fails_over
 from regsync.errors import RegsyncError
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.oci.ref import Listed
-from regsync.registry.client import RegistryClient
-from regsync.registry.retry import fails_over
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,6 +95,9 @@ class FallbackBackend:
                 )
             return await self._read(lambda c: c.manifest_get(repo, ref), skip=1)
         return await self._read(lambda c: c.manifest_get(repo, ref))
+
+    async def referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
+        return await self._read(lambda c: c.referrers(repo, digest))
 
     async def blob_head(self, repo: str, digest: str) -> bool:
         return await self._read(lambda c: c.blob_head(repo, digest))

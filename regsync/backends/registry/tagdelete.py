@@ -33,7 +33,7 @@ from regsync.oci.digest import is_digest, sha256_digest
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 
 if TYPE_CHECKING:
-    from regsync.registry.client import RegistryClient
+    from regsync.backends.registry.client import RegistryClient
 
 # A digest nothing can have (all zeros): deleting it tells "deletes work" (404 MANIFEST_UNKNOWN,
 # distribution checks storage.delete.enabled first) from "deletes disabled" (405) harmlessly.

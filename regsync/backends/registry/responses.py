@@ -9,6 +9,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from regsync import boundedjson
+from regsync.backends.registry.retry import Verdict, status_verdict
 from regsync.errors import (
     AuthError,
     NotFoundError,
@@ -16,7 +17,6 @@ from regsync.errors import (
     RegistryError,
     UnsupportedError,
 )
-from regsync.registry.retry import Verdict, status_verdict
 from regsync.secrets import redact
 
 

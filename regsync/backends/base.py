@@ -100,7 +100,18 @@ class Backend(Protocol):
         backend refuses deletes, and another ``RegsyncError`` when it cannot remove the tag
         alone (then the tag still points at its original digest). How is the backend's
         business: a registry without a tag delete gets a unique placeholder manifest under
-        the tag, deleted by digest (see ``regsync.registry.tagdelete``).
+        the tag, deleted by digest (see ``regsync.backends.registry.tagdelete``).
+        """
+        ...
+
+    async def referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
+        """The manifests whose ``subject`` is the manifest ``digest``, from an OCI referrers API.
+
+        None when the backend has no referrers API (a layout; a registry answering 404): the
+        caller then reads the ``sha256-<hex>`` fallback tag instead. An empty list when the API
+        exists and lists nothing. The descriptors are the API's word (the caller fetches and
+        verifies each manifest by digest); ``digest`` must be a digest (``ValueError``
+        otherwise, where the backend checks).
         """
         ...
 

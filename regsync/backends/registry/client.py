@@ -13,6 +13,11 @@ from urllib.parse import quote
 
 from yarl import URL
 
+from regsync.backends.registry import tagdelete
+from regsync.backends.registry.auth import CATALOG_SCOPE, repo_scope
+from regsync.backends.registry.pace import destination_time, too_slow
+from regsync.backends.registry.retry import retry_reason
+from regsync.backends.registry.transport import Transport
 from regsync.errors import (
     AuthError,
     CredentialsError,
@@ -29,11 +34,6 @@ from regsync.oci import mediatypes
 from regsync.oci.digest import StreamVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from regsync.oci.ref import Listed, is_reference, is_repository, shown
-from regsync.registry import tagdelete
-from regsync.registry.auth import CATALOG_SCOPE, repo_scope
-from regsync.registry.pace import destination_time, too_slow
-from regsync.registry.retry import retry_reason
-from regsync.registry.transport import Transport
 
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 _RANGE_START = re.compile(r"\s*bytes\s+(\d+)-")

@@ -21,6 +21,13 @@ from tenacity import AsyncRetrying
 from yarl import URL
 
 from regsync import boundedjson
+from regsync.backends.registry.auth import Authenticator, TokenResponse
+from regsync.backends.registry.health import Health, connect_error
+from regsync.backends.registry.observer import NullObserver, RequestObserver
+from regsync.backends.registry.pace import at_least, too_slow
+from regsync.backends.registry.ratelimit import PullGate, parse_quota
+from regsync.backends.registry.responses import Response, error_from_response
+from regsync.backends.registry.retry import RetryPolicy, Timeouts, retrying
 from regsync.errors import (
     AuthError,
     InvalidNameError,
@@ -29,13 +36,6 @@ from regsync.errors import (
     UnreachableError,
 )
 from regsync.oci.ref import shown
-from regsync.registry.auth import Authenticator, TokenResponse
-from regsync.registry.health import Health, connect_error
-from regsync.registry.observer import NullObserver, RequestObserver
-from regsync.registry.pace import at_least, too_slow
-from regsync.registry.ratelimit import PullGate, parse_quota
-from regsync.registry.responses import Response, error_from_response
-from regsync.registry.retry import RetryPolicy, Timeouts, retrying
 
 EnvProxy = dict[str, Any]  # {} or {"proxy": URL, "proxy_auth": BasicAuth | None}
 
