@@ -176,31 +176,8 @@ class Transport:
         own = self.same_origin(url)
         for _ in range(3):
             sent_headers = await self._headers(headers, scopes, own=own)
-            started = time.monotonic()
+            resp = await self._send(method, url, sent_headers, data)
             try:
-                # Up to the response's headers (a streamed body's own deadline is the caller's).
-                async with asyncio.timeout(self._head_deadline(data)):
-                    resp = await self.session.request(
-                        method,
-                        url,
-                        headers=sent_headers,
-                        data=data,
-                        ssl=self._ssl,
-                        **self._proxy_for(url),
-                        timeout=self._timeout,
-                        auto_decompress=False,
-                    )
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                self.observer.request_done(self.registry, method, "error", _since(started))
-                if (error := connect_error(self.registry, exc)) is not None:
-                    raise error from exc
-                raise TransportError(
-                    f"{self.registry}: {method} {url.path} failed: {_describe(exc)}",
-                    registry=self.registry,
-                ) from exc
-            try:
-                self.observer.request_done(self.registry, method, str(resp.status), _since(started))
-                self._note_ratelimit(resp)
                 # Another origin's challenge is none of our business: learning from it could
                 # switch this registry's scheme to a realm of that host's choosing.
                 foreign = not self.same_origin(resp.url)
@@ -228,6 +205,36 @@ class Transport:
             finally:
                 resp.release()
         raise AuthError(f"{self.registry}: authentication did not settle", registry=self.registry)
+
+    async def _send(
+        self, method: str, url: URL, headers: dict[str, str], data: Any
+    ) -> aiohttp.ClientResponse:
+        """One HTTP exchange up to the response's headers, observed; connection failures
+        become regsync errors (a streamed body's own deadline is the caller's)."""
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self._head_deadline(data)):
+                resp = await self.session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    ssl=self._ssl,
+                    **self._proxy_for(url),
+                    timeout=self._timeout,
+                    auto_decompress=False,
+                )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.observer.request_done(self.registry, method, "error", _since(started))
+            if (error := connect_error(self.registry, exc)) is not None:
+                raise error from exc
+            raise TransportError(
+                f"{self.registry}: {method} {url.path} failed: {_describe(exc)}",
+                registry=self.registry,
+            ) from exc
+        self.observer.request_done(self.registry, method, str(resp.status), _since(started))
+        self._note_ratelimit(resp)
+        return resp
 
     def same_origin(self, url: URL) -> bool:
         """Whether ``url`` is on this registry's scheme+host+port, where its credentials go."""
