@@ -173,6 +173,9 @@ class Transport:
         so callers streaming a body make sure the token is fresh first (see ``prepare``).
         """
         self.health.check()
+        # Userinfo in a URL a registry named (upload Location, next page) is never sent:
+        # aiohttp would use it as Basic credentials, or refuse to combine it with ours.
+        url = url.with_user(None) if url.raw_user or url.raw_password else url
         own = self.same_origin(url)
         for _ in range(3):
             sent_headers = await self._headers(headers, scopes, own=own)
@@ -190,7 +193,8 @@ class Transport:
                         timeout=self._timeout,
                         auto_decompress=False,
                     )
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                # ValueError: aiohttp refusing a redirect whose URL carries userinfo.
                 self.observer.request_done(self.registry, method, "error", _since(started))
                 if (error := connect_error(self.registry, exc)) is not None:
                     raise error from exc

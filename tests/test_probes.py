@@ -1,0 +1,71 @@
+"""Probes of feature combinations and hostile answers that no other module covers.
+
+Each case is what an operator or an attacker would try against a released mirror: userinfo in
+an upload Location or a next-page link on the registry's own origin, duplicate names in a
+listing, a content index directory that is not one, and errors under ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.support import Blob, Image, regsync_json_async, write_config
+from tests.support.scripted import ScriptedRegistry
+from tests.test_secrets import DST_CANARY, FAST, assert_clean, forms, guard_with
+
+
+def _config(src: ScriptedRegistry, dst: ScriptedRegistry, extra: str = "") -> str:
+    return f"""
+        version: 1
+        registries:
+          "{src.host}": {{tls: http}}
+          "{dst.host}":
+            tls: http
+            credentials: {{username: writer, password: "${{DST_PASSWORD}}"}}
+        rules:
+          - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"{extra}}}
+        """
+
+
+@pytest.mark.parametrize("userinfo", ["attacker@", "attacker:pw@", "writer:other@"])
+async def test_userinfo_in_an_own_origin_upload_location(tmp_path: Path, userinfo: str) -> None:
+    """An upload Location on the registry's own origin carrying userinfo: the URL's userinfo is
+    never sent as credentials (nor combined with ours), and the run ends with a summary."""
+    image = Image.oci([Blob.random(3000, seed="probe-userinfo")])
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("team/app", "1", image)
+        accepted = guard_with(dst, "basic", "writer", DST_CANARY)
+        sent: list[str] = []
+
+        async def record(request: web.Request, match: re.Match[str]) -> None:
+            sent.append(request.headers.get("Authorization", ""))
+            return None
+
+        async def with_userinfo(request: web.Request, match: re.Match[str]) -> web.Response | None:
+            if request.headers.get("Authorization") != accepted:
+                return None  # the guard answers
+            response = await dst._default(request)
+            location = response.headers["Location"]
+            response.headers["Location"] = f"http://{userinfo}{dst.host}{location}"
+            return response
+
+        dst.override("*", r"^/v2/mirror/team/app/blobs/uploads/", record)
+        dst.override("POST", r"^/v2/mirror/team/app/blobs/uploads/$", with_userinfo)
+        config = write_config(tmp_path, _config(src, dst))
+        code, summary, stderr = await regsync_json_async(
+            "once", config, env={**FAST, "DST_PASSWORD": DST_CANARY}
+        )
+    (rule,) = summary["rules"]
+    assert "Traceback" not in stderr, stderr
+    assert sent and set(sent) <= {accepted, ""}, sent  # never the URL's userinfo
+    assert code in (0, 1), stderr
+    if code == 0:
+        assert dst.tags["mirror/team/app"]["1"] == image.digest
+    else:
+        assert rule["tags"]["failed"] == 1 and "Location" in rule["errors"][0], rule
+    assert_clean(json.dumps(summary) + stderr, forms("writer", DST_CANARY))
