@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.support import Blob, Image, regsync_json_async, write_config
+from tests.support import Blob, Image, regsync_json_async, run_regsync, write_config
 from tests.support.scripted import ScriptedRegistry
 from tests.test_secrets import DST_CANARY, FAST, assert_clean, forms, guard_with
 
@@ -69,3 +69,34 @@ async def test_userinfo_in_an_own_origin_upload_location(tmp_path: Path, userinf
     else:
         assert rule["tags"]["failed"] == 1 and "Location" in rule["errors"][0], rule
     assert_clean(json.dumps(summary) + stderr, forms("writer", DST_CANARY))
+
+
+@pytest.mark.parametrize("command", [["once"], ["check", "--explain"], ["verify"]])
+@pytest.mark.parametrize("problem", ["missing", "directory", "invalid"])
+def test_json_stdout_is_one_object_even_for_a_config_error(
+    tmp_path: Path, command: list[str], problem: str
+) -> None:
+    """Scripts parse stdout whatever the exit code: a config error under --json is still one
+    JSON object (``ok`` false, the error), next to the one line on stderr, and exit 2."""
+    config = {
+        "missing": tmp_path / "absent.yaml",
+        "directory": tmp_path,
+        "invalid": write_config(tmp_path, "version: 1\nrules: [{name: x, source: a/b}]\n"),
+    }[problem]
+    proc = run_regsync(*command, "-c", config, "--json")
+    assert proc.returncode == 2, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["ok"] is False and data["rules"] == [], data
+    assert proc.stderr.strip() == f"regsync: {data['error']}", proc.stderr
+    assert config.name in data["error"], data
+
+
+def test_json_stdout_for_a_bad_shard_and_metrics_file(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "version: 1\nrules: []\n")
+    bad_shard = run_regsync("once", "-c", config, "--json", "--shard", "3/2")
+    bad_file = run_regsync(
+        "once", "-c", config, "--json", "--metrics-file", tmp_path / "no" / "m.prom"
+    )
+    for proc in (bad_shard, bad_file):
+        assert proc.returncode == 2, proc.stderr
+        assert json.loads(proc.stdout)["ok"] is False, proc.stdout
