@@ -92,11 +92,15 @@ def test_json_stdout_is_one_object_even_for_a_config_error(
 
 
 def test_json_stdout_for_a_bad_shard_and_metrics_file(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "version: 1\nrules: []\n")
+    rule = "{name: x, source: 127.0.0.1:9/a, destination: 127.0.0.1:9/b}"
+    config = write_config(tmp_path, f"version: 1\nrules: [{rule}]\n")
     bad_shard = run_regsync("once", "-c", config, "--json", "--shard", "3/2")
     bad_file = run_regsync(
         "once", "-c", config, "--json", "--metrics-file", tmp_path / "no" / "m.prom"
     )
     for proc in (bad_shard, bad_file):
         assert proc.returncode == 2, proc.stderr
-        assert json.loads(proc.stdout)["ok"] is False, proc.stdout
+        error = json.loads(proc.stdout)["error"]
+        assert proc.stderr.strip() == f"regsync: {error}", proc.stderr
+    assert "shard" in json.loads(bad_shard.stdout)["error"]
+    assert "--metrics-file" in json.loads(bad_file.stdout)["error"]
