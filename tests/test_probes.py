@@ -104,3 +104,49 @@ def test_json_stdout_for_a_bad_shard_and_metrics_file(tmp_path: Path) -> None:
         assert proc.stderr.strip() == f"regsync: {error}", proc.stderr
     assert "shard" in json.loads(bad_shard.stdout)["error"]
     assert "--metrics-file" in json.loads(bad_file.stdout)["error"]
+
+
+async def test_duplicate_names_in_listings_are_one_repository_and_one_tag(tmp_path: Path) -> None:
+    """A catalog listing a repository twice and a tag list naming a tag twice (an attacker's
+    or a buggy registry's paging): one plan per repository, one copy per tag, prune counts
+    right, and `check` right after settles."""
+    one = Image.oci([Blob.random(1500, seed="probe-dup-1")])
+    two = Image.oci([Blob.random(1500, seed="probe-dup-2")])
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        dst.tag_deletes = True
+        src.add("team/app", "1", one)
+        src.add("team/app", "2", two)
+        dst.add("mirror/team/app", "old", Image.oci([Blob.random(1500, seed="probe-dup-old")]))
+
+        async def catalog(request: web.Request, match: re.Match[str]) -> web.Response:
+            return web.json_response({"repositories": ["team/app", "team/app"]})
+
+        async def tags(request: web.Request, match: re.Match[str]) -> web.Response:
+            return web.json_response({"name": "team/app", "tags": ["1", "2", "1", "2"]})
+
+        src.override("GET", r"^/v2/_catalog$", catalog)
+        src.override("GET", r"^/v2/team/app/tags/list$", tags)
+        config = write_config(
+            tmp_path,
+            f"""
+            version: 1
+            registries:
+              "{src.host}": {{tls: http}}
+              "{dst.host}": {{tls: http}}
+            rules:
+              - name: p
+                source: "{src.host}/team/*"
+                destination: "{dst.host}/mirror"
+                prune: {{max_fraction: 1}}
+            """,
+        )
+        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
+        check = await regsync_json_async("check", config, env=FAST)
+        puts = dst.count("PUT", r"^/v2/mirror/team/app/manifests/")
+    (rule,) = summary["rules"]
+    assert code == 0, stderr
+    assert rule["repos"] == 1, rule
+    assert rule["tags"] == {"copied": 2, "up_to_date": 0, "pruned": 1, "failed": 0}, rule
+    assert dst.tags["mirror/team/app"] == {"1": one.digest, "2": two.digest}
+    assert puts == 2
+    assert check.code == 0 and check.data["ok"] is True, check.stderr
