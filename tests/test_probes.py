@@ -150,3 +150,37 @@ async def test_duplicate_names_in_listings_are_one_repository_and_one_tag(tmp_pa
     assert dst.tags["mirror/team/app"] == {"1": one.digest, "2": two.digest}
     assert puts == 2
     assert check.code == 0 and check.data["ok"] is True, check.stderr
+
+
+async def test_a_source_name_too_long_once_mapped_is_skipped_and_the_rest_mirror(
+    tmp_path: Path,
+) -> None:
+    """A valid source repository whose destination (host + prefix + name) passes the 255
+    character limit: that repository is skipped with an error naming it, the others mirror,
+    the run exits 1, and nothing is sent for the long name."""
+    good = Image.oci([Blob.random(1500, seed="probe-long-good")])
+    long_repo = "team/" + "a" * 231  # 15 (host) + 1 + 236 = 252 at the source; 259 mapped
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("team/app", "1", good)
+        src.add(long_repo, "1", Image.oci([Blob.random(1500, seed="probe-long-bad")]))
+        config = write_config(
+            tmp_path,
+            f"""
+            version: 1
+            registries:
+              "{src.host}": {{tls: http}}
+              "{dst.host}": {{tls: http}}
+            rules:
+              - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
+            """,
+        )
+        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
+        sent = [p for _, p in dst.requests if "aaaa" in p]
+    (rule,) = summary["rules"]
+    assert code == 1, stderr
+    assert dst.tags["mirror/team/app"] == {"1": good.digest}
+    assert rule["tags"]["copied"] == 1, rule
+    (error,) = rule["errors"]
+    assert "aaaa" in error and "not a valid name" in error, error
+    assert sent == []
+    assert "Traceback" not in stderr
