@@ -184,3 +184,88 @@ async def test_a_source_name_too_long_once_mapped_is_skipped_and_the_rest_mirror
     assert "aaaa" in error and "not a valid name" in error, error
     assert sent == []
     assert "Traceback" not in stderr
+
+
+async def test_layout_index_entries_with_broken_descriptors_fail_only_their_tag(
+    tmp_path: Path,
+) -> None:
+    """A layout ``index.json`` whose entries carry a short digest, a negative size, a number
+    as media type, a list as annotations, non-object entries: each bad tag fails (or is
+    ignored) with its own error, the good tag is imported, no traceback."""
+    good = Image.oci([Blob.random(1500, seed="probe-layout-good")])
+    layout = tmp_path / "layout"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    for m in good.walk():
+        (blobs / m.digest[7:]).write_bytes(m.raw)
+        for blob in m.blobs:
+            (blobs / blob.digest[7:]).write_bytes(blob.data)
+    desc = good.descriptor()
+
+    def named(tag: str) -> dict[str, object]:
+        return {"org.opencontainers.image.ref.name": f"good/app:{tag}", "x": 1}
+
+    entries: list[object] = [
+        {**desc, "annotations": named("v1")},
+        {**desc, "digest": "sha256:abc", "annotations": named("short")},
+        {**desc, "size": -1, "annotations": named("negative")},
+        {**desc, "mediaType": 7, "annotations": named("mediatype")},
+        {**desc, "annotations": ["good/app:list"]},
+        "good/app:string",
+        17,
+        None,
+    ]
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": entries}))
+    async with ScriptedRegistry() as dst:
+        config = write_config(
+            tmp_path,
+            f"""
+            version: 1
+            registries:
+              "{dst.host}": {{tls: http}}
+            rules:
+              - {{name: i, source: "oci:{layout}", destination: "{dst.host}/mirror"}}
+            """,
+        )
+        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
+    (rule,) = summary["rules"]
+    assert "Traceback" not in stderr, stderr
+    assert code == 1, (stderr, summary)
+    assert dst.tags["mirror/good/app"]["v1"] == good.digest
+    assert rule["tags"]["copied"] >= 1, rule
+    for tag in ("short", "negative"):
+        assert tag not in dst.tags["mirror/good/app"], dst.tags
+        assert any(tag in e for e in rule["errors"]), rule["errors"]
+
+
+async def test_one_malformed_source_manifest_fails_only_its_tag(tmp_path: Path) -> None:
+    """A source tag whose HEAD carries no digest and whose manifest is not JSON: that tag is
+    reported, the repository's other tags are still copied (it used to fail the repository)."""
+    good = Image.oci([Blob.random(1500, seed="probe-malformed-good")])
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("team/app", "1", good)
+        src.put_raw("team/app", "bad", "application/vnd.oci.image.manifest.v1+json", b"{no")
+
+        async def no_digest(request: web.Request, match: re.Match[str]) -> web.Response:
+            return web.Response(headers={"Content-Type": "application/json"})
+
+        src.override("HEAD", r"^/v2/team/app/manifests/bad$", no_digest)
+        config = write_config(
+            tmp_path,
+            f"""
+            version: 1
+            registries:
+              "{src.host}": {{tls: http}}
+              "{dst.host}": {{tls: http}}
+            rules:
+              - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
+            """,
+        )
+        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
+    (rule,) = summary["rules"]
+    assert code == 1, stderr
+    assert dst.tags["mirror/team/app"] == {"1": good.digest}
+    assert rule["tags"]["copied"] == 1, rule
+    (error,) = rule["errors"]
+    assert error.startswith("team/app: skipped source tag 'bad': "), error
