@@ -269,3 +269,49 @@ async def test_one_malformed_source_manifest_fails_only_its_tag(tmp_path: Path) 
     assert rule["tags"]["copied"] == 1, rule
     (error,) = rule["errors"]
     assert error.startswith("team/app: skipped source tag 'bad': "), error
+
+
+async def test_a_redirect_with_userinfo_fails_its_tag_cleanly(tmp_path: Path) -> None:
+    """A source behind Basic auth redirects a blob GET to its own origin with userinfo in the
+    URL: aiohttp refuses to combine that with our Authorization; the tag fails with an error
+    naming the GET (it used to name the upload it fed), and the other repository is copied."""
+    good = Image.oci([Blob.random(1500, seed="probe-redirect-good")])
+    bad = Image.oci([Blob.random(1500, seed="probe-redirect-bad")])
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("team/good", "1", good)
+        src.add("team/bad", "1", bad)
+        guard_with(src, "basic", "reader", DST_CANARY)
+        layer = bad.blobs[0].digest
+
+        async def redirect(request: web.Request, match: re.Match[str]) -> web.Response | None:
+            if "Authorization" not in request.headers:
+                return None
+            target = f"http://x:y@{src.host}/v2/team/bad/blobs/{layer}?again=1"
+            return web.Response(status=307, headers={"Location": target})
+
+        src.override("GET", rf"^/v2/team/bad/blobs/{layer}$", redirect)
+        config = write_config(
+            tmp_path,
+            f"""
+            version: 1
+            registries:
+              "{src.host}":
+                tls: http
+                credentials: {{username: reader, password: "${{DST_PASSWORD}}"}}
+              "{dst.host}": {{tls: http}}
+            rules:
+              - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
+            """,
+        )
+        code, summary, stderr = await regsync_json_async(
+            "once", config, env={**FAST, "DST_PASSWORD": DST_CANARY}
+        )
+    (rule,) = summary["rules"]
+    assert code == 1, stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
+    assert dst.tags["mirror/team/good"] == {"1": good.digest}
+    assert "mirror/team/bad" not in dst.tags
+    (error,) = rule["errors"]
+    # The error names the request that failed (the redirected GET), not the upload it fed.
+    assert error.startswith("team/bad:1: ") and f"GET /v2/team/bad/blobs/{layer}" in error, error
+    assert_clean(json.dumps(summary) + stderr, forms("reader", DST_CANARY))
