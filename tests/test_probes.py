@@ -315,3 +315,38 @@ async def test_a_redirect_with_userinfo_fails_its_tag_cleanly(tmp_path: Path) ->
     # The error names the request that failed (the redirected GET), not the upload it fed.
     assert error.startswith("team/bad:1: ") and f"GET /v2/team/bad/blobs/{layer}" in error, error
     assert_clean(json.dumps(summary) + stderr, forms("reader", DST_CANARY))
+
+
+@pytest.mark.parametrize(
+    "realm", ["http://[bad/token", "http://h:99999/token", "/token", "ftp://h/t"]
+)
+async def test_an_unusable_token_realm_fails_the_rule_with_one_clear_error(
+    tmp_path: Path, realm: str
+) -> None:
+    """A source's Bearer challenge names a realm that is no usable URL: the rule fails with
+    an error naming the registry (no internal error, no traceback), exit 1, JSON intact."""
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("team/app", "1", Image.oci([Blob.random(1500, seed="probe-realm")]))
+
+        async def challenge(request: web.Request, match: re.Match[str]) -> web.Response:
+            header = f'Bearer realm="{realm}",service="s"'
+            return web.Response(status=401, headers={"WWW-Authenticate": header})
+
+        src.override("*", r"^/v2/", challenge)
+        config = write_config(
+            tmp_path,
+            f"""
+            version: 1
+            registries:
+              "{src.host}": {{tls: http}}
+              "{dst.host}": {{tls: http}}
+            rules:
+              - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}/mirror"}}
+            """,
+        )
+        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
+    (rule,) = summary["rules"]
+    assert code == 1 and summary["ok"] is False, stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
+    assert rule["errors"] and src.host in rule["errors"][0] and "realm" in rule["errors"][0], rule
+    assert dst.tags == {}
