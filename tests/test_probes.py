@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from regsync.registry.ratelimit import MAX_PAUSE, parse_quota
 from tests.support import Blob, Image, regsync_json_async, run_regsync, write_config
 from tests.support.scripted import ScriptedRegistry
 from tests.test_secrets import DST_CANARY, FAST, assert_clean, forms, guard_with
@@ -350,3 +351,50 @@ async def test_an_unusable_token_realm_fails_the_rule_with_one_clear_error(
     assert "Traceback" not in stderr and "internal error" not in stderr, stderr
     assert rule["errors"] and src.host in rule["errors"][0] and "realm" in rule["errors"][0], rule
     assert dst.tags == {}
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"RateLimit-Remaining": "9" * 5000}, None),
+        ({"RateLimit-Remaining": "7;w=" + "9" * 400}, (7, 60.0)),
+        ({"RateLimit-Remaining": "7;w=999999999999"}, (7, MAX_PAUSE)),
+        ({"RateLimit-Remaining": "7", "RateLimit-Reset": "9" * 5000}, (7, 60.0)),
+        ({"RateLimit-Remaining": "0;w=21600"}, (0, 21600.0)),
+    ],
+)
+def test_quota_headers_with_absurd_numbers(
+    headers: dict[str, str], expected: tuple[int, float] | None
+) -> None:
+    """A registry's RateLimit numbers are bounded where they are read: a count too long for
+    int() is no count (it was a ValueError on every response), and no window or reset pauses
+    pulls for more than a day (an endless `w=` made `once` wait forever)."""
+    quota = parse_quota(headers)
+    assert (quota and (quota.remaining, quota.pause)) == expected
+
+
+async def test_a_registry_sending_a_huge_remaining_count_still_mirrors(tmp_path: Path) -> None:
+    image = Image.oci([Blob.random(1500, seed="probe-quota")])
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("team/app", "1", image)
+
+        async def quota(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+            response = await src._default(request)
+            response.headers["RateLimit-Remaining"] = "9" * 5000
+            return response
+
+        src.override("*", r"^/v2/", quota)
+        config = write_config(
+            tmp_path,
+            f"""
+            version: 1
+            registries:
+              "{src.host}": {{tls: http, rate_limit: {{min_remaining: 5}}}}
+              "{dst.host}": {{tls: http}}
+            rules:
+              - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}"}}
+            """,
+        )
+        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
+    assert code == 0, (stderr, summary)
+    assert dst.tags["team/app"] == {"1": image.digest}
