@@ -16,6 +16,7 @@ from aiohttp import web
 
 from regsync.registry.ratelimit import MAX_PAUSE, parse_quota
 from tests.support import Blob, Image, regsync_json_async, run_regsync, write_config
+from tests.support.images import Index
 from tests.support.scripted import ScriptedRegistry
 from tests.test_secrets import DST_CANARY, FAST, assert_clean, forms, guard_with
 
@@ -398,3 +399,35 @@ async def test_a_registry_sending_a_huge_remaining_count_still_mirrors(tmp_path:
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
     assert code == 0, (stderr, summary)
     assert dst.tags["team/app"] == {"1": image.digest}
+
+
+async def test_indexes_nested_deeper_than_any_image_are_refused_not_walked(tmp_path: Path) -> None:
+    """A source tag whose index nests an index nesting an index ... 30 deep: copied whole
+    (no platform filter), the walk stops at the nesting bound the platform filter already
+    has, instead of one source GET per level; the other tag is copied."""
+    good = Image.oci([Blob.random(1500, seed="probe-nest-good")])
+    chain = Image.oci([Blob.random(1500, seed="probe-nest-leaf")])
+    for _ in range(30):
+        chain = Index.oci([chain])
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("team/app", "good", good)
+        src.add("team/app", "deep", chain)
+        config = write_config(
+            tmp_path,
+            f"""
+            version: 1
+            registries:
+              "{src.host}": {{tls: http}}
+              "{dst.host}": {{tls: http}}
+            rules:
+              - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}"}}
+            """,
+        )
+        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
+        gets = src.count("GET", r"/manifests/")
+    (rule,) = summary["rules"]
+    assert code == 1, stderr
+    assert dst.tags["team/app"] == {"good": good.digest}
+    (error,) = rule["errors"]
+    assert error.startswith("team/app:deep: ") and "nested" in error, error
+    assert gets <= 12, gets
