@@ -431,3 +431,36 @@ async def test_indexes_nested_deeper_than_any_image_are_refused_not_walked(tmp_p
     (error,) = rule["errors"]
     assert error.startswith("team/app:deep: ") and "nested" in error, error
     assert gets <= 12, gets
+
+
+async def test_a_registry_error_message_cannot_forge_log_lines(tmp_path: Path) -> None:
+    """An error body whose message and code hold newlines and terminal escapes: every line the
+    run prints is still one of regsync's own (the text is escaped), in the log, the text
+    summary and the JSON errors."""
+    forged = "2026-01-01T00:00:00 INFO    rule p: success FORGED"
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("team/app", "1", Image.oci([Blob.random(1500, seed="probe-forge")]))
+
+        async def hostile(request: web.Request, match: re.Match[str]) -> web.Response:
+            body = {"errors": [{"code": "DENIED\n" + forged, "message": f"no\n{forged}\x1b[2J"}]}
+            return web.json_response(body, status=403)
+
+        src.override("GET", r"^/v2/team/app/tags/list$", hostile)
+        config = write_config(
+            tmp_path,
+            f"""
+            version: 1
+            registries:
+              "{src.host}": {{tls: http}}
+              "{dst.host}": {{tls: http}}
+            rules:
+              - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}"}}
+            """,
+        )
+        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
+    (rule,) = summary["rules"]
+    assert code == 1, stderr
+    assert "FORGED" in stderr  # the text is shown, escaped ...
+    assert not [line for line in stderr.splitlines() if line.startswith(forged[:19])], stderr
+    assert "\x1b" not in stderr  # ... and no terminal escape reaches the terminal
+    assert rule["errors"] and all("\n" not in e and "\x1b" not in e for e in rule["errors"])
