@@ -464,3 +464,60 @@ async def test_a_registry_error_message_cannot_forge_log_lines(tmp_path: Path) -
     assert not [line for line in stderr.splitlines() if line.startswith(forged[:19])], stderr
     assert "\x1b" not in stderr  # ... and no terminal escape reaches the terminal
     assert rule["errors"] and all("\n" not in e and "\x1b" not in e for e in rule["errors"])
+
+
+@pytest.mark.parametrize(
+    ("source", "destination", "example"),
+    [
+        ("**", "mirror", "mirror/x"),
+        ("a/**", "a/m/{path}", "a/m/a/x"),
+        ("team/**", "team", "team/team/x"),
+    ],
+)
+def test_a_rule_whose_source_lists_its_own_copies_is_refused(
+    tmp_path: Path, source: str, destination: str, example: str
+) -> None:
+    """`source: reg/**`, `destination: reg/mirror` on one registry: every run would copy the
+    previous run's copies again one level deeper (mirror/mirror/...). Refused at load, exit 2,
+    naming the rule's destination line and an example repository."""
+    host = "127.0.0.1:5000"
+    config = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        registries:
+          "{host}": {{tls: http}}
+        rules:
+          - name: loop
+            source: {host}/{source}
+            destination: {host}/{destination}
+        """,
+    )
+    proc = run_regsync("validate", "-c", config)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("regsync: rules[0].destination (sync.yaml:7): "), line
+    assert f"(e.g. {example})" in line, line
+
+
+@pytest.mark.parametrize(
+    ("source", "destination"),
+    [("a/*", "a/m/{name}"), ("team/*", "team"), ("a/**", "b"), ("**", "oci:/tmp/x")],
+)
+def test_a_rule_writing_beside_its_source_is_accepted(
+    tmp_path: Path, source: str, destination: str
+) -> None:
+    host = "127.0.0.1:5000"
+    dest = destination if destination.startswith("oci:") else f"{host}/{destination}"
+    config = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        registries:
+          "{host}": {{tls: http}}
+        rules:
+          - {{name: ok, source: "{host}/{source}", destination: "{dest}"}}
+        """,
+    )
+    proc = run_regsync("validate", "-c", config)
+    assert proc.returncode == 0, proc.stderr

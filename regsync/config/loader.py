@@ -306,6 +306,18 @@ def _refusal(
 def _shared_destinations(rules: list[Rule], lines: dict[Loc, int]) -> list[_Problem]:
     """Pairs of rules that could write one destination repository (see config.overlap)."""
     problems = []
+    for at, rule in enumerate(rules):
+        if (repo := overlap.feeds_itself(rule)) is not None:
+            loc = ("rules", at, "destination")
+            problems.append(
+                _Problem(
+                    _line(lines, loc),
+                    loc,
+                    f"the source {rule.source} also lists what this rule writes (e.g. {repo}):"
+                    " every run would copy the last run's copies again, one level deeper;"
+                    " write to a path the source pattern does not match, or to another registry",
+                )
+            )
     for first, later, repo in overlap.conflicts(rules):
         loc: Loc = ("rules", later, "destination")
         earlier = _line(lines, ("rules", first, "destination"))

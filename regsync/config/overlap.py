@@ -41,6 +41,18 @@ def conflicts(rules: Sequence[Rule]) -> list[tuple[int, int, str]]:
     return found
 
 
+def feeds_itself(rule: Rule) -> str | None:
+    """A repository the rule would write that its own source pattern lists again, or None.
+
+    `source: reg/**` with `destination: reg/mirror` copies `mirror/x` to `mirror/mirror/x` on
+    the next run, and so on: the mirror grows by one level every run.
+    """
+    where, written = destination_glob(rule)
+    if rule.destination.layout or where != rule.source.registry:
+        return None
+    return common_repository(rule.source.pattern, written)
+
+
 def destination_glob(rule: Rule) -> tuple[str, str]:
     """(registry or layout directory, glob of the destination repositories the rule writes)."""
     dest, pattern = rule.destination, rule.source.pattern
