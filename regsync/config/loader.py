@@ -308,11 +308,11 @@ def _shared_destinations(rules: list[Rule], lines: dict[Loc, int]) -> list[_Prob
     problems = []
     for at, rule in enumerate(rules):
         if (repo := overlap.feeds_itself(rule)) is not None:
-            loc = ("rules", at, "destination")
+            where: Loc = ("rules", at, "destination")
             problems.append(
                 _Problem(
-                    _line(lines, loc),
-                    loc,
+                    _line(lines, where),
+                    where,
                     f"the source {rule.source} also lists what this rule writes (e.g. {repo}):"
                     " every run would copy the last run's copies again, one level deeper;"
                     " write to a path the source pattern does not match, or to another registry",
