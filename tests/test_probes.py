@@ -521,3 +521,38 @@ def test_a_rule_writing_beside_its_source_is_accepted(
     )
     proc = run_regsync("validate", "-c", config)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_two_rules_listing_each_others_copies_are_refused_and_a_chain_is_not(
+    tmp_path: Path,
+) -> None:
+    """`a/** -> b` and `b/** -> a` on one registry grow `a/b/a/b/...` between them; a chain
+    (`c/** -> d`, `d/* -> e`: d's source never lists c's copies) is a normal staging set-up."""
+    host = "127.0.0.1:5000"
+
+    def config(*rules: str) -> Path:
+        lines = [f"  - {{name: r{i}, {r}}}" for i, r in enumerate(rules)]
+        body = f'version: 1\nregistries:\n  "{host}": {{tls: http}}\nrules:\n' + "\n".join(lines)
+        return write_config(tmp_path, body + "\n")
+
+    loop = run_regsync(
+        "validate",
+        "-c",
+        config(
+            f"source: {host}/a/**, destination: {host}/b",
+            f"source: {host}/b/**, destination: {host}/a",
+        ),
+    )
+    assert loop.returncode == 2, loop.stderr
+    (line,) = loop.stderr.strip().splitlines()
+    assert line.startswith("regsync: rules[1].destination (sync.yaml:6): rule 'r1' writes"), line
+    assert "(e.g. a/b/x)" in line, line
+    chain = run_regsync(
+        "validate",
+        "-c",
+        config(
+            f"source: {host}/c/**, destination: {host}/d",
+            f"source: {host}/d/*, destination: {host}/e",
+        ),
+    )
+    assert chain.returncode == 0, chain.stderr
