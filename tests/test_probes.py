@@ -15,8 +15,18 @@ import pytest
 from aiohttp import web
 
 from regsync.registry.ratelimit import MAX_PAUSE, parse_quota
-from tests.support import Blob, Image, regsync_json_async, run_regsync, write_config
+from tests.support import (
+    Blob,
+    Image,
+    TlsFiles,
+    push,
+    regsync_json,
+    regsync_json_async,
+    run_regsync,
+    write_config,
+)
 from tests.support.images import Index
+from tests.support.matrix import start_pair
 from tests.support.scripted import ScriptedRegistry
 from tests.test_secrets import DST_CANARY, FAST, assert_clean, forms, guard_with
 
@@ -556,3 +566,45 @@ def test_two_rules_listing_each_others_copies_are_refused_and_a_chain_is_not(
         ),
     )
     assert chain.returncode == 0, chain.stderr
+
+
+def test_htpasswd_glob_path_template_prune_and_shards_settle(
+    tmp_path: Path, tls_ca: TlsFiles
+) -> None:
+    """Crossed as a site runs it: htpasswd over TLS both sides, `ns/**` into `m/{path}` with
+    prune and shared layers, two shards (`--shard 0/2`, `1/2`) each run once: together they
+    mirror every repository exactly, prune the stale tag, and `check` (whole, and per shard)
+    exits 0 right after."""
+    pair = start_pair("htpasswd", tmp_path / "regs", tls_ca, None)
+    try:
+        base = Blob.random(4000, seed="probe-cross-base")
+        images = {
+            (repo, tag): Image.docker([base, Blob.random(1500, seed=f"probe-{repo}-{tag}")])
+            for repo in ("ns/a", "ns/deep/b", "ns/deep/er/c")
+            for tag in ("1", "2")
+        }
+        for (repo, tag), image in images.items():
+            push(pair.src, repo, tag, image)
+        stale = Image.docker([base, Blob.random(1500, seed="probe-cross-stale")])
+        push(pair.dst, "m/ns/deep/b", "gone", stale)
+        push(pair.dst, "m/ns/deep/b", "1", images[("ns/deep/b", "1")])  # 1 of 2 goes: allowed
+        config = write_config(
+            tmp_path,
+            pair.registries_yaml()
+            + f"version: 1\nrules:\n  - name: x\n    source: {pair.src.host}/ns/**\n"
+            f"    destination: {pair.dst.host}/m/{{path}}\n    prune: true\n",
+        )
+        runs = [regsync_json("once", config, "--shard", f"{i}/2") for i in (0, 1)]
+        for run in runs:
+            assert run.code == 0, run.stderr
+        repos = sum(r.rule["repos"] for r in runs)
+        counts = [sum(r.rule["tags"][k] for r in runs) for k in ("copied", "up_to_date", "pruned")]
+        assert (repos, counts) == (3, [5, 1, 1]), [r.rule for r in runs]
+        for (repo, tag), image in images.items():
+            assert pair.dst.manifest_digest(f"m/{repo}", tag) == image.digest
+        assert pair.dst.manifest_digest("m/ns/deep/b", "gone") is None
+        for args in ((), ("--shard", "0/2"), ("--shard", "1/2")):
+            check = regsync_json("check", config, *args)
+            assert check.code == 0 and check.data["ok"] is True, check.stderr
+    finally:
+        pair.stop()
