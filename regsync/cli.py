@@ -53,6 +53,15 @@ def _print_json(data: dict[str, Any]) -> None:
     print(json.dumps(redact_data(data), indent=2))
 
 
+def _usage_error(args: argparse.Namespace, message: str) -> int:
+    """A config or usage error: one line on stderr and, under --json, still one JSON object
+    on stdout (scripts parse stdout whatever the exit code)."""
+    _print(f"regsync: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        _print_json({"rules": [], "ok": False, "error": message})
+    return EXIT_USAGE
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="regsync", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"regsync {__version__}")
@@ -148,8 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rules = config.select_rules(getattr(args, "rule", []))
         shard = shards.resolve(args.shard, os.environ) if "shard" in args else Shard()
     except (ConfigError, ValueError) as exc:
-        _print(f"regsync: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _usage_error(args, str(exc))
     if args.command == "validate":
         _print(f"{args.config}: valid, {len(config.rules)} rules", file=sys.stderr)
         return EXIT_OK
@@ -180,8 +188,7 @@ def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
     try:
         results = aio.run(verify(config, rules, repair=args.repair))
     except ConfigError as exc:
-        _print(f"regsync: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _usage_error(args, str(exc))
     except KeyboardInterrupt:
         return 130
     ok = all(r.ok for r in results)
@@ -200,8 +207,7 @@ def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
     try:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
-        _print(f"regsync: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _usage_error(args, str(exc))
     index = open_index(args)
     try:
         aio.run(serve(args.config, config, host, port, args.grace_period, shard, index=index))
@@ -226,8 +232,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
     check = args.command == "check"
     metrics_file = getattr(args, "metrics_file", None)
     if metrics_file and not os.path.isdir(os.path.dirname(os.path.abspath(metrics_file))):
-        _print(f"regsync: --metrics-file {metrics_file}: directory does not exist", file=sys.stderr)
-        return EXIT_USAGE
+        return _usage_error(args, f"--metrics-file {metrics_file}: directory does not exist")
     dry_run = getattr(args, "dry_run", False)
     metrics = Metrics(record_success=not dry_run, shard=shard)
     now = time.time()
@@ -250,8 +255,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
                 )
             )
         except ConfigError as exc:
-            _print(f"regsync: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return _usage_error(args, str(exc))
         except KeyboardInterrupt:
             return 130
     verified = None

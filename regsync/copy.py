@@ -28,6 +28,7 @@ from regsync.backends import Backend
 from regsync.backends.registry.observer import NullObserver, RequestObserver
 from regsync.backends.registry.retry import TRANSFER, RetryPolicy, retrying
 from regsync.errors import (
+    ManifestError,
     RegistryError,
     RegsyncError,
     UnsupportedError,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_NESTING = 4  # indexes within indexes copied whole (real images: 1; as the platform filter)
 TRANSFER_ATTEMPTS = 3  # whole-blob tries (each with a fresh upload session), at most
 FLUSH_BATCH = 256  # index writes buffered before a commit in the middle of a run
 
@@ -195,19 +197,27 @@ class CopyEngine:
         # A failed or cancelled leader releases the lock: the next waiter tries itself.
         return self._flights.setdefault(key, asyncio.Lock())
 
-    async def copy_content(self, src_repo: str, dst_repo: str, manifest: Manifest) -> None:
-        """Everything `manifest` references, in the destination repository."""
+    async def copy_content(
+        self, src_repo: str, dst_repo: str, manifest: Manifest, depth: int = 0
+    ) -> None:
+        """Everything `manifest` references, in the destination repository.
+
+        ``depth``: how many indexes up this manifest is nested. Past MAX_NESTING the source
+        is refused: it could otherwise chain indexes for one source GET per level.
+        """
+        if manifest.children and depth >= MAX_NESTING:
+            raise ManifestError(f"indexes nested over {MAX_NESTING} deep are not copied")
         try:
             async with asyncio.TaskGroup() as group:
                 for child in manifest.children:
-                    group.create_task(self._copy_child(src_repo, dst_repo, child))
+                    group.create_task(self._copy_child(src_repo, dst_repo, child, depth + 1))
                 for blob in manifest.blobs:
                     group.create_task(self.copy_blob(src_repo, dst_repo, blob))
         except BaseExceptionGroup as errors:
             # The first failure cancelled its siblings; report it as the tag's error.
             raise first_error(errors) from errors
 
-    async def _copy_child(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:
+    async def _copy_child(self, src_repo: str, dst_repo: str, desc: Descriptor, depth: int) -> None:
         key = ("child", dst_repo, desc.digest)  # content and the manifest pushed by digest
         if key in self._placed:
             return
@@ -221,7 +231,7 @@ class CopyEngine:
             if key in self._placed:
                 return
             child = await self.get_manifest(src_repo, desc.digest)
-            await self.copy_content(src_repo, dst_repo, child)
+            await self.copy_content(src_repo, dst_repo, child, depth)
             await self.push_manifest(dst_repo, child.digest, child)
             self._placed.add(key)
 

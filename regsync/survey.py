@@ -19,9 +19,11 @@ from dataclasses import dataclass, field, replace
 
 from regsync import pruneplan, referrers
 from regsync.backends import Backend
+from regsync.errors import ManifestError
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import artifact_subject, is_fallback_tag
 from regsync.oci.manifest import Descriptor
+from regsync.oci.ref import shown
 from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags
 from regsync.platforms import PlatformFilter, recorded_origin
 from regsync.pruneplan import PrunePolicy
@@ -43,8 +45,14 @@ class SyncPolicy:
 class _Heads:
     """Bounded HEADs and GETs against one backend."""
 
-    def __init__(self, backend: Backend, repo: str, limit: asyncio.Semaphore) -> None:
+    def __init__(
+        self, backend: Backend, repo: str, limit: asyncio.Semaphore, *, lenient: bool = False
+    ) -> None:
         self.backend, self.repo, self.limit = backend, repo, limit
+        # lenient (the source): a tag whose manifest or descriptor is malformed fails alone,
+        # one line each in `refused`; the repository's other tags are still planned.
+        self.lenient = lenient
+        self.refused: list[str] = []
 
     async def head(self, tags: Iterable[str]) -> dict[str, Descriptor]:
         tags = list(tags)
@@ -53,7 +61,13 @@ class _Heads:
 
     async def _head(self, tag: str) -> Descriptor | None:
         async with self.limit:
-            return await self.backend.manifest_head(self.repo, tag)
+            try:
+                return await self.backend.manifest_head(self.repo, tag)
+            except ManifestError as exc:
+                if not self.lenient:
+                    raise
+                self.refused.append(f"skipped source tag {shown(tag)}: {exc}")
+                return None
 
     async def origins(self, tags: Iterable[str]) -> dict[str, Origin]:
         tags = list(tags)
@@ -86,7 +100,7 @@ async def survey(
     skipped = source_listed.skipped("source tag") + dest_listed.skipped("destination tag")
     present = set(dest_tags)
     limit = asyncio.Semaphore(HEAD_CONCURRENCY)
-    src, dst = _Heads(source, repo, limit), _Heads(dest, dest_repo, limit)
+    src, dst = _Heads(source, repo, limit, lenient=True), _Heads(dest, dest_repo, limit)
     selection = select(policy.tags, source_tags)
     # Both sides' HEADs of the selected tags run together (one round trip of latency, not
     # two); a destination HEAD is kept only where the source tag resolved.
@@ -116,7 +130,7 @@ async def survey(
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
     plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)
-    plan = replace(plan, dest_empty=not dest_tags, skipped=skipped)
+    plan = replace(plan, dest_empty=not dest_tags, skipped=skipped + tuple(src.refused))
     if policy.referrers:
         plan = await referrers.plan_api(source, dest, plan, source_heads, present)
     if policy.prune is None:

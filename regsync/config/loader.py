@@ -306,6 +306,30 @@ def _refusal(
 def _shared_destinations(rules: list[Rule], lines: dict[Loc, int]) -> list[_Problem]:
     """Pairs of rules that could write one destination repository (see config.overlap)."""
     problems = []
+    for at, rule in enumerate(rules):
+        if (repo := overlap.feeds_itself(rule)) is not None:
+            where: Loc = ("rules", at, "destination")
+            problems.append(
+                _Problem(
+                    _line(lines, where),
+                    where,
+                    f"the source {rule.source} also lists what this rule writes (e.g. {repo}):"
+                    " every run would copy the last run's copies again, one level deeper;"
+                    " write to a path the source pattern does not match, or to another registry",
+                )
+            )
+    for first, later, repo in overlap.feedback(rules):
+        where = ("rules", later, "destination")
+        problems.append(
+            _Problem(
+                _line(lines, where),
+                where,
+                f"rule {rules[later].name!r} writes what rule {rules[first].name!r} (line "
+                f"{_line(lines, ('rules', first, 'destination'))}) lists (e.g. {repo}), and that"
+                " rule writes what this one lists: every run would copy the last run's copies"
+                " again, one level deeper; write to paths the other source does not match",
+            )
+        )
     for first, later, repo in overlap.conflicts(rules):
         loc: Loc = ("rules", later, "destination")
         earlier = _line(lines, ("rules", first, "destination"))

@@ -42,6 +42,35 @@ def conflicts(rules: Sequence[Rule]) -> list[tuple[int, int, str]]:
     return found
 
 
+def feeds_itself(rule: Rule) -> str | None:
+    """A repository the rule would write that its own source pattern lists again, or None.
+
+    `source: reg/**` with `destination: reg/mirror` copies `mirror/x` to `mirror/mirror/x` on
+    the next run, and so on: the mirror grows by one level every run.
+    """
+    return feeds(rule, rule)
+
+
+def feedback(rules: Sequence[Rule]) -> list[tuple[int, int, str]]:
+    """(earlier, later, a repository the later writes that the earlier lists) for each pair of
+    rules that list each other's copies: between them they grow a level every run too."""
+    found = []
+    for j, later in enumerate(rules):
+        for i in range(j):
+            there, back = feeds(later, rules[i]), feeds(rules[i], later)
+            if there is not None and back is not None:
+                found.append((i, j, there))
+    return found
+
+
+def feeds(writer: Rule, reader: Rule) -> str | None:
+    """A repository ``writer`` could write that ``reader``'s source pattern lists, or None."""
+    where, written = destination_glob(writer)
+    if writer.destination.kind is Kind.LAYOUT or where != reader.source.registry:
+        return None
+    return common_repository(reader.source.pattern, written)
+
+
 def destination_glob(rule: Rule) -> tuple[str, str]:
     """(registry or layout directory, glob of the destination repositories the rule writes)."""
     dest, pattern = rule.destination, rule.source.pattern

@@ -36,7 +36,7 @@ from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from regsync.oci.ref import Listed, is_reference, is_repository, shown
 
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
-_RANGE_START = re.compile(r"\s*bytes\s+(\d+)-")
+_RANGE_START = re.compile(r"\s*bytes\s+([0-9]{1,19})-")  # few digits: int() refuses 4,300+
 PAGE_SIZE = 1000  # distribution caps n at 1000
 MAX_PAGES = 10_000  # a registry that pages forever is cut off, not followed
 MAX_LISTING = 1_000_000

@@ -19,9 +19,12 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
-_COUNT = re.compile(r"\s*(\d+)")
-_WINDOW = re.compile(r";\s*w\s*=\s*(\d+)")
+# Few digits: the registry writes these, and int() refuses over 4,300 digits (that was an
+# internal error on every response of a registry sending a long one).
+_COUNT = re.compile(r"\s*([0-9]{1,12})(?![0-9])")
+_WINDOW = re.compile(r";\s*w\s*=\s*([0-9]{1,12})(?![0-9])")
 DEFAULT_PAUSE = 60.0  # when a response says nothing about its window
+MAX_PAUSE = 24 * 3600.0  # a longer window or reset is the registry's error: wait a day at most
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ class Quota:
     @property
     def pause(self) -> float:
         """How long to wait for the quota to come back."""
-        return self.reset if self.reset is not None else (self.window or DEFAULT_PAUSE)
+        wait = self.reset if self.reset is not None else (self.window or DEFAULT_PAUSE)
+        return min(wait, MAX_PAUSE)
 
 
 def parse_quota(headers: Mapping[str, str]) -> Quota | None:

@@ -173,6 +173,9 @@ class Transport:
         so callers streaming a body make sure the token is fresh first (see ``prepare``).
         """
         self.health.check()
+        # Userinfo in a URL a registry named (upload Location, next page) is never sent:
+        # aiohttp would use it as Basic credentials, or refuse to combine it with ours.
+        url = url.with_user(None) if url.raw_user or url.raw_password else url
         own = self.same_origin(url)
         for _ in range(3):
             sent_headers = await self._headers(headers, scopes, own=own)
@@ -224,7 +227,8 @@ class Transport:
                     timeout=self._timeout,
                     auto_decompress=False,
                 )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            # ValueError: aiohttp refusing a redirect whose URL carries userinfo.
             self.observer.request_done(self.registry, method, "error", _since(started))
             if (error := connect_error(self.registry, exc)) is not None:
                 raise error from exc
@@ -295,15 +299,16 @@ class Transport:
     ) -> TokenResponse:
         """GET a Bearer token; the realm may be another host, so only Basic goes there."""
         headers = {"Authorization": basic} if basic else {}
+        url = _realm_url(realm, self.registry)
         started = time.monotonic()
         try:
             async with self.session.get(
-                realm,
+                url,
                 params=params,
                 headers=headers,
                 ssl=self._ssl,
                 timeout=self._token_timeout,  # its own try: the whole answer within `total`
-                **self._proxy_for(URL(realm)),
+                **self._proxy_for(url),
             ) as resp:
                 self.observer.request_done(
                     self.registry, "TOKEN", str(resp.status), _since(started)
@@ -316,7 +321,7 @@ class Transport:
                 return TokenResponse(resp.status, body)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             raise TransportError(
-                f"{self.registry}: token request to {URL(realm).host} failed: {_describe(exc)}",
+                f"{self.registry}: token request to {url.host} failed: {_describe(exc)}",
                 registry=self.registry,
             ) from exc
 
@@ -339,6 +344,22 @@ async def _read_bounded(
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _realm_url(realm: str, registry: str) -> URL:
+    """A challenge's token realm as a URL we may request: absolute http(s) with a host.
+    The registry chose it, so anything else is that registry's error, not ours."""
+    try:
+        url = URL(realm)
+        usable = url.scheme in ("http", "https") and bool(url.host) and url.port is not None
+    except ValueError:
+        usable = False
+    if not usable:
+        raise AuthError(
+            f"{registry}: the Bearer challenge's realm {shown(realm)} is not a URL",
+            registry=registry,
+        )
+    return url.with_user(None)  # userinfo is never sent: only the configured Basic goes
 
 
 def _origin(url: URL) -> tuple[str, str, int | None]:
