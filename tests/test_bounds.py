@@ -25,7 +25,7 @@ from regsync.errors import ConfigError, ManifestError, TransportError
 from regsync.oci.manifest import parse_manifest
 from regsync.runner import run
 from tests.support import Blob, Image
-from tests.support.cli import FAST_RETRIES, Summary, regsync_json, write_config
+from tests.support.cli import FAST_RETRIES, Summary, plain_config, plain_yaml, regsync_json
 from tests.support.scripted import ScriptedRegistry
 
 GOOD = Image.docker([Blob.random(3000, seed="good")])
@@ -62,20 +62,17 @@ def test_deeply_nested_manifest_is_a_manifest_error() -> None:
 
 def two_rules(tmp_path: Path, src: ScriptedRegistry, dst: ScriptedRegistry) -> Path:
     """Rule `glob` lists the catalog; rule `good` names good/app and needs no listing."""
-    return write_config(
+    return plain_config(
         tmp_path,
+        src,
+        dst,
         f"""
-        version: 1
-        registries:
-          "{src.host}": {{tls: http}}
-          "{dst.host}": {{tls: http}}
-        rules:
-          - name: glob
-            source: {src.host}/*/app
-            destination: {dst.host}/mirror
-          - name: good
-            source: {src.host}/good/app
-            destination: {dst.host}/single
+        - name: glob
+          source: {src.host}/*/app
+          destination: {dst.host}/mirror
+        - name: good
+          source: {src.host}/good/app
+          destination: {dst.host}/single
         """,
     )
 
@@ -181,18 +178,15 @@ async def test_catastrophic_include_against_a_long_listed_tag_and_explain(tmp_pa
     async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
         src.add("good/app", "a" * 40, GOOD)
         src.add("good/app", long_tag, GOOD)
-        config = write_config(
+        config = plain_config(
             tmp_path,
+            src,
+            dst,
             f"""
-            version: 1
-            registries:
-              "{src.host}": {{tls: http}}
-              "{dst.host}": {{tls: http}}
-            rules:
-              - name: r
-                source: {src.host}/good/app
-                destination: {dst.host}/m
-                tags: {{include: ['(a+)+']}}
+            - name: r
+              source: {src.host}/good/app
+              destination: {dst.host}/m
+              tags: {{include: ['(a+)+']}}
             """,
         )
         run = await asyncio.to_thread(
@@ -273,16 +267,15 @@ async def test_nested_json_answer_fails_only_that_repository(what: str) -> None:
             raw = b'{"schemaVersion": 2, "x": ' + DEEP + b"}"
             src.put_raw("bad/app", "1", "application/vnd.oci.image.manifest.v1+json", raw)
         config = parse_config(
-            f"""
-version: 1
-registries:
-  "{src.host}": {{tls: http}}
-  "{dst.host}": {{tls: http}}
-rules:
-  - name: h
-    source: {src.host}/*/app
-    destination: {dst.host}/mirror
-""",
+            plain_yaml(
+                src,
+                dst,
+                f"""
+                - name: h
+                  source: {src.host}/*/app
+                  destination: {dst.host}/mirror
+                """,
+            ),
             env={},
         )
         result = await run(config, config.rules, retry=FAST, timeouts=Timeouts(2, 2))

@@ -21,6 +21,7 @@ from tests.support import (
     Blob,
     Image,
     TlsFiles,
+    plain_config,
     push,
     regsync_json,
     regsync_json_async,
@@ -104,18 +105,15 @@ async def test_duplicate_names_in_listings_are_one_repository_and_one_tag(tmp_pa
 
         src.override("GET", r"^/v2/_catalog$", catalog)
         src.override("GET", r"^/v2/team/app/tags/list$", tags)
-        config = write_config(
+        config = plain_config(
             tmp_path,
+            src,
+            dst,
             f"""
-            version: 1
-            registries:
-              "{src.host}": {{tls: http}}
-              "{dst.host}": {{tls: http}}
-            rules:
-              - name: p
-                source: "{src.host}/team/*"
-                destination: "{dst.host}/mirror"
-                prune: {{max_fraction: 1}}
+            - name: p
+              source: "{src.host}/team/*"
+              destination: "{dst.host}/mirror"
+              prune: {{max_fraction: 1}}
             """,
         )
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
@@ -141,15 +139,12 @@ async def test_a_source_name_too_long_once_mapped_is_skipped_and_the_rest_mirror
     async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
         src.add("team/app", "1", good)
         src.add(long_repo, "1", Image.oci([Blob.random(1500, seed="probe-long-bad")]))
-        config = write_config(
+        config = plain_config(
             tmp_path,
+            src,
+            dst,
             f"""
-            version: 1
-            registries:
-              "{src.host}": {{tls: http}}
-              "{dst.host}": {{tls: http}}
-            rules:
-              - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
+            - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
             """,
         )
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
@@ -229,15 +224,12 @@ async def test_one_malformed_source_manifest_fails_only_its_tag(tmp_path: Path) 
             return web.Response(headers={"Content-Type": "application/json"})
 
         src.override("HEAD", r"^/v2/team/app/manifests/bad$", no_digest)
-        config = write_config(
+        config = plain_config(
             tmp_path,
+            src,
+            dst,
             f"""
-            version: 1
-            registries:
-              "{src.host}": {{tls: http}}
-              "{dst.host}": {{tls: http}}
-            rules:
-              - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
+            - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
             """,
         )
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
@@ -311,15 +303,12 @@ async def test_an_unusable_token_realm_fails_the_rule_with_one_clear_error(
             return web.Response(status=401, headers={"WWW-Authenticate": header})
 
         src.override("*", r"^/v2/", challenge)
-        config = write_config(
+        config = plain_config(
             tmp_path,
+            src,
+            dst,
             f"""
-            version: 1
-            registries:
-              "{src.host}": {{tls: http}}
-              "{dst.host}": {{tls: http}}
-            rules:
-              - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}/mirror"}}
+            - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}/mirror"}}
             """,
         )
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
@@ -388,15 +377,12 @@ async def test_indexes_nested_deeper_than_any_image_are_refused_not_walked(tmp_p
     async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
         src.add("team/app", "good", good)
         src.add("team/app", "deep", chain)
-        config = write_config(
+        config = plain_config(
             tmp_path,
+            src,
+            dst,
             f"""
-            version: 1
-            registries:
-              "{src.host}": {{tls: http}}
-              "{dst.host}": {{tls: http}}
-            rules:
-              - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}"}}
+            - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}"}}
             """,
         )
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
@@ -422,15 +408,12 @@ async def test_a_registry_error_message_cannot_forge_log_lines(tmp_path: Path) -
             return web.json_response(body, status=403)
 
         src.override("GET", r"^/v2/team/app/tags/list$", hostile)
-        config = write_config(
+        config = plain_config(
             tmp_path,
+            src,
+            dst,
             f"""
-            version: 1
-            registries:
-              "{src.host}": {{tls: http}}
-              "{dst.host}": {{tls: http}}
-            rules:
-              - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}"}}
+            - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}"}}
             """,
         )
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)

@@ -34,7 +34,16 @@ from regsync.oci.ref import (
     is_tag,
     shown,
 )
-from tests.support import FAST_RETRIES, Blob, Image, Registry, push, regsync_json, write_config
+from tests.support import (
+    FAST_RETRIES,
+    Blob,
+    Image,
+    Registry,
+    plain_config,
+    push,
+    regsync_json,
+    write_config,
+)
 from tests.support.accesslog import ACCESS_LOG, AccessLog
 from tests.support.images import Manifest
 from tests.support.registry import RegistryFactory
@@ -252,17 +261,14 @@ async def test_hostile_catalog_and_tag_names_are_skipped(
         src.add(HOSTILE_REPO, "v1", EVIL_APP)
         src.add("prod/app", "v1", EVIL_APP)  # what the collapsed paths would read
         src.add("prod/web", "v1", EVIL_WEB)
-        config = write_config(
+        config = plain_config(
             tmp_path,
+            src,
+            logged_dest,
             f"""
-            version: 1
-            registries:
-              "{src.host}": {{tls: http}}
-              "{logged_dest.host}": {{tls: http}}
-            rules:
-              - name: hostile
-                source: {src.host}/ns/**
-                destination: {logged_dest.host}/mirror
+            - name: hostile
+              source: {src.host}/ns/**
+              destination: {logged_dest.host}/mirror
             """,
         )
         run = await asyncio.to_thread(regsync_json, "once", config, env=FAST_RETRIES)

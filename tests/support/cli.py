@@ -10,7 +10,7 @@ import sys
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from .client import RegistryClient
 from .registry import Registry
@@ -121,6 +121,28 @@ def mirror_config(
         + f"    destination: {dst.host}{dest}\n"
         + (body + "\n" if body else ""),
     )
+
+
+class HasHost(Protocol):
+    """A test registry (real or scripted): regsync reaches it at ``host``."""
+
+    @property
+    def host(self) -> str: ...
+
+
+def plain_yaml(src: HasHost, dst: HasHost, rules: str) -> str:
+    """Config text: ``src`` and ``dst`` over plain HTTP, then ``rules`` (the YAML list items of
+    ``rules:``, dedented and re-indented)."""
+    body = textwrap.indent(textwrap.dedent(rules).strip("\n"), "  ")
+    return (
+        f'version: 1\nregistries:\n  "{src.host}": {{tls: http}}\n  "{dst.host}": {{tls: http}}\n'
+        + f"rules:\n{body}\n"
+    )
+
+
+def plain_config(tmp_path: Path, src: HasHost, dst: HasHost, rules: str) -> Path:
+    """``plain_yaml`` written to ``tmp_path/sync.yaml``."""
+    return write_config(tmp_path, plain_yaml(src, dst, rules))
 
 
 async def regsync_json_async(
