@@ -30,20 +30,7 @@ from tests.support import (
 from tests.support.images import Index
 from tests.support.matrix import start_pair
 from tests.support.scripted import ScriptedRegistry
-from tests.test_secrets import DST_CANARY, FAST, assert_clean, forms, guard_with
-
-
-def _config(src: ScriptedRegistry, dst: ScriptedRegistry, extra: str = "") -> str:
-    return f"""
-        version: 1
-        registries:
-          "{src.host}": {{tls: http}}
-          "{dst.host}":
-            tls: http
-            credentials: {{username: writer, password: "${{DST_PASSWORD}}"}}
-        rules:
-          - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"{extra}}}
-        """
+from tests.test_secrets import DST_CANARY, DST_WRITER, FAST, assert_clean, forms, guard_with
 
 
 @pytest.mark.parametrize("userinfo", ["attacker@", "attacker:pw@", "writer:other@"])
@@ -70,7 +57,15 @@ async def test_userinfo_in_an_own_origin_upload_location(tmp_path: Path, userinf
 
         dst.override("*", r"^/v2/mirror/team/app/blobs/uploads/", record)
         dst.override("POST", r"^/v2/mirror/team/app/blobs/uploads/$", with_userinfo)
-        config = write_config(tmp_path, _config(src, dst))
+        config = plain_config(
+            tmp_path,
+            src,
+            dst,
+            f"""
+            - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
+            """,
+            dst_keys=DST_WRITER,
+        )
         code, summary, stderr = await regsync_json_async(
             "once", config, env={**FAST, "DST_PASSWORD": DST_CANARY}
         )
@@ -260,18 +255,14 @@ async def test_a_redirect_with_userinfo_fails_its_tag_cleanly(tmp_path: Path) ->
             return web.Response(status=307, headers={"Location": target})
 
         src.override("GET", rf"^/v2/team/bad/blobs/{layer}$", redirect)
-        config = write_config(
+        config = plain_config(
             tmp_path,
+            src,
+            dst,
             f"""
-            version: 1
-            registries:
-              "{src.host}":
-                tls: http
-                credentials: {{username: reader, password: "${{DST_PASSWORD}}"}}
-              "{dst.host}": {{tls: http}}
-            rules:
-              - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
+            - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
             """,
+            src_keys='credentials: {username: reader, password: "${DST_PASSWORD}"}',
         )
         code, summary, stderr = await regsync_json_async(
             "once", config, env={**FAST, "DST_PASSWORD": DST_CANARY}
@@ -350,16 +341,14 @@ async def test_a_registry_sending_a_huge_remaining_count_still_mirrors(tmp_path:
             return response
 
         src.override("*", r"^/v2/", quota)
-        config = write_config(
+        config = plain_config(
             tmp_path,
+            src,
+            dst,
             f"""
-            version: 1
-            registries:
-              "{src.host}": {{tls: http, rate_limit: {{min_remaining: 5}}}}
-              "{dst.host}": {{tls: http}}
-            rules:
-              - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}"}}
+            - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}"}}
             """,
+            src_keys="rate_limit: {min_remaining: 5}",
         )
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
     assert code == 0, (stderr, summary)

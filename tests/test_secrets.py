@@ -37,6 +37,8 @@ from tests.support import (
     Image,
     Registry,
     RegistryFactory,
+    plain_config,
+    plain_yaml,
     push,
     regsync_json_async,
     run_regsync,
@@ -47,6 +49,8 @@ from tests.support.scripted import ScriptedRegistry, error
 
 SRC_CANARY = "canary-src-7f3a9c1e5d"
 DST_CANARY = "canary-dst-2b8e4f6a0c"
+# The destination's credentials, its password from the environment (DST_PASSWORD).
+DST_WRITER = 'credentials: {username: writer, password: "${DST_PASSWORD}"}'
 WRONG_CANARY = "canary-wrong-9d1c3e5f7a"
 TOKEN_CANARY = "canary-token-4e6a8c0b2d"
 FAST = {"REGSYNC_RETRY_ATTEMPTS": "2", "REGSYNC_RETRY_INITIAL": "0.02", "REGSYNC_READ_TIMEOUT": "2"}
@@ -155,18 +159,16 @@ async def test_bearer_token_never_logged_even_at_aiohttp_debug(
         src.override("GET", r"^/token$", token)
         src.override("*", r"^/v2/", guard)
         config = parse_config(
-            f"""
-version: 1
-registries:
-  "{src.host}":
-    tls: http
-    credentials: {{username: u, password: {SRC_CANARY}}}
-  "{dst.host}": {{tls: http}}
-rules:
-  - name: tok
-    source: {src.host}/team/*
-    destination: {dst.host}/m
-"""
+            plain_yaml(
+                src,
+                dst,
+                f"""
+                - name: tok
+                  source: {src.host}/team/*
+                  destination: {dst.host}/m
+                """,
+                src_keys=f"credentials: {{username: u, password: {SRC_CANARY}}}",
+            )
         )
         result = await run(
             config,
@@ -359,18 +361,14 @@ async def test_upload_location_on_another_origin_gets_no_credentials(
             return web.Response(status=202, headers={"Location": f"http://{other}/up/1?s=x"})
 
         dst.override("POST", r"^/v2/mirror/team/bad/blobs/uploads/$", elsewhere)
-        config = write_config(
+        config = plain_config(
             tmp_path,
+            src,
+            dst,
             f"""
-            version: 1
-            registries:
-              "{src.host}": {{tls: http}}
-              "{dst.host}":
-                tls: http
-                credentials: {{username: writer, password: "${{DST_PASSWORD}}"}}
-            rules:
-              - {{name: o, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
+            - {{name: o, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
             """,
+            dst_keys=DST_WRITER,
         )
         code, summary, stderr = await regsync_json_async(
             "once", config, env={**FAST, "DST_PASSWORD": DST_CANARY}

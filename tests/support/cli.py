@@ -130,19 +130,36 @@ class HasHost(Protocol):
     def host(self) -> str: ...
 
 
-def plain_yaml(src: HasHost, dst: HasHost, rules: str) -> str:
+def plain_yaml(
+    src: HasHost, dst: HasHost, rules: str, *, src_keys: str = "", dst_keys: str = ""
+) -> str:
     """Config text: ``src`` and ``dst`` over plain HTTP, then ``rules`` (the YAML list items of
-    ``rules:``, dedented and re-indented)."""
+    ``rules:``, dedented and re-indented). ``src_keys``/``dst_keys``: more keys of that
+    registry, as YAML flow-mapping entries (``credentials: {username: u, password: p}``)."""
+
+    def entry(reg: HasHost, keys: str) -> str:
+        return f'  "{reg.host}": {{tls: http{", " + keys if keys else ""}}}\n'
+
     body = textwrap.indent(textwrap.dedent(rules).strip("\n"), "  ")
     return (
-        f'version: 1\nregistries:\n  "{src.host}": {{tls: http}}\n  "{dst.host}": {{tls: http}}\n'
+        "version: 1\nregistries:\n"
+        + entry(src, src_keys)
+        + entry(dst, dst_keys)
         + f"rules:\n{body}\n"
     )
 
 
-def plain_config(tmp_path: Path, src: HasHost, dst: HasHost, rules: str) -> Path:
+def plain_config(
+    tmp_path: Path,
+    src: HasHost,
+    dst: HasHost,
+    rules: str,
+    *,
+    src_keys: str = "",
+    dst_keys: str = "",
+) -> Path:
     """``plain_yaml`` written to ``tmp_path/sync.yaml``."""
-    return write_config(tmp_path, plain_yaml(src, dst, rules))
+    return write_config(tmp_path, plain_yaml(src, dst, rules, src_keys=src_keys, dst_keys=dst_keys))
 
 
 async def regsync_json_async(
