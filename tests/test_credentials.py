@@ -13,7 +13,7 @@ import pytest
 
 from regsync.config import Credentials, RegistryConfig
 from regsync.credentials import HUB_SERVER_URL, docker_login, resolve_login
-from tests.support import Blob, Image, RegistryFactory, plain_config, push, run_regsync
+from tests.support import Blob, Image, RegistryFactory, plain_mirror_config, push, run_regsync
 
 
 def auth(user: str, password: str) -> str:
@@ -142,13 +142,12 @@ def test_docker_config_credentials_reach_a_registry(
     src = registry_factory(htpasswd={"carol": "c4r0l"})
     dst = registry_factory()
     pushed = push(src, "team/app", "1.0", Image.docker([Blob.random(2_000, seed="creds")]))
-    config = plain_config(
+    config = plain_mirror_config(
         tmp_path,
         src,
         dst,
-        f"""
-        - {{name: creds, source: "{src.host}/team/app", destination: "{dst.host}"}}
-        """,
+        "team/app",
+        name="creds",
     )
 
     env = docker_config(tmp_path / "none", {})

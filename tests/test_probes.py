@@ -22,6 +22,7 @@ from tests.support import (
     Image,
     TlsFiles,
     plain_config,
+    plain_mirror_config,
     push,
     regsync_json,
     regsync_json_async,
@@ -57,13 +58,12 @@ async def test_userinfo_in_an_own_origin_upload_location(tmp_path: Path, userinf
 
         dst.override("*", r"^/v2/mirror/team/app/blobs/uploads/", record)
         dst.override("POST", r"^/v2/mirror/team/app/blobs/uploads/$", with_userinfo)
-        config = plain_config(
+        config = plain_mirror_config(
             tmp_path,
             src,
             dst,
-            f"""
-            - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
-            """,
+            "team/*",
+            "/mirror",
             dst_keys=DST_WRITER,
         )
         code, summary, stderr = await regsync_json_async(
@@ -134,13 +134,12 @@ async def test_a_source_name_too_long_once_mapped_is_skipped_and_the_rest_mirror
     async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
         src.add("team/app", "1", good)
         src.add(long_repo, "1", Image.oci([Blob.random(1500, seed="probe-long-bad")]))
-        config = plain_config(
+        config = plain_mirror_config(
             tmp_path,
             src,
             dst,
-            f"""
-            - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
-            """,
+            "team/*",
+            "/mirror",
         )
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
         sent = [p for _, p in dst.requests if "aaaa" in p]
@@ -219,13 +218,12 @@ async def test_one_malformed_source_manifest_fails_only_its_tag(tmp_path: Path) 
             return web.Response(headers={"Content-Type": "application/json"})
 
         src.override("HEAD", r"^/v2/team/app/manifests/bad$", no_digest)
-        config = plain_config(
+        config = plain_mirror_config(
             tmp_path,
             src,
             dst,
-            f"""
-            - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
-            """,
+            "team/*",
+            "/mirror",
         )
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
     (rule,) = summary["rules"]
@@ -255,13 +253,12 @@ async def test_a_redirect_with_userinfo_fails_its_tag_cleanly(tmp_path: Path) ->
             return web.Response(status=307, headers={"Location": target})
 
         src.override("GET", rf"^/v2/team/bad/blobs/{layer}$", redirect)
-        config = plain_config(
+        config = plain_mirror_config(
             tmp_path,
             src,
             dst,
-            f"""
-            - {{name: p, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
-            """,
+            "team/*",
+            "/mirror",
             src_keys='credentials: {username: reader, password: "${DST_PASSWORD}"}',
         )
         code, summary, stderr = await regsync_json_async(
@@ -294,13 +291,12 @@ async def test_an_unusable_token_realm_fails_the_rule_with_one_clear_error(
             return web.Response(status=401, headers={"WWW-Authenticate": header})
 
         src.override("*", r"^/v2/", challenge)
-        config = plain_config(
+        config = plain_mirror_config(
             tmp_path,
             src,
             dst,
-            f"""
-            - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}/mirror"}}
-            """,
+            "team/app",
+            "/mirror",
         )
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
     (rule,) = summary["rules"]
@@ -341,13 +337,11 @@ async def test_a_registry_sending_a_huge_remaining_count_still_mirrors(tmp_path:
             return response
 
         src.override("*", r"^/v2/", quota)
-        config = plain_config(
+        config = plain_mirror_config(
             tmp_path,
             src,
             dst,
-            f"""
-            - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}"}}
-            """,
+            "team/app",
             src_keys="rate_limit: {min_remaining: 5}",
         )
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
@@ -366,13 +360,11 @@ async def test_indexes_nested_deeper_than_any_image_are_refused_not_walked(tmp_p
     async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
         src.add("team/app", "good", good)
         src.add("team/app", "deep", chain)
-        config = plain_config(
+        config = plain_mirror_config(
             tmp_path,
             src,
             dst,
-            f"""
-            - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}"}}
-            """,
+            "team/app",
         )
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
         gets = src.count("GET", r"/manifests/")
@@ -397,13 +389,11 @@ async def test_a_registry_error_message_cannot_forge_log_lines(tmp_path: Path) -
             return web.json_response(body, status=403)
 
         src.override("GET", r"^/v2/team/app/tags/list$", hostile)
-        config = plain_config(
+        config = plain_mirror_config(
             tmp_path,
             src,
             dst,
-            f"""
-            - {{name: p, source: "{src.host}/team/app", destination: "{dst.host}"}}
-            """,
+            "team/app",
         )
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
     (rule,) = summary["rules"]

@@ -37,7 +37,7 @@ from tests.support import (
     Image,
     Registry,
     RegistryFactory,
-    plain_config,
+    plain_mirror_config,
     plain_yaml,
     push,
     regsync_json_async,
@@ -361,13 +361,13 @@ async def test_upload_location_on_another_origin_gets_no_credentials(
             return web.Response(status=202, headers={"Location": f"http://{other}/up/1?s=x"})
 
         dst.override("POST", r"^/v2/mirror/team/bad/blobs/uploads/$", elsewhere)
-        config = plain_config(
+        config = plain_mirror_config(
             tmp_path,
             src,
             dst,
-            f"""
-            - {{name: o, source: "{src.host}/team/*", destination: "{dst.host}/mirror"}}
-            """,
+            "team/*",
+            "/mirror",
+            name="o",
             dst_keys=DST_WRITER,
         )
         code, summary, stderr = await regsync_json_async(

@@ -162,6 +162,22 @@ def plain_config(
     return write_config(tmp_path, plain_yaml(src, dst, rules, src_keys=src_keys, dst_keys=dst_keys))
 
 
+def plain_mirror_config(
+    tmp_path: Path,
+    src: HasHost,
+    dst: HasHost,
+    source: str,
+    dest: str = "",
+    *,
+    name: str = "p",
+    src_keys: str = "",
+    dst_keys: str = "",
+) -> Path:
+    """``plain_config`` with one rule ``name`` from ``src/source`` to ``dst`` (plus ``dest``)."""
+    rule = f'- {{name: {name}, source: "{src.host}/{source}", destination: "{dst.host}{dest}"}}'
+    return plain_config(tmp_path, src, dst, rule, src_keys=src_keys, dst_keys=dst_keys)
+
+
 async def regsync_json_async(
     command: str,
     config: Path,
