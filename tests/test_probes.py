@@ -20,6 +20,7 @@ from regsync.backends.registry.ratelimit import MAX_PAUSE, parse_quota
 from tests.support import (
     Blob,
     Image,
+    Summary,
     TlsFiles,
     plain_config,
     plain_mirror_config,
@@ -32,6 +33,24 @@ from tests.support.images import Index
 from tests.support.matrix import start_pair
 from tests.support.scripted import ScriptedRegistry
 from tests.test_secrets import DST_CANARY, DST_WRITER, FAST, assert_clean, forms, guard_with
+
+
+async def once(
+    tmp_path: Path,
+    src: ScriptedRegistry,
+    dst: ScriptedRegistry,
+    source: str,
+    dest: str = "",
+    *,
+    src_keys: str = "",
+    dst_keys: str = "",
+    env: dict[str, str] = FAST,
+) -> Summary:
+    """``regsync once --json`` of one rule ``p`` from ``src/source`` to ``dst`` (plus ``dest``)."""
+    config = plain_mirror_config(
+        tmp_path, src, dst, source, dest, src_keys=src_keys, dst_keys=dst_keys
+    )
+    return await regsync_json_async("once", config, env=env)
 
 
 @pytest.mark.parametrize("userinfo", ["attacker@", "attacker:pw@", "writer:other@"])
@@ -58,16 +77,14 @@ async def test_userinfo_in_an_own_origin_upload_location(tmp_path: Path, userinf
 
         dst.override("*", r"^/v2/mirror/team/app/blobs/uploads/", record)
         dst.override("POST", r"^/v2/mirror/team/app/blobs/uploads/$", with_userinfo)
-        config = plain_mirror_config(
+        code, summary, stderr = await once(
             tmp_path,
             src,
             dst,
             "team/*",
             "/mirror",
             dst_keys=DST_WRITER,
-        )
-        code, summary, stderr = await regsync_json_async(
-            "once", config, env={**FAST, "DST_PASSWORD": DST_CANARY}
+            env={**FAST, "DST_PASSWORD": DST_CANARY},
         )
     (rule,) = summary["rules"]
     assert "Traceback" not in stderr, stderr
@@ -134,14 +151,7 @@ async def test_a_source_name_too_long_once_mapped_is_skipped_and_the_rest_mirror
     async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
         src.add("team/app", "1", good)
         src.add(long_repo, "1", Image.oci([Blob.random(1500, seed="probe-long-bad")]))
-        config = plain_mirror_config(
-            tmp_path,
-            src,
-            dst,
-            "team/*",
-            "/mirror",
-        )
-        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
+        code, summary, stderr = await once(tmp_path, src, dst, "team/*", "/mirror")
         sent = [p for _, p in dst.requests if "aaaa" in p]
     (rule,) = summary["rules"]
     assert code == 1, stderr
@@ -218,14 +228,7 @@ async def test_one_malformed_source_manifest_fails_only_its_tag(tmp_path: Path) 
             return web.Response(headers={"Content-Type": "application/json"})
 
         src.override("HEAD", r"^/v2/team/app/manifests/bad$", no_digest)
-        config = plain_mirror_config(
-            tmp_path,
-            src,
-            dst,
-            "team/*",
-            "/mirror",
-        )
-        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
+        code, summary, stderr = await once(tmp_path, src, dst, "team/*", "/mirror")
     (rule,) = summary["rules"]
     assert code == 1, stderr
     assert dst.tags["mirror/team/app"] == {"1": good.digest}
@@ -253,16 +256,14 @@ async def test_a_redirect_with_userinfo_fails_its_tag_cleanly(tmp_path: Path) ->
             return web.Response(status=307, headers={"Location": target})
 
         src.override("GET", rf"^/v2/team/bad/blobs/{layer}$", redirect)
-        config = plain_mirror_config(
+        code, summary, stderr = await once(
             tmp_path,
             src,
             dst,
             "team/*",
             "/mirror",
             src_keys='credentials: {username: reader, password: "${DST_PASSWORD}"}',
-        )
-        code, summary, stderr = await regsync_json_async(
-            "once", config, env={**FAST, "DST_PASSWORD": DST_CANARY}
+            env={**FAST, "DST_PASSWORD": DST_CANARY},
         )
     (rule,) = summary["rules"]
     assert code == 1, stderr
@@ -291,14 +292,7 @@ async def test_an_unusable_token_realm_fails_the_rule_with_one_clear_error(
             return web.Response(status=401, headers={"WWW-Authenticate": header})
 
         src.override("*", r"^/v2/", challenge)
-        config = plain_mirror_config(
-            tmp_path,
-            src,
-            dst,
-            "team/app",
-            "/mirror",
-        )
-        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
+        code, summary, stderr = await once(tmp_path, src, dst, "team/app", "/mirror")
     (rule,) = summary["rules"]
     assert code == 1 and summary["ok"] is False, stderr
     assert "Traceback" not in stderr and "internal error" not in stderr, stderr
@@ -337,14 +331,9 @@ async def test_a_registry_sending_a_huge_remaining_count_still_mirrors(tmp_path:
             return response
 
         src.override("*", r"^/v2/", quota)
-        config = plain_mirror_config(
-            tmp_path,
-            src,
-            dst,
-            "team/app",
-            src_keys="rate_limit: {min_remaining: 5}",
+        code, summary, stderr = await once(
+            tmp_path, src, dst, "team/app", src_keys="rate_limit: {min_remaining: 5}"
         )
-        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
     assert code == 0, (stderr, summary)
     assert dst.tags["team/app"] == {"1": image.digest}
 
@@ -360,13 +349,7 @@ async def test_indexes_nested_deeper_than_any_image_are_refused_not_walked(tmp_p
     async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
         src.add("team/app", "good", good)
         src.add("team/app", "deep", chain)
-        config = plain_mirror_config(
-            tmp_path,
-            src,
-            dst,
-            "team/app",
-        )
-        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
+        code, summary, stderr = await once(tmp_path, src, dst, "team/app")
         gets = src.count("GET", r"/manifests/")
     (rule,) = summary["rules"]
     assert code == 1, stderr
@@ -389,13 +372,7 @@ async def test_a_registry_error_message_cannot_forge_log_lines(tmp_path: Path) -
             return web.json_response(body, status=403)
 
         src.override("GET", r"^/v2/team/app/tags/list$", hostile)
-        config = plain_mirror_config(
-            tmp_path,
-            src,
-            dst,
-            "team/app",
-        )
-        code, summary, stderr = await regsync_json_async("once", config, env=FAST)
+        code, summary, stderr = await once(tmp_path, src, dst, "team/app")
     (rule,) = summary["rules"]
     assert code == 1, stderr
     assert "FORGED" in stderr  # the text is shown, escaped ...
