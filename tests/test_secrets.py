@@ -70,22 +70,15 @@ def assert_clean(text: str, secrets: list[str]) -> None:
 
 
 def creds_config(tmp_path: Path, src: Registry, dst: Registry) -> Path:
-    return write_config(
+    return plain_mirror_config(
         tmp_path,
-        f"""
-version: 1
-registries:
-  "{src.host}":
-    tls: http
-    credentials: {{username: reader, password: "${{SRC_PASSWORD}}"}}
-  "{dst.host}":
-    tls: http
-    credentials: {{username: writer, password: "${{DST_PASSWORD}}"}}
-rules:
-  - name: canary
-    source: {src.host}/team/*
-    destination: {dst.host}/mirror
-""",
+        src,
+        dst,
+        "team/*",
+        "/mirror",
+        name="canary",
+        src_keys='credentials: {username: reader, password: "${SRC_PASSWORD}"}',
+        dst_keys=DST_WRITER,
     )
 
 
@@ -388,20 +381,10 @@ async def test_upload_location_on_another_origin_gets_no_credentials(
 
 
 def echo_config(tmp_path: Path, src: ScriptedRegistry, dst: ScriptedRegistry) -> Path:
-    return write_config(
-        tmp_path,
-        f"""
-        version: 1
-        registries:
-          "{src.host}":
-            tls: http
-            credentials: {{username: reader, password: {SRC_CANARY}}}
-          "{dst.host}": {{tls: http}}
-        defaults: {{interval: 1h}}
-        rules:
-          - {{name: echo, source: "{src.host}/team/*", destination: "{dst.host}/m"}}
-        """,
-    )
+    rule = f'- {{name: echo, source: "{src.host}/team/*", destination: "{dst.host}/m"}}'
+    keys = f"credentials: {{username: reader, password: {SRC_CANARY}}}"
+    text = plain_yaml(src, dst, rule, src_keys=keys)
+    return write_config(tmp_path, "defaults: {interval: 1h}\n" + text)
 
 
 def serve_status(config: Path, workdir: Path) -> tuple[dict[str, object], str]:
