@@ -25,7 +25,14 @@ from regsync.errors import ConfigError, ManifestError, TransportError
 from regsync.oci.manifest import parse_manifest
 from regsync.runner import run
 from tests.support import Blob, Image
-from tests.support.cli import FAST_RETRIES, Summary, plain_config, plain_yaml, regsync_json
+from tests.support.cli import (
+    FAST_RETRIES,
+    Summary,
+    mirror_rule,
+    plain_config,
+    plain_yaml,
+    regsync_json,
+)
 from tests.support.scripted import ScriptedRegistry
 
 GOOD = Image.docker([Blob.random(3000, seed="good")])
@@ -267,15 +274,7 @@ async def test_nested_json_answer_fails_only_that_repository(what: str) -> None:
             raw = b'{"schemaVersion": 2, "x": ' + DEEP + b"}"
             src.put_raw("bad/app", "1", "application/vnd.oci.image.manifest.v1+json", raw)
         config = parse_config(
-            plain_yaml(
-                src,
-                dst,
-                f"""
-                - name: h
-                  source: {src.host}/*/app
-                  destination: {dst.host}/mirror
-                """,
-            ),
+            plain_yaml(src, dst, mirror_rule(src, dst, "*/app", "/mirror", name="h")),
             env={},
         )
         result = await run(config, config.rules, retry=FAST, timeouts=Timeouts(2, 2))

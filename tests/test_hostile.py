@@ -20,7 +20,7 @@ from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.config import parse_config
 from regsync.result import RuleResult
 from regsync.runner import run
-from tests.support import DOCKER_MANIFEST, Blob, Image, plain_yaml
+from tests.support import DOCKER_MANIFEST, Blob, Image, mirror_rule, plain_yaml
 from tests.support.scripted import ScriptedRegistry, json_body
 
 FAST = RetryPolicy(attempts=2, initial=0.01, maximum=0.02, max_retry_after=5)
@@ -367,15 +367,7 @@ async def test_hostile_response_is_a_clear_scoped_error(case: Case) -> None:
         target = src if case.side == "source" else dst
         target.override(case.method, case.path, case.respond(target))  # type: ignore[arg-type]
         config = parse_config(
-            plain_yaml(
-                src,
-                dst,
-                f"""
-                - name: h
-                  source: {src.host}/*/app
-                  destination: {dst.host}/mirror
-                """,
-            )
+            plain_yaml(src, dst, mirror_rule(src, dst, "*/app", "/mirror", name="h"))
         )
         result = await run(config, config.rules, retry=FAST, timeouts=TIMEOUTS)
     r = rule_result(result.rules)

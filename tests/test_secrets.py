@@ -37,6 +37,7 @@ from tests.support import (
     Image,
     Registry,
     RegistryFactory,
+    mirror_rule,
     plain_mirror_config,
     plain_yaml,
     push,
@@ -381,7 +382,7 @@ async def test_upload_location_on_another_origin_gets_no_credentials(
 
 
 def echo_config(tmp_path: Path, src: ScriptedRegistry, dst: ScriptedRegistry) -> Path:
-    rule = f'- {{name: echo, source: "{src.host}/team/*", destination: "{dst.host}/m"}}'
+    rule = mirror_rule(src, dst, "team/*", "/m", name="echo")
     keys = f"credentials: {{username: reader, password: {SRC_CANARY}}}"
     text = plain_yaml(src, dst, rule, src_keys=keys)
     return write_config(tmp_path, "defaults: {interval: 1h}\n" + text)

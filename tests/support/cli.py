@@ -162,6 +162,11 @@ def plain_config(
     return write_config(tmp_path, plain_yaml(src, dst, rules, src_keys=src_keys, dst_keys=dst_keys))
 
 
+def mirror_rule(src: HasHost, dst: HasHost, source: str, dest: str = "", name: str = "p") -> str:
+    """One rule (a YAML list item) ``name`` from ``src/source`` to ``dst`` (plus ``dest``)."""
+    return f'- {{name: {name}, source: "{src.host}/{source}", destination: "{dst.host}{dest}"}}'
+
+
 def plain_mirror_config(
     tmp_path: Path,
     src: HasHost,
@@ -173,8 +178,8 @@ def plain_mirror_config(
     src_keys: str = "",
     dst_keys: str = "",
 ) -> Path:
-    """``plain_config`` with one rule ``name`` from ``src/source`` to ``dst`` (plus ``dest``)."""
-    rule = f'- {{name: {name}, source: "{src.host}/{source}", destination: "{dst.host}{dest}"}}'
+    """``plain_config`` with the one rule ``mirror_rule`` makes."""
+    rule = mirror_rule(src, dst, source, dest, name)
     return plain_config(tmp_path, src, dst, rule, src_keys=src_keys, dst_keys=dst_keys)
 
 
