@@ -20,6 +20,7 @@ from tests.support import (
     Registry,
     RegistryFactory,
     free_port,
+    mirrored_config,
     push,
     run_regsync,
     write_config,
@@ -225,18 +226,7 @@ def test_failing_primary_falls_back_to_its_mirror(
         proxy.script = ProxyScript(fail_all=503)
     elif failure == "429":
         proxy.script = ProxyScript(fail_429=1000, retry_after=0)
-    config = write_config(
-        tmp_path,
-        f"""
-        version: 1
-        registries:
-          "{primary}": {{tls: http, mirrors: ["{source_registry.host}"]}}
-          "{source_registry.host}": {{tls: http}}
-          "{dest_registry.host}": {{tls: http}}
-        rules:
-          - {{name: m, source: "{primary}/team/*", destination: "{dest_registry.host}"}}
-        """,
-    )
+    config = mirrored_config(tmp_path, primary, source_registry, dest_registry)
 
     proc = run_regsync("once", "-c", config, "--json", env={**FAST, "REGSYNC_RETRY_ATTEMPTS": "2"})
 

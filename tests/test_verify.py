@@ -13,6 +13,7 @@ from tests.support import (
     Registry,
     free_port,
     mirror_config,
+    mirrored_config,
     push,
     registries_yaml,
     regsync_json,
@@ -211,18 +212,7 @@ def test_verify_reads_from_the_mirror_when_the_primary_is_down(
     """`mirrors:` holds for verify as for once: the listing and a repair come from the mirror."""
     image = push(source_registry, "team/app", "1", Image.docker([Blob.random(3000, seed="m")]))
     primary = f"127.0.0.1:{free_port()}"  # nothing listens there
-    config = write_config(
-        tmp_path,
-        f"""
-        version: 1
-        registries:
-          "{primary}": {{tls: http, mirrors: ["{source_registry.host}"]}}
-          "{source_registry.host}": {{tls: http}}
-          "{dest_registry.host}": {{tls: http}}
-        rules:
-          - {{name: m, source: "{primary}/team/*", destination: "{dest_registry.host}"}}
-        """,
-    )
+    config = mirrored_config(tmp_path, primary, source_registry, dest_registry)
     assert run_regsync("once", "-c", config, env=FAST_RETRIES).returncode == 0
     _, raw = dest_registry.manifest("team/app", "1")
     layer = json.loads(raw)["layers"][0]["digest"]

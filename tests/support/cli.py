@@ -102,6 +102,13 @@ def regsync_json(
     return Summary(proc.returncode, json.loads(proc.stdout), proc.stderr)
 
 
+def registry_rules_config(tmp_path: Path, src: Registry, dst: Registry, rules: str) -> Path:
+    """``registries_yaml(src, dst)`` and ``rules`` (the YAML list items of ``rules:``,
+    dedented and re-indented as its items)."""
+    body = textwrap.indent(textwrap.dedent(rules).strip("\n"), "  ")
+    return write_config(tmp_path, registries_yaml(src, dst) + f"version: 1\nrules:\n{body}\n")
+
+
 def mirror_config(
     tmp_path: Path,
     src: Registry,
@@ -113,14 +120,9 @@ def mirror_config(
 ) -> Path:
     """One rule ``name`` from ``src/source`` to ``dst`` (plus ``dest`` path), with ``extra``
     rule keys (YAML, re-indented as rule keys)."""
-    body = textwrap.indent(textwrap.dedent(extra).strip("\n"), "    ")
-    return write_config(
-        tmp_path,
-        registries_yaml(src, dst)
-        + f"version: 1\nrules:\n  - name: {name}\n    source: {src.host}/{source}\n"
-        + f"    destination: {dst.host}{dest}\n"
-        + (body + "\n" if body else ""),
-    )
+    body = textwrap.indent(textwrap.dedent(extra).strip("\n"), "  ")
+    rule = f"- name: {name}\n  source: {src.host}/{source}\n  destination: {dst.host}{dest}\n"
+    return registry_rules_config(tmp_path, src, dst, rule + body)
 
 
 class HasHost(Protocol):
@@ -181,6 +183,23 @@ def plain_mirror_config(
     """``plain_config`` with the one rule ``mirror_rule`` makes."""
     rule = mirror_rule(src, dst, source, dest, name)
     return plain_config(tmp_path, src, dst, rule, src_keys=src_keys, dst_keys=dst_keys)
+
+
+def mirrored_config(tmp_path: Path, primary: str, mirror: HasHost, dst: HasHost) -> Path:
+    """Rule ``m`` copies ``primary/team/*`` to ``dst``; ``primary`` (host:port) reads from
+    ``mirror`` when it fails. All plain HTTP."""
+    return write_config(
+        tmp_path,
+        f"""
+        version: 1
+        registries:
+          "{primary}": {{tls: http, mirrors: ["{mirror.host}"]}}
+          "{mirror.host}": {{tls: http}}
+          "{dst.host}": {{tls: http}}
+        rules:
+          - {{name: m, source: "{primary}/team/*", destination: "{dst.host}"}}
+        """,
+    )
 
 
 async def regsync_json_async(
