@@ -7,11 +7,23 @@ These open no sockets: nothing here gets past loading the config.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests.support import run_regsync, write_config
+
+HOST = "127.0.0.1:5000"  # never contacted: nothing here gets past loading the config
+
+
+def one_registry_config(tmp_path: Path, rules: str) -> Path:
+    """``HOST`` over plain HTTP, then ``rules`` (the YAML list items of ``rules:``, dedented
+    and re-indented) from line 5 of sync.yaml on."""
+    body = textwrap.indent(textwrap.dedent(rules).strip("\n"), "  ")
+    return write_config(
+        tmp_path, f'version: 1\nregistries:\n  "{HOST}": {{tls: http}}\nrules:\n{body}\n'
+    )
 
 
 @pytest.mark.parametrize("command", [["once"], ["check", "--explain"], ["verify"]])
@@ -63,17 +75,12 @@ def test_a_rule_whose_source_lists_its_own_copies_is_refused(
     """`source: reg/**`, `destination: reg/mirror` on one registry: every run would copy the
     previous run's copies again one level deeper (mirror/mirror/...). Refused at load, exit 2,
     naming the rule's destination line and an example repository."""
-    host = "127.0.0.1:5000"
-    config = write_config(
+    config = one_registry_config(
         tmp_path,
         f"""
-        version: 1
-        registries:
-          "{host}": {{tls: http}}
-        rules:
-          - name: loop
-            source: {host}/{source}
-            destination: {host}/{destination}
+        - name: loop
+          source: {HOST}/{source}
+          destination: {HOST}/{destination}
         """,
     )
     proc = run_regsync("validate", "-c", config)
@@ -90,17 +97,9 @@ def test_a_rule_whose_source_lists_its_own_copies_is_refused(
 def test_a_rule_writing_beside_its_source_is_accepted(
     tmp_path: Path, source: str, destination: str
 ) -> None:
-    host = "127.0.0.1:5000"
-    dest = destination if destination.startswith("oci:") else f"{host}/{destination}"
-    config = write_config(
-        tmp_path,
-        f"""
-        version: 1
-        registries:
-          "{host}": {{tls: http}}
-        rules:
-          - {{name: ok, source: "{host}/{source}", destination: "{dest}"}}
-        """,
+    dest = destination if destination.startswith("oci:") else f"{HOST}/{destination}"
+    config = one_registry_config(
+        tmp_path, f'- {{name: ok, source: "{HOST}/{source}", destination: "{dest}"}}'
     )
     proc = run_regsync("validate", "-c", config)
     assert proc.returncode == 0, proc.stderr
@@ -111,19 +110,17 @@ def test_two_rules_listing_each_others_copies_are_refused_and_a_chain_is_not(
 ) -> None:
     """`a/** -> b` and `b/** -> a` on one registry grow `a/b/a/b/...` between them; a chain
     (`c/** -> d`, `d/* -> e`: d's source never lists c's copies) is a normal staging set-up."""
-    host = "127.0.0.1:5000"
 
     def config(*rules: str) -> Path:
-        lines = [f"  - {{name: r{i}, {r}}}" for i, r in enumerate(rules)]
-        body = f'version: 1\nregistries:\n  "{host}": {{tls: http}}\nrules:\n' + "\n".join(lines)
-        return write_config(tmp_path, body + "\n")
+        lines = [f"- {{name: r{i}, {r}}}" for i, r in enumerate(rules)]
+        return one_registry_config(tmp_path, "\n".join(lines))
 
     loop = run_regsync(
         "validate",
         "-c",
         config(
-            f"source: {host}/a/**, destination: {host}/b",
-            f"source: {host}/b/**, destination: {host}/a",
+            f"source: {HOST}/a/**, destination: {HOST}/b",
+            f"source: {HOST}/b/**, destination: {HOST}/a",
         ),
     )
     assert loop.returncode == 2, loop.stderr
@@ -134,8 +131,8 @@ def test_two_rules_listing_each_others_copies_are_refused_and_a_chain_is_not(
         "validate",
         "-c",
         config(
-            f"source: {host}/c/**, destination: {host}/d",
-            f"source: {host}/d/*, destination: {host}/e",
+            f"source: {HOST}/c/**, destination: {HOST}/d",
+            f"source: {HOST}/d/*, destination: {HOST}/e",
         ),
     )
     assert chain.returncode == 0, chain.stderr
