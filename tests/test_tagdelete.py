@@ -119,13 +119,18 @@ async def test_a_failed_restore_says_what_the_tag_points_at_and_how_to_fix_it() 
     assert reg.tags[REPO]["kept"] == shared
 
 
+def refuse_deletes(reg: ScriptedRegistry, status: int, code: str, message: str) -> None:
+    """Every manifest DELETE on ``reg`` is answered ``status`` with that registry error."""
+
+    async def refuse(request: web.Request, match: re.Match[str]) -> web.Response:
+        return error(status, code, message)
+
+    reg.override("DELETE", r"/manifests/", refuse)
+
+
 async def test_deletes_disabled_is_unsupported_and_writes_nothing() -> None:
     async with scripted() as (reg, client):
-
-        async def disabled(request: web.Request, match: re.Match[str]) -> web.Response:
-            return error(405, "UNSUPPORTED", "The operation is unsupported.")
-
-        reg.override("DELETE", r"/manifests/", disabled)
+        refuse_deletes(reg, 405, "UNSUPPORTED", "The operation is unsupported.")
         before = dict(reg.tags[REPO])
         with pytest.raises(UnsupportedError):
             await client.tag_delete(REPO, "old")
@@ -139,11 +144,7 @@ async def test_deletes_disabled_is_unsupported_and_writes_nothing() -> None:
 
 async def test_no_verifiable_digest_delete_never_tries_the_placeholder() -> None:
     async with scripted() as (reg, client):
-
-        async def no_api(request: web.Request, match: re.Match[str]) -> web.Response:
-            return error(404, "UNSUPPORTED", "no such route")
-
-        reg.override("DELETE", r"/manifests/", no_api)
+        refuse_deletes(reg, 404, "UNSUPPORTED", "no such route")
         before = dict(reg.tags[REPO])
         with pytest.raises(RegistryError, match="deletes neither by tag nor"):
             await client.tag_delete(REPO, "old")
