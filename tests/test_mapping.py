@@ -3,7 +3,6 @@ write one destination repository (unless their tag filters cannot meet)."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,9 @@ from tests.support import (
     Image,
     Registry,
     push,
-    registries_yaml,
+    registry_rules_config,
     regsync_json,
     run_regsync,
-    write_config,
 )
 
 
@@ -121,17 +119,16 @@ def test_name_template_collision_refuses_the_whole_rule_and_writes_nothing(
     for n, repo in enumerate(["deep/a/x/app", "deep/b/y/app", "deep/c/z/other"]):
         for tag in ("1", "2"):
             push(source_registry, repo, tag, Image.docker([Blob.random(500, seed=f"{n}{tag}")]))
-    config = write_config(
+    config = registry_rules_config(
         tmp_path,
-        registries_yaml(source_registry, dest_registry)
-        + textwrap.dedent(f"""
-            version: 1
-            rules:
-              - name: flat
-                source: {source_registry.host}/deep/**
-                destination: "{dest_registry.host}/flat/{{name}}"
-                prune: true
-            """),
+        source_registry,
+        dest_registry,
+        f"""
+        - name: flat
+          source: {source_registry.host}/deep/**
+          destination: "{dest_registry.host}/flat/{{name}}"
+          prune: true
+        """,
     )
     assert run_regsync("validate", "-c", config).returncode == 0  # only the catalog can tell
 
@@ -164,23 +161,22 @@ def test_rules_with_disjoint_tags_share_a_repository_and_settle(
         t: push(source_registry, "other/app", t, Image.docker([Blob.random(400, seed=t)]))
         for t in ("v2.0", "v2.1")
     }
-    config = write_config(
+    config = registry_rules_config(
         tmp_path,
-        registries_yaml(source_registry, dest_registry)
-        + textwrap.dedent(f"""
-            version: 1
-            rules:
-              - name: one
-                source: {source_registry.host}/team/app
-                destination: "{dest_registry.host}/m/{{name}}"
-                tags: {{include: ['v1\\..*']}}
-                prune: true
-              - name: two
-                source: {source_registry.host}/other/app
-                destination: "{dest_registry.host}/m/{{name}}"
-                tags: {{include: ['v2\\..*']}}
-                prune: true
-            """),
+        source_registry,
+        dest_registry,
+        f"""
+        - name: one
+          source: {source_registry.host}/team/app
+          destination: "{dest_registry.host}/m/{{name}}"
+          tags: {{include: ['v1\\..*']}}
+          prune: true
+        - name: two
+          source: {source_registry.host}/other/app
+          destination: "{dest_registry.host}/m/{{name}}"
+          tags: {{include: ['v2\\..*']}}
+          prune: true
+        """,
     )
     first = regsync_json("once", config, env=FAST_RETRIES)
     source_registry.delete_manifest("team/app", v1["v1.2"].digest)
@@ -199,20 +195,19 @@ def test_two_rules_writing_one_repository_are_refused_before_any_request(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
     push(source_registry, "team/app", "1", Image.docker([Blob.random(300, seed="r")]))
-    config = write_config(
+    config = registry_rules_config(
         tmp_path,
-        registries_yaml(source_registry, dest_registry)
-        + textwrap.dedent(f"""
-            version: 1
-            rules:
-              - name: all
-                source: {source_registry.host}/team/*
-                destination: {dest_registry.host}/m
-              - name: one
-                source: {source_registry.host}/team/app
-                destination: {dest_registry.host}/m
-                prune: true
-            """),
+        source_registry,
+        dest_registry,
+        f"""
+        - name: all
+          source: {source_registry.host}/team/*
+          destination: {dest_registry.host}/m
+        - name: one
+          source: {source_registry.host}/team/app
+          destination: {dest_registry.host}/m
+          prune: true
+        """,
     )
     for cmd in ("validate", "once", "check", "verify"):
         proc = run_regsync(cmd, "-c", config)

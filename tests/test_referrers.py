@@ -15,7 +15,6 @@ from tests.policy_helpers import planned
 from tests.support import (
     FAST_RETRIES,
     OCI_INDEX,
-    OCI_MANIFEST,
     Artifact,
     Blob,
     Image,
@@ -29,29 +28,13 @@ from tests.support import (
     registries_yaml,
     regsync_json,
 )
+from tests.support.matrix import cosign_signature
 from tests.support.scripted import ScriptedRegistry
-
-COSIGN_PAYLOAD = "application/vnd.dev.cosign.simplesigning.v1+json"
 
 
 def signature(subject: Manifest, seed: str) -> Manifest:
-    """A cosign-style signature: an OCI manifest whose one layer is the signed payload."""
-    payload = Blob(
-        json.dumps(
-            {"critical": {"image": {"docker-manifest-digest": subject.digest}}, "seed": seed}
-        ).encode()
-    )
-    body = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": Artifact.EMPTY_CONFIG.descriptor("application/vnd.oci.image.config.v1+json"),
-        "layers": [
-            payload.descriptor(
-                COSIGN_PAYLOAD, annotations={"dev.cosignproject.cosign/signature": "MEUCIQ" + seed}
-            )
-        ],
-    }
-    return Manifest(OCI_MANIFEST, json.dumps(body).encode(), (Artifact.EMPTY_CONFIG, payload))
+    """A cosign-style signature of ``subject``."""
+    return cosign_signature(subject, seed, prefix="MEUCIQ")
 
 
 def sig_tag(image: Manifest, suffix: str = ".sig") -> str:

@@ -160,8 +160,10 @@ class LayoutView:
 COSIGN_PAYLOAD = "application/vnd.dev.cosign.simplesigning.v1+json"
 
 
-def cosign_signature(subject: Manifest, seed: str) -> Manifest:
-    """A cosign-style signature manifest of ``subject`` (pushed as tag ``sha256-<hex>.sig``)."""
+def cosign_signature(subject: Manifest, seed: str, prefix: str = "MEUC") -> Manifest:
+    """A cosign-style signature manifest of ``subject`` (pushed as tag ``sha256-<hex>.sig``):
+    an OCI manifest whose one layer is the signed payload; its signature annotation is
+    ``prefix + seed`` (nothing verifies it)."""
     payload = Blob(
         json.dumps(
             {"critical": {"image": {"docker-manifest-digest": subject.digest}}, "seed": seed}
@@ -173,7 +175,7 @@ def cosign_signature(subject: Manifest, seed: str) -> Manifest:
         "config": Artifact.EMPTY_CONFIG.descriptor(OCI_CONFIG),
         "layers": [
             payload.descriptor(
-                COSIGN_PAYLOAD, annotations={"dev.cosignproject.cosign/signature": "MEUC" + seed}
+                COSIGN_PAYLOAD, annotations={"dev.cosignproject.cosign/signature": prefix + seed}
             )
         ],
     }
