@@ -25,6 +25,7 @@ from regsync.errors import IntegrityError, NotFoundError, RegsyncError, Transpor
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from tests.support import Blob, Image, Index, Registry
 from tests.support import Manifest as Built
+from tests.support.stored import one_chunk, store
 
 KINDS = ["registry", "layout", "fallback", "memory"]
 MISSING = "sha256:" + "1" * 64
@@ -57,21 +58,6 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 def repo(request: pytest.FixtureRequest) -> str:
     """A repository of this test's own in the shared registry."""
     return "conformance/t" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-async def store(backend: Backend, repo: str, ref: str, image: Built) -> Manifest:
-    """Upload every blob and child through the backend, then the manifest under ``ref``."""
-    for m in image.walk():
-        for blob in m.blobs:
-            desc = Descriptor("application/octet-stream", blob.digest, blob.size)
-            await backend.blob_upload(repo, desc, _once(blob.data))
-        parsed = parse_manifest(m.raw, m.media_type)
-        await backend.manifest_put(repo, ref if m is image else m.digest, parsed)
-    return parse_manifest(image.raw, image.media_type)
 
 
 def image(seed: str) -> Built:
@@ -144,10 +130,10 @@ async def test_blob_upload_verifies_and_read_returns_the_bytes(backend: Backend,
     wrong = Blob.random(70_000, seed="other")
 
     with pytest.raises(RegsyncError):
-        await backend.blob_upload(repo, desc, _once(wrong.data))
+        await backend.blob_upload(repo, desc, one_chunk(wrong.data))
     assert not await backend.blob_head(repo, blob.digest)
 
-    await backend.blob_upload(repo, desc, _once(blob.data))
+    await backend.blob_upload(repo, desc, one_chunk(blob.data))
     assert await backend.blob_head(repo, blob.digest)
     assert b"".join([c async for c in backend.blob_read(repo, desc)]) == blob.data
     with pytest.raises(NotFoundError):
@@ -160,7 +146,7 @@ async def test_mount_makes_a_blob_of_another_repository_present(
 ) -> None:
     blob = Blob.random(1000, seed="mount")
     desc = Descriptor("application/octet-stream", blob.digest, blob.size)
-    await backend.blob_upload(repo + "/from", desc, _once(blob.data))
+    await backend.blob_upload(repo + "/from", desc, one_chunk(blob.data))
 
     assert await backend.blob_mount(repo + "/to", blob.digest, repo + "/from")
     assert await backend.blob_head(repo + "/to", blob.digest)

@@ -9,7 +9,6 @@ counted once in ``manifests_pushed``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,32 +17,22 @@ from regsync.backends import Backend
 from regsync.backends.memory import MemoryBackend
 from regsync.copy import BlobLedger, CopyEngine
 from regsync.execute import DeleteGuard, copy_action, prune_actions
-from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
+from regsync.oci.manifest import Manifest
 from regsync.plan import Action, RepoPlan
 from regsync.platforms import PlatformFilter
 from regsync.pruneplan import PrunePolicy
 from regsync.survey import SyncPolicy, survey
 from regsync.tagpolicy import TagPattern, TagPolicy
-from tests.support import Blob, Image, Index
+from tests.support import Blob, Image, Index, stored
 from tests.support import Manifest as Built
 
 REPO = "team/app"
 PRUNE = SyncPolicy(prune=PrunePolicy(max_fraction=0.5))
 
 
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
 async def store(backend: Backend, ref: str, built: Built) -> Manifest:
-    """Every blob and child of ``built`` through the backend, then ``built`` under ``ref``."""
-    for m in built.walk():
-        for blob in m.blobs:
-            desc = Descriptor("application/octet-stream", blob.digest, blob.size)
-            await backend.blob_upload(REPO, desc, _once(blob.data))
-        parsed = parse_manifest(m.raw, m.media_type)
-        await backend.manifest_put(REPO, ref if m is built else m.digest, parsed)
-    return parse_manifest(built.raw, built.media_type)
+    """``built`` (blobs, children, then itself) into ``REPO`` under ``ref``."""
+    return await stored.store(backend, REPO, ref, built)
 
 
 def image(seed: str, platform: str = "linux/amd64") -> Built:
