@@ -28,6 +28,7 @@ from tests.support import Blob, Image
 from tests.support.cli import (
     FAST_RETRIES,
     Summary,
+    layout_import_yaml,
     mirror_rule,
     plain_config,
     plain_yaml,
@@ -294,18 +295,7 @@ async def test_nested_layout_index_is_a_layout_error(tmp_path: Path) -> None:
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     (layout / "index.json").write_bytes(b'{"schemaVersion": 2, "manifests": ' + DEEP + b"}")
     async with ScriptedRegistry() as dst:
-        config = parse_config(
-            f"""
-version: 1
-registries:
-  "{dst.host}": {{tls: http}}
-rules:
-  - name: import
-    source: oci:{layout}
-    destination: {dst.host}/mirror
-""",
-            env={},
-        )
+        config = parse_config(layout_import_yaml(layout, dst), env={})
         result = await run(config, config.rules, retry=FAST, timeouts=Timeouts(2, 2))
     (rule,) = result.rules
     assert rule.result == "failed"

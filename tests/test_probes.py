@@ -22,6 +22,7 @@ from tests.support import (
     Image,
     Summary,
     TlsFiles,
+    layout_import_yaml,
     plain_config,
     plain_mirror_config,
     push,
@@ -195,16 +196,7 @@ async def test_layout_index_entries_with_broken_descriptors_fail_only_their_tag(
     ]
     (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": entries}))
     async with ScriptedRegistry() as dst:
-        config = write_config(
-            tmp_path,
-            f"""
-            version: 1
-            registries:
-              "{dst.host}": {{tls: http}}
-            rules:
-              - {{name: i, source: "oci:{layout}", destination: "{dst.host}/mirror"}}
-            """,
-        )
+        config = write_config(tmp_path, layout_import_yaml(layout, dst, name="i"))
         code, summary, stderr = await regsync_json_async("once", config, env=FAST)
     (rule,) = summary["rules"]
     assert "Traceback" not in stderr, stderr

@@ -39,6 +39,7 @@ from tests.support import (
     Blob,
     Image,
     Registry,
+    layout_import_yaml,
     plain_config,
     push,
     regsync_json,
@@ -363,18 +364,7 @@ def test_hostile_layout_annotations_are_skipped_on_import(
             (EVIL_APP, {CONTAINERD_NAME: "docker.io/ns/../../prod/app:v1"}),
         ],
     )
-    config = write_config(
-        tmp_path,
-        f"""
-        version: 1
-        registries:
-          "{logged_dest.host}": {{tls: http}}
-        rules:
-          - name: import
-            source: oci:{layout}
-            destination: {logged_dest.host}/mirror
-        """,
-    )
+    config = write_config(tmp_path, layout_import_yaml(layout, logged_dest))
     run = regsync_json("once", config, env=FAST_RETRIES)
     assert run.code == 1, run.stderr
     rule = run.rule

@@ -185,6 +185,13 @@ def plain_mirror_config(
     return plain_config(tmp_path, src, dst, rule, src_keys=src_keys, dst_keys=dst_keys)
 
 
+def layout_import_yaml(layout: Path, dst: HasHost, name: str = "import") -> str:
+    """Config text: rule ``name`` copies the OCI layout at ``layout`` to ``dst/mirror`` (plain
+    HTTP)."""
+    rule = f'{{name: {name}, source: "oci:{layout}", destination: "{dst.host}/mirror"}}'
+    return f'version: 1\nregistries:\n  "{dst.host}": {{tls: http}}\nrules:\n  - {rule}\n'
+
+
 def mirrored_config(tmp_path: Path, primary: str, mirror: HasHost, dst: HasHost) -> Path:
     """Rule ``m`` copies ``primary/team/*`` to ``dst``; ``primary`` (host:port) reads from
     ``mirror`` when it fails. All plain HTTP."""
