@@ -10,7 +10,6 @@ so cells never interfere and xdist may split them.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from tests.support.matrix import (
     Pair,
     expected_blobs,
     out_of_sync,
-    start_pair,
+    running_pair,
 )
 from tests.support.observe import Served, sample, wait_for
 from tests.support.servers import TokenServer
@@ -53,10 +52,8 @@ def pair(
     tokens: TokenServer,
 ) -> Iterator[Pair]:
     workdir = tmp_path_factory.mktemp(f"pair-{request.param}")
-    started = start_pair(request.param, workdir, tls_ca, tokens)
-    yield started
-    started.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    with running_pair(request.param, workdir, tls_ca, tokens) as started:
+        yield started
 
 
 # -- what one cell mirrors ---------------------------------------------------------------------

@@ -11,7 +11,6 @@ plain registry pair for the module; each cell writes its own repository namespac
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +38,8 @@ from tests.support.matrix import (
     cosign_signature,
     expected_blobs,
     out_of_sync,
+    running_pair,
     sig_tag,
-    start_pair,
     untag,
 )
 
@@ -55,11 +54,8 @@ NO_BLOBS = {"copied": 0, "mounted": 0, "present": 0}
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory: pytest.TempPathFactory, tls_ca: TlsFiles) -> Iterator[Pair]:
-    workdir = tmp_path_factory.mktemp("pair-plain")
-    started = start_pair("none", workdir, tls_ca, None)
-    yield started
-    started.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    with running_pair("none", tmp_path_factory.mktemp("pair-plain"), tls_ca, None) as started:
+        yield started
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ what a destination holds (registry or OCI layout), and the counts a run must rep
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +73,19 @@ def start_pair(auth: str, workdir: Path, tls: TlsFiles, tokens: TokenServer | No
             raise ValueError(f"unknown auth kind {auth!r}")
         regs.append(reg.start())
     return Pair(auth, regs[0], regs[1], tls.ca_pem if auth == "htpasswd" else None)
+
+
+@contextmanager
+def running_pair(
+    auth: str, workdir: Path, tls: TlsFiles, tokens: TokenServer | None
+) -> Iterator[Pair]:
+    """``start_pair`` in ``workdir``; afterwards both registries stop and ``workdir`` goes."""
+    started = start_pair(auth, workdir, tls, tokens)
+    try:
+        yield started
+    finally:
+        started.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def expected_blobs(placements: Iterable[tuple[str, Manifest]]) -> dict[str, int]:
