@@ -14,6 +14,7 @@ from tests.support import (
     free_port,
     mirror_config,
     mirrored_config,
+    plain_config,
     push,
     registries_yaml,
     regsync_json,
@@ -177,18 +178,16 @@ def test_verify_lists_a_hub_namespace_through_the_hub_api(
             name: push(source_registry, f"diamol/{name}", "1", Image.docker([Blob.random(700)]))
             for name in ("app", "web")
         }
-        config = write_config(
+        config = plain_config(
             tmp_path,
+            proxy,
+            dest_registry,
             f"""
-            version: 1
-            registries:
-              "{proxy.host}": {{tls: http, hub_api: "{hub.url}"}}
-              "{dest_registry.host}": {{tls: http}}
-            rules:
-              - name: hub
-                source: "{proxy.host}/diamol/*"
-                destination: "{dest_registry.host}/h"
+            - name: hub
+              source: "{proxy.host}/diamol/*"
+              destination: "{dest_registry.host}/h"
             """,
+            src_keys=f'hub_api: "{hub.url}"',
         )
         assert run_regsync("once", "-c", config, env=FAST_RETRIES).returncode == 0
         code, report, stderr = regsync_json("verify", config, env=FAST_RETRIES)
