@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -139,8 +138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The daemon logs its runs at info level by default; one-shot commands print a summary.
     verbosity = args.verbose + (1 if args.command == "serve" else 0)
     setup_logging(-1 if args.quiet else verbosity, args.log_format)
-    if args.command != "validate":
-        _preload()
     from regsync import shard as shards
     from regsync.config import load_config
     from regsync.errors import ConfigError
@@ -165,25 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args, config, shard)
     return _run(args, config, rules, shard)
-
-
-def _import_run_stack() -> None:
-    # Third-party packages only: they never import regsync, so no import cycle can form with
-    # the config modules the main thread loads meanwhile. A failure shows up (with its
-    # traceback) where the command imports them itself.
-    with contextlib.suppress(Exception):
-        import aiohttp  # noqa: F401
-        import prometheus_client  # noqa: F401
-
-
-def _preload() -> None:
-    """Start importing the commands' heavy dependencies while the config is read.
-
-    aiohttp's import builds its default SSL context (OpenSSL reads the system trust store with
-    the GIL released) and the config models build pydantic validators: on two threads they
-    overlap instead of adding up.
-    """
-    threading.Thread(target=_import_run_stack, name="regsync-preload", daemon=True).start()
 
 
 def open_index(args: argparse.Namespace) -> BlobIndex | None:

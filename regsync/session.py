@@ -20,7 +20,6 @@ import aiohttp
 from regsync import pruneplan
 from regsync.backends import Backend
 from regsync.backends.pool import BackendPool, RepositoryLister
-from regsync.backends.registry.client import STREAM_CHUNK
 from regsync.backends.registry.observer import RequestObserver
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.config import Config, Rule
@@ -97,9 +96,7 @@ async def open_run(
     """
     connector = aiohttp.TCPConnector(limit=128, limit_per_host=32, ttl_dns_cache=300)
     # trust_env stays off: each Transport reads the proxy settings once per host instead.
-    # read_bufsize: a blob stream pauses the socket only past 2 x this much unread (the default,
-    # 64 KiB, paused and resumed it several times per STREAM_CHUNK read).
-    async with aiohttp.ClientSession(connector=connector, read_bufsize=STREAM_CHUNK) as session:
+    async with aiohttp.ClientSession(connector=connector) as session:
         yield RunSetup(
             session,
             config,
