@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO_ROOT, write_config
+from tests.support import (
+    REPO_ROOT,
+    Blob,
+    Image,
+    Registry,
+    mirror_config,
+    push,
+    write_config,
+)
 
 HEAVY = ("aiohttp", "prometheus_client", "rich", "croniter", "yarl", "multidict")
 NOT_FOR_HELP = (*HEAVY, "pydantic", "yaml", "sqlite3")
@@ -53,3 +61,24 @@ def test_validate_loads_the_config_models_but_no_runtime(tmp_path: Path) -> None
     names = imported("validate", "-c", str(config))
     assert "pydantic" in names  # it did validate
     assert names.isdisjoint(HEAVY)
+
+
+def test_once_loads_metrics_and_croniter_only_to_export_them(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """A `once` whose metrics go nowhere builds none: prometheus-client (and croniter, which
+    only the metrics' schedule period needs) stay unloaded; with --metrics-file they load and
+    the file is written. Both runs copy the same tag to the same digest."""
+    pushed = push(source_registry, "team/app", "1", Image.docker([Blob.random(900, seed=7)]))
+    config = mirror_config(tmp_path, source_registry, dest_registry, "team/app")
+    plain = imported("once", "-c", str(config), "-q")
+    assert plain.isdisjoint({"prometheus_client", "croniter"})
+    assert "aiohttp" in plain  # it did run
+    assert dest_registry.manifest_digest("team/app", "1") == pushed.digest
+    metrics = tmp_path / "run.prom"
+    exported = imported("once", "-c", str(config), "-q", "--metrics-file", str(metrics))
+    assert {"prometheus_client", "croniter"} <= exported
+    text = metrics.read_text()  # the run's counts, requests included, still go out
+    assert 'regsync_tags_total{outcome="up_to_date",rule="mirror"} 1.0' in text
+    head = f'regsync_registry_requests_total{{method="HEAD",registry="{dest_registry.host}"'
+    assert f'{head},status="200"}} 1.0' in text
