@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -142,6 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Start-up allocates ~10^5 objects that live as long as the process (modules, the pydantic
+    # validators): collecting while they are made only walks them again and again. The cyclic
+    # collector is off until the command's imports are done, then they are frozen out of its
+    # reach (`_started`); whatever path ends the command turns it back on.
+    gc.disable()
+    try:
+        return _main(argv)
+    finally:
+        gc.enable()
+
+
+def _started() -> None:
+    """The command's imports are done: freeze what start-up made, collect from here on."""
+    gc.freeze()
+    gc.enable()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # The daemon logs its runs at info level by default; one-shot commands print a summary.
@@ -163,13 +182,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "verify":
         return _verify(args, config, rules)
+    if args.command == "serve":
+        _no_created_series()
+        return _serve(args, config, shard)
+    return _run(args, config, rules, shard)
+
+
+def _no_created_series() -> None:
     # `_created` series double every counter's lines and no dashboard here uses them.
     from prometheus_client import disable_created_metrics
 
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    if args.command == "serve":
-        return _serve(args, config, shard)
-    return _run(args, config, rules, shard)
 
 
 def open_index(args: argparse.Namespace) -> BlobIndex | None:
@@ -185,6 +208,7 @@ def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
     from regsync.errors import ConfigError
     from regsync.verify import render_verify, verify
 
+    _started()
     try:
         results = aio.run(verify(config, rules, repair=args.repair))
     except ConfigError as exc:
@@ -204,6 +228,7 @@ def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
     from regsync.daemon import serve  # only this command needs it
     from regsync.server import parse_listen
 
+    _started()
     try:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
@@ -222,25 +247,25 @@ def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
 
 def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Shard) -> int:
     from regsync import aio
+    from regsync.backends.registry.observer import NullObserver, RequestObserver
     from regsync.errors import ConfigError
-    from regsync.events import FanOut, RunEvents
-    from regsync.metrics import Metrics
+    from regsync.events import FanOut, NoEvents, RunEvents
     from regsync.runner import run
-    from regsync.schedule import Timing
-    from regsync.verify import verify
 
+    _started()
     check = args.command == "check"
     metrics_file = getattr(args, "metrics_file", None)
+    gateway = getattr(args, "pushgateway", None)
     if metrics_file and not os.path.isdir(os.path.dirname(os.path.abspath(metrics_file))):
         return _usage_error(args, f"--metrics-file {metrics_file}: directory does not exist")
     dry_run = getattr(args, "dry_run", False)
-    metrics = Metrics(record_success=not dry_run, shard=shard)
-    now = time.time()
-    for rule in rules:
-        metrics.rule_configured(rule.name, Timing(rule.interval, rule.schedule).period(now))
+    # Metrics nobody exports would vanish with the process: only count when they go out.
+    metrics = _run_metrics(rules, not dry_run, shard) if metrics_file or gateway else None
+    observer: RequestObserver = metrics or NullObserver()
     index = None if check or dry_run else open_index(args)
     with _progress(args) as display, _closing(index):
-        events: RunEvents = FanOut(metrics, display) if display else metrics
+        sinks = [sink for sink in (metrics, display) if sink is not None]
+        events: RunEvents = FanOut(*sinks) if len(sinks) > 1 else (sinks or [NoEvents()])[0]
         try:
             result = aio.run(
                 run(
@@ -249,7 +274,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
                     dry_run=dry_run,
                     plan_only=check,
                     events=events,
-                    observer=metrics,
+                    observer=observer,
                     shard=shard,
                     index=index,
                 )
@@ -260,13 +285,28 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
             return 130
     verified = None
     if getattr(args, "verify", False) and not dry_run:
+        from regsync.verify import verify
+
         try:
-            verified = aio.run(verify(config, rules, observer=metrics))
+            verified = aio.run(verify(config, rules, observer=observer))
         except KeyboardInterrupt:
             return 130
     report(result, args, check=check, verified=verified)
-    export_metrics(metrics, metrics_file, getattr(args, "pushgateway", None))
+    if metrics is not None:
+        export_metrics(metrics, metrics_file, gateway)
     return EXIT_OK if _succeeded(result, check, verified) else EXIT_FAILED
+
+
+def _run_metrics(rules: list[Rule], record_success: bool, shard: Shard) -> Metrics:
+    from regsync.metrics import Metrics
+    from regsync.schedule import Timing  # croniter: only when metrics are exported
+
+    _no_created_series()
+    metrics = Metrics(record_success=record_success, shard=shard)
+    now = time.time()
+    for rule in rules:
+        metrics.rule_configured(rule.name, Timing(rule.interval, rule.schedule).period(now))
+    return metrics
 
 
 def _succeeded(result: RunResult, check: bool, verified: list[VerifyResult] | None) -> bool:
@@ -283,7 +323,6 @@ def report(
     verified: list[VerifyResult] | None = None,
 ) -> None:
     from regsync.summary import render_text, rule_json, run_json
-    from regsync.verify import render_verify
 
     if args.quiet:
         pass
@@ -298,6 +337,8 @@ def report(
         explain = getattr(args, "explain", False)
         _print(render_text(result, check=check, explain=explain), file=sys.stderr)
     if verified is not None and not args.quiet:
+        from regsync.verify import render_verify
+
         _print(render_verify(verified), file=sys.stderr)
     if args.json:
         data = run_json(result, check=check)
