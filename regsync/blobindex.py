@@ -175,6 +175,11 @@ class BlobIndex:
             self._known[registry] = row is not None
         return self._known[registry]
 
+    def known(self, registry: str) -> bool | None:
+        """What `knows` answered for `registry`, if it was asked since the last flush (no
+        file access: safe on the event loop thread)."""
+        return self._known.get(registry)
+
     def _fail(self, exc: sqlite3.Error) -> None:
         self.broken = True
         log.warning("content index %s failed, continuing without it: %s", self.path, exc)

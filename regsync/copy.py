@@ -89,8 +89,10 @@ class BlobLedger:
 
     async def known_holders(self, digest: str, repo: str) -> list[str]:
         """Repositories earlier runs saw holding `digest` (hints: a mount may still fail)."""
-        if self.index is None or not self.index.knows(self.registry):
-            return []  # (`knows` reads once per registry and run, then answers from memory)
+        if self.index is None or self.index.known(self.registry) is False:
+            return []  # a first copy into a new destination asks nothing per blob
+        # Off the loop thread, the first ask too: opening the file or waiting on another
+        # process's commit (the busy timeout) would stall every transfer of the run.
         found = await asyncio.to_thread(self.index.holders, self.registry, digest)
         tried = self.locations.get(digest, set())
         return [r for r in found if r != repo and r not in tried]

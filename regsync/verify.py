@@ -135,7 +135,11 @@ async def verify(
 
 
 async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: bool) -> None:
-    setup = run.rule(rule)
+    try:
+        setup = run.rule(rule)  # opens its backends: unreadable TLS files fail here
+    except RegsyncError as exc:  # that rule's error, as in `once`: the others still run
+        result.errors.append(str(exc))
+        return
     policy, dest = setup.policy.tags, setup.destination
     try:
         found = await run.repositories(setup)

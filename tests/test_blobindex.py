@@ -4,14 +4,17 @@ only ever a hint (deleted, corrupt or stale state changes the cost of a run, nev
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from urllib.parse import unquote
 
 from regsync.blobindex import FILE_NAME, BlobIndex, default_state_dir, valid_holder
+from regsync.copy import BlobLedger
 from tests.support import (
     Blob,
     Image,
@@ -99,6 +102,28 @@ def test_opening_touches_no_file_until_used(tmp_path: Path) -> None:
     """A run with nothing to copy pays nothing for the index."""
     BlobIndex.open(tmp_path / "state").close()
     assert not (tmp_path / "state").exists()
+
+
+def test_the_ledger_never_touches_the_file_on_the_event_loop_thread(tmp_path: Path) -> None:
+    # Opening the file, or waiting on another process's commit (busy timeout: seconds), on
+    # the loop thread would stall every transfer and /healthz of a daemon sharing the index.
+    loop_thread = threading.get_ident()
+    on_loop: list[str] = []
+
+    class Watched(BlobIndex):
+        def _db(self) -> sqlite3.Connection | None:
+            if threading.get_ident() == loop_thread:
+                on_loop.append("_db")
+            return super()._db()
+
+    seed = BlobIndex(tmp_path)
+    seed.record("reg", D1, "a/one")
+    seed.close()
+    index = Watched(tmp_path)
+    ledger = BlobLedger(index=index, registry="reg")
+    assert asyncio.run(ledger.known_holders(D1, "b/two")) == ["a/one"]
+    assert on_loop == []
+    index.close()
 
 
 def test_state_dir_defaults() -> None:

@@ -139,6 +139,20 @@ CASES = [
         "another host",
     ),
     Case(
+        "catalog-link-not-a-url",
+        "source",
+        "GET",
+        r"^/v2/_catalog$",
+        lambda s: answer(
+            lambda: json_body(
+                {"repositories": ["good/app"]},
+                Link='<http://[::1/v2/_catalog?last=a>; rel="next"',
+            )
+        ),
+        "rule",
+        "pagination link .* is not a URL",
+    ),
+    Case(
         "tags-bad-json",
         "source",
         "GET",

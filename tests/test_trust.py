@@ -379,3 +379,18 @@ def test_hostile_layout_annotations_are_skipped_on_import(
     ), rule["errors"]
     assert logged_dest.manifest_digest("mirror/good/app", "v1") == GOOD.digest
     _assert_prod_untouched(logged_dest, log)
+
+
+async def test_a_hub_next_page_url_yarl_cannot_parse_is_a_registry_error() -> None:
+    """A `next` that is no URL at all (bad port, open IPv6 bracket) is the Hub's error."""
+    async with ScriptedRegistry() as hub, aiohttp.ClientSession() as session:
+        page = {"results": [{"name": "app"}], "next": "http://[::1/v2/namespaces/diamol"}
+        hub.override(
+            "GET",
+            r"^/v2/namespaces/diamol/repositories$",
+            _answer(lambda: web.json_response(page)),
+        )
+        catalog = HubCatalog(Transport(session, hub.host, hub.url), "docker.io")
+        with pytest.raises(RegistryError, match=r"Hub API paging link .* is not a URL"):
+            await catalog.repositories("diamol")
+    assert hub.count("GET", "^/v2/namespaces/") == 1

@@ -226,3 +226,30 @@ def test_verify_reads_from_the_mirror_when_the_primary_is_down(
     assert rule["repaired"] == ["team/app:1"]
     assert dest_registry.manifest_digest("team/app", "1") == image.digest
     assert dest_registry.blob("team/app", layer) == source_registry.blob("team/app", layer)
+
+
+def test_verify_reports_a_rule_whose_backend_cannot_open_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    # The TLS files load when the rule's backends open, before any request: verify reports
+    # it as that rule's error (as `once` does), the other rules still run, no traceback.
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    config = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        registries:
+          127.0.0.1:9:
+            ca_file: {bad}
+        rules:
+          - name: broken
+            source: 127.0.0.1:9/a
+            destination: 127.0.0.1:9/b
+        """,
+    )
+    code, report, stderr = regsync_json("verify", config)
+    assert code == 1 and "Traceback" not in stderr, stderr
+    (rule,) = report["rules"]
+    assert not rule["ok"] and rule["repos"] == 0
+    assert len(rule["errors"]) == 1 and "cannot load TLS files" in rule["errors"][0]

@@ -134,8 +134,14 @@ class RegistryClient:
                 raise RegistryError(f"{self.name}: {path} pagination repeats itself")
             # distribution sends the next link relative to the request URL; only its query
             # may differ (a path it names is never requested, whatever it resolves to).
-            url = resp.url.join(URL(link.group(1), encoded=True))
-            if url.origin() != self.transport.base_url.origin():
+            try:
+                url = resp.url.join(URL(link.group(1), encoded=True))
+                elsewhere = url.origin() != self.transport.base_url.origin()
+            except ValueError:  # yarl: a bad port, an unclosed IPv6 bracket...
+                raise RegistryError(
+                    f"{self.name}: {path} pagination link {shown(link.group(1))} is not a URL"
+                ) from None
+            if elsewhere:
                 raise RegistryError(f"{self.name}: {path} pagination points to another host")
             if url.raw_path != first.raw_path:
                 raise RegistryError(f"{self.name}: {path} pagination points to another path")

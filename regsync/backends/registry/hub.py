@@ -14,7 +14,7 @@ from yarl import URL
 
 from regsync.backends.registry.transport import Transport
 from regsync.errors import AuthError, NotFoundError, RegistryError
-from regsync.oci.ref import Listed, is_repository
+from regsync.oci.ref import Listed, is_repository, shown
 from regsync.secrets import remember_login, remember_token
 
 HUB_API_URL = "https://hub.docker.com"  # Docker Hub's web API (namespaces, login), not its registry
@@ -73,8 +73,14 @@ class HubCatalog:
             following = data.get("next")
             if not following:
                 return Listed.repositories(sorted(set(names)), self.registry)
-            url = resp.url.join(URL(str(following), encoded=True))
-            if url.origin() != self.transport.base_url.origin():
+            try:
+                url = resp.url.join(URL(str(following), encoded=True))
+                elsewhere = url.origin() != self.transport.base_url.origin()
+            except ValueError:  # yarl: a bad port, an unclosed IPv6 bracket...
+                raise RegistryError(
+                    f"{self.registry}: Hub API paging link {shown(str(following))} is not a URL"
+                ) from None
+            if elsewhere:
                 raise RegistryError(f"{self.registry}: Hub API paging points to another host")
             if url.raw_path != first.raw_path:  # only the page may change, never the path
                 raise RegistryError(f"{self.registry}: Hub API paging points to another path")
