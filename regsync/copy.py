@@ -31,8 +31,9 @@ from regsync.errors import (
     ManifestError,
     RegistryError,
     RegsyncError,
-    UnsupportedError,
+    TransportError,
 )
+from regsync.oci import mediatypes
 from regsync.oci.manifest import Descriptor, Manifest
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_NESTING = 4  # indexes within indexes copied whole (real images: 1; as the platform filter)
 TRANSFER_ATTEMPTS = 3  # whole-blob tries (each with a fresh upload session), at most
 FLUSH_BATCH = 256  # index writes buffered before a commit in the middle of a run
 
@@ -204,11 +204,11 @@ class CopyEngine:
     ) -> None:
         """Everything `manifest` references, in the destination repository.
 
-        ``depth``: how many indexes up this manifest is nested. Past MAX_NESTING the source
-        is refused: it could otherwise chain indexes for one source GET per level.
+        ``depth``: how many indexes up this manifest is nested. Past ``mediatypes.MAX_NESTING``
+        the source is refused: it could otherwise chain indexes for one source GET per level.
         """
-        if manifest.children and depth >= MAX_NESTING:
-            raise ManifestError(f"indexes nested over {MAX_NESTING} deep are not copied")
+        if manifest.children and depth >= mediatypes.MAX_NESTING:
+            raise ManifestError(f"indexes nested over {mediatypes.MAX_NESTING} deep are not copied")
         try:
             async with asyncio.TaskGroup() as group:
                 for child in manifest.children:
@@ -267,18 +267,18 @@ class CopyEngine:
     async def _mount_known(self, dst_repo: str, digest: str) -> bool:
         """Mount from a holder an earlier run saw; one that fails is forgotten."""
         for holder in await self.ledger.known_holders(digest, dst_repo):
-            try:
-                if await self._mount(dst_repo, digest, holder):
-                    return True
-            except RegistryError as exc:  # 404, denied: the upload below still works
-                log.debug("mount of %s from %s refused: %s", digest, holder, exc)
+            if await self._mount(dst_repo, digest, holder):
+                return True
             self.ledger.forget(digest, holder)
         return False
 
     async def _mount(self, dst_repo: str, digest: str, from_repo: str) -> bool:
+        """Mount ``digest`` from ``from_repo``; False when it did not (the upload still works:
+        a mount is only ever a saving, so a refusal or a failed request never fails a tag)."""
         try:
             return await self.destination.blob_mount(dst_repo, digest, from_repo)
-        except UnsupportedError:
+        except (RegistryError, TransportError) as exc:
+            log.debug("mount of %s from %s failed: %s", digest, from_repo, exc)
             return False
 
     async def _transfer(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:

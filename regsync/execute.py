@@ -33,8 +33,6 @@ from regsync.result import PruneOutcome
 
 log = logging.getLogger(__name__)
 
-MAX_INDEX_NESTING = 4  # indexes within indexes a platform filter follows (real images: 1)
-
 
 async def copy_action(
     engine: CopyEngine, platforms: PlatformFilter | None, plan: RepoPlan, action: TagAction
@@ -127,8 +125,8 @@ async def _subset(
     for child in index.children:
         if child.media_type not in mediatypes.INDEXES:
             continue
-        if depth >= MAX_INDEX_NESTING:
-            raise ManifestError(f"indexes nested over {MAX_INDEX_NESTING} deep are not copied")
+        if depth >= mediatypes.MAX_NESTING:
+            raise ManifestError(f"indexes nested over {mediatypes.MAX_NESTING} deep are not copied")
         inner = await engine.get_manifest(src, child.digest)
         subset = await _subset(engine, src, dst, inner, wanted, made, depth + 1)
         if subset is not None:

@@ -16,6 +16,7 @@ from regsync import pruneplan
 from regsync.backends import Backend
 from regsync.backends.memory import MemoryBackend
 from regsync.copy import BlobLedger, CopyEngine
+from regsync.errors import TransportError
 from regsync.execute import DeleteGuard, copy_action, prune_actions
 from regsync.oci.manifest import Manifest
 from regsync.plan import Action, RepoPlan
@@ -175,3 +176,23 @@ async def test_push_manifest_puts_and_counts_once() -> None:
 
     assert eng.stats.manifests_pushed == 2 == dest.count("manifest_put")
     assert (await dest.manifest_get(REPO, "1.0")).raw == built.raw
+
+
+class _MountFails(MemoryBackend):
+    """A destination whose mount requests fail in transit (a reset, a timeout)."""
+
+    async def blob_mount(self, repo: str, digest: str, from_repo: str) -> bool:
+        raise TransportError(f"{self.name}: POST mount failed: connection reset")
+
+
+async def test_a_mount_that_fails_in_transit_falls_back_to_the_upload() -> None:
+    source, dest = MemoryBackend("src"), _MountFails("dst")
+    built = image("mount")
+    await store(source, "1.0", built)
+    eng = engine(source, dest)
+    manifest = await eng.get_manifest(REPO, built.digest)
+    blob = manifest.blobs[0]
+    eng.ledger.record(blob.digest, "other/app")  # a holder this run knows of
+    await eng.copy_blob(REPO, REPO, blob)
+    assert (eng.stats.blobs_mounted, eng.stats.blobs_copied) == (0, 1)
+    assert await dest.blob_head(REPO, blob.digest)

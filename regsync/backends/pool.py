@@ -148,6 +148,7 @@ class BackendPool:
                     base,
                     observer=self.observer,
                     retry=self.retry,
+                    timeouts=self.timeouts,  # deadlines and minimum rates, as for registries
                     max_concurrency=2,
                 )
                 catalog = HubCatalog(

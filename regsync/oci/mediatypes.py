@@ -20,3 +20,5 @@ ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST])
 
 # Manifests larger than this are refused (distribution's own limit is 4 MiB).
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# Indexes within indexes followed, copied whole or filtered by platform (real images use 1).
+MAX_NESTING = 4

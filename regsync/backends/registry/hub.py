@@ -12,6 +12,7 @@ import json
 
 from yarl import URL
 
+from regsync.backends.registry.client import MAX_LISTING
 from regsync.backends.registry.transport import Transport
 from regsync.errors import AuthError, NotFoundError, RegistryError
 from regsync.oci.ref import Listed, is_repository, shown
@@ -70,6 +71,8 @@ class HubCatalog:
                 name = item.get("name") if isinstance(item, dict) else None
                 if isinstance(name, str) and name:
                     names.append(f"{namespace}/{name}")
+            if len(names) > MAX_LISTING:
+                raise RegistryError(f"{self.registry}: Hub API lists over {MAX_LISTING} entries")
             following = data.get("next")
             if not following:
                 return Listed.repositories(sorted(set(names)), self.registry)
