@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import trustme
 from pydantic import ValidationError
 
 from regsync.config import (
@@ -175,6 +176,8 @@ BAD_CONFIGS = [
         "client_cert and client_key must be set together"),
     Bad("missing_ca_file", registry("    ca_file: /nonexistent/ca.pem"),
         "registries.registry.local:5000.ca_file (sync.yaml:4):", "file not found: /nonexistent"),
+    Bad("ca_file_not_a_certificate", registry(f"    ca_file: {THIS_FILE}"),
+        "registries.registry.local:5000 (sync.yaml:3):", "cannot load TLS files"),
     Bad("max_concurrency_zero", registry("    max_concurrency: 0"),
         "registries.registry.local:5000.max_concurrency (sync.yaml:4):",
         "must be greater than or equal to 1"),
@@ -489,7 +492,7 @@ def test_unreadable_password_file_error_names_file_not_contents(tmp_path: Path) 
 
 
 def test_relative_file_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
-    (tmp_path / "ca.pem").write_text("ca\n")
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))  # read (and checked) at load
     (tmp_path / "sync.yaml").write_text(registry("    ca_file: ca.pem"))
     config = load_config(tmp_path / "sync.yaml", env={})
     assert config.registry("registry.local:5000").ca_file == tmp_path / "ca.pem"

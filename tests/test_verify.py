@@ -228,11 +228,11 @@ def test_verify_reads_from_the_mirror_when_the_primary_is_down(
     assert dest_registry.blob("team/app", layer) == source_registry.blob("team/app", layer)
 
 
-def test_verify_reports_a_rule_whose_backend_cannot_open_without_a_traceback(
+def test_tls_files_that_do_not_load_are_a_config_error_for_every_command(
     tmp_path: Path,
 ) -> None:
-    # The TLS files load when the rule's backends open, before any request: verify reports
-    # it as that rule's error (as `once` does), the other rules still run, no traceback.
+    # A ca_file that exists but holds no certificate is found when the config loads: exit 2
+    # with the key path and line, before any request, in verify as in once and validate.
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate\n")
     config = write_config(
@@ -248,8 +248,8 @@ def test_verify_reports_a_rule_whose_backend_cannot_open_without_a_traceback(
             destination: 127.0.0.1:9/b
         """,
     )
-    code, report, stderr = regsync_json("verify", config)
-    assert code == 1 and "Traceback" not in stderr, stderr
-    (rule,) = report["rules"]
-    assert not rule["ok"] and rule["repos"] == 0
-    assert len(rule["errors"]) == 1 and "cannot load TLS files" in rule["errors"][0]
+    for command in ("verify", "once", "check"):
+        code, report, stderr = regsync_json(command, config)
+        assert code == 2 and "Traceback" not in stderr, stderr
+        assert "registries.127.0.0.1:9 (sync.yaml:" in stderr and "cannot load TLS files" in stderr
+        assert report["ok"] is False and report["rules"] == [], report

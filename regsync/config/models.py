@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
@@ -17,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from regsync.backends.registry.tls import ssl_context
 from regsync.config.fields import (
     DEFAULT_INTERVAL,
     ConfigPath,
@@ -106,6 +108,16 @@ class RegistryConfig(_Model):
     def _check_tls(self) -> RegistryConfig:
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("client_cert and client_key must be set together")
+        # Files that exist but are no certificate or key: a config error (exit 2) here, not a
+        # failure of every rule using the registry once a run opens its client.
+        if self.tls != "verify":
+            return self  # plain HTTP or no certificate checks: the files are not used
+        try:
+            ssl_context(
+                self.tls, _path(self.ca_file), _path(self.client_cert), _path(self.client_key)
+            )
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 
@@ -290,3 +302,7 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         interval=timing.interval,
         schedule=timing.schedule,
     )
+
+
+def _path(value: Path | None) -> str | None:
+    return str(value) if value is not None else None
