@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 TRANSFER_ATTEMPTS = 3  # whole-blob tries (each with a fresh upload session), at most
 FLUSH_BATCH = 256  # index writes buffered before a commit in the middle of a run
+MANIFEST_CACHE_BYTES = 64 * 1024 * 1024  # source manifests kept per rule for tags sharing them
 
 
 @dataclass
@@ -154,6 +155,7 @@ class CopyEngine:
     # manifests straight to copy (what this run placed, the ledger knows).
     fresh: set[str] = field(default_factory=set)
     _manifests: dict[tuple[str, str], Manifest] = field(default_factory=dict)
+    _cached_bytes: int = 0
     _placed: set[tuple[str, str, str]] = field(default_factory=set)
     _flights: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
 
@@ -167,7 +169,11 @@ class CopyEngine:
                 return cached
             self.stats.source_manifest_gets += 1
             manifest = await self.source.manifest_get(repo, digest)
-            self._manifests[key] = manifest  # only a success is remembered: a failure retries
+            # Only a success is remembered (a failure retries), and only up to a byte budget:
+            # past it a manifest is fetched again when another tag needs it, never held.
+            if self._cached_bytes + len(manifest.raw) <= MANIFEST_CACHE_BYTES:
+                self._cached_bytes += len(manifest.raw)
+                self._manifests[key] = manifest
             return manifest
 
     async def copy_tag(self, src_repo: str, dst_repo: str, tag: str, digest: str) -> Manifest:

@@ -12,6 +12,7 @@ import asyncio
 
 import pytest
 
+from regsync import copy as copy_module
 from regsync import pruneplan
 from regsync.backends import Backend
 from regsync.backends.memory import MemoryBackend
@@ -196,3 +197,20 @@ async def test_a_mount_that_fails_in_transit_falls_back_to_the_upload() -> None:
     await eng.copy_blob(REPO, REPO, blob)
     assert (eng.stats.blobs_mounted, eng.stats.blobs_copied) == (0, 1)
     assert await dest.blob_head(REPO, blob.digest)
+
+
+async def test_source_manifests_are_cached_within_a_byte_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source, dest = MemoryBackend("src"), MemoryBackend("dst")
+    built = image("budget")
+    await store(source, "1.0", built)
+    eng = engine(source, dest)
+    await eng.get_manifest(REPO, built.digest)
+    await eng.get_manifest(REPO, built.digest)
+    assert eng.stats.source_manifest_gets == 1  # fetched once, then served from the cache
+    monkeypatch.setattr(copy_module, "MANIFEST_CACHE_BYTES", 0)  # nothing fits any more
+    eng = engine(source, dest)
+    await eng.get_manifest(REPO, built.digest)
+    await eng.get_manifest(REPO, built.digest)
+    assert eng.stats.source_manifest_gets == 2
