@@ -19,7 +19,7 @@ from tests.support import (
     write_config,
 )
 
-HEAVY = ("aiohttp", "prometheus_client", "rich", "croniter", "yarl", "multidict")
+HEAVY = ("aiohttp", "asyncio", "prometheus_client", "rich", "croniter", "yarl", "multidict")
 NOT_FOR_HELP = (*HEAVY, "pydantic", "yaml", "sqlite3")
 VALID = """
 version: 1

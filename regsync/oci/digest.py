@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
 from regsync.errors import IntegrityError
+
+if TYPE_CHECKING:  # asyncio loads with the runner: `validate` and `--help` need none of it
+    import asyncio
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 
@@ -88,8 +91,9 @@ class StreamVerifier(DigestVerifier):
         if len(chunk) < OFFLOAD_MIN:
             self._hash.update(chunk)
         else:
-            loop = asyncio.get_running_loop()
-            self._pending = loop.run_in_executor(None, self._hash.update, chunk)
+            from asyncio import get_running_loop
+
+            self._pending = get_running_loop().run_in_executor(None, self._hash.update, chunk)
 
     async def finish(self) -> None:
         if self._pending is not None:
