@@ -16,6 +16,7 @@ from yarl import URL
 from regsync.backends.registry import tagdelete
 from regsync.backends.registry.auth import CATALOG_SCOPE, repo_scope
 from regsync.backends.registry.pace import destination_time, too_slow
+from regsync.backends.registry.responses import next_page
 from regsync.backends.registry.retry import retry_reason
 from regsync.backends.registry.transport import Transport
 from regsync.errors import (
@@ -132,19 +133,7 @@ class RegistryClient:
                 # A next page after one that added nothing new: the URLs change but the
                 # listing goes round in circles (or is empty forever). Stop, don't follow.
                 raise RegistryError(f"{self.name}: {path} pagination repeats itself")
-            # distribution sends the next link relative to the request URL; only its query
-            # may differ (a path it names is never requested, whatever it resolves to).
-            try:
-                url = resp.url.join(URL(link.group(1), encoded=True))
-                elsewhere = url.origin() != self.transport.base_url.origin()
-            except ValueError:  # yarl: a bad port, an unclosed IPv6 bracket...
-                raise RegistryError(
-                    f"{self.name}: {path} pagination link {shown(link.group(1))} is not a URL"
-                ) from None
-            if elsewhere:
-                raise RegistryError(f"{self.name}: {path} pagination points to another host")
-            if url.raw_path != first.raw_path:
-                raise RegistryError(f"{self.name}: {path} pagination points to another path")
+            url = next_page(resp.url, link.group(1), first, f"{self.name}: {path} pagination")
 
     # -- manifests ------------------------------------------------------------------------
 

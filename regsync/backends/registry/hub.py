@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 
-from yarl import URL
-
 from regsync.backends.registry.client import MAX_LISTING
+from regsync.backends.registry.responses import next_page
 from regsync.backends.registry.transport import Transport
 from regsync.errors import AuthError, NotFoundError, RegistryError
-from regsync.oci.ref import Listed, is_repository, shown
+from regsync.oci.ref import Listed, is_repository
 from regsync.secrets import remember_login, remember_token
 
 HUB_API_URL = "https://hub.docker.com"  # Docker Hub's web API (namespaces, login), not its registry
@@ -76,17 +75,7 @@ class HubCatalog:
             following = data.get("next")
             if not following:
                 return Listed.repositories(sorted(set(names)), self.registry)
-            try:
-                url = resp.url.join(URL(str(following), encoded=True))
-                elsewhere = url.origin() != self.transport.base_url.origin()
-            except ValueError:  # yarl: a bad port, an unclosed IPv6 bracket...
-                raise RegistryError(
-                    f"{self.registry}: Hub API paging link {shown(str(following))} is not a URL"
-                ) from None
-            if elsewhere:
-                raise RegistryError(f"{self.registry}: Hub API paging points to another host")
-            if url.raw_path != first.raw_path:  # only the page may change, never the path
-                raise RegistryError(f"{self.registry}: Hub API paging points to another path")
+            url = next_page(resp.url, str(following), first, f"{self.registry}: Hub API paging")
         raise RegistryError(f"{self.registry}: Hub API paging never ends ({namespace})")
 
     async def _headers(self) -> dict[str, str]:

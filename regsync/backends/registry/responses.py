@@ -17,6 +17,7 @@ from regsync.errors import (
     RegistryError,
     UnsupportedError,
 )
+from regsync.oci.ref import shown
 from regsync.secrets import redact
 
 
@@ -96,3 +97,19 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None  # HTTP-date form: fall back to our own backoff
+
+
+def next_page(current: URL, link: str, first: URL, what: str) -> URL:
+    """The next page of a listing that started at ``first``, from a link relative to
+    ``current`` (distribution sends it relative). Only its query may differ: another host or
+    path is refused, never requested. ``what`` starts each message ("<registry>: <listing>")."""
+    try:
+        url = current.join(URL(link, encoded=True))
+        elsewhere = url.origin() != first.origin()
+    except ValueError:  # yarl: a bad port, an unclosed IPv6 bracket...
+        raise RegistryError(f"{what} link {shown(link)} is not a URL") from None
+    if elsewhere:
+        raise RegistryError(f"{what} points to another host")
+    if url.raw_path != first.raw_path:
+        raise RegistryError(f"{what} points to another path")
+    return url
