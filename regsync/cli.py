@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     once.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
     once.add_argument(
+        "--full",
+        action="store_true",
+        help="a full check now: HEAD every tag instead of trusting the digests recorded",
+    )
+    once.add_argument(
         "--verify",
         action="store_true",
         help="then check every destination tag in scope is complete (as `regsync verify`)",
@@ -277,6 +282,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
                     observer=observer,
                     shard=shard,
                     index=index,
+                    full=getattr(args, "full", False),
                 )
             )
         except ConfigError as exc:

@@ -30,6 +30,7 @@ class TagAction:
     artifact_of: str = ""  # for a referrer/signature tag: the image digest it belongs to
     via_api: bool = False  # referrers found through the source's referrers API
     shared: tuple[str, ...] = ()  # PRUNE: kept tags still needing dest_digest (delete by tag)
+    media_type: str = ""  # COPY/SKIP: the source manifest's media type (what the index records)
 
 
 @dataclass(frozen=True)

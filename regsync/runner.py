@@ -26,6 +26,7 @@ from regsync.execute import DeleteGuard, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
 from regsync.plan import Action, RepoPlan, TagAction
+from regsync.recorded import TagBook
 from regsync.result import RuleResult, RunResult
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
@@ -56,6 +57,7 @@ class RunContext:
     guards: dict[str, DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
     index: BlobIndex | None = None  # holders seen by earlier runs (registry destinations)
+    full: bool = False  # once --full: trust no recorded digest, HEAD every tag
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
         """The repositories this agent's shard handles (all of them unless sharded)."""
@@ -88,6 +90,12 @@ class RunContext:
             on_transfer=self._transfer_hook(rule.name),
         )
 
+    def book(self, rule: Rule) -> TagBook:
+        """The rule's view of the recorded tag digests (none for layouts: HEADs are local)."""
+        destination = self.setup.rule(rule).destination
+        index = None if destination.shares_blobs else self.index
+        return TagBook(index, rule.destination.registry, rule.full_check, self.full)
+
     def _ledger(self, rule: Rule, destination: Backend) -> BlobLedger:
         # A layout shares one blob store across its repositories: nothing to remember.
         index = None if destination.shares_blobs else self.index
@@ -116,13 +124,15 @@ async def run(
     shard: Shard | None = None,
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
+    full: bool = False,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
 
     Retry policy and timeouts default to the REGSYNC_RETRY_* / REGSYNC_*_TIMEOUT environment.
     Setting `stop` (a graceful shutdown) lets copies already started finish and starts no new
     ones; the tags left out are reported as errors of their rule. `index` (the persistent
-    content index) supplies mount sources from earlier runs and learns from this one.
+    content index) supplies mount sources from earlier runs and learns from this one, and
+    the digests recorded per destination tag; ``full`` trusts none of them (``once --full``).
     """
     async with open_run(config, observer=observer, retry=retry, timeouts=timeouts) as setup:
         ctx = RunContext(
@@ -136,6 +146,7 @@ async def run(
             shard=shard or Shard(),
             stop=stop or asyncio.Event(),
             index=None if dry_run or plan_only else index,
+            full=full,
         )
         async with asyncio.TaskGroup() as group:
             tasks = [
@@ -187,8 +198,10 @@ async def sync_repo(
 ) -> None:
     repo, dest_repo = pair.source, pair.destination  # one-to-one: see map_repositories
     policy = ctx.setup.rule(rule).policy
+    book = ctx.book(rule)
     try:
-        plan = await survey(engine.source, engine.destination, repo, dest_repo, policy)
+        recorded = await book.load(dest_repo, policy.immutable)
+        plan = await survey(engine.source, engine.destination, repo, dest_repo, policy, recorded)
     except Exception as exc:  # one bad repository never stops the others
         result.errors.append(f"{repo}: {_describe(exc)}")
         log.error("rule %s: %s: %s", rule.name, repo, _describe(exc), exc_info=_unexpected(exc))
@@ -202,19 +215,23 @@ async def sync_repo(
         ctx.events.tag_done(rule.name, "up_to_date")
     if ctx.dry_run or ctx.plan_only:
         return
+    for warning in book.planned(plan, recorded):
+        result.notes.append(warning)
+        log.warning("rule %s: %s", rule.name, warning)
     if plan.dest_empty and not engine.destination.shares_blobs:
         engine.fresh.add(dest_repo)  # shared blobs (a layout) may exist already: keep HEADs
     failed = result.failed
     async with asyncio.TaskGroup() as group:
         for action in plan.of(Action.COPY):
             group.create_task(
-                _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result))
+                _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result, book))
             )
     # Never shrink after a failed copy; start no deletes once shutting down.
     if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
         guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
         outcome = await prune_actions(engine.destination, plan, guard)
         result.record_prune(outcome)
+        book.pruned(dest_repo, outcome.pruned)
         for _ in outcome.pruned:
             ctx.events.tag_done(rule.name, "pruned")
 
@@ -226,6 +243,7 @@ async def copy_one(
     plan: RepoPlan,
     action: TagAction,
     result: RuleResult,
+    book: TagBook,
 ) -> None:
     where = f"{plan.source_repo}:{action.tag} -> {plan.dest_repo}:{action.tag}"
     context = copy_context(
@@ -254,6 +272,8 @@ async def copy_one(
         )
         return
     result.copied += 1
+    if digest == action.source_digest:
+        book.copied(plan.dest_repo, action)
     ctx.events.tag_done(rule.name, "copied")
     log.info(
         "rule %s: copied %s (%s)",

@@ -1,7 +1,9 @@
 """Survey one repository pair and plan it: list, select, HEAD, then diff and plan prune.
 
 Cost, per repository: one listing per side, one HEAD per selected source tag and per selected
-tag the destination has. Extra requests happen only where a policy needs them:
+tag the destination has. Between full checks (``regsync.recorded``) a destination tag whose
+recorded digest equals the source's is not HEADed, and a recorded immutable tag is HEADed on
+neither side. Extra requests happen only where a policy needs them:
 
 - a platform filter: one destination GET per source index the destination holds, to read the
   origin the subset records (never a source GET);
@@ -27,7 +29,8 @@ from regsync.oci.ref import shown
 from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags
 from regsync.platforms import PlatformFilter, recorded_origin
 from regsync.pruneplan import PrunePolicy
-from regsync.tagpolicy import TagPolicy, select
+from regsync.recorded import Recorded
+from regsync.tagpolicy import TagPattern, TagPolicy, select
 
 HEAD_CONCURRENCY = 32  # manifest HEADs/GETs in flight while planning one repository
 
@@ -40,6 +43,7 @@ class SyncPolicy:
     platforms: PlatformFilter | None = None  # None: all platforms, digests preserved
     referrers: bool = False
     prune: PrunePolicy | None = None  # None: never delete
+    immutable: tuple[TagPattern, ...] = ()  # tags.immutable
 
 
 class _Heads:
@@ -92,9 +96,16 @@ class _Heads:
 
 
 async def survey(
-    source: Backend, dest: Backend, repo: str, dest_repo: str, policy: SyncPolicy
+    source: Backend,
+    dest: Backend,
+    repo: str,
+    dest_repo: str,
+    policy: SyncPolicy,
+    recorded: Recorded | None = None,
 ) -> RepoPlan:
-    """Plan one repository: what to copy, what is up to date, what to prune, and why."""
+    """Plan one repository: what to copy, what is up to date, what to prune, and why.
+
+    ``recorded``: what the content index holds for ``dest_repo`` (None: trust nothing)."""
     source_listed, dest_listed = await asyncio.gather(source.tags(repo), dest.tags(dest_repo))
     source_tags, dest_tags = list(source_listed.names), list(dest_listed.names)
     skipped = source_listed.skipped("source tag") + dest_listed.skipped("destination tag")
@@ -102,18 +113,31 @@ async def survey(
     limit = asyncio.Semaphore(HEAD_CONCURRENCY)
     src, dst = _Heads(source, repo, limit, lenient=True), _Heads(dest, dest_repo, limit)
     selection = select(policy.tags, source_tags)
+    rec = recorded or Recorded()
+    trusted = {
+        t: d for t, d in rec.trusted().items() if t in present and not _has_origin(t, d, policy)
+    }
+    fixed = {t: trusted[t] for t in selection.selected if t in trusted and rec.is_immutable(t)}
     # Both sides' HEADs of the selected tags run together (one round trip of latency, not
     # two); a destination HEAD is kept only where the source tag resolved.
-    asked = [t for t in selection.selected if t in present]
+    asked = [t for t in selection.selected if t in present and t not in trusted]
     source_heads, dest_selected = await asyncio.gather(
-        src.head(selection.selected), dst.head(asked)
+        src.head(t for t in selection.selected if t not in fixed), dst.head(asked)
     )
+    source_heads |= fixed
     artifact_of: dict[str, str] = {}
     if policy.referrers:
         artifact_of = _artifacts_of(source_tags, source_heads)
         source_heads |= await src.head(artifact_of)
     headed = set(asked)
     dest_heads = {t: d for t, d in dest_selected.items() if t in source_heads}
+    # A recorded digest stands for the destination's only where the source still has it.
+    dest_heads |= {
+        t: trusted[t]
+        for t, d in source_heads.items()
+        if t in trusted and trusted[t].digest == d.digest
+    }
+    headed |= dest_heads.keys()
     dest_heads |= await dst.head(t for t in source_heads if t in present and t not in headed)
     origins = await dst.origins(
         t
@@ -127,6 +151,7 @@ async def survey(
         platforms=policy.platforms.label if policy.platforms else "",
         artifact_of=artifact_of,
     )
+    actions = tuple(replace(a, media_type=source_heads[a.tag].media_type) for a in actions)
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
     plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)

@@ -41,16 +41,17 @@ def writes(counts: Counter[str]) -> int:
     return sum(n for key, n in counts.items() if key.split()[0] in WRITES)
 
 
-def test_no_op_rerun_heads_each_tag_once_per_side_and_gets_no_manifest(
+def test_full_check_no_op_heads_each_tag_once_per_side_and_gets_no_manifest(
     tmp_path: Path, registry_factory: RegistryFactory
 ) -> None:
-    """Second run: listings plus one HEAD per tag per side; no GETs, no writes anywhere."""
+    """A full check (`once --full`) of an unchanged mirror: listings plus one HEAD per tag per
+    side; no GETs, no writes anywhere. (Between full checks: see tests/test_cycle.py.)"""
     src, dst, config, _ = setup(tmp_path, registry_factory)
     run = regsync_json("once", config)
     assert run.code == 0 and run.rule, run.stderr
     src_log, dst_log = AccessLog(src), AccessLog(dst)
 
-    run = regsync_json("once", config)
+    run = regsync_json("once", config, "--full")
     assert run.code == 0, run.stderr
     rule = run.rule
 

@@ -19,6 +19,7 @@ from regsync.oci.ref import DestinationSpec, SourceSpec, is_host, normalize_host
 from regsync.tagpolicy import TagPattern
 
 DEFAULT_INTERVAL = timedelta(hours=1)
+DEFAULT_FULL_CHECK = timedelta(hours=24)
 
 Loc = tuple[str | int, ...]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -20,6 +21,7 @@ from pydantic import (
 
 from regsync.backends.registry.tls import ssl_context
 from regsync.config.fields import (
+    DEFAULT_FULL_CHECK,
     DEFAULT_INTERVAL,
     ConfigPath,
     Cron,
@@ -126,6 +128,8 @@ class TagFilter(_Model):
     exclude: tuple[Regex, ...] = ()
     semver: SemverRange | None = None
     latest: Annotated[Int, Field(ge=1)] | None = None
+    # Tags that never change once mirrored: between full checks no HEAD on either side.
+    immutable: tuple[Regex, ...] = ()
 
     @field_validator("include")
     @classmethod
@@ -180,6 +184,7 @@ class _Timing(_Model):
 
 class Defaults(_Timing):
     prune: PruneSetting = Prune()
+    full_check: Duration = DEFAULT_FULL_CHECK
     platforms: Platforms = "all"
     referrers: StrictBool = False
     tags: TagFilter = TagFilter()
@@ -195,6 +200,7 @@ class _RuleSpec(_Timing):
     platforms: Platforms | None = None
     referrers: StrictBool | None = None
     prune: PruneSetting | None = None
+    full_check: Duration | None = None
 
     @model_validator(mode="after")
     def _not_onto_itself(self) -> _RuleSpec:
@@ -218,6 +224,8 @@ class Rule(_Timing):
     platforms: Platforms = "all"
     referrers: bool = False
     prune: Prune = Prune()
+    # How often a cycle HEADs every tag instead of trusting what the content index recorded.
+    full_check: timedelta = DEFAULT_FULL_CHECK
 
     @model_validator(mode="before")
     @classmethod
@@ -299,6 +307,7 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         platforms=defaults.platforms if spec.platforms is None else spec.platforms,
         referrers=defaults.referrers if spec.referrers is None else spec.referrers,
         prune=_merge(defaults.prune, spec.prune),
+        full_check=defaults.full_check if spec.full_check is None else spec.full_check,
         interval=timing.interval,
         schedule=timing.schedule,
     )
