@@ -31,6 +31,7 @@ class TagAction:
     via_api: bool = False  # referrers found through the source's referrers API
     shared: tuple[str, ...] = ()  # PRUNE: kept tags still needing dest_digest (delete by tag)
     media_type: str = ""  # COPY/SKIP: the source manifest's media type (what the index records)
+    held: bool = False  # COPY: another tag of the destination repository has source_digest
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from regsync.events import NoEvents, RunEvents
 from regsync.execute import DeleteGuard, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
+from regsync.oci.ref import DOCKER_HUB, Kind, normalize_host
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.recorded import TagBook
 from regsync.result import RuleResult, RunResult
@@ -89,6 +90,18 @@ class RunContext:
             observer=self.observer,
             on_transfer=self._transfer_hook(rule.name),
         )
+
+    def counts_pulls(self, rule: Rule) -> bool:
+        """Whether a source manifest GET costs more than a HEAD here: always when planning
+        only; on Docker Hub and registries with `rate_limit` (GETs are pulls), where a tag
+        the destination lacks is HEADed first so tags sharing a digest cost one pull."""
+        source = rule.source
+        if self.dry_run or self.plan_only:
+            return True
+        if source.kind is not Kind.REGISTRY:
+            return False
+        limited = self.config.registry(source.registry).rate_limit is not None
+        return limited or normalize_host(source.registry) == DOCKER_HUB
 
     def book(self, rule: Rule) -> TagBook:
         """The rule's view of the recorded tag digests (none for layouts: HEADs are local)."""
@@ -201,7 +214,10 @@ async def sync_repo(
     book = ctx.book(rule)
     try:
         recorded = await book.load(dest_repo, policy.immutable)
-        plan = await survey(engine.source, engine.destination, repo, dest_repo, policy, recorded)
+        fetch = None if ctx.counts_pulls(rule) else engine.get_tag_manifest
+        plan = await survey(
+            engine.source, engine.destination, repo, dest_repo, policy, recorded, fetch
+        )
     except Exception as exc:  # one bad repository never stops the others
         result.errors.append(f"{repo}: {_describe(exc)}")
         log.error("rule %s: %s: %s", rule.name, repo, _describe(exc), exc_info=_unexpected(exc))

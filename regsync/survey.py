@@ -16,15 +16,15 @@ neither side. Extra requests happen only where a policy needs them:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from regsync import pruneplan, referrers
 from regsync.backends import Backend
-from regsync.errors import ManifestError
+from regsync.errors import ManifestError, RegsyncError
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import artifact_subject, is_fallback_tag
-from regsync.oci.manifest import Descriptor
+from regsync.oci.manifest import Descriptor, Manifest
 from regsync.oci.ref import shown
 from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags
 from regsync.platforms import PlatformFilter, recorded_origin
@@ -46,17 +46,47 @@ class SyncPolicy:
     immutable: tuple[TagPattern, ...] = ()  # tags.immutable
 
 
+Fetch = Callable[[str, str], Awaitable[Manifest]]  # (repo, tag) -> the manifest, by one GET
+
+
 class _Heads:
     """Bounded HEADs and GETs against one backend."""
 
     def __init__(
-        self, backend: Backend, repo: str, limit: asyncio.Semaphore, *, lenient: bool = False
+        self,
+        backend: Backend,
+        repo: str,
+        limit: asyncio.Semaphore,
+        *,
+        lenient: bool = False,
+        fetch: Fetch | None = None,
     ) -> None:
         self.backend, self.repo, self.limit = backend, repo, limit
         # lenient (the source): a tag whose manifest or descriptor is malformed fails alone,
         # one line each in `refused`; the repository's other tags are still planned.
         self.lenient = lenient
         self.refused: list[str] = []
+        self.fetch = fetch
+
+    async def resolve(self, tags: Iterable[str]) -> dict[str, Descriptor]:
+        """Tags the destination lacks: with ``fetch``, GET each directly (the copy needs the
+        manifest anyway, and finds it cached: no HEAD first); else HEAD them."""
+        if self.fetch is None:
+            return await self.head(tags)
+        tags = list(tags)
+        found = await asyncio.gather(*(self._get(t) for t in tags))
+        return {t: d for t, d in zip(tags, found, strict=True) if d is not None}
+
+    async def _get(self, tag: str) -> Descriptor | None:
+        assert self.fetch is not None
+        async with self.limit:
+            try:
+                manifest = await self.fetch(self.repo, tag)
+            except RegsyncError:
+                manifest = None  # gone, or bad: a HEAD decides as before (the copy reports it)
+        if manifest is None:
+            return await self._head(tag)
+        return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
 
     async def head(self, tags: Iterable[str]) -> dict[str, Descriptor]:
         tags = list(tags)
@@ -102,16 +132,19 @@ async def survey(
     dest_repo: str,
     policy: SyncPolicy,
     recorded: Recorded | None = None,
+    fetch: Fetch | None = None,
 ) -> RepoPlan:
     """Plan one repository: what to copy, what is up to date, what to prune, and why.
 
-    ``recorded``: what the content index holds for ``dest_repo`` (None: trust nothing)."""
+    ``recorded``: what the content index holds for ``dest_repo`` (None: trust nothing).
+    ``fetch``: how a copying run GETs a source tag the destination lacks (None: HEAD it)."""
     source_listed, dest_listed = await asyncio.gather(source.tags(repo), dest.tags(dest_repo))
     source_tags, dest_tags = list(source_listed.names), list(dest_listed.names)
     skipped = source_listed.skipped("source tag") + dest_listed.skipped("destination tag")
     present = set(dest_tags)
     limit = asyncio.Semaphore(HEAD_CONCURRENCY)
-    src, dst = _Heads(source, repo, limit, lenient=True), _Heads(dest, dest_repo, limit)
+    src = _Heads(source, repo, limit, lenient=True, fetch=fetch)
+    dst = _Heads(dest, dest_repo, limit)
     selection = select(policy.tags, source_tags)
     rec = recorded or Recorded()
     trusted = {
@@ -121,9 +154,12 @@ async def survey(
     # Both sides' HEADs of the selected tags run together (one round trip of latency, not
     # two); a destination HEAD is kept only where the source tag resolved.
     asked = [t for t in selection.selected if t in present and t not in trusted]
-    source_heads, dest_selected = await asyncio.gather(
-        src.head(t for t in selection.selected if t not in fixed), dst.head(asked)
+    source_heads, dest_selected, missing = await asyncio.gather(
+        src.head(t for t in selection.selected if t not in fixed and t in present),
+        dst.head(asked),
+        src.resolve(t for t in selection.selected if t not in present),
     )
+    source_heads |= missing
     source_heads |= fixed
     artifact_of: dict[str, str] = {}
     if policy.referrers:
@@ -151,7 +187,7 @@ async def survey(
         platforms=policy.platforms.label if policy.platforms else "",
         artifact_of=artifact_of,
     )
-    actions = tuple(replace(a, media_type=source_heads[a.tag].media_type) for a in actions)
+    actions = _annotate(actions, source_heads, {d.digest for d in dest_heads.values()})
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
     plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)
@@ -168,6 +204,20 @@ def _artifacts_of(source_tags: Iterable[str], heads: dict[str, Descriptor]) -> d
     digests = {d.digest for d in heads.values()}
     subjects = {t: artifact_subject(t) for t in source_tags}
     return {t: s for t, s in subjects.items() if s is not None and s in digests}
+
+
+def _annotate(
+    actions: tuple[TagAction, ...], heads: dict[str, Descriptor], held: set[str]
+) -> tuple[TagAction, ...]:
+    """Each action's source media type; COPY of a digest another destination tag has: held."""
+    return tuple(
+        replace(
+            a,
+            media_type=heads[a.tag].media_type,
+            held=a.action is Action.COPY and a.source_digest in held,
+        )
+        for a in actions
+    )
 
 
 def _mark_subsets(
