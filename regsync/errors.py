@@ -14,6 +14,7 @@ RegsyncError
  ├── IntegrityError         bytes do not match their digest or size
  ├── LayoutError            an OCI layout directory cannot be read or written
  ├── MappingError           a rule maps two source repositories to one destination (exit 1)
+ ├── EmptySourceError       a rule's source matches no repository, or lacks the one it names
  ├── ManifestError          oversized, malformed, schema1, unknown media type
  └── InvalidNameError       a repository, tag or digest off the distribution grammar
 """
@@ -86,6 +87,10 @@ class LayoutError(RegsyncError):
 
 class MappingError(RegsyncError):
     """A rule's source -> destination mapping is not one-to-one: the rule is refused whole."""
+
+
+class EmptySourceError(RegsyncError):
+    """A rule's glob matches no repository, or its named repository does not exist."""
 
 
 class ManifestError(RegsyncError):

@@ -19,7 +19,7 @@ from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.blobindex import BlobIndex
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
-from regsync.discovery import RepoPair
+from regsync.discovery import RepoPair, empty_source
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
 from regsync.execute import DeleteGuard, copy_action, prune_actions
@@ -165,14 +165,19 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
     except RegsyncError as exc:
-        result.rule_failed = True
-        result.errors.append(str(exc))
-        log.error("rule %s: %s", rule.name, exc)
+        _rule_error(rule, result, exc)
     if result.interrupted:
         result.errors.append(f"shutting down: {result.interrupted} tags left for the next run")
     result.duration_seconds = time.monotonic() - started
     ctx.events.rule_finished(result)
     return result
+
+
+def _rule_error(rule: Rule, result: RuleResult, exc: RegsyncError) -> None:
+    """The rule as a whole failed: one error line, result `failed`."""
+    result.rule_failed = True
+    result.errors.append(str(exc))
+    log.error("rule %s: %s", rule.name, exc)
 
 
 def _skipped(rule: Rule, result: RuleResult, skipped: Sequence[str], where: str = "") -> None:
@@ -193,6 +198,13 @@ async def sync_repo(
         result.errors.append(f"{repo}: {_describe(exc)}")
         log.error("rule %s: %s: %s", rule.name, repo, _describe(exc), exc_info=_unexpected(exc))
         return
+    if plan.source_missing and not rule.source.is_glob:  # the one repository the rule names
+        try:
+            what = f"source repository {rule.source} does not exist"
+            empty_source(what, rule=rule.name, allowed=rule.allow_empty)
+        except RegsyncError as exc:
+            _rule_error(rule, result, exc)
+            return
     result.plans.append(plan)
     _skipped(rule, result, plan.skipped, f"{repo}: ")
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)

@@ -130,7 +130,12 @@ async def survey(
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
     plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)
-    plan = replace(plan, dest_empty=not dest_tags, skipped=skipped + tuple(src.refused))
+    plan = replace(
+        plan,
+        dest_empty=not dest_tags,
+        source_missing=source_listed.missing,
+        skipped=skipped + tuple(src.refused),
+    )
     if policy.referrers:
         plan = await referrers.plan_api(source, dest, plan, source_heads, present)
     if policy.prune is None:

@@ -195,6 +195,7 @@ class _RuleSpec(_Timing):
     platforms: Platforms | None = None
     referrers: StrictBool | None = None
     prune: PruneSetting | None = None
+    allow_empty: StrictBool = False  # a source matching nothing is a success with a warning
 
     @model_validator(mode="after")
     def _not_onto_itself(self) -> _RuleSpec:
@@ -218,6 +219,7 @@ class Rule(_Timing):
     platforms: Platforms = "all"
     referrers: bool = False
     prune: Prune = Prune()
+    allow_empty: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -299,6 +301,7 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         platforms=defaults.platforms if spec.platforms is None else spec.platforms,
         referrers=defaults.referrers if spec.referrers is None else spec.referrers,
         prune=_merge(defaults.prune, spec.prune),
+        allow_empty=spec.allow_empty,
         interval=timing.interval,
         schedule=timing.schedule,
     )

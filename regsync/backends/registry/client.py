@@ -91,7 +91,7 @@ class RegistryClient:
         try:
             return Listed.tags(await self._paged(url, "tags", (repo_scope(repo, "pull"),)))
         except NotFoundError:
-            return Listed(())
+            return Listed((), missing=True)
 
     def _url(
         self, repo: str, endpoint: str, ref: str = "", query: dict[str, str | int] | None = None
