@@ -7,6 +7,7 @@ RegsyncError
  │    │    └── CredentialsError  the registry refused the credentials (every request fails)
  │    ├── NotFoundError     404: *_UNKNOWN codes
  │    ├── UnsupportedError  405 UNSUPPORTED (e.g. deletes disabled)
+ │    │    └── ReadOnlyError  a destination refuses uploads (read-only, maintenance mode)
  │    └── RateLimitedError  429 TOOMANYREQUESTS
  ├── TransportError         connection refused/reset, timeout, TLS failure
  │    ├── UnreachableError  could not connect (refused, DNS, connect timeout); down registries
@@ -63,6 +64,10 @@ class NotFoundError(RegistryError):
 
 class UnsupportedError(RegistryError):
     """The registry does not support the operation (405 UNSUPPORTED)."""
+
+
+class ReadOnlyError(UnsupportedError):
+    """A destination refuses uploads as such (405 to starting one): read-only or maintenance."""
 
 
 class RateLimitedError(RegistryError):

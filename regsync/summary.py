@@ -32,6 +32,7 @@ def rule_json(rule: RuleResult) -> dict[str, Any]:
         "source_manifest_gets": s.source_manifest_gets,
         "platform_subsets": rule.platform_subsets,
         "errors": list(rule.errors),
+        "undone": list(rule.undone),
         "notes": list(rule.notes),
         "duration_seconds": round(rule.duration_seconds, 3),
     }
