@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from regsync.config import Config, Rule, load_config
+from regsync.config import Config, Rule, load_config, parse_config
 from regsync.daemon import Daemon
+from regsync.errors import ConfigError
 from regsync.eventparse import (
     MAX_EVENTS,
     EventKind,
@@ -354,3 +355,27 @@ async def test_a_name_template_rule_copies_events_only_into_repositories_a_cycle
     assert runner.calls[1] is None
     daemon.stop()
     await asyncio.wait_for(task, 10)
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ('""', "is empty"),
+        ('"${UNSET_EVENTS_TOKEN}"', "UNSET_EVENTS_TOKEN"),
+        ('"has space"', "printable ASCII without spaces"),
+    ],
+)
+def test_a_bad_notifications_token_is_a_config_error_naming_the_key(
+    token: str, message: str
+) -> None:
+    text = (
+        f'version: 1\nregistries:\n  "{SRC}":\n    notifications: {{token: {token}}}\n'
+        f"rules:\n  - {{name: r, source: '{SRC}/a', destination: '127.0.0.1:8/m'}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env={})
+    error = str(info.value)
+    assert "notifications" in error and message in error and "has space" not in error
