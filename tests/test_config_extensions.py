@@ -55,3 +55,9 @@ def test_an_alias_bomb_in_an_x_key_is_still_refused() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(doc(*lines), env={})
     assert "aliases expand the document beyond 10000 values" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["''", '"a\\r\\nX-Evil: 1"', "[a]", "'é-agent'"])
+def test_user_agent_must_be_printable_ascii(value: str) -> None:
+    message = config_error(registry(f"    user_agent: {value}"))
+    assert "registries.registry.local:5000.user_agent (sync.yaml:4):" in message

@@ -20,7 +20,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from tenacity import AsyncRetrying
 from yarl import URL
 
-from regsync import boundedjson
+from regsync import __version__, boundedjson
 from regsync.backends.registry.auth import Authenticator, TokenResponse
 from regsync.backends.registry.health import Health, connect_error
 from regsync.backends.registry.observer import NullObserver, RequestObserver
@@ -40,6 +40,8 @@ from regsync.oci.ref import shown
 EnvProxy = dict[str, Any]  # {} or {"proxy": URL, "proxy_auth": BasicAuth | None}
 
 _MAX_ERROR_BODY = 64 * 1024
+# Registry operators read it in their access logs to see who calls them (regclient sends its own).
+USER_AGENT = f"regsync/{__version__}"
 # A path regsync requests: plain characters only, so nothing in it is decoded or normalised
 # into another path on the way (no "%2e%2e", no "?" or "#", no "." or ".." segment below).
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._:/-]*")
@@ -62,8 +64,10 @@ class Transport:
         timeouts: Timeouts | None = None,
         max_concurrency: int = 8,
         pull_floor: int | None = None,
+        user_agent: str = USER_AGENT,
     ) -> None:
         self.session = session
+        self.user_agent = user_agent
         self.registry = registry
         self.base_url = URL(base_url)
         self.auth = Authenticator(registry, username, password, self.fetch_token)
@@ -253,6 +257,7 @@ class Transport:
         host, and whatever it names gets no credentials (neither ours nor a caller's).
         """
         sent = {k: v for k, v in (headers or {}).items() if own or k.lower() != "authorization"}
+        sent["User-Agent"] = self.user_agent
         if own and (authorization := await self.auth.header(scopes)) is not None:
             sent["Authorization"] = authorization
         return sent
@@ -298,7 +303,9 @@ class Transport:
         self, realm: str, params: list[tuple[str, str]], basic: str | None
     ) -> TokenResponse:
         """GET a Bearer token; the realm may be another host, so only Basic goes there."""
-        headers = {"Authorization": basic} if basic else {}
+        headers = {"User-Agent": self.user_agent}
+        if basic:
+            headers["Authorization"] = basic
         url = _realm_url(realm, self.registry)
         started = time.monotonic()
         try:
