@@ -150,7 +150,7 @@ class BackendPool:
                     retry=self.retry,
                     timeouts=self.timeouts,  # deadlines and minimum rates, as for registries
                     max_concurrency=2,
-                    **_agent(settings),
+                    user_agent=settings.user_agent,
                 )
                 catalog = HubCatalog(
                     transport,
@@ -206,14 +206,9 @@ class BackendPool:
             timeouts=self.timeouts,
             max_concurrency=settings.max_concurrency,
             pull_floor=settings.rate_limit.min_remaining if settings.rate_limit else None,
-            **_agent(settings),
+            user_agent=settings.user_agent,
         )
         return RegistryClient(transport)
-
-
-def _agent(settings: RegistryConfig) -> dict[str, str]:
-    """The configured User-Agent, if any (else the transport's own ``regsync/<version>``)."""
-    return {"user_agent": settings.user_agent} if settings.user_agent else {}
 
 
 def _str(path: object) -> str | None:

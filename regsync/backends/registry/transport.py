@@ -64,10 +64,10 @@ class Transport:
         timeouts: Timeouts | None = None,
         max_concurrency: int = 8,
         pull_floor: int | None = None,
-        user_agent: str = USER_AGENT,
+        user_agent: str | None = None,
     ) -> None:
         self.session = session
-        self.user_agent = user_agent
+        self.user_agent = user_agent or USER_AGENT
         self.registry = registry
         self.base_url = URL(base_url)
         self.auth = Authenticator(registry, username, password, self.fetch_token)
