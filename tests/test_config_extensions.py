@@ -61,3 +61,14 @@ def test_an_alias_bomb_in_an_x_key_is_still_refused() -> None:
 def test_user_agent_must_be_printable_ascii(value: str) -> None:
     message = config_error(registry(f"    user_agent: {value}"))
     assert "registries.registry.local:5000.user_agent (sync.yaml:4):" in message
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "true", "fast", "100000"])
+def test_requests_per_second_must_be_a_positive_number(value: str) -> None:
+    message = config_error(registry(f"    requests_per_second: {value}"))
+    assert "registries.registry.local:5000.requests_per_second (sync.yaml:4):" in message
+
+
+def test_requests_per_second_takes_a_decimal() -> None:
+    config = parse_config(registry("    requests_per_second: 0.5"), env={})
+    assert config.registry("registry.local:5000").requests_per_second == 0.5

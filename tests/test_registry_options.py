@@ -6,7 +6,9 @@ carried and when each arrived.
 
 from __future__ import annotations
 
+import itertools
 import re
+import time
 
 from aiohttp import web
 
@@ -79,3 +81,51 @@ async def test_user_agent_setting_overrides_it_for_that_registry_only() -> None:
     assert result.ok, result.rules[0].errors
     assert {agent for _, agent in src_seen} == {"lab-mirror/2 (ops@example.org)"}
     assert {agent for _, agent in dst_seen} == {f"regsync/{__version__}"}
+
+
+def _two_rules(src: ScriptedRegistry, dst: ScriptedRegistry, src_extra: str) -> str:
+    return f"""
+version: 1
+registries:
+  "{src.host}":
+    tls: http
+{src_extra}
+  "{dst.host}":
+    tls: http
+rules:
+  - {{name: one, source: "{src.host}/team/one", destination: "{dst.host}/m"}}
+  - {{name: two, source: "{src.host}/team/two", destination: "{dst.host}/m"}}
+"""
+
+
+async def _arrivals(src_extra: str) -> list[float]:
+    """When each request of a two-rule run reached the shared source registry."""
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        for repo in ("one", "two"):
+            for tag in ("1", "2"):
+                src.add(f"team/{repo}", tag, Image.docker([Blob.random(500, seed=repo + tag)]))
+        times: list[float] = []
+
+        async def stamp(request: web.Request, match: re.Match[str]) -> None:
+            times.append(time.monotonic())
+
+        src.override("*", r"^/", stamp)
+        config = parse_config(_two_rules(src, dst, src_extra), env={})
+        result = await run(config, config.rules)
+    assert result.ok, [r.errors for r in result.rules]
+    assert dst.tags["m/team/one"] and dst.tags["m/team/two"]
+    return times
+
+
+async def test_requests_per_second_spaces_every_request_of_all_rules_on_that_registry() -> None:
+    times = await _arrivals("    requests_per_second: 10")
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert len(times) >= 10
+    # Starts are 0.1 s apart at the client; allow the loopback's jitter on arrival.
+    assert min(gaps) >= 0.07, gaps
+
+
+async def test_without_requests_per_second_requests_are_not_spaced() -> None:
+    times = await _arrivals("")
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) < 0.05, gaps  # the check above would notice a missing cap

@@ -207,6 +207,7 @@ class BackendPool:
             max_concurrency=settings.max_concurrency,
             pull_floor=settings.rate_limit.min_remaining if settings.rate_limit else None,
             user_agent=settings.user_agent,
+            requests_per_second=settings.requests_per_second,
         )
         return RegistryClient(transport)
 

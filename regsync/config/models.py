@@ -105,6 +105,8 @@ class RegistryConfig(_Model):
     # Docker Hub-style API that lists namespaces (docker.io uses https://hub.docker.com).
     hub_api: HubApi | None = None
     user_agent: UserAgent | None = None  # default: regsync/<version>
+    # Cap on request starts per second (a decimal: 0.5 is one every 2 s); None: no cap.
+    requests_per_second: Annotated[Number, Field(gt=0, le=10_000)] | None = None
 
     @model_validator(mode="after")
     def _check_tls(self) -> RegistryConfig:

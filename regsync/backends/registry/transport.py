@@ -28,6 +28,7 @@ from regsync.backends.registry.pace import at_least, too_slow
 from regsync.backends.registry.ratelimit import PullGate, parse_quota
 from regsync.backends.registry.responses import Response, error_from_response
 from regsync.backends.registry.retry import RetryPolicy, Timeouts, retrying
+from regsync.backends.registry.throttle import Throttle
 from regsync.errors import (
     AuthError,
     InvalidNameError,
@@ -65,6 +66,7 @@ class Transport:
         max_concurrency: int = 8,
         pull_floor: int | None = None,
         user_agent: str | None = None,
+        requests_per_second: float | None = None,
     ) -> None:
         self.session = session
         self.user_agent = user_agent or USER_AGENT
@@ -82,6 +84,7 @@ class Transport:
             total=t.total, connect=t.connect, sock_connect=t.connect, sock_read=t.read
         )
         self._limit = asyncio.Semaphore(max_concurrency)
+        self.throttle = Throttle(requests_per_second)
         self.pulls = PullGate(registry, pull_floor, self.observer)
         self.health = Health(registry)
         # The session does not read the environment per request (trust_env costs two thread
@@ -127,11 +130,20 @@ class Transport:
             async for attempt in self._retrying():
                 with attempt:
                     async with self._limit:
+                        # The wait for a turn under requests_per_second is not the registry's
+                        # slowness: it comes before the deadline starts (see `throttled`).
+                        await self.throttle.wait()
                         try:
                             async with (
                                 asyncio.timeout(deadline),
                                 self.open(
-                                    method, url, scopes=scopes, headers=headers, data=data, ok=ok
+                                    method,
+                                    url,
+                                    scopes=scopes,
+                                    headers=headers,
+                                    data=data,
+                                    ok=ok,
+                                    throttled=True,
                                 ) as resp,
                             ):
                                 body = await _read_bounded(resp, max_body, self.registry)
@@ -170,11 +182,13 @@ class Transport:
         headers: dict[str, str] | None = None,
         data: Any = None,
         ok: tuple[int, ...] = (200,),
+        throttled: bool = False,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send one request (with the auth dance, no retries) and yield the open response.
 
         A replayable body (bytes or None) is re-sent after a 401; a streamed one cannot be,
         so callers streaming a body make sure the token is fresh first (see ``prepare``).
+        ``throttled``: the caller already waited for the first send's requests_per_second turn.
         """
         self.health.check()
         # Userinfo in a URL a registry named (upload Location, next page) is never sent:
@@ -183,6 +197,9 @@ class Transport:
         own = self.same_origin(url)
         for _ in range(3):
             sent_headers = await self._headers(headers, scopes, own=own)
+            if not throttled:
+                await self.throttle.wait()
+            throttled = False  # a replay after a 401 is another request: it waits its turn
             resp = await self._send(method, url, sent_headers, data)
             try:
                 # Another origin's challenge is none of our business: learning from it could
