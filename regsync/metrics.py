@@ -71,6 +71,9 @@ OUT_OF_SYNC = Family(
     ("rule",),
 )
 BLOBS = Family("regsync_blobs", "Blobs by outcome.", ("rule", "outcome"))
+BACKUPS = Family(
+    "regsync_backups", "Backup tags made before a changed tag was overwritten.", ("rule",)
+)
 BYTES_COPIED = Family("regsync_bytes_copied", "Blob bytes sent to destinations.", ("rule",))
 REQUESTS = Family(
     "regsync_registry_requests",
@@ -173,6 +176,7 @@ class Metrics(NoEvents):
         self.tags = self._counter(TAGS)
         self.out_of_sync = self._gauge(OUT_OF_SYNC)
         self.blobs = self._counter(BLOBS)
+        self.backups = self._counter(BACKUPS)
         self.bytes = self._counter(BYTES_COPIED)
         self.requests = self._counter(REQUESTS)
         self.request_duration = self._histogram(REQUEST_DURATION)
@@ -239,6 +243,7 @@ class Metrics(NoEvents):
         for name in RUN_RESULTS:
             self.last_result.labels(rule, name).set(1 if name == result.result else 0)
         self.duration.labels(rule).observe(result.duration_seconds)
+        self.backups.labels(rule).inc(result.backups)
         if result.result == "success" and self.record_success:
             self.last_success.labels(rule).set(time.time())
         if result.plans or not result.rule_failed:

@@ -32,6 +32,7 @@ class RuleResult:
     pruned: int = 0
     failed: int = 0
     interrupted: int = 0  # copies not started because the process is shutting down
+    backups: int = 0  # backup tags made before overwriting a changed tag (rule `backup`)
     stats: CopyStats = field(default_factory=CopyStats)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth reading, not failures

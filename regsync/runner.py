@@ -22,7 +22,7 @@ from regsync.copy import BlobLedger, CopyEngine
 from regsync.discovery import RepoPair
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
-from regsync.execute import DeleteGuard, copy_action, prune_actions
+from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
 from regsync.plan import Action, RepoPlan, TagAction
@@ -246,6 +246,9 @@ async def copy_one(
         return
     try:
         with log_scope(**context):
+            if action.backup:  # a failed backup fails the tag: it is not overwritten
+                await backup_action(engine, plan, action)
+                result.backups += 1
             digest = await copy_action(engine, ctx.setup.rule(rule).policy.platforms, plan, action)
     except Exception as exc:  # one bad tag never stops the others
         result.failed += 1

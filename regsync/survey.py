@@ -19,12 +19,13 @@ from dataclasses import dataclass, field, replace
 
 from regsync import pruneplan, referrers
 from regsync.backends import Backend
+from regsync.backup import BackupTemplate
 from regsync.errors import ManifestError
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import artifact_subject, is_fallback_tag
 from regsync.oci.manifest import Descriptor
 from regsync.oci.ref import shown
-from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags, only_missing
+from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags, only_missing, with_backups
 from regsync.platforms import PlatformFilter, recorded_origin
 from regsync.pruneplan import PrunePolicy
 from regsync.tagpolicy import TagPolicy, select
@@ -41,6 +42,7 @@ class SyncPolicy:
     referrers: bool = False
     prune: PrunePolicy | None = None  # None: never delete
     missing_only: bool = False  # `once --missing`: copy absent tags only; never prune
+    backup: BackupTemplate | None = None  # tag the overwritten destination image first
 
 
 class _Heads:
@@ -130,6 +132,7 @@ async def survey(
     )
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
+    actions = with_backups(actions, policy.backup)
     plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)
     plan = replace(plan, dest_empty=not dest_tags, skipped=skipped + tuple(src.refused))
     if policy.referrers:

@@ -15,6 +15,7 @@ from pydantic import (
     ValidationInfo,
 )
 
+from regsync.backup import BackupTemplate
 from regsync.oci.ref import DestinationSpec, SourceSpec, is_host, normalize_host
 from regsync.tagpolicy import TagPattern
 
@@ -178,6 +179,14 @@ def _user_agent(value: str) -> str:
     return value
 
 
+def _backup(value: object) -> BackupTemplate:
+    if isinstance(value, BackupTemplate):
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a tag template such as '{{tag}}-prev', got {_kind(value)}")
+    return BackupTemplate.parse(value)
+
+
 def _existing_file(value: Path) -> Path:
     if not value.is_file():
         raise ValueError(f"file not found: {value}")
@@ -194,6 +203,7 @@ Platforms = Annotated[Literal["all"] | tuple[str, ...], BeforeValidator(_platfor
 Host = Annotated[str, AfterValidator(_host)]
 HubApi = Annotated[str, AfterValidator(_hub_api)]
 UserAgent = Annotated[str, AfterValidator(_user_agent)]
+Backup = Annotated[BackupTemplate, PlainValidator(_backup)]
 Source = Annotated[SourceSpec, PlainValidator(_source)]
 Destination = Annotated[DestinationSpec, PlainValidator(_destination)]
 RuleName = Annotated[str, AfterValidator(_rule_name)]

@@ -21,6 +21,7 @@ from pydantic import (
 from regsync.backends.registry.tls import ssl_context
 from regsync.config.fields import (
     DEFAULT_INTERVAL,
+    Backup,
     ConfigPath,
     Cron,
     Destination,
@@ -187,6 +188,7 @@ class Defaults(_Timing):
     platforms: Platforms = "all"
     referrers: StrictBool = False
     tags: TagFilter = TagFilter()
+    backup: Backup | None = None
 
 
 class _RuleSpec(_Timing):
@@ -199,6 +201,7 @@ class _RuleSpec(_Timing):
     platforms: Platforms | None = None
     referrers: StrictBool | None = None
     prune: PruneSetting | None = None
+    backup: Backup | None = None
 
     @model_validator(mode="after")
     def _not_onto_itself(self) -> _RuleSpec:
@@ -222,6 +225,7 @@ class Rule(_Timing):
     platforms: Platforms = "all"
     referrers: bool = False
     prune: Prune = Prune()
+    backup: Backup | None = None  # tag template keeping the image a changed tag overwrites
 
     @model_validator(mode="before")
     @classmethod
@@ -303,6 +307,7 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         platforms=defaults.platforms if spec.platforms is None else spec.platforms,
         referrers=defaults.referrers if spec.referrers is None else spec.referrers,
         prune=_merge(defaults.prune, spec.prune),
+        backup=defaults.backup if spec.backup is None else spec.backup,
         interval=timing.interval,
         schedule=timing.schedule,
     )
