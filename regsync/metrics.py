@@ -215,6 +215,7 @@ class Metrics(NoEvents):
         for outcome in BLOB_OUTCOMES:
             self.blobs.labels(rule, outcome)
         self.bytes.labels(rule)
+        self.backups.labels(rule)
         self.running.labels(rule)  # 0 when new; a reload must not reset a run in progress
 
     def rule_removed(self, rule: str) -> None:
@@ -223,6 +224,7 @@ class Metrics(NoEvents):
             _remove(metric, (rule,))
         _remove(self.duration, (rule,))
         _remove(self.bytes, (rule,))
+        _remove(self.backups, (rule,))
         for result in RUN_RESULTS:
             _remove(self.runs, (rule, result))
             _remove(self.last_result, (rule, result))
