@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     once.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
     once.add_argument(
+        "--missing",
+        action="store_true",
+        help="copy only tags the destination lacks; leave differing tags (reported), no prune",
+    )
+    once.add_argument(
         "--verify",
         action="store_true",
         help="then check every destination tag in scope is complete (as `regsync verify`)",
@@ -290,6 +295,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
                     rules,
                     dry_run=dry_run,
                     plan_only=check,
+                    missing_only=getattr(args, "missing", False),
                     events=events,
                     observer=observer,
                     shard=shard,

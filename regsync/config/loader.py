@@ -206,6 +206,10 @@ class _Reader:
                 self.problems.append(_Problem(line, loc, "mapping keys must be plain names"))
                 continue
             child = (*loc, key_node.value)
+            if _extension(key_node.value, loc):
+                # Built all the same, so its anchors and aliases count against the bounds.
+                self._build(value_node, child)
+                continue
             if key_node.value not in out:
                 self.lines[child] = line
                 out[key_node.value] = self._build(value_node, child)
@@ -263,6 +267,16 @@ class _Reader:
             return match.group(0)
 
         return _VAR.sub(substitute, text)
+
+
+# Mappings whose keys are data (registry hosts, annotation names), not settings: an `x-` key
+# there is a name like any other.
+_DATA_MAPS = frozenset({"registries", "annotations"})
+
+
+def _extension(key: str, loc: Loc) -> bool:
+    """Whether ``key`` is an ``x-`` extension key, ignored wherever settings are named."""
+    return key.startswith("x-") and not (loc and loc[-1] in _DATA_MAPS)
 
 
 def _parse(
