@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from regsync.tagpolicy import Filtered
 
@@ -17,6 +17,7 @@ class Action(enum.Enum):
     COPY = "copy"  # destination lacks the tag or points elsewhere
     SKIP = "up_to_date"  # destination already has the source digest
     PRUNE = "prune"  # destination tag in scope that the source no longer has
+    DIFFERS = "differs"  # `once --missing`: destination has another digest, left as is
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class RepoPlan:
 
     def of(self, action: Action) -> list[TagAction]:
         return [a for a in self.actions if a.action is action]
+
+    @property
+    def drift(self) -> int:
+        """Tags this plan would change, or (DIFFERS) leaves differing on purpose."""
+        return sum(1 for a in self.actions if a.action is not Action.SKIP)
 
     @property
     def in_sync(self) -> bool:
@@ -103,3 +109,14 @@ def _subset_action(
     else:
         reason = f"platforms changed from {origin.platforms}"
     return TagAction(tag, Action.COPY, digest, current, reason, artifact_of=owner)
+
+
+def only_missing(actions: tuple[TagAction, ...]) -> tuple[TagAction, ...]:
+    """``once --missing``: copy only tags the destination lacks; a tag it holds with another
+    digest becomes DIFFERS (reported as drift, never overwritten)."""
+    return tuple(
+        replace(a, action=Action.DIFFERS, reason=f"{a.reason}; left as is (--missing)")
+        if a.action is Action.COPY and a.dest_digest is not None
+        else a
+        for a in actions
+    )

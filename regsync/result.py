@@ -54,7 +54,12 @@ class RuleResult:
     @property
     def drift(self) -> int:
         """Tags a run would change (what `check` reports)."""
-        return sum(len(p.of(Action.COPY)) + len(p.of(Action.PRUNE)) for p in self.plans)
+        return sum(p.drift for p in self.plans)
+
+    @property
+    def left_differing(self) -> int:
+        """Tags `once --missing` left as they are although their destination digest differs."""
+        return sum(len(p.of(Action.DIFFERS)) for p in self.plans)
 
     @property
     def platform_subsets(self) -> int:

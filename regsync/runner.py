@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from regsync.backends import Backend
@@ -47,6 +47,7 @@ class RunContext:
     events: RunEvents
     dry_run: bool = False
     plan_only: bool = False
+    missing_only: bool = False  # `once --missing`
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     observer: RequestObserver = field(default_factory=NullObserver)
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: start no more copies
@@ -109,6 +110,7 @@ async def run(
     *,
     dry_run: bool = False,
     plan_only: bool = False,
+    missing_only: bool = False,
     events: RunEvents | None = None,
     observer: RequestObserver | None = None,
     retry: RetryPolicy | None = None,
@@ -131,6 +133,7 @@ async def run(
             events=events or NoEvents(),
             dry_run=dry_run,
             plan_only=plan_only,
+            missing_only=missing_only,
             retry=setup.retry,
             observer=observer or NullObserver(),
             shard=shard or Shard(),
@@ -187,6 +190,8 @@ async def sync_repo(
 ) -> None:
     repo, dest_repo = pair.source, pair.destination  # one-to-one: see map_repositories
     policy = ctx.setup.rule(rule).policy
+    if ctx.missing_only:
+        policy = replace(policy, missing_only=True, prune=None)
     try:
         plan = await survey(engine.source, engine.destination, repo, dest_repo, policy)
     except Exception as exc:  # one bad repository never stops the others
@@ -195,6 +200,8 @@ async def sync_repo(
         return
     result.plans.append(plan)
     _skipped(rule, result, plan.skipped, f"{repo}: ")
+    if differing := plan.of(Action.DIFFERS):
+        result.notes.append(_left_differing(dest_repo, differing))
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
     ctx.events.repo_planned(rule.name, plan)
     result.up_to_date += len(plan.of(Action.SKIP))
@@ -268,6 +275,14 @@ async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:
     """Run `work` holding `limit` (the coroutine is created eagerly but starts only here)."""
     async with limit:
         return await work
+
+
+def _left_differing(repo: str, actions: Sequence[TagAction], shown: int = 5) -> str:
+    tags = ", ".join(a.tag for a in actions[:shown])
+    more = f" and {len(actions) - shown} more" if len(actions) > shown else ""
+    return (
+        f"{repo}: {len(actions)} tags differ from the source, left as is (--missing): {tags}{more}"
+    )
 
 
 def _ref(registry: str, repo: str, tag: str) -> str:

@@ -31,6 +31,7 @@ def rule_json(rule: RuleResult) -> dict[str, Any]:
         "manifests_pushed": s.manifests_pushed,
         "source_manifest_gets": s.source_manifest_gets,
         "platform_subsets": rule.platform_subsets,
+        "left_differing": rule.left_differing,
         "errors": list(rule.errors),
         "notes": list(rule.notes),
         "duration_seconds": round(rule.duration_seconds, 3),
@@ -97,6 +98,8 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
             tags = f"tags would copy {copy}, would prune {prune}"
         else:
             tags = f"tags copied {r.copied}, pruned {r.pruned}"
+            if r.left_differing:
+                tags += f", left differing {r.left_differing} (--missing)"
         lines.append(
             f"rule {r.name}: {r.result} in {r.duration_seconds:.1f}s - {r.repos} repos, "
             f"{tags}, up to date {r.up_to_date}, failed {r.failed}; "

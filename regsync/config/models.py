@@ -35,6 +35,7 @@ from regsync.config.fields import (
     RuleName,
     SemverRange,
     Source,
+    UserAgent,
     _kind,
 )
 from regsync.errors import ConfigError
@@ -103,6 +104,9 @@ class RegistryConfig(_Model):
     max_concurrency: Annotated[Int, Field(ge=1, le=256)] = 8
     # Docker Hub-style API that lists namespaces (docker.io uses https://hub.docker.com).
     hub_api: HubApi | None = None
+    user_agent: UserAgent | None = None  # default: regsync/<version>
+    # Cap on request starts per second (a decimal: 0.5 is one every 2 s); None: no cap.
+    requests_per_second: Annotated[Number, Field(gt=0, le=10_000)] | None = None
 
     @model_validator(mode="after")
     def _check_tls(self) -> RegistryConfig:
@@ -247,8 +251,8 @@ class _Document(_Model):
 
     @field_validator("rules")
     @classmethod
-    def _some_rules(cls, value: list[_RuleSpec]) -> list[_RuleSpec]:
-        if not value:
+    def _some_rules(cls, value: list[_RuleSpec], info: ValidationInfo) -> list[_RuleSpec]:
+        if not value and not (info.context or {}).get("settings_only"):
             raise ValueError("must list at least one rule")
         return value
 
