@@ -98,8 +98,10 @@ async def copy_referrers(engine: CopyEngine, plan: RepoPlan, action: TagAction) 
 
 
 async def copy_by_digest(engine: CopyEngine, src: str, dst: str, digest: str) -> None:
-    if await engine.destination.manifest_head(dst, digest) is not None:
-        return
+    if await engine.destination.manifest_head(
+        dst, digest
+    ) is not None and await engine.manifest_proven(src, digest):
+        return  # already there, and the source shows it too (invariant 10)
     manifest = await engine.get_manifest(src, digest)
     await engine.copy_content(src, dst, manifest)
     await engine.push_manifest(dst, digest, manifest)

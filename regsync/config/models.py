@@ -255,8 +255,8 @@ class _Document(_Model):
 
     @field_validator("rules")
     @classmethod
-    def _some_rules(cls, value: list[_RuleSpec]) -> list[_RuleSpec]:
-        if not value:
+    def _some_rules(cls, value: list[_RuleSpec], info: ValidationInfo) -> list[_RuleSpec]:
+        if not value and not (info.context or {}).get("settings_only"):
             raise ValueError("must list at least one rule")
         return value
 
