@@ -73,6 +73,9 @@ OUT_OF_SYNC = Family(
     ("rule",),
 )
 BLOBS = Family("regsync_blobs", "Blobs by outcome.", ("rule", "outcome"))
+BACKUPS = Family(
+    "regsync_backups", "Backup tags made before a changed tag was overwritten.", ("rule",)
+)
 BYTES_COPIED = Family("regsync_bytes_copied", "Blob bytes sent to destinations.", ("rule",))
 REQUESTS = Family(
     "regsync_registry_requests",
@@ -187,6 +190,7 @@ class Metrics(NoEvents):
         self.tags = self._counter(TAGS)
         self.out_of_sync = self._gauge(OUT_OF_SYNC)
         self.blobs = self._counter(BLOBS)
+        self.backups = self._counter(BACKUPS)
         self.bytes = self._counter(BYTES_COPIED)
         self.requests = self._counter(REQUESTS)
         self.request_duration = self._histogram(REQUEST_DURATION)
@@ -227,6 +231,7 @@ class Metrics(NoEvents):
         for outcome in BLOB_OUTCOMES:
             self.blobs.labels(rule, outcome)
         self.bytes.labels(rule)
+        self.backups.labels(rule)
         self.running.labels(rule)  # 0 when new; a reload must not reset a run in progress
 
     def rule_removed(self, rule: str) -> None:
@@ -236,6 +241,7 @@ class Metrics(NoEvents):
         _remove(self.duration, (rule,))
         _remove(self.lag, (rule,))
         _remove(self.bytes, (rule,))
+        _remove(self.backups, (rule,))
         for result in RUN_RESULTS:
             _remove(self.runs, (rule, result))
             _remove(self.last_result, (rule, result))
@@ -267,6 +273,7 @@ class Metrics(NoEvents):
         for name in RUN_RESULTS:
             self.last_result.labels(rule, name).set(1 if name == result.result else 0)
         self.duration.labels(rule).observe(result.duration_seconds)
+        self.backups.labels(rule).inc(result.backups)
         if result.result == "success" and self.record_success:
             self.last_success.labels(rule).set(time.time())
         if result.plans or not result.rule_failed:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from regsync.backends import Backend
@@ -22,7 +22,7 @@ from regsync.copy import BlobLedger, CopyEngine
 from regsync.discovery import Discovered, RepoPair, map_repositories
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
-from regsync.execute import DeleteGuard, copy_action, prune_actions
+from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
 from regsync.oci.ref import Listed
@@ -48,6 +48,7 @@ class RunContext:
     events: RunEvents
     dry_run: bool = False
     plan_only: bool = False
+    missing_only: bool = False  # `once --missing`
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     observer: RequestObserver = field(default_factory=NullObserver)
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: start no more copies
@@ -111,6 +112,7 @@ async def run(
     *,
     dry_run: bool = False,
     plan_only: bool = False,
+    missing_only: bool = False,
     events: RunEvents | None = None,
     observer: RequestObserver | None = None,
     retry: RetryPolicy | None = None,
@@ -138,6 +140,7 @@ async def run(
             events=events or NoEvents(),
             dry_run=dry_run,
             plan_only=plan_only,
+            missing_only=missing_only,
             retry=setup.retry,
             observer=observer or NullObserver(),
             shard=shard or Shard(),
@@ -202,6 +205,8 @@ async def sync_repo(
 ) -> None:
     repo, dest_repo = pair.source, pair.destination  # one-to-one: see map_repositories
     policy = ctx.setup.rule(rule).policy
+    if ctx.missing_only:
+        policy = replace(policy, missing_only=True, prune=None)
     try:
         source, dest = engine.source, engine.destination
         if ctx.targets is None:
@@ -214,6 +219,8 @@ async def sync_repo(
         return
     result.plans.append(plan)
     _skipped(rule, result, plan.skipped, f"{repo}: ")
+    if differing := plan.of(Action.DIFFERS):
+        result.notes.append(_left_differing(dest_repo, differing))
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
     ctx.events.repo_planned(rule.name, plan)
     result.up_to_date += len(plan.of(Action.SKIP))
@@ -259,6 +266,9 @@ async def copy_one(
         return
     try:
         with log_scope(**context):
+            if action.backup:  # a failed backup fails the tag: it is not overwritten
+                await backup_action(engine, plan, action)
+                result.backups += 1
             digest = await copy_action(engine, ctx.setup.rule(rule).policy.platforms, plan, action)
     except Exception as exc:  # one bad tag never stops the others
         result.failed += 1
@@ -289,6 +299,14 @@ async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:
     """Run `work` holding `limit` (the coroutine is created eagerly but starts only here)."""
     async with limit:
         return await work
+
+
+def _left_differing(repo: str, actions: Sequence[TagAction], shown: int = 5) -> str:
+    tags = ", ".join(a.tag for a in actions[:shown])
+    more = f" and {len(actions) - shown} more" if len(actions) > shown else ""
+    return (
+        f"{repo}: {len(actions)} tags differ from the source, left as is (--missing): {tags}{more}"
+    )
 
 
 def _ref(registry: str, repo: str, tag: str) -> str:

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field, replace
 
 from regsync import pruneplan, referrers
 from regsync.backends import Backend
+from regsync.backup import BackupTemplate
 from regsync.errors import ManifestError
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import artifact_subject, is_fallback_tag
 from regsync.oci.manifest import Descriptor
 from regsync.oci.ref import shown
-from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags
+from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags, only_missing, with_backups
 from regsync.platforms import PlatformFilter, recorded_origin
 from regsync.pruneplan import PrunePolicy
 from regsync.tagpolicy import TagPolicy, select
@@ -40,6 +41,8 @@ class SyncPolicy:
     platforms: PlatformFilter | None = None  # None: all platforms, digests preserved
     referrers: bool = False
     prune: PrunePolicy | None = None  # None: never delete
+    missing_only: bool = False  # `once --missing`: copy absent tags only; never prune
+    backup: BackupTemplate | None = None  # tag the overwritten destination image first
 
 
 class _Heads:
@@ -120,6 +123,8 @@ async def survey(
     plan = replace(plan, dest_empty=not dest_tags, skipped=skipped + tuple(src.refused))
     if policy.referrers:
         plan = await referrers.plan_api(source, dest, plan, source_heads, present)
+    if policy.missing_only:
+        return replace(plan, actions=only_missing(plan.actions))
     if policy.prune is None:
         return plan
     return await _plan_prune(plan, policy, source_tags, dest_tags, dest_heads, dst, origins)
@@ -174,7 +179,7 @@ async def _decide(
     )
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
-    return actions, origins
+    return with_backups(actions, policy.backup), origins
 
 
 def _artifacts_of(source_tags: Iterable[str], heads: dict[str, Descriptor]) -> dict[str, str]:
