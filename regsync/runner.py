@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from regsync.backends import Backend
@@ -19,17 +19,18 @@ from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.blobindex import BlobIndex
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
-from regsync.discovery import RepoPair
+from regsync.discovery import Discovered, RepoPair, map_repositories
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
-from regsync.execute import DeleteGuard, copy_action, prune_actions
+from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
+from regsync.oci.ref import Listed
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.result import RuleResult, RunResult
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
-from regsync.survey import survey
+from regsync.survey import survey, survey_tags
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,6 +48,7 @@ class RunContext:
     events: RunEvents
     dry_run: bool = False
     plan_only: bool = False
+    missing_only: bool = False  # `once --missing`
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     observer: RequestObserver = field(default_factory=NullObserver)
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: start no more copies
@@ -56,6 +58,7 @@ class RunContext:
     guards: dict[str, DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
     index: BlobIndex | None = None  # holders seen by earlier runs (registry destinations)
+    targets: Mapping[str, Collection[str]] | None = None  # repo -> tags: an event-triggered run
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
         """The repositories this agent's shard handles (all of them unless sharded)."""
@@ -109,6 +112,7 @@ async def run(
     *,
     dry_run: bool = False,
     plan_only: bool = False,
+    missing_only: bool = False,
     events: RunEvents | None = None,
     observer: RequestObserver | None = None,
     retry: RetryPolicy | None = None,
@@ -116,6 +120,7 @@ async def run(
     shard: Shard | None = None,
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
+    targets: Mapping[str, Collection[str]] | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
 
@@ -123,6 +128,10 @@ async def run(
     Setting `stop` (a graceful shutdown) lets copies already started finish and starts no new
     ones; the tags left out are reported as errors of their rule. `index` (the persistent
     content index) supplies mount sources from earlier runs and learns from this one.
+
+    `targets` (repository -> tags; what registry events named) narrows each rule to those
+    tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
+    go through the same executor as a full cycle's.
     """
     async with open_run(config, observer=observer, retry=retry, timeouts=timeouts) as setup:
         ctx = RunContext(
@@ -131,11 +140,13 @@ async def run(
             events=events or NoEvents(),
             dry_run=dry_run,
             plan_only=plan_only,
+            missing_only=missing_only,
             retry=setup.retry,
             observer=observer or NullObserver(),
             shard=shard or Shard(),
             stop=stop or asyncio.Event(),
             index=None if dry_run or plan_only else index,
+            targets=targets,
         )
         async with asyncio.TaskGroup() as group:
             tasks = [
@@ -152,7 +163,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     ctx.events.rule_started(rule.name)
     started = time.monotonic()
     try:
-        found = await ctx.setup.repositories(ctx.setup.rule(rule))
+        found = await _repositories(ctx, rule)
         mine = [why for name, why in found.skipped if ctx.shard.owns(rule.name, name)]
         _skipped(rule, result, mine)
         owned = set(ctx.owned(rule, [pair.source for pair in found.pairs]))
@@ -175,6 +186,13 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     return result
 
 
+async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
+    """The rule's repositories: discovered, or (an event-triggered run) the ones named."""
+    if ctx.targets is None:
+        return await ctx.setup.repositories(ctx.setup.rule(rule))
+    return map_repositories(rule.destination, Listed(tuple(sorted(ctx.targets))))
+
+
 def _skipped(rule: Rule, result: RuleResult, skipped: Sequence[str], where: str = "") -> None:
     """Names refused by the grammar: one warning and one error each; the rule carries on."""
     for why in skipped:
@@ -187,18 +205,27 @@ async def sync_repo(
 ) -> None:
     repo, dest_repo = pair.source, pair.destination  # one-to-one: see map_repositories
     policy = ctx.setup.rule(rule).policy
+    if ctx.missing_only:
+        policy = replace(policy, missing_only=True, prune=None)
     try:
-        plan = await survey(engine.source, engine.destination, repo, dest_repo, policy)
+        source, dest = engine.source, engine.destination
+        if ctx.targets is None:
+            plan = await survey(source, dest, repo, dest_repo, policy)
+        else:
+            plan = await survey_tags(source, dest, repo, dest_repo, policy, ctx.targets[repo])
     except Exception as exc:  # one bad repository never stops the others
         result.errors.append(f"{repo}: {_describe(exc)}")
         log.error("rule %s: %s: %s", rule.name, repo, _describe(exc), exc_info=_unexpected(exc))
         return
     result.plans.append(plan)
     _skipped(rule, result, plan.skipped, f"{repo}: ")
+    if differing := plan.of(Action.DIFFERS):
+        result.notes.append(_left_differing(dest_repo, differing))
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
     ctx.events.repo_planned(rule.name, plan)
     result.up_to_date += len(plan.of(Action.SKIP))
-    for _ in plan.of(Action.SKIP):
+    for skip in plan.of(Action.SKIP):
+        result.placed.append((repo, skip.tag))
         ctx.events.tag_done(rule.name, "up_to_date")
     if ctx.dry_run or ctx.plan_only:
         return
@@ -239,6 +266,9 @@ async def copy_one(
         return
     try:
         with log_scope(**context):
+            if action.backup:  # a failed backup fails the tag: it is not overwritten
+                await backup_action(engine, plan, action)
+                result.backups += 1
             digest = await copy_action(engine, ctx.setup.rule(rule).policy.platforms, plan, action)
     except Exception as exc:  # one bad tag never stops the others
         result.failed += 1
@@ -254,6 +284,7 @@ async def copy_one(
         )
         return
     result.copied += 1
+    result.placed.append((plan.source_repo, action.tag))
     ctx.events.tag_done(rule.name, "copied")
     log.info(
         "rule %s: copied %s (%s)",
@@ -268,6 +299,14 @@ async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:
     """Run `work` holding `limit` (the coroutine is created eagerly but starts only here)."""
     async with limit:
         return await work
+
+
+def _left_differing(repo: str, actions: Sequence[TagAction], shown: int = 5) -> str:
+    tags = ", ".join(a.tag for a in actions[:shown])
+    more = f" and {len(actions) - shown} more" if len(actions) > shown else ""
+    return (
+        f"{repo}: {len(actions)} tags differ from the source, left as is (--missing): {tags}{more}"
+    )
 
 
 def _ref(registry: str, repo: str, tag: str) -> str:

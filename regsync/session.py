@@ -115,4 +115,5 @@ def policy_for(rule: Rule) -> SyncPolicy:
         platforms=platforms,
         referrers=rule.referrers,
         prune=pruneplan.PrunePolicy(p.allow_empty, p.max_fraction) if p.enabled else None,
+        backup=rule.backup,
     )

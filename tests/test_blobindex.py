@@ -267,6 +267,9 @@ def test_new_repository_on_a_known_base_mounts_it_from_an_earlier_run(
     mounts = [r for r in dst_log.requests() if "mount=" in r.path]
     assert len(mounts) == 1 and mounts[0].status == 201
     assert f"mount={BASE.digest}" in unquote(mounts[0].path)
+    # The price of proof (invariant 10): one source HEAD of the mounted blob, in its own repo.
+    heads = [r.path for r in got if r.key == "HEAD blob"]
+    assert heads == [f"/v2/eco/appnew/blobs/{BASE.digest}"]
     assert_mirrored(src, dst)
 
 

@@ -119,6 +119,16 @@ class Backend(Protocol):
         """Whether ``repo`` holds the blob ``digest`` (with ``shares_blobs``: any repository)."""
         ...
 
+    async def blob_check(self, repo: str, desc: Descriptor) -> bool:
+        """Whether ``repo`` itself shows it holds exactly ``desc``: its digest and its size.
+
+        The proof the copy engine asks of a *source* before reusing content it did not read
+        (a mount, a blob already at the destination): a registry answers a HEAD in ``repo``
+        (200, ``Content-Length`` equal to ``desc.size``, ``Docker-Content-Digest`` equal to
+        the digest when sent), a layout holds the file with that size. False otherwise.
+        """
+        ...
+
     def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
         """Stream the blob's bytes, verifying size and digest as they pass.
 

@@ -44,6 +44,7 @@ from regsync.backends.layoutfs import (
     open_dir,
     open_regular,
     read_capped,
+    regular_size,
     remove_orphans,
     replace_file,
 )
@@ -197,6 +198,11 @@ class Layout:
 
     async def blob_head(self, repo: str, digest: str) -> bool:
         return self._has(digest)
+
+    async def blob_check(self, repo: str, desc: Descriptor) -> bool:
+        """The layout holds the file, with the blob's size (its blobs serve every repo)."""
+        size = await asyncio.to_thread(regular_size, self.root, _blob_parts(desc.digest))
+        return size == desc.size
 
     async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
         """Stream a blob, verifying size and digest (a disk carried across can rot)."""

@@ -141,6 +141,10 @@ class MemoryBackend:
         self.calls.append(("blob_head", repo, digest))
         return self._holds(repo, digest)
 
+    async def blob_check(self, repo: str, desc: Descriptor) -> bool:
+        self.calls.append(("blob_check", repo, desc.digest))
+        return self._holds(repo, desc.digest) and len(self.blobs[desc.digest]) == desc.size
+
     async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
         self.calls.append(("blob_read", repo, desc.digest))
         if not self._holds(repo, desc.digest):

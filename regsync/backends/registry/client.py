@@ -259,6 +259,25 @@ class RegistryClient:
             return False
         return True
 
+    async def blob_check(self, repo: str, desc: Descriptor) -> bool:
+        """A HEAD in ``repo`` answering 200 with the blob's size (and digest, when stated).
+
+        A redirect is followed (object storage answers with the size, not the digest)."""
+        try:
+            resp = await self.transport.request(
+                "HEAD",
+                self._url(repo, "blobs", desc.digest),
+                scopes=(repo_scope(repo, "pull"),),
+                ok=(200,),
+            )
+        except NotFoundError:
+            return False
+        stated = resp.headers.get("Docker-Content-Digest")
+        return resp.headers.get("Content-Length") == str(desc.size) and stated in (
+            None,
+            desc.digest,
+        )
+
     async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
         """Stream a blob's bytes, verifying size and digest; the last chunk is verified.
 
