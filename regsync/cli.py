@@ -1,4 +1,4 @@
-"""Command line: `regsync once | check | verify | serve | validate`.
+"""Command line: `regsync once | check | verify | serve | validate | copy | ls | digest | delete`.
 
 Exit codes (the README's table): 0 in sync / success, 1 some tag failed (or drift, for check),
 2 bad configuration or usage.
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from regsync import __version__
+from regsync import commands as one_line
 from regsync.logs import LOG_FORMATS, setup_logging
 from regsync.secrets import redact, redact_data
 from regsync.server import DEFAULT_LISTEN
@@ -66,23 +67,21 @@ def _usage_error(args: argparse.Namespace, message: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="regsync", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"regsync {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    common_config = argparse.ArgumentParser(add_help=False)
+    common_config.add_argument(
         "-c",
         "--config",
         default=os.environ.get("REGSYNC_CONFIG", "sync.yaml"),
         help="config file (default: $REGSYNC_CONFIG, else ./sync.yaml)",
-    )
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    common.add_argument("-q", "--quiet", action="store_true", help="errors only")
-    common.add_argument(
-        "--log-format", choices=LOG_FORMATS, default="text", help="log lines: text or json"
     )
     selecting = argparse.ArgumentParser(add_help=False)
     selecting.add_argument(
         "--rule", action="append", default=[], metavar="NAME", help="only this rule (repeatable)"
     )
     selecting.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    logging_options = argparse.ArgumentParser(add_help=False)
+    _logging_options(logging_options)
+    common = argparse.ArgumentParser(add_help=False, parents=[common_config, logging_options])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     once = commands.add_parser(
         "once", parents=[common, selecting], help="run every (or the named) rule once"
@@ -92,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--full",
         action="store_true",
         help="a full check now: HEAD every tag instead of trusting the digests recorded",
+    )
+    once.add_argument(
+        "--missing",
+        action="store_true",
+        help="copy only tags the destination lacks; leave differing tags (reported), no prune",
     )
     once.add_argument(
         "--verify",
@@ -141,10 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long runs in progress may finish their copies (default 30)",
     )
     serve.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
+    serve.add_argument(
+        "--api-token-file",
+        metavar="FILE",
+        help="bearer token for POST /v1/rules/RULE/run (default: $REGSYNC_API_TOKEN; "
+        "neither: the endpoint is disabled)",
+    )
     for stateful in (once, serve):
         stateful.add_argument("--state-dir", metavar="DIR", help=STATE_HELP)
     commands.add_parser("validate", parents=[common], help="load and check the config only")
+    one_line.add_parsers(commands, logging_options)
     return parser
+
+
+def _logging_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="log lines: text or json"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,6 +190,8 @@ def _main(argv: Sequence[str] | None) -> int:
     # The daemon logs its runs at info level by default; one-shot commands print a summary.
     verbosity = args.verbose + (1 if args.command == "serve" else 0)
     setup_logging(-1 if args.quiet else verbosity, args.log_format)
+    if args.command in one_line.ONE_LINE:
+        return one_line.main(args, _copy)
     from regsync import shard as shards
     from regsync.config import load_config
     from regsync.errors import ConfigError
@@ -231,16 +252,29 @@ def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
 def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
     from regsync import aio
     from regsync.daemon import serve  # only this command needs it
+    from regsync.eventhttp import load_api_token
     from regsync.server import parse_listen
 
     _started()
     try:
         host, port = parse_listen(args.listen)
+        token = load_api_token(args.api_token_file, os.environ)
     except ValueError as exc:
         return _usage_error(args, str(exc))
     index = open_index(args)
     try:
-        aio.run(serve(args.config, config, host, port, args.grace_period, shard, index=index))
+        aio.run(
+            serve(
+                args.config,
+                config,
+                host,
+                port,
+                args.grace_period,
+                shard,
+                index=index,
+                api_token=token,
+            )
+        )
     except OSError as exc:
         _print(f"regsync: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -248,6 +282,13 @@ def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
         if index is not None:
             index.close()
     return EXIT_OK
+
+
+def _copy(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
+    """`regsync copy`: its one in-memory rule, run exactly as `once` runs a config's."""
+    from regsync.shard import Shard
+
+    return _run(args, config, rules, Shard())
 
 
 def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Shard) -> int:
@@ -278,6 +319,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
                     rules,
                     dry_run=dry_run,
                     plan_only=check,
+                    missing_only=getattr(args, "missing", False),
                     events=events,
                     observer=observer,
                     shard=shard,
@@ -382,7 +424,7 @@ def _closing(index: BlobIndex | None) -> Iterator[None]:
 
 def _progress(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
     """A live display for `once` on a terminal; plain logs otherwise."""
-    if args.command != "once" or args.quiet or args.log_format != "text":
+    if args.command not in ("once", "copy") or args.quiet or args.log_format != "text":
         return contextlib.nullcontext()
     if not sys.stderr.isatty():
         return contextlib.nullcontext()

@@ -31,7 +31,10 @@ def rule_json(rule: RuleResult) -> dict[str, Any]:
         "manifests_pushed": s.manifests_pushed,
         "source_manifest_gets": s.source_manifest_gets,
         "platform_subsets": rule.platform_subsets,
+        "left_differing": rule.left_differing,
+        "backups": rule.backups,
         "errors": list(rule.errors),
+        "undone": list(rule.undone),
         "notes": list(rule.notes),
         "duration_seconds": round(rule.duration_seconds, 3),
     }
@@ -82,6 +85,8 @@ def _action_json(a: TagAction) -> dict[str, Any]:
         out["platforms"] = a.subset
     if a.artifact_of:
         out["artifact_of"] = a.artifact_of
+    if a.backup:
+        out["backup"] = a.backup
     return out
 
 
@@ -97,6 +102,10 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
             tags = f"tags would copy {copy}, would prune {prune}"
         else:
             tags = f"tags copied {r.copied}, pruned {r.pruned}"
+            if r.backups:
+                tags += f", backups {r.backups}"
+            if r.left_differing:
+                tags += f", left differing {r.left_differing} (--missing)"
         lines.append(
             f"rule {r.name}: {r.result} in {r.duration_seconds:.1f}s - {r.repos} repos, "
             f"{tags}, up to date {r.up_to_date}, failed {r.failed}; "
@@ -111,6 +120,7 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
                 lines.extend(
                     f"  {a.action.value:<6} {plan.dest_repo}:{a.tag}"
                     + (f" ({a.reason})" if a.reason else "")
+                    + (f", backup as {a.backup}" if a.backup else "")
                     for a in plan.actions
                     if a.action is not Action.SKIP
                 )

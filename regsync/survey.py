@@ -21,12 +21,13 @@ from dataclasses import dataclass, field, replace
 
 from regsync import pruneplan, referrers
 from regsync.backends import Backend
+from regsync.backup import BackupTemplate
 from regsync.errors import ManifestError, RegsyncError
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import artifact_subject, is_fallback_tag
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.oci.ref import shown
-from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags
+from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags, only_missing, with_backups
 from regsync.platforms import PlatformFilter, recorded_origin
 from regsync.pruneplan import PrunePolicy
 from regsync.recorded import Recorded
@@ -43,6 +44,8 @@ class SyncPolicy:
     platforms: PlatformFilter | None = None  # None: all platforms, digests preserved
     referrers: bool = False
     prune: PrunePolicy | None = None  # None: never delete
+    missing_only: bool = False  # `once --missing`: copy absent tags only; never prune
+    backup: BackupTemplate | None = None  # tag the overwritten destination image first
     immutable: tuple[TagPattern, ...] = ()  # tags.immutable
 
 
@@ -175,6 +178,58 @@ async def survey(
     }
     headed |= dest_heads.keys()
     dest_heads |= await dst.head(t for t in source_heads if t in present and t not in headed)
+    actions, origins = await _decide(dst, source_heads, dest_heads, policy, artifact_of)
+    plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)
+    plan = replace(
+        plan,
+        dest_empty=not dest_tags,
+        source_missing=source_listed.missing,
+        skipped=skipped + tuple(src.refused),
+    )
+    if policy.referrers:
+        plan = await referrers.plan_api(source, dest, plan, source_heads, present)
+    if policy.missing_only:
+        return replace(plan, actions=only_missing(plan.actions))
+    if policy.prune is None:
+        return plan
+    return await _plan_prune(plan, policy, source_tags, dest_tags, dest_heads, dst, origins)
+
+
+async def survey_tags(
+    source: Backend,
+    dest: Backend,
+    repo: str,
+    dest_repo: str,
+    policy: SyncPolicy,
+    tags: Iterable[str],
+) -> RepoPlan:
+    """Plan only ``tags`` of one repository (what registry events named): COPY or SKIP each.
+
+    The tag policy decides by name first (no request for a tag it drops); ``latest`` needs
+    the source listing, so only then is it read. The source's HEAD decides the digest (an
+    event's digest is a hint, and a tag may have moved since); a tag the source no longer
+    has gets no action. No prune and no referrers here: the periodic cycle does those.
+    """
+    wanted = sorted({t for t in tags if policy.tags.in_scope(t)})
+    if wanted and policy.tags.latest is not None:
+        chosen = set(select(policy.tags, (await source.tags(repo)).names).selected)
+        wanted = [t for t in wanted if t in chosen]
+    limit = asyncio.Semaphore(HEAD_CONCURRENCY)
+    src, dst = _Heads(source, repo, limit, lenient=True), _Heads(dest, dest_repo, limit)
+    source_heads, dest_heads = await asyncio.gather(src.head(wanted), dst.head(wanted))
+    dest_heads = {t: d for t, d in dest_heads.items() if t in source_heads}
+    actions, _ = await _decide(dst, source_heads, dest_heads, policy, {})
+    return RepoPlan(repo, dest_repo, actions, selected=tuple(wanted), skipped=tuple(src.refused))
+
+
+async def _decide(
+    dst: _Heads,
+    source_heads: dict[str, Descriptor],
+    dest_heads: dict[str, Descriptor],
+    policy: SyncPolicy,
+    artifact_of: dict[str, str],
+) -> tuple[tuple[TagAction, ...], dict[str, Origin]]:
+    """COPY or SKIP per HEADed source tag (reading recorded origins where subsets may be)."""
     origins = await dst.origins(
         t
         for t, d in source_heads.items()
@@ -190,13 +245,7 @@ async def survey(
     actions = _annotate(actions, source_heads, {d.digest for d in dest_heads.values()})
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
-    plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)
-    plan = replace(plan, dest_empty=not dest_tags, skipped=skipped + tuple(src.refused))
-    if policy.referrers:
-        plan = await referrers.plan_api(source, dest, plan, source_heads, present)
-    if policy.prune is None:
-        return plan
-    return await _plan_prune(plan, policy, source_tags, dest_tags, dest_heads, dst, origins)
+    return with_backups(actions, policy.backup), origins
 
 
 def _artifacts_of(source_tags: Iterable[str], heads: dict[str, Descriptor]) -> dict[str, str]:

@@ -150,6 +150,7 @@ class BackendPool:
                     retry=self.retry,
                     timeouts=self.timeouts,  # deadlines and minimum rates, as for registries
                     max_concurrency=2,
+                    user_agent=settings.user_agent,
                 )
                 catalog = HubCatalog(
                     transport,
@@ -205,6 +206,8 @@ class BackendPool:
             timeouts=self.timeouts,
             max_concurrency=settings.max_concurrency,
             pull_floor=settings.rate_limit.min_remaining if settings.rate_limit else None,
+            user_agent=settings.user_agent,
+            requests_per_second=settings.requests_per_second,
         )
         return RegistryClient(transport)
 

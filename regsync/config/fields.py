@@ -15,6 +15,7 @@ from pydantic import (
     ValidationInfo,
 )
 
+from regsync.backup import BackupTemplate
 from regsync.oci.ref import DestinationSpec, SourceSpec, is_host, normalize_host
 from regsync.tagpolicy import TagPattern
 
@@ -172,6 +173,21 @@ def _hub_api(value: str) -> str:
     return value.rstrip("/")
 
 
+def _user_agent(value: str) -> str:
+    # Printable ASCII only: a header value with CR/LF or controls could split the request.
+    if not value or len(value) > 256 or not all(" " <= c <= "~" for c in value):
+        raise ValueError("expected 1 to 256 printable ASCII characters, e.g. 'regsync-lab/1.0'")
+    return value
+
+
+def _backup(value: object) -> BackupTemplate:
+    if isinstance(value, BackupTemplate):
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a tag template such as '{{tag}}-prev', got {_kind(value)}")
+    return BackupTemplate.parse(value)
+
+
 def _existing_file(value: Path) -> Path:
     if not value.is_file():
         raise ValueError(f"file not found: {value}")
@@ -187,6 +203,8 @@ SemverRange = Annotated[str, AfterValidator(_semver)]
 Platforms = Annotated[Literal["all"] | tuple[str, ...], BeforeValidator(_platforms)]
 Host = Annotated[str, AfterValidator(_host)]
 HubApi = Annotated[str, AfterValidator(_hub_api)]
+UserAgent = Annotated[str, AfterValidator(_user_agent)]
+Backup = Annotated[BackupTemplate, PlainValidator(_backup)]
 Source = Annotated[SourceSpec, PlainValidator(_source)]
 Destination = Annotated[DestinationSpec, PlainValidator(_destination)]
 RuleName = Annotated[str, AfterValidator(_rule_name)]

@@ -23,6 +23,7 @@ from regsync.backends.registry.tls import ssl_context
 from regsync.config.fields import (
     DEFAULT_FULL_CHECK,
     DEFAULT_INTERVAL,
+    Backup,
     ConfigPath,
     Cron,
     Destination,
@@ -37,6 +38,7 @@ from regsync.config.fields import (
     RuleName,
     SemverRange,
     Source,
+    UserAgent,
     _kind,
 )
 from regsync.errors import ConfigError
@@ -94,8 +96,27 @@ class Credentials(_Model):
         return text
 
 
+class Notifications(_Model):
+    """Events this registry sends to `serve` (``POST /v1/notifications/HOST``, Harbor's webhook).
+
+    ``token`` is the bearer token the registry sends with them (``Authorization: Bearer``)."""
+
+    token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        if not text.strip():
+            raise ValueError("is empty (an environment variable set to ''?)")
+        if text != text.strip() or any(ord(c) < 33 or ord(c) > 126 for c in text):
+            raise ValueError("must be printable ASCII without spaces (it travels in a header)")
+        return value
+
+
 class RegistryConfig(_Model):
     credentials: Credentials | None = None
+    notifications: Notifications | None = None
     tls: Literal["verify", "insecure", "http"] = "verify"
     ca_file: ExistingFile | None = None
     client_cert: ExistingFile | None = None
@@ -105,6 +126,9 @@ class RegistryConfig(_Model):
     max_concurrency: Annotated[Int, Field(ge=1, le=256)] = 8
     # Docker Hub-style API that lists namespaces (docker.io uses https://hub.docker.com).
     hub_api: HubApi | None = None
+    user_agent: UserAgent | None = None  # default: regsync/<version>
+    # Cap on request starts per second (a decimal: 0.5 is one every 2 s); None: no cap.
+    requests_per_second: Annotated[Number, Field(gt=0, le=10_000)] | None = None
 
     @model_validator(mode="after")
     def _check_tls(self) -> RegistryConfig:
@@ -188,6 +212,7 @@ class Defaults(_Timing):
     platforms: Platforms = "all"
     referrers: StrictBool = False
     tags: TagFilter = TagFilter()
+    backup: Backup | None = None
 
 
 class _RuleSpec(_Timing):
@@ -201,6 +226,8 @@ class _RuleSpec(_Timing):
     referrers: StrictBool | None = None
     prune: PruneSetting | None = None
     full_check: Duration | None = None
+    allow_empty: StrictBool = False  # a source matching nothing is a success with a warning
+    backup: Backup | None = None
 
     @model_validator(mode="after")
     def _not_onto_itself(self) -> _RuleSpec:
@@ -226,6 +253,8 @@ class Rule(_Timing):
     prune: Prune = Prune()
     # How often a cycle HEADs every tag instead of trusting what the content index recorded.
     full_check: timedelta = DEFAULT_FULL_CHECK
+    allow_empty: bool = False
+    backup: Backup | None = None  # tag template keeping the image a changed tag overwrites
 
     @model_validator(mode="before")
     @classmethod
@@ -255,8 +284,8 @@ class _Document(_Model):
 
     @field_validator("rules")
     @classmethod
-    def _some_rules(cls, value: list[_RuleSpec]) -> list[_RuleSpec]:
-        if not value:
+    def _some_rules(cls, value: list[_RuleSpec], info: ValidationInfo) -> list[_RuleSpec]:
+        if not value and not (info.context or {}).get("settings_only"):
             raise ValueError("must list at least one rule")
         return value
 
@@ -308,6 +337,8 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         referrers=defaults.referrers if spec.referrers is None else spec.referrers,
         prune=_merge(defaults.prune, spec.prune),
         full_check=defaults.full_check if spec.full_check is None else spec.full_check,
+        allow_empty=spec.allow_empty,
+        backup=defaults.backup if spec.backup is None else spec.backup,
         interval=timing.interval,
         schedule=timing.schedule,
     )

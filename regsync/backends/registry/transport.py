@@ -20,7 +20,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from tenacity import AsyncRetrying
 from yarl import URL
 
-from regsync import boundedjson
+from regsync import __version__, boundedjson
 from regsync.backends.registry.auth import Authenticator, TokenResponse
 from regsync.backends.registry.health import Health, connect_error
 from regsync.backends.registry.observer import NullObserver, RequestObserver
@@ -28,6 +28,7 @@ from regsync.backends.registry.pace import at_least, too_slow
 from regsync.backends.registry.ratelimit import PullGate, parse_quota
 from regsync.backends.registry.responses import Response, error_from_response
 from regsync.backends.registry.retry import RetryPolicy, Timeouts, retrying
+from regsync.backends.registry.throttle import Throttle
 from regsync.errors import (
     AuthError,
     InvalidNameError,
@@ -40,6 +41,8 @@ from regsync.oci.ref import shown
 EnvProxy = dict[str, Any]  # {} or {"proxy": URL, "proxy_auth": BasicAuth | None}
 
 _MAX_ERROR_BODY = 64 * 1024
+# Registry operators read it in their access logs to see who calls them (regclient sends its own).
+USER_AGENT = f"regsync/{__version__}"
 # A path regsync requests: plain characters only, so nothing in it is decoded or normalised
 # into another path on the way (no "%2e%2e", no "?" or "#", no "." or ".." segment below).
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._:/-]*")
@@ -62,8 +65,11 @@ class Transport:
         timeouts: Timeouts | None = None,
         max_concurrency: int = 8,
         pull_floor: int | None = None,
+        user_agent: str | None = None,
+        requests_per_second: float | None = None,
     ) -> None:
         self.session = session
+        self.user_agent = user_agent or USER_AGENT
         self.registry = registry
         self.base_url = URL(base_url)
         self.auth = Authenticator(registry, username, password, self.fetch_token)
@@ -78,6 +84,7 @@ class Transport:
             total=t.total, connect=t.connect, sock_connect=t.connect, sock_read=t.read
         )
         self._limit = asyncio.Semaphore(max_concurrency)
+        self.throttle = Throttle(requests_per_second)
         self.pulls = PullGate(registry, pull_floor, self.observer)
         self.health = Health(registry)
         # The session does not read the environment per request (trust_env costs two thread
@@ -123,11 +130,20 @@ class Transport:
             async for attempt in self._retrying():
                 with attempt:
                     async with self._limit:
+                        # The wait for a turn under requests_per_second is not the registry's
+                        # slowness: it comes before the deadline starts (see `throttled`).
+                        await self.throttle.wait()
                         try:
                             async with (
                                 asyncio.timeout(deadline),
                                 self.open(
-                                    method, url, scopes=scopes, headers=headers, data=data, ok=ok
+                                    method,
+                                    url,
+                                    scopes=scopes,
+                                    headers=headers,
+                                    data=data,
+                                    ok=ok,
+                                    throttled=True,
                                 ) as resp,
                             ):
                                 body = await _read_bounded(resp, max_body, self.registry)
@@ -166,11 +182,13 @@ class Transport:
         headers: dict[str, str] | None = None,
         data: Any = None,
         ok: tuple[int, ...] = (200,),
+        throttled: bool = False,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send one request (with the auth dance, no retries) and yield the open response.
 
         A replayable body (bytes or None) is re-sent after a 401; a streamed one cannot be,
         so callers streaming a body make sure the token is fresh first (see ``prepare``).
+        ``throttled``: the caller already waited for the first send's requests_per_second turn.
         """
         self.health.check()
         # Userinfo in a URL a registry named (upload Location, next page) is never sent:
@@ -179,6 +197,9 @@ class Transport:
         own = self.same_origin(url)
         for _ in range(3):
             sent_headers = await self._headers(headers, scopes, own=own)
+            if not throttled:
+                await self.throttle.wait()
+            throttled = False  # a replay after a 401 is another request: it waits its turn
             resp = await self._send(method, url, sent_headers, data)
             try:
                 # Another origin's challenge is none of our business: learning from it could
@@ -253,6 +274,7 @@ class Transport:
         host, and whatever it names gets no credentials (neither ours nor a caller's).
         """
         sent = {k: v for k, v in (headers or {}).items() if own or k.lower() != "authorization"}
+        sent["User-Agent"] = self.user_agent
         if own and (authorization := await self.auth.header(scopes)) is not None:
             sent["Authorization"] = authorization
         return sent
@@ -298,7 +320,9 @@ class Transport:
         self, realm: str, params: list[tuple[str, str]], basic: str | None
     ) -> TokenResponse:
         """GET a Bearer token; the realm may be another host, so only Basic goes there."""
-        headers = {"Authorization": basic} if basic else {}
+        headers = {"User-Agent": self.user_agent}
+        if basic:
+            headers["Authorization"] = basic
         url = _realm_url(realm, self.registry)
         started = time.monotonic()
         try:
