@@ -24,6 +24,7 @@ from regsync.backends.registry.observer import RequestObserver
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.config import Config, Rule
 from regsync.discovery import Discovered, discover, map_repositories
+from regsync.mediafilter import MediaTypeFilter
 from regsync.oci.ref import DestinationSpec, SourceSpec
 from regsync.platforms import PlatformFilter
 from regsync.survey import SyncPolicy
@@ -116,4 +117,5 @@ def policy_for(rule: Rule) -> SyncPolicy:
         referrers=rule.referrers,
         prune=pruneplan.PrunePolicy(p.allow_empty, p.max_fraction) if p.enabled else None,
         backup=rule.backup,
+        media_types=None if rule.media_types is None else MediaTypeFilter(rule.media_types),
     )

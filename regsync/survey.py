@@ -17,10 +17,11 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from regsync import pruneplan, referrers
+from regsync import mediafilter, pruneplan, referrers
 from regsync.backends import Backend
 from regsync.backup import BackupTemplate
 from regsync.errors import ManifestError
+from regsync.mediafilter import ManifestFetch, MediaTypeFilter
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import artifact_subject, is_fallback_tag
 from regsync.oci.manifest import Descriptor
@@ -43,6 +44,7 @@ class SyncPolicy:
     prune: PrunePolicy | None = None  # None: never delete
     missing_only: bool = False  # `once --missing`: copy absent tags only; never prune
     backup: BackupTemplate | None = None  # tag the overwritten destination image first
+    media_types: MediaTypeFilter | None = None  # None: every manifest type, any artifact
 
 
 class _Heads:
@@ -95,9 +97,18 @@ class _Heads:
 
 
 async def survey(
-    source: Backend, dest: Backend, repo: str, dest_repo: str, policy: SyncPolicy
+    source: Backend,
+    dest: Backend,
+    repo: str,
+    dest_repo: str,
+    policy: SyncPolicy,
+    fetch: ManifestFetch | None = None,
 ) -> RepoPlan:
-    """Plan one repository: what to copy, what is up to date, what to prune, and why."""
+    """Plan one repository: what to copy, what is up to date, what to prune, and why.
+
+    ``fetch`` reads a source manifest by digest (the copy engine's cached GET, so a manifest
+    read for ``media_types`` is not fetched again by its copy); default: ``source``'s own.
+    """
     source_listed, dest_listed = await asyncio.gather(source.tags(repo), dest.tags(dest_repo))
     source_tags, dest_tags = list(source_listed.names), list(dest_listed.names)
     skipped = source_listed.skipped("source tag") + dest_listed.skipped("destination tag")
@@ -133,7 +144,15 @@ async def survey(
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
     actions = with_backups(actions, policy.backup)
-    plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)
+    filtered = selection.filtered
+    if policy.media_types is not None:
+        actions, skipped_media = await mediafilter.apply(
+            policy.media_types, actions, source_heads, repo, fetch or source.manifest_get
+        )
+        filtered += skipped_media
+        dropped = {f.tag for f in skipped_media}
+        source_heads = {t: d for t, d in source_heads.items() if t not in dropped}
+    plan = RepoPlan(repo, dest_repo, actions, filtered, selection.selected)
     plan = replace(plan, dest_empty=not dest_tags, skipped=skipped + tuple(src.refused))
     if policy.referrers:
         plan = await referrers.plan_api(source, dest, plan, source_heads, present)

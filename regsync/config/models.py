@@ -30,6 +30,7 @@ from regsync.config.fields import (
     Host,
     HubApi,
     Int,
+    MediaTypes,
     Number,
     Platforms,
     Regex,
@@ -189,6 +190,7 @@ class Defaults(_Timing):
     referrers: StrictBool = False
     tags: TagFilter = TagFilter()
     backup: Backup | None = None
+    media_types: MediaTypes | None = None
 
 
 class _RuleSpec(_Timing):
@@ -202,6 +204,7 @@ class _RuleSpec(_Timing):
     referrers: StrictBool | None = None
     prune: PruneSetting | None = None
     backup: Backup | None = None
+    media_types: MediaTypes | None = None
 
     @model_validator(mode="after")
     def _not_onto_itself(self) -> _RuleSpec:
@@ -226,6 +229,7 @@ class Rule(_Timing):
     referrers: bool = False
     prune: Prune = Prune()
     backup: Backup | None = None  # tag template keeping the image a changed tag overwrites
+    media_types: MediaTypes | None = None  # None: every manifest type, any artifact
 
     @model_validator(mode="before")
     @classmethod
@@ -308,6 +312,7 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         referrers=defaults.referrers if spec.referrers is None else spec.referrers,
         prune=_merge(defaults.prune, spec.prune),
         backup=defaults.backup if spec.backup is None else spec.backup,
+        media_types=defaults.media_types if spec.media_types is None else spec.media_types,
         interval=timing.interval,
         schedule=timing.schedule,
     )
