@@ -11,6 +11,7 @@ by digest, when it holds any wanted platform; dropped when it holds none. Referr
 tags merge with what the destination lists; signature tags copy like images.
 
 PRUNE actions delete by digest when nothing kept needs it, else tag by tag (``tag_delete``).
+Either way a tag counts as pruned only once a HEAD of it finds nothing.
 """
 
 from __future__ import annotations
@@ -201,10 +202,7 @@ async def prune_actions(dest: Backend, plan: RepoPlan, guard: DeleteGuard) -> Pr
                 await _delete_tags(dest, plan.dest_repo, actions, out)
             else:
                 await dest.manifest_delete(plan.dest_repo, digest)
-                out.pruned.extend(a.tag for a in actions)
-                log.info(
-                    "pruned %s:%s (%s)", plan.dest_repo, ",".join(a.tag for a in actions), digest
-                )
+                await _confirm_gone(dest, plan.dest_repo, digest, actions, out)
         except UnsupportedError:
             guard.refused = True
         except RegsyncError as exc:
@@ -212,6 +210,22 @@ async def prune_actions(dest: Backend, plan: RepoPlan, guard: DeleteGuard) -> Pr
     if (message := guard.refusal()) is not None:
         out.errors.append(message)
     return out
+
+
+async def _confirm_gone(
+    dest: Backend, repo: str, digest: str, actions: Sequence[TagAction], out: PruneOutcome
+) -> None:
+    """A tag counts as pruned once a HEAD finds nothing: a 202 alone proves nothing (a store
+    may answer it and keep the tag)."""
+    for action in actions:
+        left = await dest.manifest_head(repo, action.tag)
+        if left is not None:
+            out.errors.append(
+                f"{repo}:{action.tag}: prune: still tagged ({left.digest}) after deleting {digest}"
+            )
+        else:
+            out.pruned.append(action.tag)
+            log.info("pruned %s:%s (%s)", repo, action.tag, digest)
 
 
 async def _delete_tags(

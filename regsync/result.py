@@ -37,6 +37,7 @@ class RuleResult:
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth reading, not failures
     plans: list[RepoPlan] = field(default_factory=list)
+    placed: list[tuple[str, str]] = field(default_factory=list)  # (source repo, tag) in sync
     duration_seconds: float = 0.0
     rule_failed: bool = False  # the rule could not run at all (e.g. listing failed)
 

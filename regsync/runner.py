@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -19,17 +19,18 @@ from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.blobindex import BlobIndex
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
-from regsync.discovery import RepoPair
+from regsync.discovery import Discovered, RepoPair, map_repositories
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
 from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
+from regsync.oci.ref import Listed
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.result import RuleResult, RunResult
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
-from regsync.survey import survey
+from regsync.survey import survey, survey_tags
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,6 +58,7 @@ class RunContext:
     guards: dict[str, DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
     index: BlobIndex | None = None  # holders seen by earlier runs (registry destinations)
+    targets: Mapping[str, Collection[str]] | None = None  # repo -> tags: an event-triggered run
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
         """The repositories this agent's shard handles (all of them unless sharded)."""
@@ -118,6 +120,7 @@ async def run(
     shard: Shard | None = None,
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
+    targets: Mapping[str, Collection[str]] | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
 
@@ -125,6 +128,10 @@ async def run(
     Setting `stop` (a graceful shutdown) lets copies already started finish and starts no new
     ones; the tags left out are reported as errors of their rule. `index` (the persistent
     content index) supplies mount sources from earlier runs and learns from this one.
+
+    `targets` (repository -> tags; what registry events named) narrows each rule to those
+    tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
+    go through the same executor as a full cycle's.
     """
     async with open_run(config, observer=observer, retry=retry, timeouts=timeouts) as setup:
         ctx = RunContext(
@@ -139,6 +146,7 @@ async def run(
             shard=shard or Shard(),
             stop=stop or asyncio.Event(),
             index=None if dry_run or plan_only else index,
+            targets=targets,
         )
         async with asyncio.TaskGroup() as group:
             tasks = [
@@ -155,7 +163,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     ctx.events.rule_started(rule.name)
     started = time.monotonic()
     try:
-        found = await ctx.setup.repositories(ctx.setup.rule(rule))
+        found = await _repositories(ctx, rule)
         mine = [why for name, why in found.skipped if ctx.shard.owns(rule.name, name)]
         _skipped(rule, result, mine)
         owned = set(ctx.owned(rule, [pair.source for pair in found.pairs]))
@@ -178,6 +186,13 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     return result
 
 
+async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
+    """The rule's repositories: discovered, or (an event-triggered run) the ones named."""
+    if ctx.targets is None:
+        return await ctx.setup.repositories(ctx.setup.rule(rule))
+    return map_repositories(rule.destination, Listed(tuple(sorted(ctx.targets))))
+
+
 def _skipped(rule: Rule, result: RuleResult, skipped: Sequence[str], where: str = "") -> None:
     """Names refused by the grammar: one warning and one error each; the rule carries on."""
     for why in skipped:
@@ -193,9 +208,14 @@ async def sync_repo(
     if ctx.missing_only:
         policy = replace(policy, missing_only=True, prune=None)
     try:
-        plan = await survey(
-            engine.source, engine.destination, repo, dest_repo, policy, engine.get_manifest
-        )
+        source, dest = engine.source, engine.destination
+        if ctx.targets is None:
+            plan = await survey(source, dest, repo, dest_repo, policy, engine.get_manifest)
+        else:
+            targets = ctx.targets[repo]
+            plan = await survey_tags(
+                source, dest, repo, dest_repo, policy, targets, engine.get_manifest
+            )
     except Exception as exc:  # one bad repository never stops the others
         result.errors.append(f"{repo}: {_describe(exc)}")
         log.error("rule %s: %s: %s", rule.name, repo, _describe(exc), exc_info=_unexpected(exc))
@@ -211,7 +231,8 @@ async def sync_repo(
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
     ctx.events.repo_planned(rule.name, plan)
     result.up_to_date += len(plan.of(Action.SKIP))
-    for _ in plan.of(Action.SKIP):
+    for skip in plan.of(Action.SKIP):
+        result.placed.append((repo, skip.tag))
         ctx.events.tag_done(rule.name, "up_to_date")
     if ctx.dry_run or ctx.plan_only:
         return
@@ -270,6 +291,7 @@ async def copy_one(
         )
         return
     result.copied += 1
+    result.placed.append((plan.source_repo, action.tag))
     ctx.events.tag_done(rule.name, "copied")
     log.info(
         "rule %s: copied %s (%s)",

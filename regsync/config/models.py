@@ -95,8 +95,27 @@ class Credentials(_Model):
         return text
 
 
+class Notifications(_Model):
+    """Events this registry sends to `serve` (``POST /v1/notifications/HOST``, Harbor's webhook).
+
+    ``token`` is the bearer token the registry sends with them (``Authorization: Bearer``)."""
+
+    token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        if not text.strip():
+            raise ValueError("is empty (an environment variable set to ''?)")
+        if text != text.strip() or any(ord(c) < 33 or ord(c) > 126 for c in text):
+            raise ValueError("must be printable ASCII without spaces (it travels in a header)")
+        return value
+
+
 class RegistryConfig(_Model):
     credentials: Credentials | None = None
+    notifications: Notifications | None = None
     tls: Literal["verify", "insecure", "http"] = "verify"
     ca_file: ExistingFile | None = None
     client_cert: ExistingFile | None = None
