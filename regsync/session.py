@@ -23,7 +23,7 @@ from regsync.backends.pool import BackendPool, RepositoryLister
 from regsync.backends.registry.observer import RequestObserver
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.config import Config, Rule
-from regsync.discovery import Discovered, discover, map_repositories
+from regsync.discovery import Discovered, discover, empty_source, map_repositories
 from regsync.mediafilter import MediaTypeFilter
 from regsync.oci.ref import DestinationSpec, SourceSpec
 from regsync.platforms import PlatformFilter
@@ -78,9 +78,14 @@ class RunSetup:
         return setup
 
     async def repositories(self, setup: RuleSetup) -> Discovered:
-        """The rule's repositories with their destinations; MappingError unless one-to-one."""
-        found = await discover(setup.lister, setup.rule.source)
-        return map_repositories(setup.rule.destination, found)
+        """The rule's repositories with their destinations; MappingError unless one-to-one,
+        EmptySourceError when a glob matches nothing (unless the rule allows it)."""
+        rule = setup.rule
+        found = await discover(setup.lister, rule.source)
+        if rule.source.is_glob and not found.names and not found.rejected:
+            what = f"source {rule.source} matches no repository"
+            empty_source(what, rule=rule.name, allowed=rule.allow_empty)
+        return map_repositories(rule.destination, found)
 
 
 @asynccontextmanager

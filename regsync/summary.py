@@ -35,6 +35,7 @@ def rule_json(rule: RuleResult) -> dict[str, Any]:
         "backups": rule.backups,
         "skipped_media_types": rule.skipped_media_types,
         "errors": list(rule.errors),
+        "undone": list(rule.undone),
         "notes": list(rule.notes),
         "duration_seconds": round(rule.duration_seconds, 3),
     }

@@ -135,7 +135,12 @@ async def survey(
     )
     source_heads = {t: d for t, d in source_heads.items() if t not in {f.tag for f in media}}
     plan = RepoPlan(repo, dest_repo, actions, selection.filtered + media, selection.selected)
-    plan = replace(plan, dest_empty=not dest_tags, skipped=skipped + tuple(src.refused))
+    plan = replace(
+        plan,
+        dest_empty=not dest_tags,
+        source_missing=source_listed.missing,
+        skipped=skipped + tuple(src.refused),
+    )
     if policy.referrers:
         plan = await referrers.plan_api(source, dest, plan, source_heads, present)
     if policy.missing_only:

@@ -48,7 +48,8 @@ class Backend(Protocol):
     async def tags(self, repo: str) -> Listed:
         """Every tag of ``repo``; an unknown or empty repository has none (no error).
 
-        Tags off the grammar come back in ``rejected``, never in ``names``.
+        Tags off the grammar come back in ``rejected``, never in ``names``; ``missing`` says
+        the repository does not exist (a registry's 404, a layout without it).
         """
         ...
 

@@ -222,6 +222,7 @@ class _RuleSpec(_Timing):
     platforms: Platforms | None = None
     referrers: StrictBool | None = None
     prune: PruneSetting | None = None
+    allow_empty: StrictBool = False  # a source matching nothing is a success with a warning
     backup: Backup | None = None
     media_types: MediaTypes | None = None
 
@@ -247,6 +248,7 @@ class Rule(_Timing):
     platforms: Platforms = "all"
     referrers: bool = False
     prune: Prune = Prune()
+    allow_empty: bool = False
     backup: Backup | None = None  # tag template keeping the image a changed tag overwrites
     media_types: MediaTypes | None = None  # None: every manifest type, any artifact
 
@@ -330,6 +332,7 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         platforms=defaults.platforms if spec.platforms is None else spec.platforms,
         referrers=defaults.referrers if spec.referrers is None else spec.referrers,
         prune=_merge(defaults.prune, spec.prune),
+        allow_empty=spec.allow_empty,
         backup=defaults.backup if spec.backup is None else spec.backup,
         media_types=defaults.media_types if spec.media_types is None else spec.media_types,
         interval=timing.interval,
