@@ -304,10 +304,14 @@ async def sync_repo(
         if ctx.targets is not None:  # some tags only: record what it sees, never a full check
             recorded = replace(recorded, full=False)
         if ctx.targets is None:
-            fetch = None if ctx.counts_pulls(rule) else engine.get_tag_manifest
-            plan = await survey(source, dest, repo, dest_repo, policy, recorded, fetch)
+            get_tag = None if ctx.counts_pulls(rule) else engine.get_tag_manifest
+            fetch = engine.get_manifest
+            plan = await survey(source, dest, repo, dest_repo, policy, fetch, recorded, get_tag)
         else:
-            plan = await survey_tags(source, dest, repo, dest_repo, policy, ctx.targets[repo])
+            targets = ctx.targets[repo]
+            plan = await survey_tags(
+                source, dest, repo, dest_repo, policy, targets, engine.get_manifest
+            )
     except Exception as exc:  # one bad repository never stops the others
         _failure(ctx, rule, result, repo, exc.cause if isinstance(exc, _Blocked) else exc)
         return
@@ -320,8 +324,12 @@ async def sync_repo(
             return
     result.plans.append(plan)
     _skipped(rule, result, plan.skipped, f"{repo}: ")
+    if media := [f for f in plan.filtered if f.by == "media_types"]:
+        shown = [f"{f.tag} ({f.detail})" for f in media]
+        result.notes.append(_listed(dest_repo, "skipped by media_types", shown))
     if differing := plan.of(Action.DIFFERS):
-        result.notes.append(_left_differing(dest_repo, differing))
+        what = "differ from the source, left as is (--missing)"
+        result.notes.append(_listed(dest_repo, what, [a.tag for a in differing]))
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
     ctx.events.repo_planned(rule.name, plan)
     result.up_to_date += len(plan.of(Action.SKIP))
@@ -410,12 +418,10 @@ async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:
         return await work
 
 
-def _left_differing(repo: str, actions: Sequence[TagAction], shown: int = 5) -> str:
-    tags = ", ".join(a.tag for a in actions[:shown])
-    more = f" and {len(actions) - shown} more" if len(actions) > shown else ""
-    return (
-        f"{repo}: {len(actions)} tags differ from the source, left as is (--missing): {tags}{more}"
-    )
+def _listed(repo: str, what: str, items: Sequence[str], shown: int = 5) -> str:
+    """One note line naming up to ``shown`` of ``items``."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return f"{repo}: {len(items)} tags {what}: {', '.join(items[:shown])}{more}"
 
 
 def _ref(registry: str, repo: str, tag: str) -> str:

@@ -24,6 +24,7 @@ from regsync.backends.registry.observer import RequestObserver
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.config import Config, Rule
 from regsync.discovery import Discovered, discover, empty_source, map_repositories
+from regsync.mediafilter import MediaTypeFilter
 from regsync.oci.ref import DestinationSpec, SourceSpec
 from regsync.platforms import PlatformFilter
 from regsync.survey import SyncPolicy
@@ -122,4 +123,5 @@ def policy_for(rule: Rule) -> SyncPolicy:
         prune=pruneplan.PrunePolicy(p.allow_empty, p.max_fraction) if p.enabled else None,
         immutable=t.immutable,
         backup=rule.backup,
+        media_types=None if rule.media_types is None else MediaTypeFilter(rule.media_types),
     )

@@ -105,3 +105,18 @@ def test_backup_placeholders_and_defaults() -> None:
     assert full is not None
     now = datetime(2026, 3, 4, tzinfo=UTC)
     assert full.name("v1", "sha256:" + "ab" * 32, now) == "v1.20260304.abababababab"
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("[]", "expected a list of 1 to 64 media types"),
+        ("application/vnd.oci.image.manifest.v1+json", "expected a list"),
+        ("[Application/JSON]", "invalid media type 'Application/JSON'"),
+        ("[application/vnd.oci.image.config.v1+json]", "lists no manifest media type"),
+        ("[1]", "invalid media type a number"),
+    ],
+)
+def test_media_types_are_checked_at_load(value: str, says: str) -> None:
+    message = config_error(rule(f"    media_types: {value}"))
+    assert "rules[0].media_types (sync.yaml:6):" in message and says in message, message

@@ -32,6 +32,7 @@ from regsync.config.fields import (
     Host,
     HubApi,
     Int,
+    MediaTypes,
     Number,
     Platforms,
     Regex,
@@ -213,6 +214,7 @@ class Defaults(_Timing):
     referrers: StrictBool = False
     tags: TagFilter = TagFilter()
     backup: Backup | None = None
+    media_types: MediaTypes | None = None
 
 
 class _RuleSpec(_Timing):
@@ -228,6 +230,7 @@ class _RuleSpec(_Timing):
     full_check: Duration | None = None
     allow_empty: StrictBool = False  # a source matching nothing is a success with a warning
     backup: Backup | None = None
+    media_types: MediaTypes | None = None
 
     @model_validator(mode="after")
     def _not_onto_itself(self) -> _RuleSpec:
@@ -255,6 +258,7 @@ class Rule(_Timing):
     full_check: timedelta = DEFAULT_FULL_CHECK
     allow_empty: bool = False
     backup: Backup | None = None  # tag template keeping the image a changed tag overwrites
+    media_types: MediaTypes | None = None  # None: every manifest type, any artifact
 
     @model_validator(mode="before")
     @classmethod
@@ -339,6 +343,7 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         full_check=defaults.full_check if spec.full_check is None else spec.full_check,
         allow_empty=spec.allow_empty,
         backup=defaults.backup if spec.backup is None else spec.backup,
+        media_types=defaults.media_types if spec.media_types is None else spec.media_types,
         interval=timing.interval,
         schedule=timing.schedule,
     )
