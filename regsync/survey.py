@@ -152,6 +152,8 @@ async def survey(
     skipped = source_listed.skipped("source tag") + dest_listed.skipped("destination tag")
     present = set(dest_tags)
     limit = asyncio.Semaphore(HEAD_CONCURRENCY)
+    # media_types decides from a HEAD's type: a tag it skips is never read.
+    get_tag = get_tag if policy.media_types is None else None
     src = _Heads(source, repo, limit, lenient=True, fetch=get_tag)
     dst = _Heads(dest, dest_repo, limit)
     selection = select(policy.tags, source_tags)
