@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from regsync.backends import Backend
@@ -118,6 +119,7 @@ async def run(
     shard: Shard | None = None,
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
+    state_dir: Path | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
 
@@ -125,8 +127,14 @@ async def run(
     Setting `stop` (a graceful shutdown) lets copies already started finish and starts no new
     ones; the tags left out are reported as errors of their rule. `index` (the persistent
     content index) supplies mount sources from earlier runs and learns from this one.
+    `state_dir` (default: the index's) records delta bundles. Tar bundles written are packed
+    once every rule is done; one that cannot be written fails the rules writing it.
     """
-    async with open_run(config, observer=observer, retry=retry, timeouts=timeouts) as setup:
+    if state_dir is None and index is not None:
+        state_dir = index.state_dir
+    async with open_run(
+        config, observer=observer, retry=retry, timeouts=timeouts, state_dir=state_dir
+    ) as setup:
         ctx = RunContext(
             config=config,
             setup=setup,
@@ -145,9 +153,22 @@ async def run(
                 group.create_task(run_rule(ctx, rule), context=log_context(rule=rule.name))
                 for rule in rules
             ]
+        _bundles_failed(setup, [t.result() for t in tasks], rules, await setup.pool.finish())
     if ctx.index is not None:  # what is left after a crash is written by the owner's close()
         await ctx.index.flush_async()
     return RunResult([t.result() for t in tasks], dry_run=dry_run or plan_only)
+
+
+def _bundles_failed(
+    setup: RunSetup, results: list[RuleResult], rules: Sequence[Rule], failed: dict[str, str]
+) -> None:
+    """A bundle that could not be packed is an error of every rule that wrote into it."""
+    for rule, result in zip(rules, results, strict=True):
+        error = failed.get(setup.rule(rule).destination.name)
+        if error is not None:
+            result.rule_failed = True
+            result.errors.append(error)
+            log.error("rule %s: %s", rule.name, error)
 
 
 async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:

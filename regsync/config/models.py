@@ -199,6 +199,15 @@ class _RuleSpec(_Timing):
     platforms: Platforms | None = None
     referrers: StrictBool | None = None
     prune: PruneSetting | None = None
+    delta: StrictBool = False  # tar: destinations: leave out what earlier bundles carried
+
+    @field_validator("delta")
+    @classmethod
+    def _delta_needs_a_tar(cls, value: bool, info: ValidationInfo) -> bool:
+        dest = info.data.get("destination")
+        if value and dest is not None and dest.kind is not Kind.TARBALL:
+            raise ValueError("delta bundles need a tar: destination (e.g. tar:/media/usb/b.tar)")
+        return value
 
     @model_validator(mode="after")
     def _not_onto_itself(self) -> _RuleSpec:
@@ -222,6 +231,7 @@ class Rule(_Timing):
     platforms: Platforms = "all"
     referrers: bool = False
     prune: Prune = Prune()
+    delta: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -303,6 +313,7 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         platforms=defaults.platforms if spec.platforms is None else spec.platforms,
         referrers=defaults.referrers if spec.referrers is None else spec.referrers,
         prune=_merge(defaults.prune, spec.prune),
+        delta=spec.delta,
         interval=timing.interval,
         schedule=timing.schedule,
     )
