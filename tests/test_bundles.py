@@ -13,8 +13,12 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from regsync.backends.bundle import REQUIRES, SEQUENCE
 from regsync.backends.tarfs import Archive
+from regsync.config import parse_config
+from regsync.errors import ConfigError
 from tests.support import (
     Blob,
     Image,
@@ -147,3 +151,20 @@ def test_a_delta_bundle_with_nothing_new_is_not_written_and_the_series_keeps_its
     assert annotations[SEQUENCE] == "2"  # type: ignore[index]
     assert annotations[REQUIRES].startswith("b1.tar@sha256:")  # type: ignore[index]
     assert "," not in annotations[REQUIRES]  # type: ignore[index]
+
+
+def test_delta_needs_a_tar_destination_named_with_key_path_and_line() -> None:
+    """`delta: true` on a registry or layout destination is a config error (exit 2 path)."""
+    text = """
+version: 1
+rules:
+  - name: r
+    source: docker.io/team/app
+    destination: oci:/srv/layout
+    delta: true
+"""
+    with pytest.raises(
+        ConfigError, match=r"rules\[0\]\.delta \(sync\.yaml:7\): .*tar: destination"
+    ):
+        parse_config(text)
+    assert parse_config(text.replace("oci:", "tar:").replace("layout", "b.tar")).rules[0].delta

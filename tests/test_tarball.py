@@ -92,10 +92,18 @@ def test_export_to_a_tar_then_import_keeps_digests_and_skopeo_reads_the_archive(
     again = regsync_json("once", bundle_config(tmp_path, source_registry, "team/*", bundle))
     assert again.code == 0 and again.rule["tags"]["up_to_date"] == 3
     assert bundle.read_bytes() == before
+    later = push(source_registry, "team/app", "4", Image.oci([Blob.tar_gz(9_000, seed="later")]))
+    grown = regsync_json("once", bundle_config(tmp_path, source_registry, "team/*", bundle))
+    assert grown.code == 0 and (grown.rule["tags"]["copied"], grown.rule["tags"]["up_to_date"]) == (
+        1,
+        3,
+    )
+    assert skopeo_digest(f"oci-archive:{bundle}:team/app:4") == later.digest
+    assert skopeo_digest(f"oci-archive:{bundle}:team/app:1") == app.digest  # kept from before
 
     imported = regsync_json("once", import_config(tmp_path, bundle, dest_registry))
     assert imported.code == 0, imported.stderr
-    for pushed in (app, multi_pushed, docker):
+    for pushed in (app, multi_pushed, docker, later):
         assert dest_registry.manifest_digest(pushed.repo, pushed.tag or "") == pushed.digest
     host = dest_registry.host
     assert skopeo_digest(f"docker://{host}/team/multi:2") == multi_pushed.digest
