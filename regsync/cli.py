@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long runs in progress may finish their copies (default 30)",
     )
     serve.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
+    serve.add_argument(
+        "--api-token-file",
+        metavar="FILE",
+        help="bearer token for POST /v1/rules/RULE/run (default: $REGSYNC_API_TOKEN; "
+        "neither: the endpoint is disabled)",
+    )
     for stateful in (once, serve):
         stateful.add_argument("--state-dir", metavar="DIR", help=STATE_HELP)
     commands.add_parser("validate", parents=[common], help="load and check the config only")
@@ -241,16 +247,29 @@ def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
 def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
     from regsync import aio
     from regsync.daemon import serve  # only this command needs it
+    from regsync.eventhttp import load_api_token
     from regsync.server import parse_listen
 
     _started()
     try:
         host, port = parse_listen(args.listen)
+        token = load_api_token(args.api_token_file, os.environ)
     except ValueError as exc:
         return _usage_error(args, str(exc))
     index = open_index(args)
     try:
-        aio.run(serve(args.config, config, host, port, args.grace_period, shard, index=index))
+        aio.run(
+            serve(
+                args.config,
+                config,
+                host,
+                port,
+                args.grace_period,
+                shard,
+                index=index,
+                api_token=token,
+            )
+        )
     except OSError as exc:
         _print(f"regsync: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,17 +20,19 @@ from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.blobindex import BlobIndex
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
-from regsync.discovery import RepoPair
+from regsync.discovery import Discovered, RepoPair, empty_source, map_repositories
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
-from regsync.execute import DeleteGuard, copy_action, prune_actions
+from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
+from regsync.oci.ref import Listed
+from regsync.outages import Outages, WriteGate, describe, side_of
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.result import RuleResult, RunResult
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
-from regsync.survey import survey
+from regsync.survey import survey, survey_tags
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,6 +60,9 @@ class RunContext:
     guards: dict[str, DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
     index: BlobIndex | None = None  # holders seen by earlier runs (registry destinations)
+    outages: Outages = field(default_factory=Outages)  # registries found unusable this run
+    gates: dict[str, WriteGate] = field(default_factory=dict)  # per destination backend
+    targets: Mapping[str, Collection[str]] | None = None  # repo -> tags: an event-triggered run
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
         """The repositories this agent's shard handles (all of them unless sharded)."""
@@ -119,6 +124,7 @@ async def run(
     shard: Shard | None = None,
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
+    targets: Mapping[str, Collection[str]] | None = None,
     state_dir: Path | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
@@ -127,6 +133,10 @@ async def run(
     Setting `stop` (a graceful shutdown) lets copies already started finish and starts no new
     ones; the tags left out are reported as errors of their rule. `index` (the persistent
     content index) supplies mount sources from earlier runs and learns from this one.
+
+    `targets` (repository -> tags; what registry events named) narrows each rule to those
+    tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
+    go through the same executor as a full cycle's.
     `state_dir` (default: the index's) records delta bundles. Tar bundles written are packed
     once every rule is done; one that cannot be written fails the rules writing it.
     """
@@ -147,6 +157,7 @@ async def run(
             shard=shard or Shard(),
             stop=stop or asyncio.Event(),
             index=None if dry_run or plan_only else index,
+            targets=targets,
         )
         async with asyncio.TaskGroup() as group:
             tasks = [
@@ -176,7 +187,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     ctx.events.rule_started(rule.name)
     started = time.monotonic()
     try:
-        found = await ctx.setup.repositories(ctx.setup.rule(rule))
+        found = await _repositories(ctx, rule)
         mine = [why for name, why in found.skipped if ctx.shard.owns(rule.name, name)]
         _skipped(rule, result, mine)
         owned = set(ctx.owned(rule, [pair.source for pair in found.pairs]))
@@ -189,14 +200,84 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
     except RegsyncError as exc:
-        result.rule_failed = True
-        result.errors.append(str(exc))
-        log.error("rule %s: %s", rule.name, exc)
+        _rule_error(ctx, rule, result, exc)
     if result.interrupted:
         result.errors.append(f"shutting down: {result.interrupted} tags left for the next run")
     result.duration_seconds = time.monotonic() - started
     ctx.events.rule_finished(result)
     return result
+
+
+def _rule_error(ctx: RunContext, rule: Rule, result: RuleResult, exc: RegsyncError) -> None:
+    """The rule as a whole failed: one error line, result `failed`."""
+    result.rule_failed = True
+    registry = ctx.outages.note(exc)
+    if registry is not None:
+        _registry_failed(rule, result, registry, exc)
+        return
+    result.errors.append(str(exc))
+    log.error("rule %s: %s", rule.name, exc)
+
+
+def _registry_failed(rule: Rule, result: RuleResult, registry: str, exc: Exception) -> str:
+    """A registry failed as a whole: its one error line, once per rule; the line."""
+    assert isinstance(exc, RegsyncError)
+    line = describe(exc, side_of(registry, rule.source.registry, rule.destination.registry))
+    if registry not in result.reported:
+        result.reported.add(registry)
+        result.errors.append(line)
+        log.error("rule %s: %s", rule.name, line)
+    return line
+
+
+def _failure(
+    ctx: RunContext,
+    rule: Rule,
+    result: RuleResult,
+    where: str,
+    exc: Exception,
+    what: str = "",
+    extra: dict[str, str] | None = None,
+) -> None:
+    """A repository or tag failed: its own error line, or, when its registry failed as a
+    whole, that registry's one line and an entry in the rule's `undone` list."""
+    registry = ctx.outages.note(exc)
+    if registry is None:
+        result.errors.append(f"{where}: {_describe(exc)}")
+        log.error(
+            "rule %s: %s: %s",
+            rule.name,
+            what or where,
+            _describe(exc),
+            extra=extra,
+            exc_info=_unexpected(exc),
+        )
+        return
+    line = _registry_failed(rule, result, registry, exc)
+    result.undone.append(f"{where}: {line}")
+    log.info("rule %s: left undone: %s: %s", rule.name, where, line, extra=extra)
+
+
+class _Blocked(Exception):
+    """Work not started: a registry it needs failed earlier in the run (``cause``)."""
+
+    def __init__(self, cause: RegsyncError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _check_registries(ctx: RunContext, rule: Rule) -> None:
+    """Raise _Blocked when the rule's source or destination failed as a whole this run."""
+    cause = ctx.outages.blocking(rule.source.registry, rule.destination.registry)
+    if cause is not None:
+        raise _Blocked(cause)
+
+
+async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
+    """The rule's repositories: discovered, or (an event-triggered run) the ones named."""
+    if ctx.targets is None:
+        return await ctx.setup.repositories(ctx.setup.rule(rule))
+    return map_repositories(rule.destination, Listed(tuple(sorted(ctx.targets))))
 
 
 def _skipped(rule: Rule, result: RuleResult, skipped: Sequence[str], where: str = "") -> None:
@@ -214,19 +295,38 @@ async def sync_repo(
     if ctx.missing_only:
         policy = replace(policy, missing_only=True, prune=None)
     try:
-        plan = await survey(engine.source, engine.destination, repo, dest_repo, policy)
+        _check_registries(ctx, rule)
+        source, dest = engine.source, engine.destination
+        if ctx.targets is None:
+            plan = await survey(source, dest, repo, dest_repo, policy, engine.get_manifest)
+        else:
+            targets = ctx.targets[repo]
+            plan = await survey_tags(
+                source, dest, repo, dest_repo, policy, targets, engine.get_manifest
+            )
     except Exception as exc:  # one bad repository never stops the others
-        result.errors.append(f"{repo}: {_describe(exc)}")
-        log.error("rule %s: %s: %s", rule.name, repo, _describe(exc), exc_info=_unexpected(exc))
+        _failure(ctx, rule, result, repo, exc.cause if isinstance(exc, _Blocked) else exc)
         return
+    if plan.source_missing and not rule.source.is_glob:  # the one repository the rule names
+        try:
+            what = f"source repository {rule.source} does not exist"
+            empty_source(what, rule=rule.name, allowed=rule.allow_empty)
+        except RegsyncError as exc:
+            _rule_error(ctx, rule, result, exc)
+            return
     result.plans.append(plan)
     _skipped(rule, result, plan.skipped, f"{repo}: ")
+    if media := [f for f in plan.filtered if f.by == "media_types"]:
+        shown = [f"{f.tag} ({f.detail})" for f in media]
+        result.notes.append(_listed(dest_repo, "skipped by media_types", shown))
     if differing := plan.of(Action.DIFFERS):
-        result.notes.append(_left_differing(dest_repo, differing))
+        what = "differ from the source, left as is (--missing)"
+        result.notes.append(_listed(dest_repo, what, [a.tag for a in differing]))
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
     ctx.events.repo_planned(rule.name, plan)
     result.up_to_date += len(plan.of(Action.SKIP))
-    for _ in plan.of(Action.SKIP):
+    for skip in plan.of(Action.SKIP):
+        result.placed.append((repo, skip.tag))
         ctx.events.tag_done(rule.name, "up_to_date")
     if ctx.dry_run or ctx.plan_only:
         return
@@ -265,23 +365,28 @@ async def copy_one(
         result.interrupted += 1
         log.info("rule %s: not copying %s: shutting down", rule.name, where, extra=context)
         return
+    platforms = ctx.setup.rule(rule).policy.platforms
+
+    async def copy() -> str:
+        _check_registries(ctx, rule)  # e.g. found read-only while this copy waited its turn
+        if action.backup:  # a failed backup fails the tag: it is not overwritten
+            await backup_action(engine, plan, action)
+            result.backups += 1
+        return await copy_action(engine, platforms, plan, action)
+
+    gate = ctx.gates.setdefault(engine.destination.name, WriteGate())
     try:
         with log_scope(**context):
-            digest = await copy_action(engine, ctx.setup.rule(rule).policy.platforms, plan, action)
+            digest = await gate.first(copy)
     except Exception as exc:  # one bad tag never stops the others
         result.failed += 1
-        result.errors.append(f"{plan.source_repo}:{action.tag}: {_describe(exc)}")
         ctx.events.tag_done(rule.name, "failed")
-        log.error(
-            "rule %s: copy %s failed: %s",
-            rule.name,
-            where,
-            _describe(exc),
-            extra=context,
-            exc_info=_unexpected(exc),
-        )
+        cause = exc.cause if isinstance(exc, _Blocked) else exc
+        at = f"{plan.source_repo}:{action.tag}"
+        _failure(ctx, rule, result, at, cause, f"copy {where} failed", context)
         return
     result.copied += 1
+    result.placed.append((plan.source_repo, action.tag))
     ctx.events.tag_done(rule.name, "copied")
     log.info(
         "rule %s: copied %s (%s)",
@@ -298,12 +403,10 @@ async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:
         return await work
 
 
-def _left_differing(repo: str, actions: Sequence[TagAction], shown: int = 5) -> str:
-    tags = ", ".join(a.tag for a in actions[:shown])
-    more = f" and {len(actions) - shown} more" if len(actions) > shown else ""
-    return (
-        f"{repo}: {len(actions)} tags differ from the source, left as is (--missing): {tags}{more}"
-    )
+def _listed(repo: str, what: str, items: Sequence[str], shown: int = 5) -> str:
+    """One note line naming up to ``shown`` of ``items``."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return f"{repo}: {len(items)} tags {what}: {', '.join(items[:shown])}{more}"
 
 
 def _ref(registry: str, repo: str, tag: str) -> str:

@@ -25,7 +25,8 @@ from regsync.backends.pool import BackendPool, RepositoryLister
 from regsync.backends.registry.observer import RequestObserver
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.config import Config, Rule
-from regsync.discovery import Discovered, discover, map_repositories
+from regsync.discovery import Discovered, discover, empty_source, map_repositories
+from regsync.mediafilter import MediaTypeFilter
 from regsync.oci.ref import DestinationSpec, SourceSpec
 from regsync.platforms import PlatformFilter
 from regsync.survey import SyncPolicy
@@ -84,9 +85,14 @@ class RunSetup:
         return setup
 
     async def repositories(self, setup: RuleSetup) -> Discovered:
-        """The rule's repositories with their destinations; MappingError unless one-to-one."""
-        found = await discover(setup.lister, setup.rule.source)
-        return map_repositories(setup.rule.destination, found)
+        """The rule's repositories with their destinations; MappingError unless one-to-one,
+        EmptySourceError when a glob matches nothing (unless the rule allows it)."""
+        rule = setup.rule
+        found = await discover(setup.lister, rule.source)
+        if rule.source.is_glob and not found.names and not found.rejected:
+            what = f"source {rule.source} matches no repository"
+            empty_source(what, rule=rule.name, allowed=rule.allow_empty)
+        return map_repositories(rule.destination, found)
 
 
 @asynccontextmanager
@@ -133,4 +139,6 @@ def policy_for(rule: Rule) -> SyncPolicy:
         platforms=platforms,
         referrers=rule.referrers,
         prune=pruneplan.PrunePolicy(p.allow_empty, p.max_fraction) if p.enabled else None,
+        backup=rule.backup,
+        media_types=None if rule.media_types is None else MediaTypeFilter(rule.media_types),
     )

@@ -148,6 +148,21 @@ async def test_blob_upload_verifies_and_read_returns_the_bytes(backend: Backend,
         _ = [c async for c in backend.blob_read(repo, missing)]
 
 
+async def test_blob_check_proves_digest_and_size_in_the_repository(
+    backend: Backend, repo: str
+) -> None:
+    """The proof the copy engine asks before reusing content: held, with that exact size."""
+    blob = Blob.random(1000, seed="check")
+    desc = Descriptor("application/octet-stream", blob.digest, blob.size)
+    assert not await backend.blob_check(repo, desc)
+    await backend.blob_upload(repo, desc, one_chunk(blob.data))
+
+    assert await backend.blob_check(repo, desc)
+    assert not await backend.blob_check(repo, Descriptor(desc.media_type, blob.digest, 999))
+    if not backend.shares_blobs:  # a registry links blobs per repository
+        assert not await backend.blob_check(repo + "/other", desc)
+
+
 async def test_mount_makes_a_blob_of_another_repository_present(
     backend: Backend, repo: str
 ) -> None:

@@ -21,6 +21,7 @@ from pydantic import (
 from regsync.backends.registry.tls import ssl_context
 from regsync.config.fields import (
     DEFAULT_INTERVAL,
+    Backup,
     ConfigPath,
     Cron,
     Destination,
@@ -29,6 +30,7 @@ from regsync.config.fields import (
     Host,
     HubApi,
     Int,
+    MediaTypes,
     Number,
     Platforms,
     Regex,
@@ -93,8 +95,27 @@ class Credentials(_Model):
         return text
 
 
+class Notifications(_Model):
+    """Events this registry sends to `serve` (``POST /v1/notifications/HOST``, Harbor's webhook).
+
+    ``token`` is the bearer token the registry sends with them (``Authorization: Bearer``)."""
+
+    token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        if not text.strip():
+            raise ValueError("is empty (an environment variable set to ''?)")
+        if text != text.strip() or any(ord(c) < 33 or ord(c) > 126 for c in text):
+            raise ValueError("must be printable ASCII without spaces (it travels in a header)")
+        return value
+
+
 class RegistryConfig(_Model):
     credentials: Credentials | None = None
+    notifications: Notifications | None = None
     tls: Literal["verify", "insecure", "http"] = "verify"
     ca_file: ExistingFile | None = None
     client_cert: ExistingFile | None = None
@@ -187,6 +208,8 @@ class Defaults(_Timing):
     platforms: Platforms = "all"
     referrers: StrictBool = False
     tags: TagFilter = TagFilter()
+    backup: Backup | None = None
+    media_types: MediaTypes | None = None
 
 
 class _RuleSpec(_Timing):
@@ -199,6 +222,9 @@ class _RuleSpec(_Timing):
     platforms: Platforms | None = None
     referrers: StrictBool | None = None
     prune: PruneSetting | None = None
+    allow_empty: StrictBool = False  # a source matching nothing is a success with a warning
+    backup: Backup | None = None
+    media_types: MediaTypes | None = None
     delta: StrictBool = False  # tar: destinations: leave out what earlier bundles carried
 
     @field_validator("delta")
@@ -231,6 +257,9 @@ class Rule(_Timing):
     platforms: Platforms = "all"
     referrers: bool = False
     prune: Prune = Prune()
+    allow_empty: bool = False
+    backup: Backup | None = None  # tag template keeping the image a changed tag overwrites
+    media_types: MediaTypes | None = None  # None: every manifest type, any artifact
     delta: bool = False
 
     @model_validator(mode="before")
@@ -313,6 +342,9 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         platforms=defaults.platforms if spec.platforms is None else spec.platforms,
         referrers=defaults.referrers if spec.referrers is None else spec.referrers,
         prune=_merge(defaults.prune, spec.prune),
+        allow_empty=spec.allow_empty,
+        backup=defaults.backup if spec.backup is None else spec.backup,
+        media_types=defaults.media_types if spec.media_types is None else spec.media_types,
         delta=spec.delta,
         interval=timing.interval,
         schedule=timing.schedule,

@@ -65,6 +65,7 @@ class Listed:
 
     names: tuple[str, ...]
     rejected: tuple[str, ...] = ()
+    missing: bool = False  # a tag listing of a repository that does not exist (404)
 
     @classmethod
     def repositories(cls, listed: Iterable[str], host: str = "") -> Listed:
