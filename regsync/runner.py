@@ -365,14 +365,14 @@ async def copy_one(
         result.interrupted += 1
         log.info("rule %s: not copying %s: shutting down", rule.name, where, extra=context)
         return
-    platforms = ctx.setup.rule(rule).policy.platforms
+    policy = ctx.setup.rule(rule).policy
 
     async def copy() -> str:
         _check_registries(ctx, rule)  # e.g. found read-only while this copy waited its turn
         if action.backup:  # a failed backup fails the tag: it is not overwritten
             await backup_action(engine, plan, action)
             result.backups += 1
-        return await copy_action(engine, platforms, plan, action)
+        return await copy_action(engine, policy.platforms, plan, action, policy.referrer_filter)
 
     gate = ctx.gates.setdefault(engine.destination.name, WriteGate())
     try:

@@ -141,4 +141,5 @@ def policy_for(rule: Rule) -> SyncPolicy:
         prune=pruneplan.PrunePolicy(p.allow_empty, p.max_fraction) if p.enabled else None,
         backup=rule.backup,
         media_types=None if rule.media_types is None else MediaTypeFilter(rule.media_types),
+        referrer_filter=rule.referrer_filter,
     )
