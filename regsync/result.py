@@ -61,6 +61,11 @@ class RuleResult:
         return sum(p.drift for p in self.plans)
 
     @property
+    def skipped_media_types(self) -> int:
+        """Tags the rule's media_types skipped."""
+        return sum(1 for p in self.plans for f in p.filtered if f.by == "media_types")
+
+    @property
     def left_differing(self) -> int:
         """Tags `once --missing` left as they are although their destination digest differs."""
         return sum(len(p.of(Action.DIFFERS)) for p in self.plans)

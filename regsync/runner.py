@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from regsync.backends import Backend
@@ -124,6 +125,7 @@ async def run(
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
     targets: Mapping[str, Collection[str]] | None = None,
+    state_dir: Path | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
 
@@ -135,8 +137,14 @@ async def run(
     `targets` (repository -> tags; what registry events named) narrows each rule to those
     tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
     go through the same executor as a full cycle's.
+    `state_dir` (default: the index's) records delta bundles. Tar bundles written are packed
+    once every rule is done; one that cannot be written fails the rules writing it.
     """
-    async with open_run(config, observer=observer, retry=retry, timeouts=timeouts) as setup:
+    if state_dir is None and index is not None:
+        state_dir = index.state_dir
+    async with open_run(
+        config, observer=observer, retry=retry, timeouts=timeouts, state_dir=state_dir
+    ) as setup:
         ctx = RunContext(
             config=config,
             setup=setup,
@@ -156,9 +164,22 @@ async def run(
                 group.create_task(run_rule(ctx, rule), context=log_context(rule=rule.name))
                 for rule in rules
             ]
+        _bundles_failed(setup, [t.result() for t in tasks], rules, await setup.pool.finish())
     if ctx.index is not None:  # what is left after a crash is written by the owner's close()
         await ctx.index.flush_async()
     return RunResult([t.result() for t in tasks], dry_run=dry_run or plan_only)
+
+
+def _bundles_failed(
+    setup: RunSetup, results: list[RuleResult], rules: Sequence[Rule], failed: dict[str, str]
+) -> None:
+    """A bundle that could not be packed is an error of every rule that wrote into it."""
+    for rule, result in zip(rules, results, strict=True):
+        error = failed.get(setup.rule(rule).destination.name)
+        if error is not None:
+            result.rule_failed = True
+            result.errors.append(error)
+            log.error("rule %s: %s", rule.name, error)
 
 
 async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
@@ -212,9 +233,12 @@ async def sync_repo(
         ctx.outages.check(rule)
         source, dest = engine.source, engine.destination
         if ctx.targets is None:
-            plan = await survey(source, dest, repo, dest_repo, policy)
+            plan = await survey(source, dest, repo, dest_repo, policy, engine.get_manifest)
         else:
-            plan = await survey_tags(source, dest, repo, dest_repo, policy, ctx.targets[repo])
+            targets = ctx.targets[repo]
+            plan = await survey_tags(
+                source, dest, repo, dest_repo, policy, targets, engine.get_manifest
+            )
     except Exception as exc:  # one bad repository never stops the others
         ctx.outages.failed(rule, result, repo, exc)
         return
@@ -227,8 +251,12 @@ async def sync_repo(
             return
     result.plans.append(plan)
     _skipped(rule, result, plan.skipped, f"{repo}: ")
+    if media := [f for f in plan.filtered if f.by == "media_types"]:
+        shown = [f"{f.tag} ({f.detail})" for f in media]
+        result.notes.append(_listed(dest_repo, "skipped by media_types", shown))
     if differing := plan.of(Action.DIFFERS):
-        result.notes.append(_left_differing(dest_repo, differing))
+        what = "differ from the source, left as is (--missing)"
+        result.notes.append(_listed(dest_repo, what, [a.tag for a in differing]))
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
     ctx.events.repo_planned(rule.name, plan)
     result.up_to_date += len(plan.of(Action.SKIP))
@@ -272,14 +300,14 @@ async def copy_one(
         result.interrupted += 1
         log.info("rule %s: not copying %s: shutting down", rule.name, where, extra=context)
         return
-    platforms = ctx.setup.rule(rule).policy.platforms
+    policy = ctx.setup.rule(rule).policy
 
     async def copy() -> str:
         ctx.outages.check(rule)  # e.g. found read-only while this copy waited its turn
         if action.backup:  # a failed backup fails the tag: it is not overwritten
             await backup_action(engine, plan, action)
             result.backups += 1
-        return await copy_action(engine, platforms, plan, action)
+        return await copy_action(engine, policy.platforms, plan, action, policy.referrer_filter)
 
     gate = ctx.gates.setdefault(engine.destination.name, WriteGate())
     try:
@@ -309,12 +337,10 @@ async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:
         return await work
 
 
-def _left_differing(repo: str, actions: Sequence[TagAction], shown: int = 5) -> str:
-    tags = ", ".join(a.tag for a in actions[:shown])
-    more = f" and {len(actions) - shown} more" if len(actions) > shown else ""
-    return (
-        f"{repo}: {len(actions)} tags differ from the source, left as is (--missing): {tags}{more}"
-    )
+def _listed(repo: str, what: str, items: Sequence[str], shown: int = 5) -> str:
+    """One note line naming up to ``shown`` of ``items``."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return f"{repo}: {len(items)} tags {what}: {', '.join(items[:shown])}{more}"
 
 
 def _ref(registry: str, repo: str, tag: str) -> str:
