@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long runs in progress may finish their copies (default 30)",
     )
     serve.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
+    serve.add_argument(
+        "--api-token-file",
+        metavar="FILE",
+        help="bearer token for POST /v1/rules/RULE/run (default: $REGSYNC_API_TOKEN; "
+        "neither: the endpoint is disabled)",
+    )
     for stateful in (once, serve):
         stateful.add_argument("--state-dir", metavar="DIR", help=STATE_HELP)
     commands.add_parser("validate", parents=[common], help="load and check the config only")
@@ -259,11 +265,13 @@ def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
 def _serve(args: argparse.Namespace, config: Config, shard: Shard, hangup: _EarlyHangup) -> int:
     from regsync import aio
     from regsync.daemon import serve  # only this command needs it
+    from regsync.eventhttp import load_api_token
     from regsync.server import parse_listen
 
     _started()
     try:
         host, port = parse_listen(args.listen)
+        token = load_api_token(args.api_token_file, os.environ)
     except ValueError as exc:
         return _usage_error(args, str(exc))
     index = open_index(args)
@@ -278,6 +286,7 @@ def _serve(args: argparse.Namespace, config: Config, shard: Shard, hangup: _Earl
                 shard,
                 index=index,
                 hangup_seen=lambda: hangup.seen,
+                api_token=token,
             )
         )
     except OSError as exc:

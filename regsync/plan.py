@@ -9,7 +9,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 
+from regsync.backup import BackupTemplate
 from regsync.tagpolicy import Filtered
 
 
@@ -31,6 +33,7 @@ class TagAction:
     artifact_of: str = ""  # for a referrer/signature tag: the image digest it belongs to
     via_api: bool = False  # referrers found through the source's referrers API
     shared: tuple[str, ...] = ()  # PRUNE: kept tags still needing dest_digest (delete by tag)
+    backup: str = ""  # COPY over another digest: first tag dest_digest as this (rule `backup`)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class RepoPlan:
     selected: tuple[str, ...] = ()  # source tags the filters kept
     refusals: tuple[str, ...] = ()  # why a safety rail stopped this repo's prune
     dest_empty: bool = False  # the destination repository listed no tags at all
+    source_missing: bool = False  # the source has no such repository (its tags/list is 404)
     skipped: tuple[str, ...] = ()  # listed tag names refused by the grammar, one line each
 
     def of(self, action: Action) -> list[TagAction]:
@@ -115,8 +119,22 @@ def only_missing(actions: tuple[TagAction, ...]) -> tuple[TagAction, ...]:
     """``once --missing``: copy only tags the destination lacks; a tag it holds with another
     digest becomes DIFFERS (reported as drift, never overwritten)."""
     return tuple(
-        replace(a, action=Action.DIFFERS, reason=f"{a.reason}; left as is (--missing)")
+        replace(a, action=Action.DIFFERS, reason=f"{a.reason}; left as is (--missing)", backup="")
         if a.action is Action.COPY and a.dest_digest is not None
+        else a
+        for a in actions
+    )
+
+
+def with_backups(
+    actions: tuple[TagAction, ...], template: BackupTemplate | None, now: datetime | None = None
+) -> tuple[TagAction, ...]:
+    """COPY actions that overwrite another digest name the backup tag they first make."""
+    if template is None:
+        return actions
+    return tuple(
+        replace(a, backup=template.name(a.tag, a.dest_digest, now))
+        if a.action is Action.COPY and a.dest_digest is not None and not a.artifact_of
         else a
         for a in actions
     )

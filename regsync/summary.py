@@ -32,7 +32,10 @@ def rule_json(rule: RuleResult) -> dict[str, Any]:
         "source_manifest_gets": s.source_manifest_gets,
         "platform_subsets": rule.platform_subsets,
         "left_differing": rule.left_differing,
+        "backups": rule.backups,
+        "skipped_media_types": rule.skipped_media_types,
         "errors": list(rule.errors),
+        "undone": list(rule.undone),
         "notes": list(rule.notes),
         "duration_seconds": round(rule.duration_seconds, 3),
     }
@@ -83,6 +86,8 @@ def _action_json(a: TagAction) -> dict[str, Any]:
         out["platforms"] = a.subset
     if a.artifact_of:
         out["artifact_of"] = a.artifact_of
+    if a.backup:
+        out["backup"] = a.backup
     return out
 
 
@@ -98,6 +103,10 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
             tags = f"tags would copy {copy}, would prune {prune}"
         else:
             tags = f"tags copied {r.copied}, pruned {r.pruned}"
+            if r.backups:
+                tags += f", backups {r.backups}"
+            if r.skipped_media_types:
+                tags += f", skipped by media_types {r.skipped_media_types}"
             if r.left_differing:
                 tags += f", left differing {r.left_differing} (--missing)"
         lines.append(
@@ -114,6 +123,7 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
                 lines.extend(
                     f"  {a.action.value:<6} {plan.dest_repo}:{a.tag}"
                     + (f" ({a.reason})" if a.reason else "")
+                    + (f", backup as {a.backup}" if a.backup else "")
                     for a in plan.actions
                     if a.action is not Action.SKIP
                 )

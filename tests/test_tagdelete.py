@@ -7,6 +7,7 @@ the requests; the conformance suite covers the same method against real docker-r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ async def scripted(**settings: bool) -> AsyncIterator[tuple[ScriptedRegistry, Re
     """A scripted registry holding ``old`` and ``kept`` on one digest, ``other`` on another."""
     async with ScriptedRegistry() as reg, aiohttp.ClientSession() as session:
         reg.tag_deletes = settings.get("tag_deletes", False)
+        reg.deletes_keep_tags = settings.get("deletes_keep_tags", False)
         shared = Image.oci([Blob.random(100, seed="shared")])
         for tag in ("old", "old2", "kept"):
             reg.add(REPO, tag, shared)
@@ -117,6 +119,57 @@ async def test_a_failed_restore_says_what_the_tag_points_at_and_how_to_fix_it() 
 
     assert f"push {shared} to it" in str(caught.value)
     assert reg.tags[REPO]["kept"] == shared
+
+
+async def test_a_tag_still_there_after_a_202_delete_by_tag_is_an_error() -> None:
+    """A tag counts as deleted only once a HEAD finds nothing: a 202 alone proves nothing."""
+    async with scripted(tag_deletes=True, deletes_keep_tags=True) as (reg, client):
+        shared = reg.tags[REPO]["kept"]
+        with pytest.raises(RegistryError, match="still there after deleting it"):
+            await client.tag_delete(REPO, "old")
+
+    assert manifest_requests(reg, "DELETE") == ["old"]
+    assert reg.count("HEAD", r"/manifests/old$") == 1
+    assert reg.tags[REPO]["old"] == shared
+
+
+async def test_a_placeholder_the_registry_keeps_is_an_error_and_the_original_comes_back() -> None:
+    """The placeholder's delete answers 202 but the tag stays on it: the tag is put back."""
+    async with scripted(deletes_keep_tags=True) as (reg, client):
+        shared = reg.tags[REPO]["kept"]
+        with pytest.raises(RegistryError, match=f"still tagged .* points at {shared} again"):
+            await client.tag_delete(REPO, "old")
+
+    assert manifest_requests(reg, "PUT") == ["old", "old"]  # the placeholder, then the original
+    assert reg.tags[REPO]["old"] == shared and reg.tags[REPO]["kept"] == shared
+
+
+async def test_cancelled_between_placeholder_and_delete_the_tag_points_at_its_original_again() -> (
+    None
+):
+    """A shutdown lands while the placeholder's delete is in flight: the original goes back."""
+    async with scripted() as (reg, client):
+        shared = reg.tags[REPO]["kept"]
+        reached, release = asyncio.Event(), asyncio.Event()
+
+        async def hang(request: web.Request, match: re.Match[str]) -> web.Response | None:
+            if match["ref"] not in reg.manifests:
+                return None  # the probe: 404 MANIFEST_UNKNOWN
+            reached.set()
+            await release.wait()
+            return error(500, "UNKNOWN", "answered too late")
+
+        reg.override("DELETE", r"^/v2/team/app/manifests/(?P<ref>sha256:[a-f0-9]{64})$", hang)
+        deleting = asyncio.create_task(client.tag_delete(REPO, "old"))
+        await reached.wait()
+        assert reg.tags[REPO]["old"] != shared  # on the placeholder now
+        deleting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await deleting
+        release.set()
+
+    assert reg.tags[REPO]["old"] == shared
+    assert manifest_requests(reg, "PUT") == ["old", "old"]
 
 
 def refuse_deletes(reg: ScriptedRegistry, status: int, code: str, message: str) -> None:

@@ -329,6 +329,13 @@ class FakeDestination:
             raise RegistryError("fake:5000/app:old: cannot remove this tag alone", status=400)
         self.deleted.append((repo, tag))
 
+    async def manifest_head(self, repo: str, tag: str) -> Descriptor | None:
+        """What prune_plan's tags point at, until the tag or its digest is deleted."""
+        target = {"old": digest(1), "gone": digest(2), "gone-too": digest(2)}[tag]
+        if {(repo, tag), (repo, target)} & set(self.deleted):
+            return None
+        return Descriptor("application/vnd.oci.image.manifest.v1+json", target, 100)
+
 
 def prune_plan(repo: str = "app") -> RepoPlan:
     return RepoPlan(

@@ -39,6 +39,7 @@ from regsync.config.models import (
     Defaults,
     Prune,
     RateLimit,
+    Referrers,
     RegistryConfig,
     Rule,
     TagFilter,
@@ -377,14 +378,16 @@ def _shared_destinations(rules: list[Rule], lines: dict[Loc, int]) -> list[_Prob
 
 
 def _passwords(data: dict[str, object]) -> list[str]:
-    """The literal ``registries.*.credentials.password`` strings of a document."""
+    """The literal ``registries.*.credentials.password`` and ``notifications.token`` strings
+    of a document."""
     registries = data.get("registries")
     found = []
     for settings in registries.values() if isinstance(registries, dict) else ():
-        creds = settings.get("credentials") if isinstance(settings, dict) else None
-        password = creds.get("password") if isinstance(creds, dict) else None
-        if isinstance(password, str):
-            found.append(password)
+        for key, field in (("credentials", "password"), ("notifications", "token")):
+            section = settings.get(key) if isinstance(settings, dict) else None
+            secret = section.get(field) if isinstance(section, dict) else None
+            if isinstance(secret, str):
+                found.append(secret)
     return found
 
 
@@ -467,6 +470,7 @@ _SECTIONS: dict[str | int, type[BaseModel]] = {
     "rate_limit": RateLimit,
     "tags": TagFilter,
     "prune": Prune,
+    "referrers": Referrers,
     "defaults": Defaults,
 }
 _ITEMS: dict[str | int, type[BaseModel]] = {"registries": RegistryConfig, "rules": _RuleSpec}

@@ -64,8 +64,15 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60) -> An
 class Served:
     """`regsync serve -c config --listen 127.0.0.1:<free port> *args` as a subprocess."""
 
-    def __init__(self, config: Path, workdir: Path, *args: str) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        config: Path,
+        workdir: Path,
+        *args: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = port or free_port()  # given: a registry's notifications already point here
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"serve-{self.port}.log"
         self._log = self.log_path.open("wb")
@@ -85,7 +92,7 @@ class Served:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         wait_for(lambda: self.get("/healthz")[0] == 200 or self.proc.poll() is not None, "healthz")
         if self.proc.poll() is not None:
@@ -105,6 +112,21 @@ class Served:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def post(
+        self, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """POST ``body``; (status, body), status 0 when the connection failed."""
+        request = urllib.request.Request(
+            self.url + path, data=body, headers=headers or {}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except OSError:
+            return 0, b""
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:
