@@ -452,8 +452,10 @@ def test_without_unshare_the_no_network_test_fails_in_ci_and_skips_elsewhere(
     bare = tmp_path / "bin"  # a PATH without unshare
     bare.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-rfs"]
-        + [f"{__file__}::test_layout_to_layout_runs_without_any_network"],
+        [
+            *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-rfs"),
+            f"{__file__}::test_layout_to_layout_runs_without_any_network",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -259,7 +259,7 @@ async def test_a_rule_never_overlaps_itself_and_reload_keeps_a_good_config(
         "    destination: 127.0.0.1:9/b\n    interval: 1s\n",
     )
     active, peak, starts = 0, 0, []
-    first_run_may_end, second_started = asyncio.Event(), asyncio.Event()
+    first_started, first_run_may_end, second_started = (asyncio.Event() for _ in range(3))
 
     async def scripted_run(config: Config, rules: list[Rule], **kwargs: object) -> RunResult:
         nonlocal active, peak
@@ -267,6 +267,7 @@ async def test_a_rule_never_overlaps_itself_and_reload_keeps_a_good_config(
         peak = max(peak, active)
         starts.append(rules[0].name)
         if len(starts) == 1:
+            first_started.set()
             await first_run_may_end.wait()  # outlasts the 1s interval
         else:
             second_started.set()
@@ -275,12 +276,12 @@ async def test_a_rule_never_overlaps_itself_and_reload_keeps_a_good_config(
 
     daemon = Daemon(str(path), load_config(path), Metrics(), grace=5, runner=scripted_run)
     task = asyncio.create_task(daemon.run())
-    # The first run is going; wait (on the condition, however long it takes) until the rule
-    # is due again, so a scheduler that overlapped runs would have started a second one.
+    # The first run is going; wait until the instant the rule is due again (not a guessed
+    # window), so a scheduler that overlapped runs would have started a second one by then.
+    await asyncio.wait_for(first_started.wait(), 30)
     state = daemon.states["slow"]
-    while state.last_started is None or time.time() < state.due(state.last_started):
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0)  # the scheduler's turn, had it been free to start a run
+    assert state.last_started is not None
+    await asyncio.sleep(max(0.0, state.due(state.last_started) - time.time()) + 0.05)
     assert starts == ["slow"] and not daemon.ready()
 
     path.write_text(path.read_text() + "  - name: broken\n")
