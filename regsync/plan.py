@@ -45,6 +45,7 @@ class RepoPlan:
     selected: tuple[str, ...] = ()  # source tags the filters kept
     refusals: tuple[str, ...] = ()  # why a safety rail stopped this repo's prune
     dest_empty: bool = False  # the destination repository listed no tags at all
+    source_missing: bool = False  # the source has no such repository (its tags/list is 404)
     skipped: tuple[str, ...] = ()  # listed tag names refused by the grammar, one line each
 
     def of(self, action: Action) -> list[TagAction]:

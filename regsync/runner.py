@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from regsync.backends import Backend
@@ -19,13 +20,14 @@ from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.blobindex import BlobIndex
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
-from regsync.discovery import Discovered, RepoPair, map_repositories
+from regsync.discovery import Discovered, RepoPair, empty_source, map_repositories
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
 from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
 from regsync.oci.ref import Listed
+from regsync.outages import Outages, WriteGate
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.result import RuleResult, RunResult
 from regsync.session import RunSetup, open_run
@@ -58,6 +60,8 @@ class RunContext:
     guards: dict[str, DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
     index: BlobIndex | None = None  # holders seen by earlier runs (registry destinations)
+    outages: Outages = field(default_factory=Outages)  # registries found unusable this run
+    gates: dict[str, WriteGate] = field(default_factory=dict)  # per destination backend
     targets: Mapping[str, Collection[str]] | None = None  # repo -> tags: an event-triggered run
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
@@ -121,6 +125,7 @@ async def run(
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
     targets: Mapping[str, Collection[str]] | None = None,
+    state_dir: Path | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
 
@@ -132,8 +137,14 @@ async def run(
     `targets` (repository -> tags; what registry events named) narrows each rule to those
     tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
     go through the same executor as a full cycle's.
+    `state_dir` (default: the index's) records delta bundles. Tar bundles written are packed
+    once every rule is done; one that cannot be written fails the rules writing it.
     """
-    async with open_run(config, observer=observer, retry=retry, timeouts=timeouts) as setup:
+    if state_dir is None and index is not None:
+        state_dir = index.state_dir
+    async with open_run(
+        config, observer=observer, retry=retry, timeouts=timeouts, state_dir=state_dir
+    ) as setup:
         ctx = RunContext(
             config=config,
             setup=setup,
@@ -153,9 +164,22 @@ async def run(
                 group.create_task(run_rule(ctx, rule), context=log_context(rule=rule.name))
                 for rule in rules
             ]
+        _bundles_failed(setup, [t.result() for t in tasks], rules, await setup.pool.finish())
     if ctx.index is not None:  # what is left after a crash is written by the owner's close()
         await ctx.index.flush_async()
     return RunResult([t.result() for t in tasks], dry_run=dry_run or plan_only)
+
+
+def _bundles_failed(
+    setup: RunSetup, results: list[RuleResult], rules: Sequence[Rule], failed: dict[str, str]
+) -> None:
+    """A bundle that could not be packed is an error of every rule that wrote into it."""
+    for rule, result in zip(rules, results, strict=True):
+        error = failed.get(setup.rule(rule).destination.name)
+        if error is not None:
+            result.rule_failed = True
+            result.errors.append(error)
+            log.error("rule %s: %s", rule.name, error)
 
 
 async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
@@ -176,9 +200,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
     except RegsyncError as exc:
-        result.rule_failed = True
-        result.errors.append(str(exc))
-        log.error("rule %s: %s", rule.name, exc)
+        ctx.outages.rule_failed(rule, result, exc)
     if result.interrupted:
         result.errors.append(f"shutting down: {result.interrupted} tags left for the next run")
     result.duration_seconds = time.monotonic() - started
@@ -208,19 +230,33 @@ async def sync_repo(
     if ctx.missing_only:
         policy = replace(policy, missing_only=True, prune=None)
     try:
+        ctx.outages.check(rule)
         source, dest = engine.source, engine.destination
         if ctx.targets is None:
-            plan = await survey(source, dest, repo, dest_repo, policy)
+            plan = await survey(source, dest, repo, dest_repo, policy, engine.get_manifest)
         else:
-            plan = await survey_tags(source, dest, repo, dest_repo, policy, ctx.targets[repo])
+            targets = ctx.targets[repo]
+            plan = await survey_tags(
+                source, dest, repo, dest_repo, policy, targets, engine.get_manifest
+            )
     except Exception as exc:  # one bad repository never stops the others
-        result.errors.append(f"{repo}: {_describe(exc)}")
-        log.error("rule %s: %s: %s", rule.name, repo, _describe(exc), exc_info=_unexpected(exc))
+        ctx.outages.failed(rule, result, repo, exc)
         return
+    if plan.source_missing and not rule.source.is_glob:  # the one repository the rule names
+        try:
+            what = f"source repository {rule.source} does not exist"
+            empty_source(what, rule=rule.name, allowed=rule.allow_empty)
+        except RegsyncError as exc:
+            ctx.outages.rule_failed(rule, result, exc)
+            return
     result.plans.append(plan)
     _skipped(rule, result, plan.skipped, f"{repo}: ")
+    if media := [f for f in plan.filtered if f.by == "media_types"]:
+        shown = [f"{f.tag} ({f.detail})" for f in media]
+        result.notes.append(_listed(dest_repo, "skipped by media_types", shown))
     if differing := plan.of(Action.DIFFERS):
-        result.notes.append(_left_differing(dest_repo, differing))
+        what = "differ from the source, left as is (--missing)"
+        result.notes.append(_listed(dest_repo, what, [a.tag for a in differing]))
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
     ctx.events.repo_planned(rule.name, plan)
     result.up_to_date += len(plan.of(Action.SKIP))
@@ -264,24 +300,24 @@ async def copy_one(
         result.interrupted += 1
         log.info("rule %s: not copying %s: shutting down", rule.name, where, extra=context)
         return
+    policy = ctx.setup.rule(rule).policy
+
+    async def copy() -> str:
+        ctx.outages.check(rule)  # e.g. found read-only while this copy waited its turn
+        if action.backup:  # a failed backup fails the tag: it is not overwritten
+            await backup_action(engine, plan, action)
+            result.backups += 1
+        return await copy_action(engine, policy.platforms, plan, action, policy.referrer_filter)
+
+    gate = ctx.gates.setdefault(engine.destination.name, WriteGate())
     try:
         with log_scope(**context):
-            if action.backup:  # a failed backup fails the tag: it is not overwritten
-                await backup_action(engine, plan, action)
-                result.backups += 1
-            digest = await copy_action(engine, ctx.setup.rule(rule).policy.platforms, plan, action)
+            digest = await gate.first(copy)
     except Exception as exc:  # one bad tag never stops the others
         result.failed += 1
-        result.errors.append(f"{plan.source_repo}:{action.tag}: {_describe(exc)}")
         ctx.events.tag_done(rule.name, "failed")
-        log.error(
-            "rule %s: copy %s failed: %s",
-            rule.name,
-            where,
-            _describe(exc),
-            extra=context,
-            exc_info=_unexpected(exc),
-        )
+        at = f"{plan.source_repo}:{action.tag}"
+        ctx.outages.failed(rule, result, at, exc, f"copy {where} failed", context)
         return
     result.copied += 1
     result.placed.append((plan.source_repo, action.tag))
@@ -301,22 +337,11 @@ async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:
         return await work
 
 
-def _left_differing(repo: str, actions: Sequence[TagAction], shown: int = 5) -> str:
-    tags = ", ".join(a.tag for a in actions[:shown])
-    more = f" and {len(actions) - shown} more" if len(actions) > shown else ""
-    return (
-        f"{repo}: {len(actions)} tags differ from the source, left as is (--missing): {tags}{more}"
-    )
+def _listed(repo: str, what: str, items: Sequence[str], shown: int = 5) -> str:
+    """One note line naming up to ``shown`` of ``items``."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return f"{repo}: {len(items)} tags {what}: {', '.join(items[:shown])}{more}"
 
 
 def _ref(registry: str, repo: str, tag: str) -> str:
     return f"{registry}/{repo}:{tag}" if registry else f"{repo}:{tag}"
-
-
-def _unexpected(exc: Exception) -> bool:
-    """A bug rather than a registry or content problem: worth a traceback in the log."""
-    return not isinstance(exc, RegsyncError)
-
-
-def _describe(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, RegsyncError) else f"internal error: {exc!r}"

@@ -33,7 +33,9 @@ def rule_json(rule: RuleResult) -> dict[str, Any]:
         "platform_subsets": rule.platform_subsets,
         "left_differing": rule.left_differing,
         "backups": rule.backups,
+        "skipped_media_types": rule.skipped_media_types,
         "errors": list(rule.errors),
+        "undone": list(rule.undone),
         "notes": list(rule.notes),
         "duration_seconds": round(rule.duration_seconds, 3),
     }
@@ -103,6 +105,8 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
             tags = f"tags copied {r.copied}, pruned {r.pruned}"
             if r.backups:
                 tags += f", backups {r.backups}"
+            if r.skipped_media_types:
+                tags += f", skipped by media_types {r.skipped_media_types}"
             if r.left_differing:
                 tags += f", left differing {r.left_differing} (--missing)"
         lines.append(

@@ -17,10 +17,11 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from regsync import pruneplan, referrers
+from regsync import mediafilter, pruneplan, referrerfilter, referrers
 from regsync.backends import Backend
 from regsync.backup import BackupTemplate
 from regsync.errors import ManifestError
+from regsync.mediafilter import ManifestFetch, MediaTypeFilter
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import artifact_subject, is_fallback_tag
 from regsync.oci.manifest import Descriptor
@@ -28,7 +29,8 @@ from regsync.oci.ref import shown
 from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags, only_missing, with_backups
 from regsync.platforms import PlatformFilter, recorded_origin
 from regsync.pruneplan import PrunePolicy
-from regsync.tagpolicy import TagPolicy, select
+from regsync.referrerfilter import ReferrerMatch
+from regsync.tagpolicy import Filtered, TagPolicy, select
 
 HEAD_CONCURRENCY = 32  # manifest HEADs/GETs in flight while planning one repository
 
@@ -42,6 +44,8 @@ class SyncPolicy:
     referrers: bool = False
     prune: PrunePolicy | None = None  # None: never delete
     missing_only: bool = False  # `once --missing`: copy absent tags only; never prune
+    media_types: MediaTypeFilter | None = None  # None: every manifest type, any artifact
+    referrer_filter: ReferrerMatch | None = None  # None: every referrer (when referrers)
     backup: BackupTemplate | None = None  # tag the overwritten destination image first
 
 
@@ -95,9 +99,18 @@ class _Heads:
 
 
 async def survey(
-    source: Backend, dest: Backend, repo: str, dest_repo: str, policy: SyncPolicy
+    source: Backend,
+    dest: Backend,
+    repo: str,
+    dest_repo: str,
+    policy: SyncPolicy,
+    fetch: ManifestFetch | None = None,
 ) -> RepoPlan:
-    """Plan one repository: what to copy, what is up to date, what to prune, and why."""
+    """Plan one repository: what to copy, what is up to date, what to prune, and why.
+
+    ``fetch`` reads a source manifest by digest (the copy engine's cached GET, so a manifest
+    read for ``media_types`` is not fetched again by its copy); default: ``source``'s own.
+    """
     source_listed, dest_listed = await asyncio.gather(source.tags(repo), dest.tags(dest_repo))
     source_tags, dest_tags = list(source_listed.names), list(dest_listed.names)
     skipped = source_listed.skipped("source tag") + dest_listed.skipped("destination tag")
@@ -118,11 +131,22 @@ async def survey(
     headed = set(asked)
     dest_heads = {t: d for t, d in dest_selected.items() if t in source_heads}
     dest_heads |= await dst.head(t for t in source_heads if t in present and t not in headed)
-    actions, origins = await _decide(dst, source_heads, dest_heads, policy, artifact_of)
-    plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)
-    plan = replace(plan, dest_empty=not dest_tags, skipped=skipped + tuple(src.refused))
+    reader = _Reader(repo, fetch or source.manifest_get)
+    actions, origins, media = await _decide(
+        dst, source_heads, dest_heads, policy, artifact_of, reader
+    )
+    source_heads = {t: d for t, d in source_heads.items() if t not in {f.tag for f in media}}
+    plan = RepoPlan(repo, dest_repo, actions, selection.filtered + media, selection.selected)
+    plan = replace(
+        plan,
+        dest_empty=not dest_tags,
+        source_missing=source_listed.missing,
+        skipped=skipped + tuple(src.refused),
+    )
     if policy.referrers:
-        plan = await referrers.plan_api(source, dest, plan, source_heads, present)
+        plan = await referrers.plan_api(
+            source, dest, plan, source_heads, present, policy.referrer_filter
+        )
     if policy.missing_only:
         return replace(plan, actions=only_missing(plan.actions))
     if policy.prune is None:
@@ -137,6 +161,7 @@ async def survey_tags(
     dest_repo: str,
     policy: SyncPolicy,
     tags: Iterable[str],
+    fetch: ManifestFetch | None = None,
 ) -> RepoPlan:
     """Plan only ``tags`` of one repository (what registry events named): COPY or SKIP each.
 
@@ -153,8 +178,11 @@ async def survey_tags(
     src, dst = _Heads(source, repo, limit, lenient=True), _Heads(dest, dest_repo, limit)
     source_heads, dest_heads = await asyncio.gather(src.head(wanted), dst.head(wanted))
     dest_heads = {t: d for t, d in dest_heads.items() if t in source_heads}
-    actions, _ = await _decide(dst, source_heads, dest_heads, policy, {})
-    return RepoPlan(repo, dest_repo, actions, selected=tuple(wanted), skipped=tuple(src.refused))
+    reader = _Reader(repo, fetch or source.manifest_get)
+    actions, _, media = await _decide(dst, source_heads, dest_heads, policy, {}, reader)
+    return RepoPlan(
+        repo, dest_repo, actions, media, selected=tuple(wanted), skipped=tuple(src.refused)
+    )
 
 
 async def _decide(
@@ -163,8 +191,10 @@ async def _decide(
     dest_heads: dict[str, Descriptor],
     policy: SyncPolicy,
     artifact_of: dict[str, str],
-) -> tuple[tuple[TagAction, ...], dict[str, Origin]]:
-    """COPY or SKIP per HEADed source tag (reading recorded origins where subsets may be)."""
+    reader: _Reader,
+) -> tuple[tuple[TagAction, ...], dict[str, Origin], tuple[Filtered, ...]]:
+    """COPY or SKIP per HEADed source tag (reading recorded origins where subsets may be),
+    and the tags the rule's media_types skipped."""
     origins = await dst.origins(
         t
         for t, d in source_heads.items()
@@ -179,7 +209,26 @@ async def _decide(
     )
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
-    return with_backups(actions, policy.backup), origins
+    actions = with_backups(actions, policy.backup)
+    skipped: tuple[Filtered, ...] = ()
+    if policy.media_types is not None:
+        actions, skipped = await mediafilter.apply(
+            policy.media_types, actions, source_heads, reader.repo, reader.fetch
+        )
+    if policy.referrer_filter is not None:
+        actions, more = await referrerfilter.apply(
+            policy.referrer_filter, actions, reader.repo, reader.fetch
+        )
+        skipped += more
+    return actions, origins, skipped
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """Where ``media_types`` reads source manifests from."""
+
+    repo: str
+    fetch: ManifestFetch
 
 
 def _artifacts_of(source_tags: Iterable[str], heads: dict[str, Descriptor]) -> dict[str, str]:

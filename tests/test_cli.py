@@ -51,7 +51,10 @@ def test_htpasswd_credentials_from_the_environment(
     assert bad.returncode == 1
     (rule,) = json.loads(bad.stdout)["rules"]
     assert rule["result"] == "failed"
-    assert rule["errors"] == [f"{source.host} refused the configured credentials"]
+    assert rule["errors"] == [
+        f"source {source.host} refused the configured credentials: check the username and "
+        f"password for {source.host}, or its docker config entry"
+    ]
     assert "wrong-pw" not in bad.stderr + bad.stdout
 
 

@@ -246,7 +246,8 @@ async def test_a_404_from_the_primary_is_an_answer_not_a_reason_to_fall_back(
     proxy: RateLimitProxy,
     registry_factory: RegistryFactory,
 ) -> None:
-    """The primary lacks the repository: that is the result; the mirror is never asked."""
+    """The primary lacks the repository: that is the answer (the rule's error: the source has
+    no such repository); the mirror is never asked."""
     seed(source_registry, "team/app", 1)  # only the mirror (behind the proxy) has it
     primary = registry_factory()
     config = load_config(
@@ -261,7 +262,11 @@ async def test_a_404_from_the_primary_is_an_answer_not_a_reason_to_fall_back(
     )
     result = await run(config, config.rules)
 
-    assert result.ok and result.rules[0].copied == 0
+    assert not result.ok and result.rules[0].copied == 0
+    assert result.rules[0].errors == [
+        f"source repository {primary.host}/team/app does not exist; nothing was synced (set "
+        "allow_empty: true on the rule if it may be empty on purpose)"
+    ]
     assert proxy.state().log == []
 
 

@@ -195,7 +195,9 @@ def retrying(
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        observer.request_retried(registry, retry_reason(exc))
+        # Charged to the registry that failed: a copy's transfer retries a source's failure.
+        failed = getattr(exc, "registry", "") or registry
+        observer.request_retried(failed, retry_reason(exc))
 
     return AsyncRetrying(
         stop=stop_after_attempt(policy.attempts),
