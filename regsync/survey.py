@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from regsync import mediafilter, pruneplan, referrers
+from regsync import mediafilter, pruneplan, referrerfilter, referrers
 from regsync.backends import Backend
 from regsync.backup import BackupTemplate
 from regsync.errors import ManifestError, RegsyncError
@@ -32,6 +32,7 @@ from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags, only_mi
 from regsync.platforms import PlatformFilter, recorded_origin
 from regsync.pruneplan import PrunePolicy
 from regsync.recorded import Recorded
+from regsync.referrerfilter import ReferrerMatch
 from regsync.tagpolicy import Filtered, TagPattern, TagPolicy, select
 
 HEAD_CONCURRENCY = 32  # manifest HEADs/GETs in flight while planning one repository
@@ -47,6 +48,7 @@ class SyncPolicy:
     prune: PrunePolicy | None = None  # None: never delete
     missing_only: bool = False  # `once --missing`: copy absent tags only; never prune
     media_types: MediaTypeFilter | None = None  # None: every manifest type, any artifact
+    referrer_filter: ReferrerMatch | None = None  # None: every referrer (when referrers)
     backup: BackupTemplate | None = None  # tag the overwritten destination image first
     immutable: tuple[TagPattern, ...] = ()  # tags.immutable
 
@@ -199,7 +201,9 @@ async def survey(
         skipped=skipped + tuple(src.refused),
     )
     if policy.referrers:
-        plan = await referrers.plan_api(source, dest, plan, source_heads, present)
+        plan = await referrers.plan_api(
+            source, dest, plan, source_heads, present, policy.referrer_filter
+        )
     if policy.missing_only:
         return replace(plan, actions=only_missing(plan.actions))
     if policy.prune is None:
@@ -264,12 +268,17 @@ async def _decide(
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
     actions = with_backups(actions, policy.backup)
-    if policy.media_types is None:
-        return actions, origins, ()
-    kept, media = await mediafilter.apply(
-        policy.media_types, actions, source_heads, reader.repo, reader.fetch
-    )
-    return kept, origins, media
+    skipped: tuple[Filtered, ...] = ()
+    if policy.media_types is not None:
+        actions, skipped = await mediafilter.apply(
+            policy.media_types, actions, source_heads, reader.repo, reader.fetch
+        )
+    if policy.referrer_filter is not None:
+        actions, more = await referrerfilter.apply(
+            policy.referrer_filter, actions, reader.repo, reader.fetch
+        )
+        skipped += more
+    return actions, origins, skipped
 
 
 @dataclass(frozen=True)

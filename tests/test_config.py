@@ -130,7 +130,7 @@ BAD_CONFIGS = [
     Bad("bad_platform", rule("    platforms: [linux/amd64, linux]"),
         "rules[0].platforms (sync.yaml:6):", "invalid platform 'linux': expected os/arch"),
     Bad("referrers_not_boolean", rule('    referrers: "yes"'),
-        "rules[0].referrers (sync.yaml:6):", "expected true or false, got a string"),
+        "rules[0].referrers (sync.yaml:6):", "expected true, false or a mapping such as"),
     # -- tags
     Bad("bad_include_regex", rule("    tags: {include: ['v(']}"),
         "rules[0].tags.include[0] (sync.yaml:6):", "invalid regex 'v('"),

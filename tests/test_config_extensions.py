@@ -120,3 +120,32 @@ def test_backup_placeholders_and_defaults() -> None:
 def test_media_types_are_checked_at_load(value: str, says: str) -> None:
     message = config_error(rule(f"    media_types: {value}"))
     assert "rules[0].media_types (sync.yaml:6):" in message and says in message, message
+
+
+@pytest.mark.parametrize(
+    ("value", "where", "says"),
+    [
+        ("{artifact_type: [a/b]}", "rules[0].referrers.artifact_type", "did you mean"),
+        ("{artifact_types: [Not A Type]}", "rules[0].referrers.artifact_types[0]", "invalid"),
+        ("{annotations: [a]}", "rules[0].referrers.annotations", "expected a mapping"),
+        ("{annotations: {k: [v]}}", "rules[0].referrers.annotations.k", "expected a string"),
+        ("3", "rules[0].referrers", "expected true, false or a mapping"),
+    ],
+)
+def test_referrer_filters_are_checked_at_load(value: str, where: str, says: str) -> None:
+    message = config_error(rule(f"    referrers: {value}"))
+    assert f"{where} (sync.yaml:6):" in message and says in message, message
+
+
+def test_referrers_mapping_enables_them_with_a_filter_true_without() -> None:
+    text = "    referrers: {artifact_types: [application/spdx+json], annotations: {x-k: v}}"
+    (only,) = parse_config(rule(text), env={}).rules
+    assert only.referrers and only.referrer_filter is not None
+    assert only.referrer_filter.artifact_types == {"application/spdx+json"}
+    assert dict(only.referrer_filter.annotations) == {"x-k": "v"}  # an x- name is data here
+    (plain,) = parse_config(rule("    referrers: true"), env={}).rules
+    assert plain.referrers and plain.referrer_filter is None
+    (off,) = parse_config(
+        rule("    referrers: {enabled: false, annotations: {k: v}}"), env={}
+    ).rules
+    assert not off.referrers and off.referrer_filter is None

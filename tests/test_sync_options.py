@@ -4,24 +4,35 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from regsync.config import parse_config
+from regsync.runner import run
 from tests.support import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
+    OCI_INDEX,
     OCI_MANIFEST,
+    Artifact,
     Blob,
     Image,
     Index,
     Manifest,
+    Registry,
     RegistryFactory,
+    attach,
     mirror_config,
     push,
+    registries_yaml,
     regsync_json,
     run_regsync,
 )
+from tests.support.matrix import COSIGN_PAYLOAD, cosign_signature, sig_tag
+from tests.support.scripted import ScriptedRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +185,111 @@ def test_media_types_with_image_config_types_skips_helm_charts(
     plain = mirror_config(tmp_path, src, dst, "charts/app", name="all")
     everything = regsync_json("once", plain)  # without media_types the chart is copied
     assert everything.code == 0 and everything.rule["tags"]["copied"] == 1, everything.rule
+
+
+SBOM = "application/vnd.example.sbom.v1+json"
+SCAN = "application/vnd.example.scan.v1+json"
+
+
+def _signed_image(src: Registry, repo: str) -> tuple[Manifest, Manifest, Manifest, Manifest]:
+    """An image with a cosign `.sig` tag and two referrers in its fallback index: an SBOM and
+    a scan report annotated `org.example/kind: scan`."""
+    image = _image(f"{repo}/image")
+    push(src, repo, "1.0", image)
+    sig = cosign_signature(image, "s1")
+    push(src, repo, sig_tag(image), sig)
+    sbom = Artifact.oci(image, SBOM, [Blob(b'{"sbom": 1}')])
+    scan = Artifact.oci(image, SCAN, [Blob(b'{"scan": 1}')], {"org.example/kind": "scan"})
+    attach(src, repo, sbom)
+    attach(src, repo, scan)
+    return image, sig, sbom, scan
+
+
+def _fallback_lists(dst: Registry, repo: str, image: Manifest) -> list[str]:
+    raw = dst.manifest(repo, sig_tag(image, ""))[1]
+    return [m["digest"] for m in json.loads(raw)["manifests"]]
+
+
+def test_referrer_filter_by_artifact_type_copies_only_sboms(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    src, dst = registry_factory(), registry_factory()
+    image, _, sbom, scan = _signed_image(src, "team/app")
+    extra = f"referrers: {{artifact_types: [{SBOM}]}}"
+    config = mirror_config(tmp_path, src, dst, "team/app", extra)
+
+    once = regsync_json("once", config)
+    assert once.code == 0, once.stderr
+    assert once.rule["tags"]["copied"] == 2, once.rule  # the image and the fallback index
+    assert sorted(dst.tags("team/app")) == sorted(["1.0", sig_tag(image, "")])  # no .sig
+    assert _fallback_lists(dst, "team/app", image) == [sbom.digest]
+    assert dst.manifest_digest("team/app", sbom.digest) == sbom.digest
+    assert dst.manifest_digest("team/app", scan.digest) is None
+
+    check = regsync_json("check", config)
+    assert check.code == 0, check.stderr  # the filtered index is up to date, not drift
+    (repo,) = check.data["plan"][0]["repos"]
+    by = {f["tag"]: f["by"] for f in repo["filtered"]}
+    assert by[sig_tag(image)] == "referrers", by
+    again = regsync_json("once", config)
+    assert again.code == 0 and again.rule["tags"]["copied"] == 0, again.rule
+    assert again.rule["tags"]["up_to_date"] == 2, again.rule
+
+
+def test_referrer_filter_by_annotation_and_cosign_signatures(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    src, dst = registry_factory(), registry_factory()
+    image, sig, sbom, scan = _signed_image(src, "team/app")
+    config = mirror_config(
+        tmp_path, src, dst, "team/app", "referrers: {annotations: {org.example/kind: scan}}"
+    )
+    assert regsync_json("once", config).code == 0
+    assert _fallback_lists(dst, "team/app", image) == [scan.digest]
+    assert dst.manifest_digest("team/app", sig_tag(image)) is None
+    assert dst.manifest_digest("team/app", sbom.digest) is None
+
+    signatures = f"referrers: {{artifact_types: [{COSIGN_PAYLOAD}]}}"
+    config = mirror_config(tmp_path, src, dst, "team/app", signatures, dest="/sigs")
+    assert regsync_json("once", config).code == 0
+    assert dst.manifest("sigs/team/app", sig_tag(image)) == src.manifest("team/app", sig_tag(image))
+    assert dst.manifest_digest("sigs/team/app", sig.digest) == sig.digest
+    assert _fallback_lists(dst, "sigs/team/app", image) == []
+
+
+async def test_referrer_filter_applies_to_what_a_referrers_api_lists(
+    dest_registry: Registry,
+) -> None:
+    """A source with the OCI referrers API (scripted), distribution 2.8 as destination: only
+    the listed artifact type is copied and listed in the fallback index regsync maintains."""
+    image = Image.oci([Blob.random(600, seed="api-filter")])
+    sbom = Artifact.oci(image, SBOM, [Blob(b'{"n": 1}')])
+    scan = Artifact.oci(image, SCAN, [Blob(b'{"n": 2}')])
+    async with ScriptedRegistry() as src:
+        src.add("team/app", "1.0", image)
+        for artifact in (sbom, scan):
+            src.manifests[artifact.digest] = (artifact.media_type, artifact.raw)
+            src.blobs.update({b.digest: b.data for b in artifact.blobs})
+
+        async def referrers(request: web.Request, match: re.Match[str]) -> web.Response:
+            listed = (sbom, scan) if match["digest"] == image.digest else ()
+            entries = [{**a.descriptor(), "artifactType": a.json["artifactType"]} for a in listed]
+            body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+            return web.json_response(body, content_type=OCI_INDEX)
+
+        src.override("GET", r"^/v2/team/app/referrers/(?P<digest>sha256:[a-f0-9]{64})$", referrers)
+        config = parse_config(
+            registries_yaml(dest_registry)
+            + f'  "{src.host}": {{tls: http}}\nversion: 1\nrules:\n'
+            + f"  - name: api\n    source: {src.host}/team/app\n"
+            + f"    destination: {dest_registry.host}\n"
+            + f"    referrers: {{artifact_types: [{SCAN}]}}\n",
+            env={},
+        )
+        first = (await run(config, config.rules)).rules[0]
+        second = (await run(config, config.rules)).rules[0]
+    assert first.result == "success", first.errors
+    assert dest_registry.manifest("team/app", scan.digest)[1] == scan.raw
+    assert dest_registry.manifest_digest("team/app", sbom.digest) is None
+    assert _fallback_lists(dest_registry, "team/app", image) == [scan.digest]
+    assert second.result == "success" and second.copied == 0 and second.up_to_date == 2

@@ -212,6 +212,12 @@ def _media_types(value: object) -> object:
     return frozenset(value)
 
 
+def _artifact_type(value: str) -> str:
+    if not _MEDIA_TYPE.fullmatch(value):
+        raise ValueError(f"invalid artifact type {value!r}: expected type/subtype in lower case")
+    return value
+
+
 def _existing_file(value: Path) -> Path:
     if not value.is_file():
         raise ValueError(f"file not found: {value}")
@@ -230,6 +236,7 @@ HubApi = Annotated[str, AfterValidator(_hub_api)]
 UserAgent = Annotated[str, AfterValidator(_user_agent)]
 Backup = Annotated[BackupTemplate, PlainValidator(_backup)]
 MediaTypes = Annotated[frozenset[str], BeforeValidator(_media_types)]
+ArtifactType = Annotated[str, AfterValidator(_artifact_type)]
 Source = Annotated[SourceSpec, PlainValidator(_source)]
 Destination = Annotated[DestinationSpec, PlainValidator(_destination)]
 RuleName = Annotated[str, AfterValidator(_rule_name)]

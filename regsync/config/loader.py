@@ -39,6 +39,7 @@ from regsync.config.models import (
     Defaults,
     Prune,
     RateLimit,
+    Referrers,
     RegistryConfig,
     Rule,
     TagFilter,
@@ -469,6 +470,7 @@ _SECTIONS: dict[str | int, type[BaseModel]] = {
     "rate_limit": RateLimit,
     "tags": TagFilter,
     "prune": Prune,
+    "referrers": Referrers,
     "defaults": Defaults,
 }
 _ITEMS: dict[str | int, type[BaseModel]] = {"registries": RegistryConfig, "rules": _RuleSpec}
