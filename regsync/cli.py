@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -179,9 +180,26 @@ def _started() -> None:
     gc.enable()
 
 
+class _EarlyHangup:
+    """SIGHUP before the daemon's loop handles it: remembered, never fatal (`systemctl
+    reload` right after a start must not kill the process)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.seen = True
+
+
 def _main(argv: Sequence[str] | None) -> int:
+    hangup = _EarlyHangup()
+    serving = "serve" in (argv if argv is not None else sys.argv[1:])
+    if serving:
+        signal.signal(signal.SIGHUP, hangup)  # first thing: config loading takes a while
     parser = build_parser()
     args = parser.parse_args(argv)
+    if serving and args.command != "serve":
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     # The daemon logs its runs at info level by default; one-shot commands print a summary.
     verbosity = args.verbose + (1 if args.command == "serve" else 0)
     setup_logging(-1 if args.quiet else verbosity, args.log_format)
@@ -205,7 +223,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return _verify(args, config, rules)
     if args.command == "serve":
         _no_created_series()
-        return _serve(args, config, shard)
+        return _serve(args, config, shard, hangup)
     return _run(args, config, rules, shard)
 
 
@@ -244,7 +262,7 @@ def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
+def _serve(args: argparse.Namespace, config: Config, shard: Shard, hangup: _EarlyHangup) -> int:
     from regsync import aio
     from regsync.daemon import serve  # only this command needs it
     from regsync.eventhttp import load_api_token
@@ -267,6 +285,7 @@ def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
                 args.grace_period,
                 shard,
                 index=index,
+                hangup_seen=lambda: hangup.seen,
                 api_token=token,
             )
         )

@@ -16,10 +16,12 @@ read-only destination costs at most one source manifest GET.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from regsync.config import Rule
 from regsync.errors import (
     CredentialsError,
     ReadOnlyError,
@@ -28,7 +30,9 @@ from regsync.errors import (
     TransportError,
     UnreachableError,
 )
+from regsync.result import RuleResult
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -73,6 +77,73 @@ class Outages:
     def blocking(self, *registries: str) -> RegsyncError | None:
         """The error of the first of ``registries`` found unusable, if any."""
         return next((self.broken[r] for r in registries if r in self.broken), None)
+
+    def check(self, rule: Rule) -> None:
+        """Raise Blocked when the rule's source or destination failed as a whole this run."""
+        cause = self.blocking(rule.source.registry, rule.destination.registry)
+        if cause is not None:
+            raise Blocked(cause)
+
+    def rule_failed(self, rule: Rule, result: RuleResult, exc: RegsyncError) -> None:
+        """The rule as a whole failed: one error line, result `failed`."""
+        result.rule_failed = True
+        registry = self.note(exc)
+        if registry is not None:
+            _registry_failed(rule, result, registry, exc)
+            return
+        result.errors.append(str(exc))
+        log.error("rule %s: %s", rule.name, exc)
+
+    def failed(
+        self,
+        rule: Rule,
+        result: RuleResult,
+        where: str,
+        exc: Exception,
+        what: str = "",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        """A repository or tag failed: its own error line, or, when its registry failed as a
+        whole, that registry's one line (once per rule) and an entry in `undone`."""
+        exc = exc.cause if isinstance(exc, Blocked) else exc
+        registry = self.note(exc)
+        if registry is None:
+            result.errors.append(f"{where}: {describe_error(exc)}")
+            log.error(
+                "rule %s: %s: %s",
+                rule.name,
+                what or where,
+                describe_error(exc),
+                extra=extra,
+                exc_info=not isinstance(exc, RegsyncError),  # a bug: worth a traceback
+            )
+            return
+        line = _registry_failed(rule, result, registry, exc)
+        result.undone.append(f"{where}: {line}")
+        log.info("rule %s: left undone: %s: %s", rule.name, where, line, extra=extra)
+
+
+class Blocked(Exception):
+    """Work not started: a registry it needs failed earlier in the run (``cause``)."""
+
+    def __init__(self, cause: RegsyncError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _registry_failed(rule: Rule, result: RuleResult, registry: str, exc: Exception) -> str:
+    """A registry failed as a whole: its one error line, once per rule; the line."""
+    assert isinstance(exc, RegsyncError)
+    line = describe(exc, side_of(registry, rule.source.registry, rule.destination.registry))
+    if registry not in result.reported:
+        result.reported.add(registry)
+        result.errors.append(line)
+        log.error("rule %s: %s", rule.name, line)
+    return line
+
+
+def describe_error(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, RegsyncError) else f"internal error: {exc!r}"
 
 
 @dataclass

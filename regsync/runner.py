@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from regsync.backends import Backend
@@ -26,7 +27,7 @@ from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actio
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
 from regsync.oci.ref import Listed
-from regsync.outages import Outages, WriteGate, describe, side_of
+from regsync.outages import Outages, WriteGate
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.result import RuleResult, RunResult
 from regsync.session import RunSetup, open_run
@@ -124,6 +125,7 @@ async def run(
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
     targets: Mapping[str, Collection[str]] | None = None,
+    state_dir: Path | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
 
@@ -135,8 +137,14 @@ async def run(
     `targets` (repository -> tags; what registry events named) narrows each rule to those
     tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
     go through the same executor as a full cycle's.
+    `state_dir` (default: the index's) records delta bundles. Tar bundles written are packed
+    once every rule is done; one that cannot be written fails the rules writing it.
     """
-    async with open_run(config, observer=observer, retry=retry, timeouts=timeouts) as setup:
+    if state_dir is None and index is not None:
+        state_dir = index.state_dir
+    async with open_run(
+        config, observer=observer, retry=retry, timeouts=timeouts, state_dir=state_dir
+    ) as setup:
         ctx = RunContext(
             config=config,
             setup=setup,
@@ -156,9 +164,22 @@ async def run(
                 group.create_task(run_rule(ctx, rule), context=log_context(rule=rule.name))
                 for rule in rules
             ]
+        _bundles_failed(setup, [t.result() for t in tasks], rules, await setup.pool.finish())
     if ctx.index is not None:  # what is left after a crash is written by the owner's close()
         await ctx.index.flush_async()
     return RunResult([t.result() for t in tasks], dry_run=dry_run or plan_only)
+
+
+def _bundles_failed(
+    setup: RunSetup, results: list[RuleResult], rules: Sequence[Rule], failed: dict[str, str]
+) -> None:
+    """A bundle that could not be packed is an error of every rule that wrote into it."""
+    for rule, result in zip(rules, results, strict=True):
+        error = failed.get(setup.rule(rule).destination.name)
+        if error is not None:
+            result.rule_failed = True
+            result.errors.append(error)
+            log.error("rule %s: %s", rule.name, error)
 
 
 async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
@@ -179,77 +200,12 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
     except RegsyncError as exc:
-        _rule_error(ctx, rule, result, exc)
+        ctx.outages.rule_failed(rule, result, exc)
     if result.interrupted:
         result.errors.append(f"shutting down: {result.interrupted} tags left for the next run")
     result.duration_seconds = time.monotonic() - started
     ctx.events.rule_finished(result)
     return result
-
-
-def _rule_error(ctx: RunContext, rule: Rule, result: RuleResult, exc: RegsyncError) -> None:
-    """The rule as a whole failed: one error line, result `failed`."""
-    result.rule_failed = True
-    registry = ctx.outages.note(exc)
-    if registry is not None:
-        _registry_failed(rule, result, registry, exc)
-        return
-    result.errors.append(str(exc))
-    log.error("rule %s: %s", rule.name, exc)
-
-
-def _registry_failed(rule: Rule, result: RuleResult, registry: str, exc: Exception) -> str:
-    """A registry failed as a whole: its one error line, once per rule; the line."""
-    assert isinstance(exc, RegsyncError)
-    line = describe(exc, side_of(registry, rule.source.registry, rule.destination.registry))
-    if registry not in result.reported:
-        result.reported.add(registry)
-        result.errors.append(line)
-        log.error("rule %s: %s", rule.name, line)
-    return line
-
-
-def _failure(
-    ctx: RunContext,
-    rule: Rule,
-    result: RuleResult,
-    where: str,
-    exc: Exception,
-    what: str = "",
-    extra: dict[str, str] | None = None,
-) -> None:
-    """A repository or tag failed: its own error line, or, when its registry failed as a
-    whole, that registry's one line and an entry in the rule's `undone` list."""
-    registry = ctx.outages.note(exc)
-    if registry is None:
-        result.errors.append(f"{where}: {_describe(exc)}")
-        log.error(
-            "rule %s: %s: %s",
-            rule.name,
-            what or where,
-            _describe(exc),
-            extra=extra,
-            exc_info=_unexpected(exc),
-        )
-        return
-    line = _registry_failed(rule, result, registry, exc)
-    result.undone.append(f"{where}: {line}")
-    log.info("rule %s: left undone: %s: %s", rule.name, where, line, extra=extra)
-
-
-class _Blocked(Exception):
-    """Work not started: a registry it needs failed earlier in the run (``cause``)."""
-
-    def __init__(self, cause: RegsyncError) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-def _check_registries(ctx: RunContext, rule: Rule) -> None:
-    """Raise _Blocked when the rule's source or destination failed as a whole this run."""
-    cause = ctx.outages.blocking(rule.source.registry, rule.destination.registry)
-    if cause is not None:
-        raise _Blocked(cause)
 
 
 async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
@@ -274,7 +230,7 @@ async def sync_repo(
     if ctx.missing_only:
         policy = replace(policy, missing_only=True, prune=None)
     try:
-        _check_registries(ctx, rule)
+        ctx.outages.check(rule)
         source, dest = engine.source, engine.destination
         if ctx.targets is None:
             plan = await survey(source, dest, repo, dest_repo, policy, engine.get_manifest)
@@ -284,14 +240,14 @@ async def sync_repo(
                 source, dest, repo, dest_repo, policy, targets, engine.get_manifest
             )
     except Exception as exc:  # one bad repository never stops the others
-        _failure(ctx, rule, result, repo, exc.cause if isinstance(exc, _Blocked) else exc)
+        ctx.outages.failed(rule, result, repo, exc)
         return
     if plan.source_missing and not rule.source.is_glob:  # the one repository the rule names
         try:
             what = f"source repository {rule.source} does not exist"
             empty_source(what, rule=rule.name, allowed=rule.allow_empty)
         except RegsyncError as exc:
-            _rule_error(ctx, rule, result, exc)
+            ctx.outages.rule_failed(rule, result, exc)
             return
     result.plans.append(plan)
     _skipped(rule, result, plan.skipped, f"{repo}: ")
@@ -347,7 +303,7 @@ async def copy_one(
     policy = ctx.setup.rule(rule).policy
 
     async def copy() -> str:
-        _check_registries(ctx, rule)  # e.g. found read-only while this copy waited its turn
+        ctx.outages.check(rule)  # e.g. found read-only while this copy waited its turn
         if action.backup:  # a failed backup fails the tag: it is not overwritten
             await backup_action(engine, plan, action)
             result.backups += 1
@@ -360,9 +316,8 @@ async def copy_one(
     except Exception as exc:  # one bad tag never stops the others
         result.failed += 1
         ctx.events.tag_done(rule.name, "failed")
-        cause = exc.cause if isinstance(exc, _Blocked) else exc
         at = f"{plan.source_repo}:{action.tag}"
-        _failure(ctx, rule, result, at, cause, f"copy {where} failed", context)
+        ctx.outages.failed(rule, result, at, exc, f"copy {where} failed", context)
         return
     result.copied += 1
     result.placed.append((plan.source_repo, action.tag))
@@ -390,12 +345,3 @@ def _listed(repo: str, what: str, items: Sequence[str], shown: int = 5) -> str:
 
 def _ref(registry: str, repo: str, tag: str) -> str:
     return f"{registry}/{repo}:{tag}" if registry else f"{repo}:{tag}"
-
-
-def _unexpected(exc: Exception) -> bool:
-    """A bug rather than a registry or content problem: worth a traceback in the log."""
-    return not isinstance(exc, RegsyncError)
-
-
-def _describe(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, RegsyncError) else f"internal error: {exc!r}"

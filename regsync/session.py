@@ -10,10 +10,12 @@ command sees the same repositories.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
@@ -29,6 +31,8 @@ from regsync.oci.ref import DestinationSpec, SourceSpec
 from regsync.platforms import PlatformFilter
 from regsync.survey import SyncPolicy
 from regsync.tagpolicy import TagPolicy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,12 @@ class RunSetup:
         retry: RetryPolicy,
         timeouts: Timeouts,
         observer: RequestObserver | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.config, self.retry = config, retry
-        self.pool = BackendPool(session, config, observer=observer, retry=retry, timeouts=timeouts)
+        self.pool = BackendPool(
+            session, config, observer=observer, retry=retry, timeouts=timeouts, state_dir=state_dir
+        )
         self._rules: dict[str, RuleSetup] = {}
 
     def source(self, spec: SourceSpec) -> Backend:
@@ -72,7 +79,7 @@ class RunSetup:
                 rule,
                 policy_for(rule),
                 self.source(rule.source),
-                self.destination(rule.destination),
+                self.pool.writer(rule.destination, rule.name if rule.delta else None),
                 self.pool.lister(rule.source),
             )
         return setup
@@ -95,21 +102,32 @@ async def open_run(
     observer: RequestObserver | None = None,
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
+    state_dir: Path | None = None,
 ) -> AsyncIterator[RunSetup]:
     """A run's setup over one HTTP session, closed on exit.
 
     Retry policy and timeouts default to the REGSYNC_RETRY_* / REGSYNC_*_TIMEOUT environment.
+    On a normal exit the tar bundles written are packed (``BackendPool.finish``; the runner
+    calls it itself first, to charge a failure to its rules); on any exit their working
+    directories go. ``state_dir`` holds delta bundles' series.
     """
     connector = aiohttp.TCPConnector(limit=128, limit_per_host=32, ttl_dns_cache=300)
     # trust_env stays off: each Transport reads the proxy settings once per host instead.
     async with aiohttp.ClientSession(connector=connector) as session:
-        yield RunSetup(
+        setup = RunSetup(
             session,
             config,
             retry=retry or RetryPolicy.from_env(os.environ),
             timeouts=timeouts or Timeouts.from_env(os.environ),
             observer=observer,
+            state_dir=state_dir,
         )
+        try:
+            yield setup
+            for name, error in (await setup.pool.finish()).items():
+                log.error("%s: %s", name, error)
+        finally:
+            setup.pool.discard()
 
 
 def policy_for(rule: Rule) -> SyncPolicy:

@@ -12,7 +12,7 @@ from tests.support import (
     Image,
     Registry,
     RegistryFactory,
-    free_port,
+    dead_port,
     mirror_config,
     push,
     registries_yaml,
@@ -61,7 +61,7 @@ def test_htpasswd_credentials_from_the_environment(
 def test_unreachable_source_fails_the_rule_with_one_line(
     tmp_path: Path, dest_registry: Registry
 ) -> None:
-    host = f"127.0.0.1:{free_port()}"
+    host = f"127.0.0.1:{dead_port()}"
     config = write_config(
         tmp_path,
         f"""

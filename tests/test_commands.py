@@ -103,6 +103,26 @@ def test_copy_of_a_tag_a_repository_and_a_glob_between_registries(
     assert dst.manifest_digest("all/team/web", "v1") == web.digest
 
 
+def test_copy_into_a_tar_bundle_and_ls_of_the_bundle(
+    tmp_path: Path, source_registry: Registry
+) -> None:
+    """`copy` of a glob into `tar:FILE` writes a bundle `ls` lists, with the source digests."""
+    src = source_registry
+    one = push(src, "team/app", "1", Image.oci([Blob.random(500, seed="t1")]))
+    web = push(src, "team/web", "v1", Image.docker([Blob.random(500, seed="t2")]))
+    bundle = tmp_path / "team.tar"
+
+    done = regsync("copy", f"{src.host}/team/*", f"tar:{bundle}", "--json", registries=(src,))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rules"][0]["tags"]["copied"] == 2
+    listed = regsync("ls", f"tar:{bundle}", registries=())
+    assert listed.stdout.split() == ["team/app", "team/web"]
+    tags = regsync("ls", f"tar:{bundle}//team/web", "--digests", registries=())
+    assert tags.stdout.splitlines() == [f"v1\t{web.digest}"]
+    app = regsync("ls", f"tar:{bundle}//team/app", "--digests", "--json", registries=())
+    assert json.loads(app.stdout)["tags"] == [{"name": "1", "digest": one.digest}]
+
+
 def test_copy_registry_settings_come_from_a_config_without_rules(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:

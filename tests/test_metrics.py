@@ -25,7 +25,7 @@ from regsync.progress import ProgressDisplay
 from regsync.result import RuleResult
 from tests.support import Blob, Image, Registry, mirror_config, push, run_regsync
 from tests.support.observe import parse_metrics, sample
-from tests.support.registry import free_port
+from tests.support.registry import dead_port
 
 # The README's contract list, exactly: name -> label names (histograms: their base name).
 DESIGN_METRICS = {
@@ -202,7 +202,7 @@ def test_once_writes_a_parsable_textfile_atomically(
     assert "\x1b[" not in proc.stderr  # not a terminal: no live display
 
     # An unreachable Pushgateway is reported; the exit code stays the sync's.
-    gone = f"http://127.0.0.1:{free_port()}"
+    gone = f"http://127.0.0.1:{dead_port()}"
     unpushed = run_regsync("once", "-c", config, "--pushgateway", gone)
     assert unpushed.returncode == 0
     assert f"cannot push metrics to {gone}" in unpushed.stderr

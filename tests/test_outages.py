@@ -19,7 +19,7 @@ from tests.support import (
     Image,
     Registry,
     RegistryFactory,
-    free_port,
+    dead_port,
     mirrored_config,
     push,
     run_regsync,
@@ -221,7 +221,7 @@ def test_failing_primary_falls_back_to_its_mirror(
 ) -> None:
     """Reads move to the mirror, with the same repository paths, and the switch is one line."""
     digests = seed(source_registry, "team/app", 2)
-    primary = f"127.0.0.1:{free_port()}" if failure == "down" else proxy.host
+    primary = f"127.0.0.1:{dead_port()}" if failure == "down" else proxy.host
     if failure == "503":
         proxy.script = ProxyScript(fail_all=503)
     elif failure == "429":
@@ -274,7 +274,7 @@ def test_a_down_registry_fails_its_rules_fast_and_the_others_carry_on(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
     digests = seed(source_registry, "team/app", 1)
-    down = f"127.0.0.1:{free_port()}"
+    down = f"127.0.0.1:{dead_port()}"
     config = write_config(
         tmp_path,
         f"""

@@ -1,7 +1,8 @@
 """The seam between the copy engine and where content lives (a registry, an OCI layout).
 
-Every backend (``RegistryClient``, ``FallbackBackend``, ``Layout``, ``MemoryBackend``) keeps the
-contract below; ``tests/test_backend_conformance.py`` runs one suite against each of them.
+Every backend (``RegistryClient``, ``FallbackBackend``, ``Layout``, ``Tarball``,
+``MemoryBackend``) keeps the contract below; ``tests/test_backend_conformance.py`` runs one
+suite against each of them.
 
 Words used throughout:
 

@@ -47,6 +47,7 @@ from regsync.config.models import (
     _resolve_rule,
     _RuleSpec,
 )
+from regsync.config.sources import source_problems
 from regsync.errors import ConfigError
 from regsync.oci.ref import normalize_host
 from regsync.secrets import Redactor
@@ -317,6 +318,10 @@ def _parse(
     registries = {normalize_host(host): entry for host, entry in doc.registries.items()}
     served = [overlap.as_served(rule, registries) for rule in rules]
     problems = _shared_destinations(served, reader.lines)
+    for at, message in source_problems(rules, doc.registries):  # what a run would refuse
+        problems.append(
+            _Problem(_line(reader.lines, ("rules", at, "source")), ("rules", at, "source"), message)
+        )
     if problems:
         raise _refusal(problems, filename, reader, data)
     return Config(

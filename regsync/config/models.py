@@ -263,6 +263,15 @@ class _RuleSpec(_Timing):
     allow_empty: StrictBool = False  # a source matching nothing is a success with a warning
     backup: Backup | None = None
     media_types: MediaTypes | None = None
+    delta: StrictBool = False  # tar: destinations: leave out what earlier bundles carried
+
+    @field_validator("delta")
+    @classmethod
+    def _delta_needs_a_tar(cls, value: bool, info: ValidationInfo) -> bool:
+        dest = info.data.get("destination")
+        if value and dest is not None and dest.kind is not Kind.TARBALL:
+            raise ValueError("delta bundles need a tar: destination (e.g. tar:/media/usb/b.tar)")
+        return value
 
     @model_validator(mode="after")
     def _not_onto_itself(self) -> _RuleSpec:
@@ -290,6 +299,7 @@ class Rule(_Timing):
     allow_empty: bool = False
     backup: Backup | None = None  # tag template keeping the image a changed tag overwrites
     media_types: MediaTypes | None = None  # None: every manifest type, any artifact
+    delta: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -376,6 +386,7 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         allow_empty=spec.allow_empty,
         backup=defaults.backup if spec.backup is None else spec.backup,
         media_types=defaults.media_types if spec.media_types is None else spec.media_types,
+        delta=spec.delta,
         interval=timing.interval,
         schedule=timing.schedule,
     )

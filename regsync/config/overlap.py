@@ -91,7 +91,7 @@ def feedback(rules: Sequence[Rule]) -> list[tuple[int, int, str]]:
 def feeds(writer: Rule, reader: Rule) -> str | None:
     """A repository ``writer`` could write that ``reader``'s source pattern lists, or None."""
     where, written = destination_glob(writer)
-    if writer.destination.kind is Kind.LAYOUT or where != reader.source.registry:
+    if writer.destination.kind is not Kind.REGISTRY or where != reader.source.registry:
         return None
     return common_repository(reader.source.pattern, written)
 
@@ -99,8 +99,9 @@ def feeds(writer: Rule, reader: Rule) -> str | None:
 def destination_glob(rule: Rule) -> tuple[str, str]:
     """(registry or layout directory, glob of the destination repositories the rule writes)."""
     dest, pattern = rule.destination, rule.source.pattern
-    layout = dest.kind is Kind.LAYOUT
-    where = f"oci:{os.path.normpath(dest.directory)}" if layout else dest.registry
+    stored = dest.kind is not Kind.REGISTRY  # a layout directory or a tar file
+    prefix = str(dest).removesuffix(dest.directory)  # oci: or tar:
+    where = f"{prefix}{os.path.normpath(dest.directory)}" if stored else dest.registry
     last = pattern.rsplit("/", 1)[-1]
     name = "*" if last == "**" else last
     if "{path}" in dest.template or "{name}" in dest.template:

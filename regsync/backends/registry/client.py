@@ -30,6 +30,7 @@ from regsync.errors import (
     RegistryError,
     RegsyncError,
     TransportError,
+    UnreachableError,
     UnsupportedError,
 )
 from regsync.oci import mediatypes
@@ -312,6 +313,8 @@ class RegistryClient:
             except RegsyncError as exc:
                 failures += 1
                 if not policy.may_retry(exc, failures):
+                    if isinstance(exc, UnreachableError) and not exc.down:
+                        raise self.transport.gave_up(exc) from exc  # streams count too
                     raise
                 self.transport.observer.request_retried(self.name, retry_reason(exc))
                 await asyncio.sleep(policy.wait(exc, failures))  # raises past max_retry_after

@@ -33,6 +33,7 @@ from regsync.errors import (
     AuthError,
     InvalidNameError,
     RegistryError,
+    RegsyncError,
     TransportError,
     UnreachableError,
 )
@@ -160,9 +161,9 @@ class Transport:
                                 self.registry, f"{method} {url.path}", deadline or 0
                             ) from None
         except UnreachableError as exc:
-            # Unreachable through every retry: fail the registry's other requests fast.
-            self.health.mark_down(exc)
-            raise
+            if exc.down:
+                raise
+            raise self.gave_up(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def repository(self, name: str) -> str:
@@ -181,6 +182,11 @@ class Transport:
                 f"repository:{self.repository(name)}:{actions}" if kind == "repository" else scope
             )
         return tuple(out)
+
+    def gave_up(self, exc: UnreachableError) -> UnreachableError:
+        """Unreachable through a request's or a stream's whole retry budget: the registry is
+        down for the rest of the run (its other requests fail fast); the error to raise."""
+        return exc if exc.down else self.health.mark_down(exc)
 
     def paced(self, chunks: AsyncIterable[bytes], what: str) -> AsyncIterator[bytes]:
         """A streamed body, failing (retryably) when it averages under the minimum rate."""
@@ -274,6 +280,10 @@ class Transport:
                     auto_decompress=False,
                 )
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            if (cause := _body_error(exc)) is not None:
+                # The streamed body failed (its source broke): not this registry's failure,
+                # so not charged to it; the source's error goes up as it is.
+                raise cause from None
             # ValueError: aiohttp refusing a redirect whose URL carries userinfo.
             self.observer.request_done(self.registry, method, "error", _since(started))
             if (error := connect_error(self.registry, exc)) is not None:
@@ -415,6 +425,17 @@ def _realm_url(realm: str, registry: str) -> URL:
 def _origin(url: URL) -> tuple[str, str, int | None]:
     # Not URL.origin(): it tells http://h from http://h:80, which are one origin.
     return (url.scheme.lower(), (url.host or "").lower(), url.port)
+
+
+def _body_error(exc: BaseException) -> RegsyncError | None:
+    """The regsync error a streamed request body raised (aiohttp wraps it), if that is what
+    ended the request: aiohttp itself never raises one."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, RegsyncError):
+            return seen
+    return None
 
 
 def _since(started: float) -> float:
