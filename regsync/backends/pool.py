@@ -217,10 +217,8 @@ class BackendPool:
         key = os.path.abspath(path)
         tarball = self._tarballs.get(key)
         if tarball is None:
-            series = None
-            if delta_rule is not None:
-                if self.state_dir is None:
-                    raise LayoutError(f"tar:{path}: delta bundles need a state directory")
+            series = None  # without a state dir (verify): the bundle is read as it is
+            if delta_rule is not None and self.state_dir is not None:
                 series = BundleSeries(self.state_dir, delta_rule).load()
             tarball = self._tarballs[key] = Tarball(path, series)
         elif delta_rule is not None and (
