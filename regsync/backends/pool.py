@@ -239,7 +239,7 @@ class BackendPool:
         transport = Transport(
             self.session,
             host,
-            f"{scheme(settings.tls)}://{api_host(host)}",
+            f"{scheme(settings.tls)}://{api_host(settings.hostname or host)}",
             username=login.username if login else None,
             password=login.password if login else None,
             ssl_context=ssl_context(
@@ -255,6 +255,7 @@ class BackendPool:
             pull_floor=settings.rate_limit.min_remaining if settings.rate_limit else None,
             user_agent=settings.user_agent,
             requests_per_second=settings.requests_per_second,
+            path_prefix=settings.path_prefix or "",
         )
         return RegistryClient(transport)
 
