@@ -236,10 +236,17 @@ def _no_created_series() -> None:
 
 def open_index(args: argparse.Namespace) -> BlobIndex | None:
     """The persistent content index for commands that copy (a hint: None works too)."""
-    from regsync.blobindex import BlobIndex, default_state_dir
+    from regsync.blobindex import BlobIndex
 
-    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(os.environ)
-    return BlobIndex.open(state_dir)
+    return BlobIndex.open(_state_dir(args))
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    """--state-dir, else $REGSYNC_STATE_DIR, else the XDG default."""
+    from regsync.blobindex import default_state_dir
+
+    given = getattr(args, "state_dir", None)
+    return Path(given) if given else default_state_dir(os.environ)
 
 
 def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
@@ -321,6 +328,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
     metrics = _run_metrics(rules, not dry_run, shard) if metrics_file or gateway else None
     observer: RequestObserver = metrics or NullObserver()
     index = None if check or dry_run else open_index(args)
+    state_dir = _state_dir(args)  # delta bundles' series: check and --dry-run plan against it
     with _progress(args) as display, _closing(index):
         sinks = [sink for sink in (metrics, display) if sink is not None]
         events: RunEvents = FanOut(*sinks) if len(sinks) > 1 else (sinks or [NoEvents()])[0]
@@ -336,6 +344,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
                     observer=observer,
                     shard=shard,
                     index=index,
+                    state_dir=state_dir,
                 )
             )
         except ConfigError as exc:

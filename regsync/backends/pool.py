@@ -218,10 +218,8 @@ class BackendPool:
         key = os.path.abspath(path)
         tarball = self._tarballs.get(key)
         if tarball is None:
-            series = None
-            if delta_rule is not None:
-                if self.state_dir is None:
-                    raise LayoutError(f"tar:{path}: delta bundles need a state directory")
+            series = None  # without a state dir (verify): the bundle is read as it is
+            if delta_rule is not None and self.state_dir is not None:
                 series = BundleSeries(self.state_dir, delta_rule).load()
             tarball = self._tarballs[key] = Tarball(path, series)
         elif delta_rule is not None and (
@@ -242,7 +240,7 @@ class BackendPool:
         transport = Transport(
             self.session,
             host,
-            f"{scheme(settings.tls)}://{api_host(host)}",
+            f"{scheme(settings.tls)}://{api_host(settings.hostname or host)}",
             username=login.username if login else None,
             password=login.password if login else None,
             ssl_context=ssl_context(
@@ -258,6 +256,7 @@ class BackendPool:
             pull_floor=settings.rate_limit.min_remaining if settings.rate_limit else None,
             user_agent=settings.user_agent,
             requests_per_second=settings.requests_per_second,
+            path_prefix=settings.path_prefix or "",
         )
         return RegistryClient(transport)
 

@@ -140,6 +140,11 @@ class Tarball(Layout):
             return "archive"
         return None
 
+    def left_out(self, digest: str) -> bool:
+        """Whether an earlier bundle of a delta series carried ``digest`` (it is not here)."""
+        self._open()
+        return self._here(digest) is None and digest in self._elsewhere
+
     def _absent(self, digest: str) -> NotFoundError:
         why = self._elsewhere.get(digest, "missing")
         return NotFoundError(f"{self.name}: {digest}: {why}", registry=self.name)
@@ -157,7 +162,7 @@ class Tarball(Layout):
 
     async def manifest_head(self, repo: str, ref: str) -> Descriptor | None:
         await asyncio.to_thread(self._open)
-        if is_digest(ref) and self._here(ref) is None and ref in self._elsewhere:
+        if is_digest(ref) and self.left_out(ref):
             return Descriptor("", ref, 0)  # an earlier bundle of the series carried it
         return await super().manifest_head(repo, ref)
 

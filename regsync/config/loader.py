@@ -315,7 +315,9 @@ def _parse(
     if problems or doc is None:
         raise _refusal(problems, filename, reader, data)
     rules = [_resolve_rule(spec, doc.defaults) for spec in doc.rules]
-    problems = _shared_destinations(rules, reader.lines)
+    registries = {normalize_host(host): entry for host, entry in doc.registries.items()}
+    served = [overlap.as_served(rule, registries) for rule in rules]
+    problems = _shared_destinations(served, reader.lines)
     for at, message in source_problems(rules, doc.registries):  # what a run would refuse
         problems.append(
             _Problem(_line(reader.lines, ("rules", at, "source")), ("rules", at, "source"), message)
@@ -324,7 +326,7 @@ def _parse(
         raise _refusal(problems, filename, reader, data)
     return Config(
         version=doc.version,
-        registries={normalize_host(host): settings for host, settings in doc.registries.items()},
+        registries=registries,
         defaults=doc.defaults,
         rules=rules,
     )

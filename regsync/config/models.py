@@ -33,6 +33,7 @@ from regsync.config.fields import (
     Int,
     MediaTypes,
     Number,
+    PathPrefix,
     Platforms,
     Regex,
     RuleName,
@@ -130,6 +131,10 @@ class RegistryConfig(_Model):
     user_agent: UserAgent | None = None  # default: regsync/<version>
     # Cap on request starts per second (a decimal: 0.5 is one every 2 s); None: no cap.
     requests_per_second: Annotated[Number, Field(gt=0, le=10_000)] | None = None
+    # The server this name stands for (one real host under two names, e.g. two logins).
+    hostname: Host | None = None
+    # Repositories live below this path at the server (a mirror serving an upstream there).
+    path_prefix: PathPrefix | None = None
 
     @model_validator(mode="after")
     def _check_tls(self) -> RegistryConfig:
