@@ -96,6 +96,9 @@ class _RepoWalk:
 
     async def _walk(self, digest: str) -> list[Missing]:
         self.result.manifests += 1
+        left_out = getattr(self.dest, "left_out", None)  # a delta bundle's capability
+        if left_out is not None and left_out(digest):
+            return []  # an earlier bundle of the series carried it (and was verified then)
         try:
             manifest = await self.dest.manifest_get(self.repo, digest)
         except NotFoundError:

@@ -117,6 +117,10 @@ def test_delta_bundles_carry_only_new_content_and_import_in_order(
     assert annotations[SEQUENCE] == "2"  # type: ignore[index]
     assert annotations[REQUIRES].startswith("bundle-1.tar@sha256:")  # type: ignore[index]
     assert skopeo_digest(f"oci-archive:{second}:team/b:1") == app_b.digest
+    verified = regsync_json("verify", tmp_path / "export.yaml")  # what bundle 2 carries
+    assert verified.code == 0, verified.data
+    # B's config and new layer are read and hashed; the shared base came in bundle 1.
+    assert verified.rule["blobs_checked"] == 3 and verified.rule["missing"] == []
 
     # In order into a fresh registry: the source digests.
     dst = registry_factory()
@@ -137,11 +141,16 @@ def test_delta_bundles_carry_only_new_content_and_import_in_order(
 def test_a_delta_bundle_with_nothing_new_is_not_written_and_the_series_keeps_its_state(
     tmp_path: Path, source_registry: Registry
 ) -> None:
-    """No new content: no bundle file, and the next bundle still depends on bundle 1 only."""
+    """No new content: no bundle file, and the next bundle still depends on bundle 1 only;
+    `check` plans against the series (the state dir), not the file, which was carried away."""
     src = source_registry
     push(src, "team/a", "1", Image.oci([Blob.random(5000, seed="only")]))
     state = tmp_path / "state"
     export(tmp_path, src, tmp_path / "b1.tar", state)
+    (tmp_path / "b1.tar").unlink()  # carried across: the series, not the file, says what went
+    env = {"REGSYNC_STATE_DIR": str(state)}
+    planned = regsync_json("check", tmp_path / "export.yaml", env=env)
+    assert planned.code == 0, planned.data  # in sync: bundle 1 carried team/a:1
     rule = export(tmp_path, src, tmp_path / "b2.tar", state)
     assert rule["tags"] == {**rule["tags"], "copied": 0, "up_to_date": 1}
     assert not (tmp_path / "b2.tar").exists()

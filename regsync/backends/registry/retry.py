@@ -166,6 +166,9 @@ def _env_number(env: Mapping[str, str], name: str, default: float, minimum: floa
     return value
 
 
+env_number = _env_number  # public: other environment knobs are read the same way
+
+
 def is_retryable(exc: BaseException) -> bool:
     return verdict(exc) is Verdict.RETRY
 
