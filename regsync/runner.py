@@ -299,11 +299,16 @@ async def sync_repo(
         log.warning("rule %s: %s", rule.name, warning)
     if plan.dest_empty and not engine.destination.shares_blobs:
         engine.fresh.add(dest_repo)  # shared blobs (a layout) may exist already: keep HEADs
-    await _copy_then_prune(ctx, rule, engine, plan, result)
+    await _copy_then_prune(ctx, rule, engine, plan, result, book)
 
 
 async def _copy_then_prune(
-    ctx: RunContext, rule: Rule, engine: CopyEngine, plan: RepoPlan, result: RuleResult
+    ctx: RunContext,
+    rule: Rule,
+    engine: CopyEngine,
+    plan: RepoPlan,
+    result: RuleResult,
+    book: TagBook,
 ) -> None:
     """The plan's copies, then its deletes: never after a failed copy (invariant 4: a failed
     copy never turns into a smaller mirror), and none once shutting down."""
@@ -317,7 +322,7 @@ async def _copy_then_prune(
         guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
         outcome = await prune_actions(engine.destination, plan, guard)
         result.record_prune(outcome)
-        book.pruned(dest_repo, outcome.pruned)
+        book.pruned(plan.dest_repo, outcome.pruned)
         for _ in outcome.pruned:
             ctx.events.tag_done(rule.name, "pruned")
 
