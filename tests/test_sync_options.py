@@ -327,3 +327,21 @@ rules:
     assert rule.copied == 1 and rule.failed == 1, rule.errors
     assert dst.tags["team/app"] == {"good": good.digest}
     assert any(e.startswith("team/app:bad: ") for e in rule.errors), rule.errors
+
+
+def test_a_backup_tag_the_tag_filters_match_is_in_the_prune_scope(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """As documented: with the default `include: ['.*']` and prune, the source has no
+    `latest-prev`, so the run after the backup prunes it; filters that leave it out keep it."""
+    src, dst = registry_factory(), registry_factory()
+    push(dst, "team/app", "latest", _image("prune-old"))
+    push(src, "team/app", "latest", _image("prune-new"))
+    extra = "backup: '{tag}-prev'\nprune: {max_fraction: 1}"
+    config = mirror_config(tmp_path, src, dst, "team/app", extra)
+    first = regsync_json("once", config)
+    assert first.code == 0 and first.rule["backups"] == 1, first.rule
+    assert sorted(dst.tags("team/app")) == ["latest", "latest-prev"]
+    second = regsync_json("once", config)
+    assert second.code == 0 and second.rule["tags"]["pruned"] == 1, second.rule
+    assert dst.tags("team/app") == ["latest"]
