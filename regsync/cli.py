@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     once.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
     once.add_argument(
+        "--full",
+        action="store_true",
+        help="a full check now: HEAD every tag instead of trusting the digests recorded",
+    )
+    once.add_argument(
         "--missing",
         action="store_true",
         help="copy only tags the destination lacks; leave differing tags (reported), no prune",
@@ -323,8 +328,6 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
     check = args.command == "check"
     metrics_file = getattr(args, "metrics_file", None)
     gateway = getattr(args, "pushgateway", None)
-    if metrics_file and not os.path.isdir(os.path.dirname(os.path.abspath(metrics_file))):
-        return _usage_error(args, f"--metrics-file {metrics_file}: directory does not exist")
     dry_run = getattr(args, "dry_run", False)
     # Metrics nobody exports would vanish with the process: only count when they go out.
     metrics = _run_metrics(rules, not dry_run, shard) if metrics_file or gateway else None
@@ -346,6 +349,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
                     observer=observer,
                     shard=shard,
                     index=index,
+                    full=getattr(args, "full", False),
                     state_dir=state_dir,
                 )
             )

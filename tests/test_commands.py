@@ -8,7 +8,17 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.support import Blob, Image, Registry, push, run_regsync, write_config
+from tests.support import (
+    FAST_RETRIES,
+    Blob,
+    Image,
+    Registry,
+    RegistryFactory,
+    free_port,
+    push,
+    run_regsync,
+    write_config,
+)
 
 
 def tls(*registries: Registry) -> list[str]:
@@ -164,3 +174,15 @@ def test_copy_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
         assert proc.returncode == 2, (args, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], (args, proc.stderr)
+
+
+def test_registry_errors_exit_1_with_one_line(registry_factory: RegistryFactory) -> None:
+    """A registry that refuses deletes (405) or cannot be reached: exit 1, the tag stays."""
+    reg = registry_factory(delete_enabled=False)
+    pushed = push(reg, "team/app", "1", Image.oci([Blob.random(300, seed="keep")]))
+    refused = regsync("delete", f"{reg.host}/team/app:1", "--yes", registries=(reg,))
+    assert refused.returncode == 1 and "regsync delete:" in refused.stderr
+    assert reg.manifest_digest("team/app", "1") == pushed.digest
+    down = f"localhost:{free_port()}"
+    proc = run_regsync("ls", f"{down}/team/app", "--tls", f"{down}=http", env=FAST_RETRIES)
+    assert proc.returncode == 1 and "regsync ls:" in proc.stderr and not proc.stdout

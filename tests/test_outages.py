@@ -237,6 +237,8 @@ def test_failing_primary_falls_back_to_its_mirror(
     switch = f"registry {primary} failed ("
     assert proc.stderr.count(switch) == 1
     assert f"): reading from mirror {source_registry.host}" in proc.stderr
+    # A fallback that works is a warning, not an error (nor is the primary found down).
+    assert "ERROR" not in proc.stderr and "WARNING registry " in proc.stderr, proc.stderr
 
 
 async def test_a_404_from_the_primary_is_an_answer_not_a_reason_to_fall_back(

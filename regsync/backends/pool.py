@@ -42,6 +42,7 @@ from regsync.backends.tarball import Tarball
 from regsync.config import Config, RegistryConfig
 from regsync.credentials import Login, resolve_login
 from regsync.errors import LayoutError, RegsyncError
+from regsync.logs import warn_once
 from regsync.oci.ref import DOCKER_HUB, DestinationSpec, Kind, Listed, SourceSpec, api_host
 
 log = logging.getLogger(__name__)
@@ -234,7 +235,7 @@ class BackendPool:
 
     def _build(self, host: str, settings: RegistryConfig) -> RegistryClient:
         if settings.tls != "verify":
-            log.warning("registry %s: %s", host, _TLS_NOTE[settings.tls])
+            warn_once(log, "registry %s: %s", host, _TLS_NOTE[settings.tls])
         login = self._login(host, settings)
         transport = Transport(
             self.session,
