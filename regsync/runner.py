@@ -219,6 +219,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
         ctx.events.repos_found(rule.name, len(pairs))
         limit = asyncio.Semaphore(REPO_CONCURRENCY)
         engine = ctx.engine(rule, result)
+        engine.hints = _carried_elsewhere(engine.source, found)
         async with asyncio.TaskGroup() as group:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
@@ -229,6 +230,16 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     result.duration_seconds = time.monotonic() - started
     ctx.events.rule_finished(result)
     return result
+
+
+def _carried_elsewhere(source: Backend, found: Discovered) -> Callable[[str], list[str]]:
+    """Where a blob a delta bundle left out was imported: the destination repositories of
+    the source repositories the bundle says carried it (its capability ``carriers``)."""
+    carriers: Callable[[str], list[str]] | None = getattr(source, "carriers", None)
+    if carriers is None:
+        return lambda digest: []
+    mapping = {pair.source: pair.destination for pair in found.pairs}
+    return lambda digest: [mapping[r] for r in carriers(digest) if r in mapping]
 
 
 async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
