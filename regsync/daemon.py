@@ -280,7 +280,8 @@ class Daemon:
         try:
             while not (self.stopping.is_set() or state.removed):
                 queue = self.events.queue(state.rule.name)
-                if queue.cycle_wanted:  # asked for: a delete, an overflow, the run endpoint
+                wanted = queue.cycle_delay()  # a delete, an overflow, the run endpoint
+                if wanted is not None and wanted <= 0:
                     await self._run_rule(state)
                     continue
                 if queue.items:
@@ -288,6 +289,8 @@ class Daemon:
                     continue
                 state.next_run = state.due(time.time())
                 delay = state.next_run - time.time()
+                if wanted is not None:
+                    delay = min(delay, wanted)
                 if delay > 0:
                     state.wake.clear()
                     try:

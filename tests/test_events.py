@@ -12,8 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.support import Blob, Image, Registry, RegistryFactory, free_port, push, write_config
-from tests.support.observe import Served, wait_for
+from tests.support import (
+    Blob,
+    Image,
+    Registry,
+    RegistryFactory,
+    free_port,
+    push,
+    run_regsync,
+    write_config,
+)
+from tests.support.cli import HasHost
+from tests.support.observe import HoldingProxy, Served, wait_for
 
 TOKEN = "events-token-0123456789abcdef"
 EVENTS_TYPE = "application/vnd.docker.distribution.events.v1+json"
@@ -179,3 +189,83 @@ def test_the_notification_endpoint_refuses_what_an_attacker_sends(
         assert TOKEN not in served.log() and TOKEN not in json.dumps(served.status())
         assert served.post("/v1/rules/ev/run")[0] == 404  # no API token: disabled
         assert served.stop() == 0, served.log()
+
+
+def test_a_delete_event_runs_a_cycle_that_prunes_and_a_push_while_down_is_caught_up(
+    tmp_path: Path, registry_factory: RegistryFactory, dest_registry: Registry
+) -> None:
+    """A source delete reaches a pruning rule as a full cycle; events missed while `serve`
+    was down are covered by the cycle it starts with."""
+    port = free_port()
+    src = notifying(registry_factory, port)
+    tags = {t: push(src, "team/app", t, image(t, layers=1)) for t in ("1", "2", "3", "4")}
+    rules = rule(src, dest_registry, "team/*", extra=", prune: true")
+    config = events_config(tmp_path, src, dest_registry, rules)
+    with Served(config, tmp_path, port=port) as served:
+        wait_for(served.ready, "the first cycle")
+        assert dest_registry.tags("mirror/team/app") == ["1", "2", "3", "4"]
+        src.delete_manifest("team/app", tags["4"].digest)
+        wait_for(lambda: dest_registry.tags("mirror/team/app") == ["1", "2", "3"], "the prune")
+        assert cycles(served) == 2  # the delete's cycle; the hourly one is far away
+        wait_for(lambda: events(served, src, "copied") >= 1, "the delete counted")
+        assert served.stop() == 0, served.log()
+    late = push(src, "team/app", "5", image("late", layers=1))  # nobody listens now
+    with Served(config, tmp_path, port=port) as served:
+        wait_for(served.ready, "the first cycle after the restart")
+        assert dest_registry.manifest_digest("mirror/team/app", "5") == late.digest
+        assert served.stop() == 0, served.log()
+
+
+def api_config(tmp_path: Path, src: HasHost, dst: Registry) -> Path:
+    rules = (
+        f'  - {{name: ev, source: "{src.host}/team/app", destination: "{dst.host}",'
+        " interval: 1h}\n"
+    )
+    text = (
+        f'version: 1\nregistries:\n  "{src.host}": {{tls: http}}\n  "{dst.host}": {{tls: http}}\n'
+    )
+    return write_config(tmp_path, text + "rules:\n" + rules)
+
+
+def test_the_run_endpoint_starts_a_cycle_refuses_a_second_and_needs_its_token(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """202 starts a cycle now; 409 while one runs; 401 without the token; 404 unknown rule."""
+    push(source_registry, "team/app", "1", image("held", layers=1, size=64 * 1024))
+    token_file = tmp_path / "api-token"
+    token_file.write_text("api-token-0123456789\n")
+    auth = {"Authorization": "Bearer api-token-0123456789"}
+    with HoldingProxy(source_registry.url) as proxy:
+        config = api_config(tmp_path, proxy, dest_registry)
+        with Served(config, tmp_path, "--api-token-file", str(token_file)) as served:
+            proxy.streaming.wait(30)  # the first cycle is mid-copy
+            assert served.post("/v1/rules/ev/run", b"", auth)[0] == 409
+            assert served.post("/v1/rules/ev/run")[0] == 401
+            assert served.post("/v1/rules/ev/run", b"", {"Authorization": "Bearer nope"})[0] == 401
+            assert served.post("/v1/rules/nope/run", b"", auth)[0] == 404
+            proxy.release()
+            wait_for(served.ready, "the first cycle")
+            second = push(source_registry, "team/app", "2", image("two", layers=1))
+            assert served.post("/v1/rules/ev/run", b"", auth)[0] == 202
+            wait_for(lambda: cycles(served) == 2, "the requested cycle")
+            assert dest_registry.manifest_digest("team/app", "2") == second.digest
+            assert "api-token-0123456789" not in served.log()
+            assert served.stop() == 0, served.log()
+
+
+def test_api_token_from_the_environment_and_bad_token_files_exit_2(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    config = api_config(tmp_path, source_registry, dest_registry)
+    env = {"REGSYNC_API_TOKEN": "env-token-0123456789"}
+    with Served(config, tmp_path, env=env) as served:
+        wait_for(served.ready, "the first cycle")
+        auth = {"Authorization": "bearer env-token-0123456789"}  # the scheme is case-insensitive
+        assert served.post("/v1/rules/ev/run", b"", auth)[0] == 202
+        assert served.stop() == 0, served.log()
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    for path, message in ((tmp_path / "missing", "No such file"), (empty, "is empty")):
+        proc = run_regsync("serve", "-c", str(config), "--api-token-file", str(path))
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
