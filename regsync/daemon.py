@@ -354,9 +354,9 @@ class Daemon:
                 queue.want_cycle(pending.registry, pending.events)
         if not taken:
             return
-        targets: dict[str, set[str]] = {}
-        for repo, tag in taken:
-            targets.setdefault(repo, set()).add(tag)
+        targets: dict[str, dict[str, str]] = {}
+        for (repo, tag), pending in taken.items():
+            targets.setdefault(repo, {})[tag] = pending.digest
         result = None
         try:
             run = await self._runner(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -58,7 +58,7 @@ class RunContext:
     guards: dict[str, DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
     index: BlobIndex | None = None  # holders seen by earlier runs (registry destinations)
-    targets: Mapping[str, Collection[str]] | None = None  # repo -> tags: an event-triggered run
+    targets: Mapping[str, Mapping[str, str]] | None = None  # repo -> tag -> digest (events)
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
         """The repositories this agent's shard handles (all of them unless sharded)."""
@@ -120,7 +120,7 @@ async def run(
     shard: Shard | None = None,
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
-    targets: Mapping[str, Collection[str]] | None = None,
+    targets: Mapping[str, Mapping[str, str]] | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
 
@@ -129,9 +129,9 @@ async def run(
     ones; the tags left out are reported as errors of their rule. `index` (the persistent
     content index) supplies mount sources from earlier runs and learns from this one.
 
-    `targets` (repository -> tags; what registry events named) narrows each rule to those
-    tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
-    go through the same executor as a full cycle's.
+    `targets` (repository -> tag -> the digest an event named, "" for none) narrows each
+    rule to those tags: no discovery, no listing (unless `tags.latest` needs one), no prune.
+    The plans then go through the same executor as a full cycle's.
     """
     async with open_run(config, observer=observer, retry=retry, timeouts=timeouts) as setup:
         ctx = RunContext(
