@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -87,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         "once", parents=[common, selecting], help="run every (or the named) rule once"
     )
     once.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
+    once.add_argument(
+        "--full",
+        action="store_true",
+        help="a full check now: HEAD every tag instead of trusting the digests recorded",
+    )
     once.add_argument(
         "--missing",
         action="store_true",
@@ -179,9 +185,26 @@ def _started() -> None:
     gc.enable()
 
 
+class _EarlyHangup:
+    """SIGHUP before the daemon's loop handles it: remembered, never fatal (`systemctl
+    reload` right after a start must not kill the process)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.seen = True
+
+
 def _main(argv: Sequence[str] | None) -> int:
+    hangup = _EarlyHangup()
+    serving = "serve" in (argv if argv is not None else sys.argv[1:])
+    if serving:
+        signal.signal(signal.SIGHUP, hangup)  # first thing: config loading takes a while
     parser = build_parser()
     args = parser.parse_args(argv)
+    if serving and args.command != "serve":
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     # The daemon logs its runs at info level by default; one-shot commands print a summary.
     verbosity = args.verbose + (1 if args.command == "serve" else 0)
     setup_logging(-1 if args.quiet else verbosity, args.log_format)
@@ -205,7 +228,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return _verify(args, config, rules)
     if args.command == "serve":
         _no_created_series()
-        return _serve(args, config, shard)
+        return _serve(args, config, shard, hangup)
     return _run(args, config, rules, shard)
 
 
@@ -218,10 +241,17 @@ def _no_created_series() -> None:
 
 def open_index(args: argparse.Namespace) -> BlobIndex | None:
     """The persistent content index for commands that copy (a hint: None works too)."""
-    from regsync.blobindex import BlobIndex, default_state_dir
+    from regsync.blobindex import BlobIndex
 
-    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(os.environ)
-    return BlobIndex.open(state_dir)
+    return BlobIndex.open(_state_dir(args))
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    """--state-dir, else $REGSYNC_STATE_DIR, else the XDG default."""
+    from regsync.blobindex import default_state_dir
+
+    given = getattr(args, "state_dir", None)
+    return Path(given) if given else default_state_dir(os.environ)
 
 
 def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
@@ -244,7 +274,7 @@ def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
+def _serve(args: argparse.Namespace, config: Config, shard: Shard, hangup: _EarlyHangup) -> int:
     from regsync import aio
     from regsync.daemon import serve  # only this command needs it
     from regsync.eventhttp import load_api_token
@@ -267,6 +297,7 @@ def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
                 args.grace_period,
                 shard,
                 index=index,
+                hangup_seen=lambda: hangup.seen,
                 api_token=token,
             )
         )
@@ -297,13 +328,12 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
     check = args.command == "check"
     metrics_file = getattr(args, "metrics_file", None)
     gateway = getattr(args, "pushgateway", None)
-    if metrics_file and not os.path.isdir(os.path.dirname(os.path.abspath(metrics_file))):
-        return _usage_error(args, f"--metrics-file {metrics_file}: directory does not exist")
     dry_run = getattr(args, "dry_run", False)
     # Metrics nobody exports would vanish with the process: only count when they go out.
     metrics = _run_metrics(rules, not dry_run, shard) if metrics_file or gateway else None
     observer: RequestObserver = metrics or NullObserver()
     index = None if check or dry_run else open_index(args)
+    state_dir = _state_dir(args)  # delta bundles' series: check and --dry-run plan against it
     with _progress(args) as display, _closing(index):
         sinks = [sink for sink in (metrics, display) if sink is not None]
         events: RunEvents = FanOut(*sinks) if len(sinks) > 1 else (sinks or [NoEvents()])[0]
@@ -319,6 +349,8 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
                     observer=observer,
                     shard=shard,
                     index=index,
+                    full=getattr(args, "full", False),
+                    state_dir=state_dir,
                 )
             )
         except ConfigError as exc:

@@ -126,6 +126,7 @@ class Daemon:
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()
+        self._reload_pending = False  # a SIGHUP came while starting
         self.events = EventDispatcher(self, metrics)
         for rule in config.rules:
             self._add(rule)
@@ -139,6 +140,8 @@ class Daemon:
             self._group = group
             for state in self.states.values():
                 self._spawn(state)
+            if self._reload_pending:
+                self.request_reload()
             await self.stopping.wait()
             log.info("stopping: waiting up to %gs for runs in progress", self.grace)
             self._stop_runs.set()
@@ -162,8 +165,11 @@ class Daemon:
 
     def request_reload(self) -> None:
         """SIGHUP: reload in a task of the daemon, so the signal handler returns at once."""
-        if self._group is None or self.stopping.is_set():
-            log.warning("reload ignored: the daemon is starting or stopping")
+        if self.stopping.is_set():
+            log.warning("reload ignored: the daemon is stopping")
+            return
+        if self._group is None:  # starting: `run` reloads as soon as it can
+            self._reload_pending = True
             return
         self._group.create_task(self.reload(), name="reload")
 
@@ -382,23 +388,33 @@ async def serve(
     grace: float,
     shard: Shard | None = None,
     index: BlobIndex | None = None,
+    hangup_seen: Callable[[], bool] = lambda: False,
     api_token: str | None = None,
 ) -> None:
     """Run the daemon and its HTTP endpoints until SIGTERM/SIGINT; OSError if `port` is taken.
 
     `index` (the persistent content index) is shared by every run of the daemon; `api_token`
-    enables ``POST /v1/rules/RULE/run``."""
+    enables ``POST /v1/rules/RULE/run``. `hangup_seen`: whether a SIGHUP came before the
+    loop's handlers were in place (the CLI catches it from its first moment); the daemon then
+    reloads once it runs."""
     metrics = Metrics(process=True, shard=shard)
     runner = functools.partial(run, index=index)
     daemon = Daemon(config_path, config, metrics, grace, shard or Shard(), runner=runner)
     app = make_app(daemon, metrics)
     add_routes(app, daemon.events, daemon, api_token)
-    web_runner = await start(app, host, port)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
     loop.add_signal_handler(signal.SIGTERM, daemon.stop)
     loop.add_signal_handler(signal.SIGINT, daemon.stop)
+    try:
+        web_runner = await start(app, host, port)
+    except BaseException:
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        raise
     log.info("serving on http://%s:%d (%d rules)", host, port, len(config.rules))
+    if hangup_seen():
+        daemon.request_reload()
     try:
         await daemon.run()
     finally:

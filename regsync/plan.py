@@ -33,6 +33,8 @@ class TagAction:
     artifact_of: str = ""  # for a referrer/signature tag: the image digest it belongs to
     via_api: bool = False  # referrers found through the source's referrers API
     shared: tuple[str, ...] = ()  # PRUNE: kept tags still needing dest_digest (delete by tag)
+    media_type: str = ""  # COPY/SKIP: the source manifest's media type (what the index records)
+    held: bool = False  # COPY: another tag of the destination repository has source_digest
     backup: str = ""  # COPY over another digest: first tag dest_digest as this (rule `backup`)
 
 
@@ -45,6 +47,7 @@ class RepoPlan:
     selected: tuple[str, ...] = ()  # source tags the filters kept
     refusals: tuple[str, ...] = ()  # why a safety rail stopped this repo's prune
     dest_empty: bool = False  # the destination repository listed no tags at all
+    source_missing: bool = False  # the source has no such repository (its tags/list is 404)
     skipped: tuple[str, ...] = ()  # listed tag names refused by the grammar, one line each
 
     def of(self, action: Action) -> list[TagAction]:

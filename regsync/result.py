@@ -32,6 +32,8 @@ class RuleResult:
     pruned: int = 0
     failed: int = 0
     interrupted: int = 0  # copies not started because the process is shutting down
+    undone: list[str] = field(default_factory=list)  # left undone by a registry's failure
+    reported: set[str] = field(default_factory=set)  # registries whose failure is in errors
     backups: int = 0  # backup tags made before overwriting a changed tag (rule `backup`)
     stats: CopyStats = field(default_factory=CopyStats)
     errors: list[str] = field(default_factory=list)
@@ -57,6 +59,11 @@ class RuleResult:
     def drift(self) -> int:
         """Tags a run would change (what `check` reports)."""
         return sum(p.drift for p in self.plans)
+
+    @property
+    def skipped_media_types(self) -> int:
+        """Tags the rule's media_types skipped."""
+        return sum(1 for p in self.plans for f in p.filtered if f.by == "media_types")
 
     @property
     def left_differing(self) -> int:

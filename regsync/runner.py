@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from regsync.backends import Backend
@@ -19,14 +20,16 @@ from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.blobindex import BlobIndex
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
-from regsync.discovery import Discovered, RepoPair, map_repositories
+from regsync.discovery import Discovered, RepoPair, empty_source, map_repositories
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
 from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
-from regsync.oci.ref import Listed
+from regsync.oci.ref import DOCKER_HUB, Kind, Listed, normalize_host
+from regsync.outages import Outages, WriteGate
 from regsync.plan import Action, RepoPlan, TagAction
+from regsync.recorded import TagBook
 from regsync.result import RuleResult, RunResult
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
@@ -58,6 +61,9 @@ class RunContext:
     guards: dict[str, DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
     index: BlobIndex | None = None  # holders seen by earlier runs (registry destinations)
+    full: bool = False  # once --full: trust no recorded digest, HEAD every tag
+    outages: Outages = field(default_factory=Outages)  # registries found unusable this run
+    gates: dict[str, WriteGate] = field(default_factory=dict)  # per destination backend
     targets: Mapping[str, Mapping[str, str]] | None = None  # repo -> tag -> digest (events)
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
@@ -91,6 +97,24 @@ class RunContext:
             on_transfer=self._transfer_hook(rule.name),
         )
 
+    def counts_pulls(self, rule: Rule) -> bool:
+        """Whether a source manifest GET costs more than a HEAD here: always when planning
+        only; on Docker Hub and registries with `rate_limit` (GETs are pulls), where a tag
+        the destination lacks is HEADed first so tags sharing a digest cost one pull."""
+        source = rule.source
+        if self.dry_run or self.plan_only:
+            return True
+        if source.kind is not Kind.REGISTRY:
+            return False
+        limited = self.config.registry(source.registry).rate_limit is not None
+        return limited or normalize_host(source.registry) == DOCKER_HUB
+
+    def book(self, rule: Rule) -> TagBook:
+        """The rule's view of the recorded tag digests (none for layouts: HEADs are local)."""
+        destination = self.setup.rule(rule).destination
+        index = None if destination.shares_blobs else self.index
+        return TagBook(index, rule.destination.registry, rule.full_check, self.full)
+
     def _ledger(self, rule: Rule, destination: Backend) -> BlobLedger:
         # A layout shares one blob store across its repositories: nothing to remember.
         index = None if destination.shares_blobs else self.index
@@ -120,20 +144,29 @@ async def run(
     shard: Shard | None = None,
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
+    full: bool = False,
     targets: Mapping[str, Mapping[str, str]] | None = None,
+    state_dir: Path | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
 
     Retry policy and timeouts default to the REGSYNC_RETRY_* / REGSYNC_*_TIMEOUT environment.
     Setting `stop` (a graceful shutdown) lets copies already started finish and starts no new
     ones; the tags left out are reported as errors of their rule. `index` (the persistent
-    content index) supplies mount sources from earlier runs and learns from this one.
+    content index) supplies mount sources from earlier runs and learns from this one, and
+    the digests recorded per destination tag; ``full`` trusts none of them (``once --full``).
 
     `targets` (repository -> tag -> the digest an event named, "" for none) narrows each
     rule to those tags: no discovery, no listing (unless `tags.latest` needs one), no prune.
     The plans then go through the same executor as a full cycle's.
+    `state_dir` (default: the index's) records delta bundles. Tar bundles written are packed
+    once every rule is done; one that cannot be written fails the rules writing it.
     """
-    async with open_run(config, observer=observer, retry=retry, timeouts=timeouts) as setup:
+    if state_dir is None and index is not None:
+        state_dir = index.state_dir
+    async with open_run(
+        config, observer=observer, retry=retry, timeouts=timeouts, state_dir=state_dir
+    ) as setup:
         ctx = RunContext(
             config=config,
             setup=setup,
@@ -146,6 +179,7 @@ async def run(
             shard=shard or Shard(),
             stop=stop or asyncio.Event(),
             index=None if dry_run or plan_only else index,
+            full=full,
             targets=targets,
         )
         async with asyncio.TaskGroup() as group:
@@ -153,9 +187,22 @@ async def run(
                 group.create_task(run_rule(ctx, rule), context=log_context(rule=rule.name))
                 for rule in rules
             ]
+        _bundles_failed(setup, [t.result() for t in tasks], rules, await setup.pool.finish())
     if ctx.index is not None:  # what is left after a crash is written by the owner's close()
         await ctx.index.flush_async()
     return RunResult([t.result() for t in tasks], dry_run=dry_run or plan_only)
+
+
+def _bundles_failed(
+    setup: RunSetup, results: list[RuleResult], rules: Sequence[Rule], failed: dict[str, str]
+) -> None:
+    """A bundle that could not be packed is an error of every rule that wrote into it."""
+    for rule, result in zip(rules, results, strict=True):
+        error = failed.get(setup.rule(rule).destination.name)
+        if error is not None:
+            result.rule_failed = True
+            result.errors.append(error)
+            log.error("rule %s: %s", rule.name, error)
 
 
 async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
@@ -176,9 +223,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
     except RegsyncError as exc:
-        result.rule_failed = True
-        result.errors.append(str(exc))
-        log.error("rule %s: %s", rule.name, exc)
+        ctx.outages.rule_failed(rule, result, exc)
     if result.interrupted:
         result.errors.append(f"shutting down: {result.interrupted} tags left for the next run")
     result.duration_seconds = time.monotonic() - started
@@ -207,20 +252,40 @@ async def sync_repo(
     policy = ctx.setup.rule(rule).policy
     if ctx.missing_only:
         policy = replace(policy, missing_only=True, prune=None)
+    book = ctx.book(rule)
     try:
+        ctx.outages.check(rule)
         source, dest = engine.source, engine.destination
+        recorded = await book.load(dest_repo, policy.immutable)
+        if ctx.targets is not None:  # some tags only: record what it sees, never a full check
+            recorded = replace(recorded, full=False)
         if ctx.targets is None:
-            plan = await survey(source, dest, repo, dest_repo, policy)
+            get_tag = None if ctx.counts_pulls(rule) else engine.get_tag_manifest
+            fetch = engine.get_manifest
+            plan = await survey(source, dest, repo, dest_repo, policy, fetch, recorded, get_tag)
         else:
-            plan = await survey_tags(source, dest, repo, dest_repo, policy, ctx.targets[repo])
+            targets = ctx.targets[repo]
+            plan = await survey_tags(
+                source, dest, repo, dest_repo, policy, targets, engine.get_manifest
+            )
     except Exception as exc:  # one bad repository never stops the others
-        result.errors.append(f"{repo}: {_describe(exc)}")
-        log.error("rule %s: %s: %s", rule.name, repo, _describe(exc), exc_info=_unexpected(exc))
+        ctx.outages.failed(rule, result, repo, exc)
         return
+    if plan.source_missing and not rule.source.is_glob:  # the one repository the rule names
+        try:
+            what = f"source repository {rule.source} does not exist"
+            empty_source(what, rule=rule.name, allowed=rule.allow_empty)
+        except RegsyncError as exc:
+            ctx.outages.rule_failed(rule, result, exc)
+            return
     result.plans.append(plan)
     _skipped(rule, result, plan.skipped, f"{repo}: ")
+    if media := [f for f in plan.filtered if f.by == "media_types"]:
+        shown = [f"{f.tag} ({f.detail})" for f in media]
+        result.notes.append(_listed(dest_repo, "skipped by media_types", shown))
     if differing := plan.of(Action.DIFFERS):
-        result.notes.append(_left_differing(dest_repo, differing))
+        what = "differ from the source, left as is (--missing)"
+        result.notes.append(_listed(dest_repo, what, [a.tag for a in differing]))
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
     ctx.events.repo_planned(rule.name, plan)
     result.up_to_date += len(plan.of(Action.SKIP))
@@ -229,19 +294,35 @@ async def sync_repo(
         ctx.events.tag_done(rule.name, "up_to_date")
     if ctx.dry_run or ctx.plan_only:
         return
+    for warning in book.planned(plan, recorded):
+        result.notes.append(warning)
+        log.warning("rule %s: %s", rule.name, warning)
     if plan.dest_empty and not engine.destination.shares_blobs:
         engine.fresh.add(dest_repo)  # shared blobs (a layout) may exist already: keep HEADs
+    await _copy_then_prune(ctx, rule, engine, plan, result, book)
+
+
+async def _copy_then_prune(
+    ctx: RunContext,
+    rule: Rule,
+    engine: CopyEngine,
+    plan: RepoPlan,
+    result: RuleResult,
+    book: TagBook,
+) -> None:
+    """The plan's copies, then its deletes: never after a failed copy (invariant 4: a failed
+    copy never turns into a smaller mirror), and none once shutting down."""
     failed = result.failed
     async with asyncio.TaskGroup() as group:
         for action in plan.of(Action.COPY):
             group.create_task(
-                _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result))
+                _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result, book))
             )
-    # Never shrink after a failed copy; start no deletes once shutting down.
     if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
         guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
         outcome = await prune_actions(engine.destination, plan, guard)
         result.record_prune(outcome)
+        book.pruned(plan.dest_repo, outcome.pruned)
         for _ in outcome.pruned:
             ctx.events.tag_done(rule.name, "pruned")
 
@@ -253,6 +334,7 @@ async def copy_one(
     plan: RepoPlan,
     action: TagAction,
     result: RuleResult,
+    book: TagBook,
 ) -> None:
     where = f"{plan.source_repo}:{action.tag} -> {plan.dest_repo}:{action.tag}"
     context = copy_context(
@@ -264,26 +346,28 @@ async def copy_one(
         result.interrupted += 1
         log.info("rule %s: not copying %s: shutting down", rule.name, where, extra=context)
         return
+    policy = ctx.setup.rule(rule).policy
+
+    async def copy() -> str:
+        ctx.outages.check(rule)  # e.g. found read-only while this copy waited its turn
+        if action.backup:  # a failed backup fails the tag: it is not overwritten
+            await backup_action(engine, plan, action)
+            result.backups += 1
+        return await copy_action(engine, policy.platforms, plan, action, policy.referrer_filter)
+
+    gate = ctx.gates.setdefault(engine.destination.name, WriteGate())
     try:
         with log_scope(**context):
-            if action.backup:  # a failed backup fails the tag: it is not overwritten
-                await backup_action(engine, plan, action)
-                result.backups += 1
-            digest = await copy_action(engine, ctx.setup.rule(rule).policy.platforms, plan, action)
+            digest = await gate.first(copy)
     except Exception as exc:  # one bad tag never stops the others
         result.failed += 1
-        result.errors.append(f"{plan.source_repo}:{action.tag}: {_describe(exc)}")
         ctx.events.tag_done(rule.name, "failed")
-        log.error(
-            "rule %s: copy %s failed: %s",
-            rule.name,
-            where,
-            _describe(exc),
-            extra=context,
-            exc_info=_unexpected(exc),
-        )
+        at = f"{plan.source_repo}:{action.tag}"
+        ctx.outages.failed(rule, result, at, exc, f"copy {where} failed", context)
         return
     result.copied += 1
+    if digest == action.source_digest:
+        book.copied(plan.dest_repo, action)
     result.placed.append((plan.source_repo, action.tag))
     ctx.events.tag_done(rule.name, "copied")
     log.info(
@@ -301,22 +385,11 @@ async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:
         return await work
 
 
-def _left_differing(repo: str, actions: Sequence[TagAction], shown: int = 5) -> str:
-    tags = ", ".join(a.tag for a in actions[:shown])
-    more = f" and {len(actions) - shown} more" if len(actions) > shown else ""
-    return (
-        f"{repo}: {len(actions)} tags differ from the source, left as is (--missing): {tags}{more}"
-    )
+def _listed(repo: str, what: str, items: Sequence[str], shown: int = 5) -> str:
+    """One note line naming up to ``shown`` of ``items``."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return f"{repo}: {len(items)} tags {what}: {', '.join(items[:shown])}{more}"
 
 
 def _ref(registry: str, repo: str, tag: str) -> str:
     return f"{registry}/{repo}:{tag}" if registry else f"{repo}:{tag}"
-
-
-def _unexpected(exc: Exception) -> bool:
-    """A bug rather than a registry or content problem: worth a traceback in the log."""
-    return not isinstance(exc, RegsyncError)
-
-
-def _describe(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, RegsyncError) else f"internal error: {exc!r}"

@@ -10,12 +10,15 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 from regsync.secrets import redact_data
 
 if TYPE_CHECKING:  # aiohttp.web is imported by the daemon only: `once` starts faster
     from aiohttp import web
+
+    from regsync.httpport import Listener
 
 DEFAULT_LISTEN = "127.0.0.1:9469"
 INDEX = """regsync
@@ -41,7 +44,12 @@ def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
-    host = host.strip("[]") or "0.0.0.0"
+    host = host.strip("[]")
+    if not host:  # never all interfaces by omission: the endpoints are unauthenticated
+        raise ValueError(
+            f"--listen {text!r}: name the host, e.g. 127.0.0.1:{port} (this machine only)"
+            f" or 0.0.0.0:{port} (every interface)"
+        )
     return host, int(port)
 
 
@@ -77,15 +85,10 @@ def make_app(daemon: StatusSource, metrics: MetricsSource) -> web.Application:
     return app
 
 
-async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Serve `app` on host:port; OSError when the address cannot be bound."""
-    from aiohttp import web
+async def start(app: web.Application, host: str, port: int) -> Listener:
+    """Serve `app` on host:port behind the port's deadlines and connection cap
+    (``regsync.httpport``); OSError when the address cannot be bound."""
+    from regsync.httpport import PortLimits, listen, raise_file_limit
 
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
+    limits = PortLimits.from_env(os.environ, raise_file_limit())
+    return await listen(app, host, port, limits)

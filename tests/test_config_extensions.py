@@ -105,3 +105,69 @@ def test_backup_placeholders_and_defaults() -> None:
     assert full is not None
     now = datetime(2026, 3, 4, tzinfo=UTC)
     assert full.name("v1", "sha256:" + "ab" * 32, now) == "v1.20260304.abababababab"
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("[]", "expected a list of 1 to 64 media types"),
+        ("application/vnd.oci.image.manifest.v1+json", "expected a list"),
+        ("[Application/JSON]", "invalid media type 'Application/JSON'"),
+        ("[application/vnd.oci.image.config.v1+json]", "lists no manifest media type"),
+        ("[1]", "invalid media type a number"),
+    ],
+)
+def test_media_types_are_checked_at_load(value: str, says: str) -> None:
+    message = config_error(rule(f"    media_types: {value}"))
+    assert "rules[0].media_types (sync.yaml:6):" in message and says in message, message
+
+
+@pytest.mark.parametrize(
+    ("value", "where", "says"),
+    [
+        ("{artifact_type: [a/b]}", "rules[0].referrers.artifact_type", "did you mean"),
+        ("{artifact_types: [Not A Type]}", "rules[0].referrers.artifact_types[0]", "invalid"),
+        ("{annotations: [a]}", "rules[0].referrers.annotations", "expected a mapping"),
+        ("{annotations: {k: [v]}}", "rules[0].referrers.annotations.k", "expected a string"),
+        ("3", "rules[0].referrers", "expected true, false or a mapping"),
+    ],
+)
+def test_referrer_filters_are_checked_at_load(value: str, where: str, says: str) -> None:
+    message = config_error(rule(f"    referrers: {value}"))
+    assert f"{where} (sync.yaml:6):" in message and says in message, message
+
+
+def test_referrers_mapping_enables_them_with_a_filter_true_without() -> None:
+    text = "    referrers: {artifact_types: [application/spdx+json], annotations: {x-k: v}}"
+    (only,) = parse_config(rule(text), env={}).rules
+    assert only.referrers and only.referrer_filter is not None
+    assert only.referrer_filter.artifact_types == {"application/spdx+json"}
+    assert dict(only.referrer_filter.annotations) == {"x-k": "v"}  # an x- name is data here
+    (plain,) = parse_config(rule("    referrers: true"), env={}).rules
+    assert plain.referrers and plain.referrer_filter is None
+    (off,) = parse_config(
+        rule("    referrers: {enabled: false, annotations: {k: v}}"), env={}
+    ).rules
+    assert not off.referrers and off.referrer_filter is None
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("hostname: https://real.test", "is not a registry host"),
+        ("hostname: real.test/path", "is not a registry host"),
+        ("path_prefix: ../up", "invalid path_prefix '../up'"),
+        ("path_prefix: Up", "invalid path_prefix 'Up'"),
+        ("path_prefix: /", "invalid path_prefix '/'"),
+    ],
+)
+def test_hostname_and_path_prefix_are_checked_at_load(setting: str, says: str) -> None:
+    key = setting.split(":")[0]
+    message = config_error(registry(f"    {setting}"))
+    assert f"registries.registry.local:5000.{key} (sync.yaml:4):" in message, message
+    assert says in message, message
+
+
+def test_path_prefix_slashes_are_trimmed() -> None:
+    config = parse_config(registry("    path_prefix: /cache/hub/"), env={})
+    assert config.registry("registry.local:5000").path_prefix == "cache/hub"

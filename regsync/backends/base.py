@@ -1,7 +1,8 @@
 """The seam between the copy engine and where content lives (a registry, an OCI layout).
 
-Every backend (``RegistryClient``, ``FallbackBackend``, ``Layout``, ``MemoryBackend``) keeps the
-contract below; ``tests/test_backend_conformance.py`` runs one suite against each of them.
+Every backend (``RegistryClient``, ``FallbackBackend``, ``Layout``, ``Tarball``,
+``MemoryBackend``) keeps the contract below; ``tests/test_backend_conformance.py`` runs one
+suite against each of them.
 
 Words used throughout:
 
@@ -48,7 +49,8 @@ class Backend(Protocol):
     async def tags(self, repo: str) -> Listed:
         """Every tag of ``repo``; an unknown or empty repository has none (no error).
 
-        Tags off the grammar come back in ``rejected``, never in ``names``.
+        Tags off the grammar come back in ``rejected``, never in ``names``; ``missing`` says
+        the repository does not exist (a registry's 404, a layout without it).
         """
         ...
 

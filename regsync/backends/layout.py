@@ -109,7 +109,8 @@ class Layout:
     async def tags(self, repo: str) -> Listed:
         """A repository's tags; entries of it naming an invalid tag are ``rejected``."""
         tags = tuple(sorted(self._index().get(repo, ())))
-        return Listed(tags, tuple(self._refused.get(repo, ())))
+        refused = tuple(self._refused.get(repo, ()))
+        return Listed(tags, refused, missing=not tags and not refused)
 
     # -- manifests ------------------------------------------------------------------------
 

@@ -58,7 +58,9 @@ class MemoryBackend:
 
     async def tags(self, repo: str) -> Listed:
         self.calls.append(("tags", repo, ""))
-        return Listed.tags(sorted(self.repos[repo].tags) if repo in self.repos else [])
+        if repo not in self.repos:
+            return Listed((), missing=True)
+        return Listed.tags(sorted(self.repos[repo].tags))
 
     # -- manifests ------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from regsync.errors import (
     AuthError,
     InvalidNameError,
     RegistryError,
+    RegsyncError,
     TransportError,
     UnreachableError,
 )
@@ -46,6 +47,7 @@ USER_AGENT = f"regsync/{__version__}"
 # A path regsync requests: plain characters only, so nothing in it is decoded or normalised
 # into another path on the way (no "%2e%2e", no "?" or "#", no "." or ".." segment below).
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._:/-]*")
+_UNPREFIXED = ("/v2/", "/v2/_catalog")  # the only API paths that name no repository
 
 
 class Transport:
@@ -67,6 +69,7 @@ class Transport:
         pull_floor: int | None = None,
         user_agent: str | None = None,
         requests_per_second: float | None = None,
+        path_prefix: str = "",
     ) -> None:
         self.session = session
         self.user_agent = user_agent or USER_AGENT
@@ -85,6 +88,9 @@ class Transport:
         )
         self._limit = asyncio.Semaphore(max_concurrency)
         self.throttle = Throttle(requests_per_second)
+        # registries.HOST.path_prefix: the server keeps every repository under this path
+        # (a mirror serving an upstream below a path); applied here to paths and scopes only.
+        self.path_prefix = path_prefix
         self.pulls = PullGate(registry, pull_floor, self.observer)
         self.health = Health(registry)
         # The session does not read the environment per request (trust_env costs two thread
@@ -99,6 +105,8 @@ class Transport:
         Never a join: a join resolves "." and ".." segments, and a name holding them would
         pick another path. A path that is not plain is refused, whatever produced it.
         """
+        if self.path_prefix and path.startswith("/v2/") and path not in _UNPREFIXED:
+            path = f"/v2/{self.path_prefix}/{path[4:]}"
         segments = path.split("/")
         if (
             not _PLAIN_PATH.fullmatch(path)
@@ -153,10 +161,32 @@ class Transport:
                                 self.registry, f"{method} {url.path}", deadline or 0
                             ) from None
         except UnreachableError as exc:
-            # Unreachable through every retry: fail the registry's other requests fast.
-            self.health.mark_down(exc)
-            raise
+            if exc.down:
+                raise
+            raise self.gave_up(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def repository(self, name: str) -> str:
+        """The repository's name at the server (with the path prefix, if any)."""
+        return f"{self.path_prefix}/{name}" if self.path_prefix else name
+
+    def _scoped(self, scopes: tuple[str, ...]) -> tuple[str, ...]:
+        """Token scopes name repositories as the server does (with the path prefix)."""
+        if not self.path_prefix:
+            return scopes
+        out = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            out.append(
+                f"repository:{self.repository(name)}:{actions}" if kind == "repository" else scope
+            )
+        return tuple(out)
+
+    def gave_up(self, exc: UnreachableError) -> UnreachableError:
+        """Unreachable through a request's or a stream's whole retry budget: the registry is
+        down for the rest of the run (its other requests fail fast); the error to raise."""
+        return exc if exc.down else self.health.mark_down(exc)
 
     def paced(self, chunks: AsyncIterable[bytes], what: str) -> AsyncIterator[bytes]:
         """A streamed body, failing (retryably) when it averages under the minimum rate."""
@@ -195,6 +225,7 @@ class Transport:
         # aiohttp would use it as Basic credentials, or refuse to combine it with ours.
         url = url.with_user(None) if url.raw_user or url.raw_password else url
         own = self.same_origin(url)
+        scopes = self._scoped(scopes)
         for _ in range(3):
             sent_headers = await self._headers(headers, scopes, own=own)
             if not throttled:
@@ -249,6 +280,10 @@ class Transport:
                     auto_decompress=False,
                 )
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            if (cause := _body_error(exc)) is not None:
+                # The streamed body failed (its source broke): not this registry's failure,
+                # so not charged to it; the source's error goes up as it is.
+                raise cause from None
             # ValueError: aiohttp refusing a redirect whose URL carries userinfo.
             self.observer.request_done(self.registry, method, "error", _since(started))
             if (error := connect_error(self.registry, exc)) is not None:
@@ -290,11 +325,12 @@ class Transport:
         A registry that answered ``GET /v2/`` without asking for credentials is not asked
         again before every upload (that was one extra request per blob).
         """
+        held = self._scoped(scopes)  # as the token cache holds them
         async with self._probe:  # concurrent first uploads share one probe
-            if self._open_access or await self.auth.header(scopes) is not None:
+            if self._open_access or await self.auth.header(held) is not None:
                 return
             await self.request("GET", self.url("/v2/"), scopes=scopes, ok=(200,))
-            self._open_access = await self.auth.header(scopes) is None
+            self._open_access = await self.auth.header(held) is None
 
     def _proxy_for(self, url: URL) -> EnvProxy:
         """``proxy``/``proxy_auth`` for ``url`` from HTTP(S)_PROXY/NO_PROXY, once per origin."""
@@ -389,6 +425,17 @@ def _realm_url(realm: str, registry: str) -> URL:
 def _origin(url: URL) -> tuple[str, str, int | None]:
     # Not URL.origin(): it tells http://h from http://h:80, which are one origin.
     return (url.scheme.lower(), (url.host or "").lower(), url.port)
+
+
+def _body_error(exc: BaseException) -> RegsyncError | None:
+    """The regsync error a streamed request body raised (aiohttp wraps it), if that is what
+    ended the request: aiohttp itself never raises one."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, RegsyncError):
+            return seen
+    return None
 
 
 def _since(started: float) -> float:
