@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # aiohttp.web is imported by the daemon only: `once` starts f
     from aiohttp import web
 
 DEFAULT_LISTEN = "127.0.0.1:9469"
+LISTEN_ENV = "REGSYNC_LISTEN"  # `serve` without --listen, and the image's HEALTHCHECK
 INDEX = """regsync
   /metrics  Prometheus metrics
   /healthz  liveness
@@ -40,7 +41,9 @@ def parse_listen(text: str) -> tuple[str, int]:
     """HOST:PORT (IPv6 as [::1]:PORT) -> (host, port); ValueError with a fit message."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+        raise ValueError(
+            f"--listen (or ${LISTEN_ENV}) {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}"
+        )
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
 
