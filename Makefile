@@ -17,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps test lint typecheck pytest demo bench soak clean deploy-sync \
+.PHONY: venv system-deps test lint typecheck pytest demo bench soak clean deploy-sync mutate \
 	image image-deps image-test lock
 
 venv: $(STAMP)
@@ -101,6 +101,13 @@ lock: venv
 soak: venv system-deps
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
+# Not part of `make test`: mutation testing of the safety rails (mutation.toml), module by
+# module under `nice`; `make mutate MODULE=tagdelete` runs one. Exits 1 under the target.
+MODULE ?=
+mutate: venv
+	$(BIN)/python -m pip install --quiet -e '.[test,mutate]'
+	$(BIN)/python scripts/mutate.py $(MODULE)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info .demo
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info .demo .mutate
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

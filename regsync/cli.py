@@ -1,4 +1,4 @@
-"""Command line: `regsync once | check | verify | serve | validate`.
+"""Command line: `regsync once | check | verify | serve | validate | copy | ls | digest | delete`.
 
 Exit codes (the README's table): 0 in sync / success, 1 some tag failed (or drift, for check),
 2 bad configuration or usage.
@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from regsync import __version__
+from regsync import commands as one_line
 from regsync.logs import LOG_FORMATS, setup_logging
 from regsync.secrets import redact, redact_data
 from regsync.server import DEFAULT_LISTEN, LISTEN_ENV
@@ -66,28 +68,36 @@ def _usage_error(args: argparse.Namespace, message: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="regsync", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"regsync {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    common_config = argparse.ArgumentParser(add_help=False)
+    common_config.add_argument(
         "-c",
         "--config",
         default=os.environ.get("REGSYNC_CONFIG", "sync.yaml"),
         help="config file (default: $REGSYNC_CONFIG, else ./sync.yaml)",
-    )
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    common.add_argument("-q", "--quiet", action="store_true", help="errors only")
-    common.add_argument(
-        "--log-format", choices=LOG_FORMATS, default="text", help="log lines: text or json"
     )
     selecting = argparse.ArgumentParser(add_help=False)
     selecting.add_argument(
         "--rule", action="append", default=[], metavar="NAME", help="only this rule (repeatable)"
     )
     selecting.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    logging_options = argparse.ArgumentParser(add_help=False)
+    _logging_options(logging_options)
+    common = argparse.ArgumentParser(add_help=False, parents=[common_config, logging_options])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     once = commands.add_parser(
         "once", parents=[common, selecting], help="run every (or the named) rule once"
     )
     once.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
+    once.add_argument(
+        "--full",
+        action="store_true",
+        help="a full check now: HEAD every tag instead of trusting the digests recorded",
+    )
+    once.add_argument(
+        "--missing",
+        action="store_true",
+        help="copy only tags the destination lacks; leave differing tags (reported), no prune",
+    )
     once.add_argument(
         "--verify",
         action="store_true",
@@ -136,10 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long runs in progress may finish their copies (default 30)",
     )
     serve.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
+    serve.add_argument(
+        "--api-token-file",
+        metavar="FILE",
+        help="bearer token for POST /v1/rules/RULE/run (default: $REGSYNC_API_TOKEN; "
+        "neither: the endpoint is disabled)",
+    )
     for stateful in (once, serve):
         stateful.add_argument("--state-dir", metavar="DIR", help=STATE_HELP)
     commands.add_parser("validate", parents=[common], help="load and check the config only")
+    one_line.add_parsers(commands, logging_options)
     return parser
+
+
+def _logging_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="log lines: text or json"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,12 +185,31 @@ def _started() -> None:
     gc.enable()
 
 
+class _EarlyHangup:
+    """SIGHUP before the daemon's loop handles it: remembered, never fatal (`systemctl
+    reload` right after a start must not kill the process)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.seen = True
+
+
 def _main(argv: Sequence[str] | None) -> int:
+    hangup = _EarlyHangup()
+    serving = "serve" in (argv if argv is not None else sys.argv[1:])
+    if serving:
+        signal.signal(signal.SIGHUP, hangup)  # first thing: config loading takes a while
     parser = build_parser()
     args = parser.parse_args(argv)
+    if serving and args.command != "serve":
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     # The daemon logs its runs at info level by default; one-shot commands print a summary.
     verbosity = args.verbose + (1 if args.command == "serve" else 0)
     setup_logging(-1 if args.quiet else verbosity, args.log_format)
+    if args.command in one_line.ONE_LINE:
+        return one_line.main(args, _copy)
     from regsync import shard as shards
     from regsync.config import load_config
     from regsync.errors import ConfigError
@@ -184,7 +228,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return _verify(args, config, rules)
     if args.command == "serve":
         _no_created_series()
-        return _serve(args, config, shard)
+        return _serve(args, config, shard, hangup)
     return _run(args, config, rules, shard)
 
 
@@ -197,10 +241,17 @@ def _no_created_series() -> None:
 
 def open_index(args: argparse.Namespace) -> BlobIndex | None:
     """The persistent content index for commands that copy (a hint: None works too)."""
-    from regsync.blobindex import BlobIndex, default_state_dir
+    from regsync.blobindex import BlobIndex
 
-    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(os.environ)
-    return BlobIndex.open(state_dir)
+    return BlobIndex.open(_state_dir(args))
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    """--state-dir, else $REGSYNC_STATE_DIR, else the XDG default."""
+    from regsync.blobindex import default_state_dir
+
+    given = getattr(args, "state_dir", None)
+    return Path(given) if given else default_state_dir(os.environ)
 
 
 def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
@@ -223,19 +274,33 @@ def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
+def _serve(args: argparse.Namespace, config: Config, shard: Shard, hangup: _EarlyHangup) -> int:
     from regsync import aio
     from regsync.daemon import serve  # only this command needs it
+    from regsync.eventhttp import load_api_token
     from regsync.server import parse_listen
 
     _started()
     try:
         host, port = parse_listen(args.listen)
+        token = load_api_token(args.api_token_file, os.environ)
     except ValueError as exc:
         return _usage_error(args, str(exc))
     index = open_index(args)
     try:
-        aio.run(serve(args.config, config, host, port, args.grace_period, shard, index=index))
+        aio.run(
+            serve(
+                args.config,
+                config,
+                host,
+                port,
+                args.grace_period,
+                shard,
+                index=index,
+                hangup_seen=lambda: hangup.seen,
+                api_token=token,
+            )
+        )
     except OSError as exc:
         _print(f"regsync: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -243,6 +308,13 @@ def _serve(args: argparse.Namespace, config: Config, shard: Shard) -> int:
         if index is not None:
             index.close()
     return EXIT_OK
+
+
+def _copy(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
+    """`regsync copy`: its one in-memory rule, run exactly as `once` runs a config's."""
+    from regsync.shard import Shard
+
+    return _run(args, config, rules, Shard())
 
 
 def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Shard) -> int:
@@ -256,13 +328,12 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
     check = args.command == "check"
     metrics_file = getattr(args, "metrics_file", None)
     gateway = getattr(args, "pushgateway", None)
-    if metrics_file and not os.path.isdir(os.path.dirname(os.path.abspath(metrics_file))):
-        return _usage_error(args, f"--metrics-file {metrics_file}: directory does not exist")
     dry_run = getattr(args, "dry_run", False)
     # Metrics nobody exports would vanish with the process: only count when they go out.
     metrics = _run_metrics(rules, not dry_run, shard) if metrics_file or gateway else None
     observer: RequestObserver = metrics or NullObserver()
     index = None if check or dry_run else open_index(args)
+    state_dir = _state_dir(args)  # delta bundles' series: check and --dry-run plan against it
     with _progress(args) as display, _closing(index):
         sinks = [sink for sink in (metrics, display) if sink is not None]
         events: RunEvents = FanOut(*sinks) if len(sinks) > 1 else (sinks or [NoEvents()])[0]
@@ -273,10 +344,13 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
                     rules,
                     dry_run=dry_run,
                     plan_only=check,
+                    missing_only=getattr(args, "missing", False),
                     events=events,
                     observer=observer,
                     shard=shard,
                     index=index,
+                    full=getattr(args, "full", False),
+                    state_dir=state_dir,
                 )
             )
         except ConfigError as exc:
@@ -376,7 +450,7 @@ def _closing(index: BlobIndex | None) -> Iterator[None]:
 
 def _progress(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
     """A live display for `once` on a terminal; plain logs otherwise."""
-    if args.command != "once" or args.quiet or args.log_format != "text":
+    if args.command not in ("once", "copy") or args.quiet or args.log_format != "text":
         return contextlib.nullcontext()
     if not sys.stderr.isatty():
         return contextlib.nullcontext()

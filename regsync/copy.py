@@ -11,6 +11,13 @@ the persistent content index (``regsync.blobindex``) names repositories an earli
 holding a blob: a repository lacking it mounts it from one of them before any byte is
 downloaded; a holder that refuses the mount is forgotten and the blob uploaded as usual.
 
+Reuse is proven first (invariant 10): a blob is mounted, or taken as already present at the
+destination, only once the source repository being copied has shown it holds that blob (it
+served it in this run, or answered a HEAD with the same digest and size, or the layout holds
+the file); a child manifest already at the destination, once the source answered a HEAD for
+it. The ledger and the content index choose where to mount from, never whether the source
+owns the content: a source naming a digest it lacks gets that blob read from it, and fails.
+
 Manifest GETs are single-flight per (source repository, digest) and an image's content is placed
 once per destination repository: tags sharing a digest cost one source GET between them.
 """
@@ -158,6 +165,8 @@ class CopyEngine:
     _cached_bytes: int = 0
     _placed: set[tuple[str, str, str]] = field(default_factory=set)
     _flights: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
+    # (source repo, digest, size) -> whether that repository showed it holds the blob.
+    _proofs: dict[tuple[str, str, int], bool] = field(default_factory=dict)
 
     async def get_manifest(self, repo: str, digest: str) -> Manifest:
         """The source manifest `digest`, fetched once per run however many tags share it."""
@@ -169,17 +178,45 @@ class CopyEngine:
                 return cached
             self.stats.source_manifest_gets += 1
             manifest = await self.source.manifest_get(repo, digest)
-            # Only a success is remembered (a failure retries), and only up to a byte budget:
-            # past it a manifest is fetched again when another tag needs it, never held.
-            if self._cached_bytes + len(manifest.raw) <= MANIFEST_CACHE_BYTES:
-                self._cached_bytes += len(manifest.raw)
-                self._manifests[key] = manifest
+            self._remember(key, manifest)
             return manifest
+
+    async def get_tag_manifest(self, repo: str, tag: str) -> Manifest:
+        """The source manifest ``tag`` points at, by one GET: how a copying run plans a tag the
+        destination lacks (no HEAD first); the copy then finds it with ``get_manifest``."""
+        self.stats.source_manifest_gets += 1
+        manifest = await self.source.manifest_get(repo, tag)
+        self._remember((repo, manifest.digest), manifest)
+        return manifest
+
+    def _remember(self, key: tuple[str, str], manifest: Manifest) -> None:
+        # Only a success is remembered (a failure retries), and only up to a byte budget:
+        # past it a manifest is fetched again when another tag needs it, never held.
+        if key not in self._manifests and (
+            self._cached_bytes + len(manifest.raw) <= MANIFEST_CACHE_BYTES
+        ):
+            self._cached_bytes += len(manifest.raw)
+            self._manifests[key] = manifest
 
     async def copy_tag(self, src_repo: str, dst_repo: str, tag: str, digest: str) -> Manifest:
         """Copy the image `digest` and point `dst_repo:tag` at it. Returns the source manifest."""
         manifest = await self.get_manifest(src_repo, digest)
         await self.place_content(src_repo, dst_repo, manifest)
+        await self.push_manifest(dst_repo, tag, manifest)
+        return manifest
+
+    async def retag(self, src_repo: str, dst_repo: str, tag: str, digest: str) -> Manifest:
+        """Point ``dst_repo:tag`` at ``digest``, which another tag of ``dst_repo`` has (its
+        content is in place: a manifest is pushed only after it). The bytes come from the
+        destination, verified against ``digest``: no source pull. Copies from the source if
+        the destination no longer has it."""
+        manifest = self._manifests.get((src_repo, digest))
+        if manifest is None:
+            try:
+                manifest = await self.destination.manifest_get(dst_repo, digest)
+            except RegsyncError as exc:
+                log.debug("%s@%s not readable at the destination: %s", dst_repo, digest, exc)
+                return await self.copy_tag(src_repo, dst_repo, tag, digest)
         await self.push_manifest(dst_repo, tag, manifest)
         return manifest
 
@@ -233,6 +270,7 @@ class CopyEngine:
             self.trust_children
             and dst_repo not in self.fresh
             and await self.destination.manifest_head(dst_repo, desc.digest)
+            and await self.manifest_proven(src_repo, desc.digest)
         ):
             return  # pushed only after its own content, so it is complete
         async with self._flight_lock(key):
@@ -243,6 +281,18 @@ class CopyEngine:
             await self.push_manifest(dst_repo, child.digest, child)
             self._placed.add(key)
 
+    async def manifest_proven(self, src_repo: str, digest: str) -> bool:
+        """Whether the source repository shows the manifest ``digest`` (a HEAD, or a GET this
+        run made): only then may a copy of it already at the destination stand in for it."""
+        if (src_repo, digest) in self._manifests:
+            return True
+        try:
+            found = await self.source.manifest_head(src_repo, digest)
+        except RegsyncError as exc:
+            log.debug("source HEAD of %s@%s failed: %s", src_repo, digest, exc)
+            return False
+        return found is not None and found.digest == digest
+
     async def copy_blob(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:
         async with self.ledger.lock(desc.digest):
             outcome = await self._place_blob(src_repo, dst_repo, desc)
@@ -252,15 +302,15 @@ class CopyEngine:
         await self.ledger.flush()
 
     async def _place_blob(self, src_repo: str, dst_repo: str, desc: Descriptor) -> str:
-        """Make the blob present in `dst_repo` the cheapest way; returns how."""
-        if self.ledger.holds(desc.digest, dst_repo):
-            return "present"
-        if dst_repo not in self.fresh and await self.destination.blob_head(dst_repo, desc.digest):
-            return "present"
-        other = self.ledger.elsewhere(desc.digest, dst_repo)
-        if other is not None and await self._mount(dst_repo, desc.digest, other):
-            return "mounted"
-        if await self._mount_known(dst_repo, desc.digest):
+        """Make the blob present in `dst_repo` the cheapest way the source's proof allows;
+        returns how. Without proof it is read from the source, which fails if it lacks it."""
+        present = self.ledger.holds(desc.digest, dst_repo) or (
+            dst_repo not in self.fresh and await self.destination.blob_head(dst_repo, desc.digest)
+        )
+        if present:
+            if await self._proven(src_repo, desc):
+                return "present"
+        elif await self._mount_proven(src_repo, dst_repo, desc):
             return "mounted"
         async with self.transfers:
             self.on_transfer(dst_repo, desc, True)
@@ -268,14 +318,38 @@ class CopyEngine:
                 await self._transfer(src_repo, dst_repo, desc)
             finally:
                 self.on_transfer(dst_repo, desc, False)
+        self._proofs[(src_repo, desc.digest, desc.size)] = True  # the source served it
         return "copied"
 
-    async def _mount_known(self, dst_repo: str, digest: str) -> bool:
-        """Mount from a holder an earlier run saw; one that fails is forgotten."""
-        for holder in await self.ledger.known_holders(digest, dst_repo):
-            if await self._mount(dst_repo, digest, holder):
+    async def _proven(self, src_repo: str, desc: Descriptor) -> bool:
+        """Whether the source repository being copied showed it holds ``desc`` (asked once)."""
+        key = (src_repo, desc.digest, desc.size)
+        if key not in self._proofs:
+            try:
+                self._proofs[key] = await self.source.blob_check(src_repo, desc)
+            except RegsyncError as exc:
+                log.debug("source HEAD of %s@%s failed: %s", src_repo, desc.digest, exc)
+                return False  # not remembered: the read that follows tries the source again
+        return self._proofs[key]
+
+    async def _mount_proven(self, src_repo: str, dst_repo: str, desc: Descriptor) -> bool:
+        """Mount from a repository this run filled, else from one an earlier run saw holding
+        the blob (one that fails is forgotten); the source proves it owns the blob first,
+        and only when there is somewhere to mount from."""
+        other = self.ledger.elsewhere(desc.digest, dst_repo)
+        if (
+            other is not None
+            and await self._proven(src_repo, desc)
+            and await self._mount(dst_repo, desc.digest, other)
+        ):
+            return True
+        holders = await self.ledger.known_holders(desc.digest, dst_repo)
+        if not holders or not await self._proven(src_repo, desc):
+            return False
+        for holder in holders:
+            if await self._mount(dst_repo, desc.digest, holder):
                 return True
-            self.ledger.forget(digest, holder)
+            self.ledger.forget(desc.digest, holder)
         return False
 
     async def _mount(self, dst_repo: str, digest: str, from_repo: str) -> bool:

@@ -26,6 +26,7 @@ from regsync import __version__
 from regsync.blobindex import BlobIndex
 from regsync.config import Config, Rule, load_config
 from regsync.errors import ConfigError
+from regsync.eventhttp import add_routes
 from regsync.logs import log_context
 from regsync.metrics import Metrics, iso_time
 from regsync.result import RuleResult, RunResult
@@ -34,6 +35,7 @@ from regsync.schedule import Timing, jitter
 from regsync.server import make_app, start
 from regsync.shard import Shard
 from regsync.summary import rule_json
+from regsync.triggers import EventDispatcher, EventRunEvents, needs_discovery
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +126,11 @@ class Daemon:
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()
+        self._reload_pending = False  # a SIGHUP came while starting
+        self.events = EventDispatcher(self, metrics)
         for rule in config.rules:
             self._add(rule)
+        self.events.configured()
 
     # -- control ---------------------------------------------------------------------------
 
@@ -135,6 +140,8 @@ class Daemon:
             self._group = group
             for state in self.states.values():
                 self._spawn(state)
+            if self._reload_pending:
+                self.request_reload()
             await self.stopping.wait()
             log.info("stopping: waiting up to %gs for runs in progress", self.grace)
             self._stop_runs.set()
@@ -158,8 +165,11 @@ class Daemon:
 
     def request_reload(self) -> None:
         """SIGHUP: reload in a task of the daemon, so the signal handler returns at once."""
-        if self._group is None or self.stopping.is_set():
-            log.warning("reload ignored: the daemon is starting or stopping")
+        if self.stopping.is_set():
+            log.warning("reload ignored: the daemon is stopping")
+            return
+        if self._group is None:  # starting: `run` reloads as soon as it can
+            self._reload_pending = True
             return
         self._group.create_task(self.reload(), name="reload")
 
@@ -200,7 +210,28 @@ class Daemon:
                 state.rule = rule
                 self.metrics.rule_configured(rule.name, state.timing.period(time.time()))
                 state.wake.set()  # its timing may have changed
+        self.events.configured()
         log.info("reloaded %s: %d rules", self.config_path, len(config.rules))
+
+    # -- events (the HTTP handlers call these; no I/O) ------------------------------------------
+
+    def wake(self, rule: str) -> None:
+        state = self.states.get(rule)
+        if state is not None:
+            state.wake.set()
+
+    def accepting(self) -> bool:
+        return not self.stopping.is_set()
+
+    def start_cycle(self, rule: str) -> str:
+        """``POST /v1/rules/RULE/run``: "started", "running" or "unknown"."""
+        state = self.states.get(rule)
+        if state is None:
+            return "unknown"
+        if state.running_since is not None:
+            return "running"
+        self.events.run_requested(rule)
+        return "started"
 
     # -- status ----------------------------------------------------------------------------
 
@@ -220,9 +251,20 @@ class Daemon:
                 "loaded_at": iso_time(self.loaded_at),
                 "reload_error": self.reload_error,
             },
-            "rules": [s.to_json() for s in self.states.values()],
-            "registries": self.metrics.registry_status(),
+            "rules": [
+                {**s.to_json(), "events": self.events.rule_status(n)}
+                for n, s in self.states.items()
+            ],
+            "registries": self._registries(),
         }
+
+    def _registries(self) -> list[dict[str, Any]]:
+        """Each registry's health and, for those that send events, their counts."""
+        events = self.events.status()
+        listed = {str(r["name"]): dict(r) for r in self.metrics.registry_status()}
+        for host, counts in events.items():
+            listed.setdefault(host, {"name": host})["events"] = counts
+        return [listed[name] for name in sorted(listed)]
 
     # -- the loops -------------------------------------------------------------------------
 
@@ -243,6 +285,13 @@ class Daemon:
     async def _loop(self, state: RuleState) -> None:
         try:
             while not (self.stopping.is_set() or state.removed):
+                queue = self.events.queue(state.rule.name)
+                if queue.cycle_wanted:  # asked for: a delete, an overflow, the run endpoint
+                    await self._run_rule(state)
+                    continue
+                if queue.items:
+                    await self._run_targets(state)
+                    continue
                 state.next_run = state.due(time.time())
                 delay = state.next_run - time.time()
                 if delay > 0:
@@ -259,6 +308,7 @@ class Daemon:
 
     async def _run_rule(self, state: RuleState) -> None:
         rule = state.rule
+        waiting = self.events.queue(rule.name).take_cycle()  # events this cycle covers
         started = state.last_started = state.running_since = time.time()
         log.info("rule %s: run started", rule.name, extra={"rule": rule.name})
         try:
@@ -281,6 +331,7 @@ class Daemon:
         finally:
             state.running_since = None
         state.record(outcome, started)
+        self.events.settle_cycle(waiting, outcome)
         log.log(
             logging.INFO if outcome.result == "success" else logging.WARNING,
             "rule %s: %s in %.1fs: %d copied, %d up to date, %d failed",
@@ -293,6 +344,38 @@ class Daemon:
             extra={"rule": rule.name, "result": outcome.result},
         )
 
+    async def _run_targets(self, state: RuleState) -> None:
+        """Copy the tags events named, through the runner (the executor every cycle uses)."""
+        rule = state.rule
+        queue = self.events.queue(rule.name)
+        taken = queue.take()
+        if needs_discovery(rule):  # only repositories the last cycle mapped one-to-one
+            last = state.last_result
+            known = {p.source_repo for p in last.plans} if last is not None else set()
+            for key in [k for k in taken if k[0] not in known]:
+                pending = taken.pop(key)
+                queue.want_cycle(pending.registry, pending.events)
+        if not taken:
+            return
+        targets: dict[str, set[str]] = {}
+        for repo, tag in taken:
+            targets.setdefault(repo, set()).add(tag)
+        result = None
+        try:
+            run = await self._runner(
+                self.config,
+                [rule],
+                events=EventRunEvents(self.metrics),
+                observer=self.metrics,
+                stop=self._stop_runs,
+                shard=self.shard,
+                targets=targets,
+            )
+            result = run.rules[0]
+        except Exception:  # a bug must not end the daemon; the next cycle catches up
+            log.exception("rule %s: event-triggered copy crashed", rule.name)
+        self.events.settle(rule.name, taken, result)
+
 
 async def serve(
     config_path: str,
@@ -302,19 +385,33 @@ async def serve(
     grace: float,
     shard: Shard | None = None,
     index: BlobIndex | None = None,
+    hangup_seen: Callable[[], bool] = lambda: False,
+    api_token: str | None = None,
 ) -> None:
     """Run the daemon and its HTTP endpoints until SIGTERM/SIGINT; OSError if `port` is taken.
 
-    `index` (the persistent content index) is shared by every run of the daemon."""
+    `index` (the persistent content index) is shared by every run of the daemon; `api_token`
+    enables ``POST /v1/rules/RULE/run``. `hangup_seen`: whether a SIGHUP came before the
+    loop's handlers were in place (the CLI catches it from its first moment); the daemon then
+    reloads once it runs."""
     metrics = Metrics(process=True, shard=shard)
     runner = functools.partial(run, index=index)
     daemon = Daemon(config_path, config, metrics, grace, shard or Shard(), runner=runner)
-    web_runner = await start(make_app(daemon, metrics), host, port)
+    app = make_app(daemon, metrics)
+    add_routes(app, daemon.events, daemon, api_token)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
     loop.add_signal_handler(signal.SIGTERM, daemon.stop)
     loop.add_signal_handler(signal.SIGINT, daemon.stop)
+    try:
+        web_runner = await start(app, host, port)
+    except BaseException:
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        raise
     log.info("serving on http://%s:%d (%d rules)", host, port, len(config.rules))
+    if hangup_seen():
+        daemon.request_reload()
     try:
         await daemon.run()
     finally:

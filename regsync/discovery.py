@@ -9,12 +9,14 @@ with prune each one's plan would delete the other's tags.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from regsync.backends.pool import RepositoryLister
-from regsync.errors import InvalidNameError, MappingError
+from regsync.errors import EmptySourceError, InvalidNameError, MappingError
 from regsync.oci.ref import DestinationSpec, Listed, SourceSpec
 
+log = logging.getLogger(__name__)
 SHOWN_SOURCES = 4  # colliding source repositories named in the error line, per destination
 
 
@@ -45,6 +47,20 @@ async def discover(lister: RepositoryLister, spec: SourceSpec) -> Listed:
     listed = await lister.repositories(spec.prefix)
     repos = sorted(r for r in listed.names if r.startswith(prefix) and spec.matches(r))
     return Listed(tuple(repos), tuple(sorted(r for r in listed.rejected if r.startswith(prefix))))
+
+
+def empty_source(what: str, *, rule: str, allowed: bool) -> None:
+    """A source that matched nothing: EmptySourceError, or (``allow_empty: true``) a warning.
+
+    A run that copied nothing because its source is empty (a typo in a glob, a repository
+    that is gone) must not report success: the operator would never hear of it.
+    """
+    if not allowed:
+        raise EmptySourceError(
+            f"{what}; nothing was synced (set allow_empty: true on the rule if it may be "
+            "empty on purpose)"
+        )
+    log.warning("rule %s: %s (allow_empty: true)", rule, what)
 
 
 def map_repositories(dest: DestinationSpec, found: Listed) -> Discovered:

@@ -7,6 +7,7 @@ RegsyncError
  │    │    └── CredentialsError  the registry refused the credentials (every request fails)
  │    ├── NotFoundError     404: *_UNKNOWN codes
  │    ├── UnsupportedError  405 UNSUPPORTED (e.g. deletes disabled)
+ │    │    └── ReadOnlyError  a destination refuses uploads (read-only, maintenance mode)
  │    └── RateLimitedError  429 TOOMANYREQUESTS
  ├── TransportError         connection refused/reset, timeout, TLS failure
  │    ├── UnreachableError  could not connect (refused, DNS, connect timeout); down registries
@@ -14,6 +15,7 @@ RegsyncError
  ├── IntegrityError         bytes do not match their digest or size
  ├── LayoutError            an OCI layout directory cannot be read or written
  ├── MappingError           a rule maps two source repositories to one destination (exit 1)
+ ├── EmptySourceError       a rule's source matches no repository, or lacks the one it names
  ├── ManifestError          oversized, malformed, schema1, unknown media type
  └── InvalidNameError       a repository, tag or digest off the distribution grammar
 """
@@ -64,6 +66,10 @@ class UnsupportedError(RegistryError):
     """The registry does not support the operation (405 UNSUPPORTED)."""
 
 
+class ReadOnlyError(UnsupportedError):
+    """A destination refuses uploads as such (405 to starting one): read-only or maintenance."""
+
+
 class RateLimitedError(RegistryError):
     """429: the registry asks us to slow down."""
 
@@ -86,6 +92,10 @@ class LayoutError(RegsyncError):
 
 class MappingError(RegsyncError):
     """A rule's source -> destination mapping is not one-to-one: the rule is refused whole."""
+
+
+class EmptySourceError(RegsyncError):
+    """A rule's glob matches no repository, or its named repository does not exist."""
 
 
 class ManifestError(RegsyncError):

@@ -11,6 +11,7 @@ by digest, when it holds any wanted platform; dropped when it holds none. Referr
 tags merge with what the destination lists; signature tags copy like images.
 
 PRUNE actions delete by digest when nothing kept needs it, else tag by tag (``tag_delete``).
+Either way a tag counts as pruned only once a HEAD of it finds nothing.
 """
 
 from __future__ import annotations
@@ -27,24 +28,32 @@ from regsync.errors import ManifestError, RegsyncError, UnsupportedError
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import is_fallback_tag
 from regsync.oci.manifest import Descriptor, Manifest
+from regsync.oci.ref import is_tag, shown
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.platforms import PlatformFilter, filter_index, subset_index
+from regsync.referrerfilter import ReferrerMatch
 from regsync.result import PruneOutcome
 
 log = logging.getLogger(__name__)
 
 
 async def copy_action(
-    engine: CopyEngine, platforms: PlatformFilter | None, plan: RepoPlan, action: TagAction
+    engine: CopyEngine,
+    platforms: PlatformFilter | None,
+    plan: RepoPlan,
+    action: TagAction,
+    keep: ReferrerMatch | None = None,
 ) -> str:
-    """Copy one tag; returns the digest the destination tag now points at."""
+    """Copy one tag; returns the digest the destination tag now points at. ``keep``: the
+    rule's referrer filter (None: every referrer an index lists is copied)."""
     assert action.source_digest is not None
     src, dst = plan.source_repo, plan.dest_repo
     if action.artifact_of and is_fallback_tag(action.tag):
-        await copy_referrers(engine, plan, action)
+        await copy_referrers(engine, plan, action, keep)
         return action.source_digest
     if platforms is None or action.artifact_of:
-        manifest = await engine.copy_tag(src, dst, action.tag, action.source_digest)
+        copy = engine.retag if action.held else engine.copy_tag
+        manifest = await copy(src, dst, action.tag, action.source_digest)
         return manifest.digest
     source = await engine.get_manifest(src, action.source_digest)
     if not source.is_index:
@@ -58,11 +67,32 @@ async def copy_action(
     return target.digest
 
 
-async def copy_referrers(engine: CopyEngine, plan: RepoPlan, action: TagAction) -> None:
-    """Copy a fallback tag (merging with the destination's) or API-listed referrers."""
+async def backup_action(engine: CopyEngine, plan: RepoPlan, action: TagAction) -> None:
+    """Tag the destination's current image as ``action.backup`` before the copy overwrites it:
+    a PUT of its exact manifest bytes, fetched by the planned digest (no blob is copied)."""
+    assert action.dest_digest is not None
+    if not is_tag(action.backup):
+        raise ManifestError(
+            f"backup tag {shown(action.backup)} is not a valid tag (over 128 characters?); "
+            f"{action.tag} is left as it is"
+        )
+    current = await engine.destination.manifest_get(plan.dest_repo, action.dest_digest)
+    await engine.push_manifest(plan.dest_repo, action.backup, current)
+    log.info(
+        "backed up %s:%s as %s (%s)", plan.dest_repo, action.tag, action.backup, current.digest
+    )
+
+
+async def copy_referrers(
+    engine: CopyEngine, plan: RepoPlan, action: TagAction, keep: ReferrerMatch | None = None
+) -> None:
+    """Copy a fallback tag (merging with the destination's) or API-listed referrers; with a
+    filter, only the referrers it keeps (the fallback index then lists only those, and
+    records the source index it was made from, so the next run sees it is up to date)."""
     src, dst = plan.source_repo, plan.dest_repo
     if action.via_api:
         found = await engine.source.referrers(src, action.artifact_of) or []
+        found = keep.keep(found) if keep is not None else found
         for desc in found:
             await copy_by_digest(engine, src, dst, desc.digest)
         if await engine.destination.referrers(dst, action.artifact_of) is None:
@@ -71,6 +101,11 @@ async def copy_referrers(engine: CopyEngine, plan: RepoPlan, action: TagAction) 
     assert action.source_digest is not None
     index = await engine.get_manifest(src, action.source_digest)
     current = await _current(engine.destination, dst, action.tag)
+    if keep is not None:
+        wanted = keep.keep(list(index.children))
+        await engine.copy_content(src, dst, dataclasses.replace(index, children=tuple(wanted)))
+        await _merge_fallback(engine, dst, action.tag, wanted, index.digest, current)
+        return
     source_digests = {c.digest for c in index.children}
     if current is None or {c.digest for c in current.children} <= source_digests:
         await engine.copy_content(src, dst, index)  # exact source bytes, digest preserved
@@ -81,8 +116,10 @@ async def copy_referrers(engine: CopyEngine, plan: RepoPlan, action: TagAction) 
 
 
 async def copy_by_digest(engine: CopyEngine, src: str, dst: str, digest: str) -> None:
-    if await engine.destination.manifest_head(dst, digest) is not None:
-        return
+    if await engine.destination.manifest_head(
+        dst, digest
+    ) is not None and await engine.manifest_proven(src, digest):
+        return  # already there, and the source shows it too (invariant 10)
     manifest = await engine.get_manifest(src, digest)
     await engine.copy_content(src, dst, manifest)
     await engine.push_manifest(dst, digest, manifest)
@@ -168,6 +205,8 @@ async def prune_actions(dest: Backend, plan: RepoPlan, guard: DeleteGuard) -> Pr
     """Delete the plan's PRUNE tags: by digest when nothing kept needs it, else by tag."""
     out = PruneOutcome()
     # Digests this run's copies point tags at: a delete by digest would take those along.
+    # (A backup keeps the digest of a tag the copy overwrites; that tag was listed on it, so
+    # the plan has it among a pruned tag's `shared` holders and deletes by tag.)
     copied = {a.source_digest for a in plan.actions if a.action is not Action.PRUNE}
     by_digest: dict[str, list[TagAction]] = {}
     for action in plan.of(Action.PRUNE):
@@ -180,10 +219,7 @@ async def prune_actions(dest: Backend, plan: RepoPlan, guard: DeleteGuard) -> Pr
                 await _delete_tags(dest, plan.dest_repo, actions, out)
             else:
                 await dest.manifest_delete(plan.dest_repo, digest)
-                out.pruned.extend(a.tag for a in actions)
-                log.info(
-                    "pruned %s:%s (%s)", plan.dest_repo, ",".join(a.tag for a in actions), digest
-                )
+                await _confirm_gone(dest, plan.dest_repo, digest, actions, out)
         except UnsupportedError:
             guard.refused = True
         except RegsyncError as exc:
@@ -191,6 +227,22 @@ async def prune_actions(dest: Backend, plan: RepoPlan, guard: DeleteGuard) -> Pr
     if (message := guard.refusal()) is not None:
         out.errors.append(message)
     return out
+
+
+async def _confirm_gone(
+    dest: Backend, repo: str, digest: str, actions: Sequence[TagAction], out: PruneOutcome
+) -> None:
+    """A tag counts as pruned once a HEAD finds nothing: a 202 alone proves nothing (a store
+    may answer it and keep the tag)."""
+    for action in actions:
+        left = await dest.manifest_head(repo, action.tag)
+        if left is not None:
+            out.errors.append(
+                f"{repo}:{action.tag}: prune: still tagged ({left.digest}) after deleting {digest}"
+            )
+        else:
+            out.pruned.append(action.tag)
+            log.info("pruned %s:%s (%s)", repo, action.tag, digest)
 
 
 async def _delete_tags(

@@ -42,6 +42,8 @@ RUN_RESULTS = ("success", "partial", "failed")
 TAG_OUTCOMES = ("copied", "up_to_date", "pruned", "failed")
 BLOB_OUTCOMES = ("copied", "mounted", "present")
 SYNC_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, float("inf"))
+EVENT_OUTCOMES = ("copied", "ignored", "refused", "failed", "overflow")
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, float("inf"))
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf"))
 
 
@@ -71,6 +73,9 @@ OUT_OF_SYNC = Family(
     ("rule",),
 )
 BLOBS = Family("regsync_blobs", "Blobs by outcome.", ("rule", "outcome"))
+BACKUPS = Family(
+    "regsync_backups", "Backup tags made before a changed tag was overwritten.", ("rule",)
+)
 BYTES_COPIED = Family("regsync_bytes_copied", "Blob bytes sent to destinations.", ("rule",))
 REQUESTS = Family(
     "regsync_registry_requests",
@@ -118,6 +123,18 @@ LAST_RESULT = Family(
     "regsync_last_run_result",
     "1 for the result of the rule's last run, 0 for the other results.",
     ("rule", "result"),
+)
+EVENTS = Family(
+    "regsync_events",
+    "Registry events (notifications, webhooks) by registry and outcome: copied (the tag is in"
+    " place), ignored, refused, failed, overflow (a full cycle instead).",
+    ("registry", "outcome"),
+)
+REPLICATION_LAG = Family(
+    "regsync_replication_lag_seconds",
+    "From a push event's timestamp to the destination tag in place.",
+    ("rule",),
+    LAG_BUCKETS,
 )
 RUNNING = Family("regsync_sync_running", "1 while a run of the rule is in progress.", ("rule",))
 # Which share of the catalogue this agent handles (--shard INDEX/COUNT; 0/1 = all).
@@ -173,6 +190,7 @@ class Metrics(NoEvents):
         self.tags = self._counter(TAGS)
         self.out_of_sync = self._gauge(OUT_OF_SYNC)
         self.blobs = self._counter(BLOBS)
+        self.backups = self._counter(BACKUPS)
         self.bytes = self._counter(BYTES_COPIED)
         self.requests = self._counter(REQUESTS)
         self.request_duration = self._histogram(REQUEST_DURATION)
@@ -184,6 +202,8 @@ class Metrics(NoEvents):
         self.interval = self._gauge(RULE_INTERVAL)
         self.last_result = self._gauge(LAST_RESULT)
         self.running = self._gauge(RUNNING)
+        self.events = self._counter(EVENTS)
+        self.lag = self._histogram(REPLICATION_LAG)
         self.shard = self._gauge(SHARD_INFO)
         shard = shard or Shard()
         self.shard.labels(str(shard.index), str(shard.count)).set(1)
@@ -211,6 +231,7 @@ class Metrics(NoEvents):
         for outcome in BLOB_OUTCOMES:
             self.blobs.labels(rule, outcome)
         self.bytes.labels(rule)
+        self.backups.labels(rule)
         self.running.labels(rule)  # 0 when new; a reload must not reset a run in progress
 
     def rule_removed(self, rule: str) -> None:
@@ -218,7 +239,9 @@ class Metrics(NoEvents):
         for metric in (self.interval, self.last_success, self.out_of_sync, self.running):
             _remove(metric, (rule,))
         _remove(self.duration, (rule,))
+        _remove(self.lag, (rule,))
         _remove(self.bytes, (rule,))
+        _remove(self.backups, (rule,))
         for result in RUN_RESULTS:
             _remove(self.runs, (rule, result))
             _remove(self.last_result, (rule, result))
@@ -226,6 +249,17 @@ class Metrics(NoEvents):
             _remove(self.tags, (rule, outcome))
         for outcome in BLOB_OUTCOMES:
             _remove(self.blobs, (rule, outcome))
+
+    def events_configured(self, registry: str) -> None:
+        """Declare a registry that may send events: every outcome series at 0."""
+        for outcome in EVENT_OUTCOMES:
+            self.events.labels(registry, outcome)
+
+    def event_counted(self, registry: str, outcome: str, count: int = 1) -> None:
+        self.events.labels(registry, outcome).inc(count)
+
+    def lag_observed(self, rule: str, seconds: float) -> None:
+        self.lag.labels(rule).observe(seconds)
 
     # -- RunEvents -------------------------------------------------------------------------
 
@@ -239,6 +273,7 @@ class Metrics(NoEvents):
         for name in RUN_RESULTS:
             self.last_result.labels(rule, name).set(1 if name == result.result else 0)
         self.duration.labels(rule).observe(result.duration_seconds)
+        self.backups.labels(rule).inc(result.backups)
         if result.result == "success" and self.record_success:
             self.last_success.labels(rule).set(time.time())
         if result.plans or not result.rule_failed:
@@ -279,11 +314,16 @@ class Metrics(NoEvents):
 
     def registry_paused(self, registry: str, until: float | None) -> None:
         """A rate-limit pause of `registry` until unix time `until` (None: pause over)."""
+        state = self._state(registry)
         self.paused_until.labels(registry).set(until or 0)
-        self._state(registry).paused_until = until
+        state.paused_until = until
 
     def _state(self, registry: str) -> RegistryState:
-        return self.registries.setdefault(registry, RegistryState())
+        state = self.registries.get(registry)
+        if state is None:
+            state = self.registries[registry] = RegistryState()
+            self.paused_until.labels(registry).set(0)  # 0: not paused (never absent)
+        return state
 
     # -- output ----------------------------------------------------------------------------
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
+from regsync.backup import BackupTemplate
 from regsync.tagpolicy import Filtered
 
 
@@ -17,6 +19,7 @@ class Action(enum.Enum):
     COPY = "copy"  # destination lacks the tag or points elsewhere
     SKIP = "up_to_date"  # destination already has the source digest
     PRUNE = "prune"  # destination tag in scope that the source no longer has
+    DIFFERS = "differs"  # `once --missing`: destination has another digest, left as is
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,9 @@ class TagAction:
     artifact_of: str = ""  # for a referrer/signature tag: the image digest it belongs to
     via_api: bool = False  # referrers found through the source's referrers API
     shared: tuple[str, ...] = ()  # PRUNE: kept tags still needing dest_digest (delete by tag)
+    media_type: str = ""  # COPY/SKIP: the source manifest's media type (what the index records)
+    held: bool = False  # COPY: another tag of the destination repository has source_digest
+    backup: str = ""  # COPY over another digest: first tag dest_digest as this (rule `backup`)
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,16 @@ class RepoPlan:
     selected: tuple[str, ...] = ()  # source tags the filters kept
     refusals: tuple[str, ...] = ()  # why a safety rail stopped this repo's prune
     dest_empty: bool = False  # the destination repository listed no tags at all
+    source_missing: bool = False  # the source has no such repository (its tags/list is 404)
     skipped: tuple[str, ...] = ()  # listed tag names refused by the grammar, one line each
 
     def of(self, action: Action) -> list[TagAction]:
         return [a for a in self.actions if a.action is action]
+
+    @property
+    def drift(self) -> int:
+        """Tags this plan would change, or (DIFFERS) leaves differing on purpose."""
+        return sum(1 for a in self.actions if a.action is not Action.SKIP)
 
     @property
     def in_sync(self) -> bool:
@@ -103,3 +115,28 @@ def _subset_action(
     else:
         reason = f"platforms changed from {origin.platforms}"
     return TagAction(tag, Action.COPY, digest, current, reason, artifact_of=owner)
+
+
+def only_missing(actions: tuple[TagAction, ...]) -> tuple[TagAction, ...]:
+    """``once --missing``: copy only tags the destination lacks; a tag it holds with another
+    digest becomes DIFFERS (reported as drift, never overwritten)."""
+    return tuple(
+        replace(a, action=Action.DIFFERS, reason=f"{a.reason}; left as is (--missing)", backup="")
+        if a.action is Action.COPY and a.dest_digest is not None
+        else a
+        for a in actions
+    )
+
+
+def with_backups(
+    actions: tuple[TagAction, ...], template: BackupTemplate | None, now: datetime | None = None
+) -> tuple[TagAction, ...]:
+    """COPY actions that overwrite another digest name the backup tag they first make."""
+    if template is None:
+        return actions
+    return tuple(
+        replace(a, backup=template.name(a.tag, a.dest_digest, now))
+        if a.action is Action.COPY and a.dest_digest is not None and not a.artifact_of
+        else a
+        for a in actions
+    )

@@ -114,7 +114,7 @@ class ProgressDisplay(NoEvents):
 
     def repo_planned(self, rule: str, plan: RepoPlan) -> None:
         line = self._line(rule)
-        line.planned += len(plan.actions) - len(plan.of(Action.SKIP))
+        line.planned += len(plan.of(Action.COPY)) + len(plan.of(Action.PRUNE))
         self._refresh(line)
 
     def tag_done(self, rule: str, outcome: str) -> None:

@@ -100,7 +100,7 @@ def plan_prune(
         )
     doomed = set(images)
     if referrers_follow:
-        doomed |= _orphaned_artifacts(listing, managed, wanted, doomed)
+        doomed |= _orphaned_artifacts(listing, managed, wanted)
     actions = [
         _action(t, listing, wanted, doomed, "not selected from the source any more")
         for t in sorted(doomed)
@@ -109,7 +109,7 @@ def plan_prune(
 
 
 def _orphaned_artifacts(
-    listing: Listing, managed: Sequence[str], wanted: Collection[str], doomed: set[str]
+    listing: Listing, managed: Sequence[str], wanted: Collection[str]
 ) -> set[str]:
     """Signature/referrer tags of managed images that the source no longer has for them."""
     digests = listing.dest_digests

@@ -28,6 +28,7 @@ from regsync.oci.artifacts import artifact_subject, artifact_tags, is_fallback_t
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.platforms import SOURCE_DIGEST
+from regsync.referrerfilter import ReferrerMatch
 
 
 async def plan_api(
@@ -36,8 +37,10 @@ async def plan_api(
     plan: RepoPlan,
     source_heads: Mapping[str, Descriptor],
     dest_tags: set[str],
+    keep: ReferrerMatch | None = None,
 ) -> RepoPlan:
-    """Add an action per image whose referrers only the source's referrers API lists.
+    """Add an action per image whose referrers only the source's referrers API lists (those
+    ``keep`` matches, when the rule filters referrers).
 
     One probe per repository: a source without the API costs a single 404.
     """
@@ -51,6 +54,7 @@ async def plan_api(
         found = await source.referrers(plan.source_repo, digest)
         if found is None:
             return plan  # no referrers API at the source: the fallback tags cover it
+        found = keep.keep(found) if keep is not None else found
         if found:
             fallback = artifact_tags(digest)[0]
             done = await _dest_has(dest, plan.dest_repo, digest, found, fallback in dest_tags)

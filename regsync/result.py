@@ -32,10 +32,14 @@ class RuleResult:
     pruned: int = 0
     failed: int = 0
     interrupted: int = 0  # copies not started because the process is shutting down
+    undone: list[str] = field(default_factory=list)  # left undone by a registry's failure
+    reported: set[str] = field(default_factory=set)  # registries whose failure is in errors
+    backups: int = 0  # backup tags made before overwriting a changed tag (rule `backup`)
     stats: CopyStats = field(default_factory=CopyStats)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth reading, not failures
     plans: list[RepoPlan] = field(default_factory=list)
+    placed: list[tuple[str, str]] = field(default_factory=list)  # (source repo, tag) in sync
     duration_seconds: float = 0.0
     rule_failed: bool = False  # the rule could not run at all (e.g. listing failed)
 
@@ -54,7 +58,17 @@ class RuleResult:
     @property
     def drift(self) -> int:
         """Tags a run would change (what `check` reports)."""
-        return sum(len(p.of(Action.COPY)) + len(p.of(Action.PRUNE)) for p in self.plans)
+        return sum(p.drift for p in self.plans)
+
+    @property
+    def skipped_media_types(self) -> int:
+        """Tags the rule's media_types skipped."""
+        return sum(1 for p in self.plans for f in p.filtered if f.by == "media_types")
+
+    @property
+    def left_differing(self) -> int:
+        """Tags `once --missing` left as they are although their destination digest differs."""
+        return sum(len(p.of(Action.DIFFERS)) for p in self.plans)
 
     @property
     def platform_subsets(self) -> int:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from regsync.backends import Backend
@@ -19,17 +20,20 @@ from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.blobindex import BlobIndex
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
-from regsync.discovery import RepoPair
+from regsync.discovery import Discovered, RepoPair, empty_source, map_repositories
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents
-from regsync.execute import DeleteGuard, copy_action, prune_actions
+from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
+from regsync.oci.ref import DOCKER_HUB, Kind, Listed, normalize_host
+from regsync.outages import Outages, WriteGate
 from regsync.plan import Action, RepoPlan, TagAction
+from regsync.recorded import TagBook
 from regsync.result import RuleResult, RunResult
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
-from regsync.survey import survey
+from regsync.survey import survey, survey_tags
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,6 +51,7 @@ class RunContext:
     events: RunEvents
     dry_run: bool = False
     plan_only: bool = False
+    missing_only: bool = False  # `once --missing`
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     observer: RequestObserver = field(default_factory=NullObserver)
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: start no more copies
@@ -56,6 +61,10 @@ class RunContext:
     guards: dict[str, DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
     index: BlobIndex | None = None  # holders seen by earlier runs (registry destinations)
+    full: bool = False  # once --full: trust no recorded digest, HEAD every tag
+    outages: Outages = field(default_factory=Outages)  # registries found unusable this run
+    gates: dict[str, WriteGate] = field(default_factory=dict)  # per destination backend
+    targets: Mapping[str, Collection[str]] | None = None  # repo -> tags: an event-triggered run
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
         """The repositories this agent's shard handles (all of them unless sharded)."""
@@ -88,6 +97,24 @@ class RunContext:
             on_transfer=self._transfer_hook(rule.name),
         )
 
+    def counts_pulls(self, rule: Rule) -> bool:
+        """Whether a source manifest GET costs more than a HEAD here: always when planning
+        only; on Docker Hub and registries with `rate_limit` (GETs are pulls), where a tag
+        the destination lacks is HEADed first so tags sharing a digest cost one pull."""
+        source = rule.source
+        if self.dry_run or self.plan_only:
+            return True
+        if source.kind is not Kind.REGISTRY:
+            return False
+        limited = self.config.registry(source.registry).rate_limit is not None
+        return limited or normalize_host(source.registry) == DOCKER_HUB
+
+    def book(self, rule: Rule) -> TagBook:
+        """The rule's view of the recorded tag digests (none for layouts: HEADs are local)."""
+        destination = self.setup.rule(rule).destination
+        index = None if destination.shares_blobs else self.index
+        return TagBook(index, rule.destination.registry, rule.full_check, self.full)
+
     def _ledger(self, rule: Rule, destination: Backend) -> BlobLedger:
         # A layout shares one blob store across its repositories: nothing to remember.
         index = None if destination.shares_blobs else self.index
@@ -109,6 +136,7 @@ async def run(
     *,
     dry_run: bool = False,
     plan_only: bool = False,
+    missing_only: bool = False,
     events: RunEvents | None = None,
     observer: RequestObserver | None = None,
     retry: RetryPolicy | None = None,
@@ -116,35 +144,65 @@ async def run(
     shard: Shard | None = None,
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
+    full: bool = False,
+    targets: Mapping[str, Collection[str]] | None = None,
+    state_dir: Path | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
 
     Retry policy and timeouts default to the REGSYNC_RETRY_* / REGSYNC_*_TIMEOUT environment.
     Setting `stop` (a graceful shutdown) lets copies already started finish and starts no new
     ones; the tags left out are reported as errors of their rule. `index` (the persistent
-    content index) supplies mount sources from earlier runs and learns from this one.
+    content index) supplies mount sources from earlier runs and learns from this one, and
+    the digests recorded per destination tag; ``full`` trusts none of them (``once --full``).
+
+    `targets` (repository -> tags; what registry events named) narrows each rule to those
+    tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
+    go through the same executor as a full cycle's.
+    `state_dir` (default: the index's) records delta bundles. Tar bundles written are packed
+    once every rule is done; one that cannot be written fails the rules writing it.
     """
-    async with open_run(config, observer=observer, retry=retry, timeouts=timeouts) as setup:
+    if state_dir is None and index is not None:
+        state_dir = index.state_dir
+    async with open_run(
+        config, observer=observer, retry=retry, timeouts=timeouts, state_dir=state_dir
+    ) as setup:
         ctx = RunContext(
             config=config,
             setup=setup,
             events=events or NoEvents(),
             dry_run=dry_run,
             plan_only=plan_only,
+            missing_only=missing_only,
             retry=setup.retry,
             observer=observer or NullObserver(),
             shard=shard or Shard(),
             stop=stop or asyncio.Event(),
             index=None if dry_run or plan_only else index,
+            full=full,
+            targets=targets,
         )
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(run_rule(ctx, rule), context=log_context(rule=rule.name))
                 for rule in rules
             ]
+        _bundles_failed(setup, [t.result() for t in tasks], rules, await setup.pool.finish())
     if ctx.index is not None:  # what is left after a crash is written by the owner's close()
         await ctx.index.flush_async()
     return RunResult([t.result() for t in tasks], dry_run=dry_run or plan_only)
+
+
+def _bundles_failed(
+    setup: RunSetup, results: list[RuleResult], rules: Sequence[Rule], failed: dict[str, str]
+) -> None:
+    """A bundle that could not be packed is an error of every rule that wrote into it."""
+    for rule, result in zip(rules, results, strict=True):
+        error = failed.get(setup.rule(rule).destination.name)
+        if error is not None:
+            result.rule_failed = True
+            result.errors.append(error)
+            log.error("rule %s: %s", rule.name, error)
 
 
 async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
@@ -152,7 +210,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     ctx.events.rule_started(rule.name)
     started = time.monotonic()
     try:
-        found = await ctx.setup.repositories(ctx.setup.rule(rule))
+        found = await _repositories(ctx, rule)
         mine = [why for name, why in found.skipped if ctx.shard.owns(rule.name, name)]
         _skipped(rule, result, mine)
         owned = set(ctx.owned(rule, [pair.source for pair in found.pairs]))
@@ -165,14 +223,19 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
     except RegsyncError as exc:
-        result.rule_failed = True
-        result.errors.append(str(exc))
-        log.error("rule %s: %s", rule.name, exc)
+        ctx.outages.rule_failed(rule, result, exc)
     if result.interrupted:
         result.errors.append(f"shutting down: {result.interrupted} tags left for the next run")
     result.duration_seconds = time.monotonic() - started
     ctx.events.rule_finished(result)
     return result
+
+
+async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
+    """The rule's repositories: discovered, or (an event-triggered run) the ones named."""
+    if ctx.targets is None:
+        return await ctx.setup.repositories(ctx.setup.rule(rule))
+    return map_repositories(rule.destination, Listed(tuple(sorted(ctx.targets))))
 
 
 def _skipped(rule: Rule, result: RuleResult, skipped: Sequence[str], where: str = "") -> None:
@@ -187,34 +250,79 @@ async def sync_repo(
 ) -> None:
     repo, dest_repo = pair.source, pair.destination  # one-to-one: see map_repositories
     policy = ctx.setup.rule(rule).policy
+    if ctx.missing_only:
+        policy = replace(policy, missing_only=True, prune=None)
+    book = ctx.book(rule)
     try:
-        plan = await survey(engine.source, engine.destination, repo, dest_repo, policy)
+        ctx.outages.check(rule)
+        source, dest = engine.source, engine.destination
+        recorded = await book.load(dest_repo, policy.immutable)
+        if ctx.targets is not None:  # some tags only: record what it sees, never a full check
+            recorded = replace(recorded, full=False)
+        if ctx.targets is None:
+            get_tag = None if ctx.counts_pulls(rule) else engine.get_tag_manifest
+            fetch = engine.get_manifest
+            plan = await survey(source, dest, repo, dest_repo, policy, fetch, recorded, get_tag)
+        else:
+            targets = ctx.targets[repo]
+            plan = await survey_tags(
+                source, dest, repo, dest_repo, policy, targets, engine.get_manifest
+            )
     except Exception as exc:  # one bad repository never stops the others
-        result.errors.append(f"{repo}: {_describe(exc)}")
-        log.error("rule %s: %s: %s", rule.name, repo, _describe(exc), exc_info=_unexpected(exc))
+        ctx.outages.failed(rule, result, repo, exc)
         return
+    if plan.source_missing and not rule.source.is_glob:  # the one repository the rule names
+        try:
+            what = f"source repository {rule.source} does not exist"
+            empty_source(what, rule=rule.name, allowed=rule.allow_empty)
+        except RegsyncError as exc:
+            ctx.outages.rule_failed(rule, result, exc)
+            return
     result.plans.append(plan)
     _skipped(rule, result, plan.skipped, f"{repo}: ")
+    if media := [f for f in plan.filtered if f.by == "media_types"]:
+        shown = [f"{f.tag} ({f.detail})" for f in media]
+        result.notes.append(_listed(dest_repo, "skipped by media_types", shown))
+    if differing := plan.of(Action.DIFFERS):
+        what = "differ from the source, left as is (--missing)"
+        result.notes.append(_listed(dest_repo, what, [a.tag for a in differing]))
     result.errors.extend(f"{dest_repo}: {why}" for why in plan.refusals)
     ctx.events.repo_planned(rule.name, plan)
     result.up_to_date += len(plan.of(Action.SKIP))
-    for _ in plan.of(Action.SKIP):
+    for skip in plan.of(Action.SKIP):
+        result.placed.append((repo, skip.tag))
         ctx.events.tag_done(rule.name, "up_to_date")
     if ctx.dry_run or ctx.plan_only:
         return
+    for warning in book.planned(plan, recorded):
+        result.notes.append(warning)
+        log.warning("rule %s: %s", rule.name, warning)
     if plan.dest_empty and not engine.destination.shares_blobs:
         engine.fresh.add(dest_repo)  # shared blobs (a layout) may exist already: keep HEADs
+    await _copy_then_prune(ctx, rule, engine, plan, result, book)
+
+
+async def _copy_then_prune(
+    ctx: RunContext,
+    rule: Rule,
+    engine: CopyEngine,
+    plan: RepoPlan,
+    result: RuleResult,
+    book: TagBook,
+) -> None:
+    """The plan's copies, then its deletes: never after a failed copy (invariant 4: a failed
+    copy never turns into a smaller mirror), and none once shutting down."""
     failed = result.failed
     async with asyncio.TaskGroup() as group:
         for action in plan.of(Action.COPY):
             group.create_task(
-                _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result))
+                _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result, book))
             )
-    # Never shrink after a failed copy; start no deletes once shutting down.
     if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
         guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
         outcome = await prune_actions(engine.destination, plan, guard)
         result.record_prune(outcome)
+        book.pruned(plan.dest_repo, outcome.pruned)
         for _ in outcome.pruned:
             ctx.events.tag_done(rule.name, "pruned")
 
@@ -226,6 +334,7 @@ async def copy_one(
     plan: RepoPlan,
     action: TagAction,
     result: RuleResult,
+    book: TagBook,
 ) -> None:
     where = f"{plan.source_repo}:{action.tag} -> {plan.dest_repo}:{action.tag}"
     context = copy_context(
@@ -237,23 +346,29 @@ async def copy_one(
         result.interrupted += 1
         log.info("rule %s: not copying %s: shutting down", rule.name, where, extra=context)
         return
+    policy = ctx.setup.rule(rule).policy
+
+    async def copy() -> str:
+        ctx.outages.check(rule)  # e.g. found read-only while this copy waited its turn
+        if action.backup:  # a failed backup fails the tag: it is not overwritten
+            await backup_action(engine, plan, action)
+            result.backups += 1
+        return await copy_action(engine, policy.platforms, plan, action, policy.referrer_filter)
+
+    gate = ctx.gates.setdefault(engine.destination.name, WriteGate())
     try:
         with log_scope(**context):
-            digest = await copy_action(engine, ctx.setup.rule(rule).policy.platforms, plan, action)
+            digest = await gate.first(copy)
     except Exception as exc:  # one bad tag never stops the others
         result.failed += 1
-        result.errors.append(f"{plan.source_repo}:{action.tag}: {_describe(exc)}")
         ctx.events.tag_done(rule.name, "failed")
-        log.error(
-            "rule %s: copy %s failed: %s",
-            rule.name,
-            where,
-            _describe(exc),
-            extra=context,
-            exc_info=_unexpected(exc),
-        )
+        at = f"{plan.source_repo}:{action.tag}"
+        ctx.outages.failed(rule, result, at, exc, f"copy {where} failed", context)
         return
     result.copied += 1
+    if digest == action.source_digest:
+        book.copied(plan.dest_repo, action)
+    result.placed.append((plan.source_repo, action.tag))
     ctx.events.tag_done(rule.name, "copied")
     log.info(
         "rule %s: copied %s (%s)",
@@ -270,14 +385,11 @@ async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:
         return await work
 
 
+def _listed(repo: str, what: str, items: Sequence[str], shown: int = 5) -> str:
+    """One note line naming up to ``shown`` of ``items``."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return f"{repo}: {len(items)} tags {what}: {', '.join(items[:shown])}{more}"
+
+
 def _ref(registry: str, repo: str, tag: str) -> str:
     return f"{registry}/{repo}:{tag}" if registry else f"{repo}:{tag}"
-
-
-def _unexpected(exc: Exception) -> bool:
-    """A bug rather than a registry or content problem: worth a traceback in the log."""
-    return not isinstance(exc, RegsyncError)
-
-
-def _describe(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, RegsyncError) else f"internal error: {exc!r}"

@@ -10,12 +10,15 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 from regsync.secrets import redact_data
 
 if TYPE_CHECKING:  # aiohttp.web is imported by the daemon only: `once` starts faster
     from aiohttp import web
+
+    from regsync.httpport import Listener
 
 DEFAULT_LISTEN = "127.0.0.1:9469"
 LISTEN_ENV = "REGSYNC_LISTEN"  # `serve` without --listen, and the image's HEALTHCHECK
@@ -44,7 +47,12 @@ def parse_listen(text: str) -> tuple[str, int]:
         raise ValueError(
             f"--listen (or ${LISTEN_ENV}) {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}"
         )
-    host = host.strip("[]") or "0.0.0.0"
+    host = host.strip("[]")
+    if not host:  # never all interfaces by omission: the endpoints are unauthenticated
+        raise ValueError(
+            f"--listen (or ${LISTEN_ENV}) {text!r}: name the host, e.g. 127.0.0.1:{port}"
+            f" (this machine only) or 0.0.0.0:{port} (every interface)"
+        )
     return host, int(port)
 
 
@@ -80,15 +88,10 @@ def make_app(daemon: StatusSource, metrics: MetricsSource) -> web.Application:
     return app
 
 
-async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Serve `app` on host:port; OSError when the address cannot be bound."""
-    from aiohttp import web
+async def start(app: web.Application, host: str, port: int) -> Listener:
+    """Serve `app` on host:port behind the port's deadlines and connection cap
+    (``regsync.httpport``); OSError when the address cannot be bound."""
+    from regsync.httpport import PortLimits, listen, raise_file_limit
 
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
+    limits = PortLimits.from_env(os.environ, raise_file_limit())
+    return await listen(app, host, port, limits)

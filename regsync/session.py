@@ -10,10 +10,12 @@ command sees the same repositories.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
@@ -23,11 +25,14 @@ from regsync.backends.pool import BackendPool, RepositoryLister
 from regsync.backends.registry.observer import RequestObserver
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.config import Config, Rule
-from regsync.discovery import Discovered, discover, map_repositories
+from regsync.discovery import Discovered, discover, empty_source, map_repositories
+from regsync.mediafilter import MediaTypeFilter
 from regsync.oci.ref import DestinationSpec, SourceSpec
 from regsync.platforms import PlatformFilter
 from regsync.survey import SyncPolicy
 from regsync.tagpolicy import TagPolicy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,12 @@ class RunSetup:
         retry: RetryPolicy,
         timeouts: Timeouts,
         observer: RequestObserver | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.config, self.retry = config, retry
-        self.pool = BackendPool(session, config, observer=observer, retry=retry, timeouts=timeouts)
+        self.pool = BackendPool(
+            session, config, observer=observer, retry=retry, timeouts=timeouts, state_dir=state_dir
+        )
         self._rules: dict[str, RuleSetup] = {}
 
     def source(self, spec: SourceSpec) -> Backend:
@@ -71,15 +79,20 @@ class RunSetup:
                 rule,
                 policy_for(rule),
                 self.source(rule.source),
-                self.destination(rule.destination),
+                self.pool.writer(rule.destination, rule.name if rule.delta else None),
                 self.pool.lister(rule.source),
             )
         return setup
 
     async def repositories(self, setup: RuleSetup) -> Discovered:
-        """The rule's repositories with their destinations; MappingError unless one-to-one."""
-        found = await discover(setup.lister, setup.rule.source)
-        return map_repositories(setup.rule.destination, found)
+        """The rule's repositories with their destinations; MappingError unless one-to-one,
+        EmptySourceError when a glob matches nothing (unless the rule allows it)."""
+        rule = setup.rule
+        found = await discover(setup.lister, rule.source)
+        if rule.source.is_glob and not found.names and not found.rejected:
+            what = f"source {rule.source} matches no repository"
+            empty_source(what, rule=rule.name, allowed=rule.allow_empty)
+        return map_repositories(rule.destination, found)
 
 
 @asynccontextmanager
@@ -89,21 +102,32 @@ async def open_run(
     observer: RequestObserver | None = None,
     retry: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
+    state_dir: Path | None = None,
 ) -> AsyncIterator[RunSetup]:
     """A run's setup over one HTTP session, closed on exit.
 
     Retry policy and timeouts default to the REGSYNC_RETRY_* / REGSYNC_*_TIMEOUT environment.
+    On a normal exit the tar bundles written are packed (``BackendPool.finish``; the runner
+    calls it itself first, to charge a failure to its rules); on any exit their working
+    directories go. ``state_dir`` holds delta bundles' series.
     """
     connector = aiohttp.TCPConnector(limit=128, limit_per_host=32, ttl_dns_cache=300)
     # trust_env stays off: each Transport reads the proxy settings once per host instead.
     async with aiohttp.ClientSession(connector=connector) as session:
-        yield RunSetup(
+        setup = RunSetup(
             session,
             config,
             retry=retry or RetryPolicy.from_env(os.environ),
             timeouts=timeouts or Timeouts.from_env(os.environ),
             observer=observer,
+            state_dir=state_dir,
         )
+        try:
+            yield setup
+            for name, error in (await setup.pool.finish()).items():
+                log.error("%s: %s", name, error)
+        finally:
+            setup.pool.discard()
 
 
 def policy_for(rule: Rule) -> SyncPolicy:
@@ -115,4 +139,8 @@ def policy_for(rule: Rule) -> SyncPolicy:
         platforms=platforms,
         referrers=rule.referrers,
         prune=pruneplan.PrunePolicy(p.allow_empty, p.max_fraction) if p.enabled else None,
+        immutable=t.immutable,
+        backup=rule.backup,
+        media_types=None if rule.media_types is None else MediaTypeFilter(rule.media_types),
+        referrer_filter=rule.referrer_filter,
     )

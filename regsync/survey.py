@@ -1,7 +1,9 @@
 """Survey one repository pair and plan it: list, select, HEAD, then diff and plan prune.
 
 Cost, per repository: one listing per side, one HEAD per selected source tag and per selected
-tag the destination has. Extra requests happen only where a policy needs them:
+tag the destination has. Between full checks (``regsync.recorded``) a destination tag whose
+recorded digest equals the source's is not HEADed, and a recorded immutable tag is HEADed on
+neither side. Extra requests happen only where a policy needs them:
 
 - a platform filter: one destination GET per source index the destination holds, to read the
   origin the subset records (never a source GET);
@@ -14,20 +16,24 @@ tag the destination has. Extra requests happen only where a policy needs them:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from regsync import pruneplan, referrers
+from regsync import mediafilter, pruneplan, referrerfilter, referrers
 from regsync.backends import Backend
-from regsync.errors import ManifestError
+from regsync.backup import BackupTemplate
+from regsync.errors import ManifestError, RegsyncError
+from regsync.mediafilter import ManifestFetch, MediaTypeFilter
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import artifact_subject, is_fallback_tag
-from regsync.oci.manifest import Descriptor
+from regsync.oci.manifest import Descriptor, Manifest
 from regsync.oci.ref import shown
-from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags
+from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags, only_missing, with_backups
 from regsync.platforms import PlatformFilter, recorded_origin
 from regsync.pruneplan import PrunePolicy
-from regsync.tagpolicy import TagPolicy, select
+from regsync.recorded import Recorded
+from regsync.referrerfilter import ReferrerMatch
+from regsync.tagpolicy import Filtered, TagPattern, TagPolicy, select
 
 HEAD_CONCURRENCY = 32  # manifest HEADs/GETs in flight while planning one repository
 
@@ -40,19 +46,54 @@ class SyncPolicy:
     platforms: PlatformFilter | None = None  # None: all platforms, digests preserved
     referrers: bool = False
     prune: PrunePolicy | None = None  # None: never delete
+    missing_only: bool = False  # `once --missing`: copy absent tags only; never prune
+    media_types: MediaTypeFilter | None = None  # None: every manifest type, any artifact
+    referrer_filter: ReferrerMatch | None = None  # None: every referrer (when referrers)
+    backup: BackupTemplate | None = None  # tag the overwritten destination image first
+    immutable: tuple[TagPattern, ...] = ()  # tags.immutable
+
+
+Fetch = Callable[[str, str], Awaitable[Manifest]]  # (repo, tag) -> the manifest, by one GET
 
 
 class _Heads:
     """Bounded HEADs and GETs against one backend."""
 
     def __init__(
-        self, backend: Backend, repo: str, limit: asyncio.Semaphore, *, lenient: bool = False
+        self,
+        backend: Backend,
+        repo: str,
+        limit: asyncio.Semaphore,
+        *,
+        lenient: bool = False,
+        fetch: Fetch | None = None,
     ) -> None:
         self.backend, self.repo, self.limit = backend, repo, limit
         # lenient (the source): a tag whose manifest or descriptor is malformed fails alone,
         # one line each in `refused`; the repository's other tags are still planned.
         self.lenient = lenient
         self.refused: list[str] = []
+        self.fetch = fetch
+
+    async def resolve(self, tags: Iterable[str]) -> dict[str, Descriptor]:
+        """Tags the destination lacks: with ``fetch``, GET each directly (the copy needs the
+        manifest anyway, and finds it cached: no HEAD first); else HEAD them."""
+        if self.fetch is None:
+            return await self.head(tags)
+        tags = list(tags)
+        found = await asyncio.gather(*(self._get(t) for t in tags))
+        return {t: d for t, d in zip(tags, found, strict=True) if d is not None}
+
+    async def _get(self, tag: str) -> Descriptor | None:
+        assert self.fetch is not None
+        async with self.limit:
+            try:
+                manifest = await self.fetch(self.repo, tag)
+            except RegsyncError:
+                manifest = None  # gone, or bad: a HEAD decides as before (the copy reports it)
+        if manifest is None:
+            return await self._head(tag)
+        return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
 
     async def head(self, tags: Iterable[str]) -> dict[str, Descriptor]:
         tags = list(tags)
@@ -92,29 +133,125 @@ class _Heads:
 
 
 async def survey(
-    source: Backend, dest: Backend, repo: str, dest_repo: str, policy: SyncPolicy
+    source: Backend,
+    dest: Backend,
+    repo: str,
+    dest_repo: str,
+    policy: SyncPolicy,
+    fetch: ManifestFetch | None = None,
+    recorded: Recorded | None = None,
+    get_tag: Fetch | None = None,
 ) -> RepoPlan:
-    """Plan one repository: what to copy, what is up to date, what to prune, and why."""
+    """Plan one repository: what to copy, what is up to date, what to prune, and why.
+
+    ``fetch`` reads a source manifest by digest (the copy engine's cached GET, so a manifest
+    read for ``media_types`` is not fetched again by its copy); default: ``source``'s own.
+    ``recorded``: what the content index holds for ``dest_repo`` (None: trust nothing).
+    ``get_tag``: how a copying run GETs a source tag the destination lacks (None: HEAD it).
+    """
     source_listed, dest_listed = await asyncio.gather(source.tags(repo), dest.tags(dest_repo))
     source_tags, dest_tags = list(source_listed.names), list(dest_listed.names)
     skipped = source_listed.skipped("source tag") + dest_listed.skipped("destination tag")
     present = set(dest_tags)
     limit = asyncio.Semaphore(HEAD_CONCURRENCY)
-    src, dst = _Heads(source, repo, limit, lenient=True), _Heads(dest, dest_repo, limit)
+    # media_types decides from a HEAD's type: a tag it skips is never read.
+    get_tag = get_tag if policy.media_types is None else None
+    src = _Heads(source, repo, limit, lenient=True, fetch=get_tag)
+    dst = _Heads(dest, dest_repo, limit)
     selection = select(policy.tags, source_tags)
+    rec = recorded or Recorded()
+    trusted = {
+        t: d for t, d in rec.trusted().items() if t in present and not _has_origin(t, d, policy)
+    }
+    fixed = {t: trusted[t] for t in selection.selected if t in trusted and rec.is_immutable(t)}
     # Both sides' HEADs of the selected tags run together (one round trip of latency, not
     # two); a destination HEAD is kept only where the source tag resolved.
-    asked = [t for t in selection.selected if t in present]
-    source_heads, dest_selected = await asyncio.gather(
-        src.head(selection.selected), dst.head(asked)
+    asked = [t for t in selection.selected if t in present and t not in trusted]
+    source_heads, dest_selected, missing = await asyncio.gather(
+        src.head(t for t in selection.selected if t not in fixed and t in present),
+        dst.head(asked),
+        src.resolve(t for t in selection.selected if t not in present),
     )
+    source_heads |= missing
+    source_heads |= fixed
     artifact_of: dict[str, str] = {}
     if policy.referrers:
         artifact_of = _artifacts_of(source_tags, source_heads)
         source_heads |= await src.head(artifact_of)
     headed = set(asked)
     dest_heads = {t: d for t, d in dest_selected.items() if t in source_heads}
+    # A recorded digest stands for the destination's only where the source still has it.
+    dest_heads |= {
+        t: trusted[t]
+        for t, d in source_heads.items()
+        if t in trusted and trusted[t].digest == d.digest
+    }
+    headed |= dest_heads.keys()
     dest_heads |= await dst.head(t for t in source_heads if t in present and t not in headed)
+    reader = _Reader(repo, fetch or source.manifest_get)
+    actions, origins, media = await _decide(
+        dst, source_heads, dest_heads, policy, artifact_of, reader
+    )
+    source_heads = {t: d for t, d in source_heads.items() if t not in {f.tag for f in media}}
+    plan = RepoPlan(repo, dest_repo, actions, selection.filtered + media, selection.selected)
+    plan = replace(
+        plan,
+        dest_empty=not dest_tags,
+        source_missing=source_listed.missing,
+        skipped=skipped + tuple(src.refused),
+    )
+    if policy.referrers:
+        plan = await referrers.plan_api(
+            source, dest, plan, source_heads, present, policy.referrer_filter
+        )
+    if policy.missing_only:
+        return replace(plan, actions=only_missing(plan.actions))
+    if policy.prune is None:
+        return plan
+    return await _plan_prune(plan, policy, source_tags, dest_tags, dest_heads, dst, origins)
+
+
+async def survey_tags(
+    source: Backend,
+    dest: Backend,
+    repo: str,
+    dest_repo: str,
+    policy: SyncPolicy,
+    tags: Iterable[str],
+    fetch: ManifestFetch | None = None,
+) -> RepoPlan:
+    """Plan only ``tags`` of one repository (what registry events named): COPY or SKIP each.
+
+    The tag policy decides by name first (no request for a tag it drops); ``latest`` needs
+    the source listing, so only then is it read. The source's HEAD decides the digest (an
+    event's digest is a hint, and a tag may have moved since); a tag the source no longer
+    has gets no action. No prune and no referrers here: the periodic cycle does those.
+    """
+    wanted = sorted({t for t in tags if policy.tags.in_scope(t)})
+    if wanted and policy.tags.latest is not None:
+        chosen = set(select(policy.tags, (await source.tags(repo)).names).selected)
+        wanted = [t for t in wanted if t in chosen]
+    limit = asyncio.Semaphore(HEAD_CONCURRENCY)
+    src, dst = _Heads(source, repo, limit, lenient=True), _Heads(dest, dest_repo, limit)
+    source_heads, dest_heads = await asyncio.gather(src.head(wanted), dst.head(wanted))
+    dest_heads = {t: d for t, d in dest_heads.items() if t in source_heads}
+    reader = _Reader(repo, fetch or source.manifest_get)
+    actions, _, media = await _decide(dst, source_heads, dest_heads, policy, {}, reader)
+    return RepoPlan(
+        repo, dest_repo, actions, media, selected=tuple(wanted), skipped=tuple(src.refused)
+    )
+
+
+async def _decide(
+    dst: _Heads,
+    source_heads: dict[str, Descriptor],
+    dest_heads: dict[str, Descriptor],
+    policy: SyncPolicy,
+    artifact_of: dict[str, str],
+    reader: _Reader,
+) -> tuple[tuple[TagAction, ...], dict[str, Origin], tuple[Filtered, ...]]:
+    """COPY or SKIP per HEADed source tag (reading recorded origins where subsets may be),
+    and the tags the rule's media_types skipped."""
     origins = await dst.origins(
         t
         for t, d in source_heads.items()
@@ -127,15 +264,29 @@ async def survey(
         platforms=policy.platforms.label if policy.platforms else "",
         artifact_of=artifact_of,
     )
+    actions = _annotate(actions, source_heads, {d.digest for d in dest_heads.values()})
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
-    plan = RepoPlan(repo, dest_repo, actions, selection.filtered, selection.selected)
-    plan = replace(plan, dest_empty=not dest_tags, skipped=skipped + tuple(src.refused))
-    if policy.referrers:
-        plan = await referrers.plan_api(source, dest, plan, source_heads, present)
-    if policy.prune is None:
-        return plan
-    return await _plan_prune(plan, policy, source_tags, dest_tags, dest_heads, dst, origins)
+    actions = with_backups(actions, policy.backup)
+    skipped: tuple[Filtered, ...] = ()
+    if policy.media_types is not None:
+        actions, skipped = await mediafilter.apply(
+            policy.media_types, actions, source_heads, reader.repo, reader.fetch
+        )
+    if policy.referrer_filter is not None:
+        actions, more = await referrerfilter.apply(
+            policy.referrer_filter, actions, reader.repo, reader.fetch
+        )
+        skipped += more
+    return actions, origins, skipped
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """Where ``media_types`` reads source manifests from."""
+
+    repo: str
+    fetch: ManifestFetch
 
 
 def _artifacts_of(source_tags: Iterable[str], heads: dict[str, Descriptor]) -> dict[str, str]:
@@ -143,6 +294,20 @@ def _artifacts_of(source_tags: Iterable[str], heads: dict[str, Descriptor]) -> d
     digests = {d.digest for d in heads.values()}
     subjects = {t: artifact_subject(t) for t in source_tags}
     return {t: s for t, s in subjects.items() if s is not None and s in digests}
+
+
+def _annotate(
+    actions: tuple[TagAction, ...], heads: dict[str, Descriptor], held: set[str]
+) -> tuple[TagAction, ...]:
+    """Each action's source media type; COPY of a digest another destination tag has: held."""
+    return tuple(
+        replace(
+            a,
+            media_type=heads[a.tag].media_type,
+            held=a.action is Action.COPY and a.source_digest in held,
+        )
+        for a in actions
+    )
 
 
 def _mark_subsets(

@@ -1,4 +1,4 @@
-"""The Backend contract, one suite for every backend: registry, layout, fallback, memory.
+"""The Backend contract, one suite for every backend: registry, layout, tarball, fallback, memory.
 
 The registry and the fallback wrapper run against one real ``docker-registry`` (distribution
 2.8, deletes enabled) started for the module; each test works in its own repository. Every
@@ -21,13 +21,14 @@ from regsync.backends.memory import MemoryBackend
 from regsync.backends.registry.client import RegistryClient
 from regsync.backends.registry.retry import RetryPolicy
 from regsync.backends.registry.transport import Transport
+from regsync.backends.tarball import Tarball
 from regsync.errors import IntegrityError, NotFoundError, RegsyncError, TransportError
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from tests.support import Blob, Image, Index, Registry
 from tests.support import Manifest as Built
 from tests.support.stored import one_chunk, store
 
-KINDS = ["registry", "layout", "fallback", "memory"]
+KINDS = ["registry", "layout", "tarball", "fallback", "memory"]
 MISSING = "sha256:" + "1" * 64
 
 
@@ -46,6 +47,12 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         return
     if kind == "layout":
         yield Layout(tmp_path / "layout")
+        return
+    if kind == "tarball":
+        tarball = Tarball(tmp_path / "bundle.tar")
+        yield tarball
+        await tarball.finish()  # what the test wrote must pack into a readable archive
+        tarball.discard()
         return
     reg: Registry = request.getfixturevalue("module_registry")
     async with aiohttp.ClientSession() as session:
@@ -139,6 +146,21 @@ async def test_blob_upload_verifies_and_read_returns_the_bytes(backend: Backend,
     with pytest.raises(NotFoundError):
         missing = Descriptor("application/octet-stream", MISSING, 1)
         _ = [c async for c in backend.blob_read(repo, missing)]
+
+
+async def test_blob_check_proves_digest_and_size_in_the_repository(
+    backend: Backend, repo: str
+) -> None:
+    """The proof the copy engine asks before reusing content: held, with that exact size."""
+    blob = Blob.random(1000, seed="check")
+    desc = Descriptor("application/octet-stream", blob.digest, blob.size)
+    assert not await backend.blob_check(repo, desc)
+    await backend.blob_upload(repo, desc, one_chunk(blob.data))
+
+    assert await backend.blob_check(repo, desc)
+    assert not await backend.blob_check(repo, Descriptor(desc.media_type, blob.digest, 999))
+    if not backend.shares_blobs:  # a registry links blobs per repository
+        assert not await backend.blob_check(repo + "/other", desc)
 
 
 async def test_mount_makes_a_blob_of_another_repository_present(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -13,8 +14,12 @@ import threading
 from pathlib import Path
 from urllib.parse import unquote
 
-from regsync.blobindex import FILE_NAME, BlobIndex, default_state_dir, valid_holder
+from aiohttp import web
+
+from regsync.blobindex import FILE_NAME, MAX_HOLDERS, BlobIndex, default_state_dir, valid_holder
+from regsync.config import parse_config
 from regsync.copy import BlobLedger
+from regsync.runner import run
 from tests.support import (
     Blob,
     Image,
@@ -25,6 +30,7 @@ from tests.support import (
     regsync_json,
 )
 from tests.support.accesslog import ACCESS_LOG, AccessLog
+from tests.support.scripted import ScriptedRegistry
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -126,6 +132,68 @@ def test_the_ledger_never_touches_the_file_on_the_event_loop_thread(tmp_path: Pa
     index.close()
 
 
+def test_stale_holders_are_capped_per_blob(tmp_path: Path) -> None:
+    index = BlobIndex.open(tmp_path)
+    for n in range(10):
+        index.record("reg", D1, f"eco/stale{n}")
+    index.flush()
+    assert len(index.holders("reg", D1)) == MAX_HOLDERS
+    assert len(index.holders("reg", D1, limit=5)) == 5
+    index.close()
+
+
+def test_known_holders_never_offer_the_destination_itself_or_a_holder_tried_this_run(
+    tmp_path: Path,
+) -> None:
+    """A mount from the repository being filled, or again from one that already answered in
+    this run, can only cost a request (or, from itself, claim a blob that is not there)."""
+    seed = BlobIndex(tmp_path)
+    for repo in ("eco/dest", "eco/tried", "eco/other"):
+        seed.record("reg", D1, repo)
+    seed.close()
+    index = BlobIndex(tmp_path)
+    ledger = BlobLedger(index=index, registry="reg")
+    ledger.locations[D1] = {"eco/tried"}  # this run placed (or mounted from) it there already
+    assert asyncio.run(ledger.known_holders(D1, "eco/dest")) == ["eco/other"]
+    index.close()
+
+
+async def test_ten_stale_holders_cost_three_mount_attempts_then_one_upload(
+    tmp_path: Path,
+) -> None:
+    layer = Blob.random(1000, seed="stale-base")
+    index = BlobIndex(tmp_path)
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("eco/app", "1.0", Image.docker([layer]))
+        stale = {f"eco/stale{n}" for n in range(10)}
+        for repo in stale:
+            index.record(dst.host, layer.digest, repo)
+        index.flush()
+        mounted_from: list[str] = []
+
+        async def watch(request: web.Request, match: re.Match[str]) -> None:
+            if "mount" in request.query:
+                mounted_from.append(request.query["from"])
+
+        dst.override("POST", r"/blobs/uploads/$", watch)
+        config = parse_config(
+            f'registries:\n  "{src.host}": {{tls: http}}\n  "{dst.host}": {{tls: http}}\n'
+            f"version: 1\nrules:\n  - name: app\n    source: {src.host}/eco/app\n"
+            f"    destination: {dst.host}\n"
+        )
+        result = (await run(config, config.rules, index=index)).rules[0]
+
+    assert (result.copied, result.stats.blobs_copied, result.stats.blobs_mounted) == (1, 2, 0)
+    assert len(mounted_from) == MAX_HOLDERS and set(mounted_from) <= stale
+    assert dst.blobs[layer.digest] == layer.data
+    index.close()
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        left = {
+            r[0] for r in conn.execute("SELECT repo FROM holders WHERE digest = ?", (layer.digest,))
+        }
+    assert left == stale - set(mounted_from) | {"eco/app"}  # the failed ones are forgotten
+
+
 def test_state_dir_defaults() -> None:
     assert default_state_dir({"REGSYNC_STATE_DIR": "/s"}) == Path("/s")
     assert default_state_dir({"XDG_STATE_HOME": "/x"}) == Path("/x/regsync")
@@ -199,6 +267,9 @@ def test_new_repository_on_a_known_base_mounts_it_from_an_earlier_run(
     mounts = [r for r in dst_log.requests() if "mount=" in r.path]
     assert len(mounts) == 1 and mounts[0].status == 201
     assert f"mount={BASE.digest}" in unquote(mounts[0].path)
+    # The price of proof (invariant 10): one source HEAD of the mounted blob, in its own repo.
+    heads = [r.path for r in got if r.key == "HEAD blob"]
+    assert heads == [f"/v2/eco/appnew/blobs/{BASE.digest}"]
     assert_mirrored(src, dst)
 
 
@@ -292,3 +363,61 @@ def test_two_runs_sharing_a_state_dir_at_once_both_succeed(
     assert repos == {"eco/app0", "eco/app1"}
     for repo in ("eco/app0", "eco/app1"):
         assert dst.manifest_digest(repo, "1.0") == src.manifest_digest(repo, "1.0")
+
+
+def test_tag_rows_are_replaced_by_a_full_check_and_kept_apart_per_repository(
+    tmp_path: Path,
+) -> None:
+    """`checked` forgets the repository's rows (a full check re-confirms what it saw) and keeps
+    its time; rows of other repositories and registries are untouched."""
+    index = BlobIndex.open(tmp_path)
+    index.put_tag("reg", "a/one", "1.0", D1, "application/vnd.oci.image.manifest.v1+json")
+    index.put_tag("reg", "a/one", "gone", D1, "")
+    index.put_tag("reg", "a/two", "1.0", D2, "")
+    index.put_tag("other", "a/one", "1.0", D2, "")
+    index.flush()
+    assert index.tags_of("reg", "a/one").checked is None  # never fully checked: a full check
+    index.checked("reg", "a/one")
+    index.put_tag("reg", "a/one", "1.0", D2, "")
+    index.drop_tag("reg", "a/two", "1.0")
+    index.flush()
+
+    one = index.tags_of("reg", "a/one")
+    assert one.digests == {"1.0": (D2, "")} and one.checked is not None
+    assert index.tags_of("reg", "a/two").digests == {}
+    assert index.tags_of("other", "a/one").digests == {"1.0": (D2, "")}
+
+
+def test_tag_rows_that_break_the_grammar_are_never_trusted(tmp_path: Path) -> None:
+    """Rows come from a file anyone with access could edit: a bad tag, digest or media type
+    is left out (the tag is then HEADed as if never recorded)."""
+    index = BlobIndex.open(tmp_path)
+    index.put_tag("reg", "a", "ok", D1, "")
+    index.flush()
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        for tag, digest, media_type in [
+            ("../x", D1, ""),
+            ("bad", "sha256:xyz", ""),
+            ("mt", D1, "text/plain; x=1"),
+        ]:
+            conn.execute(
+                "INSERT INTO tags VALUES ('reg', 'a', ?, ?, ?, 0)", (tag, digest, media_type)
+            )
+    assert index.tags_of("reg", "a").digests == {"ok": (D1, "")}
+
+
+def test_a_version_1_index_gains_the_tag_tables_and_keeps_its_holders(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        conn.execute(
+            "CREATE TABLE holders (registry TEXT NOT NULL, digest TEXT NOT NULL,"
+            " repo TEXT NOT NULL, seen REAL NOT NULL, PRIMARY KEY (registry, digest, repo))"
+            " WITHOUT ROWID"
+        )
+        conn.execute("INSERT INTO holders VALUES ('reg', ?, 'eco/a', 1)", (D1,))
+        conn.execute("PRAGMA user_version = 1")
+    index = BlobIndex.open(tmp_path)
+    assert index.holders("reg", D1) == ["eco/a"]
+    index.put_tag("reg", "eco/a", "1.0", D1, "")
+    index.flush()
+    assert index.tags_of("reg", "eco/a").digests == {"1.0": (D1, "")}
+    assert not index.broken

@@ -12,7 +12,7 @@ from tests.support import (
     Image,
     Registry,
     RegistryFactory,
-    free_port,
+    dead_port,
     mirror_config,
     push,
     registries_yaml,
@@ -51,14 +51,17 @@ def test_htpasswd_credentials_from_the_environment(
     assert bad.returncode == 1
     (rule,) = json.loads(bad.stdout)["rules"]
     assert rule["result"] == "failed"
-    assert rule["errors"] == [f"{source.host} refused the configured credentials"]
+    assert rule["errors"] == [
+        f"source {source.host} refused the configured credentials: check the username and "
+        f"password for {source.host}, or its docker config entry"
+    ]
     assert "wrong-pw" not in bad.stderr + bad.stdout
 
 
 def test_unreachable_source_fails_the_rule_with_one_line(
     tmp_path: Path, dest_registry: Registry
 ) -> None:
-    host = f"127.0.0.1:{free_port()}"
+    host = f"127.0.0.1:{dead_port()}"
     config = write_config(
         tmp_path,
         f"""

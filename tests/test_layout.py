@@ -395,17 +395,27 @@ def _size(path: Path) -> int:
 # -- layout -> layout: no network ------------------------------------------------------------
 
 
-def _can_unshare() -> bool:
+def _no_unshare() -> str | None:
+    """Why ``unshare -n`` cannot run here (None: it can)."""
     if shutil.which("unshare") is None:
-        return False
-    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+        return "needs `unshare -n` (util-linux): not found"
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        return "needs `unshare -n` (root or user namespaces, Linux): not allowed here"
+    return None
 
 
-@pytest.mark.skipif(not _can_unshare(), reason="needs `unshare -n` (root, Linux)")
+NO_UNSHARE = _no_unshare()
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# Skipped on a developer machine without it; in CI (CI=true) it must run, so it fails there.
+@pytest.mark.skipif(NO_UNSHARE is not None and not IN_CI, reason=str(NO_UNSHARE))
 def test_layout_to_layout_runs_without_any_network(
     tmp_path: Path, source_registry: Registry
 ) -> None:
     """In a network namespace with no interfaces, a layout -> layout rule still completes."""
+    if NO_UNSHARE is not None:
+        pytest.fail(f"CI must run the no-network layout test: {NO_UNSHARE}")
     pushed = {p.ref: p for p in seed_samples(source_registry, namespace="diamol")}
     outside = tmp_path / "outside"
     run = regsync_json(
@@ -433,6 +443,29 @@ def test_layout_to_layout_runs_without_any_network(
         ref: p.digest for ref, p in pushed.items() if ref.startswith("diamol/web:")
     }
     assert_complete(inside)
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 failed"), ("", "1 skipped")])
+def test_without_unshare_the_no_network_test_fails_in_ci_and_skips_elsewhere(
+    tmp_path: Path, ci: str, outcome: str
+) -> None:
+    bare = tmp_path / "bin"  # a PATH without unshare
+    bare.mkdir()
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-rfs"),
+            f"{__file__}::test_layout_to_layout_runs_without_any_network",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PATH": str(bare), "CI": ci},
+    )
+    assert outcome in proc.stdout, proc.stdout + proc.stderr
+    assert "needs `unshare -n` (util-linux): not found" in proc.stdout
+    if ci:
+        assert "CI must run the no-network layout test" in proc.stdout
 
 
 # -- the backend itself (no sockets) ---------------------------------------------------------

@@ -47,7 +47,14 @@ pytestmark = pytest.mark.integration
 
 # -- destinations x features -----------------------------------------------------------------
 
-FEATURES = ("prune-shared", "platforms", "referrers", "referrers-platforms")
+FEATURES = (
+    "prune-shared",
+    "platforms",
+    "referrers",
+    "referrers-platforms",
+    "backup-prune",
+    "backup-platforms",
+)
 PLATFORMS = ("linux/amd64", "linux/arm64/v8", "linux/arm/v7")
 NO_BLOBS = {"copied": 0, "mounted": 0, "present": 0}
 
@@ -113,6 +120,11 @@ def test_destination_by_feature(tmp_path: Path, plain: Pair, kind: str, feature:
         "referrers-platforms": (
             "    referrers: true\n    platforms: [linux/amd64]\n    prune: {max_fraction: 1}\n"
         ),
+        "backup-prune": (
+            "    tags: {include: ['v\\d+']}\n    backup: '{tag}-prev'\n"
+            "    prune: {max_fraction: 1}\n"
+        ),
+        "backup-platforms": "    platforms: [linux/amd64]\n    backup: '{tag}-{digest12}'\n",
     }[feature]
     config = write_config(
         tmp_path,
@@ -126,6 +138,8 @@ def test_destination_by_feature(tmp_path: Path, plain: Pair, kind: str, feature:
         "platforms": platforms_cell,
         "referrers": referrers_cell,
         "referrers-platforms": referrers_cell,
+        "backup-prune": backup_prune_cell,
+        "backup-platforms": backup_platforms_cell,
     }[feature]
     cell(tmp_path, plain, dest, config, f"{ns}/app", feature)
 
@@ -266,4 +280,69 @@ def referrers_cell(
     assert r["tags"] == {"copied": 0, "up_to_date": 2, "pruned": 4, "failed": 0}, r
     assert r["source_manifest_gets"] == 0 and r["blobs"] == NO_BLOBS, r
     assert dest.view.tags(repo) == sorted(["1.0", sig_tag(images["1.0"], "")])
+    feature_check(config, settled=True)
+
+
+def backup_prune_cell(
+    tmp_path: Path, plain: Pair, dest: Dest, config: Path, repo: str, rule: str
+) -> None:
+    """`backup: '{tag}-prev'` with prune: v1 changes upstream while v2 (same digest as v1) is
+    dropped. v1-prev keeps the old image although v2's prune removes a tag of that digest, and
+    v1-prev, outside the `v\\d+` filter, is never in the prune scope."""
+    src = plain.src
+    old = Image.docker([Blob.random(2_000, seed=f"{repo}/old")])
+    new = Image.oci([Blob.random(2_000, seed=f"{repo}/new")])
+    push(src, repo, "v1", old)
+    push(src, repo, "v2", old)
+    r = feature_once(tmp_path, config, rule, 1)
+    assert r["tags"] == {"copied": 2, "up_to_date": 0, "pruned": 0, "failed": 0}, r
+    assert r["backups"] == 0, r  # nothing was overwritten
+
+    push(src, repo, "v1", new)
+    untag(src, repo, "v2")
+    tags = feature_check(config, settled=False)
+    assert {t["tag"]: (t["action"], t.get("backup")) for t in tags} == {
+        "v1": ("copy", "v1-prev"),
+        "v2": ("prune", None),
+    }
+
+    r = feature_once(tmp_path, config, rule, 2)
+    assert r["tags"] == {"copied": 1, "up_to_date": 0, "pruned": 1, "failed": 0}, r
+    assert r["backups"] == 1 and r["blobs"]["copied"] == 2, r  # the backup copies no blob
+    assert dest.view.tags(repo) == ["v1", "v1-prev"]
+    assert dest.view.digest(repo, "v1") == new.digest
+    assert dest.view.digest(repo, "v1-prev") == old.digest
+    assert dest.view.raw(repo, "v1-prev") == old.raw  # the exact bytes it had
+    feature_check(config, settled=True)
+    r = feature_once(tmp_path, config, rule, 3)
+    assert r["tags"] == {"copied": 0, "up_to_date": 1, "pruned": 0, "failed": 0}, r
+    assert dest.view.tags(repo) == ["v1", "v1-prev"]
+
+
+def backup_platforms_cell(
+    tmp_path: Path, plain: Pair, dest: Dest, config: Path, repo: str, rule: str
+) -> None:
+    """`backup: '{tag}-{digest12}'` with `platforms: [linux/amd64]`: the backup is the
+    destination's subset as it was (its recorded origin the old source index), by digest."""
+    src = plain.src
+    first, first_amd64 = multi_arch(repo, "1.0")
+    push(src, repo, "1.0", first)
+    r = feature_once(tmp_path, config, rule, 1)
+    assert r["backups"] == 0 and r["platform_subsets"] == 1, r
+    subset = dest.view.digest(repo, "1.0")
+    assert subset is not None and subset != first.digest
+    backup = f"1.0-{subset.removeprefix('sha256:')[:12]}"
+
+    second, second_amd64 = multi_arch(f"{repo}-next", "1.0")
+    push(src, repo, "1.0", second)
+    (planned,) = feature_check(config, settled=False)
+    assert (planned["action"], planned["backup"]) == ("copy", backup), planned
+
+    r = feature_once(tmp_path, config, rule, 2)
+    assert r["tags"] == {"copied": 1, "up_to_date": 0, "pruned": 0, "failed": 0}, r
+    assert r["backups"] == 1, r
+    assert dest.view.tags(repo) == sorted(["1.0", backup])
+    assert dest.view.digest(repo, backup) == subset
+    assert_subset(dest, repo, backup, first, first_amd64)
+    assert_subset(dest, repo, "1.0", second, second_amd64)
     feature_check(config, settled=True)

@@ -19,7 +19,7 @@ from tests.support import (
     Image,
     Registry,
     RegistryFactory,
-    free_port,
+    dead_port,
     mirrored_config,
     push,
     run_regsync,
@@ -221,7 +221,7 @@ def test_failing_primary_falls_back_to_its_mirror(
 ) -> None:
     """Reads move to the mirror, with the same repository paths, and the switch is one line."""
     digests = seed(source_registry, "team/app", 2)
-    primary = f"127.0.0.1:{free_port()}" if failure == "down" else proxy.host
+    primary = f"127.0.0.1:{dead_port()}" if failure == "down" else proxy.host
     if failure == "503":
         proxy.script = ProxyScript(fail_all=503)
     elif failure == "429":
@@ -237,6 +237,8 @@ def test_failing_primary_falls_back_to_its_mirror(
     switch = f"registry {primary} failed ("
     assert proc.stderr.count(switch) == 1
     assert f"): reading from mirror {source_registry.host}" in proc.stderr
+    # A fallback that works is a warning, not an error (nor is the primary found down).
+    assert "ERROR" not in proc.stderr and "WARNING registry " in proc.stderr, proc.stderr
 
 
 async def test_a_404_from_the_primary_is_an_answer_not_a_reason_to_fall_back(
@@ -246,7 +248,8 @@ async def test_a_404_from_the_primary_is_an_answer_not_a_reason_to_fall_back(
     proxy: RateLimitProxy,
     registry_factory: RegistryFactory,
 ) -> None:
-    """The primary lacks the repository: that is the result; the mirror is never asked."""
+    """The primary lacks the repository: that is the answer (the rule's error: the source has
+    no such repository); the mirror is never asked."""
     seed(source_registry, "team/app", 1)  # only the mirror (behind the proxy) has it
     primary = registry_factory()
     config = load_config(
@@ -261,7 +264,11 @@ async def test_a_404_from_the_primary_is_an_answer_not_a_reason_to_fall_back(
     )
     result = await run(config, config.rules)
 
-    assert result.ok and result.rules[0].copied == 0
+    assert not result.ok and result.rules[0].copied == 0
+    assert result.rules[0].errors == [
+        f"source repository {primary.host}/team/app does not exist; nothing was synced (set "
+        "allow_empty: true on the rule if it may be empty on purpose)"
+    ]
     assert proxy.state().log == []
 
 
@@ -269,7 +276,7 @@ def test_a_down_registry_fails_its_rules_fast_and_the_others_carry_on(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
     digests = seed(source_registry, "team/app", 1)
-    down = f"127.0.0.1:{free_port()}"
+    down = f"127.0.0.1:{dead_port()}"
     config = write_config(
         tmp_path,
         f"""

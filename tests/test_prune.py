@@ -10,7 +10,9 @@ from pathlib import Path
 from aiohttp import web
 
 from regsync.backends.layout import Layout
-from regsync.config import parse_config
+from regsync.backends.registry.retry import RetryPolicy
+from regsync.config import Config, parse_config
+from regsync.events import NoEvents
 from regsync.runner import run
 from tests.policy_helpers import image, planned
 from tests.support import (
@@ -254,6 +256,105 @@ def _layout_refs(layout: Path) -> dict[str, str]:
 def _manifest_of(reg: Registry, tag: str) -> Manifest:
     media_type, raw = reg.manifest("diamol/app", tag)
     return Manifest(media_type, raw)
+
+
+def scripted_rule(src: ScriptedRegistry, dst: ScriptedRegistry, prune: str) -> Config:
+    """One rule mirroring ``src``'s diamol/app to ``dst`` (both scripted, plain HTTP)."""
+    return parse_config(
+        f'registries:\n  "{src.host}": {{tls: http}}\n  "{dst.host}": {{tls: http}}\n'
+        f"version: 1\nrules:\n  - name: app\n    source: {src.host}/diamol/app\n"
+        f"    destination: {dst.host}\n    prune: {prune}\n"
+    )
+
+
+async def test_a_repository_whose_copy_failed_keeps_every_destination_tag() -> None:
+    """Invariant 4: the source lost 0.9, but 1.0 failed to copy: nothing is pruned."""
+    fails = Image.docker([Blob.random(300, seed="unreadable")])
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        kept = src.add("diamol/app", "0.8", Image.docker([Blob.random(300, seed="0.8")]))
+        src.add("diamol/app", "1.0", fails)
+        dst.add("diamol/app", "0.8", Image.docker([Blob.random(300, seed="0.8")]))
+        lost = dst.add("diamol/app", "0.9", Image.docker([Blob.random(300, seed="0.9")]))
+
+        async def gone(request: web.Request, match: re.Match[str]) -> web.Response:
+            return error(404, "BLOB_UNKNOWN", "lost from storage")
+
+        src.override("GET", f"/blobs/{fails.blobs[-1].digest}$", gone)
+        config = scripted_rule(src, dst, "{max_fraction: 1}")
+        result = (await run(config, config.rules, retry=RetryPolicy(attempts=1))).rules[0]
+        assert result.failed == 1 and result.pruned == 0, result.errors
+        assert dst.tags["diamol/app"] == {"0.8": kept, "0.9": lost}
+        assert dst.count("DELETE", "/manifests/") == 0
+
+        src.overrides.clear()  # the source serves the blob again: the next run prunes
+        result = (await run(config, config.rules, retry=RetryPolicy(attempts=1))).rules[0]
+        assert (result.copied, result.pruned, result.failed) == (1, 1, 0), result.errors
+        assert sorted(dst.tags["diamol/app"]) == ["0.8", "1.0"]
+
+
+class Outcomes(NoEvents):
+    """Records each tag's outcome as the run reports it (what the metrics count)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def tag_done(self, rule: str, outcome: str) -> None:
+        self.seen.append((rule, outcome))
+
+
+async def lost_tag_pair(src: ScriptedRegistry, dst: ScriptedRegistry) -> str:
+    """``src`` holds 1.0 and 1.1, ``dst`` those and 0.9, which the source lost: 0.9's digest."""
+    for tag in ("1.0", "1.1"):
+        image = Image.docker([Blob.random(300, seed=tag)])
+        src.add("diamol/app", tag, image)
+        dst.add("diamol/app", tag, image)
+    return dst.add("diamol/app", "0.9", Image.docker([Blob.random(300, seed="0.9")]))
+
+
+async def test_a_pruned_tag_is_counted_once_as_pruned() -> None:
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        await lost_tag_pair(src, dst)
+        config = scripted_rule(src, dst, "{max_fraction: 1}")
+        events = Outcomes()
+        result = (await run(config, config.rules, events=events)).rules[0]
+
+    assert (result.pruned, result.up_to_date) == (1, 2) and "0.9" not in dst.tags["diamol/app"]
+    assert sorted(events.seen) == [("app", "pruned"), ("app", "up_to_date"), ("app", "up_to_date")]
+
+
+async def test_a_run_told_to_stop_before_its_deletes_deletes_nothing() -> None:
+    """A shutdown starts no new work: the copies left are reported, the deletes not begun."""
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        lost = await lost_tag_pair(src, dst)
+        src.add("diamol/app", "1.2", Image.docker([Blob.random(300, seed="1.2")]))
+        config = scripted_rule(src, dst, "{max_fraction: 1}")
+        stop = asyncio.Event()
+        stop.set()
+        result = (await run(config, config.rules, stop=stop)).rules[0]
+
+    assert (result.pruned, result.copied, result.interrupted) == (0, 0, 1)
+    assert dst.tags["diamol/app"]["0.9"] == lost and dst.count("DELETE", "/manifests/") == 0
+
+
+async def test_a_registry_that_answers_202_but_keeps_the_tag_reports_no_prune() -> None:
+    """A tag counts as pruned only once a HEAD shows it gone, by digest as by tag."""
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        dst.deletes_keep_tags = True
+        for tag in ("1.0", "1.1"):
+            image = Image.docker([Blob.random(300, seed=tag)])
+            src.add("diamol/app", tag, image)
+            dst.add("diamol/app", tag, image)
+        lost = dst.add("diamol/app", "0.9", Image.docker([Blob.random(300, seed="0.9")]))
+        config = scripted_rule(src, dst, "{max_fraction: 1}")
+        result = (await run(config, config.rules, retry=RetryPolicy(attempts=1))).rules[0]
+
+    assert dst.count("DELETE", f"/manifests/{lost}$") == 1  # by digest: nothing shares it
+    assert (result.pruned, result.up_to_date) == (0, 2)
+    assert any(
+        e.startswith("diamol/app:0.9: prune: still tagged") and e.endswith(f"after deleting {lost}")
+        for e in result.errors
+    ), result.errors
+    assert dst.tags["diamol/app"]["0.9"] == lost
 
 
 async def test_cut_short_source_listing_never_prunes(dest_registry: Registry) -> None:

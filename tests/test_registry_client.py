@@ -13,7 +13,7 @@ from regsync.backends.registry.retry import RetryPolicy
 from regsync.backends.registry.transport import Transport
 from regsync.errors import AuthError, NotFoundError, TransportError, UnsupportedError
 from regsync.oci.manifest import Descriptor
-from tests.support import Blob, Image, Index, Registry, RegistryFactory, free_port, push
+from tests.support import Blob, Image, Index, Registry, RegistryFactory, dead_port, push
 
 FAST_RETRY = RetryPolicy(attempts=2, initial=0.01, maximum=0.02)
 
@@ -117,7 +117,7 @@ async def test_registry_errors_become_typed_errors(registry_factory: RegistryFac
 
 
 async def test_unreachable_registry_is_a_transport_error() -> None:
-    async with client_for(f"http://127.0.0.1:{free_port()}") as client:
+    async with client_for(f"http://127.0.0.1:{dead_port()}") as client:
         with pytest.raises(TransportError, match="cannot connect"):
             await client.ping()
 

@@ -28,7 +28,7 @@ from regsync.cli import build_parser
 from regsync.config import parse_config
 from regsync.oci.manifest import Descriptor
 from regsync.runner import run
-from regsync.secrets import MAX_TOKENS, Redactor
+from regsync.secrets import MAX_TOKENS, Redactor, redact_data, remember_login
 from regsync.server import parse_listen
 from regsync.summary import run_dumps
 from tests.support import (
@@ -487,3 +487,53 @@ def test_redactor_masks_run_time_tokens_by_lookup_and_keeps_the_latest() -> None
         redactor.add_token(f"token-{n:08d}")
     assert redactor.redact(jwt) == jwt  # the oldest token fell out of the bounded set
     assert redactor.redact(f"token-{MAX_TOKENS - 1:08d}") == "***"
+
+
+def test_a_secret_of_exactly_the_minimum_length_is_masked_in_every_form() -> None:
+    redactor = Redactor(["ab/d"])  # MIN_LENGTH characters: a secret, also URL-quoted
+    assert redactor.redact("x ab/d y ab%2Fd z abc") == "x *** y *** z abc"
+    redactor.add_token("a1b2")
+    assert redactor.redact("Bearer a1b2") == "Bearer ***"
+
+
+def test_a_json_escaped_secret_is_masked_whole() -> None:
+    secret = '"quoted\\secret"'  # starts and ends with a character JSON escapes
+    text = json.dumps({"error": f"bad password {secret}"})
+    assert Redactor([secret]).redact(text) == '{"error": "bad password ***"}'
+
+
+def test_a_secret_holding_another_is_masked_whole_whatever_their_order() -> None:
+    redactor = Redactor(["zzzz", "azzzzb"])  # sorted by text, "zzzz" would come first
+    assert redactor.redact("[azzzzb] [zzzz]") == "[***] [***]"
+
+
+def test_basic_credentials_are_masked_padded_and_unpadded() -> None:
+    redactor = Redactor()
+    redactor.add_login("me", "secret1")
+    basic = base64.b64encode(b"me:secret1").decode()
+    assert basic.endswith("=")
+    assert redactor.redact(f"Authorization: Basic {basic}") == "Authorization: Basic ***"
+    assert redactor.redact(f"b={basic.rstrip('=')};") == "b=***;"
+
+
+def test_a_token_that_is_not_token68_is_kept_as_a_secret() -> None:
+    """Masked wherever it appears, even inside a longer run of token characters."""
+    redactor = Redactor()
+    redactor.add_token("odd token!")
+    redactor.add_token("-edgy-")  # token punctuation at its edges: not a clean token68 run
+    assert redactor.redact("a odd token! b x-edgy-y") == "a *** b x***y"
+
+
+def test_the_token_set_keeps_exactly_the_latest_max_tokens() -> None:
+    redactor = Redactor()
+    for n in range(MAX_TOKENS + 1):
+        redactor.add_token(f"token-{n:08d}")
+    assert redactor.redact("token-00000000") == "token-00000000"  # the oldest went
+    assert redactor.redact("token-00000001 token-00010000") == "*** ***"
+
+
+def test_the_process_wide_redactor_learns_logins_and_redacts_data() -> None:
+    remember_login("mutant-user", "Mutant-pass-77")
+    basic = base64.b64encode(b"mutant-user:Mutant-pass-77").decode()
+    data = {"errors": [f"Mutant-pass-77 and {basic}"], "n": 1}
+    assert redact_data(data) == {"errors": ["*** and ***"], "n": 1}

@@ -259,7 +259,7 @@ async def test_a_rule_never_overlaps_itself_and_reload_keeps_a_good_config(
         "    destination: 127.0.0.1:9/b\n    interval: 1s\n",
     )
     active, peak, starts = 0, 0, []
-    first_run_may_end = asyncio.Event()
+    first_started, first_run_may_end, second_started = (asyncio.Event() for _ in range(3))
 
     async def scripted_run(config: Config, rules: list[Rule], **kwargs: object) -> RunResult:
         nonlocal active, peak
@@ -267,13 +267,21 @@ async def test_a_rule_never_overlaps_itself_and_reload_keeps_a_good_config(
         peak = max(peak, active)
         starts.append(rules[0].name)
         if len(starts) == 1:
+            first_started.set()
             await first_run_may_end.wait()  # outlasts the 1s interval
+        else:
+            second_started.set()
         active -= 1
         return RunResult([RuleResult(rules[0].name)])
 
     daemon = Daemon(str(path), load_config(path), Metrics(), grace=5, runner=scripted_run)
     task = asyncio.create_task(daemon.run())
-    await asyncio.sleep(1.5)  # the interval passes while the first run is still going
+    # The first run is going; wait until the instant the rule is due again (not a guessed
+    # window), so a scheduler that overlapped runs would have started a second one by then.
+    await asyncio.wait_for(first_started.wait(), 30)
+    state = daemon.states["slow"]
+    assert state.last_started is not None
+    await asyncio.sleep(max(0.0, state.due(state.last_started) - time.time()) + 0.05)
     assert starts == ["slow"] and not daemon.ready()
 
     path.write_text(path.read_text() + "  - name: broken\n")
@@ -282,10 +290,7 @@ async def test_a_rule_never_overlaps_itself_and_reload_keeps_a_good_config(
     assert list(daemon.states) == ["slow"]
 
     first_run_may_end.set()
-    for _ in range(200):
-        if len(starts) >= 2:
-            break
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(second_started.wait(), 30)
     assert daemon.ready()
     daemon.stop()
     await asyncio.wait_for(task, 10)

@@ -49,7 +49,9 @@ def imported(*args: str, module: str = "regsync") -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("args", [("--help",), ("--version",), ("once", "--help")])
+@pytest.mark.parametrize(
+    "args", [("--help",), ("--version",), ("once", "--help"), ("copy", "--help"), ("ls", "--help")]
+)
 def test_help_and_version_import_nothing_heavy(args: tuple[str, ...]) -> None:
     assert imported(*args).isdisjoint(NOT_FOR_HELP)
 

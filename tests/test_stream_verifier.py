@@ -9,7 +9,7 @@ import random
 import pytest
 
 from regsync.errors import IntegrityError
-from regsync.oci.digest import OFFLOAD_MIN, StreamVerifier
+from regsync.oci.digest import OFFLOAD_MIN, StreamVerifier, parse_digest, verify_bytes
 
 CHUNKS = [random.Random(i).randbytes(n) for i, n in enumerate([OFFLOAD_MIN * 3, 10, 70_000] * 4)]
 DATA = b"".join(CHUNKS)
@@ -33,3 +33,27 @@ def test_one_byte_too_many_stops_the_stream_at_once() -> None:
     verifier = StreamVerifier(DIGEST, len(CHUNKS[0]) - 1)
     with pytest.raises(IntegrityError, match="more than"):
         asyncio.run(verifier.feed(CHUNKS[0]))
+
+
+def test_verify_bytes_checks_the_size_and_the_digest_and_names_the_digest() -> None:
+    data = b"layer bytes"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    verify_bytes(data, digest, len(data))
+    verify_bytes(data, digest)  # no size known: the digest alone
+    with pytest.raises(IntegrityError) as caught:
+        verify_bytes(data + b"!", digest)
+    assert str(caught.value) == f"{digest}: content does not match its digest"
+    with pytest.raises(IntegrityError) as caught:
+        verify_bytes(data, digest, len(data) + 1)
+    assert str(caught.value) == f"{digest}: received {len(data)} bytes, expected {len(data) + 1}"
+    with pytest.raises(IntegrityError) as caught:
+        verify_bytes(data, digest, len(data) - 1)
+    assert str(caught.value) == f"{digest}: received more than the expected {len(data) - 1} bytes"
+
+
+def test_a_malformed_digest_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_digest("sha256:XYZ")
+    assert str(caught.value) == "invalid digest 'sha256:XYZ'"
+    with pytest.raises(ValueError, match="invalid digest 'md5:"):
+        verify_bytes(b"", "md5:" + "0" * 32)

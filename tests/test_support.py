@@ -6,8 +6,10 @@ import gzip
 import io
 import json
 import shutil
+import socket
 import subprocess
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ from tests.support import (
     RegistryFactory,
     TlsFiles,
     attach,
+    dead_port,
     push,
     registries_yaml,
     run_regsync,
@@ -38,6 +41,7 @@ from tests.support import (
     sha256,
     write_config,
 )
+from tests.support.registry import listening_port
 
 BASE = Blob.random(20_000, "base")
 
@@ -261,6 +265,34 @@ def test_token_auth_registry_sends_bearer_challenge(
     challenge = resp.header("WWW-Authenticate") or ""
     assert challenge.startswith('Bearer realm="http://127.0.0.1:1/token"')
     assert 'service="test-registry"' in challenge
+
+
+def test_registries_started_at_once_bind_ports_the_kernel_picked(tmp_path: Path) -> None:
+    """No port is picked before the registry binds it, so parallel workers cannot collide;
+    a restart keeps the port."""
+    regs = [Registry(tmp_path / f"r{n}") for n in range(3)]
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(Registry.start, regs))
+        ports = [r.port for r in regs]
+        assert len(set(ports)) == 3 and 0 not in ports
+        assert [listening_port(r.pid or 0) for r in regs] == ports
+        assert all(r.ping() == 200 and r.host == f"127.0.0.1:{r.port}" for r in regs)
+        started = yaml.safe_load(regs[1].config_path.read_text())
+        assert started["http"]["addr"] == "127.0.0.1:0"  # bound by the registry, not picked
+        regs[0].restart()
+        assert regs[0].port == ports[0] and regs[0].ping() == 200
+    finally:
+        for r in regs:
+            r.cleanup()
+
+
+def test_a_dead_port_refuses_connections_and_cannot_be_taken() -> None:
+    port = dead_port()
+    with socket.socket() as client, pytest.raises(ConnectionRefusedError):
+        client.connect(("127.0.0.1", port))
+    with socket.socket() as other, pytest.raises(OSError, match="in use"):
+        other.bind(("127.0.0.1", port))
 
 
 def test_write_config_dedents_and_registries_yaml_parses(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from tests.support import (
     Image,
     Index,
     Registry,
-    free_port,
+    dead_port,
     mirror_config,
     mirrored_config,
     plain_config,
@@ -210,7 +210,7 @@ def test_verify_reads_from_the_mirror_when_the_primary_is_down(
 ) -> None:
     """`mirrors:` holds for verify as for once: the listing and a repair come from the mirror."""
     image = push(source_registry, "team/app", "1", Image.docker([Blob.random(3000, seed="m")]))
-    primary = f"127.0.0.1:{free_port()}"  # nothing listens there
+    primary = f"127.0.0.1:{dead_port()}"  # nothing listens there
     config = mirrored_config(tmp_path, primary, source_registry, dest_registry)
     assert run_regsync("once", "-c", config, env=FAST_RETRIES).returncode == 0
     _, raw = dest_registry.manifest("team/app", "1")

@@ -1,7 +1,8 @@
 """The seam between the copy engine and where content lives (a registry, an OCI layout).
 
-Every backend (``RegistryClient``, ``FallbackBackend``, ``Layout``, ``MemoryBackend``) keeps the
-contract below; ``tests/test_backend_conformance.py`` runs one suite against each of them.
+Every backend (``RegistryClient``, ``FallbackBackend``, ``Layout``, ``Tarball``,
+``MemoryBackend``) keeps the contract below; ``tests/test_backend_conformance.py`` runs one
+suite against each of them.
 
 Words used throughout:
 
@@ -48,7 +49,8 @@ class Backend(Protocol):
     async def tags(self, repo: str) -> Listed:
         """Every tag of ``repo``; an unknown or empty repository has none (no error).
 
-        Tags off the grammar come back in ``rejected``, never in ``names``.
+        Tags off the grammar come back in ``rejected``, never in ``names``; ``missing`` says
+        the repository does not exist (a registry's 404, a layout without it).
         """
         ...
 
@@ -117,6 +119,16 @@ class Backend(Protocol):
 
     async def blob_head(self, repo: str, digest: str) -> bool:
         """Whether ``repo`` holds the blob ``digest`` (with ``shares_blobs``: any repository)."""
+        ...
+
+    async def blob_check(self, repo: str, desc: Descriptor) -> bool:
+        """Whether ``repo`` itself shows it holds exactly ``desc``: its digest and its size.
+
+        The proof the copy engine asks of a *source* before reusing content it did not read
+        (a mount, a blob already at the destination): a registry answers a HEAD in ``repo``
+        (200, ``Content-Length`` equal to ``desc.size``, ``Docker-Content-Digest`` equal to
+        the digest when sent), a layout holds the file with that size. False otherwise.
+        """
         ...
 
     def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:

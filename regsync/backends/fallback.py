@@ -102,6 +102,9 @@ class FallbackBackend:
     async def blob_head(self, repo: str, digest: str) -> bool:
         return await self._read(lambda c: c.blob_head(repo, digest))
 
+    async def blob_check(self, repo: str, desc: Descriptor) -> bool:
+        return await self._read(lambda c: c.blob_check(repo, desc))
+
     async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
         """Stream from the first registry that starts sending; a failure mid-stream is final."""
         index = self._current

@@ -44,6 +44,7 @@ from regsync.backends.layoutfs import (
     open_dir,
     open_regular,
     read_capped,
+    regular_size,
     remove_orphans,
     replace_file,
 )
@@ -108,7 +109,8 @@ class Layout:
     async def tags(self, repo: str) -> Listed:
         """A repository's tags; entries of it naming an invalid tag are ``rejected``."""
         tags = tuple(sorted(self._index().get(repo, ())))
-        return Listed(tags, tuple(self._refused.get(repo, ())))
+        refused = tuple(self._refused.get(repo, ()))
+        return Listed(tags, refused, missing=not tags and not refused)
 
     # -- manifests ------------------------------------------------------------------------
 
@@ -197,6 +199,11 @@ class Layout:
 
     async def blob_head(self, repo: str, digest: str) -> bool:
         return self._has(digest)
+
+    async def blob_check(self, repo: str, desc: Descriptor) -> bool:
+        """The layout holds the file, with the blob's size (its blobs serve every repo)."""
+        size = await asyncio.to_thread(regular_size, self.root, _blob_parts(desc.digest))
+        return size == desc.size
 
     async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
         """Stream a blob, verifying size and digest (a disk carried across can rot)."""

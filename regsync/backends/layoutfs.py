@@ -77,6 +77,17 @@ def open_dir(root: Path, parts: Sequence[str] = (), *, create: bool = False) -> 
         os.close(fd)
 
 
+def regular_size(root: Path, parts: Sequence[str]) -> int | None:
+    """The size of the regular file ``root/parts...``; None when there is none."""
+    *dirs, name = parts
+    try:
+        with open_dir(root, dirs) as fd:
+            found = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError, LayoutError):
+        return None
+    return found.st_size if stat.S_ISREG(found.st_mode) else None
+
+
 def is_regular(root: Path, parts: Sequence[str], *, strict: bool) -> bool:
     """Whether ``root/parts...`` is a regular file. Something else there is refused when
     ``strict`` (a layout's own files) and counted as absent otherwise (a blob to write again)."""

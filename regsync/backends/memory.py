@@ -58,7 +58,9 @@ class MemoryBackend:
 
     async def tags(self, repo: str) -> Listed:
         self.calls.append(("tags", repo, ""))
-        return Listed.tags(sorted(self.repos[repo].tags) if repo in self.repos else [])
+        if repo not in self.repos:
+            return Listed((), missing=True)
+        return Listed.tags(sorted(self.repos[repo].tags))
 
     # -- manifests ------------------------------------------------------------------------
 
@@ -140,6 +142,10 @@ class MemoryBackend:
     async def blob_head(self, repo: str, digest: str) -> bool:
         self.calls.append(("blob_head", repo, digest))
         return self._holds(repo, digest)
+
+    async def blob_check(self, repo: str, desc: Descriptor) -> bool:
+        self.calls.append(("blob_check", repo, desc.digest))
+        return self._holds(repo, desc.digest) and len(self.blobs[desc.digest]) == desc.size
 
     async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
         self.calls.append(("blob_read", repo, desc.digest))

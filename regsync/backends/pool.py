@@ -7,7 +7,10 @@ rules writing to one layout directory share its index commits:
 - a registry (``Kind.REGISTRY``): a ``RegistryClient`` per host; read as a source, it comes
   with its ``mirrors:`` behind a ``FallbackBackend`` (mirrors are read-only);
 - an OCI layout (``Kind.LAYOUT``): one ``Layout`` per directory (by absolute path); read as a
-  source, leftovers of a killed export there are an error, not an empty layout.
+  source, leftovers of a killed export there are an error, not an empty layout;
+- a tar bundle (``Kind.TARBALL``): one ``Tarball`` per file (by absolute path), with its
+  rule's ``BundleSeries`` when the rule writes delta bundles. ``finish`` packs what the run
+  wrote into them; ``discard`` drops their working directories.
 
 It also hands out each source's repository lister: the registry's catalog, the Hub API for a
 Docker Hub namespace (Docker Hub has no catalog), or the layout's index. A new kind of store is
@@ -20,11 +23,13 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, assert_never
 
 import aiohttp
 
 from regsync.backends.base import Backend
+from regsync.backends.bundle import BundleSeries
 from regsync.backends.fallback import FallbackBackend
 from regsync.backends.layout import Layout
 from regsync.backends.registry.client import RegistryClient
@@ -33,8 +38,11 @@ from regsync.backends.registry.observer import RequestObserver
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.backends.registry.tls import scheme, ssl_context
 from regsync.backends.registry.transport import Transport
+from regsync.backends.tarball import Tarball
 from regsync.config import Config, RegistryConfig
 from regsync.credentials import Login, resolve_login
+from regsync.errors import LayoutError, RegsyncError
+from regsync.logs import warn_once
 from regsync.oci.ref import DOCKER_HUB, DestinationSpec, Kind, Listed, SourceSpec, api_host
 
 log = logging.getLogger(__name__)
@@ -87,8 +95,10 @@ class BackendPool:
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
         logins: LoginResolver = resolve_login,
+        state_dir: Path | None = None,
     ) -> None:
         self.session = session
+        self.state_dir = state_dir  # where delta bundles' series are recorded
         self.config = config
         self.observer = observer
         self.retry = retry
@@ -97,6 +107,7 @@ class BackendPool:
         self._clients: dict[str, RegistryClient] = {}
         self._sources: dict[str, Backend] = {}
         self._layouts: dict[str, Layout] = {}
+        self._tarballs: dict[str, Tarball] = {}
         self._hubs: dict[str, HubCatalog | None] = {}
         self._known_logins: dict[str, Login | None] = {}
 
@@ -109,18 +120,41 @@ class BackendPool:
                 layout = self._layout(spec.directory)
                 layout.is_source = True  # a killed export's leftovers are an error here
                 return layout
+            case Kind.TARBALL:
+                tarball = self._tarball(spec.directory, None)
+                tarball.is_source = True  # a missing file is an error here
+                return tarball
             case _:
                 assert_never(spec.kind)
 
-    def writer(self, spec: DestinationSpec) -> Backend:
-        """What a rule writes to: the registry itself, or the layout directory."""
+    def writer(self, spec: DestinationSpec, delta_rule: str | None = None) -> Backend:
+        """What a rule writes to: the registry itself, the layout directory, or the tar file
+        (``delta_rule``: the rule whose delta bundles it is)."""
         match spec.kind:
             case Kind.REGISTRY:
                 return self.registry(spec.registry)
             case Kind.LAYOUT:
                 return self._layout(spec.directory)
+            case Kind.TARBALL:
+                return self._tarball(spec.directory, delta_rule)
             case _:
                 assert_never(spec.kind)
+
+    async def finish(self) -> dict[str, str]:
+        """Pack every tar bundle this run wrote to; ``{backend name: error}`` for those that
+        could not be written (each is then as it was before the run)."""
+        failed = {}
+        for tarball in self._tarballs.values():
+            try:
+                await tarball.finish()
+            except RegsyncError as exc:
+                failed[tarball.name] = str(exc)
+        return failed
+
+    def discard(self) -> None:
+        """Drop the tar bundles' working directories (call last)."""
+        for tarball in self._tarballs.values():
+            tarball.discard()
 
     def lister(self, spec: SourceSpec) -> RepositoryLister:
         """How a glob source's repositories are listed: Hub API, catalog or layout index."""
@@ -150,6 +184,7 @@ class BackendPool:
                     retry=self.retry,
                     timeouts=self.timeouts,  # deadlines and minimum rates, as for registries
                     max_concurrency=2,
+                    user_agent=settings.user_agent,
                 )
                 catalog = HubCatalog(
                     transport,
@@ -179,6 +214,20 @@ class BackendPool:
             layout = self._layouts[key] = Layout(directory)
         return layout
 
+    def _tarball(self, path: str, delta_rule: str | None) -> Tarball:
+        key = os.path.abspath(path)
+        tarball = self._tarballs.get(key)
+        if tarball is None:
+            series = None  # without a state dir (verify): the bundle is read as it is
+            if delta_rule is not None and self.state_dir is not None:
+                series = BundleSeries(self.state_dir, delta_rule).load()
+            tarball = self._tarballs[key] = Tarball(path, series)
+        elif delta_rule is not None and (
+            tarball.series is None or tarball.series.rule != delta_rule
+        ):
+            raise LayoutError(f"tar:{path}: written by two rules; a delta bundle has one rule")
+        return tarball
+
     def _login(self, host: str, settings: RegistryConfig) -> Login | None:
         if host not in self._known_logins:  # a credential helper runs once per host
             self._known_logins[host] = self._logins(host, settings)
@@ -186,12 +235,12 @@ class BackendPool:
 
     def _build(self, host: str, settings: RegistryConfig) -> RegistryClient:
         if settings.tls != "verify":
-            log.warning("registry %s: %s", host, _TLS_NOTE[settings.tls])
+            warn_once(log, "registry %s: %s", host, _TLS_NOTE[settings.tls])
         login = self._login(host, settings)
         transport = Transport(
             self.session,
             host,
-            f"{scheme(settings.tls)}://{api_host(host)}",
+            f"{scheme(settings.tls)}://{api_host(settings.hostname or host)}",
             username=login.username if login else None,
             password=login.password if login else None,
             ssl_context=ssl_context(
@@ -205,6 +254,9 @@ class BackendPool:
             timeouts=self.timeouts,
             max_concurrency=settings.max_concurrency,
             pull_floor=settings.rate_limit.min_remaining if settings.rate_limit else None,
+            user_agent=settings.user_agent,
+            requests_per_second=settings.requests_per_second,
+            path_prefix=settings.path_prefix or "",
         )
         return RegistryClient(transport)
 

@@ -15,10 +15,13 @@ from pydantic import (
     ValidationInfo,
 )
 
-from regsync.oci.ref import DestinationSpec, SourceSpec, is_host, normalize_host
+from regsync.backup import BackupTemplate
+from regsync.oci.mediatypes import MANIFESTS
+from regsync.oci.ref import DestinationSpec, SourceSpec, is_host, is_repository, normalize_host
 from regsync.tagpolicy import TagPattern
 
 DEFAULT_INTERVAL = timedelta(hours=1)
+DEFAULT_FULL_CHECK = timedelta(hours=24)
 
 Loc = tuple[str | int, ...]
 
@@ -171,6 +174,60 @@ def _hub_api(value: str) -> str:
     return value.rstrip("/")
 
 
+def _user_agent(value: str) -> str:
+    # Printable ASCII only: a header value with CR/LF or controls could split the request.
+    if not value or len(value) > 256 or not all(" " <= c <= "~" for c in value):
+        raise ValueError("expected 1 to 256 printable ASCII characters, e.g. 'regsync-lab/1.0'")
+    return value
+
+
+def _backup(value: object) -> BackupTemplate:
+    if isinstance(value, BackupTemplate):
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a tag template such as '{{tag}}-prev', got {_kind(value)}")
+    return BackupTemplate.parse(value)
+
+
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+
+
+def _media_types(value: object) -> object:
+    if isinstance(value, frozenset):
+        return value
+    if not isinstance(value, list) or not value or len(value) > 64:
+        raise ValueError(
+            "expected a list of 1 to 64 media types, e.g. "
+            "[application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json]"
+        )
+    for item in value:
+        if not isinstance(item, str) or not _MEDIA_TYPE.fullmatch(item):
+            shown = repr(item) if isinstance(item, str) else _kind(item)
+            raise ValueError(f"invalid media type {shown}: expected type/subtype in lower case")
+    if not MANIFESTS.intersection(value):
+        raise ValueError(
+            "lists no manifest media type, so nothing would be copied; include some of: "
+            + ", ".join(sorted(MANIFESTS))
+        )
+    return frozenset(value)
+
+
+def _artifact_type(value: str) -> str:
+    if not _MEDIA_TYPE.fullmatch(value):
+        raise ValueError(f"invalid artifact type {value!r}: expected type/subtype in lower case")
+    return value
+
+
+def _path_prefix(value: str) -> str:
+    prefix = value.strip("/")
+    if not prefix or not is_repository(prefix):
+        raise ValueError(
+            f"invalid path_prefix {value!r}: expected repository path segments such as "
+            "'dockerhub' or 'cache/hub' (lower case, no '.' or '..' segments)"
+        )
+    return prefix
+
+
 def _existing_file(value: Path) -> Path:
     if not value.is_file():
         raise ValueError(f"file not found: {value}")
@@ -186,6 +243,11 @@ SemverRange = Annotated[str, AfterValidator(_semver)]
 Platforms = Annotated[Literal["all"] | tuple[str, ...], BeforeValidator(_platforms)]
 Host = Annotated[str, AfterValidator(_host)]
 HubApi = Annotated[str, AfterValidator(_hub_api)]
+UserAgent = Annotated[str, AfterValidator(_user_agent)]
+Backup = Annotated[BackupTemplate, PlainValidator(_backup)]
+MediaTypes = Annotated[frozenset[str], BeforeValidator(_media_types)]
+ArtifactType = Annotated[str, AfterValidator(_artifact_type)]
+PathPrefix = Annotated[str, AfterValidator(_path_prefix)]
 Source = Annotated[SourceSpec, PlainValidator(_source)]
 Destination = Annotated[DestinationSpec, PlainValidator(_destination)]
 RuleName = Annotated[str, AfterValidator(_rule_name)]

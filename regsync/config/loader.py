@@ -39,6 +39,7 @@ from regsync.config.models import (
     Defaults,
     Prune,
     RateLimit,
+    Referrers,
     RegistryConfig,
     Rule,
     TagFilter,
@@ -46,6 +47,7 @@ from regsync.config.models import (
     _resolve_rule,
     _RuleSpec,
 )
+from regsync.config.sources import source_problems
 from regsync.errors import ConfigError
 from regsync.oci.ref import normalize_host
 from regsync.secrets import Redactor
@@ -54,8 +56,17 @@ from regsync.secrets import Redactor
 # Loading: YAML nodes with lines, ${VAR} expansion, one report of every problem
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a sync.yaml; relative file paths in it are relative to its directory."""
+def load_config(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    settings_only: bool = False,
+) -> Config:
+    """Read and validate a sync.yaml; relative file paths in it are relative to its directory.
+
+    ``settings_only``: the file is read for its ``registries:`` (the one-line commands), so it
+    may have no rules; rules it has are still checked.
+    """
     file = Path(path)
     try:
         with file.open("rb") as stream:  # read no more than the bound: the file may be huge
@@ -68,7 +79,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     except UnicodeDecodeError:
         # Not chained: the decode error quotes the file's bytes, which may hold a password.
         raise ConfigError(f"{file}: the config is not UTF-8 text") from None
-    return _parse(text, file.name, env, file.absolute().parent)
+    return _parse(text, file.name, env, file.absolute().parent, settings_only)
 
 
 def parse_config(
@@ -197,6 +208,10 @@ class _Reader:
                 self.problems.append(_Problem(line, loc, "mapping keys must be plain names"))
                 continue
             child = (*loc, key_node.value)
+            if _extension(key_node.value, loc):
+                # Built all the same, so its anchors and aliases count against the bounds.
+                self._build(value_node, child)
+                continue
             if key_node.value not in out:
                 self.lines[child] = line
                 out[key_node.value] = self._build(value_node, child)
@@ -256,8 +271,22 @@ class _Reader:
         return _VAR.sub(substitute, text)
 
 
+# Mappings whose keys are data (registry hosts, annotation names), not settings: an `x-` key
+# there is a name like any other.
+_DATA_MAPS = frozenset({"registries", "annotations"})
+
+
+def _extension(key: str, loc: Loc) -> bool:
+    """Whether ``key`` is an ``x-`` extension key, ignored wherever settings are named."""
+    return key.startswith("x-") and not (loc and loc[-1] in _DATA_MAPS)
+
+
 def _parse(
-    text: str, filename: str, env: Mapping[str, str] | None, base_dir: Path | None
+    text: str,
+    filename: str,
+    env: Mapping[str, str] | None,
+    base_dir: Path | None,
+    settings_only: bool = False,
 ) -> Config:
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{filename}: the config is over {MAX_CONFIG_BYTES} bytes")
@@ -270,11 +299,14 @@ def _parse(
     if not isinstance(data, dict):
         found = "the file is empty" if data is None else f"found {_kind(data)}"
         raise ConfigError(f"{filename}:{line}: {found}; expected a mapping with version and rules")
+    if settings_only:
+        data.setdefault("rules", [])
     problems = [*reader.problems, *_cross_checks(data, reader.lines)]
     env_locs = {problem.loc for problem in reader.problems}
     doc: _Document | None = None
     try:
-        doc = _Document.model_validate(data, context={"base_dir": base_dir})
+        context = {"base_dir": base_dir, "settings_only": settings_only}
+        doc = _Document.model_validate(data, context=context)
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             loc = tuple(err["loc"])
@@ -283,12 +315,18 @@ def _parse(
     if problems or doc is None:
         raise _refusal(problems, filename, reader, data)
     rules = [_resolve_rule(spec, doc.defaults) for spec in doc.rules]
-    problems = _shared_destinations(rules, reader.lines)
+    registries = {normalize_host(host): entry for host, entry in doc.registries.items()}
+    served = [overlap.as_served(rule, registries) for rule in rules]
+    problems = _shared_destinations(served, reader.lines)
+    for at, message in source_problems(rules, doc.registries):  # what a run would refuse
+        problems.append(
+            _Problem(_line(reader.lines, ("rules", at, "source")), ("rules", at, "source"), message)
+        )
     if problems:
         raise _refusal(problems, filename, reader, data)
     return Config(
         version=doc.version,
-        registries={normalize_host(host): settings for host, settings in doc.registries.items()},
+        registries=registries,
         defaults=doc.defaults,
         rules=rules,
     )
@@ -347,14 +385,16 @@ def _shared_destinations(rules: list[Rule], lines: dict[Loc, int]) -> list[_Prob
 
 
 def _passwords(data: dict[str, object]) -> list[str]:
-    """The literal ``registries.*.credentials.password`` strings of a document."""
+    """The literal ``registries.*.credentials.password`` and ``notifications.token`` strings
+    of a document."""
     registries = data.get("registries")
     found = []
     for settings in registries.values() if isinstance(registries, dict) else ():
-        creds = settings.get("credentials") if isinstance(settings, dict) else None
-        password = creds.get("password") if isinstance(creds, dict) else None
-        if isinstance(password, str):
-            found.append(password)
+        for key, field in (("credentials", "password"), ("notifications", "token")):
+            section = settings.get(key) if isinstance(settings, dict) else None
+            secret = section.get(field) if isinstance(section, dict) else None
+            if isinstance(secret, str):
+                found.append(secret)
     return found
 
 
@@ -437,6 +477,7 @@ _SECTIONS: dict[str | int, type[BaseModel]] = {
     "rate_limit": RateLimit,
     "tags": TagFilter,
     "prune": Prune,
+    "referrers": Referrers,
     "defaults": Defaults,
 }
 _ITEMS: dict[str | int, type[BaseModel]] = {"registries": RegistryConfig, "rules": _RuleSpec}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -20,7 +21,10 @@ from pydantic import (
 
 from regsync.backends.registry.tls import ssl_context
 from regsync.config.fields import (
+    DEFAULT_FULL_CHECK,
     DEFAULT_INTERVAL,
+    ArtifactType,
+    Backup,
     ConfigPath,
     Cron,
     Destination,
@@ -29,16 +33,20 @@ from regsync.config.fields import (
     Host,
     HubApi,
     Int,
+    MediaTypes,
     Number,
+    PathPrefix,
     Platforms,
     Regex,
     RuleName,
     SemverRange,
     Source,
+    UserAgent,
     _kind,
 )
 from regsync.errors import ConfigError
 from regsync.oci.ref import Kind, normalize_host
+from regsync.referrerfilter import ReferrerMatch
 from regsync.tagpolicy import MATCH_ALL, TagPattern
 
 # ---------------------------------------------------------------------------------------------
@@ -92,8 +100,27 @@ class Credentials(_Model):
         return text
 
 
+class Notifications(_Model):
+    """Events this registry sends to `serve` (``POST /v1/notifications/HOST``, Harbor's webhook).
+
+    ``token`` is the bearer token the registry sends with them (``Authorization: Bearer``)."""
+
+    token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        if not text.strip():
+            raise ValueError("is empty (an environment variable set to ''?)")
+        if text != text.strip() or any(ord(c) < 33 or ord(c) > 126 for c in text):
+            raise ValueError("must be printable ASCII without spaces (it travels in a header)")
+        return value
+
+
 class RegistryConfig(_Model):
     credentials: Credentials | None = None
+    notifications: Notifications | None = None
     tls: Literal["verify", "insecure", "http"] = "verify"
     ca_file: ExistingFile | None = None
     client_cert: ExistingFile | None = None
@@ -103,6 +130,13 @@ class RegistryConfig(_Model):
     max_concurrency: Annotated[Int, Field(ge=1, le=256)] = 8
     # Docker Hub-style API that lists namespaces (docker.io uses https://hub.docker.com).
     hub_api: HubApi | None = None
+    user_agent: UserAgent | None = None  # default: regsync/<version>
+    # Cap on request starts per second (a decimal: 0.5 is one every 2 s); None: no cap.
+    requests_per_second: Annotated[Number, Field(gt=0, le=10_000)] | None = None
+    # The server this name stands for (one real host under two names, e.g. two logins).
+    hostname: Host | None = None
+    # Repositories live below this path at the server (a mirror serving an upstream there).
+    path_prefix: PathPrefix | None = None
 
     @model_validator(mode="after")
     def _check_tls(self) -> RegistryConfig:
@@ -126,6 +160,8 @@ class TagFilter(_Model):
     exclude: tuple[Regex, ...] = ()
     semver: SemverRange | None = None
     latest: Annotated[Int, Field(ge=1)] | None = None
+    # Tags that never change once mirrored: between full checks no HEAD on either side.
+    immutable: tuple[Regex, ...] = ()
 
     @field_validator("include")
     @classmethod
@@ -165,6 +201,37 @@ def _prune(value: object) -> object:
 PruneSetting = Annotated[Prune, BeforeValidator(_prune)]
 
 
+class Referrers(_Model):
+    """Copy signatures/SBOMs with the images; optionally only those matching the filter."""
+
+    enabled: StrictBool = False
+    artifact_types: Annotated[tuple[ArtifactType, ...], Field(max_length=64)] = ()
+    annotations: Annotated[dict[str, str], Field(max_length=64)] = {}
+
+    def match(self) -> ReferrerMatch | None:
+        """The filter, or None when every referrer is copied."""
+        if not self.artifact_types and not self.annotations:
+            return None
+        return ReferrerMatch(frozenset(self.artifact_types), dict(self.annotations))
+
+
+def _referrers(value: object) -> object:
+    """``referrers: true|false``, or a filter mapping, which means enabled."""
+    if isinstance(value, bool):
+        return {"enabled": value}
+    if isinstance(value, dict):
+        return {"enabled": True, **value}
+    if isinstance(value, Referrers):
+        return value
+    raise ValueError(
+        "expected true, false or a mapping such as {artifact_types: [...], annotations: {...}}, "
+        f"got {_kind(value)}"
+    )
+
+
+ReferrersSetting = Annotated[Referrers, BeforeValidator(_referrers)]
+
+
 class _Timing(_Model):
     interval: Duration | None = None
     schedule: Cron | None = None
@@ -180,9 +247,12 @@ class _Timing(_Model):
 
 class Defaults(_Timing):
     prune: PruneSetting = Prune()
+    full_check: Duration = DEFAULT_FULL_CHECK
     platforms: Platforms = "all"
-    referrers: StrictBool = False
+    referrers: ReferrersSetting = Referrers()
     tags: TagFilter = TagFilter()
+    backup: Backup | None = None
+    media_types: MediaTypes | None = None
 
 
 class _RuleSpec(_Timing):
@@ -193,8 +263,21 @@ class _RuleSpec(_Timing):
     destination: Destination
     tags: TagFilter | None = None
     platforms: Platforms | None = None
-    referrers: StrictBool | None = None
+    referrers: ReferrersSetting | None = None
     prune: PruneSetting | None = None
+    full_check: Duration | None = None
+    allow_empty: StrictBool = False  # a source matching nothing is a success with a warning
+    backup: Backup | None = None
+    media_types: MediaTypes | None = None
+    delta: StrictBool = False  # tar: destinations: leave out what earlier bundles carried
+
+    @field_validator("delta")
+    @classmethod
+    def _delta_needs_a_tar(cls, value: bool, info: ValidationInfo) -> bool:
+        dest = info.data.get("destination")
+        if value and dest is not None and dest.kind is not Kind.TARBALL:
+            raise ValueError("delta bundles need a tar: destination (e.g. tar:/media/usb/b.tar)")
+        return value
 
     @model_validator(mode="after")
     def _not_onto_itself(self) -> _RuleSpec:
@@ -217,7 +300,14 @@ class Rule(_Timing):
     tags: TagFilter = TagFilter()
     platforms: Platforms = "all"
     referrers: bool = False
+    referrer_filter: ReferrerMatch | None = None  # None: every referrer
     prune: Prune = Prune()
+    # How often a cycle HEADs every tag instead of trusting what the content index recorded.
+    full_check: timedelta = DEFAULT_FULL_CHECK
+    allow_empty: bool = False
+    backup: Backup | None = None  # tag template keeping the image a changed tag overwrites
+    media_types: MediaTypes | None = None  # None: every manifest type, any artifact
+    delta: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -247,8 +337,8 @@ class _Document(_Model):
 
     @field_validator("rules")
     @classmethod
-    def _some_rules(cls, value: list[_RuleSpec]) -> list[_RuleSpec]:
-        if not value:
+    def _some_rules(cls, value: list[_RuleSpec], info: ValidationInfo) -> list[_RuleSpec]:
+        if not value and not (info.context or {}).get("settings_only"):
             raise ValueError("must list at least one rule")
         return value
 
@@ -289,6 +379,7 @@ def _merge(base: _M, override: _M | None) -> _M:
 
 
 def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
+    referrers = defaults.referrers if spec.referrers is None else spec.referrers
     own_timing = spec.interval is not None or spec.schedule is not None
     timing: _Timing = spec if own_timing else defaults
     return Rule(
@@ -297,8 +388,14 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         destination=spec.destination,
         tags=_merge(defaults.tags, spec.tags),
         platforms=defaults.platforms if spec.platforms is None else spec.platforms,
-        referrers=defaults.referrers if spec.referrers is None else spec.referrers,
+        referrers=referrers.enabled,
+        referrer_filter=referrers.match() if referrers.enabled else None,
         prune=_merge(defaults.prune, spec.prune),
+        full_check=defaults.full_check if spec.full_check is None else spec.full_check,
+        allow_empty=spec.allow_empty,
+        backup=defaults.backup if spec.backup is None else spec.backup,
+        media_types=defaults.media_types if spec.media_types is None else spec.media_types,
+        delta=spec.delta,
         interval=timing.interval,
         schedule=timing.schedule,
     )

@@ -17,15 +17,40 @@ would manage them).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import cache
 
-from regsync.config.models import Rule
-from regsync.oci.ref import Kind
+from regsync.config.models import RegistryConfig, Rule
+from regsync.oci.ref import Kind, normalize_host
 from regsync.tagpolicy import TagPattern
 
 _META = set(".^$*+?{}[]()|\\")
 _OPTIONAL = set("*?{")
+
+
+def as_served(rule: Rule, registries: Mapping[str, RegistryConfig]) -> Rule:
+    """``rule`` with its registries as the servers see them: a `hostname` alias replaced by
+    the real host, a `path_prefix` put in front of the paths. Two names for one server, or
+    two prefixes, are then compared as what they are."""
+    src, dst = rule.source, rule.destination
+    if src.kind is Kind.REGISTRY and (served := _served(src.registry, registries)):
+        host, prefix = served
+        src = replace(
+            src, registry=host, pattern=f"{prefix}/{src.pattern}" if prefix else src.pattern
+        )
+    if dst.kind is Kind.REGISTRY and (served := _served(dst.registry, registries)):
+        host, prefix = served
+        template = f"{prefix}/{dst.template}" if prefix and dst.template else prefix or dst.template
+        dst = replace(dst, registry=host, template=template)
+    return rule.model_copy(update={"source": src, "destination": dst})
+
+
+def _served(name: str, registries: Mapping[str, RegistryConfig]) -> tuple[str, str] | None:
+    settings = registries.get(name)
+    if settings is None or not (settings.hostname or settings.path_prefix):
+        return None
+    return normalize_host(settings.hostname or name), settings.path_prefix or ""
 
 
 def conflicts(rules: Sequence[Rule]) -> list[tuple[int, int, str]]:
@@ -66,7 +91,7 @@ def feedback(rules: Sequence[Rule]) -> list[tuple[int, int, str]]:
 def feeds(writer: Rule, reader: Rule) -> str | None:
     """A repository ``writer`` could write that ``reader``'s source pattern lists, or None."""
     where, written = destination_glob(writer)
-    if writer.destination.kind is Kind.LAYOUT or where != reader.source.registry:
+    if writer.destination.kind is not Kind.REGISTRY or where != reader.source.registry:
         return None
     return common_repository(reader.source.pattern, written)
 
@@ -74,8 +99,9 @@ def feeds(writer: Rule, reader: Rule) -> str | None:
 def destination_glob(rule: Rule) -> tuple[str, str]:
     """(registry or layout directory, glob of the destination repositories the rule writes)."""
     dest, pattern = rule.destination, rule.source.pattern
-    layout = dest.kind is Kind.LAYOUT
-    where = f"oci:{os.path.normpath(dest.directory)}" if layout else dest.registry
+    stored = dest.kind is not Kind.REGISTRY  # a layout directory or a tar file
+    prefix = str(dest).removesuffix(dest.directory)  # oci: or tar:
+    where = f"{prefix}{os.path.normpath(dest.directory)}" if stored else dest.registry
     last = pattern.rsplit("/", 1)[-1]
     name = "*" if last == "**" else last
     if "{path}" in dest.template or "{name}" in dest.template:

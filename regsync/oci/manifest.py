@@ -84,6 +84,15 @@ class Manifest:
     layers: tuple[Descriptor, ...] = ()  # for an image
     subject: Descriptor | None = None
     annotations: dict[str, str] = field(default_factory=dict, compare=False)
+    artifact_type_field: str = ""  # the manifest's own `artifactType`, if any
+
+    @property
+    def artifact_type(self) -> str:
+        """What an image manifest holds: its `artifactType`, else its config's media type
+        (an image config for images; e.g. application/vnd.cncf.helm.config.v1+json)."""
+        if self.artifact_type_field or self.config is None:
+            return self.artifact_type_field
+        return self.config.media_type
 
     @property
     def is_index(self) -> bool:
@@ -142,6 +151,7 @@ def parse_manifest(raw: bytes, content_type: str = "", digest: str = "") -> Mani
         layers=_descriptor_list(data, "layers"),
         subject=subject,
         annotations=annotations,
+        artifact_type_field=str(data.get("artifactType") or ""),
     )
 
 

@@ -19,6 +19,8 @@ DOCKER_HUB = "docker.io"
 DOCKER_HUB_REGISTRY = "registry-1.docker.io"  # the host Docker Hub's registry API answers on
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 OCI_PREFIX = "oci:"
+TAR_PREFIX = "tar:"
+_FILE_PREFIXES = {OCI_PREFIX: "directory", TAR_PREFIX: "file"}
 
 # distribution's reference grammar: one repository path component, a tag, and the longest
 # name (host and path together). Names from listings, layouts and configs must pass it before
@@ -63,6 +65,7 @@ class Listed:
 
     names: tuple[str, ...]
     rejected: tuple[str, ...] = ()
+    missing: bool = False  # a tag listing of a repository that does not exist (404)
 
     @classmethod
     def repositories(cls, listed: Iterable[str], host: str = "") -> Listed:
@@ -134,6 +137,19 @@ class Kind(enum.Enum):
 
     REGISTRY = "registry"  # a registry host (``registry`` holds it)
     LAYOUT = "layout"  # an OCI image layout directory (``directory`` holds it)
+    TARBALL = "tarball"  # an OCI layout packed in one tar file (``directory`` holds its path)
+
+
+def _store(text: str) -> tuple[Kind, str, str] | None:
+    """(kind, prefix, the rest) of an ``oci:`` or ``tar:`` spec; None for a registry."""
+    for prefix, kind in ((OCI_PREFIX, Kind.LAYOUT), (TAR_PREFIX, Kind.TARBALL)):
+        if text.startswith(prefix):
+            return kind, prefix, text[len(prefix) :]
+    return None
+
+
+def _prefix(kind: Kind) -> str:
+    return TAR_PREFIX if kind is Kind.TARBALL else OCI_PREFIX
 
 
 @dataclass(frozen=True)
@@ -147,13 +163,15 @@ class SourceSpec:
 
     @classmethod
     def parse(cls, text: str) -> SourceSpec:
-        if text.startswith(OCI_PREFIX):
-            directory, _, pattern = text[len(OCI_PREFIX) :].partition("//")
+        if (store := _store(text)) is not None:
+            kind, prefix, rest = store
+            directory, _, pattern = rest.partition("//")
             if not directory:
-                raise ValueError("an oci: source needs a directory, e.g. oci:/srv/layout")
+                what = _FILE_PREFIXES[prefix]
+                raise ValueError(f"a {prefix} source needs a {what}, e.g. {prefix}/srv/mirror")
             if pattern:
                 _check_path(pattern, allow_glob=True)
-            return cls(registry="", pattern=pattern or "**", directory=directory, kind=Kind.LAYOUT)
+            return cls(registry="", pattern=pattern or "**", directory=directory, kind=kind)
         host, path = split_name(text)
         if not path:
             raise ValueError(f"source {text!r} names no repository (e.g. {text}/team/*)")
@@ -180,8 +198,8 @@ class SourceSpec:
         return _glob_regex(self.pattern).fullmatch(repo) is not None
 
     def __str__(self) -> str:
-        if self.kind is Kind.LAYOUT:
-            return f"{OCI_PREFIX}{self.directory}"
+        if self.kind is not Kind.REGISTRY:
+            return f"{_prefix(self.kind)}{self.directory}"
         return f"{self.registry}/{self.pattern}"
 
 
@@ -206,11 +224,12 @@ class DestinationSpec:
 
     @classmethod
     def parse(cls, text: str) -> DestinationSpec:
-        if text.startswith(OCI_PREFIX):
-            directory = text[len(OCI_PREFIX) :]
+        if (store := _store(text)) is not None:
+            kind, prefix, directory = store
             if not directory:
-                raise ValueError("an oci: destination needs a directory, e.g. oci:/srv/layout")
-            return cls(registry="", template="", directory=directory, kind=Kind.LAYOUT)
+                what = _FILE_PREFIXES[prefix]
+                raise ValueError(f"a {prefix} destination needs a {what}, e.g. {prefix}/srv/mirror")
+            return cls(registry="", template="", directory=directory, kind=kind)
         first, _, rest = text.partition("/")
         if not is_host(first) or not _HOST.fullmatch(first):
             raise ValueError(
@@ -238,6 +257,6 @@ class DestinationSpec:
         return repo
 
     def __str__(self) -> str:
-        if self.kind is Kind.LAYOUT:
-            return f"{OCI_PREFIX}{self.directory}"
+        if self.kind is not Kind.REGISTRY:
+            return f"{_prefix(self.kind)}{self.directory}"
         return f"{self.registry}/{self.template}" if self.template else self.registry

@@ -46,7 +46,7 @@ from .images import (
     push_manifest,
     sha256,
 )
-from .registry import Registry, RegistryFactory, RegistryStartError, free_port
+from .registry import Registry, RegistryFactory, RegistryStartError, dead_port, free_port
 from .seed import Catalogue, catalogue_tag, sample_images, seed_catalogue, seed_samples
 from .tls import TlsFiles, make_tls
 
@@ -81,6 +81,7 @@ __all__ = [
     "TlsFiles",
     "attach",
     "catalogue_tag",
+    "dead_port",
     "free_port",
     "layout_import_yaml",
     "make_tls",

@@ -64,8 +64,37 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60) -> An
 class Served:
     """`regsync serve -c config --listen 127.0.0.1:<free port> *args` as a subprocess."""
 
-    def __init__(self, config: Path, workdir: Path, *args: str) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        config: Path,
+        workdir: Path,
+        *args: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        # regsync binds the port itself, so it is picked in advance: should another process
+        # take it first (serve exits: address already in use), pick again. A given port (a
+        # registry's notifications already point there) is used as it is.
+        for attempt in range(3):
+            self._start(config, workdir, args, port or free_port(), env)
+            wait_for(
+                lambda: self.get("/healthz")[0] == 200 or self.proc.poll() is not None, "healthz"
+            )
+            if self.proc.poll() is None:
+                return
+            self._log.close()
+            if port is not None or "address already in use" not in self.log() or attempt == 2:
+                raise AssertionError(f"regsync serve exited {self.proc.returncode}: {self.log()}")
+
+    def _start(
+        self,
+        config: Path,
+        workdir: Path,
+        args: tuple[str, ...],
+        port: int,
+        env: dict[str, str] | None,
+    ) -> None:
+        self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"serve-{self.port}.log"
         self._log = self.log_path.open("wb")
@@ -85,12 +114,8 @@ class Served:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
-        wait_for(lambda: self.get("/healthz")[0] == 200 or self.proc.poll() is not None, "healthz")
-        if self.proc.poll() is not None:
-            self._log.close()
-            raise AssertionError(f"regsync serve exited {self.proc.returncode}: {self.log()}")
 
     def __enter__(self) -> Served:
         return self
@@ -105,6 +130,21 @@ class Served:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def post(
+        self, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """POST ``body``; (status, body), status 0 when the connection failed."""
+        request = urllib.request.Request(
+            self.url + path, data=body, headers=headers or {}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except OSError:
+            return 0, b""
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:
@@ -155,9 +195,7 @@ class HoldingProxy:
     def __init__(self, upstream: str, chunk_size: int = 1024) -> None:
         self.upstream = upstream.rstrip("/")
         self.chunk_size = chunk_size
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
+        self.port = 0  # bound to port 0 on start; the kernel's pick is read back
         self.streaming = threading.Event()
         self.error: BaseException | None = None
         self._ready = threading.Event()
@@ -166,6 +204,14 @@ class HoldingProxy:
         self._released: asyncio.Event | None = None
         self._session: aiohttp.ClientSession | None = None
         self._thread = threading.Thread(target=self._main, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
 
     def client(self) -> RegistryClient:
         return RegistryClient(self.url)
@@ -206,7 +252,8 @@ class HoldingProxy:
             app.router.add_route("*", "/{tail:.*}", self._forward)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            self.port = int(runner.addresses[0][1])
             self._ready.set()
             await self._stop.wait()
             await runner.cleanup()

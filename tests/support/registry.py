@@ -6,6 +6,11 @@
 
 Each registry gets its own config, storage dir and log file under ``workdir``. ``restart()``
 keeps the port and storage; ``kill()`` SIGKILLs it for fault tests.
+
+Ports: a registry's first start binds port 0 (the kernel picks a free one) and the port it got
+is read back from the process's listening socket, so parallel workers never race for a port
+picked in advance; restarts keep that port. ``dead_port()`` is a port nothing can listen on
+while the test process lives (held bound, never listening): connections to it are refused.
 """
 
 from __future__ import annotations
@@ -42,11 +47,44 @@ class RegistryStartError(RuntimeError):
     """The registry process died or did not answer ``GET /v2/`` in time."""
 
 
+_held: list[socket.socket] = []  # dead_port()'s sockets, closed when the process ends
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now, for a process that binds it
+    itself (``regsync serve --listen``). Another process may take it before that process does:
+    prefer binding port 0 and reading the port back, or ``dead_port()`` for a refused port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def dead_port() -> int:
+    """A port on 127.0.0.1 where connections are refused for as long as this process lives:
+    it stays bound (never listening), so no other process or worker can take it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    _held.append(sock)
+    return int(sock.getsockname()[1])
+
+
+def listening_port(pid: int) -> int | None:
+    """The TCP port process ``pid`` listens on (IPv4 loopback), from /proc; None if none yet."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    if not inodes:
+        return None
+    with open(f"/proc/{pid}/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                return int(fields[1].rsplit(":", 1)[1], 16)
+    return None
 
 
 def htpasswd_line(user: str, password: str) -> str:
@@ -97,8 +135,8 @@ class Registry(RegistryClient):
         self.storage = self.workdir / "storage"
         self.config_path = self.workdir / "config.yml"
         self.log_path = self.workdir / "registry.log"
-        self._pick_port = port is None  # until the first start succeeds
-        self.port = port or free_port()
+        self._pick_port = port is None  # until the first start succeeds: bind port 0
+        self.port = port or 0
         self.host = f"127.0.0.1:{self.port}"
         self.scheme = "https" if tls else "http"
         self.delete_enabled = delete_enabled
@@ -176,15 +214,9 @@ class Registry(RegistryClient):
             return self
         if not Path(REGISTRY_BINARY).exists():
             raise RegistryStartError(f"{REGISTRY_BINARY} not found (make system-deps)")
-        for attempt in range(3):
-            try:
-                self._spawn(timeout)
-                break
-            except RegistryStartError as exc:
-                # Another process took the free port between free_port() and bind: pick again.
-                if not self._pick_port or "address already in use" not in str(exc) or attempt == 2:
-                    raise
-                self._set_port(free_port())
+        if self._pick_port:
+            self._set_port(0)
+        self._spawn(timeout)
         self._pick_port = False
         return self
 
@@ -218,8 +250,10 @@ class Registry(RegistryClient):
                 raise RegistryStartError(
                     f"registry on {self.host} exited with {code}:\n{self.log_tail()}"
                 )
+            if self.port == 0 and (port := listening_port(self._proc.pid)) is not None:
+                self._set_port(port)  # bound to port 0: the kernel's pick, read back
             with contextlib.suppress(OSError):
-                if self.ping() in (200, 401):
+                if self.port != 0 and self.ping() in (200, 401):
                     return
             if time.monotonic() > deadline:
                 self.stop()

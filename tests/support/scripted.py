@@ -9,6 +9,9 @@ It implements just enough of the API for regsync to copy from and into it (catal
 manifests, blobs, monolithic and chunked uploads, mounts answered with an upload session,
 deletes by digest; a delete by tag answers 400 DIGEST_INVALID like distribution 2.8 unless
 ``tag_deletes`` is set, as on registries implementing the OCI tag delete).
+Misbehaving stores: ``deletes_keep_tags`` answers every manifest DELETE 202 and removes
+nothing (the tag, or the placeholder a tag was moved to, stays where it was), as an
+eventually-consistent or broken store can; a client must HEAD to know a tag is gone.
 Overrides (method ``*`` matches any) are tried first, in the order added; a handler returning
 None falls through.
 """
@@ -55,6 +58,7 @@ class ScriptedRegistry:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.tag_deletes = False  # True: DELETE by tag removes that tag (OCI distribution 1.1)
+        self.deletes_keep_tags = False  # True: a manifest DELETE answers 202, removes nothing
 
     @property
     def host(self) -> str:
@@ -168,11 +172,15 @@ class ScriptedRegistry:
         if not ref.startswith("sha256:"):
             if not self.tag_deletes:
                 return error(400, "DIGEST_INVALID", "delete by tag is not supported")
-            if tags.pop(ref, None) is None:
+            if ref not in tags:
                 return error(404, "MANIFEST_UNKNOWN")
+            if not self.deletes_keep_tags:
+                del tags[ref]
             return web.Response(status=202)
         if ref not in self.manifests:
             return error(404, "MANIFEST_UNKNOWN")
+        if self.deletes_keep_tags:
+            return web.Response(status=202)
         for tag in [t for t, d in tags.items() if d == ref]:
             del tags[tag]  # like distribution: every tag on the digest goes with it
         return web.Response(status=202)

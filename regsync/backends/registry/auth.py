@@ -153,7 +153,7 @@ class Authenticator:
                 f"registries.{self.registry}.credentials (or docker login {self.registry})"
             )
         if sent == self._basic:
-            raise self._refuse(f"{self.registry} refused the configured credentials")
+            raise self._refuse(f"{self.registry} refused the configured credentials{self._hint}")
         self._challenge = basic
         return scopes
 
@@ -178,6 +178,10 @@ class Authenticator:
             registry=self.registry,
             status=401,
         )
+
+    @property
+    def _hint(self) -> str:
+        return f": check the username and password for {self.registry}, or its docker config entry"
 
     def _refused_again(self) -> CredentialsError:
         # A fresh instance: re-raising one object from many tasks would chain their tracebacks.
@@ -221,7 +225,7 @@ class Authenticator:
         if response.status in (401, 403) and self._basic is not None:
             raise self._refuse(
                 f"{self.registry} refused the configured credentials "
-                f"(token service answered {response.status})",
+                f"(token service answered {response.status}){self._hint}",
                 response.status,
             )
         if response.status in (401, 403):

@@ -26,9 +26,11 @@ from regsync.errors import (
     InvalidNameError,
     ManifestError,
     NotFoundError,
+    ReadOnlyError,
     RegistryError,
     RegsyncError,
     TransportError,
+    UnreachableError,
     UnsupportedError,
 )
 from regsync.oci import mediatypes
@@ -59,6 +61,7 @@ class RegistryClient:
         # Set once a registry refuses a streamed monolithic PUT; later uploads go chunked.
         self.chunked_uploads = False
         self.deletes = tagdelete.DeleteSupport()  # learnt from the answers to deletes
+        self._read_only: ReadOnlyError | None = None  # set by the first refused upload
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.name})"
@@ -72,7 +75,7 @@ class RegistryClient:
         """Every repository in the catalog (needs `registry:catalog:*`), checked by name."""
         try:
             url = self.transport.url("/v2/_catalog", {"n": self.page_size})
-            listed = await self._paged(url, "repositories", (CATALOG_SCOPE,))
+            listed = _below(await self._paged(url, "repositories", (CATALOG_SCOPE,)), self)
             return Listed.repositories(listed, self.name)
         except CredentialsError:
             raise  # bad credentials: that message is the clear one
@@ -91,7 +94,7 @@ class RegistryClient:
         try:
             return Listed.tags(await self._paged(url, "tags", (repo_scope(repo, "pull"),)))
         except NotFoundError:
-            return Listed(())
+            return Listed((), missing=True)
 
     def _url(
         self, repo: str, endpoint: str, ref: str = "", query: dict[str, str | int] | None = None
@@ -186,14 +189,18 @@ class RegistryClient:
             verify_bytes(manifest.raw, manifest.digest)
         except IntegrityError as exc:  # before sending: the registry would store the bytes
             raise IntegrityError(f"{self.name}/{repo}:{ref}: {exc}") from exc
-        resp = await self.transport.request(
-            "PUT",
-            self._url(repo, "manifests", ref),
-            scopes=(repo_scope(repo, "pull", "push"),),
-            headers={"Content-Type": manifest.media_type},
-            data=manifest.raw,
-            ok=(200, 201, 202),
-        )
+        self._writable()
+        try:
+            resp = await self.transport.request(
+                "PUT",
+                self._url(repo, "manifests", ref),
+                scopes=(repo_scope(repo, "pull", "push"),),
+                headers={"Content-Type": manifest.media_type},
+                data=manifest.raw,
+                ok=(200, 201, 202),
+            )
+        except UnsupportedError as exc:
+            raise self._refused_write(exc) from exc
         echoed = resp.headers.get("Docker-Content-Digest")
         if echoed and echoed != manifest.digest:
             raise ManifestError(
@@ -259,6 +266,25 @@ class RegistryClient:
             return False
         return True
 
+    async def blob_check(self, repo: str, desc: Descriptor) -> bool:
+        """A HEAD in ``repo`` answering 200 with the blob's size (and digest, when stated).
+
+        A redirect is followed (object storage answers with the size, not the digest)."""
+        try:
+            resp = await self.transport.request(
+                "HEAD",
+                self._url(repo, "blobs", desc.digest),
+                scopes=(repo_scope(repo, "pull"),),
+                ok=(200,),
+            )
+        except NotFoundError:
+            return False
+        stated = resp.headers.get("Docker-Content-Digest")
+        return resp.headers.get("Content-Length") == str(desc.size) and stated in (
+            None,
+            desc.digest,
+        )
+
     async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
         """Stream a blob's bytes, verifying size and digest; the last chunk is verified.
 
@@ -287,6 +313,8 @@ class RegistryClient:
             except RegsyncError as exc:
                 failures += 1
                 if not policy.may_retry(exc, failures):
+                    if isinstance(exc, UnreachableError) and not exc.down:
+                        raise self.transport.gave_up(exc) from exc  # streams count too
                     raise
                 self.transport.observer.request_retried(self.name, retry_reason(exc))
                 await asyncio.sleep(policy.wait(exc, failures))  # raises past max_retry_after
@@ -374,7 +402,9 @@ class RegistryClient:
         """Cross-repository mount; False when the registry would not mount."""
         if not is_repository(from_repo, self.name):
             raise InvalidNameError(f"{self.name}: refusing the repository name {shown(from_repo)}")
-        url = self._url(repo, "blobs/uploads/", query={"mount": digest, "from": from_repo})
+        mount: dict[str, str | int] = {"mount": digest}
+        mount["from"] = self.transport.repository(from_repo)  # as the server names it
+        url = self._url(repo, "blobs/uploads/", query=mount)
         resp = await self.transport.request(
             "POST",
             url,
@@ -388,13 +418,35 @@ class RegistryClient:
         return False
 
     async def _upload_start(self, repo: str) -> URL:
-        resp = await self.transport.request(
-            "POST",
-            self._url(repo, "blobs/uploads/"),
-            scopes=(repo_scope(repo, "pull", "push"),),
-            ok=(202,),
-        )
+        self._writable()
+        try:
+            resp = await self.transport.request(
+                "POST",
+                self._url(repo, "blobs/uploads/"),
+                scopes=(repo_scope(repo, "pull", "push"),),
+                ok=(202,),
+            )
+        except UnsupportedError as exc:
+            raise self._refused_write(exc) from exc
         return self._location(resp.url, resp.headers.get("Location", ""))
+
+    def _writable(self) -> None:
+        """Fail at once once this registry refused an upload (no request, no source pull)."""
+        if self._read_only is not None:
+            first = self._read_only
+            raise ReadOnlyError(str(first), registry=self.name, status=first.status)
+
+    def _refused_write(self, exc: UnsupportedError) -> UnsupportedError:
+        """A 405 to starting an upload or pushing a manifest: the registry takes no writes
+        (distribution's read-only maintenance mode answers every write so)."""
+        if exc.status != 405:
+            return exc
+        self._read_only = ReadOnlyError(
+            f"{self.name} refuses uploads (405): is it read-only or in maintenance mode?",
+            registry=self.name,
+            status=405,
+        )
+        return self._read_only
 
     async def _upload_put(
         self, repo: str, location: URL, desc: Descriptor, chunks: AsyncIterable[bytes] | None
@@ -449,6 +501,15 @@ async def _rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[byt
             del buffer[:size]
     if buffer:
         yield bytes(buffer)
+
+
+def _below(names: list[str], client: RegistryClient) -> list[str]:
+    """A catalog's names as regsync sees them: under a path prefix, only the repositories
+    below it, with the prefix taken off (registries.HOST.path_prefix)."""
+    prefix = client.transport.path_prefix
+    if not prefix:
+        return names
+    return [n[len(prefix) + 1 :] for n in names if n.startswith(prefix + "/")]
 
 
 def _short(exc: BaseException, registry: str) -> str:

@@ -35,15 +35,18 @@ class Health:
         if self._down is not None:
             raise UnreachableError(str(self._down), registry=self.registry, down=True)
 
-    def mark_down(self, exc: UnreachableError) -> None:
-        if self._down is not None:
-            return
-        self._down = UnreachableError(
-            f"registry {self.registry} is down: {_reason(str(exc), self.registry)}",
-            registry=self.registry,
-            down=True,
-        )
-        log.error("%s (not tried again this run)", self._down)
+    def mark_down(self, exc: UnreachableError) -> UnreachableError:
+        """Mark the registry down (once); the error to raise: it says the registry is down.
+
+        Logged as a warning: each rule that needed the registry reports it as its error."""
+        if self._down is None:
+            self._down = UnreachableError(
+                f"registry {self.registry} is down: {_reason(str(exc), self.registry)}",
+                registry=self.registry,
+                down=True,
+            )
+            log.warning("%s (not tried again this run)", self._down)
+        return UnreachableError(str(self._down), registry=self.registry, down=True)
 
 
 def connect_error(registry: str, exc: BaseException) -> TransportError | None:

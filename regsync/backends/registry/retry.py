@@ -166,6 +166,9 @@ def _env_number(env: Mapping[str, str], name: str, default: float, minimum: floa
     return value
 
 
+env_number = _env_number  # public: other environment knobs are read the same way
+
+
 def is_retryable(exc: BaseException) -> bool:
     return verdict(exc) is Verdict.RETRY
 
@@ -195,7 +198,9 @@ def retrying(
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        observer.request_retried(registry, retry_reason(exc))
+        # Charged to the registry that failed: a copy's transfer retries a source's failure.
+        failed = getattr(exc, "registry", "") or registry
+        observer.request_retried(failed, retry_reason(exc))
 
     return AsyncRetrying(
         stop=stop_after_attempt(policy.attempts),

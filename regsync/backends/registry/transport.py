@@ -20,7 +20,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from tenacity import AsyncRetrying
 from yarl import URL
 
-from regsync import boundedjson
+from regsync import __version__, boundedjson
 from regsync.backends.registry.auth import Authenticator, TokenResponse
 from regsync.backends.registry.health import Health, connect_error
 from regsync.backends.registry.observer import NullObserver, RequestObserver
@@ -28,10 +28,12 @@ from regsync.backends.registry.pace import at_least, too_slow
 from regsync.backends.registry.ratelimit import PullGate, parse_quota
 from regsync.backends.registry.responses import Response, error_from_response
 from regsync.backends.registry.retry import RetryPolicy, Timeouts, retrying
+from regsync.backends.registry.throttle import Throttle
 from regsync.errors import (
     AuthError,
     InvalidNameError,
     RegistryError,
+    RegsyncError,
     TransportError,
     UnreachableError,
 )
@@ -40,9 +42,12 @@ from regsync.oci.ref import shown
 EnvProxy = dict[str, Any]  # {} or {"proxy": URL, "proxy_auth": BasicAuth | None}
 
 _MAX_ERROR_BODY = 64 * 1024
+# Registry operators read it in their access logs to see who calls them (regclient sends its own).
+USER_AGENT = f"regsync/{__version__}"
 # A path regsync requests: plain characters only, so nothing in it is decoded or normalised
 # into another path on the way (no "%2e%2e", no "?" or "#", no "." or ".." segment below).
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._:/-]*")
+_UNPREFIXED = ("/v2/", "/v2/_catalog")  # the only API paths that name no repository
 
 
 class Transport:
@@ -62,8 +67,12 @@ class Transport:
         timeouts: Timeouts | None = None,
         max_concurrency: int = 8,
         pull_floor: int | None = None,
+        user_agent: str | None = None,
+        requests_per_second: float | None = None,
+        path_prefix: str = "",
     ) -> None:
         self.session = session
+        self.user_agent = user_agent or USER_AGENT
         self.registry = registry
         self.base_url = URL(base_url)
         self.auth = Authenticator(registry, username, password, self.fetch_token)
@@ -78,6 +87,10 @@ class Transport:
             total=t.total, connect=t.connect, sock_connect=t.connect, sock_read=t.read
         )
         self._limit = asyncio.Semaphore(max_concurrency)
+        self.throttle = Throttle(requests_per_second)
+        # registries.HOST.path_prefix: the server keeps every repository under this path
+        # (a mirror serving an upstream below a path); applied here to paths and scopes only.
+        self.path_prefix = path_prefix
         self.pulls = PullGate(registry, pull_floor, self.observer)
         self.health = Health(registry)
         # The session does not read the environment per request (trust_env costs two thread
@@ -92,6 +105,8 @@ class Transport:
         Never a join: a join resolves "." and ".." segments, and a name holding them would
         pick another path. A path that is not plain is refused, whatever produced it.
         """
+        if self.path_prefix and path.startswith("/v2/") and path not in _UNPREFIXED:
+            path = f"/v2/{self.path_prefix}/{path[4:]}"
         segments = path.split("/")
         if (
             not _PLAIN_PATH.fullmatch(path)
@@ -123,11 +138,20 @@ class Transport:
             async for attempt in self._retrying():
                 with attempt:
                     async with self._limit:
+                        # The wait for a turn under requests_per_second is not the registry's
+                        # slowness: it comes before the deadline starts (see `throttled`).
+                        await self.throttle.wait()
                         try:
                             async with (
                                 asyncio.timeout(deadline),
                                 self.open(
-                                    method, url, scopes=scopes, headers=headers, data=data, ok=ok
+                                    method,
+                                    url,
+                                    scopes=scopes,
+                                    headers=headers,
+                                    data=data,
+                                    ok=ok,
+                                    throttled=True,
                                 ) as resp,
                             ):
                                 body = await _read_bounded(resp, max_body, self.registry)
@@ -137,10 +161,32 @@ class Transport:
                                 self.registry, f"{method} {url.path}", deadline or 0
                             ) from None
         except UnreachableError as exc:
-            # Unreachable through every retry: fail the registry's other requests fast.
-            self.health.mark_down(exc)
-            raise
+            if exc.down:
+                raise
+            raise self.gave_up(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def repository(self, name: str) -> str:
+        """The repository's name at the server (with the path prefix, if any)."""
+        return f"{self.path_prefix}/{name}" if self.path_prefix else name
+
+    def _scoped(self, scopes: tuple[str, ...]) -> tuple[str, ...]:
+        """Token scopes name repositories as the server does (with the path prefix)."""
+        if not self.path_prefix:
+            return scopes
+        out = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            out.append(
+                f"repository:{self.repository(name)}:{actions}" if kind == "repository" else scope
+            )
+        return tuple(out)
+
+    def gave_up(self, exc: UnreachableError) -> UnreachableError:
+        """Unreachable through a request's or a stream's whole retry budget: the registry is
+        down for the rest of the run (its other requests fail fast); the error to raise."""
+        return exc if exc.down else self.health.mark_down(exc)
 
     def paced(self, chunks: AsyncIterable[bytes], what: str) -> AsyncIterator[bytes]:
         """A streamed body, failing (retryably) when it averages under the minimum rate."""
@@ -166,19 +212,25 @@ class Transport:
         headers: dict[str, str] | None = None,
         data: Any = None,
         ok: tuple[int, ...] = (200,),
+        throttled: bool = False,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send one request (with the auth dance, no retries) and yield the open response.
 
         A replayable body (bytes or None) is re-sent after a 401; a streamed one cannot be,
         so callers streaming a body make sure the token is fresh first (see ``prepare``).
+        ``throttled``: the caller already waited for the first send's requests_per_second turn.
         """
         self.health.check()
         # Userinfo in a URL a registry named (upload Location, next page) is never sent:
         # aiohttp would use it as Basic credentials, or refuse to combine it with ours.
         url = url.with_user(None) if url.raw_user or url.raw_password else url
         own = self.same_origin(url)
+        scopes = self._scoped(scopes)
         for _ in range(3):
             sent_headers = await self._headers(headers, scopes, own=own)
+            if not throttled:
+                await self.throttle.wait()
+            throttled = False  # a replay after a 401 is another request: it waits its turn
             resp = await self._send(method, url, sent_headers, data)
             try:
                 # Another origin's challenge is none of our business: learning from it could
@@ -228,6 +280,10 @@ class Transport:
                     auto_decompress=False,
                 )
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            if (cause := _body_error(exc)) is not None:
+                # The streamed body failed (its source broke): not this registry's failure,
+                # so not charged to it; the source's error goes up as it is.
+                raise cause from None
             # ValueError: aiohttp refusing a redirect whose URL carries userinfo.
             self.observer.request_done(self.registry, method, "error", _since(started))
             if (error := connect_error(self.registry, exc)) is not None:
@@ -253,6 +309,7 @@ class Transport:
         host, and whatever it names gets no credentials (neither ours nor a caller's).
         """
         sent = {k: v for k, v in (headers or {}).items() if own or k.lower() != "authorization"}
+        sent["User-Agent"] = self.user_agent
         if own and (authorization := await self.auth.header(scopes)) is not None:
             sent["Authorization"] = authorization
         return sent
@@ -268,11 +325,12 @@ class Transport:
         A registry that answered ``GET /v2/`` without asking for credentials is not asked
         again before every upload (that was one extra request per blob).
         """
+        held = self._scoped(scopes)  # as the token cache holds them
         async with self._probe:  # concurrent first uploads share one probe
-            if self._open_access or await self.auth.header(scopes) is not None:
+            if self._open_access or await self.auth.header(held) is not None:
                 return
             await self.request("GET", self.url("/v2/"), scopes=scopes, ok=(200,))
-            self._open_access = await self.auth.header(scopes) is None
+            self._open_access = await self.auth.header(held) is None
 
     def _proxy_for(self, url: URL) -> EnvProxy:
         """``proxy``/``proxy_auth`` for ``url`` from HTTP(S)_PROXY/NO_PROXY, once per origin."""
@@ -298,7 +356,9 @@ class Transport:
         self, realm: str, params: list[tuple[str, str]], basic: str | None
     ) -> TokenResponse:
         """GET a Bearer token; the realm may be another host, so only Basic goes there."""
-        headers = {"Authorization": basic} if basic else {}
+        headers = {"User-Agent": self.user_agent}
+        if basic:
+            headers["Authorization"] = basic
         url = _realm_url(realm, self.registry)
         started = time.monotonic()
         try:
@@ -365,6 +425,17 @@ def _realm_url(realm: str, registry: str) -> URL:
 def _origin(url: URL) -> tuple[str, str, int | None]:
     # Not URL.origin(): it tells http://h from http://h:80, which are one origin.
     return (url.scheme.lower(), (url.host or "").lower(), url.port)
+
+
+def _body_error(exc: BaseException) -> RegsyncError | None:
+    """The regsync error a streamed request body raised (aiohttp wraps it), if that is what
+    ended the request: aiohttp itself never raises one."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, RegsyncError):
+            return seen
+    return None
 
 
 def _since(started: float) -> float:

@@ -1,0 +1,150 @@
+"""Delta bundles: a rule's series of tar bundles, each carrying only what earlier ones did not.
+
+The exporting side keeps one state file per rule (``<state dir>/bundles/<rule>.json``): every
+bundle written so far (sequence number, file name, sha256, the blobs it carried) and the index
+entries of the latest one. The next bundle of the rule starts from those entries (so its
+``index.json`` still lists every tag in scope) and counts the blobs earlier bundles carried as
+present, so only new blobs and manifests go in. The state is written only after the bundle was
+renamed into place: a bundle that failed leaves the series as it was.
+
+Inside a delta bundle, ``regsync-bundle.json`` says what it leaves out and which bundle
+carried each piece (``left_out``: digest -> sequence), and ``index.json``'s annotations name
+the bundles it depends on (``io.regsync.bundle.requires``). The importing side reads it so a
+blob it lacks fails with the bundle to import first, never with a bare "not found".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from regsync import boundedjson
+from regsync.backends.layoutfs import read_capped, replace_file
+from regsync.errors import LayoutError
+from regsync.oci.digest import is_digest
+
+SEQUENCE = "io.regsync.bundle.sequence"
+REQUIRES = "io.regsync.bundle.requires"
+RULE = "io.regsync.bundle.rule"
+MAX_STATE_BYTES = 256 * 1024 * 1024  # our own file, but still read whole: bound it
+_SAFE = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+@dataclass(frozen=True)
+class BundleRecord:
+    sequence: int
+    name: str
+    sha256: str
+
+    def label(self) -> str:
+        return f"bundle #{self.sequence} {self.name} ({self.sha256})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sequence": self.sequence, "name": self.name, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, data: Any) -> BundleRecord:
+        if not isinstance(data, dict):
+            raise ValueError("a bundle record is not an object")
+        sequence, name, sha256 = data.get("sequence"), data.get("name"), data.get("sha256")
+        if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1:
+            raise ValueError(f"invalid bundle sequence {sequence!r}")
+        if not isinstance(name, str) or not isinstance(sha256, str) or not is_digest(sha256):
+            raise ValueError("a bundle record needs a name and a sha256 digest")
+        return cls(sequence, name[:256], sha256)
+
+
+class BundleSeries:
+    """The exporting side's record of one rule's delta bundles (see the module docstring)."""
+
+    def __init__(self, state_dir: Path, rule: str) -> None:
+        self.rule = rule
+        self.dir = state_dir / "bundles"
+        name = rule if _SAFE.fullmatch(rule) else re.sub(r"[^A-Za-z0-9._-]", "_", rule)[:100]
+        self.file = f"{name}.json"
+        self.bundles: list[BundleRecord] = []
+        self.carried: dict[str, int] = {}  # digest -> sequence of the bundle that carried it
+        self.entries: list[dict[str, Any]] = []  # index entries of the latest bundle
+
+    def load(self) -> BundleSeries:
+        try:
+            raw = read_capped(self.dir, [self.file], MAX_STATE_BYTES)
+        except FileNotFoundError:
+            return self
+        except OSError as exc:
+            raise LayoutError(f"bundle state {self.dir / self.file}: {exc}") from exc
+        try:
+            if raw is None:
+                raise ValueError("over the size limit")
+            data = boundedjson.loads(raw)
+            self.bundles = [BundleRecord.from_json(b) for b in data["bundles"]]
+            blobs = {b["sequence"]: b["blobs"] for b in data["bundles"]}
+            self.carried = {d: s for s, ds in blobs.items() for d in ds if is_digest(d)}
+            self.entries = [e for e in data["index"] if isinstance(e, dict)]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LayoutError(f"bundle state {self.dir / self.file} is damaged: {exc}") from exc
+        return self
+
+    @property
+    def next_sequence(self) -> int:
+        return len(self.bundles) + 1
+
+    def annotations(self) -> dict[str, str]:
+        """The index annotations of the next bundle: its number and what it depends on."""
+        requires = ", ".join(f"{b.name}@{b.sha256}" for b in self.bundles)
+        return {RULE: self.rule, SEQUENCE: str(self.next_sequence), REQUIRES: requires}
+
+    def manifest(self) -> bytes:
+        """``regsync-bundle.json`` of the next bundle."""
+        left_out = dict(sorted(self.carried.items()))
+        data = {
+            "rule": self.rule,
+            "sequence": self.next_sequence,
+            "requires": [b.to_json() for b in self.bundles],
+            "left_out": left_out,
+        }
+        return json.dumps(data, indent=1).encode() + b"\n"
+
+    def record(self, name: str, sha256: str, blobs: list[str], entries: list[Any]) -> None:
+        """A bundle is in place: remember it (written atomically, after the bundle itself)."""
+        record = BundleRecord(self.next_sequence, name, sha256)
+        rows = [{**b.to_json(), "blobs": self._blobs_of(b.sequence)} for b in self.bundles]
+        rows.append({**record.to_json(), "blobs": sorted(blobs)})
+        data = {"version": 1, "rule": self.rule, "bundles": rows, "index": entries}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        replace_file(self.dir, self.file, json.dumps(data).encode())
+        self.bundles.append(record)
+        self.carried.update((d, record.sequence) for d in blobs)
+        self.entries = list(entries)
+
+    def _blobs_of(self, sequence: int) -> list[str]:
+        return sorted(d for d, s in self.carried.items() if s == sequence)
+
+
+def left_out_notes(raw: bytes, bundle: str) -> dict[str, str]:
+    """From an imported bundle's ``regsync-bundle.json``: digest -> the error naming the bundle
+    to import first. ``bundle`` names the file being imported (for the message)."""
+    try:
+        data = boundedjson.loads(raw)
+        sequence = data["sequence"]
+        requires = {r.sequence: r for r in map(BundleRecord.from_json, data["requires"])}
+        left_out = data["left_out"]
+        if not isinstance(sequence, int) or not isinstance(left_out, dict):
+            raise TypeError("sequence or left_out has the wrong type")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LayoutError(f"{bundle}: regsync-bundle.json is not a bundle record: {exc}") from exc
+    previous = requires.get(sequence - 1)
+    first = f"import {previous.label()} first" if previous else "import the earlier bundles first"
+    notes = {}
+    for digest, carrier in left_out.items():
+        if not is_digest(digest) or carrier not in requires:
+            continue
+        notes[digest] = (
+            f"{digest} is not in {bundle} (delta bundle #{sequence}): it came in "
+            f"{requires[carrier].label()} and is not at the destination; {first} "
+            "(a rule's bundles are imported in order)"
+        )
+    return notes

@@ -1,0 +1,220 @@
+"""`regsync ls | digest | delete`: the everyday questions, through the backend contract.
+
+Each opens the run setup `once` uses (`session.open_run`: one HTTP session, the backend pool,
+the registries' settings) and asks a backend directly: `ls` lists (the catalog, the Hub API for
+a Docker Hub namespace, or a layout's index) and HEADs each tag for `--digests` (a HEAD is the
+cheapest answer a registry gives and no pull on Docker Hub); `digest` is one HEAD; `delete` is
+`Backend.manifest_delete` for a digest and `Backend.tag_delete` for a tag (exactly that tag:
+the placeholder method on registries that delete by digest only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from regsync import aio
+from regsync.backends import Backend
+from regsync.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, split_tag, usage_error
+from regsync.config import Config
+from regsync.copy import first_error
+from regsync.discovery import discover
+from regsync.errors import NotFoundError, RegsyncError
+from regsync.oci.digest import is_digest
+from regsync.oci.ref import Kind, SourceSpec, is_host, is_repository, normalize_host, split_name
+from regsync.secrets import redact
+from regsync.session import RunSetup, open_run
+
+HEAD_CONCURRENCY = 16  # tag HEADs in flight for `ls --digests`
+
+
+@dataclass(frozen=True)
+class Ref:
+    """``host/repo`` with a tag or a digest (``ref``)."""
+
+    host: str
+    repo: str
+    ref: str
+
+    def __str__(self) -> str:
+        sep = "@" if is_digest(self.ref) else ":"
+        return f"{self.host}/{self.repo}{sep}{self.ref}"
+
+
+def parse_ref(text: str, default_tag: str | None) -> Ref:
+    """``[host/]repo:tag`` or ``[host/]repo@digest``; ValueError naming what is wrong."""
+    name, at, digest = text.partition("@")
+    ref: str | None = digest
+    if at:
+        if not is_digest(digest):
+            raise ValueError(f"{text}: invalid digest {digest!r} (sha256:<64 hex>)")
+    else:
+        name, ref = split_tag(text)
+    if "/" not in name and is_host(name):
+        raise ValueError(f"{text} names no repository (e.g. {name}/team/app:1)")
+    host, repo = split_name(name)
+    if not is_repository(repo, host):
+        raise ValueError(f"{text}: invalid repository name {repo!r}")
+    ref = ref or default_tag
+    if ref is None:
+        raise ValueError(f"{text}: give a tag (repo:tag) or a digest (repo@sha256:...)")
+    return Ref(host, repo, ref)
+
+
+def ls(args: argparse.Namespace, config: Config) -> int:
+    try:
+        spec = _ls_spec(args.spec)
+    except ValueError as exc:
+        return usage_error(args, str(exc))
+    return _run(args, config, lambda setup: _ls(setup, spec, args.digests, args.json))
+
+
+def digest(args: argparse.Namespace, config: Config) -> int:
+    try:
+        ref = parse_ref(args.ref, "latest")
+    except ValueError as exc:
+        return usage_error(args, str(exc))
+
+    async def head(setup: RunSetup) -> int:
+        desc = await setup.pool.registry(ref.host).manifest_head(ref.repo, ref.ref)
+        if desc is None:
+            return _failed(args, f"{ref}: no such tag or manifest")
+        print(desc.digest)
+        return EXIT_OK
+
+    return _run(args, config, head)
+
+
+def delete(args: argparse.Namespace, config: Config) -> int:
+    try:
+        ref = parse_ref(args.ref, None)
+    except ValueError as exc:
+        return usage_error(args, str(exc))
+    by_digest = is_digest(ref.ref)
+    what = (
+        f"manifest {ref} and every tag of {ref.host}/{ref.repo} pointing at it"
+        if by_digest
+        else f"tag {ref} only (other tags on its digest stay)"
+    )
+    if not args.yes:
+        print(f"regsync delete: would delete {what}; add --yes to delete it", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def remove(setup: RunSetup) -> int:
+        client = setup.pool.registry(ref.host)
+        if by_digest:
+            await client.manifest_delete(ref.repo, ref.ref)
+        else:
+            await client.tag_delete(ref.repo, ref.ref)
+        print(f"regsync delete: deleted {what}", file=sys.stderr)
+        return EXIT_OK
+
+    return _run(args, config, remove)
+
+
+def _run(
+    args: argparse.Namespace, config: Config, work: Callable[[RunSetup], Awaitable[int]]
+) -> int:
+    async def main() -> int:
+        async with open_run(config) as setup:
+            try:
+                return await work(setup)
+            except NotFoundError as exc:
+                return _failed(args, f"not found: {exc}")
+            except RegsyncError as exc:
+                return _failed(args, str(exc))
+
+    try:
+        return aio.run(main())
+    except KeyboardInterrupt:
+        return 130
+
+
+def _failed(args: argparse.Namespace, message: str) -> int:
+    print(redact(f"regsync {args.command}: {message}"), file=sys.stderr)
+    return EXIT_FAILED
+
+
+@dataclass(frozen=True)
+class _LsSpec:
+    source: SourceSpec
+    whole_registry: bool = False  # a bare host: every repository of its catalog
+
+    @property
+    def lists_tags(self) -> bool:
+        return not self.whole_registry and not self.source.is_glob
+
+
+def _ls_spec(text: str) -> _LsSpec:
+    if not text.startswith(("oci:", "tar:")) and "/" not in text and is_host(text):
+        return _LsSpec(SourceSpec(registry=normalize_host(text), pattern="**"), True)
+    return _LsSpec(SourceSpec.parse(text))
+
+
+async def _ls(setup: RunSetup, spec: _LsSpec, digests: bool, as_json: bool) -> int:
+    source = spec.source
+    if spec.whole_registry:
+        listed = await setup.pool.registry(source.registry).repositories()
+    elif not spec.lists_tags:
+        listed = await discover(setup.pool.lister(source), source)
+    else:
+        backend = setup.source(source)
+        listed = await backend.tags(source.pattern)
+        rows = {tag: "" for tag in listed.names}
+        if digests:
+            rows = await _digests(backend, source.pattern, list(listed.names))
+        _warn_rejected(listed.skipped("tag"))
+        _print_tags(f"{_where(source)}", rows, digests, as_json)
+        return EXIT_OK
+    _warn_rejected(listed.skipped("repository"))
+    names = sorted(listed.names)
+    if as_json:
+        print(json.dumps({"repositories": names}, indent=2))
+    else:
+        for name in names:
+            print(name)
+    return EXIT_OK
+
+
+def _where(source: SourceSpec) -> str:
+    if source.kind is Kind.REGISTRY:
+        return f"{source.registry}/{source.pattern}"
+    return f"{source}//{source.pattern}"
+
+
+async def _digests(backend: Backend, repo: str, tags: list[str]) -> dict[str, str]:
+    limit = asyncio.Semaphore(HEAD_CONCURRENCY)
+
+    async def head(tag: str) -> str:
+        async with limit:
+            desc = await backend.manifest_head(repo, tag)
+        return desc.digest if desc is not None else ""
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = {tag: group.create_task(head(tag)) for tag in tags}
+    except BaseExceptionGroup as errors:
+        raise first_error(errors) from errors
+    return {tag: task.result() for tag, task in tasks.items()}
+
+
+def _print_tags(repository: str, rows: dict[str, str], digests: bool, as_json: bool) -> None:
+    if as_json:
+        tags: list[dict[str, Any]] = [
+            {"name": tag, **({"digest": rows[tag] or None} if digests else {})}
+            for tag in sorted(rows)
+        ]
+        print(json.dumps({"repository": repository, "tags": tags}, indent=2))
+        return
+    for tag in sorted(rows):
+        print(f"{tag}\t{rows[tag]}" if digests else tag)
+
+
+def _warn_rejected(lines: tuple[str, ...]) -> None:
+    for line in lines:
+        print(redact(f"regsync ls: {line}"), file=sys.stderr)

@@ -1,0 +1,99 @@
+"""A rule's ``media_types``: which manifests it copies, decided while planning.
+
+Entries that are manifest media types (the four image index and manifest types) are matched
+against what the source's HEAD announced, at no cost. Any other entry is an artifact type: when
+the list names one, an image manifest about to be copied is read (the GET its copy makes anyway,
+shared through the copy engine's cache) and kept only if its ``artifactType``, else its config's
+media type, is listed: list the image config types to keep images and skip Helm charts and
+other artifacts. Signature and referrer tags are never filtered here (``referrers`` decides).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from regsync.errors import RegsyncError
+from regsync.oci import mediatypes
+from regsync.oci.manifest import Descriptor, Manifest
+from regsync.plan import Action, TagAction
+from regsync.tagpolicy import Filtered
+
+ManifestFetch = Callable[[str, str], Awaitable[Manifest]]  # (repo, digest) -> source manifest
+
+
+@dataclass(frozen=True)
+class MediaTypeFilter:
+    allowed: frozenset[str]
+
+    @property
+    def checks_artifacts(self) -> bool:
+        return bool(self.allowed - mediatypes.MANIFESTS)
+
+    def refusal(self, media_type: str) -> str | None:
+        if media_type in self.allowed:
+            return None
+        return f"media type {media_type} is not in media_types"
+
+    def artifact_refusal(self, manifest: Manifest) -> str | None:
+        kind = manifest.artifact_type
+        if manifest.is_index or not self.checks_artifacts or kind in self.allowed:
+            return None
+        return f"artifact type {kind or '(none)'} is not in media_types"
+
+
+async def apply(
+    media: MediaTypeFilter,
+    actions: tuple[TagAction, ...],
+    heads: dict[str, Descriptor],
+    repo: str,
+    fetch: ManifestFetch,
+) -> tuple[tuple[TagAction, ...], tuple[Filtered, ...]]:
+    """The actions ``media`` keeps, and the tags it skipped with the reason."""
+    wanted = [
+        a
+        for a in actions
+        if media.checks_artifacts
+        and a.action is Action.COPY
+        and not a.artifact_of
+        and a.tag in heads
+        and heads[a.tag].media_type in media.allowed
+    ]
+    read = await read_all(fetch, repo, wanted)
+    kept: list[TagAction] = []
+    skipped: list[Filtered] = []
+    for action in actions:
+        why = None
+        if not action.artifact_of and action.tag in heads:
+            why = media.refusal(heads[action.tag].media_type)
+            if why is None and (manifest := read.get(action.tag)) is not None:
+                why = media.artifact_refusal(manifest)
+        if why is None:
+            kept.append(action)
+        else:
+            skipped.append(Filtered(action.tag, "media_types", why))
+    # Signatures and referrers of images skipped here go with them.
+    gone = {heads[f.tag].digest for f in skipped} - {
+        heads[a.tag].digest for a in kept if a.tag in heads and not a.artifact_of
+    }
+    orphans = [a for a in kept if a.artifact_of in gone]
+    skipped += [Filtered(a.tag, "media_types", "belongs to a skipped image") for a in orphans]
+    return tuple(a for a in kept if a not in orphans), tuple(skipped)
+
+
+async def read_all(
+    fetch: ManifestFetch, repo: str, actions: list[TagAction]
+) -> dict[str, Manifest]:
+    """The source manifests of ``actions`` by tag, read concurrently (the registry's own
+    request limits bound them). One that cannot be read is left out: the tag's copy reads it
+    again and fails alone, naming why; its repository's other tags go on."""
+
+    async def one(action: TagAction) -> Manifest | None:
+        try:
+            return await fetch(repo, str(action.source_digest))
+        except RegsyncError:
+            return None
+
+    found = await asyncio.gather(*(one(a) for a in actions))
+    return {a.tag: m for a, m in zip(actions, found, strict=True) if m is not None}

@@ -1,0 +1,179 @@
+"""Delta bundles (`delta: true`): each bundle of a rule carries only what earlier ones did not,
+still lists every tag, names the bundles it depends on, and imports only in order.
+
+The issue's targets, measured on real registries: after adding one repository on a shared
+base, the next bundle is within 10% of the new content; importing bundles 1..N in order into a
+fresh registry gives the source digests (read back with skopeo); bundle N alone fails cleanly,
+naming bundle N-1, and pushes nothing that references missing content."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from regsync.backends.bundle import REQUIRES, SEQUENCE
+from regsync.backends.tarfs import Archive
+from regsync.config import parse_config
+from regsync.errors import ConfigError
+from tests.support import (
+    Blob,
+    Image,
+    Registry,
+    RegistryFactory,
+    push,
+    regsync_json,
+    write_config,
+)
+
+MIB = 1024 * 1024
+
+
+def export(tmp_path: Path, src: Registry, bundle: Path, state: Path) -> dict[str, object]:
+    config = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        registries:
+          "{src.host}": {{tls: http}}
+        rules:
+          - name: field
+            source: "{src.host}/team/*"
+            destination: "tar:{bundle}"
+            delta: true
+        """,
+        name="export.yaml",
+    )
+    run = regsync_json("once", config, "--state-dir", state)
+    assert run.code == 0, run.stderr
+    return run.rule
+
+
+def import_(tmp_path: Path, bundle: Path, dst: Registry, state: Path) -> tuple[int, str]:
+    config = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        registries:
+          "{dst.host}": {{tls: http}}
+        rules:
+          - {{name: import, source: "tar:{bundle}", destination: "{dst.host}"}}
+        """,
+        name="import.yaml",
+    )
+    run = regsync_json("once", config, "--state-dir", state)
+    return run.code, json.dumps(run.data)
+
+
+def index_of(bundle: Path) -> dict[str, object]:
+    with tarfile.open(bundle) as tar:
+        handle = tar.extractfile("index.json")
+        assert handle is not None
+        data: dict[str, object] = json.load(handle)
+    return data
+
+
+def skopeo_digest(ref: str) -> str:
+    proc = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", ref], capture_output=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    digest: str = json.loads(proc.stdout)["Digest"]
+    return digest
+
+
+def test_delta_bundles_carry_only_new_content_and_import_in_order(
+    tmp_path: Path, source_registry: Registry, registry_factory: RegistryFactory
+) -> None:
+    src = source_registry
+    base = Blob.random(2 * MIB, seed="base")
+    app_a = push(src, "team/a", "1", Image.oci([base, Blob.random(200_000, seed="a")]))
+    exported, imported = tmp_path / "export-state", tmp_path / "import-state"
+    first, second = tmp_path / "bundle-1.tar", tmp_path / "bundle-2.tar"
+
+    export(tmp_path, src, first, exported)
+    image_b = Image.oci([base, Blob.random(MIB, seed="b")])
+    app_b = push(src, "team/b", "1", image_b)
+    rule = export(tmp_path, src, second, exported)
+    assert rule["tags"] == {**rule["tags"], "copied": 1, "up_to_date": 1}
+
+    # Only B's new layer, config and manifest travel; the shared base does not.
+    new = {b.digest: b.size for b in image_b.blobs if b.digest != base.digest}
+    new[image_b.digest] = image_b.size
+    members = Archive.scan(second).digests
+    assert sorted(members) == sorted(new)
+    new_bytes = sum(new.values())
+    assert second.stat().st_size <= 1.10 * new_bytes, (second.stat().st_size, new_bytes)
+    index = index_of(second)
+    names = sorted(
+        e["annotations"]["org.opencontainers.image.ref.name"]  # type: ignore[index]
+        for e in index["manifests"]  # type: ignore[attr-defined]
+    )
+    assert names == ["team/a:1", "team/b:1"]  # every tag in scope, not only the new one
+    annotations = index["annotations"]
+    assert annotations[SEQUENCE] == "2"  # type: ignore[index]
+    assert annotations[REQUIRES].startswith("bundle-1.tar@sha256:")  # type: ignore[index]
+    assert skopeo_digest(f"oci-archive:{second}:team/b:1") == app_b.digest
+    verified = regsync_json("verify", tmp_path / "export.yaml")  # what bundle 2 carries
+    assert verified.code == 0, verified.data
+    # B's config and new layer are read and hashed; the shared base came in bundle 1.
+    assert verified.rule["blobs_checked"] == 3 and verified.rule["missing"] == []
+
+    # In order into a fresh registry: the source digests.
+    dst = registry_factory()
+    assert import_(tmp_path, first, dst, imported)[0] == 0
+    code, summary = import_(tmp_path, second, dst, imported)
+    assert code == 0, summary
+    for pushed in (app_a, app_b):
+        assert skopeo_digest(f"docker://{dst.host}/{pushed.ref}") == pushed.digest
+
+    # Bundle 2 alone: fails naming bundle 1, and nothing referencing missing content is pushed.
+    alone = registry_factory()
+    code, summary = import_(tmp_path, second, alone, tmp_path / "alone-state")
+    assert code == 1
+    assert "import bundle #1 bundle-1.tar (sha256:" in summary
+    assert alone.tags("team/a") == [] and alone.tags("team/b") == []
+
+
+def test_a_delta_bundle_with_nothing_new_is_not_written_and_the_series_keeps_its_state(
+    tmp_path: Path, source_registry: Registry
+) -> None:
+    """No new content: no bundle file, and the next bundle still depends on bundle 1 only;
+    `check` plans against the series (the state dir), not the file, which was carried away."""
+    src = source_registry
+    push(src, "team/a", "1", Image.oci([Blob.random(5000, seed="only")]))
+    state = tmp_path / "state"
+    export(tmp_path, src, tmp_path / "b1.tar", state)
+    (tmp_path / "b1.tar").unlink()  # carried across: the series, not the file, says what went
+    env = {"REGSYNC_STATE_DIR": str(state)}
+    planned = regsync_json("check", tmp_path / "export.yaml", env=env)
+    assert planned.code == 0, planned.data  # in sync: bundle 1 carried team/a:1
+    rule = export(tmp_path, src, tmp_path / "b2.tar", state)
+    assert rule["tags"] == {**rule["tags"], "copied": 0, "up_to_date": 1}
+    assert not (tmp_path / "b2.tar").exists()
+    push(src, "team/c", "1", Image.oci([Blob.random(5000, seed="c")]))
+    export(tmp_path, src, tmp_path / "b3.tar", state)
+    annotations = index_of(tmp_path / "b3.tar")["annotations"]
+    assert annotations[SEQUENCE] == "2"  # type: ignore[index]
+    assert annotations[REQUIRES].startswith("b1.tar@sha256:")  # type: ignore[index]
+    assert "," not in annotations[REQUIRES]  # type: ignore[index]
+
+
+def test_delta_needs_a_tar_destination_named_with_key_path_and_line() -> None:
+    """`delta: true` on a registry or layout destination is a config error (exit 2 path)."""
+    text = """
+version: 1
+rules:
+  - name: r
+    source: docker.io/team/app
+    destination: oci:/srv/layout
+    delta: true
+"""
+    with pytest.raises(
+        ConfigError, match=r"rules\[0\]\.delta \(sync\.yaml:7\): .*tar: destination"
+    ):
+        parse_config(text)
+    assert parse_config(text.replace("oci:", "tar:").replace("layout", "b.tar")).rules[0].delta

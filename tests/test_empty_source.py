@@ -1,0 +1,132 @@
+"""A rule that mirrors nothing never reports success (issue: "tell the truth", item 1).
+
+A glob matching no repository and a named repository the source does not have are rule
+errors: one error line naming the pattern or repository, result `failed`, exit 1, `ok: false`,
+and the last-success gauge does not advance. `allow_empty: true` makes them a success with a
+warning. Against a real `docker-registry`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support import (
+    Blob,
+    Image,
+    Registry,
+    mirror_config,
+    push,
+    regsync_json,
+    run_regsync,
+)
+from tests.support.accesslog import ACCESS_LOG, AccessLog
+from tests.support.registry import RegistryFactory
+
+
+def _seed(src: Registry) -> None:
+    push(src, "diamol/app", "1.0", Image.docker([Blob.random(2000, seed="app")]))
+
+
+def test_glob_matching_no_repository_fails_the_rule_naming_the_pattern(
+    tmp_path: Path, source_registry: Registry, registry_factory: RegistryFactory
+) -> None:
+    """README "Sources and destinations": a glob that matches nothing is the rule's error."""
+    dst = registry_factory(extra_config=ACCESS_LOG)
+    _seed(source_registry)
+    config = mirror_config(tmp_path, source_registry, dst, "diamoll/*")
+    writes = AccessLog(dst)
+
+    run = regsync_json("once", config)
+
+    assert run.code == 1, run.stderr
+    assert run.data["ok"] is False
+    assert run.rule["result"] == "failed"
+    assert run.rule["errors"] == [
+        f"source {source_registry.host}/diamoll/* matches no repository; nothing was synced "
+        "(set allow_empty: true on the rule if it may be empty on purpose)"
+    ]
+    assert run.stderr.count("matches no repository") == 2  # the log line and the summary line
+    assert not [r for r in writes.requests() if r.method in ("PUT", "POST", "PATCH")]
+    checked = regsync_json("check", config)
+    assert checked.code == 1 and checked.rule["result"] == "failed"
+
+
+def test_named_repository_the_source_lacks_fails_the_rule(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """A rule naming one repository that answers tags/list 404 fails, naming it."""
+    _seed(source_registry)
+    config = mirror_config(tmp_path, source_registry, dest_registry, "diamol/nosuchrepo")
+
+    run = regsync_json("once", config)
+
+    assert run.code == 1, run.stderr
+    assert run.data["ok"] is False
+    assert run.rule["result"] == "failed"
+    (error,) = run.rule["errors"]
+    assert error.startswith(
+        f"source repository {source_registry.host}/diamol/nosuchrepo does not exist"
+    )
+    assert run.rule["tags"] == {"copied": 0, "up_to_date": 0, "pruned": 0, "failed": 0}
+
+
+def test_empty_source_does_not_advance_the_last_success_gauge(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """regsync_sync_runs_total counts the run as failed; no last-success timestamp is set."""
+    _seed(source_registry)
+    config = mirror_config(tmp_path, source_registry, dest_registry, "diamoll/*")
+    prom = tmp_path / "regsync.prom"
+
+    proc = run_regsync("once", "-c", config, "--metrics-file", prom)
+
+    assert proc.returncode == 1, proc.stderr
+    text = prom.read_text()
+    assert 'regsync_sync_runs_total{result="failed",rule="mirror"} 1.0' in text
+    assert 'regsync_last_success_timestamp_seconds{rule="mirror"}' not in text
+
+
+def test_allow_empty_makes_an_empty_match_a_success_with_a_warning(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """`allow_empty: true`: exit 0, result success, one warning naming the pattern."""
+    _seed(source_registry)
+    glob = mirror_config(tmp_path, source_registry, dest_registry, "diamoll/*", "allow_empty: true")
+    (tmp_path / "named").mkdir()
+    named = mirror_config(
+        tmp_path / "named",
+        source_registry,
+        dest_registry,
+        "diamol/nosuchrepo",
+        "allow_empty: true",
+    )
+
+    for config, what in ((glob, "matches no repository"), (named, "does not exist")):
+        run = regsync_json("once", config)
+        assert run.code == 0, run.stderr
+        assert run.data["ok"] is True and run.rule["result"] == "success"
+        assert run.rule["errors"] == []
+        assert run.stderr.count(what) == 1 and "WARNING" in run.stderr
+
+
+def test_a_glob_that_matches_still_succeeds(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """The check counts matches, not tags copied: an up-to-date glob stays a success."""
+    _seed(source_registry)
+    config = mirror_config(tmp_path, source_registry, dest_registry, "diamol/*")
+    assert regsync_json("once", config).code == 0
+    again = regsync_json("once", config)
+    assert again.code == 0 and again.rule["tags"]["up_to_date"] == 1
+
+
+def test_allow_empty_must_be_a_boolean(tmp_path: Path) -> None:
+    """`allow_empty` is checked at load like every key: key path and line, exit 2."""
+    config = tmp_path / "sync.yaml"
+    config.write_text(
+        "version: 1\nrules:\n  - name: r\n    source: reg.example/team/*\n"
+        "    destination: mirror.example\n    allow_empty: maybe\n"
+    )
+    proc = run_regsync("validate", "-c", config)
+    assert proc.returncode == 2
+    assert "rules[0].allow_empty (sync.yaml:6)" in proc.stderr

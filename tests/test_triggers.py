@@ -1,0 +1,381 @@
+"""Events without sockets: parsing untrusted payloads, routing to rules, the coalescing queue,
+and the daemon's rule loop running event work through a scripted runner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regsync.config import Config, Rule, load_config, parse_config
+from regsync.daemon import Daemon
+from regsync.errors import ConfigError
+from regsync.eventparse import (
+    MAX_EVENTS,
+    EventKind,
+    PayloadError,
+    RegistryEvent,
+    parse_distribution,
+    parse_harbor,
+)
+from regsync.metrics import Metrics
+from regsync.plan import Action, RepoPlan, TagAction
+from regsync.result import RuleResult, RunResult
+from regsync.shard import Shard
+from regsync.triggers import Pending, RuleQueue, needs_discovery, route
+from tests.support import write_config
+
+SRC = "127.0.0.1:9"
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+
+def distribution(*events: dict[str, Any]) -> bytes:
+    return json.dumps({"events": list(events)}).encode()
+
+
+def dist_event(action: str, repo: str, tag: str | None = None, **target: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"repository": repo, "digest": D1, **target}
+    if tag is not None:
+        body["tag"] = tag
+    return {"id": "x", "timestamp": "2026-12-06T17:20:00.5Z", "action": action, "target": body}
+
+
+def harbor(kind: str, repo: str = "library/app", **resource: Any) -> bytes:
+    """A webhook as Harbor documents it (v2.x ``default`` payload format)."""
+    namespace, name = repo.split("/", 1)
+    return json.dumps(
+        {
+            "type": kind,
+            "occur_at": 1765041600,
+            "operator": "admin",
+            "event_data": {
+                "resources": [
+                    {
+                        "digest": D1,
+                        "tag": "1.0",
+                        "resource_url": f"harbor.local/{repo}:1.0",
+                        **resource,
+                    }
+                ],
+                "repository": {
+                    "date_created": 1765041000,
+                    "name": name,
+                    "namespace": namespace,
+                    "repo_full_name": repo,
+                    "repo_type": "private",
+                },
+            },
+        }
+    ).encode()
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+def test_distribution_manifest_push_with_a_tag_is_a_push_and_blobs_pulls_are_ignored() -> None:
+    events = parse_distribution(
+        distribution(
+            dist_event(
+                "push", "team/app", "1.0", mediaType="application/vnd.oci.image.manifest.v1+json"
+            ),
+            dist_event("push", "team/app", mediaType="application/octet-stream"),
+            dist_event("push", "team/app"),  # a manifest pushed by digest
+            dist_event("pull", "team/app", "1.0"),
+            dist_event("mount", "team/app"),
+            dist_event("delete", "team/app"),
+        )
+    )
+    kinds = [e.kind for e in events]
+    assert kinds == [EventKind.PUSH] + [EventKind.IGNORED] * 4 + [EventKind.DELETE]
+    push = events[0]
+    assert (push.repository, push.tag, push.digest) == ("team/app", "1.0", D1)
+    assert push.timestamp == pytest.approx(1796577600.5)  # 2026-12-06T17:20:00.5Z
+
+
+@pytest.mark.parametrize(
+    ("repo", "tag", "digest"),
+    [
+        ("../etc", "1", D1),
+        ("team/App", "1", D1),
+        ("team//app", "1", D1),
+        ("team/app", "../1", D1),
+        ("team/app", "a" * 129, D1),
+        ("team/app", "1", "sha256:../x"),
+        (["team"], "1", D1),
+        ("team/app", 7, D1),
+    ],
+)
+def test_names_off_the_grammar_are_refused_event_by_event(repo: Any, tag: Any, digest: Any) -> None:
+    body = distribution(dist_event("push", repo, tag, digest=digest), dist_event("push", "ok", "1"))
+    first, second = parse_distribution(body)
+    assert first.kind is EventKind.REFUSED and first.why
+    assert second.kind is EventKind.PUSH
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"{",
+        b"[]",
+        b'{"events": {}}',
+        b'{"events": [1]}',
+        b'{"events": [{"action": "push"}]}',
+        b"[" * 10_000 + b"]" * 10_000,
+        b'{"events": [' + b"[" * 20 + b"]" * 20 + b"]}",
+        b"\xff\xfe",
+        json.dumps({"events": [dist_event("push", "a", "1")] * (MAX_EVENTS + 1)}).encode(),
+    ],
+)
+def test_malformed_distribution_bodies_raise_payload_error(body: bytes) -> None:
+    with pytest.raises(PayloadError):
+        parse_distribution(body)
+
+
+def test_unreadable_timestamps_are_none_not_errors() -> None:
+    for value in ("yesterday", 12, None, "2026-12-06T17:20:00", "9" * 100):
+        event = {**dist_event("push", "a", "1"), "timestamp": value}
+        assert parse_distribution(distribution(event))[0].timestamp is None
+
+
+def test_harbor_push_delete_and_other_types() -> None:
+    (push,) = parse_harbor(harbor("PUSH_ARTIFACT"))
+    assert push == RegistryEvent(EventKind.PUSH, "library/app", "1.0", D1, 1765041600.0)
+    (delete,) = parse_harbor(harbor("DELETE_ARTIFACT"))
+    assert delete.kind is EventKind.DELETE and delete.tag == "1.0"
+    (scan,) = parse_harbor(harbor("SCANNING_COMPLETED"))
+    assert scan.kind is EventKind.IGNORED
+    # Harbor names a push by digest (a replication, an untagged artifact) with the digest as tag.
+    (untagged,) = parse_harbor(harbor("PUSH_ARTIFACT", tag=D1))
+    assert untagged.kind is EventKind.IGNORED
+    (bad,) = parse_harbor(harbor("PUSH_ARTIFACT", repo="library/../x"))
+    assert bad.kind is EventKind.REFUSED
+    for body in (b'{"type": "PUSH_ARTIFACT"}', b"[]", b'{"type": 1, "event_data": {}}'):
+        with pytest.raises(PayloadError):
+            parse_harbor(body)
+
+
+# -- routing and the queue -------------------------------------------------------------------
+
+
+def config(tmp_path: Path, rules: str) -> Config:
+    text = (
+        f'version: 1\nregistries:\n  "{SRC}": {{tls: http, notifications: {{token: tok-123456}}}}\n'
+        f"rules:\n{rules}"
+    )
+    return load_config(write_config(tmp_path, text))
+
+
+def push_of(repo: str, tag: str, digest: str = D1) -> RegistryEvent:
+    return RegistryEvent(EventKind.PUSH, repo, tag, digest, None)
+
+
+def test_a_push_reaches_rules_whose_source_and_tag_filters_cover_it(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        f"  - {{name: glob, source: '{SRC}/team/*', destination: '127.0.0.1:8/m'}}\n"
+        f"  - {{name: one, source: '{SRC}/team/app', destination: '127.0.0.1:8/o',"
+        " tags: {include: ['v.*']}}\n"
+        f"  - {{name: deep, source: '{SRC}/team/**', destination: '127.0.0.1:8/d', prune: true,"
+        " tags: {semver: '>=2'}}\n"
+        f"  - {{name: other, source: '127.0.0.1:7/team/*', destination: '127.0.0.1:8/x'}}\n",
+    )
+    names = lambda routed: [r.name for r in routed]  # noqa: E731
+    assert names(route(cfg, Shard(), SRC, push_of("team/app", "v1")).pushes) == ["glob", "one"]
+    assert names(route(cfg, Shard(), SRC, push_of("team/app", "2.0")).pushes) == ["glob", "deep"]
+    assert names(route(cfg, Shard(), SRC, push_of("team/a/b", "2.0")).pushes) == ["deep"]
+    nothing = route(cfg, Shard(), SRC, push_of("else/app", "1"))
+    assert not nothing.pushes and "no rule" in nothing.why
+    delete = RegistryEvent(EventKind.DELETE, "team/app", "2.0", D1)
+    assert names(route(cfg, Shard(), SRC, delete).cycles) == ["deep"]  # the one that prunes
+    untagged = RegistryEvent(EventKind.DELETE, "team/app", "", D1)
+    assert names(route(cfg, Shard(), SRC, untagged).cycles) == ["deep"]
+    # Each shard routes only its own share; together they cover every rule once.
+    shares = [route(cfg, Shard(i, 3), SRC, push_of("team/app", "2.0")).pushes for i in range(3)]
+    assert sorted(n for share in shares for n in names(share)) == ["deep", "glob"]
+
+
+def test_the_queue_coalesces_per_tag_latest_digest_wins_and_overflow_wants_a_cycle() -> None:
+    queue = RuleQueue(limit=2)
+    assert queue.push("a", "1", Pending(D1, 10.0, SRC))
+    assert queue.push("a", "1", Pending(D2, 11.0, SRC))
+    assert queue.push("a", "2", Pending(D1, 12.0, SRC))
+    assert not queue.cycle_wanted
+    assert not queue.push("b", "1", Pending(D1, 13.0, SRC))  # full: a cycle instead
+    assert queue.cycle_wanted and len(queue.items) == 2
+    assert queue.push("a", "1", Pending(D1, 14.0, SRC))  # a known entry still coalesces
+    taken = queue.take()
+    assert taken[("a", "1")] == Pending(D1, 14.0, SRC, events=3)
+    assert queue.items == {}
+
+
+def test_only_name_templates_need_discovery(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        f"  - {{name: a, source: '{SRC}/t/**', destination: '127.0.0.1:8/m/{{name}}'}}\n"
+        f"  - {{name: b, source: '{SRC}/u/*', destination: '127.0.0.1:8/m/{{path}}'}}\n"
+        f"  - {{name: c, source: '{SRC}/v/*', destination: '127.0.0.1:8/c'}}\n",
+    )
+    assert [needs_discovery(r) for r in cfg.rules] == [True, False, False]
+
+
+# -- the daemon's loop with a scripted runner ------------------------------------------------
+
+
+class Scripted:
+    """A runner that records each call's targets, holds chosen calls, and reports every
+    targeted tag as copied."""
+
+    def __init__(self, hold: Collection[int] = ()) -> None:
+        self.calls: list[dict[str, set[str]] | None] = []
+        self.hold = set(hold)
+        self.gate = asyncio.Event()
+        self.active = self.peak = 0
+
+    async def __call__(
+        self,
+        config: Config,
+        rules: list[Rule],
+        *,
+        targets: Mapping[str, Collection[str]] | None = None,
+        **kwargs: object,
+    ) -> RunResult:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        self.calls.append(None if targets is None else {r: set(t) for r, t in targets.items()})
+        if len(self.calls) in self.hold:
+            await self.gate.wait()
+        result = RuleResult(rules[0].name)
+        for repo, tags in (targets or {}).items():
+            actions = tuple(TagAction(t, Action.COPY, D1) for t in sorted(tags))
+            result.plans.append(RepoPlan(repo, f"m/{repo}", actions))
+            result.placed.extend((repo, t) for t in tags)
+        self.active -= 1
+        return RunResult([result])
+
+
+async def until(predicate: Any, what: str) -> None:
+    for _ in range(400):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def event_count(metrics: Metrics, outcome: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "regsync_events_total", {"registry": SRC, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def test_events_mid_cycle_wait_for_it_coalesce_and_never_overlap(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        f"  - {{name: r, source: '{SRC}/team/*', destination: '127.0.0.1:8/m', interval: 1h}}\n",
+    )
+    runner = Scripted(hold={1})  # the first cycle runs until the gate opens
+    metrics = Metrics()
+    daemon = Daemon(str(tmp_path / "sync.yaml"), cfg, metrics, grace=5, runner=runner)
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: len(runner.calls) == 1, "the first cycle")
+    daemon.events.accept(
+        SRC,
+        [
+            push_of("team/a", "1", D1),
+            push_of("team/a", "1", D2),
+            push_of("team/a", "2"),
+            push_of("team/b", "1"),
+        ],
+    )
+    assert daemon.events.queue("r").items[("team/a", "1")].digest == D2  # latest wins
+    assert daemon.start_cycle("r") == "running"
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(runner.calls) == 1  # nothing starts while the cycle runs
+    runner.gate.set()
+    await until(lambda: len(runner.calls) == 2, "the queued events")
+    assert runner.calls[1] == {"team/a": {"1", "2"}, "team/b": {"1"}}
+    await until(lambda: event_count(metrics, "copied") == 4, "the events counted")
+    lag = metrics.registry.get_sample_value("regsync_replication_lag_seconds_count", {"rule": "r"})
+    assert lag == 3  # one per (repository, tag) put in place
+    assert daemon.states["r"].runs == 1  # an event-triggered copy is not a cycle
+    assert runner.peak == 1
+    daemon.stop()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_overflow_and_the_run_request_run_a_full_cycle_first(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        f"  - {{name: r, source: '{SRC}/team/*', destination: '127.0.0.1:8/m', interval: 1h}}\n",
+    )
+    runner = Scripted(hold={1})
+    metrics = Metrics()
+    daemon = Daemon(str(tmp_path / "sync.yaml"), cfg, metrics, grace=5, runner=runner)
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: len(runner.calls) == 1, "the first cycle")
+    daemon.events.queue("r").limit = 2
+    daemon.events.accept(SRC, [push_of("team/a", str(n)) for n in range(5)])
+    assert event_count(metrics, "overflow") == 3
+    assert daemon.events.rule_status("r") == {"pending": 2, "cycle_requested": True}
+    runner.gate.set()
+    await until(lambda: len(runner.calls) == 3, "the cycle, then the queued events")
+    assert runner.calls[1] is None  # a full cycle covers what overflowed
+    assert runner.calls[2] == {"team/a": {"0", "1"}}
+    assert daemon.start_cycle("nope") == "unknown"
+    assert daemon.start_cycle("r") == "started"
+    await until(lambda: len(runner.calls) == 4, "the requested cycle")
+    assert runner.calls[3] is None and runner.peak == 1
+    daemon.stop()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_a_name_template_rule_copies_events_only_into_repositories_a_cycle_mapped(
+    tmp_path: Path,
+) -> None:
+    """`{name}` can map two sources onto one destination: only a full cycle can tell, so an
+    event for a repository the last cycle did not map asks for a cycle instead."""
+    cfg = config(
+        tmp_path,
+        f"  - {{name: r, source: '{SRC}/team/**', destination: '127.0.0.1:8/m/{{name}}',"
+        " interval: 1h}\n",
+    )
+    runner = Scripted()
+    daemon = Daemon(str(tmp_path / "sync.yaml"), cfg, Metrics(), grace=5, runner=runner)
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: len(runner.calls) == 1, "the first cycle")
+    await until(lambda: daemon.states["r"].last_result is not None, "its result")
+    daemon.events.accept(SRC, [push_of("team/x/app", "1")])
+    await until(lambda: len(runner.calls) == 2, "the cycle the unknown repository asks for")
+    assert runner.calls[1] is None
+    daemon.stop()
+    await asyncio.wait_for(task, 10)
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ('""', "is empty"),
+        ('"${UNSET_EVENTS_TOKEN}"', "UNSET_EVENTS_TOKEN"),
+        ('"has space"', "printable ASCII without spaces"),
+    ],
+)
+def test_a_bad_notifications_token_is_a_config_error_naming_the_key(
+    token: str, message: str
+) -> None:
+    text = (
+        f'version: 1\nregistries:\n  "{SRC}":\n    notifications: {{token: {token}}}\n'
+        f"rules:\n  - {{name: r, source: '{SRC}/a', destination: '127.0.0.1:8/m'}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env={})
+    error = str(info.value)
+    assert "notifications" in error and message in error and "has space" not in error
