@@ -299,18 +299,30 @@ async def sync_repo(
         log.warning("rule %s: %s", rule.name, warning)
     if plan.dest_empty and not engine.destination.shares_blobs:
         engine.fresh.add(dest_repo)  # shared blobs (a layout) may exist already: keep HEADs
+    await _copy_then_prune(ctx, rule, engine, plan, result, book)
+
+
+async def _copy_then_prune(
+    ctx: RunContext,
+    rule: Rule,
+    engine: CopyEngine,
+    plan: RepoPlan,
+    result: RuleResult,
+    book: TagBook,
+) -> None:
+    """The plan's copies, then its deletes: never after a failed copy (invariant 4: a failed
+    copy never turns into a smaller mirror), and none once shutting down."""
     failed = result.failed
     async with asyncio.TaskGroup() as group:
         for action in plan.of(Action.COPY):
             group.create_task(
                 _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result, book))
             )
-    # Never shrink after a failed copy; start no deletes once shutting down.
     if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
         guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
         outcome = await prune_actions(engine.destination, plan, guard)
         result.record_prune(outcome)
-        book.pruned(dest_repo, outcome.pruned)
+        book.pruned(plan.dest_repo, outcome.pruned)
         for _ in outcome.pruned:
             ctx.events.tag_done(rule.name, "pruned")
 
