@@ -23,7 +23,7 @@ from regsync import __version__
 from regsync import commands as one_line
 from regsync.logs import LOG_FORMATS, setup_logging
 from regsync.secrets import redact, redact_data
-from regsync.server import DEFAULT_LISTEN
+from regsync.server import DEFAULT_LISTEN, LISTEN_ENV
 
 # Start-up: `--help`, `--version` and `validate` import only what they use. aiohttp (the
 # runner), prometheus-client (metrics), croniter (schedules) and rich (progress) load inside
@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     once.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
     once.add_argument(
+        "--full",
+        action="store_true",
+        help="a full check now: HEAD every tag instead of trusting the digests recorded",
+    )
+    once.add_argument(
         "--missing",
         action="store_true",
         help="copy only tags the destination lacks; leave differing tags (reported), no prune",
@@ -129,9 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--listen",
-        default=DEFAULT_LISTEN,
+        default=os.environ.get(LISTEN_ENV) or DEFAULT_LISTEN,
         metavar="HOST:PORT",
-        help=f"/metrics, /healthz, /readyz, /status (default {DEFAULT_LISTEN})",
+        help=f"/metrics, /healthz, /readyz, /status (default ${LISTEN_ENV}, else {DEFAULT_LISTEN})",
     )
     serve.add_argument(
         "--grace-period",
@@ -344,6 +349,7 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
                     observer=observer,
                     shard=shard,
                     index=index,
+                    full=getattr(args, "full", False),
                     state_dir=state_dir,
                 )
             )

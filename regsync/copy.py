@@ -178,17 +178,45 @@ class CopyEngine:
                 return cached
             self.stats.source_manifest_gets += 1
             manifest = await self.source.manifest_get(repo, digest)
-            # Only a success is remembered (a failure retries), and only up to a byte budget:
-            # past it a manifest is fetched again when another tag needs it, never held.
-            if self._cached_bytes + len(manifest.raw) <= MANIFEST_CACHE_BYTES:
-                self._cached_bytes += len(manifest.raw)
-                self._manifests[key] = manifest
+            self._remember(key, manifest)
             return manifest
+
+    async def get_tag_manifest(self, repo: str, tag: str) -> Manifest:
+        """The source manifest ``tag`` points at, by one GET: how a copying run plans a tag the
+        destination lacks (no HEAD first); the copy then finds it with ``get_manifest``."""
+        self.stats.source_manifest_gets += 1
+        manifest = await self.source.manifest_get(repo, tag)
+        self._remember((repo, manifest.digest), manifest)
+        return manifest
+
+    def _remember(self, key: tuple[str, str], manifest: Manifest) -> None:
+        # Only a success is remembered (a failure retries), and only up to a byte budget:
+        # past it a manifest is fetched again when another tag needs it, never held.
+        if key not in self._manifests and (
+            self._cached_bytes + len(manifest.raw) <= MANIFEST_CACHE_BYTES
+        ):
+            self._cached_bytes += len(manifest.raw)
+            self._manifests[key] = manifest
 
     async def copy_tag(self, src_repo: str, dst_repo: str, tag: str, digest: str) -> Manifest:
         """Copy the image `digest` and point `dst_repo:tag` at it. Returns the source manifest."""
         manifest = await self.get_manifest(src_repo, digest)
         await self.place_content(src_repo, dst_repo, manifest)
+        await self.push_manifest(dst_repo, tag, manifest)
+        return manifest
+
+    async def retag(self, src_repo: str, dst_repo: str, tag: str, digest: str) -> Manifest:
+        """Point ``dst_repo:tag`` at ``digest``, which another tag of ``dst_repo`` has (its
+        content is in place: a manifest is pushed only after it). The bytes come from the
+        destination, verified against ``digest``: no source pull. Copies from the source if
+        the destination no longer has it."""
+        manifest = self._manifests.get((src_repo, digest))
+        if manifest is None:
+            try:
+                manifest = await self.destination.manifest_get(dst_repo, digest)
+            except RegsyncError as exc:
+                log.debug("%s@%s not readable at the destination: %s", dst_repo, digest, exc)
+                return await self.copy_tag(src_repo, dst_repo, tag, digest)
         await self.push_manifest(dst_repo, tag, manifest)
         return manifest
 

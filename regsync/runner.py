@@ -26,9 +26,10 @@ from regsync.events import NoEvents, RunEvents
 from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
-from regsync.oci.ref import Listed
+from regsync.oci.ref import DOCKER_HUB, Kind, Listed, normalize_host
 from regsync.outages import Outages, WriteGate
 from regsync.plan import Action, RepoPlan, TagAction
+from regsync.recorded import TagBook
 from regsync.result import RuleResult, RunResult
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
@@ -60,6 +61,7 @@ class RunContext:
     guards: dict[str, DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
     index: BlobIndex | None = None  # holders seen by earlier runs (registry destinations)
+    full: bool = False  # once --full: trust no recorded digest, HEAD every tag
     outages: Outages = field(default_factory=Outages)  # registries found unusable this run
     gates: dict[str, WriteGate] = field(default_factory=dict)  # per destination backend
     targets: Mapping[str, Collection[str]] | None = None  # repo -> tags: an event-triggered run
@@ -95,6 +97,24 @@ class RunContext:
             on_transfer=self._transfer_hook(rule.name),
         )
 
+    def counts_pulls(self, rule: Rule) -> bool:
+        """Whether a source manifest GET costs more than a HEAD here: always when planning
+        only; on Docker Hub and registries with `rate_limit` (GETs are pulls), where a tag
+        the destination lacks is HEADed first so tags sharing a digest cost one pull."""
+        source = rule.source
+        if self.dry_run or self.plan_only:
+            return True
+        if source.kind is not Kind.REGISTRY:
+            return False
+        limited = self.config.registry(source.registry).rate_limit is not None
+        return limited or normalize_host(source.registry) == DOCKER_HUB
+
+    def book(self, rule: Rule) -> TagBook:
+        """The rule's view of the recorded tag digests (none for layouts: HEADs are local)."""
+        destination = self.setup.rule(rule).destination
+        index = None if destination.shares_blobs else self.index
+        return TagBook(index, rule.destination.registry, rule.full_check, self.full)
+
     def _ledger(self, rule: Rule, destination: Backend) -> BlobLedger:
         # A layout shares one blob store across its repositories: nothing to remember.
         index = None if destination.shares_blobs else self.index
@@ -124,6 +144,7 @@ async def run(
     shard: Shard | None = None,
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
+    full: bool = False,
     targets: Mapping[str, Collection[str]] | None = None,
     state_dir: Path | None = None,
 ) -> RunResult:
@@ -132,7 +153,8 @@ async def run(
     Retry policy and timeouts default to the REGSYNC_RETRY_* / REGSYNC_*_TIMEOUT environment.
     Setting `stop` (a graceful shutdown) lets copies already started finish and starts no new
     ones; the tags left out are reported as errors of their rule. `index` (the persistent
-    content index) supplies mount sources from earlier runs and learns from this one.
+    content index) supplies mount sources from earlier runs and learns from this one, and
+    the digests recorded per destination tag; ``full`` trusts none of them (``once --full``).
 
     `targets` (repository -> tags; what registry events named) narrows each rule to those
     tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
@@ -157,6 +179,7 @@ async def run(
             shard=shard or Shard(),
             stop=stop or asyncio.Event(),
             index=None if dry_run or plan_only else index,
+            full=full,
             targets=targets,
         )
         async with asyncio.TaskGroup() as group:
@@ -229,11 +252,17 @@ async def sync_repo(
     policy = ctx.setup.rule(rule).policy
     if ctx.missing_only:
         policy = replace(policy, missing_only=True, prune=None)
+    book = ctx.book(rule)
     try:
         ctx.outages.check(rule)
         source, dest = engine.source, engine.destination
+        recorded = await book.load(dest_repo, policy.immutable)
+        if ctx.targets is not None:  # some tags only: record what it sees, never a full check
+            recorded = replace(recorded, full=False)
         if ctx.targets is None:
-            plan = await survey(source, dest, repo, dest_repo, policy, engine.get_manifest)
+            get_tag = None if ctx.counts_pulls(rule) else engine.get_tag_manifest
+            fetch = engine.get_manifest
+            plan = await survey(source, dest, repo, dest_repo, policy, fetch, recorded, get_tag)
         else:
             targets = ctx.targets[repo]
             plan = await survey_tags(
@@ -265,19 +294,35 @@ async def sync_repo(
         ctx.events.tag_done(rule.name, "up_to_date")
     if ctx.dry_run or ctx.plan_only:
         return
+    for warning in book.planned(plan, recorded):
+        result.notes.append(warning)
+        log.warning("rule %s: %s", rule.name, warning)
     if plan.dest_empty and not engine.destination.shares_blobs:
         engine.fresh.add(dest_repo)  # shared blobs (a layout) may exist already: keep HEADs
+    await _copy_then_prune(ctx, rule, engine, plan, result, book)
+
+
+async def _copy_then_prune(
+    ctx: RunContext,
+    rule: Rule,
+    engine: CopyEngine,
+    plan: RepoPlan,
+    result: RuleResult,
+    book: TagBook,
+) -> None:
+    """The plan's copies, then its deletes: never after a failed copy (invariant 4: a failed
+    copy never turns into a smaller mirror), and none once shutting down."""
     failed = result.failed
     async with asyncio.TaskGroup() as group:
         for action in plan.of(Action.COPY):
             group.create_task(
-                _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result))
+                _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result, book))
             )
-    # Never shrink after a failed copy; start no deletes once shutting down.
     if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
         guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
         outcome = await prune_actions(engine.destination, plan, guard)
         result.record_prune(outcome)
+        book.pruned(plan.dest_repo, outcome.pruned)
         for _ in outcome.pruned:
             ctx.events.tag_done(rule.name, "pruned")
 
@@ -289,6 +334,7 @@ async def copy_one(
     plan: RepoPlan,
     action: TagAction,
     result: RuleResult,
+    book: TagBook,
 ) -> None:
     where = f"{plan.source_repo}:{action.tag} -> {plan.dest_repo}:{action.tag}"
     context = copy_context(
@@ -320,6 +366,8 @@ async def copy_one(
         ctx.outages.failed(rule, result, at, exc, f"copy {where} failed", context)
         return
     result.copied += 1
+    if digest == action.source_digest:
+        book.copied(plan.dest_repo, action)
     result.placed.append((plan.source_repo, action.tag))
     ctx.events.tag_done(rule.name, "copied")
     log.info(

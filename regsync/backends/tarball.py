@@ -40,6 +40,7 @@ from regsync.errors import IntegrityError, LayoutError, ManifestError, NotFoundE
 from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest
 from regsync.oci.manifest import Descriptor
+from regsync.oci.ref import Listed
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,15 @@ class Tarball(Layout):
             if not self._opened:
                 self._seed()
                 self._opened = True
+
+    async def _opening(self) -> None:
+        """Open off the event loop thread: scanning a large archive's headers takes a while."""
+        if not self._opened:
+            await asyncio.to_thread(self._open)
+
+    async def tags(self, repo: str) -> Listed:
+        await self._opening()
+        return await super().tags(repo)
 
     def _seed(self) -> None:
         entries: list[Any] = []
@@ -161,13 +171,13 @@ class Tarball(Layout):
         return raw
 
     async def manifest_head(self, repo: str, ref: str) -> Descriptor | None:
-        await asyncio.to_thread(self._open)
+        await self._opening()
         if is_digest(ref) and self.left_out(ref):
             return Descriptor("", ref, 0)  # an earlier bundle of the series carried it
         return await super().manifest_head(repo, ref)
 
     async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
-        await asyncio.to_thread(self._open)
+        await self._opening()
         where = self._here(desc.digest)
         if where == "work":
             async for chunk in super().blob_read(repo, desc):
@@ -185,7 +195,7 @@ class Tarball(Layout):
     async def blob_check(self, repo: str, desc: Descriptor) -> bool:
         """Whether the blob is here AND hashes to its digest (``verify`` reads every blob of
         a tar: bytes on a carried disk can rot). Content an earlier bundle carried counts."""
-        await asyncio.to_thread(self._open)
+        await self._opening()
         if self._here(desc.digest) is None:
             return desc.digest in self._elsewhere
         try:

@@ -21,6 +21,7 @@ from regsync.oci.ref import DestinationSpec, SourceSpec, is_host, is_repository,
 from regsync.tagpolicy import TagPattern
 
 DEFAULT_INTERVAL = timedelta(hours=1)
+DEFAULT_FULL_CHECK = timedelta(hours=24)
 
 Loc = tuple[str | int, ...]
 
