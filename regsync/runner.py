@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,7 +64,7 @@ class RunContext:
     full: bool = False  # once --full: trust no recorded digest, HEAD every tag
     outages: Outages = field(default_factory=Outages)  # registries found unusable this run
     gates: dict[str, WriteGate] = field(default_factory=dict)  # per destination backend
-    targets: Mapping[str, Collection[str]] | None = None  # repo -> tags: an event-triggered run
+    targets: Mapping[str, Mapping[str, str]] | None = None  # repo -> tag -> digest (events)
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
         """The repositories this agent's shard handles (all of them unless sharded)."""
@@ -145,7 +145,7 @@ async def run(
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
     full: bool = False,
-    targets: Mapping[str, Collection[str]] | None = None,
+    targets: Mapping[str, Mapping[str, str]] | None = None,
     state_dir: Path | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
@@ -156,9 +156,9 @@ async def run(
     content index) supplies mount sources from earlier runs and learns from this one, and
     the digests recorded per destination tag; ``full`` trusts none of them (``once --full``).
 
-    `targets` (repository -> tags; what registry events named) narrows each rule to those
-    tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
-    go through the same executor as a full cycle's.
+    `targets` (repository -> tag -> the digest an event named, "" for none) narrows each
+    rule to those tags: no discovery, no listing (unless `tags.latest` needs one), no prune.
+    The plans then go through the same executor as a full cycle's.
     `state_dir` (default: the index's) records delta bundles. Tar bundles written are packed
     once every rule is done; one that cannot be written fails the rules writing it.
     """
