@@ -161,6 +161,10 @@ class CopyEngine:
     # what an interrupted earlier run left, so blobs go straight to mount-or-upload and child
     # manifests straight to copy (what this run placed, the ledger knows).
     fresh: set[str] = field(default_factory=set)
+    # Destination repositories the source names as holding a blob it does not carry (a delta
+    # bundle's content came in an earlier bundle, imported there): mount candidates, tried
+    # after the ones this run filled, with the same proof first.
+    hints: Callable[[str], list[str]] = lambda digest: []
     _manifests: dict[tuple[str, str], Manifest] = field(default_factory=dict)
     _cached_bytes: int = 0
     _placed: set[tuple[str, str, str]] = field(default_factory=set)
@@ -343,6 +347,11 @@ class CopyEngine:
             and await self._mount(dst_repo, desc.digest, other)
         ):
             return True
+        hinted = [r for r in self.hints(desc.digest) if r != dst_repo]
+        if hinted and await self._proven(src_repo, desc):
+            for holder in hinted:
+                if await self._mount(dst_repo, desc.digest, holder):
+                    return True
         holders = await self.ledger.known_holders(desc.digest, dst_repo)
         if not holders or not await self._proven(src_repo, desc):
             return False

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,7 +64,7 @@ class RunContext:
     full: bool = False  # once --full: trust no recorded digest, HEAD every tag
     outages: Outages = field(default_factory=Outages)  # registries found unusable this run
     gates: dict[str, WriteGate] = field(default_factory=dict)  # per destination backend
-    targets: Mapping[str, Collection[str]] | None = None  # repo -> tags: an event-triggered run
+    targets: Mapping[str, Mapping[str, str]] | None = None  # repo -> tag -> digest (events)
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
         """The repositories this agent's shard handles (all of them unless sharded)."""
@@ -159,7 +159,7 @@ async def run(
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
     full: bool = False,
-    targets: Mapping[str, Collection[str]] | None = None,
+    targets: Mapping[str, Mapping[str, str]] | None = None,
     state_dir: Path | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
@@ -170,9 +170,9 @@ async def run(
     content index) supplies mount sources from earlier runs and learns from this one, and
     the digests recorded per destination tag; ``full`` trusts none of them (``once --full``).
 
-    `targets` (repository -> tags; what registry events named) narrows each rule to those
-    tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
-    go through the same executor as a full cycle's.
+    `targets` (repository -> tag -> the digest an event named, "" for none) narrows each
+    rule to those tags: no discovery, no listing (unless `tags.latest` needs one), no prune.
+    The plans then go through the same executor as a full cycle's.
     `state_dir` (default: the index's) records delta bundles. Tar bundles written are packed
     once every rule is done; one that cannot be written fails the rules writing it.
     """
@@ -233,6 +233,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
         ctx.events.repos_found(rule.name, len(pairs))
         limit = asyncio.Semaphore(REPO_CONCURRENCY)
         engine = ctx.engine(rule, result)
+        engine.hints = _carried_elsewhere(engine.source, found)
         async with asyncio.TaskGroup() as group:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
@@ -243,6 +244,16 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     result.duration_seconds = time.monotonic() - started
     ctx.events.rule_finished(result)
     return result
+
+
+def _carried_elsewhere(source: Backend, found: Discovered) -> Callable[[str], list[str]]:
+    """Where a blob a delta bundle left out was imported: the destination repositories of
+    the source repositories the bundle says carried it (its capability ``carriers``)."""
+    carriers: Callable[[str], list[str]] | None = getattr(source, "carriers", None)
+    if carriers is None:
+        return lambda digest: []
+    mapping = {pair.source: pair.destination for pair in found.pairs}
+    return lambda digest: [mapping[r] for r in carriers(digest) if r in mapping]
 
 
 async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
@@ -315,18 +326,30 @@ async def sync_repo(
         log.warning("rule %s: %s", rule.name, warning)
     if plan.dest_empty and not engine.destination.shares_blobs:
         engine.fresh.add(dest_repo)  # shared blobs (a layout) may exist already: keep HEADs
+    await _copy_then_prune(ctx, rule, engine, plan, result, book)
+
+
+async def _copy_then_prune(
+    ctx: RunContext,
+    rule: Rule,
+    engine: CopyEngine,
+    plan: RepoPlan,
+    result: RuleResult,
+    book: TagBook,
+) -> None:
+    """The plan's copies, then its deletes: never after a failed copy (invariant 4: a failed
+    copy never turns into a smaller mirror), and none once shutting down."""
     failed = result.failed
     async with asyncio.TaskGroup() as group:
         for action in plan.of(Action.COPY):
             group.create_task(
                 _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result, book))
             )
-    # Never shrink after a failed copy; start no deletes once shutting down.
     if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
         guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
         outcome = await prune_actions(engine.destination, plan, guard)
         result.record_prune(outcome)
-        book.pruned(dest_repo, outcome.pruned)
+        book.pruned(plan.dest_repo, outcome.pruned)
         for _ in outcome.pruned:
             ctx.events.tag_done(rule.name, "pruned")
 

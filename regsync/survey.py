@@ -36,6 +36,7 @@ from regsync.referrerfilter import ReferrerMatch
 from regsync.tagpolicy import Filtered, TagPattern, TagPolicy, select
 
 HEAD_CONCURRENCY = 32  # manifest HEADs/GETs in flight while planning one repository
+SETTLE_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)  # seconds between HEADs of a tag an event named
 
 
 @dataclass(frozen=True)
@@ -220,29 +221,43 @@ async def survey_tags(
     repo: str,
     dest_repo: str,
     policy: SyncPolicy,
-    tags: Iterable[str],
+    hints: Mapping[str, str],
     fetch: ManifestFetch | None = None,
 ) -> RepoPlan:
-    """Plan only ``tags`` of one repository (what registry events named): COPY or SKIP each.
+    """Plan only the tags registry events named (tag -> the event's digest, "" if none):
+    COPY or SKIP each.
 
     The tag policy decides by name first (no request for a tag it drops); ``latest`` needs
-    the source listing, so only then is it read. The source's HEAD decides the digest (an
-    event's digest is a hint, and a tag may have moved since); a tag the source no longer
-    has gets no action. No prune and no referrers here: the periodic cycle does those.
+    the source listing, so only then is it read. The source's HEAD decides the digest: an
+    event's digest is a hint only. distribution sends a push event before it links the tag,
+    so a tag that is missing or still on another digest is HEADed again a few times
+    (``SETTLE_DELAYS``) before the source's answer is taken; a tag the source does not have
+    gets no action. No prune and no referrers here: the periodic cycle does those.
     """
-    wanted = sorted({t for t in tags if policy.tags.in_scope(t)})
+    wanted = sorted(t for t in hints if policy.tags.in_scope(t))
     if wanted and policy.tags.latest is not None:
         chosen = set(select(policy.tags, (await source.tags(repo)).names).selected)
         wanted = [t for t in wanted if t in chosen]
     limit = asyncio.Semaphore(HEAD_CONCURRENCY)
     src, dst = _Heads(source, repo, limit, lenient=True), _Heads(dest, dest_repo, limit)
     source_heads, dest_heads = await asyncio.gather(src.head(wanted), dst.head(wanted))
+    for delay in SETTLE_DELAYS:
+        unsettled = [t for t in wanted if hints[t] and _digest(source_heads, t) != hints[t]]
+        if not unsettled:
+            break
+        await asyncio.sleep(delay)
+        source_heads |= await src.head(unsettled)
     dest_heads = {t: d for t, d in dest_heads.items() if t in source_heads}
     reader = _Reader(repo, fetch or source.manifest_get)
     actions, _, media = await _decide(dst, source_heads, dest_heads, policy, {}, reader)
     return RepoPlan(
         repo, dest_repo, actions, media, selected=tuple(wanted), skipped=tuple(src.refused)
     )
+
+
+def _digest(heads: Mapping[str, Descriptor], tag: str) -> str | None:
+    found = heads.get(tag)
+    return found.digest if found is not None else None
 
 
 async def _decide(

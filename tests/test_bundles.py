@@ -122,11 +122,15 @@ def test_delta_bundles_carry_only_new_content_and_import_in_order(
     # B's config and new layer are read and hashed; the shared base came in bundle 1.
     assert verified.rule["blobs_checked"] == 3 and verified.rule["missing"] == []
 
-    # In order into a fresh registry: the source digests.
+    # In order into a fresh registry: the source digests. The second import has a state dir
+    # of its own: the shared base is mounted from where bundle 1 put it (team/a), which
+    # bundle 2 names, not from what a content index happens to remember.
     dst = registry_factory()
     assert import_(tmp_path, first, dst, imported)[0] == 0
-    code, summary = import_(tmp_path, second, dst, imported)
+    code, summary = import_(tmp_path, second, dst, tmp_path / "another-state")
     assert code == 0, summary
+    blobs = json.loads(summary)["rules"][0]["blobs"]
+    assert (blobs["mounted"], blobs["copied"]) == (1, 2)  # the base mounted; B's own copied
     for pushed in (app_a, app_b):
         assert skopeo_digest(f"docker://{dst.host}/{pushed.ref}") == pushed.digest
 
