@@ -305,7 +305,9 @@ async def sync_repo(
         except RegsyncError as exc:
             ctx.outages.rule_failed(rule, result, exc)
             return
-    result.plans.append(plan)
+    # A copying cycle keeps what its report and metrics read: not every up-to-date tag.
+    planning = ctx.dry_run or ctx.plan_only or ctx.targets is not None
+    result.plans.append(plan if planning else _slim(plan))
     _skipped(rule, result, plan.skipped, f"{repo}: ")
     if media := [f for f in plan.filtered if f.by == "media_types"]:
         shown = [f"{f.tag} ({f.detail})" for f in media]
@@ -404,6 +406,13 @@ async def copy_one(
         digest,
         extra={**context, "digest": digest},
     )
+
+
+def _slim(plan: RepoPlan) -> RepoPlan:
+    """``plan`` without its plain up-to-date tags and its selection (a 50,000-tag no-op kept
+    ~1.5 KB a tag until the run ended); subsets stay, the report counts them."""
+    kept = tuple(a for a in plan.actions if a.action is not Action.SKIP or a.subset)
+    return replace(plan, actions=kept, selected=())
 
 
 async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:
