@@ -109,6 +109,20 @@ class RunContext:
         limited = self.config.registry(source.registry).rate_limit is not None
         return limited or normalize_host(source.registry) == DOCKER_HUB
 
+    async def listed_digests(self, rule: Rule, repo: str) -> dict[str, Descriptor] | None:
+        """Docker Hub sources: every tag's digest from the Hub tags API (100 a request, no
+        HEAD each); None when there is no such API or it fails (the tags are HEADed)."""
+        if rule.source.kind is not Kind.REGISTRY:
+            return None
+        hub = self.setup.pool.hub(rule.source.registry)
+        if hub is None:
+            return None
+        try:
+            return await hub.tag_digests(repo)
+        except RegsyncError as exc:
+            log.warning("rule %s: %s: Hub tags API failed, HEADing tags: %s", rule.name, repo, exc)
+            return None
+
     def book(self, rule: Rule) -> TagBook:
         """The rule's view of the recorded tag digests (none for layouts: HEADs are local)."""
         destination = self.setup.rule(rule).destination
@@ -278,8 +292,10 @@ async def sync_repo(
             recorded = replace(recorded, full=False)
         if ctx.targets is None:
             get_tag = None if ctx.counts_pulls(rule) else engine.get_tag_manifest
-            fetch = engine.get_manifest
-            plan = await survey(source, dest, repo, dest_repo, policy, fetch, recorded, get_tag)
+            fetch, listed = engine.get_manifest, await ctx.listed_digests(rule, repo)
+            plan = await survey(
+                source, dest, repo, dest_repo, policy, fetch, recorded, get_tag, listed
+            )
         else:
             targets = ctx.targets[repo]
             plan = await survey_tags(
