@@ -51,6 +51,12 @@ class Source(MemoryBackend):
     def __init__(self) -> None:
         super().__init__("src")
         self.check_fails = False
+        self.head_fails = False
+
+    async def manifest_head(self, repo: str, ref: str) -> Descriptor | None:
+        if self.head_fails:
+            raise RegistryError("src: HEAD -> 503", registry="src", status=503)
+        return await super().manifest_head(repo, ref)
 
     async def blob_check(self, repo: str, desc: Descriptor) -> bool:
         if self.check_fails:
@@ -294,3 +300,16 @@ async def test_a_manifest_fetched_this_run_is_proof_without_a_head() -> None:
     await run.engine.get_manifest(SRC, IMAGE.digest)
     assert await run.engine.manifest_proven(SRC, IMAGE.digest)
     assert source.count("manifest_head") == 1  # only the first question needed one
+
+
+async def test_a_failed_source_head_of_a_manifest_is_no_proof(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = Source()
+    await stored.store(source, SRC, "1.0", IMAGE)
+    source.head_fails = True
+    run = Run(source, MemoryBackend("dst"))
+
+    with caplog.at_level(logging.DEBUG, logger="regsync.copy"):
+        assert not await run.engine.manifest_proven(SRC, IMAGE.digest)
+    assert caplog.messages == [f"source HEAD of {SRC}@{IMAGE.digest} failed: src: HEAD -> 503"]
