@@ -23,7 +23,7 @@ from regsync import __version__
 from regsync import commands as one_line
 from regsync.logs import LOG_FORMATS, setup_logging
 from regsync.secrets import redact, redact_data
-from regsync.server import DEFAULT_LISTEN
+from regsync.server import DEFAULT_LISTEN, LISTEN_ENV
 
 # Start-up: `--help`, `--version` and `validate` import only what they use. aiohttp (the
 # runner), prometheus-client (metrics), croniter (schedules) and rich (progress) load inside
@@ -134,9 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--listen",
-        default=DEFAULT_LISTEN,
+        default=os.environ.get(LISTEN_ENV) or DEFAULT_LISTEN,
         metavar="HOST:PORT",
-        help=f"/metrics, /healthz, /readyz, /status (default {DEFAULT_LISTEN})",
+        help=f"/metrics, /healthz, /readyz, /status (default ${LISTEN_ENV}, else {DEFAULT_LISTEN})",
     )
     serve.add_argument(
         "--grace-period",

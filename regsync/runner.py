@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,7 +64,7 @@ class RunContext:
     full: bool = False  # once --full: trust no recorded digest, HEAD every tag
     outages: Outages = field(default_factory=Outages)  # registries found unusable this run
     gates: dict[str, WriteGate] = field(default_factory=dict)  # per destination backend
-    targets: Mapping[str, Collection[str]] | None = None  # repo -> tags: an event-triggered run
+    targets: Mapping[str, Mapping[str, str]] | None = None  # repo -> tag -> digest (events)
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
         """The repositories this agent's shard handles (all of them unless sharded)."""
@@ -109,6 +109,20 @@ class RunContext:
         limited = self.config.registry(source.registry).rate_limit is not None
         return limited or normalize_host(source.registry) == DOCKER_HUB
 
+    async def listed_digests(self, rule: Rule, repo: str) -> dict[str, Descriptor] | None:
+        """Docker Hub sources: every tag's digest from the Hub tags API (100 a request, no
+        HEAD each); None when there is no such API or it fails (the tags are HEADed)."""
+        if rule.source.kind is not Kind.REGISTRY:
+            return None
+        hub = self.setup.pool.hub(rule.source.registry)
+        if hub is None:
+            return None
+        try:
+            return await hub.tag_digests(repo)
+        except RegsyncError as exc:
+            log.warning("rule %s: %s: Hub tags API failed, HEADing tags: %s", rule.name, repo, exc)
+            return None
+
     def book(self, rule: Rule) -> TagBook:
         """The rule's view of the recorded tag digests (none for layouts: HEADs are local)."""
         destination = self.setup.rule(rule).destination
@@ -145,7 +159,7 @@ async def run(
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
     full: bool = False,
-    targets: Mapping[str, Collection[str]] | None = None,
+    targets: Mapping[str, Mapping[str, str]] | None = None,
     state_dir: Path | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
@@ -156,9 +170,9 @@ async def run(
     content index) supplies mount sources from earlier runs and learns from this one, and
     the digests recorded per destination tag; ``full`` trusts none of them (``once --full``).
 
-    `targets` (repository -> tags; what registry events named) narrows each rule to those
-    tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
-    go through the same executor as a full cycle's.
+    `targets` (repository -> tag -> the digest an event named, "" for none) narrows each
+    rule to those tags: no discovery, no listing (unless `tags.latest` needs one), no prune.
+    The plans then go through the same executor as a full cycle's.
     `state_dir` (default: the index's) records delta bundles. Tar bundles written are packed
     once every rule is done; one that cannot be written fails the rules writing it.
     """
@@ -219,6 +233,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
         ctx.events.repos_found(rule.name, len(pairs))
         limit = asyncio.Semaphore(REPO_CONCURRENCY)
         engine = ctx.engine(rule, result)
+        engine.declared = _carried_elsewhere(engine.source, found)
         async with asyncio.TaskGroup() as group:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
@@ -229,6 +244,22 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     result.duration_seconds = time.monotonic() - started
     ctx.events.rule_finished(result)
     return result
+
+
+def _carried_elsewhere(source: Backend, found: Discovered) -> Callable[[str], list[str] | None]:
+    """For a blob a delta bundle left out (its capability ``carriers``): this rule's
+    destination repositories of the source repositories the bundle says carried it; None
+    for content the source holds itself (see ``CopyEngine.declared``)."""
+    carriers: Callable[[str], list[str] | None] | None = getattr(source, "carriers", None)
+    if carriers is None:
+        return lambda digest: None
+    mapping = {pair.source: pair.destination for pair in found.pairs}
+
+    def declared(digest: str) -> list[str] | None:
+        repos = carriers(digest)
+        return None if repos is None else [mapping[r] for r in repos if r in mapping]
+
+    return declared
 
 
 async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
@@ -261,8 +292,10 @@ async def sync_repo(
             recorded = replace(recorded, full=False)
         if ctx.targets is None:
             get_tag = None if ctx.counts_pulls(rule) else engine.get_tag_manifest
-            fetch = engine.get_manifest
-            plan = await survey(source, dest, repo, dest_repo, policy, fetch, recorded, get_tag)
+            fetch, listed = engine.get_manifest, await ctx.listed_digests(rule, repo)
+            plan = await survey(
+                source, dest, repo, dest_repo, policy, fetch, recorded, get_tag, listed
+            )
         else:
             targets = ctx.targets[repo]
             plan = await survey_tags(

@@ -287,6 +287,8 @@ class Transport:
             # ValueError: aiohttp refusing a redirect whose URL carries userinfo.
             self.observer.request_done(self.registry, method, "error", _since(started))
             if (error := connect_error(self.registry, exc)) is not None:
+                if isinstance(error, UnreachableError) and error.down:
+                    raise self.health.mark_down(error) from exc  # no retry can help
                 raise error from exc
             raise TransportError(
                 f"{self.registry}: {method} {url.path} failed: {_describe(exc)}",
