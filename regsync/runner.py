@@ -233,7 +233,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
         ctx.events.repos_found(rule.name, len(pairs))
         limit = asyncio.Semaphore(REPO_CONCURRENCY)
         engine = ctx.engine(rule, result)
-        engine.hints = _carried_elsewhere(engine.source, found)
+        engine.declared = _carried_elsewhere(engine.source, found)
         async with asyncio.TaskGroup() as group:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
@@ -246,14 +246,20 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     return result
 
 
-def _carried_elsewhere(source: Backend, found: Discovered) -> Callable[[str], list[str]]:
-    """Where a blob a delta bundle left out was imported: the destination repositories of
-    the source repositories the bundle says carried it (its capability ``carriers``)."""
-    carriers: Callable[[str], list[str]] | None = getattr(source, "carriers", None)
+def _carried_elsewhere(source: Backend, found: Discovered) -> Callable[[str], list[str] | None]:
+    """For a blob a delta bundle left out (its capability ``carriers``): this rule's
+    destination repositories of the source repositories the bundle says carried it; None
+    for content the source holds itself (see ``CopyEngine.declared``)."""
+    carriers: Callable[[str], list[str] | None] | None = getattr(source, "carriers", None)
     if carriers is None:
-        return lambda digest: []
+        return lambda digest: None
     mapping = {pair.source: pair.destination for pair in found.pairs}
-    return lambda digest: [mapping[r] for r in carriers(digest) if r in mapping]
+
+    def declared(digest: str) -> list[str] | None:
+        repos = carriers(digest)
+        return None if repos is None else [mapping[r] for r in repos if r in mapping]
+
+    return declared
 
 
 async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:

@@ -154,10 +154,11 @@ class Tarball(Layout):
             return "archive"
         return None
 
-    def carriers(self, digest: str) -> list[str]:
-        """The repositories a left-out blob was carried for by an earlier bundle of the series
-        (the engine tries mounting it from where those were imported)."""
-        return self._carriers.get(digest, []) if self.left_out(digest) else []
+    def carriers(self, digest: str) -> list[str] | None:
+        """For a blob this bundle left out: the repositories an earlier bundle of the series
+        carried it for (where the engine may mount it from, within the rule); None for
+        content the bundle holds or does not know."""
+        return self._carriers.get(digest, []) if self.left_out(digest) else None
 
     def left_out(self, digest: str) -> bool:
         """Whether an earlier bundle of a delta series carried ``digest`` (it is not here)."""
@@ -203,16 +204,15 @@ class Tarball(Layout):
 
     async def blob_check(self, repo: str, desc: Descriptor) -> bool:
         """The source's proof (see ``Backend.blob_check``): the member or working file has the
-        blob's size. A delta bundle's left-out content counts: the bundle declares that an
-        earlier bundle of its series carried it (importing that one put it at the
-        destination; if it is not there, the read fails naming that bundle)."""
+        blob's size. Content a delta bundle left out is not proven by its word: the engine
+        treats it as declared (``carriers``), within the rule's own repositories only."""
         await self._opening()
         where = self._here(desc.digest)
         if where == "archive" and self._archive is not None:
             return self._archive.members[blob_name(desc.digest)].size == desc.size
         if where == "work":
             return await super().blob_check(repo, desc)
-        return desc.digest in self._elsewhere
+        return False  # left out: declared (see carriers), never proven
 
     async def blob_verify(self, repo: str, desc: Descriptor) -> bool:
         """Whether the blob is here AND hashes to its digest (``verify`` reads every blob of
