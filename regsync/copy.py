@@ -161,6 +161,12 @@ class CopyEngine:
     # what an interrupted earlier run left, so blobs go straight to mount-or-upload and child
     # manifests straight to copy (what this run placed, the ledger knows).
     fresh: set[str] = field(default_factory=set)
+    # For a blob the source declares it left out (a delta bundle: an earlier bundle carried
+    # it), this rule's destination repositories it was imported into; None when the source
+    # makes no such claim. A declaration is no proof (a bundle is untrusted): it only lets
+    # the blob count as present in the destination repository itself, or be mounted from
+    # those repositories of this same rule -- never from the ledger or the content index.
+    declared: Callable[[str], list[str] | None] = lambda digest: None
     _manifests: dict[tuple[str, str], Manifest] = field(default_factory=dict)
     _cached_bytes: int = 0
     _placed: set[tuple[str, str, str]] = field(default_factory=set)
@@ -307,7 +313,11 @@ class CopyEngine:
         present = self.ledger.holds(desc.digest, dst_repo) or (
             dst_repo not in self.fresh and await self.destination.blob_head(dst_repo, desc.digest)
         )
-        if present:
+        holders = self.declared(desc.digest)
+        if holders is not None:  # left out by the source: only this rule's own repositories
+            if present or await self._mount_from(dst_repo, desc.digest, holders):
+                return "present" if present else "mounted"
+        elif present:
             if await self._proven(src_repo, desc):
                 return "present"
         elif await self._mount_proven(src_repo, dst_repo, desc):
@@ -350,6 +360,12 @@ class CopyEngine:
             if await self._mount(dst_repo, desc.digest, holder):
                 return True
             self.ledger.forget(desc.digest, holder)
+        return False
+
+    async def _mount_from(self, dst_repo: str, digest: str, holders: list[str]) -> bool:
+        for holder in holders:
+            if holder != dst_repo and await self._mount(dst_repo, digest, holder):
+                return True
         return False
 
     async def _mount(self, dst_repo: str, digest: str, from_repo: str) -> bool:

@@ -109,6 +109,20 @@ class RunContext:
         limited = self.config.registry(source.registry).rate_limit is not None
         return limited or normalize_host(source.registry) == DOCKER_HUB
 
+    async def listed_digests(self, rule: Rule, repo: str) -> dict[str, Descriptor] | None:
+        """Docker Hub sources: every tag's digest from the Hub tags API (100 a request, no
+        HEAD each); None when there is no such API or it fails (the tags are HEADed)."""
+        if rule.source.kind is not Kind.REGISTRY:
+            return None
+        hub = self.setup.pool.hub(rule.source.registry)
+        if hub is None:
+            return None
+        try:
+            return await hub.tag_digests(repo)
+        except RegsyncError as exc:
+            log.warning("rule %s: %s: Hub tags API failed, HEADing tags: %s", rule.name, repo, exc)
+            return None
+
     def book(self, rule: Rule) -> TagBook:
         """The rule's view of the recorded tag digests (none for layouts: HEADs are local)."""
         destination = self.setup.rule(rule).destination
@@ -219,6 +233,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
         ctx.events.repos_found(rule.name, len(pairs))
         limit = asyncio.Semaphore(REPO_CONCURRENCY)
         engine = ctx.engine(rule, result)
+        engine.declared = _carried_elsewhere(engine.source, found)
         async with asyncio.TaskGroup() as group:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
@@ -229,6 +244,22 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     result.duration_seconds = time.monotonic() - started
     ctx.events.rule_finished(result)
     return result
+
+
+def _carried_elsewhere(source: Backend, found: Discovered) -> Callable[[str], list[str] | None]:
+    """For a blob a delta bundle left out (its capability ``carriers``): this rule's
+    destination repositories of the source repositories the bundle says carried it; None
+    for content the source holds itself (see ``CopyEngine.declared``)."""
+    carriers: Callable[[str], list[str] | None] | None = getattr(source, "carriers", None)
+    if carriers is None:
+        return lambda digest: None
+    mapping = {pair.source: pair.destination for pair in found.pairs}
+
+    def declared(digest: str) -> list[str] | None:
+        repos = carriers(digest)
+        return None if repos is None else [mapping[r] for r in repos if r in mapping]
+
+    return declared
 
 
 async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
@@ -261,8 +292,10 @@ async def sync_repo(
             recorded = replace(recorded, full=False)
         if ctx.targets is None:
             get_tag = None if ctx.counts_pulls(rule) else engine.get_tag_manifest
-            fetch = engine.get_manifest
-            plan = await survey(source, dest, repo, dest_repo, policy, fetch, recorded, get_tag)
+            fetch, listed = engine.get_manifest, await ctx.listed_digests(rule, repo)
+            plan = await survey(
+                source, dest, repo, dest_repo, policy, fetch, recorded, get_tag, listed
+            )
         else:
             targets = ctx.targets[repo]
             plan = await survey_tags(

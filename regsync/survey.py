@@ -142,6 +142,7 @@ async def survey(
     fetch: ManifestFetch | None = None,
     recorded: Recorded | None = None,
     get_tag: Fetch | None = None,
+    listed: Mapping[str, Descriptor] | None = None,
 ) -> RepoPlan:
     """Plan one repository: what to copy, what is up to date, what to prune, and why.
 
@@ -149,6 +150,7 @@ async def survey(
     read for ``media_types`` is not fetched again by its copy); default: ``source``'s own.
     ``recorded``: what the content index holds for ``dest_repo`` (None: trust nothing).
     ``get_tag``: how a copying run GETs a source tag the destination lacks (None: HEAD it).
+    ``listed``: source digests a listing gave (Docker Hub's tags API): no HEAD for those.
     """
     source_listed, dest_listed = await asyncio.gather(source.tags(repo), dest.tags(dest_repo))
     source_tags, dest_tags = list(source_listed.names), list(dest_listed.names)
@@ -165,16 +167,17 @@ async def survey(
         t: d for t, d in rec.trusted().items() if t in present and not _has_origin(t, d, policy)
     }
     fixed = {t: trusted[t] for t in selection.selected if t in trusted and rec.is_immutable(t)}
+    fixed |= _from_listing(listed or {}, selection.selected, policy, fixed)
     # Both sides' HEADs of the selected tags run together (one round trip of latency, not
     # two); a destination HEAD is kept only where the source tag resolved.
     asked = [t for t in selection.selected if t in present and t not in trusted]
+    unknown = [t for t in selection.selected if t not in fixed]
     source_heads, dest_selected, missing = await asyncio.gather(
-        src.head(t for t in selection.selected if t not in fixed and t in present),
+        src.head(t for t in unknown if t in present),
         dst.head(asked),
-        src.resolve(t for t in selection.selected if t not in present),
+        src.resolve(t for t in unknown if t not in present),
     )
-    source_heads |= missing
-    source_heads |= fixed
+    source_heads |= missing | fixed
     artifact_of: dict[str, str] = {}
     if policy.referrers:
         artifact_of = _artifacts_of(source_tags, source_heads)
@@ -309,6 +312,22 @@ def _artifacts_of(source_tags: Iterable[str], heads: dict[str, Descriptor]) -> d
     digests = {d.digest for d in heads.values()}
     subjects = {t: artifact_subject(t) for t in source_tags}
     return {t: s for t, s in subjects.items() if s is not None and s in digests}
+
+
+def _from_listing(
+    listed: Mapping[str, Descriptor],
+    selected: Iterable[str],
+    policy: SyncPolicy,
+    known: Mapping[str, Descriptor],
+) -> dict[str, Descriptor]:
+    """The selected tags a listing gave a digest for; without the media type, only where the
+    rule does not decide by it (platforms, media_types): those tags are HEADed instead."""
+    typed = policy.platforms is not None or policy.media_types is not None
+    return {
+        t: listed[t]
+        for t in selected
+        if t in listed and t not in known and (listed[t].media_type or not typed)
+    }
 
 
 def _annotate(

@@ -118,9 +118,9 @@ class _RepoWalk:
         digest = desc.digest
         if digest not in self._blobs:
             self.result.blobs += 1
-            # A backend that can (a tar bundle: `blob_check`) reads and hashes every blob;
+            # A backend that can (a tar bundle: `blob_verify`) reads and hashes every blob;
             # a registry's blobs are HEADed.
-            check = getattr(self.dest, "blob_check", None)
+            check = getattr(self.dest, "blob_verify", None)
             found = check(self.repo, desc) if check else self.dest.blob_head(self.repo, digest)
             self._blobs[digest] = asyncio.ensure_future(found)
         return self._blobs[digest]
