@@ -26,7 +26,7 @@ from regsync.events import NoEvents, RunEvents
 from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
-from regsync.oci.ref import DOCKER_HUB, Kind, Listed, normalize_host
+from regsync.oci.ref import DOCKER_HUB, Kind, Listed
 from regsync.outages import Outages, WriteGate
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.recorded import TagBook
@@ -107,7 +107,7 @@ class RunContext:
         if source.kind is not Kind.REGISTRY:
             return False
         limited = self.config.registry(source.registry).rate_limit is not None
-        return limited or normalize_host(source.registry) == DOCKER_HUB
+        return limited or self.config.served_host(source.registry) == DOCKER_HUB
 
     async def listed_digests(self, rule: Rule, repo: str) -> dict[str, Descriptor] | None:
         """Docker Hub sources: every tag's digest from the Hub tags API (100 a request, no
