@@ -188,7 +188,8 @@ def test_a_push_reaches_rules_whose_source_and_tag_filters_cover_it(tmp_path: Pa
         " tags: {include: ['v.*']}}\n"
         f"  - {{name: deep, source: '{SRC}/team/**', destination: '127.0.0.1:8/d', prune: true,"
         " tags: {semver: '>=2'}}\n"
-        f"  - {{name: other, source: '127.0.0.1:7/team/*', destination: '127.0.0.1:8/x'}}\n",
+        f"  - {{name: other, source: '127.0.0.1:7/team/*', destination: '127.0.0.1:8/x'}}\n"
+        f"  - {{name: bundle, source: '{SRC}/team/*', destination: 'tar:{tmp_path}/b.tar'}}\n",
     )
     names = lambda routed: [r.name for r in routed]  # noqa: E731
     assert names(route(cfg, Shard(), SRC, push_of("team/app", "v1")).pushes) == ["glob", "one"]
