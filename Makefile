@@ -17,7 +17,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps test lint typecheck pytest demo bench soak clean deploy-sync mutate
+.PHONY: venv system-deps test lint typecheck pytest demo bench soak clean deploy-sync mutate \
+	image image-deps image-test lock
 
 venv: $(STAMP)
 
@@ -66,6 +67,35 @@ bench: venv system-deps
 # The Kubernetes PrometheusRule is generated from deploy/prometheus/regsync-alerts.yml.
 deploy-sync: venv
 	$(BIN)/python scripts/sync_deploy.py
+
+# The container image (scripts/image.sh says how and why). `make image` builds it with Docker
+# where a daemon answers, else with buildah; `make image-test` (.ci/run, after `make test`)
+# builds it on a stand-in base made from Debian packages and smoke-tests it (~2-3 minutes).
+IMAGE_PACKAGES ?= buildah podman mmdebstrap runc
+IMAGE_BINARIES ?= buildah podman mmdebstrap runc
+
+image-deps:
+	@$(MAKE) --no-print-directory system-deps \
+		SYSTEM_PACKAGES="$(IMAGE_PACKAGES)" SYSTEM_BINARIES="$(IMAGE_BINARIES)"
+
+image:
+	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then :; \
+	else $(MAKE) --no-print-directory image-deps; fi
+	scripts/image.sh build
+
+image-test: venv system-deps image-deps
+	scripts/image.sh test
+
+# requirements.lock: every dependency of pyproject.toml (and the build backend) pinned with
+# hashes, for the image's `pip install --require-hashes`. Resolved against PyPI alone (no local
+# pip.conf, find-links or extra index), with the Python the image uses.
+PIP_TOOLS ?= pip-tools==7.7.0
+lock: venv
+	$(BIN)/python -m pip install --quiet '$(PIP_TOOLS)'
+	env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+		$(BIN)/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras \
+		--all-build-deps --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+		--output-file requirements.lock pyproject.toml
 
 # Not part of `make test`: 500 tags through fault-injecting proxies (a few minutes).
 soak: venv system-deps

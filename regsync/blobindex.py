@@ -1,4 +1,5 @@
-"""A persistent content index: which destination repositories hold which blobs.
+"""A persistent content index: which destination repositories hold which blobs, and which
+digest each destination tag was last put at or confirmed to hold.
 
 Runs remember, per destination registry, the repositories they saw holding each blob digest
 (uploaded, mounted, found by HEAD). The next run mounts a blob a new repository lacks from a
@@ -8,6 +9,11 @@ It is a hint, never a source of truth: a holder that lost the blob makes the mou
 blob is uploaded as usual and the holder forgotten. Deleting or corrupting the file changes
 what a run costs, never what it writes. A file that is not a readable database is renamed
 aside and rebuilt, with a warning.
+
+The tag rows (``tags``) and the time of each destination repository's last full check
+(``checks``) let a cycle skip the destination HEAD of a tag whose recorded digest equals the
+source's (``regsync.recorded``). They are a hint with the same failure mode: a missing or
+corrupt file only means the next cycle checks everything.
 
 Storage is stdlib ``sqlite3`` in WAL mode with a busy timeout, so two processes (shards, a
 `once` beside a `serve`) may share one state directory. Writes are buffered and committed in
@@ -24,12 +30,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 FILE_NAME = "index.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: tags and checks (a version 1 file gains them when opened)
 BUSY_TIMEOUT_MS = 10_000  # another process committing its batch
 MAX_HOLDERS = 3  # mounts tried per blob before uploading: bounds the cost of stale hints
 
@@ -41,6 +48,21 @@ CREATE TABLE IF NOT EXISTS holders (
     seen REAL NOT NULL,
     PRIMARY KEY (registry, digest, repo)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tags (
+    registry TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    seen REAL NOT NULL,
+    PRIMARY KEY (registry, repo, tag)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checks (
+    registry TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    checked REAL NOT NULL,
+    PRIMARY KEY (registry, repo)
+) WITHOUT ROWID;
 """
 
 # Rows read back are hints from a file anyone with access could edit: the grammar is checked
@@ -49,6 +71,32 @@ _DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 _REPO = re.compile(
     r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
 )
+
+
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,126}/[A-Za-z0-9][A-Za-z0-9.+_-]{0,126}|")
+
+TagOp = tuple[str, str, str, str, str, str]
+
+
+@dataclass(frozen=True)
+class TagRecords:
+    """One destination repository's tag rows: tag -> (digest, media type), and the time of
+    its last full check (None: never, or no usable index)."""
+
+    digests: dict[str, tuple[str, str]]
+    checked: float | None
+
+
+def _valid_tag_row(tag: object, digest: object, media_type: object) -> bool:
+    return (
+        isinstance(tag, str)
+        and isinstance(digest, str)
+        and isinstance(media_type, str)
+        and bool(_TAG.fullmatch(tag))
+        and bool(_DIGEST.fullmatch(digest))
+        and bool(_MEDIA_TYPE.fullmatch(media_type))
+    )
 
 
 def valid_holder(digest: str, repo: str) -> bool:
@@ -78,6 +126,9 @@ class BlobIndex:
         self._buffer = threading.Lock()  # appends (loop thread) vs the swap in flush (worker)
         self.broken = False  # set after an sqlite error: the run goes on without hints
         self._known: dict[str, bool] = {}  # registry -> has rows (asked once per open)
+        # ("put", registry, repo, tag, digest, media type), ("drop", registry, repo, tag, ..)
+        # or ("checked", registry, repo, ..): applied in order, after the holder writes.
+        self._tag_ops: list[TagOp] = []
 
     @classmethod
     def open(cls, state_dir: Path) -> BlobIndex:
@@ -107,15 +158,31 @@ class BlobIndex:
         with self._buffer:
             self._pending.append((registry, digest, repo, False))
 
+    def put_tag(self, registry: str, repo: str, tag: str, digest: str, media_type: str) -> None:
+        """``repo:tag`` in ``registry`` was put at, or confirmed to hold, ``digest``."""
+        with self._buffer:
+            self._tag_ops.append(("put", registry, repo, tag, digest, media_type))
+
+    def drop_tag(self, registry: str, repo: str, tag: str) -> None:
+        with self._buffer:
+            self._tag_ops.append(("drop", registry, repo, tag, "", ""))
+
+    def checked(self, registry: str, repo: str) -> None:
+        """A full check of ``repo`` ended: its tag rows are forgotten (the ``put_tag`` calls
+        that follow are what it confirmed) and the time is kept."""
+        with self._buffer:
+            self._tag_ops.append(("checked", registry, repo, "", "", ""))
+
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._tag_ops)
 
     def flush(self) -> None:
         """Commit the buffered writes in one short transaction (blocking: call off the loop)."""
         with self._buffer:
             batch, self._pending = self._pending, []
-        if not batch or self.broken:
+            tag_ops, self._tag_ops = self._tag_ops, []
+        if not (batch or tag_ops) or self.broken:
             return
         now = time.time()
         try:
@@ -125,6 +192,7 @@ class BlobIndex:
                     return
                 with conn:
                     _apply(conn, batch, now)
+                    _apply_tags(conn, tag_ops, now)
         except sqlite3.Error as exc:
             self._fail(exc)
             return
@@ -132,7 +200,7 @@ class BlobIndex:
             self._known.pop(registry, None)
 
     async def flush_async(self) -> None:
-        if self._pending and not self.broken:
+        if self.pending and not self.broken:
             await asyncio.to_thread(self.flush)
 
     # -- reads --------------------------------------------------------------------------
@@ -156,6 +224,34 @@ class BlobIndex:
             return []
         repos = [r[0] for r in rows if isinstance(r[0], str) and valid_holder(digest, r[0])]
         return repos[:limit]
+
+    def tags_of(self, registry: str, repo: str) -> TagRecords:
+        """What ``repo`` in ``registry`` was last put at or confirmed to hold, and when it was
+        last fully checked (blocking: call off the loop). Nothing on any failure."""
+        if self.broken:
+            return TagRecords({}, None)
+        try:
+            with self._lock:
+                conn = self._db()
+                if conn is None:
+                    return TagRecords({}, None)
+                rows = conn.execute(
+                    "SELECT tag, digest, media_type FROM tags WHERE registry=? AND repo=?",
+                    (registry, repo),
+                ).fetchall()
+                checked = conn.execute(
+                    "SELECT checked FROM checks WHERE registry=? AND repo=?", (registry, repo)
+                ).fetchone()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+            return TagRecords({}, None)
+        digests = {
+            tag: (digest, media_type)
+            for tag, digest, media_type in rows
+            if _valid_tag_row(tag, digest, media_type)
+        }
+        when = checked[0] if checked and isinstance(checked[0], float | int) else None
+        return TagRecords(digests, None if when is None else float(when))
 
     def knows(self, registry: str) -> bool:
         """Whether earlier runs left anything for `registry`: a first copy into a new
@@ -183,6 +279,28 @@ class BlobIndex:
     def _fail(self, exc: sqlite3.Error) -> None:
         self.broken = True
         log.warning("content index %s failed, continuing without it: %s", self.path, exc)
+
+
+def _apply_tags(conn: sqlite3.Connection, ops: list[TagOp], now: float) -> None:
+    for op, registry, repo, tag, digest, media_type in ops:
+        if op == "put":
+            conn.execute(
+                "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE"
+                " SET digest = excluded.digest, media_type = excluded.media_type,"
+                " seen = excluded.seen",
+                (registry, repo, tag, digest, media_type, now),
+            )
+        elif op == "drop":
+            conn.execute(
+                "DELETE FROM tags WHERE registry=? AND repo=? AND tag=?", (registry, repo, tag)
+            )
+        else:
+            conn.execute("DELETE FROM tags WHERE registry=? AND repo=?", (registry, repo))
+            conn.execute(
+                "INSERT INTO checks VALUES (?, ?, ?) ON CONFLICT DO UPDATE"
+                " SET checked = excluded.checked",
+                (registry, repo, now),
+            )
 
 
 def _apply(conn: sqlite3.Connection, batch: list[tuple[str, str, str, bool]], now: float) -> None:
@@ -231,7 +349,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         with conn:
             conn.executescript(_SCHEMA)
             (version,) = conn.execute("PRAGMA user_version").fetchone()
-            if version == 0:
+            if version in (0, 1):  # new, or version 1 that just gained the tag tables
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"schema version {version}, expected {SCHEMA_VERSION}")

@@ -23,7 +23,7 @@ from regsync import __version__
 from regsync import commands as one_line
 from regsync.logs import LOG_FORMATS, setup_logging
 from regsync.secrets import redact, redact_data
-from regsync.server import DEFAULT_LISTEN
+from regsync.server import DEFAULT_LISTEN, LISTEN_ENV
 
 # Start-up: `--help`, `--version` and `validate` import only what they use. aiohttp (the
 # runner), prometheus-client (metrics), croniter (schedules) and rich (progress) load inside
@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     once.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
     once.add_argument(
+        "--full",
+        action="store_true",
+        help="a full check now: HEAD every tag instead of trusting the digests recorded",
+    )
+    once.add_argument(
         "--missing",
         action="store_true",
         help="copy only tags the destination lacks; leave differing tags (reported), no prune",
@@ -129,9 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--listen",
-        default=DEFAULT_LISTEN,
+        default=os.environ.get(LISTEN_ENV) or DEFAULT_LISTEN,
         metavar="HOST:PORT",
-        help=f"/metrics, /healthz, /readyz, /status (default {DEFAULT_LISTEN})",
+        help=f"/metrics, /healthz, /readyz, /status (default ${LISTEN_ENV}, else {DEFAULT_LISTEN})",
     )
     serve.add_argument(
         "--grace-period",
@@ -236,10 +241,17 @@ def _no_created_series() -> None:
 
 def open_index(args: argparse.Namespace) -> BlobIndex | None:
     """The persistent content index for commands that copy (a hint: None works too)."""
-    from regsync.blobindex import BlobIndex, default_state_dir
+    from regsync.blobindex import BlobIndex
 
-    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(os.environ)
-    return BlobIndex.open(state_dir)
+    return BlobIndex.open(_state_dir(args))
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    """--state-dir, else $REGSYNC_STATE_DIR, else the XDG default."""
+    from regsync.blobindex import default_state_dir
+
+    given = getattr(args, "state_dir", None)
+    return Path(given) if given else default_state_dir(os.environ)
 
 
 def _verify(args: argparse.Namespace, config: Config, rules: list[Rule]) -> int:
@@ -316,13 +328,12 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
     check = args.command == "check"
     metrics_file = getattr(args, "metrics_file", None)
     gateway = getattr(args, "pushgateway", None)
-    if metrics_file and not os.path.isdir(os.path.dirname(os.path.abspath(metrics_file))):
-        return _usage_error(args, f"--metrics-file {metrics_file}: directory does not exist")
     dry_run = getattr(args, "dry_run", False)
     # Metrics nobody exports would vanish with the process: only count when they go out.
     metrics = _run_metrics(rules, not dry_run, shard) if metrics_file or gateway else None
     observer: RequestObserver = metrics or NullObserver()
     index = None if check or dry_run else open_index(args)
+    state_dir = _state_dir(args)  # delta bundles' series: check and --dry-run plan against it
     with _progress(args) as display, _closing(index):
         sinks = [sink for sink in (metrics, display) if sink is not None]
         events: RunEvents = FanOut(*sinks) if len(sinks) > 1 else (sinks or [NoEvents()])[0]
@@ -338,6 +349,8 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
                     observer=observer,
                     shard=shard,
                     index=index,
+                    full=getattr(args, "full", False),
+                    state_dir=state_dir,
                 )
             )
         except ConfigError as exc:

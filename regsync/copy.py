@@ -161,6 +161,12 @@ class CopyEngine:
     # what an interrupted earlier run left, so blobs go straight to mount-or-upload and child
     # manifests straight to copy (what this run placed, the ledger knows).
     fresh: set[str] = field(default_factory=set)
+    # For a blob the source declares it left out (a delta bundle: an earlier bundle carried
+    # it), this rule's destination repositories it was imported into; None when the source
+    # makes no such claim. A declaration is no proof (a bundle is untrusted): it only lets
+    # the blob count as present in the destination repository itself, or be mounted from
+    # those repositories of this same rule -- never from the ledger or the content index.
+    declared: Callable[[str], list[str] | None] = lambda digest: None
     _manifests: dict[tuple[str, str], Manifest] = field(default_factory=dict)
     _cached_bytes: int = 0
     _placed: set[tuple[str, str, str]] = field(default_factory=set)
@@ -178,17 +184,45 @@ class CopyEngine:
                 return cached
             self.stats.source_manifest_gets += 1
             manifest = await self.source.manifest_get(repo, digest)
-            # Only a success is remembered (a failure retries), and only up to a byte budget:
-            # past it a manifest is fetched again when another tag needs it, never held.
-            if self._cached_bytes + len(manifest.raw) <= MANIFEST_CACHE_BYTES:
-                self._cached_bytes += len(manifest.raw)
-                self._manifests[key] = manifest
+            self._remember(key, manifest)
             return manifest
+
+    async def get_tag_manifest(self, repo: str, tag: str) -> Manifest:
+        """The source manifest ``tag`` points at, by one GET: how a copying run plans a tag the
+        destination lacks (no HEAD first); the copy then finds it with ``get_manifest``."""
+        self.stats.source_manifest_gets += 1
+        manifest = await self.source.manifest_get(repo, tag)
+        self._remember((repo, manifest.digest), manifest)
+        return manifest
+
+    def _remember(self, key: tuple[str, str], manifest: Manifest) -> None:
+        # Only a success is remembered (a failure retries), and only up to a byte budget:
+        # past it a manifest is fetched again when another tag needs it, never held.
+        if key not in self._manifests and (
+            self._cached_bytes + len(manifest.raw) <= MANIFEST_CACHE_BYTES
+        ):
+            self._cached_bytes += len(manifest.raw)
+            self._manifests[key] = manifest
 
     async def copy_tag(self, src_repo: str, dst_repo: str, tag: str, digest: str) -> Manifest:
         """Copy the image `digest` and point `dst_repo:tag` at it. Returns the source manifest."""
         manifest = await self.get_manifest(src_repo, digest)
         await self.place_content(src_repo, dst_repo, manifest)
+        await self.push_manifest(dst_repo, tag, manifest)
+        return manifest
+
+    async def retag(self, src_repo: str, dst_repo: str, tag: str, digest: str) -> Manifest:
+        """Point ``dst_repo:tag`` at ``digest``, which another tag of ``dst_repo`` has (its
+        content is in place: a manifest is pushed only after it). The bytes come from the
+        destination, verified against ``digest``: no source pull. Copies from the source if
+        the destination no longer has it."""
+        manifest = self._manifests.get((src_repo, digest))
+        if manifest is None:
+            try:
+                manifest = await self.destination.manifest_get(dst_repo, digest)
+            except RegsyncError as exc:
+                log.debug("%s@%s not readable at the destination: %s", dst_repo, digest, exc)
+                return await self.copy_tag(src_repo, dst_repo, tag, digest)
         await self.push_manifest(dst_repo, tag, manifest)
         return manifest
 
@@ -279,7 +313,11 @@ class CopyEngine:
         present = self.ledger.holds(desc.digest, dst_repo) or (
             dst_repo not in self.fresh and await self.destination.blob_head(dst_repo, desc.digest)
         )
-        if present:
+        holders = self.declared(desc.digest)
+        if holders is not None:  # left out by the source: only this rule's own repositories
+            if present or await self._mount_from(dst_repo, desc.digest, holders):
+                return "present" if present else "mounted"
+        elif present:
             if await self._proven(src_repo, desc):
                 return "present"
         elif await self._mount_proven(src_repo, dst_repo, desc):
@@ -322,6 +360,12 @@ class CopyEngine:
             if await self._mount(dst_repo, desc.digest, holder):
                 return True
             self.ledger.forget(desc.digest, holder)
+        return False
+
+    async def _mount_from(self, dst_repo: str, digest: str, holders: list[str]) -> bool:
+        for holder in holders:
+            if holder != dst_repo and await self._mount(dst_repo, digest, holder):
+                return True
         return False
 
     async def _mount(self, dst_repo: str, digest: str, from_repo: str) -> bool:

@@ -286,7 +286,8 @@ class Daemon:
         try:
             while not (self.stopping.is_set() or state.removed):
                 queue = self.events.queue(state.rule.name)
-                if queue.cycle_wanted:  # asked for: a delete, an overflow, the run endpoint
+                wanted = queue.cycle_delay()  # a delete, an overflow, the run endpoint
+                if wanted is not None and wanted <= 0:
                     await self._run_rule(state)
                     continue
                 if queue.items:
@@ -294,6 +295,8 @@ class Daemon:
                     continue
                 state.next_run = state.due(time.time())
                 delay = state.next_run - time.time()
+                if wanted is not None:
+                    delay = min(delay, wanted)
                 if delay > 0:
                     state.wake.clear()
                     try:
@@ -357,9 +360,9 @@ class Daemon:
                 queue.want_cycle(pending.registry, pending.events)
         if not taken:
             return
-        targets: dict[str, set[str]] = {}
-        for repo, tag in taken:
-            targets.setdefault(repo, set()).add(tag)
+        targets: dict[str, dict[str, str]] = {}
+        for (repo, tag), pending in taken.items():
+            targets.setdefault(repo, {})[tag] = pending.digest
         result = None
         try:
             run = await self._runner(

@@ -52,7 +52,8 @@ async def copy_action(
         await copy_referrers(engine, plan, action, keep)
         return action.source_digest
     if platforms is None or action.artifact_of:
-        manifest = await engine.copy_tag(src, dst, action.tag, action.source_digest)
+        copy = engine.retag if action.held else engine.copy_tag
+        manifest = await copy(src, dst, action.tag, action.source_digest)
         return manifest.digest
     source = await engine.get_manifest(src, action.source_digest)
     if not source.is_index:

@@ -126,6 +126,19 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         return redact(super().format(record))
 
 
+# What `warn_once` has logged in this process. Process-wide on purpose: a daemon opens a run
+# per rule and cycle, and a standing fact (a registry configured for plain HTTP) is news once.
+_WARNED: set[str] = set()
+
+
+def warn_once(logger: logging.Logger, msg: str, *args: object) -> None:
+    """Log a warning the first time this exact message is logged in the process."""
+    text = msg % args if args else msg
+    if text not in _WARNED:
+        _WARNED.add(text)
+        logger.warning("%s", text)
+
+
 def setup_logging(verbosity: int = 0, fmt: str = "text") -> None:
     """verbosity: -1 quiet (errors only), 0 warnings and the summary, 1 info, 2 debug."""
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)

@@ -10,9 +10,11 @@ other artifacts. Signature and referrer tags are never filtered here (``referrer
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from regsync.errors import RegsyncError
 from regsync.oci import mediatypes
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.plan import Action, TagAction
@@ -49,15 +51,24 @@ async def apply(
     fetch: ManifestFetch,
 ) -> tuple[tuple[TagAction, ...], tuple[Filtered, ...]]:
     """The actions ``media`` keeps, and the tags it skipped with the reason."""
+    wanted = [
+        a
+        for a in actions
+        if media.checks_artifacts
+        and a.action is Action.COPY
+        and not a.artifact_of
+        and a.tag in heads
+        and heads[a.tag].media_type in media.allowed
+    ]
+    read = await read_all(fetch, repo, wanted)
     kept: list[TagAction] = []
     skipped: list[Filtered] = []
     for action in actions:
         why = None
         if not action.artifact_of and action.tag in heads:
             why = media.refusal(heads[action.tag].media_type)
-            if why is None and action.action is Action.COPY and media.checks_artifacts:
-                assert action.source_digest is not None
-                why = media.artifact_refusal(await fetch(repo, action.source_digest))
+            if why is None and (manifest := read.get(action.tag)) is not None:
+                why = media.artifact_refusal(manifest)
         if why is None:
             kept.append(action)
         else:
@@ -69,3 +80,20 @@ async def apply(
     orphans = [a for a in kept if a.artifact_of in gone]
     skipped += [Filtered(a.tag, "media_types", "belongs to a skipped image") for a in orphans]
     return tuple(a for a in kept if a not in orphans), tuple(skipped)
+
+
+async def read_all(
+    fetch: ManifestFetch, repo: str, actions: list[TagAction]
+) -> dict[str, Manifest]:
+    """The source manifests of ``actions`` by tag, read concurrently (the registry's own
+    request limits bound them). One that cannot be read is left out: the tag's copy reads it
+    again and fails alone, naming why; its repository's other tags go on."""
+
+    async def one(action: TagAction) -> Manifest | None:
+        try:
+            return await fetch(repo, str(action.source_digest))
+        except RegsyncError:
+            return None
+
+    found = await asyncio.gather(*(one(a) for a in actions))
+    return {a.tag: m for a, m in zip(actions, found, strict=True) if m is not None}

@@ -314,11 +314,16 @@ class Metrics(NoEvents):
 
     def registry_paused(self, registry: str, until: float | None) -> None:
         """A rate-limit pause of `registry` until unix time `until` (None: pause over)."""
+        state = self._state(registry)
         self.paused_until.labels(registry).set(until or 0)
-        self._state(registry).paused_until = until
+        state.paused_until = until
 
     def _state(self, registry: str) -> RegistryState:
-        return self.registries.setdefault(registry, RegistryState())
+        state = self.registries.get(registry)
+        if state is None:
+            state = self.registries[registry] = RegistryState()
+            self.paused_until.labels(registry).set(0)  # 0: not paused (never absent)
+        return state
 
     # -- output ----------------------------------------------------------------------------
 

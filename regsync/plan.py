@@ -33,6 +33,8 @@ class TagAction:
     artifact_of: str = ""  # for a referrer/signature tag: the image digest it belongs to
     via_api: bool = False  # referrers found through the source's referrers API
     shared: tuple[str, ...] = ()  # PRUNE: kept tags still needing dest_digest (delete by tag)
+    media_type: str = ""  # COPY/SKIP: the source manifest's media type (what the index records)
+    held: bool = False  # COPY: another tag of the destination repository has source_digest
     backup: str = ""  # COPY over another digest: first tag dest_digest as this (rule `backup`)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from regsync.mediafilter import ManifestFetch
+from regsync.mediafilter import ManifestFetch, read_all
 from regsync.oci.artifacts import is_fallback_tag
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.plan import Action, TagAction
@@ -49,17 +49,16 @@ async def apply(
     match: ReferrerMatch, actions: tuple[TagAction, ...], repo: str, fetch: ManifestFetch
 ) -> tuple[tuple[TagAction, ...], tuple[Filtered, ...]]:
     """The actions left once cosign tags to be copied that ``match`` refuses are dropped."""
-    kept: list[TagAction] = []
-    skipped: list[Filtered] = []
-    for action in actions:
-        cosign_copy = (
-            action.action is Action.COPY
-            and action.artifact_of
-            and action.source_digest is not None
-            and not is_fallback_tag(action.tag)
-        )
-        if cosign_copy and not match.manifest(await fetch(repo, str(action.source_digest))):
-            skipped.append(Filtered(action.tag, "referrers", "does not match the filter"))
-            continue
-        kept.append(action)
-    return tuple(kept), tuple(skipped)
+    cosign = [
+        a
+        for a in actions
+        if a.action is Action.COPY
+        and a.artifact_of
+        and a.source_digest is not None
+        and not is_fallback_tag(a.tag)
+    ]
+    read = await read_all(fetch, repo, cosign)
+    refused = {t for t, manifest in read.items() if not match.manifest(manifest)}
+    kept = tuple(a for a in actions if a.tag not in refused)
+    skipped = tuple(Filtered(t, "referrers", "does not match the filter") for t in sorted(refused))
+    return kept, skipped

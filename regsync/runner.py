@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,9 +26,10 @@ from regsync.events import NoEvents, RunEvents
 from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
-from regsync.oci.ref import Listed
+from regsync.oci.ref import DOCKER_HUB, Kind, Listed, normalize_host
 from regsync.outages import Outages, WriteGate
 from regsync.plan import Action, RepoPlan, TagAction
+from regsync.recorded import TagBook
 from regsync.result import QUOTED_REFUSALS, RuleResult, RunResult
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
@@ -60,9 +61,10 @@ class RunContext:
     guards: dict[str, DeleteGuard] = field(default_factory=dict)  # per rule
     shard: Shard = field(default_factory=Shard)
     index: BlobIndex | None = None  # holders seen by earlier runs (registry destinations)
+    full: bool = False  # once --full: trust no recorded digest, HEAD every tag
     outages: Outages = field(default_factory=Outages)  # registries found unusable this run
     gates: dict[str, WriteGate] = field(default_factory=dict)  # per destination backend
-    targets: Mapping[str, Collection[str]] | None = None  # repo -> tags: an event-triggered run
+    targets: Mapping[str, Mapping[str, str]] | None = None  # repo -> tag -> digest (events)
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
         """The repositories this agent's shard handles (all of them unless sharded)."""
@@ -95,6 +97,38 @@ class RunContext:
             on_transfer=self._transfer_hook(rule.name),
         )
 
+    def counts_pulls(self, rule: Rule) -> bool:
+        """Whether a source manifest GET costs more than a HEAD here: always when planning
+        only; on Docker Hub and registries with `rate_limit` (GETs are pulls), where a tag
+        the destination lacks is HEADed first so tags sharing a digest cost one pull."""
+        source = rule.source
+        if self.dry_run or self.plan_only:
+            return True
+        if source.kind is not Kind.REGISTRY:
+            return False
+        limited = self.config.registry(source.registry).rate_limit is not None
+        return limited or normalize_host(source.registry) == DOCKER_HUB
+
+    async def listed_digests(self, rule: Rule, repo: str) -> dict[str, Descriptor] | None:
+        """Docker Hub sources: every tag's digest from the Hub tags API (100 a request, no
+        HEAD each); None when there is no such API or it fails (the tags are HEADed)."""
+        if rule.source.kind is not Kind.REGISTRY:
+            return None
+        hub = self.setup.pool.hub(rule.source.registry)
+        if hub is None:
+            return None
+        try:
+            return await hub.tag_digests(repo)
+        except RegsyncError as exc:
+            log.warning("rule %s: %s: Hub tags API failed, HEADing tags: %s", rule.name, repo, exc)
+            return None
+
+    def book(self, rule: Rule) -> TagBook:
+        """The rule's view of the recorded tag digests (none for layouts: HEADs are local)."""
+        destination = self.setup.rule(rule).destination
+        index = None if destination.shares_blobs else self.index
+        return TagBook(index, rule.destination.registry, rule.full_check, self.full)
+
     def _ledger(self, rule: Rule, destination: Backend) -> BlobLedger:
         # A layout shares one blob store across its repositories: nothing to remember.
         index = None if destination.shares_blobs else self.index
@@ -124,7 +158,8 @@ async def run(
     shard: Shard | None = None,
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
-    targets: Mapping[str, Collection[str]] | None = None,
+    full: bool = False,
+    targets: Mapping[str, Mapping[str, str]] | None = None,
     state_dir: Path | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
@@ -132,11 +167,12 @@ async def run(
     Retry policy and timeouts default to the REGSYNC_RETRY_* / REGSYNC_*_TIMEOUT environment.
     Setting `stop` (a graceful shutdown) lets copies already started finish and starts no new
     ones; the tags left out are reported as errors of their rule. `index` (the persistent
-    content index) supplies mount sources from earlier runs and learns from this one.
+    content index) supplies mount sources from earlier runs and learns from this one, and
+    the digests recorded per destination tag; ``full`` trusts none of them (``once --full``).
 
-    `targets` (repository -> tags; what registry events named) narrows each rule to those
-    tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
-    go through the same executor as a full cycle's.
+    `targets` (repository -> tag -> the digest an event named, "" for none) narrows each
+    rule to those tags: no discovery, no listing (unless `tags.latest` needs one), no prune.
+    The plans then go through the same executor as a full cycle's.
     `state_dir` (default: the index's) records delta bundles. Tar bundles written are packed
     once every rule is done; one that cannot be written fails the rules writing it.
     """
@@ -157,6 +193,7 @@ async def run(
             shard=shard or Shard(),
             stop=stop or asyncio.Event(),
             index=None if dry_run or plan_only else index,
+            full=full,
             targets=targets,
         )
         async with asyncio.TaskGroup() as group:
@@ -196,6 +233,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
         ctx.events.repos_found(rule.name, len(pairs))
         limit = asyncio.Semaphore(REPO_CONCURRENCY)
         engine = ctx.engine(rule, result)
+        engine.declared = _carried_elsewhere(engine.source, found)
         async with asyncio.TaskGroup() as group:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
@@ -207,6 +245,22 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
     result.duration_seconds = time.monotonic() - started
     ctx.events.rule_finished(result)
     return result
+
+
+def _carried_elsewhere(source: Backend, found: Discovered) -> Callable[[str], list[str] | None]:
+    """For a blob a delta bundle left out (its capability ``carriers``): this rule's
+    destination repositories of the source repositories the bundle says carried it; None
+    for content the source holds itself (see ``CopyEngine.declared``)."""
+    carriers: Callable[[str], list[str] | None] | None = getattr(source, "carriers", None)
+    if carriers is None:
+        return lambda digest: None
+    mapping = {pair.source: pair.destination for pair in found.pairs}
+
+    def declared(digest: str) -> list[str] | None:
+        repos = carriers(digest)
+        return None if repos is None else [mapping[r] for r in repos if r in mapping]
+
+    return declared
 
 
 async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
@@ -247,11 +301,19 @@ async def sync_repo(
     policy = ctx.setup.rule(rule).policy
     if ctx.missing_only:
         policy = replace(policy, missing_only=True, prune=None)
+    book = ctx.book(rule)
     try:
         ctx.outages.check(rule)
         source, dest = engine.source, engine.destination
+        recorded = await book.load(dest_repo, policy.immutable)
+        if ctx.targets is not None:  # some tags only: record what it sees, never a full check
+            recorded = replace(recorded, full=False)
         if ctx.targets is None:
-            plan = await survey(source, dest, repo, dest_repo, policy, engine.get_manifest)
+            get_tag = None if ctx.counts_pulls(rule) else engine.get_tag_manifest
+            fetch, listed = engine.get_manifest, await ctx.listed_digests(rule, repo)
+            plan = await survey(
+                source, dest, repo, dest_repo, policy, fetch, recorded, get_tag, listed
+            )
         else:
             targets = ctx.targets[repo]
             plan = await survey_tags(
@@ -283,19 +345,35 @@ async def sync_repo(
         ctx.events.tag_done(rule.name, "up_to_date")
     if ctx.dry_run or ctx.plan_only:
         return
+    for warning in book.planned(plan, recorded):
+        result.notes.append(warning)
+        log.warning("rule %s: %s", rule.name, warning)
     if plan.dest_empty and not engine.destination.shares_blobs:
         engine.fresh.add(dest_repo)  # shared blobs (a layout) may exist already: keep HEADs
+    await _copy_then_prune(ctx, rule, engine, plan, result, book)
+
+
+async def _copy_then_prune(
+    ctx: RunContext,
+    rule: Rule,
+    engine: CopyEngine,
+    plan: RepoPlan,
+    result: RuleResult,
+    book: TagBook,
+) -> None:
+    """The plan's copies, then its deletes: never after a failed copy (invariant 4: a failed
+    copy never turns into a smaller mirror), and none once shutting down."""
     failed = result.failed
     async with asyncio.TaskGroup() as group:
         for action in plan.of(Action.COPY):
             group.create_task(
-                _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result))
+                _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result, book))
             )
-    # Never shrink after a failed copy; start no deletes once shutting down.
     if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
         guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
         outcome = await prune_actions(engine.destination, plan, guard)
         result.record_prune(outcome)
+        book.pruned(plan.dest_repo, outcome.pruned)
         for _ in outcome.pruned:
             ctx.events.tag_done(rule.name, "pruned")
 
@@ -307,6 +385,7 @@ async def copy_one(
     plan: RepoPlan,
     action: TagAction,
     result: RuleResult,
+    book: TagBook,
 ) -> None:
     where = f"{plan.source_repo}:{action.tag} -> {plan.dest_repo}:{action.tag}"
     context = copy_context(
@@ -338,6 +417,8 @@ async def copy_one(
         ctx.outages.failed(rule, result, at, exc, f"copy {where} failed", context)
         return
     result.copied += 1
+    if digest == action.source_digest:
+        book.copied(plan.dest_repo, action)
     result.placed.append((plan.source_repo, action.tag))
     ctx.events.tag_done(rule.name, "copied")
     log.info(

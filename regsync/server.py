@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # aiohttp.web is imported by the daemon only: `once` starts f
     from regsync.httpport import Listener
 
 DEFAULT_LISTEN = "127.0.0.1:9469"
+LISTEN_ENV = "REGSYNC_LISTEN"  # `serve` without --listen, and the image's HEALTHCHECK
 INDEX = """regsync
   /metrics  Prometheus metrics
   /healthz  liveness
@@ -43,12 +44,14 @@ def parse_listen(text: str) -> tuple[str, int]:
     """HOST:PORT (IPv6 as [::1]:PORT) -> (host, port); ValueError with a fit message."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+        raise ValueError(
+            f"--listen (or ${LISTEN_ENV}) {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}"
+        )
     host = host.strip("[]")
     if not host:  # never all interfaces by omission: the endpoints are unauthenticated
         raise ValueError(
-            f"--listen {text!r}: name the host, e.g. 127.0.0.1:{port} (this machine only)"
-            f" or 0.0.0.0:{port} (every interface)"
+            f"--listen (or ${LISTEN_ENV}) {text!r}: name the host, e.g. 127.0.0.1:{port}"
+            f" (this machine only) or 0.0.0.0:{port} (every interface)"
         )
     return host, int(port)
 

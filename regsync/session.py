@@ -139,6 +139,7 @@ def policy_for(rule: Rule) -> SyncPolicy:
         platforms=platforms,
         referrers=rule.referrers,
         prune=pruneplan.PrunePolicy(p.allow_empty, p.max_fraction) if p.enabled else None,
+        immutable=t.immutable,
         backup=rule.backup,
         media_types=None if rule.media_types is None else MediaTypeFilter(rule.media_types),
         referrer_filter=rule.referrer_filter,

@@ -48,8 +48,18 @@ def run_json(run: RunResult, *, check: bool = False) -> dict[str, Any]:
         "ok": run.succeeded(check=check),
     }
     if check or run.dry_run:
+        for rule, entry in zip(run.rules, data["rules"], strict=True):
+            entry["drift"] = drift_json(rule)
         data["plan"] = [plan_json(r) for r in run.rules]
     return data
+
+
+def drift_json(rule: RuleResult) -> dict[str, int]:
+    """What the plan would change: the counts of its copy and prune actions."""
+    return {
+        "copy": sum(len(p.of(Action.COPY)) for p in rule.plans),
+        "prune": sum(len(p.of(Action.PRUNE)) for p in rule.plans),
+    }
 
 
 def run_dumps(run: RunResult, *, check: bool = False) -> str:
@@ -98,9 +108,7 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
     for r in run.rules:
         s = r.stats
         if planning:
-            copy = sum(len(p.of(Action.COPY)) for p in r.plans)
-            prune = sum(len(p.of(Action.PRUNE)) for p in r.plans)
-            tags = f"tags would copy {copy}, would prune {prune}"
+            lines.append(_plan_headline(r))
         else:
             tags = f"tags copied {r.copied}, pruned {r.pruned}"
             if r.backups:
@@ -109,13 +117,13 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
                 tags += f", skipped by media_types {r.skipped_media_types}"
             if r.left_differing:
                 tags += f", left differing {r.left_differing} (--missing)"
-        lines.append(
-            f"rule {r.name}: {r.result} in {r.duration_seconds:.1f}s - {r.repos} repos, "
-            f"{tags}, up to date {r.up_to_date}, failed {r.failed}; "
-            f"blobs copied {s.blobs_copied}, mounted {s.blobs_mounted}, "
-            f"present {s.blobs_present}; {_size(s.bytes_copied)} copied; "
-            f"{s.source_manifest_gets} source manifest GETs"
-        )
+            lines.append(
+                f"rule {r.name}: {r.result} in {r.duration_seconds:.1f}s - {r.repos} repos, "
+                f"{tags}, up to date {r.up_to_date}, failed {r.failed}; "
+                f"blobs copied {s.blobs_copied}, mounted {s.blobs_mounted}, "
+                f"present {s.blobs_present}; {_size(s.bytes_copied)} copied; "
+                f"{s.source_manifest_gets} source manifest GETs"
+            )
         for plan in r.plans:
             if explain:
                 lines.extend(_explain(plan))
@@ -135,6 +143,23 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
         lines.extend(f"  note: {n}" for n in r.notes)
         lines.extend(f"  error: {e}" for e in r.errors)
     return "\n".join(lines)
+
+
+def _plan_headline(r: RuleResult) -> str:
+    """A plan's line (`check`, `--dry-run`): the drift, never "success" nor blob counts (a
+    plan moves no blob); a rule that could not plan everything says so first."""
+    drift = drift_json(r)
+    state = (
+        f"drift: would copy {drift['copy']}, would prune {drift['prune']}"
+        if drift["copy"] or drift["prune"]
+        else "in sync"
+    )
+    if r.result != "success":
+        state = f"{r.result}, {state}"
+    return (
+        f"rule {r.name}: {state} - {r.repos} repos, up to date {r.up_to_date}, "
+        f"failed {r.failed}; planned in {r.duration_seconds:.1f}s"
+    )
 
 
 def _explain(plan: RepoPlan) -> list[str]:

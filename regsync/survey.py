@@ -1,7 +1,9 @@
 """Survey one repository pair and plan it: list, select, HEAD, then diff and plan prune.
 
 Cost, per repository: one listing per side, one HEAD per selected source tag and per selected
-tag the destination has. Extra requests happen only where a policy needs them:
+tag the destination has. Between full checks (``regsync.recorded``) a destination tag whose
+recorded digest equals the source's is not HEADed, and a recorded immutable tag is HEADed on
+neither side. Extra requests happen only where a policy needs them:
 
 - a platform filter: one destination GET per source index the destination holds, to read the
   origin the subset records (never a source GET);
@@ -14,25 +16,27 @@ tag the destination has. Extra requests happen only where a policy needs them:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from regsync import mediafilter, pruneplan, referrerfilter, referrers
 from regsync.backends import Backend
 from regsync.backup import BackupTemplate
-from regsync.errors import ManifestError
+from regsync.errors import ManifestError, RegsyncError
 from regsync.mediafilter import ManifestFetch, MediaTypeFilter
 from regsync.oci import mediatypes
 from regsync.oci.artifacts import artifact_subject, is_fallback_tag
-from regsync.oci.manifest import Descriptor
+from regsync.oci.manifest import Descriptor, Manifest
 from regsync.oci.ref import shown
 from regsync.plan import Action, Origin, RepoPlan, TagAction, diff_tags, only_missing, with_backups
 from regsync.platforms import PlatformFilter, recorded_origin
 from regsync.pruneplan import PrunePolicy
+from regsync.recorded import Recorded
 from regsync.referrerfilter import ReferrerMatch
-from regsync.tagpolicy import Filtered, TagPolicy, select
+from regsync.tagpolicy import Filtered, TagPattern, TagPolicy, select
 
 HEAD_CONCURRENCY = 32  # manifest HEADs/GETs in flight while planning one repository
+SETTLE_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)  # seconds between HEADs of a tag an event named
 
 
 @dataclass(frozen=True)
@@ -47,19 +51,50 @@ class SyncPolicy:
     media_types: MediaTypeFilter | None = None  # None: every manifest type, any artifact
     referrer_filter: ReferrerMatch | None = None  # None: every referrer (when referrers)
     backup: BackupTemplate | None = None  # tag the overwritten destination image first
+    immutable: tuple[TagPattern, ...] = ()  # tags.immutable
+
+
+Fetch = Callable[[str, str], Awaitable[Manifest]]  # (repo, tag) -> the manifest, by one GET
 
 
 class _Heads:
     """Bounded HEADs and GETs against one backend."""
 
     def __init__(
-        self, backend: Backend, repo: str, limit: asyncio.Semaphore, *, lenient: bool = False
+        self,
+        backend: Backend,
+        repo: str,
+        limit: asyncio.Semaphore,
+        *,
+        lenient: bool = False,
+        fetch: Fetch | None = None,
     ) -> None:
         self.backend, self.repo, self.limit = backend, repo, limit
         # lenient (the source): a tag whose manifest or descriptor is malformed fails alone,
         # one line each in `refused`; the repository's other tags are still planned.
         self.lenient = lenient
         self.refused: list[str] = []
+        self.fetch = fetch
+
+    async def resolve(self, tags: Iterable[str]) -> dict[str, Descriptor]:
+        """Tags the destination lacks: with ``fetch``, GET each directly (the copy needs the
+        manifest anyway, and finds it cached: no HEAD first); else HEAD them."""
+        if self.fetch is None:
+            return await self.head(tags)
+        tags = list(tags)
+        found = await asyncio.gather(*(self._get(t) for t in tags))
+        return {t: d for t, d in zip(tags, found, strict=True) if d is not None}
+
+    async def _get(self, tag: str) -> Descriptor | None:
+        assert self.fetch is not None
+        async with self.limit:
+            try:
+                manifest = await self.fetch(self.repo, tag)
+            except RegsyncError:
+                manifest = None  # gone, or bad: a HEAD decides as before (the copy reports it)
+        if manifest is None:
+            return await self._head(tag)
+        return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw))
 
     async def head(self, tags: Iterable[str]) -> dict[str, Descriptor]:
         tags = list(tags)
@@ -105,11 +140,17 @@ async def survey(
     dest_repo: str,
     policy: SyncPolicy,
     fetch: ManifestFetch | None = None,
+    recorded: Recorded | None = None,
+    get_tag: Fetch | None = None,
+    listed: Mapping[str, Descriptor] | None = None,
 ) -> RepoPlan:
     """Plan one repository: what to copy, what is up to date, what to prune, and why.
 
     ``fetch`` reads a source manifest by digest (the copy engine's cached GET, so a manifest
     read for ``media_types`` is not fetched again by its copy); default: ``source``'s own.
+    ``recorded``: what the content index holds for ``dest_repo`` (None: trust nothing).
+    ``get_tag``: how a copying run GETs a source tag the destination lacks (None: HEAD it).
+    ``listed``: source digests a listing gave (Docker Hub's tags API): no HEAD for those.
     """
     source_listed, dest_listed = await asyncio.gather(source.tags(repo), dest.tags(dest_repo))
     source_tags, dest_tags = list(source_listed.names), list(dest_listed.names)
@@ -117,20 +158,40 @@ async def survey(
     skipped_more = source_listed.unquoted + dest_listed.unquoted
     present = set(dest_tags)
     limit = asyncio.Semaphore(HEAD_CONCURRENCY)
-    src, dst = _Heads(source, repo, limit, lenient=True), _Heads(dest, dest_repo, limit)
+    # media_types decides from a HEAD's type: a tag it skips is never read.
+    get_tag = get_tag if policy.media_types is None else None
+    src = _Heads(source, repo, limit, lenient=True, fetch=get_tag)
+    dst = _Heads(dest, dest_repo, limit)
     selection = select(policy.tags, source_tags)
+    rec = recorded or Recorded()
+    trusted = {
+        t: d for t, d in rec.trusted().items() if t in present and not _has_origin(t, d, policy)
+    }
+    fixed = {t: trusted[t] for t in selection.selected if t in trusted and rec.is_immutable(t)}
+    fixed |= _from_listing(listed or {}, selection.selected, policy, fixed)
     # Both sides' HEADs of the selected tags run together (one round trip of latency, not
     # two); a destination HEAD is kept only where the source tag resolved.
-    asked = [t for t in selection.selected if t in present]
-    source_heads, dest_selected = await asyncio.gather(
-        src.head(selection.selected), dst.head(asked)
+    asked = [t for t in selection.selected if t in present and t not in trusted]
+    unknown = [t for t in selection.selected if t not in fixed]
+    source_heads, dest_selected, missing = await asyncio.gather(
+        src.head(t for t in unknown if t in present),
+        dst.head(asked),
+        src.resolve(t for t in unknown if t not in present),
     )
+    source_heads |= missing | fixed
     artifact_of: dict[str, str] = {}
     if policy.referrers:
         artifact_of = _artifacts_of(source_tags, source_heads)
         source_heads |= await src.head(artifact_of)
     headed = set(asked)
     dest_heads = {t: d for t, d in dest_selected.items() if t in source_heads}
+    # A recorded digest stands for the destination's only where the source still has it.
+    dest_heads |= {
+        t: trusted[t]
+        for t, d in source_heads.items()
+        if t in trusted and trusted[t].digest == d.digest
+    }
+    headed |= dest_heads.keys()
     dest_heads |= await dst.head(t for t in source_heads if t in present and t not in headed)
     reader = _Reader(repo, fetch or source.manifest_get)
     actions, origins, media = await _decide(
@@ -162,29 +223,43 @@ async def survey_tags(
     repo: str,
     dest_repo: str,
     policy: SyncPolicy,
-    tags: Iterable[str],
+    hints: Mapping[str, str],
     fetch: ManifestFetch | None = None,
 ) -> RepoPlan:
-    """Plan only ``tags`` of one repository (what registry events named): COPY or SKIP each.
+    """Plan only the tags registry events named (tag -> the event's digest, "" if none):
+    COPY or SKIP each.
 
     The tag policy decides by name first (no request for a tag it drops); ``latest`` needs
-    the source listing, so only then is it read. The source's HEAD decides the digest (an
-    event's digest is a hint, and a tag may have moved since); a tag the source no longer
-    has gets no action. No prune and no referrers here: the periodic cycle does those.
+    the source listing, so only then is it read. The source's HEAD decides the digest: an
+    event's digest is a hint only. distribution sends a push event before it links the tag,
+    so a tag that is missing or still on another digest is HEADed again a few times
+    (``SETTLE_DELAYS``) before the source's answer is taken; a tag the source does not have
+    gets no action. No prune and no referrers here: the periodic cycle does those.
     """
-    wanted = sorted({t for t in tags if policy.tags.in_scope(t)})
+    wanted = sorted(t for t in hints if policy.tags.in_scope(t))
     if wanted and policy.tags.latest is not None:
         chosen = set(select(policy.tags, (await source.tags(repo)).names).selected)
         wanted = [t for t in wanted if t in chosen]
     limit = asyncio.Semaphore(HEAD_CONCURRENCY)
     src, dst = _Heads(source, repo, limit, lenient=True), _Heads(dest, dest_repo, limit)
     source_heads, dest_heads = await asyncio.gather(src.head(wanted), dst.head(wanted))
+    for delay in SETTLE_DELAYS:
+        unsettled = [t for t in wanted if hints[t] and _digest(source_heads, t) != hints[t]]
+        if not unsettled:
+            break
+        await asyncio.sleep(delay)
+        source_heads |= await src.head(unsettled)
     dest_heads = {t: d for t, d in dest_heads.items() if t in source_heads}
     reader = _Reader(repo, fetch or source.manifest_get)
     actions, _, media = await _decide(dst, source_heads, dest_heads, policy, {}, reader)
     return RepoPlan(
         repo, dest_repo, actions, media, selected=tuple(wanted), skipped=tuple(src.refused)
     )
+
+
+def _digest(heads: Mapping[str, Descriptor], tag: str) -> str | None:
+    found = heads.get(tag)
+    return found.digest if found is not None else None
 
 
 async def _decide(
@@ -209,6 +284,7 @@ async def _decide(
         platforms=policy.platforms.label if policy.platforms else "",
         artifact_of=artifact_of,
     )
+    actions = _annotate(actions, source_heads, {d.digest for d in dest_heads.values()})
     if policy.platforms is not None:
         actions = _mark_subsets(actions, source_heads, policy.platforms.label)
     actions = with_backups(actions, policy.backup)
@@ -238,6 +314,36 @@ def _artifacts_of(source_tags: Iterable[str], heads: dict[str, Descriptor]) -> d
     digests = {d.digest for d in heads.values()}
     subjects = {t: artifact_subject(t) for t in source_tags}
     return {t: s for t, s in subjects.items() if s is not None and s in digests}
+
+
+def _from_listing(
+    listed: Mapping[str, Descriptor],
+    selected: Iterable[str],
+    policy: SyncPolicy,
+    known: Mapping[str, Descriptor],
+) -> dict[str, Descriptor]:
+    """The selected tags a listing gave a digest for; without the media type, only where the
+    rule does not decide by it (platforms, media_types): those tags are HEADed instead."""
+    typed = policy.platforms is not None or policy.media_types is not None
+    return {
+        t: listed[t]
+        for t in selected
+        if t in listed and t not in known and (listed[t].media_type or not typed)
+    }
+
+
+def _annotate(
+    actions: tuple[TagAction, ...], heads: dict[str, Descriptor], held: set[str]
+) -> tuple[TagAction, ...]:
+    """Each action's source media type; COPY of a digest another destination tag has: held."""
+    return tuple(
+        replace(
+            a,
+            media_type=heads[a.tag].media_type,
+            held=a.action is Action.COPY and a.source_digest in held,
+        )
+        for a in actions
+    )
 
 
 def _mark_subsets(

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 1000  # (repository, tag) entries waiting per rule; beyond: a full cycle
 CLOCK_SKEW = 300.0  # an event time further off than this is not trusted for the lag
+DELETE_SETTLE = 1.0  # seconds a delete's cycle waits for the rest of the delete's events
 LOG_EVERY = 60.0  # seconds between two log lines about refused requests of one registry
 
 
@@ -54,6 +55,7 @@ class RuleQueue:
     items: dict[tuple[str, str], Pending] = field(default_factory=dict)
     cycle_wanted: bool = False
     cycle_events: Counter[str] = field(default_factory=Counter)  # registry -> waiting events
+    cycle_after: float = 0.0  # monotonic time the wanted cycle may start
 
     def push(self, repo: str, tag: str, pending: Pending) -> bool:
         """Queue (or coalesce) an entry; False when the queue is full (a cycle is wanted)."""
@@ -67,15 +69,23 @@ class RuleQueue:
             known.events += pending.events
             return True
         if len(self.items) >= self.limit:
-            self.cycle_wanted = True
+            self.want_cycle()
             return False
         self.items[(repo, tag)] = pending
         return True
 
-    def want_cycle(self, registry: str | None = None, events: int = 1) -> None:
+    def want_cycle(self, registry: str | None = None, events: int = 1, *, after: float = 0) -> None:
+        """Ask for a full cycle, ``after`` seconds from now at the latest (a delete waits a
+        little: distribution sends a delete as two events, and one cycle covers both)."""
+        when = time.monotonic() + after
+        self.cycle_after = min(self.cycle_after, when) if self.cycle_wanted else when
         self.cycle_wanted = True
         if registry is not None:
             self.cycle_events[registry] += events
+
+    def cycle_delay(self) -> float | None:
+        """Seconds until the wanted cycle may start (<= 0: now); None: none is wanted."""
+        return self.cycle_after - time.monotonic() if self.cycle_wanted else None
 
     def take(self) -> dict[tuple[str, str], Pending]:
         taken, self.items = self.items, {}
@@ -221,7 +231,7 @@ class EventDispatcher:
             log.debug("event for %s:%s ignored: %s", event.repository, event.tag, routed.why)
             self.count(host, "ignored")
         for rule in routed.cycles:
-            self.queue(rule.name).want_cycle(host)
+            self.queue(rule.name).want_cycle(host, after=DELETE_SETTLE)
             self.loops.wake(rule.name)
         when = _trusted_time(event.timestamp)
         for rule in routed.pushes:

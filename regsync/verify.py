@@ -96,6 +96,9 @@ class _RepoWalk:
 
     async def _walk(self, digest: str) -> list[Missing]:
         self.result.manifests += 1
+        left_out = getattr(self.dest, "left_out", None)  # a delta bundle's capability
+        if left_out is not None and left_out(digest):
+            return []  # an earlier bundle of the series carried it (and was verified then)
         try:
             manifest = await self.dest.manifest_get(self.repo, digest)
         except NotFoundError:
@@ -115,9 +118,9 @@ class _RepoWalk:
         digest = desc.digest
         if digest not in self._blobs:
             self.result.blobs += 1
-            # A backend that can (a tar bundle: `blob_check`) reads and hashes every blob;
+            # A backend that can (a tar bundle: `blob_verify`) reads and hashes every blob;
             # a registry's blobs are HEADed.
-            check = getattr(self.dest, "blob_check", None)
+            check = getattr(self.dest, "blob_verify", None)
             found = check(self.repo, desc) if check else self.dest.blob_head(self.repo, digest)
             self._blobs[digest] = asyncio.ensure_future(found)
         return self._blobs[digest]

@@ -363,3 +363,61 @@ def test_two_runs_sharing_a_state_dir_at_once_both_succeed(
     assert repos == {"eco/app0", "eco/app1"}
     for repo in ("eco/app0", "eco/app1"):
         assert dst.manifest_digest(repo, "1.0") == src.manifest_digest(repo, "1.0")
+
+
+def test_tag_rows_are_replaced_by_a_full_check_and_kept_apart_per_repository(
+    tmp_path: Path,
+) -> None:
+    """`checked` forgets the repository's rows (a full check re-confirms what it saw) and keeps
+    its time; rows of other repositories and registries are untouched."""
+    index = BlobIndex.open(tmp_path)
+    index.put_tag("reg", "a/one", "1.0", D1, "application/vnd.oci.image.manifest.v1+json")
+    index.put_tag("reg", "a/one", "gone", D1, "")
+    index.put_tag("reg", "a/two", "1.0", D2, "")
+    index.put_tag("other", "a/one", "1.0", D2, "")
+    index.flush()
+    assert index.tags_of("reg", "a/one").checked is None  # never fully checked: a full check
+    index.checked("reg", "a/one")
+    index.put_tag("reg", "a/one", "1.0", D2, "")
+    index.drop_tag("reg", "a/two", "1.0")
+    index.flush()
+
+    one = index.tags_of("reg", "a/one")
+    assert one.digests == {"1.0": (D2, "")} and one.checked is not None
+    assert index.tags_of("reg", "a/two").digests == {}
+    assert index.tags_of("other", "a/one").digests == {"1.0": (D2, "")}
+
+
+def test_tag_rows_that_break_the_grammar_are_never_trusted(tmp_path: Path) -> None:
+    """Rows come from a file anyone with access could edit: a bad tag, digest or media type
+    is left out (the tag is then HEADed as if never recorded)."""
+    index = BlobIndex.open(tmp_path)
+    index.put_tag("reg", "a", "ok", D1, "")
+    index.flush()
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        for tag, digest, media_type in [
+            ("../x", D1, ""),
+            ("bad", "sha256:xyz", ""),
+            ("mt", D1, "text/plain; x=1"),
+        ]:
+            conn.execute(
+                "INSERT INTO tags VALUES ('reg', 'a', ?, ?, ?, 0)", (tag, digest, media_type)
+            )
+    assert index.tags_of("reg", "a").digests == {"ok": (D1, "")}
+
+
+def test_a_version_1_index_gains_the_tag_tables_and_keeps_its_holders(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        conn.execute(
+            "CREATE TABLE holders (registry TEXT NOT NULL, digest TEXT NOT NULL,"
+            " repo TEXT NOT NULL, seen REAL NOT NULL, PRIMARY KEY (registry, digest, repo))"
+            " WITHOUT ROWID"
+        )
+        conn.execute("INSERT INTO holders VALUES ('reg', ?, 'eco/a', 1)", (D1,))
+        conn.execute("PRAGMA user_version = 1")
+    index = BlobIndex.open(tmp_path)
+    assert index.holders("reg", D1) == ["eco/a"]
+    index.put_tag("reg", "eco/a", "1.0", D1, "")
+    index.flush()
+    assert index.tags_of("reg", "eco/a").digests == {"1.0": (D1, "")}
+    assert not index.broken

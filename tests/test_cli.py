@@ -180,10 +180,10 @@ rules:
     )
     real = runner.copy_action
 
-    async def flaky(engine, platforms, plan, action):  # type: ignore[no-untyped-def]
+    async def flaky(engine, platforms, plan, action, *rest):  # type: ignore[no-untyped-def]
         if action.tag == "bad":
             raise KeyError("boom")
-        return await real(engine, platforms, plan, action)
+        return await real(engine, platforms, plan, action, *rest)
 
     monkeypatch.setattr(runner, "copy_action", flaky)
     result = await runner.run(config, config.rules)

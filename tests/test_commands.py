@@ -8,7 +8,18 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.support import Blob, Image, Registry, push, run_regsync, write_config
+from tests.support import (
+    FAST_RETRIES,
+    Blob,
+    Image,
+    Index,
+    Registry,
+    RegistryFactory,
+    free_port,
+    push,
+    run_regsync,
+    write_config,
+)
 
 
 def tls(*registries: Registry) -> list[str]:
@@ -123,6 +134,39 @@ def test_copy_into_a_tar_bundle_and_ls_of_the_bundle(
     assert json.loads(app.stdout)["tags"] == [{"name": "1", "digest": one.digest}]
 
 
+def test_copy_prune_removes_what_the_source_lost_and_platforms_pick_a_subset(
+    source_registry: Registry, dest_registry: Registry
+) -> None:
+    """`--prune` deletes the destination tag the source deleted (under the prune rails);
+    `--platforms` copies only the listed platform of an index (the subset says so: its
+    digest differs from the source's, as with `platforms:` in sync.yaml)."""
+    src, dst = source_registry, dest_registry
+    for tag in ("1", "2", "3"):
+        push(src, "team/app", tag, Image.oci([Blob.random(300, seed=f"p{tag}")]))
+    gone = src.manifest_digest("team/app", "3")
+    pair = (src, dst)
+    assert regsync("copy", f"{src.host}/team/app", dst.host, registries=pair).returncode == 0
+    assert gone is not None
+    src.delete_manifest("team/app", gone)
+    kept = regsync("copy", f"{src.host}/team/app", dst.host, registries=pair)
+    assert kept.returncode == 0 and dst.tags("team/app") == ["1", "2", "3"]  # no --prune
+    pruned = regsync("copy", f"{src.host}/team/app", dst.host, "--prune", "--json", registries=pair)
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout)["rules"][0]["tags"]["pruned"] == 1
+    assert dst.tags("team/app") == ["1", "2"]
+
+    layer = Blob.random(300, seed="multi")
+    multi = Index.oci([Image.oci([layer]), Image.oci([layer], "linux/arm64")])
+    push(src, "team/multi", "1", multi)
+    subset = regsync(
+        "copy", f"{src.host}/team/multi", dst.host, "--platforms", "linux/arm64", registries=pair
+    )
+    assert subset.returncode == 0, subset.stderr
+    _, raw = dst.manifest("team/multi", "1")
+    platforms = [m["platform"]["architecture"] for m in json.loads(raw)["manifests"]]
+    assert platforms == ["arm64"]
+
+
 def test_copy_registry_settings_come_from_a_config_without_rules(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
@@ -158,9 +202,23 @@ def test_copy_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
         (["delete", "localhost:1/team/app"], "give a tag"),
         (["digest", "localhost:1"], "names no repository"),
         (["ls", "localhost:1/Bad"], "invalid repository path"),
+        (["copy", "localhost:1/a", "localhost:2", "--platforms", "linux"], "--platforms"),
+        (["copy", "localhost:1/a", "localhost:2", "--tags", "(a"], "--tags/--exclude"),
     ]
     for args, needle in cases:
         proc = run_regsync(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], (args, proc.stderr)
+
+
+def test_registry_errors_exit_1_with_one_line(registry_factory: RegistryFactory) -> None:
+    """A registry that refuses deletes (405) or cannot be reached: exit 1, the tag stays."""
+    reg = registry_factory(delete_enabled=False)
+    pushed = push(reg, "team/app", "1", Image.oci([Blob.random(300, seed="keep")]))
+    refused = regsync("delete", f"{reg.host}/team/app:1", "--yes", registries=(reg,))
+    assert refused.returncode == 1 and "regsync delete:" in refused.stderr
+    assert reg.manifest_digest("team/app", "1") == pushed.digest
+    down = f"localhost:{free_port()}"
+    proc = run_regsync("ls", f"{down}/team/app", "--tls", f"{down}=http", env=FAST_RETRIES)
+    assert proc.returncode == 1 and "regsync ls:" in proc.stderr and not proc.stdout

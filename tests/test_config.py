@@ -142,6 +142,10 @@ BAD_CONFIGS = [
         "rules[0].tags.semver (sync.yaml:7):", "invalid version range '1.2'"),
     Bad("semver_message_shows_valid_range", rule("    tags: {semver: 'newest'}"),
         "rules[0].tags.semver (sync.yaml:6):", "e.g. '>=1.0, <3'"),
+    Bad("bad_immutable_regex", rule("    tags: {immutable: ['v1', 'v(']}"),
+        "rules[0].tags.immutable[1] (sync.yaml:6):", "invalid regex 'v('"),
+    Bad("bad_full_check", rule("    full_check: daily"),
+        "rules[0].full_check (sync.yaml:6):", "invalid duration 'daily'"),
     Bad("latest_zero", rule("    tags: {latest: 0}"),
         "rules[0].tags.latest (sync.yaml:6):", "must be greater than or equal to 1"),
     # -- timing
@@ -708,3 +712,25 @@ def test_catastrophic_regex_is_linear() -> None:
     assert not tags.selects("a" * 40 + "!")
     assert tags.selects("a" * 40)
     assert tags.selects("x" * 5000)
+
+
+def test_full_check_defaults_to_a_day_and_rules_inherit_it_or_override_it() -> None:
+    """`full_check` (rule or defaults key, default 24h) and `tags.immutable` (full-match)."""
+    text = doc(
+        "version: 1",
+        "defaults: {full_check: 6h}",
+        "rules:",
+        "  - {name: a, source: docker.io/x/a, destination: registry.local:5000}",
+        "  - name: b",
+        "    source: docker.io/x/b",
+        "    destination: registry.local:5000",
+        "    full_check: 30m",
+        "    tags: {immutable: ['v\\d+\\.\\d+\\.\\d+']}",
+    )
+    a, b = parse_config(text).rules
+    assert (a.full_check, b.full_check) == (timedelta(hours=6), timedelta(minutes=30))
+    assert a.tags.immutable == ()
+    (pattern,) = b.tags.immutable
+    assert pattern.fullmatch("v1.2.3") and not pattern.fullmatch("v1.2.3-rc1")
+    plain = parse_config(doc("version: 1", "rules:", RULE)).rules[0]
+    assert plain.full_check == timedelta(hours=24)

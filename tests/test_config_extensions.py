@@ -149,3 +149,25 @@ def test_referrers_mapping_enables_them_with_a_filter_true_without() -> None:
         rule("    referrers: {enabled: false, annotations: {k: v}}"), env={}
     ).rules
     assert not off.referrers and off.referrer_filter is None
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("hostname: https://real.test", "is not a registry host"),
+        ("hostname: real.test/path", "is not a registry host"),
+        ("path_prefix: ../up", "invalid path_prefix '../up'"),
+        ("path_prefix: Up", "invalid path_prefix 'Up'"),
+        ("path_prefix: /", "invalid path_prefix '/'"),
+    ],
+)
+def test_hostname_and_path_prefix_are_checked_at_load(setting: str, says: str) -> None:
+    key = setting.split(":")[0]
+    message = config_error(registry(f"    {setting}"))
+    assert f"registries.registry.local:5000.{key} (sync.yaml:4):" in message, message
+    assert says in message, message
+
+
+def test_path_prefix_slashes_are_trimmed() -> None:
+    config = parse_config(registry("    path_prefix: /cache/hub/"), env={})
+    assert config.registry("registry.local:5000").path_prefix == "cache/hub"

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,11 +27,14 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from regsync.cli import build_parser
 from regsync.config import load_config
+from regsync.healthcheck import health_url
 from regsync.shard import Shard
-from tests.support import REPO_ROOT, free_port, write_config
+from tests.support import REPO_ROOT, free_port, run_regsync, write_config
 
 DEPLOY = REPO_ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -116,15 +120,40 @@ def dockerfile_stages_preamble() -> list[Instruction]:
     return out
 
 
-def test_dockerfile_command_is_serve_on_all_interfaces_with_a_healthcheck() -> None:
+def image_env_vars() -> dict[str, str]:
+    """The final stage's ENV, as a dict."""
+    pairs = shlex.split(only(dockerfile_stages()[-1], "ENV").args)
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_dockerfile_command_is_serve_on_all_interfaces_with_a_healthcheck(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`serve` listens on $REGSYNC_LISTEN (no --listen in the command), and the HEALTHCHECK
+    probes that same address: set REGSYNC_LISTEN and both follow."""
     command = image_command()
-    assert command[:2] == ["regsync", "serve"]
+    assert command[:2] == ["regsync", "serve"] and "--listen" not in command
+    listen = image_env_vars()["REGSYNC_LISTEN"]
+    assert listen == f"0.0.0.0:{METRICS_PORT}"
+    monkeypatch.setenv("REGSYNC_LISTEN", listen)
     args = build_parser().parse_args(command[1:])
     assert args.command == "serve"
     assert args.config == "/etc/regsync/sync.yaml"
-    assert args.listen == f"0.0.0.0:{METRICS_PORT}"
-    health = only(dockerfile_stages()[-1], "HEALTHCHECK")
-    assert f"http://127.0.0.1:{METRICS_PORT}/healthz" in " ".join(health.exec_form())
+    assert args.listen == listen
+    health = only(dockerfile_stages()[-1], "HEALTHCHECK").exec_form()
+    assert health == ["python", "-m", "regsync.healthcheck"]
+    assert health_url(listen) == f"http://127.0.0.1:{METRICS_PORT}/healthz"
+    assert health_url("[::]:9000") == "http://[::1]:9000/healthz"
+    assert health_url("10.1.2.3:9469") == "http://10.1.2.3:9469/healthz"
+
+
+def test_serve_reads_its_address_from_regsync_listen(tmp_path: Path) -> None:
+    """Without --listen, `serve` takes $REGSYNC_LISTEN; a bad value is a usage error naming it."""
+    rule = f"{{name: r, source: 'oci:{tmp_path}/in', destination: 'oci:{tmp_path}/out'}}"
+    config = write_config(tmp_path, f"version: 1\nrules:\n  - {rule}\n")
+    proc = run_regsync("serve", "-c", config, env={"REGSYNC_LISTEN": "nowhere"}, timeout=60)
+    assert proc.returncode == 2
+    assert "$REGSYNC_LISTEN) 'nowhere': expected HOST:PORT" in proc.stderr
 
 
 def build_context(tmp_path: Path) -> Path:
@@ -228,11 +257,11 @@ def test_image_command_serves_healthz_and_the_healthcheck_passes(
     )
     port = free_port()
     command = [str(config) if arg == "/etc/regsync/sync.yaml" else arg for arg in image_command()]
-    command = [f"127.0.0.1:{port}" if arg.startswith("0.0.0.0:") else arg for arg in command]
     command[0] = str(built_image / "bin" / "regsync")
+    env = {**image_env(built_image), "REGSYNC_LISTEN": f"127.0.0.1:{port}"}
     proc = subprocess.Popen(
         command,
-        env=image_env(built_image),
+        env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -241,8 +270,10 @@ def test_image_command_serves_healthz_and_the_healthcheck_passes(
         assert _wait_healthy(f"http://127.0.0.1:{port}/healthz", proc), "no /healthz"
         health = only(dockerfile_stages()[-1], "HEALTHCHECK").exec_form()
         check = [sys.executable if health[0] == "python" else health[0], *health[1:]]
-        check = [a.replace(f":{METRICS_PORT}/", f":{port}/") for a in check]
-        assert subprocess.run(check, timeout=30).returncode == 0
+        assert subprocess.run(check, env=env, cwd=tmp_path, timeout=30).returncode == 0
+        elsewhere = {**env, "REGSYNC_LISTEN": f"127.0.0.1:{free_port()}"}
+        failed = subprocess.run(check, env=elsewhere, cwd=tmp_path, capture_output=True, timeout=30)
+        assert failed.returncode == 1 and b"regsync healthcheck:" in failed.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
@@ -258,6 +289,96 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> bool:
         except OSError:
             time.sleep(0.1)
     return False
+
+
+def build_stage_install() -> str:
+    """The build stage's RUN that installs into the virtualenv."""
+    (run,) = [i.args for i in dockerfile_stages()[0] if i.keyword == "RUN" and "-r " in i.args]
+    return run
+
+
+def test_image_installs_the_lock_by_hash_and_ships_no_installer() -> None:
+    """Dependencies come from requirements.lock with --require-hashes (wheels only), regsync
+    from the copied sources with no index, an index and a CA bundle / pip.conf can be given,
+    and pip and setuptools leave both the virtualenv and the runtime image."""
+    build, final = dockerfile_stages()[0], dockerfile_stages()[-1]
+    run = build_stage_install()
+    assert "--require-hashes --no-deps --only-binary :all: -r requirements.lock" in run
+    assert "pip install --no-index --no-deps --no-build-isolation" in run
+    assert "pip check" in run and "pip uninstall --yes setuptools pip" in run
+    assert "--mount=type=secret,id=pip-ca" in run and "--mount=type=secret,id=pip-conf" in run
+    args = {i.args.split("=")[0] for i in build if i.keyword == "ARG"}
+    assert {"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"} <= args
+    assert not any(i.keyword == "ARG" for i in final)  # nothing of an index URL in its history
+    (uninstall,) = [i.args for i in final if i.keyword == "RUN"]
+    assert uninstall.startswith("python -m pip uninstall --yes --no-input pip setuptools wheel")
+
+
+def test_useradd_makes_a_regular_account_so_uid_10001_raises_no_warning() -> None:
+    """--system with uid/gid 10001 warns (outside SYS_UID_MAX / SYS_GID_MAX)."""
+    (run,) = [i.args for i in dockerfile_stages()[-1] if i.keyword == "RUN"]
+    commands = [c.strip() for c in run.split("&&")]
+    useradd = next(shlex.split(c) for c in commands if c.startswith("useradd "))
+    groupadd = next(shlex.split(c) for c in commands if c.startswith("groupadd "))
+    for argv in (useradd, groupadd):
+        assert "--system" not in argv and "-r" not in argv, argv
+    assert useradd[useradd.index("--uid") + 1] == str(UID) and "--no-log-init" in useradd
+    assert groupadd[groupadd.index("--gid") + 1] == str(UID)
+
+
+LOCK = REPO_ROOT / "requirements.lock"
+
+
+def lock_entries() -> dict[str, tuple[Requirement, list[str], list[str]]]:
+    """requirements.lock: name -> (requirement, hashes, what it is there for (`# via`))."""
+    entries: dict[str, tuple[Requirement, list[str], list[str]]] = {}
+    current: str = ""
+    via: list[str] = []
+    for raw in LOCK.read_text().splitlines():
+        line = raw.strip()
+        if not line:
+            current = ""  # what follows a blank line belongs to no entry
+        elif not raw[0].isspace() and not line.startswith("#"):
+            text, *hashes = line.rstrip(" \\").split(" --hash=")
+            req = Requirement(text)
+            current, via = canonicalize_name(req.name), []
+            entries[current] = (req, hashes, via)
+        elif line.startswith("--hash="):
+            entries[current][1].append(line.rstrip(" \\").removeprefix("--hash="))
+        elif current and line.startswith("#") and line.lstrip("# ") not in ("", "via"):
+            via.append(line.lstrip("# ").removeprefix("via ").split(" (")[0])
+    return entries
+
+
+def test_lock_pins_exactly_pyprojects_dependencies_with_hashes() -> None:
+    """Every dependency of pyproject.toml and its build backend is pinned (==) to a version its
+    specifier allows, every pin has sha256 hashes, and nothing is pinned that no dependency
+    needs. Refresh with `make lock` after editing the dependencies."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    wanted = [
+        Requirement(r)
+        for r in [*project["project"]["dependencies"], *project["build-system"]["requires"]]
+    ]
+    wanted = [r for r in wanted if r.marker is None or r.marker.evaluate()]
+    entries = lock_entries()
+    for req in wanted:
+        name = canonicalize_name(req.name)
+        assert name in entries, f"{req.name} is not in requirements.lock: run `make lock`"
+        pinned, _, via = entries[name]
+        (spec,) = pinned.specifier
+        assert spec.operator == "==", pinned
+        assert req.specifier.contains(spec.version, prereleases=True), f"{pinned} vs {req}"
+        assert "regsync" in via, f"{name}: {via}"
+    direct = {canonicalize_name(r.name) for r in wanted}
+    for name, (pinned, hashes, via) in entries.items():
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), name
+        assert not pinned.url and not pinned.extras, pinned
+        assert via, f"{name}: no `# via`"
+        if "regsync" in via:
+            assert name in direct, f"{name}: pyproject.toml no longer needs it: run `make lock`"
+        assert all(v == "regsync" or canonicalize_name(v) in entries for v in via), (name, via)
+    header = LOCK.read_text().split("\n\n", 1)[0]
+    assert "pip-compile" in header and "--generate-hashes" in header, header
 
 
 # -- docker-compose --------------------------------------------------------------------------
@@ -295,6 +416,25 @@ def test_compose_wires_registry_regsync_prometheus_and_grafana() -> None:
     scrape = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
     targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
     assert targets == [f"regsync:{METRICS_PORT}"]
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration (``45s``, ``1m30s``) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_compose_stop_grace_period_covers_the_drain() -> None:
+    """docker stops a container 10 s after SIGTERM unless told otherwise: regsync's compose
+    service waits as long as Kubernetes and systemd do, beyond serve's 30 s drain."""
+    drain = build_parser().parse_args(["serve"]).grace_period
+    grace = _seconds(compose()["services"]["regsync"]["stop_grace_period"])
+    assert grace >= drain + 10
+    for workload in workloads():
+        assert workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+    assert unit_lines()["TimeoutStopSec"] == [f"{grace:g}s"]
 
 
 def _key_for(mounts: dict[str, str], target: str) -> str:
@@ -464,6 +604,8 @@ def test_systemd_unit_commands_parse_and_match_the_image() -> None:
     (start,) = unit["ExecStart"]
     argv = shlex.split(start)
     assert argv[0].endswith("/regsync") and argv[1:] == image_command()[1:]
+    listen = image_env_vars()["REGSYNC_LISTEN"]
+    assert f"REGSYNC_LISTEN={listen}" in unit["Environment"]
     for command in unit["ExecStartPre"]:
         build_parser().parse_args(shlex.split(command)[1:])
     assert unit["User"] == ["regsync"] and unit["Restart"] == ["on-failure"]

@@ -122,6 +122,16 @@ def test_a_removed_rule_leaves_no_series() -> None:
     assert b'rule="hub"' not in metrics.render()
 
 
+PAUSED = "regsync_registry_paused_until_timestamp_seconds"
+
+
+def test_paused_until_is_zero_for_a_registry_never_paused() -> None:
+    metrics = Metrics()
+    metrics.request_done("reg.example", "GET", "200", 0.01)
+    samples = parse_metrics(metrics.render().decode())
+    assert sample(samples, PAUSED, registry="reg.example") == 0
+
+
 def test_paused_registry_shows_in_status_and_metrics() -> None:
     metrics = Metrics()
     metrics.registry_paused("docker.io", 4_000_000_000.0)
@@ -198,6 +208,9 @@ def test_once_writes_a_parsable_textfile_atomically(
     assert (sample(samples, "regsync_last_success_timestamp_seconds", rule="app") or 0) > 0
     assert sample(samples, "regsync_rule_interval_seconds", rule="app") == 1800
     assert sample(samples, "regsync_registry_up", registry=source_registry.host) == 1
+    # README metrics table: the pause gauge is 0 for a registry never paused, not absent.
+    for host in (source_registry.host, dest_registry.host):
+        assert sample(samples, PAUSED, registry=host) == 0
     assert not any(name.startswith("process_") for name, _ in samples)
     assert "\x1b[" not in proc.stderr  # not a terminal: no live display
 
@@ -207,9 +220,13 @@ def test_once_writes_a_parsable_textfile_atomically(
     assert unpushed.returncode == 0
     assert f"cannot push metrics to {gone}" in unpushed.stderr
 
-    missing = run_regsync("once", "-c", config, "--metrics-file", tmp_path / "nope" / "x.prom")
-    assert missing.returncode == 2
-    assert "--metrics-file" in missing.stderr and "directory does not exist" in missing.stderr
+    # README "Metrics and monitoring": a failed export is logged; the exit code stays the
+    # sync's (here 0: a missing directory does not stop the sync, nor fail it).
+    nowhere = tmp_path / "nope" / "x.prom"
+    missing = run_regsync("once", "-c", config, "--metrics-file", nowhere)
+    assert missing.returncode == 0, missing.stderr
+    assert missing.stderr.count(f"cannot write --metrics-file {nowhere}: ") == 1
+    assert "No such file or directory" in missing.stderr and not nowhere.parent.exists()
 
 
 async def test_once_pushes_to_a_pushgateway(

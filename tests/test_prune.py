@@ -12,6 +12,7 @@ from aiohttp import web
 from regsync.backends.layout import Layout
 from regsync.backends.registry.retry import RetryPolicy
 from regsync.config import Config, parse_config
+from regsync.events import NoEvents
 from regsync.runner import run
 from tests.policy_helpers import image, planned
 from tests.support import (
@@ -291,6 +292,50 @@ async def test_a_repository_whose_copy_failed_keeps_every_destination_tag() -> N
         assert sorted(dst.tags["diamol/app"]) == ["0.8", "1.0"]
 
 
+class Outcomes(NoEvents):
+    """Records each tag's outcome as the run reports it (what the metrics count)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def tag_done(self, rule: str, outcome: str) -> None:
+        self.seen.append((rule, outcome))
+
+
+async def lost_tag_pair(src: ScriptedRegistry, dst: ScriptedRegistry) -> str:
+    """``src`` holds 1.0 and 1.1, ``dst`` those and 0.9, which the source lost: 0.9's digest."""
+    for tag in ("1.0", "1.1"):
+        image = Image.docker([Blob.random(300, seed=tag)])
+        src.add("diamol/app", tag, image)
+        dst.add("diamol/app", tag, image)
+    return dst.add("diamol/app", "0.9", Image.docker([Blob.random(300, seed="0.9")]))
+
+
+async def test_a_pruned_tag_is_counted_once_as_pruned() -> None:
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        await lost_tag_pair(src, dst)
+        config = scripted_rule(src, dst, "{max_fraction: 1}")
+        events = Outcomes()
+        result = (await run(config, config.rules, events=events)).rules[0]
+
+    assert (result.pruned, result.up_to_date) == (1, 2) and "0.9" not in dst.tags["diamol/app"]
+    assert sorted(events.seen) == [("app", "pruned"), ("app", "up_to_date"), ("app", "up_to_date")]
+
+
+async def test_a_run_told_to_stop_before_its_deletes_deletes_nothing() -> None:
+    """A shutdown starts no new work: the copies left are reported, the deletes not begun."""
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        lost = await lost_tag_pair(src, dst)
+        src.add("diamol/app", "1.2", Image.docker([Blob.random(300, seed="1.2")]))
+        config = scripted_rule(src, dst, "{max_fraction: 1}")
+        stop = asyncio.Event()
+        stop.set()
+        result = (await run(config, config.rules, stop=stop)).rules[0]
+
+    assert (result.pruned, result.copied, result.interrupted) == (0, 0, 1)
+    assert dst.tags["diamol/app"]["0.9"] == lost and dst.count("DELETE", "/manifests/") == 0
+
+
 async def test_a_registry_that_answers_202_but_keeps_the_tag_reports_no_prune() -> None:
     """A tag counts as pruned only once a HEAD shows it gone, by digest as by tag."""
     async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
@@ -305,7 +350,10 @@ async def test_a_registry_that_answers_202_but_keeps_the_tag_reports_no_prune() 
 
     assert dst.count("DELETE", f"/manifests/{lost}$") == 1  # by digest: nothing shares it
     assert (result.pruned, result.up_to_date) == (0, 2)
-    assert any("0.9" in e and "still" in e for e in result.errors), result.errors
+    assert any(
+        e.startswith("diamol/app:0.9: prune: still tagged") and e.endswith(f"after deleting {lost}")
+        for e in result.errors
+    ), result.errors
     assert dst.tags["diamol/app"]["0.9"] == lost
 
 

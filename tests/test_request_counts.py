@@ -37,20 +37,30 @@ def setup(tmp_path: Path, factory: RegistryFactory) -> tuple[Registry, Registry,
     return src, dst, config, cat
 
 
+def pulls_counted(config: Path, src: Registry) -> Path:
+    """``config`` with a `rate_limit` on ``src``: its manifest GETs count as pulls."""
+    text = config.read_text()
+    entry = f'"{src.host}":\n    tls: http\n'
+    assert entry in text
+    config.write_text(text.replace(entry, entry + "    rate_limit: {min_remaining: 0}\n"))
+    return config
+
+
 def writes(counts: Counter[str]) -> int:
     return sum(n for key, n in counts.items() if key.split()[0] in WRITES)
 
 
-def test_no_op_rerun_heads_each_tag_once_per_side_and_gets_no_manifest(
+def test_full_check_no_op_heads_each_tag_once_per_side_and_gets_no_manifest(
     tmp_path: Path, registry_factory: RegistryFactory
 ) -> None:
-    """Second run: listings plus one HEAD per tag per side; no GETs, no writes anywhere."""
+    """A full check (`once --full`) of an unchanged mirror: listings plus one HEAD per tag per
+    side; no GETs, no writes anywhere. (Between full checks: see tests/test_cycle.py.)"""
     src, dst, config, _ = setup(tmp_path, registry_factory)
     run = regsync_json("once", config)
     assert run.code == 0 and run.rule, run.stderr
     src_log, dst_log = AccessLog(src), AccessLog(dst)
 
-    run = regsync_json("once", config)
+    run = regsync_json("once", config, "--full")
     assert run.code == 0, run.stderr
     rule = run.rule
 
@@ -85,6 +95,7 @@ def test_cold_copy_moves_each_blob_once_and_mounts_shared_ones(
     got, put = src_log.counts(), dst_log.counts()
     assert got["GET blob"] == len(distinct)
     assert got["GET manifest"] == tags == rule["source_manifest_gets"]
+    assert got["HEAD manifest"] == 0  # a tag the destination lacks is GET directly
     assert put["PUT upload"] == len(distinct)
     assert put["POST upload"] == len(distinct) + mounts
     assert put["PUT manifest"] == tags
@@ -96,9 +107,10 @@ def test_cold_copy_moves_each_blob_once_and_mounts_shared_ones(
 def test_tags_sharing_a_digest_cost_one_source_manifest_get(
     tmp_path: Path, registry_factory: RegistryFactory
 ) -> None:
-    """`latest`, `1`, `1.2`, `1.2.3` on one image, and two tags on one multi-arch index: one
-    source GET per distinct manifest digest (children included), one upload per blob, every
-    tag pushed with the same bytes."""
+    """On a source whose GETs are pulls (`rate_limit` set, as Docker Hub): `latest`, `1`,
+    `1.2`, `1.2.3` on one image, and two tags on one multi-arch index: one source GET per
+    distinct manifest digest (children included), one upload per blob, every tag pushed with
+    the same bytes."""
     src, dst = registry_factory(extra_config=ACCESS_LOG), registry_factory(extra_config=ACCESS_LOG)
     single = Image.docker([Blob.random(3_000, seed="one"), Blob.random(2_000, seed="two")])
     for tag in ("latest", "1", "1.2", "1.2.3"):
@@ -107,7 +119,7 @@ def test_tags_sharing_a_digest_cost_one_source_manifest_get(
     amd = Image.oci([Blob.random(1_000, seed="amd")])
     for tag in ("multi", "multi-1"):
         multi = push(src, "same/app", tag, Index.oci([amd, arm]))
-    config = mirror_config(tmp_path, src, dst, "same/app", name="same")
+    config = pulls_counted(mirror_config(tmp_path, src, dst, "same/app", name="same"), src)
     src_log, dst_log = AccessLog(src), AccessLog(dst)
 
     run = regsync_json("once", config)
@@ -122,3 +134,31 @@ def test_tags_sharing_a_digest_cost_one_source_manifest_get(
     assert put["PUT manifest"] == 6 + len(multi.manifests) - 1  # tags, children by digest
     for tag in ("latest", "1", "1.2", "1.2.3", "multi", "multi-1"):
         assert dst.manifest_digest("same/app", tag) == src.manifest_digest("same/app", tag)
+
+
+def test_an_alias_of_a_digest_the_destination_holds_costs_no_source_pull(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """`latest` moving to a digest the destination has under `2.0`, and a new tag `stable` on
+    the digest of `1.0` (source GETs are pulls): the manifests are read from the destination,
+    verified, and put under the tags; the source serves only HEADs."""
+    src, dst = registry_factory(extra_config=ACCESS_LOG), registry_factory(extra_config=ACCESS_LOG)
+    one = push(src, "al/app", "1.0", Image.docker([Blob.random(900, seed="al1")]))
+    two = push(src, "al/app", "2.0", Image.docker([Blob.random(900, seed="al2")]))
+    push(src, "al/app", "latest", Image.docker([Blob.random(900, seed="al1")]))
+    config = pulls_counted(mirror_config(tmp_path, src, dst, "al/app", name="al"), src)
+    assert regsync_json("once", config).code == 0
+    push(src, "al/app", "latest", Image.docker([Blob.random(900, seed="al2")]))
+    push(src, "al/app", "stable", Image.docker([Blob.random(900, seed="al1")]))
+    src_log, dst_log = AccessLog(src), AccessLog(dst)
+
+    run = regsync_json("once", config)
+
+    assert run.code == 0 and run.rule["tags"]["copied"] == 2, run.stderr
+    assert run.rule["source_manifest_gets"] == 0
+    got, put = src_log.counts(), dst_log.counts()
+    assert got["GET manifest"] == 0 and got["GET blob"] == 0
+    assert put["GET manifest"] == 2 and put["PUT manifest"] == 2
+    assert put["HEAD blob"] == 0 and put["POST upload"] == 0
+    assert dst.manifest_digest("al/app", "latest") == two.digest
+    assert dst.manifest_digest("al/app", "stable") == one.digest

@@ -12,9 +12,16 @@ import pytest
 from aiohttp import web
 
 from regsync.backends.registry.client import RegistryClient
-from regsync.backends.registry.retry import RetryPolicy, Timeouts, is_retryable
+from regsync.backends.registry.retry import (
+    TRANSFER,
+    RetryPolicy,
+    Timeouts,
+    is_retryable,
+    retry_reason,
+    retrying,
+)
 from regsync.backends.registry.transport import Transport
-from regsync.errors import ConfigError, RegistryError
+from regsync.errors import ConfigError, IntegrityError, RegistryError, TransportError
 from regsync.oci.manifest import Descriptor
 from tests.support import OCI_LAYER, Blob
 from tests.support.scripted import ScriptedRegistry, error
@@ -185,3 +192,74 @@ def test_backoff_is_capped_full_jitter() -> None:
     for retry in range(1, 10):
         ceiling = min(4, 0.5 * 2 ** (retry - 1))
         assert all(0 <= policy.delay(retry) <= ceiling for _ in range(50))
+
+
+def test_every_timeout_knob_is_read_from_its_own_variable_and_checked_at_its_minimum() -> None:
+    env = {
+        "REGSYNC_CONNECT_TIMEOUT": "0.01",
+        "REGSYNC_READ_TIMEOUT": "0.02",
+        "REGSYNC_REQUEST_TIMEOUT": "0.03",
+        "REGSYNC_MIN_RATE": "0",  # 0 switches the minimum rate off
+        "REGSYNC_RATE_WINDOW": "0.04",
+    }
+    assert Timeouts.from_env(env) == Timeouts(0.01, 0.02, 0.03, 0, 0.04)
+    assert RetryPolicy.from_env({"REGSYNC_RETRY_ATTEMPTS": "1"}).attempts == 1
+    for name in ("CONNECT_TIMEOUT", "READ_TIMEOUT", "REQUEST_TIMEOUT", "RATE_WINDOW"):
+        with pytest.raises(ConfigError) as caught:
+            Timeouts.from_env({f"REGSYNC_{name}": "0.009"})
+        assert str(caught.value) == (
+            f"environment REGSYNC_{name}='0.009': expected a number >= 0.01"
+        )
+    with pytest.raises(ConfigError, match=r"REGSYNC_MIN_RATE='-1': expected a number >= 0$"):
+        Timeouts.from_env({"REGSYNC_MIN_RATE": "-1"})
+
+
+def test_a_body_gets_the_total_deadline_plus_its_time_at_the_minimum_rate() -> None:
+    timeouts = Timeouts(total=30, min_rate=1024)
+    assert timeouts.for_body(0) == 30
+    assert timeouts.for_body(2048) == 32
+    off = Timeouts(total=30, min_rate=0)
+    assert off.for_body(0) == 30 and off.for_body(2048) is None
+
+
+def test_backoff_ceiling_doubles_from_initial_up_to_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("random.uniform", lambda low, high: high)  # the ceiling itself
+    policy = RetryPolicy(attempts=10, initial=0.5, maximum=3)
+    assert [policy.delay(n) for n in range(1, 6)] == [0.5, 1, 2, 3, 3]
+    assert RetryPolicy(initial=1, maximum=100).delay(4) == 8
+
+
+def test_a_retry_after_exactly_at_the_cap_is_waited_for() -> None:
+    policy = RetryPolicy(max_retry_after=5)
+    assert policy.wait(RegistryError("429", status=429, retry_after=5), 1) == 5
+
+
+def test_retry_labels_are_the_status_or_the_kind_of_failure() -> None:
+    assert retry_reason(RegistryError("x", status=503)) == "503"
+    assert retry_reason(TransportError("reset")) == "connection"
+    assert retry_reason(IntegrityError("bad digest")) == "integrity"
+    assert retry_reason(RegistryError("no status")) == "registry"
+    assert retry_reason(None) == "unknown"
+
+
+async def test_a_loop_gives_up_after_its_attempts_with_the_last_error_itself() -> None:
+    """Not tenacity's RetryError: callers read the registry's error; retries are charged to
+    the registry named by the error, else to the loop's."""
+    seen: list[tuple[str, str]] = []
+
+    class Observer(Retries):
+        def request_retried(self, registry: str, reason: str) -> None:
+            seen.append((registry, reason))
+
+    tries = 0
+    policy = RetryPolicy(attempts=3, initial=0, maximum=0)
+    with pytest.raises(IntegrityError, match="try 3"):
+        async for attempt in retrying(policy, Observer(), "dst:5000", on=TRANSFER):
+            with attempt:
+                tries += 1
+                if tries < 4:  # would succeed on a 4th try, which must never come
+                    raise IntegrityError(f"try {tries}")
+    assert tries == 3
+    assert seen == [("dst:5000", "integrity")] * 2

@@ -30,10 +30,10 @@ rules:
 """
 
 
-def imported(*args: str) -> set[str]:
-    """Top-level packages `python -X importtime -m regsync *args` imported."""
+def imported(*args: str, module: str = "regsync") -> set[str]:
+    """Top-level packages `python -X importtime -m MODULE *args` imported."""
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "regsync", *args],
+        [sys.executable, "-X", "importtime", "-m", module, *args],
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -54,6 +54,11 @@ def imported(*args: str) -> set[str]:
 )
 def test_help_and_version_import_nothing_heavy(args: tuple[str, ...]) -> None:
     assert imported(*args).isdisjoint(NOT_FOR_HELP)
+
+
+def test_the_image_healthcheck_imports_nothing_heavy() -> None:
+    """The container's HEALTHCHECK starts an interpreter every 30 s (no server here: exit 1)."""
+    assert imported(module="regsync.healthcheck").isdisjoint(NOT_FOR_HELP)
 
 
 def test_validate_loads_the_config_models_but_no_runtime(tmp_path: Path) -> None:

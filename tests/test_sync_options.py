@@ -293,3 +293,55 @@ async def test_referrer_filter_applies_to_what_a_referrers_api_lists(
     assert dest_registry.manifest_digest("team/app", sbom.digest) is None
     assert _fallback_lists(dest_registry, "team/app", image) == [scan.digest]
     assert second.result == "success" and second.copied == 0 and second.up_to_date == 2
+
+
+async def test_a_manifest_media_types_cannot_read_fails_that_tag_alone() -> None:
+    """With artifact types listed, a tag whose manifest GET answers wrong bytes does not stop
+    the repository's planning: the other tag is copied, that one fails with its reason."""
+    good, bad = _image("mt-good"), _image("mt-bad")
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("team/app", "good", good)
+        src.add("team/app", "bad", bad)
+
+        async def wrong_bytes(request: web.Request, match: re.Match[str]) -> web.Response | None:
+            if request.method != "GET":
+                return None
+            return web.Response(body=b"{}", headers={"Docker-Content-Digest": bad.digest})
+
+        src.override("GET", rf"^/v2/team/app/manifests/(bad|{bad.digest})$", wrong_bytes)
+        config = parse_config(
+            f"""
+version: 1
+registries:
+  "{src.host}": {{tls: http}}
+  "{dst.host}": {{tls: http}}
+rules:
+  - name: r
+    source: {src.host}/team/app
+    destination: {dst.host}
+    media_types: {IMAGE_TYPES}
+""",
+            env={},
+        )
+        (rule,) = (await run(config, config.rules)).rules
+    assert rule.copied == 1 and rule.failed == 1, rule.errors
+    assert dst.tags["team/app"] == {"good": good.digest}
+    assert any(e.startswith("team/app:bad: ") for e in rule.errors), rule.errors
+
+
+def test_a_backup_tag_the_tag_filters_match_is_in_the_prune_scope(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """As documented: with the default `include: ['.*']` and prune, the source has no
+    `latest-prev`, so the run after the backup prunes it; filters that leave it out keep it."""
+    src, dst = registry_factory(), registry_factory()
+    push(dst, "team/app", "latest", _image("prune-old"))
+    push(src, "team/app", "latest", _image("prune-new"))
+    extra = "backup: '{tag}-prev'\nprune: {max_fraction: 1}"
+    config = mirror_config(tmp_path, src, dst, "team/app", extra)
+    first = regsync_json("once", config)
+    assert first.code == 0 and first.rule["backups"] == 1, first.rule
+    assert sorted(dst.tags("team/app")) == ["latest", "latest-prev"]
+    second = regsync_json("once", config)
+    assert second.code == 0 and second.rule["tags"]["pruned"] == 1, second.rule
+    assert dst.tags("team/app") == ["latest"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -315,11 +316,14 @@ class FakeDestination:
     def __init__(self, tag_deletes: bool, refuse: bool = False) -> None:
         self.tag_deletes, self.refuse = tag_deletes, refuse
         self.deleted: list[tuple[str, str]] = []
+        self.fail: RegistryError | None = None  # raised by a delete by digest
 
     async def manifest_delete(self, repo: str, digest: str) -> None:
         if self.refuse:
             raise UnsupportedError("405 UNSUPPORTED", status=405, codes=("UNSUPPORTED",))
         assert digest.startswith("sha256:"), digest
+        if self.fail is not None:
+            raise self.fail
         self.deleted.append((repo, digest))
 
     async def tag_delete(self, repo: str, tag: str) -> None:
@@ -331,7 +335,7 @@ class FakeDestination:
 
     async def manifest_head(self, repo: str, tag: str) -> Descriptor | None:
         """What prune_plan's tags point at, until the tag or its digest is deleted."""
-        target = {"old": digest(1), "gone": digest(2), "gone-too": digest(2)}[tag]
+        target = {"old": digest(1), "gone": digest(2), "gone-too": digest(2)}.get(tag, digest(0))
         if {(repo, tag), (repo, target)} & set(self.deleted):
             return None
         return Descriptor("application/vnd.oci.image.manifest.v1+json", target, 100)
@@ -369,9 +373,55 @@ async def test_refused_deletes_are_reported_once_per_rule() -> None:
     guard = DeleteGuard(dest.name)
     first = await prune_actions(dest, prune_plan("a"), guard)  # type: ignore[arg-type]
     second = await prune_actions(dest, prune_plan("b"), guard)  # type: ignore[arg-type]
-    assert len(first.errors + second.errors) == 1
-    assert "fake:5000 refuses deletes (405 UNSUPPORTED)" in (first.errors + second.errors)[0]
+    assert first.errors + second.errors == [
+        "prune: fake:5000 refuses deletes (405 UNSUPPORTED); enable deletion there "
+        "(distribution: storage.delete.enabled) or set prune: false"
+    ]
     assert not first.pruned and not second.pruned
+
+
+async def test_a_digest_a_copy_of_this_run_points_at_is_deleted_tag_by_tag() -> None:
+    """1.0 was just copied onto the digest ``old`` still holds: a delete by digest would
+    take the new 1.0 along."""
+    dest = FakeDestination(tag_deletes=True)
+    plan = RepoPlan(
+        "app",
+        "app",
+        (
+            TagAction("1.0", Action.COPY, digest(2)),
+            TagAction("gone", Action.PRUNE, None, digest(2)),
+        ),
+    )
+    outcome = await prune_actions(dest, plan, DeleteGuard(dest.name))  # type: ignore[arg-type]
+    assert dest.deleted == [("app", "gone")] and outcome.pruned == ["gone"]
+
+
+async def test_a_prune_whose_digest_is_unknown_is_deleted_tag_by_tag() -> None:
+    dest = FakeDestination(tag_deletes=True)
+    plan = RepoPlan("app", "app", (TagAction("gone", Action.PRUNE, None, None),))
+    outcome = await prune_actions(dest, plan, DeleteGuard(dest.name))  # type: ignore[arg-type]
+    assert dest.deleted == [("app", "gone")] and outcome.pruned == ["gone"]
+
+
+async def test_a_failed_delete_by_digest_names_the_repository_and_the_digest() -> None:
+    dest = FakeDestination(tag_deletes=True)
+    dest.fail = RegistryError("fake:5000: DELETE -> 500 UNKNOWN", status=500)
+    plan = RepoPlan("app", "app", (TagAction("gone", Action.PRUNE, None, digest(2)),))
+    outcome = await prune_actions(dest, plan, DeleteGuard(dest.name))  # type: ignore[arg-type]
+    assert outcome.errors == [f"app: prune {digest(2)[:19]}: fake:5000: DELETE -> 500 UNKNOWN"]
+    assert outcome.pruned == []
+
+
+async def test_each_prune_is_logged_with_how_it_went(caplog: pytest.LogCaptureFixture) -> None:
+    """The log is the audit trail of deletions: repository, tag, and the digest or "tag only"."""
+    dest = FakeDestination(tag_deletes=True)
+    with caplog.at_level(logging.INFO, logger="regsync.execute"):
+        await prune_actions(dest, prune_plan(), DeleteGuard(dest.name))  # type: ignore[arg-type]
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "pruned app:gone (" + digest(2) + ")",
+        "pruned app:gone-too (" + digest(2) + ")",
+        "pruned app:old (tag only)",
+    ]
 
 
 def test_filter_index_keeps_a_nested_subset_in_place_and_drops_an_unwanted_nested_index() -> None:

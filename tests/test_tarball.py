@@ -208,6 +208,20 @@ async def test_tar_members_are_untrusted_names_links_and_duplicates(tmp_path: Pa
         Archive.scan(twice)
 
 
+def test_an_oversized_extended_header_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """tarfile reads a PAX header whole: one over 1 MiB refuses the archive instead."""
+    path = tmp_path / "pax.tar"
+    info = member("oci-layout")
+    info.pax_headers = {"comment": "x" * (2 * 1024 * 1024)}
+    hostile_tar(path, [(info, b"{}")])
+    with pytest.raises(LayoutError, match="extended header"):
+        Archive.scan(path)
+    small = tmp_path / "small.tar"
+    info.pax_headers = {"comment": "x" * 1000}
+    hostile_tar(small, [(info, b"{}")])
+    assert list(Archive.scan(small).members) == ["oci-layout"]
+
+
 async def test_a_blob_member_of_the_wrong_size_or_bytes_is_refused_while_read(
     tmp_path: Path,
 ) -> None:
@@ -231,7 +245,8 @@ async def test_a_blob_member_of_the_wrong_size_or_bytes_is_refused_while_read(
         desc = Descriptor("application/octet-stream", layer.digest, layer.size)
         with pytest.raises(IntegrityError):
             _ = [c async for c in reader.blob_read("team/app", desc)]
-        assert not await reader.blob_check("team/app", desc)
+        assert not await reader.blob_verify("team/app", desc)
+        assert await reader.blob_check("team/app", desc)  # the size is right: proof, not hash
     finally:
         reader.discard()
 

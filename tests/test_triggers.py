@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from regsync.backends.memory import MemoryBackend
 from regsync.config import Config, Rule, load_config, parse_config
 from regsync.daemon import Daemon
 from regsync.errors import ConfigError
@@ -26,8 +27,10 @@ from regsync.metrics import Metrics
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.result import RuleResult, RunResult
 from regsync.shard import Shard
+from regsync.survey import SyncPolicy, survey_tags
+from regsync.tagpolicy import TagPattern, TagPolicy
 from regsync.triggers import Pending, RuleQueue, needs_discovery, route
-from tests.support import write_config
+from tests.support import Blob, Image, stored, write_config
 
 SRC = "127.0.0.1:9"
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
@@ -379,3 +382,50 @@ def test_a_bad_notifications_token_is_a_config_error_naming_the_key(
         parse_config(text, env={})
     error = str(info.value)
     assert "notifications" in error and message in error and "has space" not in error
+
+
+# -- planning the tags events named (survey_tags) --------------------------------------------
+
+
+class Racing(MemoryBackend):
+    """Links a pushed tag only after answering its first HEAD, as distribution may."""
+
+    pending: Any = None
+
+    async def manifest_head(self, repo: str, ref: str) -> Any:
+        found = await super().manifest_head(repo, ref)
+        if self.pending is not None and ref == "1":
+            built, self.pending = self.pending, None
+            await stored.store(self, repo, ref, built)
+        return found
+
+
+async def test_event_plans_head_the_source_and_wait_for_a_tag_the_event_raced() -> None:
+    """distribution sends a push event before it links the tag: the plan HEADs the tag again
+    until it shows the event's digest, then copies what the source says (never the hint)."""
+    source, dest = Racing("src"), MemoryBackend("dst")
+    old = await stored.store(source, "team/app", "1", Image.oci([Blob.random(100, seed="old")]))
+    new = source.pending = Image.oci([Blob.random(100, seed="new")])
+    policy = SyncPolicy(tags=TagPolicy(exclude=(TagPattern("skip-.*"),)))
+    hints = {"1": new.digest, "skip-me": new.digest, "gone": old.digest}
+    plan = await survey_tags(source, dest, "team/app", "team/app", policy, hints)
+    assert [(a.tag, a.action, a.source_digest) for a in plan.actions] == [
+        ("1", Action.COPY, new.digest)
+    ]
+    assert plan.selected == ("1", "gone")  # skip-me: dropped by name, never HEADed
+    assert ("manifest_head", "team/app", "skip-me") not in source.calls
+    assert source.count("tags") == 0  # no listing without tags.latest
+    # A hint naming a digest the tag never gets: after the settle delays, the source decides.
+    stale = {"1": old.digest}
+    plan = await survey_tags(source, dest, "team/app", "team/app", SyncPolicy(), stale)
+    assert [(a.tag, a.source_digest) for a in plan.actions] == [("1", new.digest)]
+
+
+async def test_event_plans_with_latest_read_the_listing_to_select() -> None:
+    source, dest = MemoryBackend("src"), MemoryBackend("dst")
+    for tag in ("1.0", "2.0", "3.0"):
+        await stored.store(source, "team/app", tag, Image.oci([Blob.random(50, seed=tag)]))
+    policy = SyncPolicy(tags=TagPolicy(latest=2))
+    hints = {"1.0": "", "3.0": ""}
+    plan = await survey_tags(source, dest, "team/app", "team/app", policy, hints)
+    assert [a.tag for a in plan.actions] == ["3.0"] and source.count("tags") == 1

@@ -42,6 +42,7 @@ from regsync.backends.tarball import Tarball
 from regsync.config import Config, RegistryConfig
 from regsync.credentials import Login, resolve_login
 from regsync.errors import LayoutError, RegsyncError
+from regsync.logs import warn_once
 from regsync.oci.ref import DOCKER_HUB, DestinationSpec, Kind, Listed, SourceSpec, api_host
 
 log = logging.getLogger(__name__)
@@ -217,10 +218,8 @@ class BackendPool:
         key = os.path.abspath(path)
         tarball = self._tarballs.get(key)
         if tarball is None:
-            series = None
-            if delta_rule is not None:
-                if self.state_dir is None:
-                    raise LayoutError(f"tar:{path}: delta bundles need a state directory")
+            series = None  # without a state dir (verify): the bundle is read as it is
+            if delta_rule is not None and self.state_dir is not None:
                 series = BundleSeries(self.state_dir, delta_rule).load()
             tarball = self._tarballs[key] = Tarball(path, series)
         elif delta_rule is not None and (
@@ -236,12 +235,12 @@ class BackendPool:
 
     def _build(self, host: str, settings: RegistryConfig) -> RegistryClient:
         if settings.tls != "verify":
-            log.warning("registry %s: %s", host, _TLS_NOTE[settings.tls])
+            warn_once(log, "registry %s: %s", host, _TLS_NOTE[settings.tls])
         login = self._login(host, settings)
         transport = Transport(
             self.session,
             host,
-            f"{scheme(settings.tls)}://{api_host(host)}",
+            f"{scheme(settings.tls)}://{api_host(settings.hostname or host)}",
             username=login.username if login else None,
             password=login.password if login else None,
             ssl_context=ssl_context(
@@ -257,6 +256,7 @@ class BackendPool:
             pull_floor=settings.rate_limit.min_remaining if settings.rate_limit else None,
             user_agent=settings.user_agent,
             requests_per_second=settings.requests_per_second,
+            path_prefix=settings.path_prefix or "",
         )
         return RegistryClient(transport)
 

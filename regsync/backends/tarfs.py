@@ -34,6 +34,7 @@ INDEX_FILE = "index.json"
 BUNDLE_FILE = "regsync-bundle.json"  # a delta bundle's own record (see backends.bundle)
 MAX_MEMBERS = 1_000_000  # headers scanned, at most (a layout of a million blobs is huge)
 MAX_NAME = 256
+MAX_HEADER = 1024 * 1024  # a PAX / GNU long-name header, read whole by tarfile
 _SMALL = frozenset({LAYOUT_FILE, INDEX_FILE, BUNDLE_FILE})
 _DIRECTORIES = frozenset({"blobs", "blobs/sha256", "blobs/sha512"})
 COPY_CHUNK = 1024 * 1024
@@ -58,6 +59,25 @@ def _digest_of(name: str) -> str | None:
     return digest if is_digest(digest) else None
 
 
+class _BoundedInfo(tarfile.TarInfo):
+    """tarfile reads a PAX or GNU long-name header whole into memory before the caller sees
+    the member: refuse one over MAX_HEADER first (a crafted bundle could claim gigabytes)."""
+
+    def _proc_pax(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        self._bound()
+        info: tarfile.TarInfo = super()._proc_pax(tar)  # type: ignore[misc]  # private in typeshed
+        return info
+
+    def _proc_gnulong(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        self._bound()
+        info: tarfile.TarInfo = super()._proc_gnulong(tar)  # type: ignore[misc]
+        return info
+
+    def _bound(self) -> None:
+        if self.size > MAX_HEADER:
+            raise tarfile.ReadError(f"refusing an extended header of {self.size} bytes")
+
+
 class Archive:
     """The members of one tar file, scanned once; reads go straight to their offsets."""
 
@@ -71,9 +91,11 @@ class Archive:
         """Read every header; LayoutError when it is no tar or breaks a rule above."""
         archive = cls(path)
         try:
-            with tarfile.open(path, mode="r:") as tar:
+            with tarfile.open(path, mode="r:", tarinfo=_BoundedInfo) as tar:
                 count = 0
                 while (info := tar.next()) is not None:
+                    # tarfile keeps every header it read (not in typeshed): keep none
+                    tar.members.clear()  # type: ignore[attr-defined]
                     count += 1
                     if count > MAX_MEMBERS:
                         raise LayoutError(f"tar:{path}: over {MAX_MEMBERS} members")
@@ -90,7 +112,7 @@ class Archive:
         if not known:
             self.skipped.append(f"skipped member {info.name[:MAX_NAME]!r}: not part of a layout")
             return
-        if not info.isreg():
+        if not info.isreg() or info.issparse():
             self.skipped.append(f"skipped member {name!r}: not a regular file")
             return
         if name in self.members:

@@ -17,10 +17,11 @@ from pydantic import (
 
 from regsync.backup import BackupTemplate
 from regsync.oci.mediatypes import MANIFESTS
-from regsync.oci.ref import DestinationSpec, SourceSpec, is_host, normalize_host
+from regsync.oci.ref import DestinationSpec, SourceSpec, is_host, is_repository, normalize_host
 from regsync.tagpolicy import TagPattern
 
 DEFAULT_INTERVAL = timedelta(hours=1)
+DEFAULT_FULL_CHECK = timedelta(hours=24)
 
 Loc = tuple[str | int, ...]
 
@@ -217,6 +218,16 @@ def _artifact_type(value: str) -> str:
     return value
 
 
+def _path_prefix(value: str) -> str:
+    prefix = value.strip("/")
+    if not prefix or not is_repository(prefix):
+        raise ValueError(
+            f"invalid path_prefix {value!r}: expected repository path segments such as "
+            "'dockerhub' or 'cache/hub' (lower case, no '.' or '..' segments)"
+        )
+    return prefix
+
+
 def _existing_file(value: Path) -> Path:
     if not value.is_file():
         raise ValueError(f"file not found: {value}")
@@ -236,6 +247,7 @@ UserAgent = Annotated[str, AfterValidator(_user_agent)]
 Backup = Annotated[BackupTemplate, PlainValidator(_backup)]
 MediaTypes = Annotated[frozenset[str], BeforeValidator(_media_types)]
 ArtifactType = Annotated[str, AfterValidator(_artifact_type)]
+PathPrefix = Annotated[str, AfterValidator(_path_prefix)]
 Source = Annotated[SourceSpec, PlainValidator(_source)]
 Destination = Annotated[DestinationSpec, PlainValidator(_destination)]
 RuleName = Annotated[str, AfterValidator(_rule_name)]

@@ -47,6 +47,7 @@ from regsync.config.models import (
     _resolve_rule,
     _RuleSpec,
 )
+from regsync.config.sources import source_problems
 from regsync.errors import ConfigError
 from regsync.oci.ref import normalize_host
 from regsync.secrets import Redactor
@@ -314,12 +315,18 @@ def _parse(
     if problems or doc is None:
         raise _refusal(problems, filename, reader, data)
     rules = [_resolve_rule(spec, doc.defaults) for spec in doc.rules]
-    problems = _shared_destinations(rules, reader.lines)
+    registries = {normalize_host(host): entry for host, entry in doc.registries.items()}
+    served = [overlap.as_served(rule, registries) for rule in rules]
+    problems = _shared_destinations(served, reader.lines)
+    for at, message in source_problems(rules, doc.registries):  # what a run would refuse
+        problems.append(
+            _Problem(_line(reader.lines, ("rules", at, "source")), ("rules", at, "source"), message)
+        )
     if problems:
         raise _refusal(problems, filename, reader, data)
     return Config(
         version=doc.version,
-        registries={normalize_host(host): settings for host, settings in doc.registries.items()},
+        registries=registries,
         defaults=doc.defaults,
         rules=rules,
     )

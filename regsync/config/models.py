@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -20,6 +21,7 @@ from pydantic import (
 
 from regsync.backends.registry.tls import ssl_context
 from regsync.config.fields import (
+    DEFAULT_FULL_CHECK,
     DEFAULT_INTERVAL,
     ArtifactType,
     Backup,
@@ -33,6 +35,7 @@ from regsync.config.fields import (
     Int,
     MediaTypes,
     Number,
+    PathPrefix,
     Platforms,
     Regex,
     RuleName,
@@ -130,6 +133,10 @@ class RegistryConfig(_Model):
     user_agent: UserAgent | None = None  # default: regsync/<version>
     # Cap on request starts per second (a decimal: 0.5 is one every 2 s); None: no cap.
     requests_per_second: Annotated[Number, Field(gt=0, le=10_000)] | None = None
+    # The server this name stands for (one real host under two names, e.g. two logins).
+    hostname: Host | None = None
+    # Repositories live below this path at the server (a mirror serving an upstream there).
+    path_prefix: PathPrefix | None = None
 
     @model_validator(mode="after")
     def _check_tls(self) -> RegistryConfig:
@@ -153,6 +160,8 @@ class TagFilter(_Model):
     exclude: tuple[Regex, ...] = ()
     semver: SemverRange | None = None
     latest: Annotated[Int, Field(ge=1)] | None = None
+    # Tags that never change once mirrored: between full checks no HEAD on either side.
+    immutable: tuple[Regex, ...] = ()
 
     @field_validator("include")
     @classmethod
@@ -238,6 +247,7 @@ class _Timing(_Model):
 
 class Defaults(_Timing):
     prune: PruneSetting = Prune()
+    full_check: Duration = DEFAULT_FULL_CHECK
     platforms: Platforms = "all"
     referrers: ReferrersSetting = Referrers()
     tags: TagFilter = TagFilter()
@@ -255,6 +265,7 @@ class _RuleSpec(_Timing):
     platforms: Platforms | None = None
     referrers: ReferrersSetting | None = None
     prune: PruneSetting | None = None
+    full_check: Duration | None = None
     allow_empty: StrictBool = False  # a source matching nothing is a success with a warning
     backup: Backup | None = None
     media_types: MediaTypes | None = None
@@ -291,6 +302,8 @@ class Rule(_Timing):
     referrers: bool = False
     referrer_filter: ReferrerMatch | None = None  # None: every referrer
     prune: Prune = Prune()
+    # How often a cycle HEADs every tag instead of trusting what the content index recorded.
+    full_check: timedelta = DEFAULT_FULL_CHECK
     allow_empty: bool = False
     backup: Backup | None = None  # tag template keeping the image a changed tag overwrites
     media_types: MediaTypes | None = None  # None: every manifest type, any artifact
@@ -378,6 +391,7 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         referrers=referrers.enabled,
         referrer_filter=referrers.match() if referrers.enabled else None,
         prune=_merge(defaults.prune, spec.prune),
+        full_check=defaults.full_check if spec.full_check is None else spec.full_check,
         allow_empty=spec.allow_empty,
         backup=defaults.backup if spec.backup is None else spec.backup,
         media_types=defaults.media_types if spec.media_types is None else spec.media_types,

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
-from regsync.config.models import Rule
-from regsync.oci.ref import Kind
+from regsync.config.models import RegistryConfig, Rule
+from regsync.oci.ref import Kind, normalize_host
 from regsync.tagpolicy import TagPattern
 
 _META = set(".^$*+?{}[]()|\\")
@@ -62,6 +63,30 @@ class GlobIndex:
 def literal_start(glob: str) -> str:
     """The text every repository a glob matches starts with."""
     return glob.split("*", 1)[0]
+
+
+def as_served(rule: Rule, registries: Mapping[str, RegistryConfig]) -> Rule:
+    """``rule`` with its registries as the servers see them: a `hostname` alias replaced by
+    the real host, a `path_prefix` put in front of the paths. Two names for one server, or
+    two prefixes, are then compared as what they are."""
+    src, dst = rule.source, rule.destination
+    if src.kind is Kind.REGISTRY and (served := _served(src.registry, registries)):
+        host, prefix = served
+        src = replace(
+            src, registry=host, pattern=f"{prefix}/{src.pattern}" if prefix else src.pattern
+        )
+    if dst.kind is Kind.REGISTRY and (served := _served(dst.registry, registries)):
+        host, prefix = served
+        template = f"{prefix}/{dst.template}" if prefix and dst.template else prefix or dst.template
+        dst = replace(dst, registry=host, template=template)
+    return rule.model_copy(update={"source": src, "destination": dst})
+
+
+def _served(name: str, registries: Mapping[str, RegistryConfig]) -> tuple[str, str] | None:
+    settings = registries.get(name)
+    if settings is None or not (settings.hostname or settings.path_prefix):
+        return None
+    return normalize_host(settings.hostname or name), settings.path_prefix or ""
 
 
 def conflicts(rules: Sequence[Rule]) -> list[tuple[int, int, str]]:

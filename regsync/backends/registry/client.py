@@ -75,9 +75,8 @@ class RegistryClient:
         """Every repository in the catalog (needs `registry:catalog:*`), checked by name."""
         try:
             url = self.transport.url("/v2/_catalog", {"n": self.page_size})
-            return await self._paged(
-                url, "repositories", (CATALOG_SCOPE,), lambda n: is_repository(n, self.name)
-            )
+            every = await self._paged(url, "repositories", (CATALOG_SCOPE,), lambda n: True)
+            return Listed.repositories(_below(list(every.names), self), self.name)
         except CredentialsError:
             raise  # bad credentials: that message is the clear one
         except (NotFoundError, UnsupportedError, AuthError) as exc:
@@ -424,7 +423,9 @@ class RegistryClient:
         """Cross-repository mount; False when the registry would not mount."""
         if not is_repository(from_repo, self.name):
             raise InvalidNameError(f"{self.name}: refusing the repository name {shown(from_repo)}")
-        url = self._url(repo, "blobs/uploads/", query={"mount": digest, "from": from_repo})
+        mount: dict[str, str | int] = {"mount": digest}
+        mount["from"] = self.transport.repository(from_repo)  # as the server names it
+        url = self._url(repo, "blobs/uploads/", query=mount)
         resp = await self.transport.request(
             "POST",
             url,
@@ -521,6 +522,15 @@ async def _rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[byt
             del buffer[:size]
     if buffer:
         yield bytes(buffer)
+
+
+def _below(names: list[str], client: RegistryClient) -> list[str]:
+    """A catalog's names as regsync sees them: under a path prefix, only the repositories
+    below it, with the prefix taken off (registries.HOST.path_prefix)."""
+    prefix = client.transport.path_prefix
+    if not prefix:
+        return names
+    return [n[len(prefix) + 1 :] for n in names if n.startswith(prefix + "/")]
 
 
 def _short(exc: BaseException, registry: str) -> str:

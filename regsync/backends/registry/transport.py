@@ -47,6 +47,7 @@ USER_AGENT = f"regsync/{__version__}"
 # A path regsync requests: plain characters only, so nothing in it is decoded or normalised
 # into another path on the way (no "%2e%2e", no "?" or "#", no "." or ".." segment below).
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._:/-]*")
+_UNPREFIXED = ("/v2/", "/v2/_catalog")  # the only API paths that name no repository
 
 
 class Transport:
@@ -68,6 +69,7 @@ class Transport:
         pull_floor: int | None = None,
         user_agent: str | None = None,
         requests_per_second: float | None = None,
+        path_prefix: str = "",
     ) -> None:
         self.session = session
         self.user_agent = user_agent or USER_AGENT
@@ -86,6 +88,9 @@ class Transport:
         )
         self._limit = asyncio.Semaphore(max_concurrency)
         self.throttle = Throttle(requests_per_second)
+        # registries.HOST.path_prefix: the server keeps every repository under this path
+        # (a mirror serving an upstream below a path); applied here to paths and scopes only.
+        self.path_prefix = path_prefix
         self.pulls = PullGate(registry, pull_floor, self.observer)
         self.health = Health(registry)
         # The session does not read the environment per request (trust_env costs two thread
@@ -100,6 +105,8 @@ class Transport:
         Never a join: a join resolves "." and ".." segments, and a name holding them would
         pick another path. A path that is not plain is refused, whatever produced it.
         """
+        if self.path_prefix and path.startswith("/v2/") and path not in _UNPREFIXED:
+            path = f"/v2/{self.path_prefix}/{path[4:]}"
         segments = path.split("/")
         if (
             not _PLAIN_PATH.fullmatch(path)
@@ -159,6 +166,23 @@ class Transport:
             raise self.gave_up(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def repository(self, name: str) -> str:
+        """The repository's name at the server (with the path prefix, if any)."""
+        return f"{self.path_prefix}/{name}" if self.path_prefix else name
+
+    def _scoped(self, scopes: tuple[str, ...]) -> tuple[str, ...]:
+        """Token scopes name repositories as the server does (with the path prefix)."""
+        if not self.path_prefix:
+            return scopes
+        out = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            out.append(
+                f"repository:{self.repository(name)}:{actions}" if kind == "repository" else scope
+            )
+        return tuple(out)
+
     def gave_up(self, exc: UnreachableError) -> UnreachableError:
         """Unreachable through a request's or a stream's whole retry budget: the registry is
         down for the rest of the run (its other requests fail fast); the error to raise."""
@@ -201,6 +225,7 @@ class Transport:
         # aiohttp would use it as Basic credentials, or refuse to combine it with ours.
         url = url.with_user(None) if url.raw_user or url.raw_password else url
         own = self.same_origin(url)
+        scopes = self._scoped(scopes)
         for _ in range(3):
             sent_headers = await self._headers(headers, scopes, own=own)
             if not throttled:
@@ -262,6 +287,8 @@ class Transport:
             # ValueError: aiohttp refusing a redirect whose URL carries userinfo.
             self.observer.request_done(self.registry, method, "error", _since(started))
             if (error := connect_error(self.registry, exc)) is not None:
+                if isinstance(error, UnreachableError) and error.down:
+                    raise self.health.mark_down(error) from exc  # no retry can help
                 raise error from exc
             raise TransportError(
                 f"{self.registry}: {method} {url.path} failed: {_describe(exc)}",
@@ -300,11 +327,12 @@ class Transport:
         A registry that answered ``GET /v2/`` without asking for credentials is not asked
         again before every upload (that was one extra request per blob).
         """
+        held = self._scoped(scopes)  # as the token cache holds them
         async with self._probe:  # concurrent first uploads share one probe
-            if self._open_access or await self.auth.header(scopes) is not None:
+            if self._open_access or await self.auth.header(held) is not None:
                 return
             await self.request("GET", self.url("/v2/"), scopes=scopes, ok=(200,))
-            self._open_access = await self.auth.header(scopes) is None
+            self._open_access = await self.auth.header(held) is None
 
     def _proxy_for(self, url: URL) -> EnvProxy:
         """``proxy``/``proxy_auth`` for ``url`` from HTTP(S)_PROXY/NO_PROXY, once per origin."""
