@@ -26,7 +26,7 @@ from regsync.events import NoEvents, RunEvents
 from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
-from regsync.oci.ref import DOCKER_HUB, Kind, Listed, normalize_host
+from regsync.oci.ref import DOCKER_HUB, Kind, Listed
 from regsync.outages import Outages, WriteGate
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.recorded import TagBook
@@ -107,7 +107,7 @@ class RunContext:
         if source.kind is not Kind.REGISTRY:
             return False
         limited = self.config.registry(source.registry).rate_limit is not None
-        return limited or normalize_host(source.registry) == DOCKER_HUB
+        return limited or self.config.served_host(source.registry) == DOCKER_HUB
 
     async def listed_digests(self, rule: Rule, repo: str) -> dict[str, Descriptor] | None:
         """Docker Hub sources: every tag's digest from the Hub tags API (100 a request, no
@@ -329,7 +329,9 @@ async def sync_repo(
         except RegsyncError as exc:
             ctx.outages.rule_failed(rule, result, exc)
             return
-    result.plans.append(plan)
+    # A copying cycle keeps what its report and metrics read: not every up-to-date tag.
+    planning = ctx.dry_run or ctx.plan_only or ctx.targets is not None
+    result.plans.append(plan if planning else _slim(plan))
     _skipped(rule, result, plan.skipped, f"{repo}: ", plan.skipped_more)
     if media := [f for f in plan.filtered if f.by == "media_types"]:
         shown = [f"{f.tag} ({f.detail})" for f in media]
@@ -428,6 +430,13 @@ async def copy_one(
         digest,
         extra={**context, "digest": digest},
     )
+
+
+def _slim(plan: RepoPlan) -> RepoPlan:
+    """``plan`` without its plain up-to-date tags and its selection (a 50,000-tag no-op kept
+    ~1.5 KB a tag until the run ended); subsets stay, the report counts them."""
+    kept = tuple(a for a in plan.actions if a.action is not Action.SKIP or a.subset)
+    return replace(plan, actions=kept, selected=())
 
 
 async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:

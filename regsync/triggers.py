@@ -126,6 +126,9 @@ def route(config: Config, shard: Shard, host: str, event: RegistryEvent) -> Rout
     rules = [r for r in config.rules if covers(r, host, event.repository)]
     if not rules:
         return Routed(why="no rule's source covers the repository")
+    rules = [r for r in rules if r.destination.kind is not Kind.TARBALL]
+    if not rules:
+        return Routed(why="a tar: bundle is written by full cycles only")
     rules = [r for r in rules if shard.owns(r.name, event.repository)]
     if not rules:
         return Routed(why="another shard's repository")
@@ -245,6 +248,20 @@ class EventDispatcher:
         self.queue(rule).want_cycle()
         self.loops.wake(rule)
 
+    # -- the rule's loop ---------------------------------------------------------------------
+
+    def take(self, rule: Rule, last: RuleResult | None) -> dict[tuple[str, str], Pending]:
+        """The rule's queued entries, to run now. For a rule that needs discovery, entries of
+        repositories its last cycle did not map ask for a full cycle instead."""
+        queue = self.queue(rule.name)
+        taken = queue.take()
+        if needs_discovery(rule):
+            known = {p.source_repo for p in last.plans} if last is not None else set()
+            for key in [k for k in taken if k[0] not in known]:
+                pending = taken.pop(key)
+                queue.want_cycle(pending.registry, pending.events)
+        return taken
+
     # -- outcomes (the rule's loop, after the runner) -----------------------------------------
 
     def settle(
@@ -276,8 +293,13 @@ class EventDispatcher:
         self.metrics.event_counted(host, outcome, n)
         self.registries.setdefault(host, RegistryEvents()).counts[outcome] += n
 
-    def status(self) -> dict[str, dict[str, Any]]:
-        return {host: stats.to_json() for host, stats in sorted(self.registries.items())}
+    def merged(self, registries: list[dict[str, object]]) -> list[dict[str, object]]:
+        """/status's registries (health, rate limits) with the event counts of those that
+        send events."""
+        listed = {str(r["name"]): dict(r) for r in registries}
+        for host, stats in self.registries.items():
+            listed.setdefault(host, {"name": host})["events"] = stats.to_json()
+        return [listed[name] for name in sorted(listed)]
 
     def rule_status(self, rule: str) -> dict[str, Any]:
         queue = self.queues.get(rule)
@@ -296,6 +318,14 @@ class EventRunEvents(FanOut):
 
     def rule_finished(self, result: RuleResult) -> None:
         pass
+
+
+def targets_of(taken: dict[tuple[str, str], Pending]) -> dict[str, dict[str, str]]:
+    """The runner's ``targets``: repository -> tag -> the event's digest (a hint)."""
+    targets: dict[str, dict[str, str]] = {}
+    for (repo, tag), pending in taken.items():
+        targets.setdefault(repo, {})[tag] = pending.digest
+    return targets
 
 
 def _repos(result: RuleResult) -> set[str]:
