@@ -177,10 +177,10 @@ async def _ls(setup: RunSetup, spec: _LsSpec, digests: bool, as_json: bool) -> i
             rest = [tag for tag in listed.names if tag not in known]
             rows = {**await _digests(backend, source.pattern, rest), **known}
             rows = {tag: rows[tag] for tag in listed.names}
-        _warn_rejected(listed.skipped("tag"))
+        _warn_rejected(listed.report("tag"))
         _print_tags(f"{_where(source)}", rows, digests, as_json)
         return EXIT_OK
-    _warn_rejected(listed.skipped("repository"))
+    _warn_rejected(listed.report("repository"))
     names = sorted(listed.names)
     if as_json:
         print(json.dumps({"repositories": names}, indent=2))
