@@ -30,7 +30,7 @@ from regsync.oci.ref import DOCKER_HUB, Kind, Listed
 from regsync.outages import Outages, WriteGate
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.recorded import TagBook
-from regsync.result import RuleResult, RunResult
+from regsync.result import QUOTED_REFUSALS, RuleResult, RunResult
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
 from regsync.survey import survey, survey_tags
@@ -239,6 +239,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
     except RegsyncError as exc:
         ctx.outages.rule_failed(rule, result, exc)
+    _refusals_counted(rule, result)
     if result.interrupted:
         result.errors.append(f"shutting down: {result.interrupted} tags left for the next run")
     result.duration_seconds = time.monotonic() - started
@@ -269,11 +270,28 @@ async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
     return map_repositories(rule.destination, Listed(tuple(sorted(ctx.targets))))
 
 
-def _skipped(rule: Rule, result: RuleResult, skipped: Sequence[str], where: str = "") -> None:
-    """Names refused by the grammar: one warning and one error each; the rule carries on."""
+def _skipped(
+    rule: Rule, result: RuleResult, skipped: Sequence[str], where: str = "", more: int = 0
+) -> None:
+    """Names refused by the grammar: one warning and one error each for the first
+    ``QUOTED_REFUSALS`` of the rule; the others (and ``more`` a listing did not quote) are
+    counted, and ``_refusals_counted`` reports them in one line. The rule carries on."""
+    result.refusals_more += more
     for why in skipped:
-        result.errors.append(f"{where}{why}")
-        log.warning("rule %s: %s%s", rule.name, where, why)
+        if result.refusals_quoted < QUOTED_REFUSALS:
+            result.refusals_quoted += 1
+            result.errors.append(f"{where}{why}")
+            log.warning("rule %s: %s%s", rule.name, where, why)
+        else:
+            result.refusals_more += 1
+
+
+def _refusals_counted(rule: Rule, result: RuleResult) -> None:
+    """One line for the refused names past those quoted (none when all were quoted)."""
+    if result.refusals_more:
+        why = f"… and {result.refusals_more} more refused names (not valid names, skipped)"
+        result.errors.append(why)
+        log.warning("rule %s: %s", rule.name, why)
 
 
 async def sync_repo(
@@ -314,7 +332,7 @@ async def sync_repo(
     # A copying cycle keeps what its report and metrics read: not every up-to-date tag.
     planning = ctx.dry_run or ctx.plan_only or ctx.targets is not None
     result.plans.append(plan if planning else _slim(plan))
-    _skipped(rule, result, plan.skipped, f"{repo}: ")
+    _skipped(rule, result, plan.skipped, f"{repo}: ", plan.skipped_more)
     if media := [f for f in plan.filtered if f.by == "media_types"]:
         shown = [f"{f.tag} ({f.detail})" for f in media]
         result.notes.append(_listed(dest_repo, "skipped by media_types", shown))

@@ -191,7 +191,7 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
         except RegsyncError as exc:
             result.errors.append(f"{dest_repo}: {exc}")
             continue
-        result.errors.extend(f"{dest_repo}: {w}" for w in listed.skipped("destination tag"))
+        result.errors.extend(f"{dest_repo}: {w}" for w in listed.report("destination tag"))
         tags = [t for t in listed.names if policy.in_scope(t)]
         walk = _RepoWalk(dest, dest_repo, result)
         async with asyncio.TaskGroup() as group:
