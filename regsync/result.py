@@ -34,6 +34,7 @@ class RuleResult:
     interrupted: int = 0  # copies not started because the process is shutting down
     undone: list[str] = field(default_factory=list)  # left undone by a registry's failure
     reported: set[str] = field(default_factory=set)  # registries whose failure is in errors
+    orphans: tuple[str, ...] | None = None  # destination repositories the source lost (or ?)
     backups: int = 0  # backup tags made before overwriting a changed tag (rule `backup`)
     stats: CopyStats = field(default_factory=CopyStats)
     errors: list[str] = field(default_factory=list)
