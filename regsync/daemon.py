@@ -35,7 +35,7 @@ from regsync.schedule import Timing, jitter
 from regsync.server import make_app, start
 from regsync.shard import Shard
 from regsync.summary import rule_json
-from regsync.triggers import EventDispatcher, EventRunEvents, needs_discovery
+from regsync.triggers import EventDispatcher, EventRunEvents, targets_of
 
 log = logging.getLogger(__name__)
 
@@ -255,16 +255,8 @@ class Daemon:
                 {**s.to_json(), "events": self.events.rule_status(n)}
                 for n, s in self.states.items()
             ],
-            "registries": self._registries(),
+            "registries": self.events.merged(self.metrics.registry_status()),
         }
-
-    def _registries(self) -> list[dict[str, Any]]:
-        """Each registry's health and, for those that send events, their counts."""
-        events = self.events.status()
-        listed = {str(r["name"]): dict(r) for r in self.metrics.registry_status()}
-        for host, counts in events.items():
-            listed.setdefault(host, {"name": host})["events"] = counts
-        return [listed[name] for name in sorted(listed)]
 
     # -- the loops -------------------------------------------------------------------------
 
@@ -286,7 +278,8 @@ class Daemon:
         try:
             while not (self.stopping.is_set() or state.removed):
                 queue = self.events.queue(state.rule.name)
-                if queue.cycle_wanted:  # asked for: a delete, an overflow, the run endpoint
+                wanted = queue.cycle_delay()  # a delete, an overflow, the run endpoint
+                if wanted is not None and wanted <= 0:
                     await self._run_rule(state)
                     continue
                 if queue.items:
@@ -294,6 +287,8 @@ class Daemon:
                     continue
                 state.next_run = state.due(time.time())
                 delay = state.next_run - time.time()
+                if wanted is not None:
+                    delay = min(delay, wanted)
                 if delay > 0:
                     state.wake.clear()
                     try:
@@ -347,19 +342,9 @@ class Daemon:
     async def _run_targets(self, state: RuleState) -> None:
         """Copy the tags events named, through the runner (the executor every cycle uses)."""
         rule = state.rule
-        queue = self.events.queue(rule.name)
-        taken = queue.take()
-        if needs_discovery(rule):  # only repositories the last cycle mapped one-to-one
-            last = state.last_result
-            known = {p.source_repo for p in last.plans} if last is not None else set()
-            for key in [k for k in taken if k[0] not in known]:
-                pending = taken.pop(key)
-                queue.want_cycle(pending.registry, pending.events)
+        taken = self.events.take(rule, state.last_result)
         if not taken:
             return
-        targets: dict[str, set[str]] = {}
-        for repo, tag in taken:
-            targets.setdefault(repo, set()).add(tag)
         result = None
         try:
             run = await self._runner(
@@ -369,7 +354,7 @@ class Daemon:
                 observer=self.metrics,
                 stop=self._stop_runs,
                 shard=self.shard,
-                targets=targets,
+                targets=targets_of(taken),
             )
             result = run.rules[0]
         except Exception:  # a bug must not end the daemon; the next cycle catches up

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 1000  # (repository, tag) entries waiting per rule; beyond: a full cycle
 CLOCK_SKEW = 300.0  # an event time further off than this is not trusted for the lag
+DELETE_SETTLE = 1.0  # seconds a delete's cycle waits for the rest of the delete's events
 LOG_EVERY = 60.0  # seconds between two log lines about refused requests of one registry
 
 
@@ -54,6 +55,7 @@ class RuleQueue:
     items: dict[tuple[str, str], Pending] = field(default_factory=dict)
     cycle_wanted: bool = False
     cycle_events: Counter[str] = field(default_factory=Counter)  # registry -> waiting events
+    cycle_after: float = 0.0  # monotonic time the wanted cycle may start
 
     def push(self, repo: str, tag: str, pending: Pending) -> bool:
         """Queue (or coalesce) an entry; False when the queue is full (a cycle is wanted)."""
@@ -67,15 +69,23 @@ class RuleQueue:
             known.events += pending.events
             return True
         if len(self.items) >= self.limit:
-            self.cycle_wanted = True
+            self.want_cycle()
             return False
         self.items[(repo, tag)] = pending
         return True
 
-    def want_cycle(self, registry: str | None = None, events: int = 1) -> None:
+    def want_cycle(self, registry: str | None = None, events: int = 1, *, after: float = 0) -> None:
+        """Ask for a full cycle, ``after`` seconds from now at the latest (a delete waits a
+        little: distribution sends a delete as two events, and one cycle covers both)."""
+        when = time.monotonic() + after
+        self.cycle_after = min(self.cycle_after, when) if self.cycle_wanted else when
         self.cycle_wanted = True
         if registry is not None:
             self.cycle_events[registry] += events
+
+    def cycle_delay(self) -> float | None:
+        """Seconds until the wanted cycle may start (<= 0: now); None: none is wanted."""
+        return self.cycle_after - time.monotonic() if self.cycle_wanted else None
 
     def take(self) -> dict[tuple[str, str], Pending]:
         taken, self.items = self.items, {}
@@ -116,6 +126,9 @@ def route(config: Config, shard: Shard, host: str, event: RegistryEvent) -> Rout
     rules = [r for r in config.rules if covers(r, host, event.repository)]
     if not rules:
         return Routed(why="no rule's source covers the repository")
+    rules = [r for r in rules if r.destination.kind is not Kind.TARBALL]
+    if not rules:
+        return Routed(why="a tar: bundle is written by full cycles only")
     rules = [r for r in rules if shard.owns(r.name, event.repository)]
     if not rules:
         return Routed(why="another shard's repository")
@@ -221,7 +234,7 @@ class EventDispatcher:
             log.debug("event for %s:%s ignored: %s", event.repository, event.tag, routed.why)
             self.count(host, "ignored")
         for rule in routed.cycles:
-            self.queue(rule.name).want_cycle(host)
+            self.queue(rule.name).want_cycle(host, after=DELETE_SETTLE)
             self.loops.wake(rule.name)
         when = _trusted_time(event.timestamp)
         for rule in routed.pushes:
@@ -234,6 +247,20 @@ class EventDispatcher:
         """``POST /v1/rules/RULE/run``: a full cycle of the rule at its loop's next turn."""
         self.queue(rule).want_cycle()
         self.loops.wake(rule)
+
+    # -- the rule's loop ---------------------------------------------------------------------
+
+    def take(self, rule: Rule, last: RuleResult | None) -> dict[tuple[str, str], Pending]:
+        """The rule's queued entries, to run now. For a rule that needs discovery, entries of
+        repositories its last cycle did not map ask for a full cycle instead."""
+        queue = self.queue(rule.name)
+        taken = queue.take()
+        if needs_discovery(rule):
+            known = {p.source_repo for p in last.plans} if last is not None else set()
+            for key in [k for k in taken if k[0] not in known]:
+                pending = taken.pop(key)
+                queue.want_cycle(pending.registry, pending.events)
+        return taken
 
     # -- outcomes (the rule's loop, after the runner) -----------------------------------------
 
@@ -266,8 +293,13 @@ class EventDispatcher:
         self.metrics.event_counted(host, outcome, n)
         self.registries.setdefault(host, RegistryEvents()).counts[outcome] += n
 
-    def status(self) -> dict[str, dict[str, Any]]:
-        return {host: stats.to_json() for host, stats in sorted(self.registries.items())}
+    def merged(self, registries: list[dict[str, object]]) -> list[dict[str, object]]:
+        """/status's registries (health, rate limits) with the event counts of those that
+        send events."""
+        listed = {str(r["name"]): dict(r) for r in registries}
+        for host, stats in self.registries.items():
+            listed.setdefault(host, {"name": host})["events"] = stats.to_json()
+        return [listed[name] for name in sorted(listed)]
 
     def rule_status(self, rule: str) -> dict[str, Any]:
         queue = self.queues.get(rule)
@@ -286,6 +318,14 @@ class EventRunEvents(FanOut):
 
     def rule_finished(self, result: RuleResult) -> None:
         pass
+
+
+def targets_of(taken: dict[tuple[str, str], Pending]) -> dict[str, dict[str, str]]:
+    """The runner's ``targets``: repository -> tag -> the event's digest (a hint)."""
+    targets: dict[str, dict[str, str]] = {}
+    for (repo, tag), pending in taken.items():
+        targets.setdefault(repo, {})[tag] = pending.digest
+    return targets
 
 
 def _repos(result: RuleResult) -> set[str]:

@@ -122,9 +122,9 @@ class _RepoWalk:
         digest = desc.digest
         if digest not in self._blobs:
             self.result.blobs += 1
-            # A backend that can (a tar bundle: `blob_check`) reads and hashes every blob;
+            # A backend that can (a tar bundle: `blob_verify`) reads and hashes every blob;
             # a registry's blobs are HEADed.
-            check = getattr(self.dest, "blob_check", None)
+            check = getattr(self.dest, "blob_verify", None)
             found = check(self.repo, desc) if check else self.dest.blob_head(self.repo, digest)
             self._blobs[digest] = asyncio.ensure_future(found)
         return self._blobs[digest]
@@ -197,7 +197,7 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
         except RegsyncError as exc:
             result.errors.append(f"{dest_repo}: {exc}")
             continue
-        result.errors.extend(f"{dest_repo}: {w}" for w in listed.skipped("destination tag"))
+        result.errors.extend(f"{dest_repo}: {w}" for w in listed.report("destination tag"))
         tags = [t for t in listed.names if policy.in_scope(t)]
         walk = _RepoWalk(dest, dest_repo, result)
         async with asyncio.TaskGroup() as group:

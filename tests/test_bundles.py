@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from regsync.backends.bundle import REQUIRES, SEQUENCE
-from regsync.backends.tarfs import Archive
+from regsync.backends.tarfs import Archive, blob_name, pack
 from regsync.config import parse_config
 from regsync.errors import ConfigError
 from tests.support import (
@@ -26,6 +26,7 @@ from tests.support import (
     RegistryFactory,
     push,
     regsync_json,
+    run_regsync,
     write_config,
 )
 
@@ -122,11 +123,15 @@ def test_delta_bundles_carry_only_new_content_and_import_in_order(
     # B's config and new layer are read and hashed; the shared base came in bundle 1.
     assert verified.rule["blobs_checked"] == 3 and verified.rule["missing"] == []
 
-    # In order into a fresh registry: the source digests.
+    # In order into a fresh registry: the source digests. The second import has a state dir
+    # of its own: the shared base is mounted from where bundle 1 put it (team/a), which
+    # bundle 2 names, not from what a content index happens to remember.
     dst = registry_factory()
     assert import_(tmp_path, first, dst, imported)[0] == 0
-    code, summary = import_(tmp_path, second, dst, imported)
+    code, summary = import_(tmp_path, second, dst, tmp_path / "another-state")
     assert code == 0, summary
+    blobs = json.loads(summary)["rules"][0]["blobs"]
+    assert (blobs["mounted"], blobs["copied"]) == (1, 2)  # the base mounted; B's own copied
     for pushed in (app_a, app_b):
         assert skopeo_digest(f"docker://{dst.host}/{pushed.ref}") == pushed.digest
 
@@ -136,6 +141,22 @@ def test_delta_bundles_carry_only_new_content_and_import_in_order(
     assert code == 1
     assert "import bundle #1 bundle-1.tar (sha256:" in summary
     assert alone.tags("team/a") == [] and alone.tags("team/b") == []
+
+    # Bundle 3: a new tag of team/a on the same base. In order, the base is already in
+    # team/a at the destination (present: the bundle declares it, the repository holds it);
+    # alone, the error names bundle 2, the one to import just before it.
+    third = tmp_path / "bundle-3.tar"
+    app_a2 = push(src, "team/a", "2", Image.oci([base, Blob.random(50_000, seed="a2")]))
+    export(tmp_path, src, third, exported)
+    code, summary = import_(tmp_path, third, dst, tmp_path / "third-state")
+    assert code == 0, summary
+    blobs = json.loads(summary)["rules"][0]["blobs"]
+    assert (blobs["present"], blobs["copied"]) == (1, 2)
+    assert skopeo_digest(f"docker://{dst.host}/{app_a2.ref}") == app_a2.digest
+    code, summary = import_(tmp_path, third, alone, tmp_path / "alone-state")
+    assert code == 1 and "import bundle #2 bundle-2.tar (sha256:" in summary
+    assert "it came in bundle #1 bundle-1.tar" in summary
+    assert alone.tags("team/a") == []
 
 
 def test_a_delta_bundle_with_nothing_new_is_not_written_and_the_series_keeps_its_state(
@@ -177,3 +198,50 @@ rules:
     ):
         parse_config(text)
     assert parse_config(text.replace("oci:", "tar:").replace("layout", "b.tar")).rules[0].delta
+
+
+def test_a_crafted_bundle_cannot_claim_another_repositorys_blob(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """A bundle is untrusted: one that "leaves out" a blob it does not hold (here the layer of
+    another repository at the destination, which the content index knows) gets nothing by
+    saying so. The blob is not mounted into the bundle's repository, its tag fails naming
+    the bundle to import first, and no manifest referencing the blob is pushed."""
+    src, dst = source_registry, dest_registry
+    secret = Blob.random(4000, seed="secret")
+    push(src, "tenant/secret", "1", Image.oci([secret]))
+    state = tmp_path / "state"
+    tls = ["--tls", f"{src.host}=http", "--tls", f"{dst.host}=http", "--state-dir", str(state)]
+    mirrored = run_regsync("copy", f"{src.host}/tenant/secret", dst.host, *tls)
+    assert mirrored.returncode == 0, mirrored.stderr  # the content index: secret in tenant/secret
+
+    evil = Image.oci([secret])  # its config is new; its layer is the other tenant's
+    config = evil.blobs[0]
+    record = {
+        "rule": "x",
+        "sequence": 2,
+        "requires": [{"sequence": 1, "name": "b1.tar", "sha256": "sha256:" + "0" * 64}],
+        "left_out": {secret.digest: 1},
+        "carriers": {secret.digest: ["evil/app"]},
+    }
+    entry = {
+        "mediaType": evil.media_type,
+        "digest": evil.digest,
+        "size": evil.size,
+        "annotations": {"org.opencontainers.image.ref.name": "evil/app:1"},
+    }
+    files = {
+        "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+        "index.json": json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode(),
+        "regsync-bundle.json": json.dumps(record).encode(),
+        blob_name(evil.digest): evil.raw,
+        blob_name(config.digest): config.data,
+    }
+    crafted = tmp_path / "crafted.tar"
+    pack(crafted, [(name, len(data), iter([data])) for name, data in files.items()])
+
+    proc = run_regsync("copy", f"tar:{crafted}", dst.host, *tls)
+    assert proc.returncode == 1
+    assert "import bundle #1 b1.tar" in proc.stderr
+    assert not dst.blob_exists("evil/app", secret.digest)
+    assert dst.tags("evil/app") == []

@@ -355,6 +355,11 @@ class Config(_Model):
         """Settings for a registry host; a host not configured gets the defaults."""
         return self.registries.get(normalize_host(host)) or RegistryConfig()
 
+    def served_host(self, host: str) -> str:
+        """The server a registry name stands for (its `hostname`, else itself), canonical:
+        what decides Docker Hub's ways (pulls, its listing API) for an alias of it too."""
+        return normalize_host(self.registry(host).hostname or host)
+
     def select_rules(self, names: Sequence[str]) -> list[Rule]:
         """The named rules in config order; every rule when ``names`` is empty."""
         wanted = [names] if isinstance(names, str) else list(names)
