@@ -195,6 +195,9 @@ def test_a_push_reaches_rules_whose_source_and_tag_filters_cover_it(tmp_path: Pa
     assert names(route(cfg, Shard(), SRC, push_of("team/app", "v1")).pushes) == ["glob", "one"]
     assert names(route(cfg, Shard(), SRC, push_of("team/app", "2.0")).pushes) == ["glob", "deep"]
     assert names(route(cfg, Shard(), SRC, push_of("team/a/b", "2.0")).pushes) == ["deep"]
+    long = "team/" + "x" * 240  # valid alone, too long under the rule's destination path
+    too_long = route(cfg, Shard(), SRC, push_of(long, "2.0"))
+    assert too_long.refused and not too_long.pushes
     nothing = route(cfg, Shard(), SRC, push_of("else/app", "1"))
     assert not nothing.pushes and "no rule" in nothing.why
     delete = RegistryEvent(EventKind.DELETE, "team/app", "2.0", D1)
