@@ -26,11 +26,12 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.env import BenchEnv  # noqa: E402
+from bench.events import EventFigures, run_s7  # noqa: E402
 from bench.report import render, write_benchmarks  # noqa: E402
 from bench.scenarios import Options, Runner  # noqa: E402
 from bench.week import Day, Week, week_table  # noqa: E402
 
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.monotonic()
     week: list[Day] = []
+    events: EventFigures | None = None
     try:
         with BenchEnv(workdir) as env:
             runner = Runner(env, opts)
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 runner.scale()
             if "S6" in only:
                 week = Week(env, args.s6_days, opts.log).run()
+            if "S7" in only:
+                events = run_s7(workdir, opts.log)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -88,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
             " (one per new manifest is the minimum):\n\n" + "\n".join(week_table(week)) + "\n"
         )
         runner.samples.extend(s for day in week for s in day.samples.values())
+    if events is not None:
+        body += (
+            "\nS7, event-triggered sync: a source docker-registry notifies a running serve"
+            " (rule interval 1 h); lag from a push's completion to the destination tag"
+            " resolving to its digest:\n\n" + "\n".join(events.table()) + "\n"
+        )
     body += f"\nWhole benchmark: {time.monotonic() - t0:.0f} s.\n"
     print(body)
     _save(runner, started)

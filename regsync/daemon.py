@@ -13,6 +13,7 @@ blobs, never a tag pointing at missing content. A second signal cancels at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import signal
@@ -35,7 +36,7 @@ from regsync.schedule import Timing, jitter
 from regsync.server import make_app, start
 from regsync.shard import Shard
 from regsync.summary import rule_json
-from regsync.triggers import EventDispatcher, EventRunEvents, needs_discovery
+from regsync.triggers import EventDispatcher, EventRunEvents, targets_of
 
 log = logging.getLogger(__name__)
 
@@ -255,16 +256,8 @@ class Daemon:
                 {**s.to_json(), "events": self.events.rule_status(n)}
                 for n, s in self.states.items()
             ],
-            "registries": self._registries(),
+            "registries": self.events.merged(self.metrics.registry_status()),
         }
-
-    def _registries(self) -> list[dict[str, Any]]:
-        """Each registry's health and, for those that send events, their counts."""
-        events = self.events.status()
-        listed = {str(r["name"]): dict(r) for r in self.metrics.registry_status()}
-        for host, counts in events.items():
-            listed.setdefault(host, {"name": host})["events"] = counts
-        return [listed[name] for name in sorted(listed)]
 
     # -- the loops -------------------------------------------------------------------------
 
@@ -287,7 +280,9 @@ class Daemon:
             while not (self.stopping.is_set() or state.removed):
                 queue = self.events.queue(state.rule.name)
                 wanted = queue.cycle_delay()  # a delete, an overflow, the run endpoint
-                if wanted is not None and wanted <= 0:
+                # A schedule that came due is never skipped, however busy events keep the loop.
+                overdue = state.next_run is not None and state.next_run <= time.time()
+                if overdue or (wanted is not None and wanted <= 0):
                     await self._run_rule(state)
                     continue
                 if queue.items:
@@ -299,12 +294,8 @@ class Daemon:
                     delay = min(delay, wanted)
                 if delay > 0:
                     state.wake.clear()
-                    try:
+                    with contextlib.suppress(TimeoutError):  # woken: events, reload or stop
                         await asyncio.wait_for(state.wake.wait(), delay)
-                        continue  # woken: reload or stop; look again
-                    except TimeoutError:
-                        pass
-                await self._run_rule(state)
         finally:
             if state.removed and state.rule.name not in self.states:
                 self.metrics.rule_removed(state.rule.name)
@@ -334,6 +325,7 @@ class Daemon:
         finally:
             state.running_since = None
         state.record(outcome, started)
+        state.next_run = state.due(time.time())  # kept while events run, so it comes due
         self.events.settle_cycle(waiting, outcome)
         log.log(
             logging.INFO if outcome.result == "success" else logging.WARNING,
@@ -350,19 +342,9 @@ class Daemon:
     async def _run_targets(self, state: RuleState) -> None:
         """Copy the tags events named, through the runner (the executor every cycle uses)."""
         rule = state.rule
-        queue = self.events.queue(rule.name)
-        taken = queue.take()
-        if needs_discovery(rule):  # only repositories the last cycle mapped one-to-one
-            last = state.last_result
-            known = {p.source_repo for p in last.plans} if last is not None else set()
-            for key in [k for k in taken if k[0] not in known]:
-                pending = taken.pop(key)
-                queue.want_cycle(pending.registry, pending.events)
+        taken = self.events.take(rule, state.last_result)
         if not taken:
             return
-        targets: dict[str, dict[str, str]] = {}
-        for (repo, tag), pending in taken.items():
-            targets.setdefault(repo, {})[tag] = pending.digest
         result = None
         try:
             run = await self._runner(
@@ -372,7 +354,7 @@ class Daemon:
                 observer=self.metrics,
                 stop=self._stop_runs,
                 shard=self.shard,
-                targets=targets,
+                targets=targets_of(taken),
             )
             result = run.rules[0]
         except Exception:  # a bug must not end the daemon; the next cycle catches up

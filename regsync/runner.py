@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from regsync import orphans
 from regsync.backends import Backend
 from regsync.backends.registry.observer import NullObserver, RequestObserver
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
@@ -26,11 +27,11 @@ from regsync.events import NoEvents, RunEvents
 from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
-from regsync.oci.ref import DOCKER_HUB, Kind, Listed, normalize_host
+from regsync.oci.ref import DOCKER_HUB, Kind, Listed
 from regsync.outages import Outages, WriteGate
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.recorded import TagBook
-from regsync.result import RuleResult, RunResult
+from regsync.result import QUOTED_REFUSALS, RuleResult, RunResult
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
 from regsync.survey import survey, survey_tags
@@ -107,7 +108,7 @@ class RunContext:
         if source.kind is not Kind.REGISTRY:
             return False
         limited = self.config.registry(source.registry).rate_limit is not None
-        return limited or normalize_host(source.registry) == DOCKER_HUB
+        return limited or self.config.served_host(source.registry) == DOCKER_HUB
 
     async def listed_digests(self, rule: Rule, repo: str) -> dict[str, Descriptor] | None:
         """Docker Hub sources: every tag's digest from the Hub tags API (100 a request, no
@@ -237,8 +238,15 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
         async with asyncio.TaskGroup() as group:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
+        if ctx.targets is None:  # a whole cycle, not an event-triggered run
+            apply = not (ctx.dry_run or ctx.plan_only or ctx.stop.is_set())
+            guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
+            await orphans.settle(
+                ctx.setup, rule, found, result, ctx.shard, guard, ctx.events, apply
+            )
     except RegsyncError as exc:
         ctx.outages.rule_failed(rule, result, exc)
+    _refusals_counted(rule, result)
     if result.interrupted:
         result.errors.append(f"shutting down: {result.interrupted} tags left for the next run")
     result.duration_seconds = time.monotonic() - started
@@ -269,11 +277,28 @@ async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
     return map_repositories(rule.destination, Listed(tuple(sorted(ctx.targets))))
 
 
-def _skipped(rule: Rule, result: RuleResult, skipped: Sequence[str], where: str = "") -> None:
-    """Names refused by the grammar: one warning and one error each; the rule carries on."""
+def _skipped(
+    rule: Rule, result: RuleResult, skipped: Sequence[str], where: str = "", more: int = 0
+) -> None:
+    """Names refused by the grammar: one warning and one error each for the first
+    ``QUOTED_REFUSALS`` of the rule; the others (and ``more`` a listing did not quote) are
+    counted, and ``_refusals_counted`` reports them in one line. The rule carries on."""
+    result.refusals_more += more
     for why in skipped:
-        result.errors.append(f"{where}{why}")
-        log.warning("rule %s: %s%s", rule.name, where, why)
+        if result.refusals_quoted < QUOTED_REFUSALS:
+            result.refusals_quoted += 1
+            result.errors.append(f"{where}{why}")
+            log.warning("rule %s: %s%s", rule.name, where, why)
+        else:
+            result.refusals_more += 1
+
+
+def _refusals_counted(rule: Rule, result: RuleResult) -> None:
+    """One line for the refused names past those quoted (none when all were quoted)."""
+    if result.refusals_more:
+        why = f"… and {result.refusals_more} more refused names (not valid names, skipped)"
+        result.errors.append(why)
+        log.warning("rule %s: %s", rule.name, why)
 
 
 async def sync_repo(
@@ -311,8 +336,10 @@ async def sync_repo(
         except RegsyncError as exc:
             ctx.outages.rule_failed(rule, result, exc)
             return
-    result.plans.append(plan)
-    _skipped(rule, result, plan.skipped, f"{repo}: ")
+    # A copying cycle keeps what its report and metrics read: not every up-to-date tag.
+    planning = ctx.dry_run or ctx.plan_only or ctx.targets is not None
+    result.plans.append(plan if planning else _slim(plan))
+    _skipped(rule, result, plan.skipped, f"{repo}: ", plan.skipped_more)
     if media := [f for f in plan.filtered if f.by == "media_types"]:
         shown = [f"{f.tag} ({f.detail})" for f in media]
         result.notes.append(_listed(dest_repo, "skipped by media_types", shown))
@@ -410,6 +437,13 @@ async def copy_one(
         digest,
         extra={**context, "digest": digest},
     )
+
+
+def _slim(plan: RepoPlan) -> RepoPlan:
+    """``plan`` without its plain up-to-date tags and its selection (a 50,000-tag no-op kept
+    ~1.5 KB a tag until the run ended); subsets stay, the report counts them."""
+    kept = tuple(a for a in plan.actions if a.action is not Action.SKIP or a.subset)
+    return replace(plan, actions=kept, selected=())
 
 
 async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:

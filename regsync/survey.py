@@ -155,6 +155,7 @@ async def survey(
     source_listed, dest_listed = await asyncio.gather(source.tags(repo), dest.tags(dest_repo))
     source_tags, dest_tags = list(source_listed.names), list(dest_listed.names)
     skipped = source_listed.skipped("source tag") + dest_listed.skipped("destination tag")
+    skipped_more = source_listed.unquoted + dest_listed.unquoted
     present = set(dest_tags)
     limit = asyncio.Semaphore(HEAD_CONCURRENCY)
     # media_types decides from a HEAD's type: a tag it skips is never read.
@@ -203,6 +204,7 @@ async def survey(
         dest_empty=not dest_tags,
         source_missing=source_listed.missing,
         skipped=skipped + tuple(src.refused),
+        skipped_more=skipped_more,
     )
     if policy.referrers:
         plan = await referrers.plan_api(

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from regsync.config import Config, Rule
+from regsync.errors import InvalidNameError
 from regsync.eventparse import EventKind, RegistryEvent
 from regsync.events import FanOut
 from regsync.metrics import EVENT_OUTCOMES, Metrics, iso_time
-from regsync.oci.ref import Kind
+from regsync.oci.ref import Kind, shown
 from regsync.result import RuleResult
 from regsync.session import policy_for
 from regsync.shard import Shard
@@ -103,6 +104,7 @@ class Routed:
     pushes: tuple[Rule, ...] = ()  # rules that copy the event's tag
     cycles: tuple[Rule, ...] = ()  # rules that run a full cycle (a delete, where they prune)
     why: str = ""  # why nothing was done, when both are empty
+    refused: bool = False  # nothing done because the event's names cannot be used
 
 
 def needs_discovery(rule: Rule) -> bool:
@@ -126,6 +128,9 @@ def route(config: Config, shard: Shard, host: str, event: RegistryEvent) -> Rout
     rules = [r for r in config.rules if covers(r, host, event.repository)]
     if not rules:
         return Routed(why="no rule's source covers the repository")
+    rules = [r for r in rules if r.destination.kind is not Kind.TARBALL]
+    if not rules:
+        return Routed(why="a tar: bundle is written by full cycles only")
     rules = [r for r in rules if shard.owns(r.name, event.repository)]
     if not rules:
         return Routed(why="another shard's repository")
@@ -135,7 +140,22 @@ def route(config: Config, shard: Shard, host: str, event: RegistryEvent) -> Rout
         pruning = tuple(r for r in rules if r.prune.enabled)
         return Routed(cycles=pruning, why="" if pruning else "no rule covering it prunes")
     selected = tuple(r for r in rules if policy_for(r).tags.in_scope(event.tag))
-    return Routed(pushes=selected, why="" if selected else "no rule's tag filters select the tag")
+    if not selected:
+        return Routed(why="no rule's tag filters select the tag")
+    mapped = tuple(r for r in selected if _maps(r, event.repository))
+    if not mapped:
+        return Routed(why="its destination name would be invalid", refused=True)
+    return Routed(pushes=mapped)
+
+
+def _maps(rule: Rule, repo: str) -> bool:
+    """Whether the rule maps ``repo`` to a valid destination name (a template can make one
+    too long): checked here, so such an event costs no run and no log line."""
+    try:
+        rule.destination.repo_for(repo)
+    except InvalidNameError:
+        return False
+    return True
 
 
 class Loops(Protocol):
@@ -227,7 +247,9 @@ class EventDispatcher:
             self.count(host, "ignored")
             return
         routed = route(self.loops.config, self.loops.shard, host, event)
-        if not (routed.pushes or routed.cycles):
+        if routed.refused:
+            self.refused(host, f"{shown(event.repository)}: {routed.why}")
+        elif not (routed.pushes or routed.cycles):
             log.debug("event for %s:%s ignored: %s", event.repository, event.tag, routed.why)
             self.count(host, "ignored")
         for rule in routed.cycles:
@@ -244,6 +266,20 @@ class EventDispatcher:
         """``POST /v1/rules/RULE/run``: a full cycle of the rule at its loop's next turn."""
         self.queue(rule).want_cycle()
         self.loops.wake(rule)
+
+    # -- the rule's loop ---------------------------------------------------------------------
+
+    def take(self, rule: Rule, last: RuleResult | None) -> dict[tuple[str, str], Pending]:
+        """The rule's queued entries, to run now. For a rule that needs discovery, entries of
+        repositories its last cycle did not map ask for a full cycle instead."""
+        queue = self.queue(rule.name)
+        taken = queue.take()
+        if needs_discovery(rule):
+            known = {p.source_repo for p in last.plans} if last is not None else set()
+            for key in [k for k in taken if k[0] not in known]:
+                pending = taken.pop(key)
+                queue.want_cycle(pending.registry, pending.events)
+        return taken
 
     # -- outcomes (the rule's loop, after the runner) -----------------------------------------
 
@@ -276,8 +312,13 @@ class EventDispatcher:
         self.metrics.event_counted(host, outcome, n)
         self.registries.setdefault(host, RegistryEvents()).counts[outcome] += n
 
-    def status(self) -> dict[str, dict[str, Any]]:
-        return {host: stats.to_json() for host, stats in sorted(self.registries.items())}
+    def merged(self, registries: list[dict[str, object]]) -> list[dict[str, object]]:
+        """/status's registries (health, rate limits) with the event counts of those that
+        send events."""
+        listed = {str(r["name"]): dict(r) for r in registries}
+        for host, stats in self.registries.items():
+            listed.setdefault(host, {"name": host})["events"] = stats.to_json()
+        return [listed[name] for name in sorted(listed)]
 
     def rule_status(self, rule: str) -> dict[str, Any]:
         queue = self.queues.get(rule)
@@ -296,6 +337,14 @@ class EventRunEvents(FanOut):
 
     def rule_finished(self, result: RuleResult) -> None:
         pass
+
+
+def targets_of(taken: dict[tuple[str, str], Pending]) -> dict[str, dict[str, str]]:
+    """The runner's ``targets``: repository -> tag -> the event's digest (a hint)."""
+    targets: dict[str, dict[str, str]] = {}
+    for (repo, tag), pending in taken.items():
+        targets.setdefault(repo, {})[tag] = pending.digest
+    return targets
 
 
 def _repos(result: RuleResult) -> set[str]:

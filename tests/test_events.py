@@ -7,6 +7,7 @@ hour: whatever reaches the destination after the first cycle came through an eve
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from collections.abc import Callable
@@ -128,6 +129,21 @@ def post_events(served: Served, registry: str, payload: object, **headers: str) 
     return served.post(f"/v1/notifications/{registry}", body, sent)[0]
 
 
+def post_chunked(served: Served, registry: str, chunks: list[bytes]) -> int:
+    """A body sent chunked (no Content-Length): the size bound must hold while reading."""
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    headers = {"Content-Type": EVENTS_TYPE, "Authorization": f"Bearer {TOKEN}"}
+    try:
+        conn.request(
+            "POST", f"/v1/notifications/{registry}", iter(chunks), headers, encode_chunked=True
+        )
+        return conn.getresponse().status
+    except ConnectionError:
+        return 0  # closed mid-body: also a refusal, but the test wants the 413
+    finally:
+        conn.close()
+
+
 def push_event(repo: str, tag: str, digest: str = "sha256:" + "0" * 64) -> dict[str, Any]:
     """One manifest push as distribution 2.8 sends it (fields regsync reads, and the rest)."""
     return {
@@ -167,6 +183,7 @@ def test_the_notification_endpoint_refuses_what_an_attacker_sends(
         assert post_events(served, src.host, good, Authorization=f"Bearer {TOKEN}x") == 401
         assert post_events(served, src.host, good, Authorization=f"Bearer {TOKEN[:-1]}") == 401
         assert post_events(served, src.host, b"x" * (1024 * 1024 + 1)) == 413
+        assert post_chunked(served, src.host, [b"x" * 65536] * 17) == 413  # no Content-Length
         assert post_events(served, src.host, good, **{"Content-Type": "text/plain"}) == 415
         assert post_events(served, src.host, b"{not json") == 400
         assert post_events(served, src.host, b"[" * 100_000 + b"]" * 100_000) == 400
@@ -174,7 +191,7 @@ def test_the_notification_endpoint_refuses_what_an_attacker_sends(
         assert post_events(served, src.host, {"events": [1]}) == 400
         too_many = {"events": [push_event("team/app", "1.0")] * 1001}
         assert post_events(served, src.host, too_many) == 400
-        refused_requests = 11
+        refused_requests = 12
         assert events(served, src, "refused") == refused_requests
         hostile = [
             push_event("../../etc", "1.0"),
@@ -185,6 +202,9 @@ def test_the_notification_endpoint_refuses_what_an_attacker_sends(
         ]
         assert post_events(served, src.host, {"events": hostile}) == 202
         assert events(served, src, "refused") == refused_requests + len(hostile)
+        for _ in range(200):  # a flood of bad tokens: counted, logged at most once a minute
+            assert post_events(served, src.host, good, Authorization="Bearer x") == 401
+        assert served.log().count("events from") <= 2
         assert served.get("/healthz")[0] == 200
         assert cycles(served) == 1
         assert dest_registry.tags("mirror/team/app") == ["1.0"]

@@ -172,7 +172,8 @@ class BackendPool:
         """The Hub API that lists this registry's namespaces (docker.io), if it has one."""
         if host not in self._hubs:
             settings = self.config.registry(host)
-            base = settings.hub_api or (HUB_API_URL if host == DOCKER_HUB else None)
+            hub = self.config.served_host(host) == DOCKER_HUB
+            base = settings.hub_api or (HUB_API_URL if hub else None)
             catalog = None
             if base is not None:
                 login = self._login(host, settings)
