@@ -49,6 +49,11 @@ class Ref:
 
 def parse_ref(text: str, default_tag: str | None) -> Ref:
     """``[host/]repo:tag`` or ``[host/]repo@digest``; ValueError naming what is wrong."""
+    if text.startswith(("oci:", "tar:")):
+        raise ValueError(
+            f"{text}: digest and delete take a registry reference (host/repo:tag); "
+            "`regsync ls oci:DIR//repo --digests` lists a layout's or bundle's digests"
+        )
     name, at, digest = text.partition("@")
     ref: str | None = digest
     if at:

@@ -73,6 +73,7 @@ class RuleResult:
     interrupted: int = 0  # copies not started because the process is shutting down
     undone: list[str] = field(default_factory=Lines)  # left undone by a registry's failure
     reported: set[str] = field(default_factory=set)  # registries whose failure is in errors
+    orphans: tuple[str, ...] | None = None  # destination repositories the source lost (or ?)
     refusals_quoted: int = 0  # refused names quoted in errors so far (at most QUOTED_REFUSALS)
     refusals_more: int = 0  # refused names counted, not quoted
     backups: int = 0  # backup tags made before overwriting a changed tag (rule `backup`)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from regsync import orphans
 from regsync.backends import Backend
 from regsync.backends.registry.observer import NullObserver, RequestObserver
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
@@ -237,6 +238,12 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
         async with asyncio.TaskGroup() as group:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
+        if ctx.targets is None:  # a whole cycle, not an event-triggered run
+            apply = not (ctx.dry_run or ctx.plan_only or ctx.stop.is_set())
+            guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
+            await orphans.settle(
+                ctx.setup, rule, found, result, ctx.shard, guard, ctx.events, apply
+            )
     except RegsyncError as exc:
         ctx.outages.rule_failed(rule, result, exc)
     _refusals_counted(rule, result)

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from regsync.config import Config, Rule
+from regsync.errors import InvalidNameError
 from regsync.eventparse import EventKind, RegistryEvent
 from regsync.events import FanOut
 from regsync.metrics import EVENT_OUTCOMES, Metrics, iso_time
-from regsync.oci.ref import Kind
+from regsync.oci.ref import Kind, shown
 from regsync.result import RuleResult
 from regsync.session import policy_for
 from regsync.shard import Shard
@@ -103,6 +104,7 @@ class Routed:
     pushes: tuple[Rule, ...] = ()  # rules that copy the event's tag
     cycles: tuple[Rule, ...] = ()  # rules that run a full cycle (a delete, where they prune)
     why: str = ""  # why nothing was done, when both are empty
+    refused: bool = False  # nothing done because the event's names cannot be used
 
 
 def needs_discovery(rule: Rule) -> bool:
@@ -138,7 +140,22 @@ def route(config: Config, shard: Shard, host: str, event: RegistryEvent) -> Rout
         pruning = tuple(r for r in rules if r.prune.enabled)
         return Routed(cycles=pruning, why="" if pruning else "no rule covering it prunes")
     selected = tuple(r for r in rules if policy_for(r).tags.in_scope(event.tag))
-    return Routed(pushes=selected, why="" if selected else "no rule's tag filters select the tag")
+    if not selected:
+        return Routed(why="no rule's tag filters select the tag")
+    mapped = tuple(r for r in selected if _maps(r, event.repository))
+    if not mapped:
+        return Routed(why="its destination name would be invalid", refused=True)
+    return Routed(pushes=mapped)
+
+
+def _maps(rule: Rule, repo: str) -> bool:
+    """Whether the rule maps ``repo`` to a valid destination name (a template can make one
+    too long): checked here, so such an event costs no run and no log line."""
+    try:
+        rule.destination.repo_for(repo)
+    except InvalidNameError:
+        return False
+    return True
 
 
 class Loops(Protocol):
@@ -230,7 +247,9 @@ class EventDispatcher:
             self.count(host, "ignored")
             return
         routed = route(self.loops.config, self.loops.shard, host, event)
-        if not (routed.pushes or routed.cycles):
+        if routed.refused:
+            self.refused(host, f"{shown(event.repository)}: {routed.why}")
+        elif not (routed.pushes or routed.cycles):
             log.debug("event for %s:%s ignored: %s", event.repository, event.tag, routed.why)
             self.count(host, "ignored")
         for rule in routed.cycles:

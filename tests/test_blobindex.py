@@ -169,14 +169,14 @@ def test_known_holders_never_offer_the_destination_itself_or_a_holder_tried_this
     index.close()
 
 
-async def test_ten_stale_holders_cost_three_mount_attempts_then_one_upload(
+async def test_stale_holders_cost_three_mount_attempts_then_one_upload(
     tmp_path: Path,
 ) -> None:
     layer = Blob.random(1000, seed="stale-base")
     index = BlobIndex(tmp_path)
     async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
         src.add("eco/app", "1.0", Image.docker([layer]))
-        stale = {f"eco/stale{n}" for n in range(10)}
+        stale = {f"eco/stale{n}" for n in range(blobindex.MAX_HOLDER_ROWS)}  # as many as kept
         for repo in stale:
             index.record(dst.host, layer.digest, repo)
         index.flush()
@@ -625,3 +625,45 @@ def test_a_version_1_index_gains_the_tag_tables_and_keeps_its_holders(tmp_path: 
     index.flush()
     assert index.tags_of("reg", "eco/a").digests == {"1.0": (D1, "")}
     assert not index.broken
+
+
+def _holder_rows(state: Path) -> int:
+    with sqlite3.connect(state / FILE_NAME) as conn:
+        (rows,) = conn.execute("SELECT count(*) FROM holders").fetchone()
+    return int(rows)
+
+
+def test_holder_rows_are_capped_per_digest_and_in_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A churning catalogue cannot grow the index without bound: at most MAX_HOLDER_ROWS
+    holders per digest, MAX_ROWS in all (the oldest go first)."""
+    index = BlobIndex.open(tmp_path)
+    for i in range(blobindex.MAX_HOLDER_ROWS + 5):
+        index.record("reg", D1, f"churn/r{i}")
+    index.flush()
+    assert _holder_rows(tmp_path) == blobindex.MAX_HOLDER_ROWS
+    index.close()
+
+    monkeypatch.setattr(blobindex, "MAX_ROWS", 5)
+    index = BlobIndex.open(tmp_path)  # a new owner expires and caps at its first commit
+    for i in range(4):
+        index.record("reg", "sha256:" + f"{i + 7:064x}", "other/app")
+    index.flush()
+    assert _holder_rows(tmp_path) == 5
+
+
+def test_holders_no_full_check_refreshed_for_the_ttl_expire(tmp_path: Path) -> None:
+    """Rows of a repository that stopped being checked (gone from the source or the
+    destination) expire after HOLDER_TTL; a full check keeps its repository's rows fresh."""
+    index = BlobIndex.open(tmp_path)
+    index.record("reg", D1, "gone/app")
+    index.record("reg", D1, "kept/app")
+    index.flush()
+    index.close()
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        conn.execute("UPDATE holders SET seen = seen - ?", (blobindex.HOLDER_TTL + 60,))
+    index = BlobIndex.open(tmp_path)
+    index.checked("reg", "kept/app")
+    index.flush()
+    assert index.holders("reg", D1) == ["kept/app"]

@@ -203,6 +203,7 @@ def test_copy_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
         (["copy", "localhost:1/a:1", "localhost:2/b:2"], "keeps tag names"),
         (["delete", "localhost:1/team/app"], "give a tag"),
         (["digest", "localhost:1"], "names no repository"),
+        (["delete", "tar:/x.tar//team/app:1", "--yes"], "registry reference"),
         (["ls", "localhost:1/Bad"], "invalid repository path"),
         (["copy", "localhost:1/a", "localhost:2", "--platforms", "linux"], "--platforms"),
         (["copy", "localhost:1/a", "localhost:2", "--tags", "(a"], "--tags/--exclude"),

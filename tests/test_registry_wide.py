@@ -63,7 +63,9 @@ def test_read_only_destination_costs_at_most_one_source_manifest_get(
     tmp_path: Path, registry_factory: RegistryFactory
 ) -> None:
     """README "Outages and fallbacks": the first refused upload marks the destination
-    read-only for the run; one interpreted error, no more source pulls."""
+    read-only for the run; one interpreted error, no more source pulls. (The source has a
+    `rate_limit`, so its manifest GETs are pulls, as on Docker Hub; where a GET is not a pull
+    a copying run GETs a tag the destination lacks instead of HEADing it.)"""
     src = registry_factory(extra_config=ACCESS_LOG)
     seed_catalogue(src, repos=4, tags=3, layers=2, layer_size=2000)
     dst = registry_factory(readonly=True, extra_config=ACCESS_LOG)
@@ -72,7 +74,7 @@ def test_read_only_destination_costs_at_most_one_source_manifest_get(
         f"""
         version: 1
         registries:
-          "{src.host}": {{tls: http}}
+          "{src.host}": {{tls: http, rate_limit: {{min_remaining: 0}}}}
           "{dst.host}": {{tls: http}}
         rules:
           - {{name: m, source: "{src.host}/diamol/*", destination: "{dst.host}"}}

@@ -271,6 +271,7 @@ class _RuleSpec(_Timing):
     prune: PruneSetting | None = None
     full_check: Duration | None = None
     allow_empty: StrictBool = False  # a source matching nothing is a success with a warning
+    prune_repositories: StrictBool = False  # delete the tags of repositories the source lost
     backup: Backup | None = None
     media_types: MediaTypes | None = None
     delta: StrictBool = False  # tar: destinations: leave out what earlier bundles carried
@@ -309,6 +310,7 @@ class Rule(_Timing):
     # How often a cycle HEADs every tag instead of trusting what the content index recorded.
     full_check: timedelta = DEFAULT_FULL_CHECK
     allow_empty: bool = False
+    prune_repositories: bool = False
     backup: Backup | None = None  # tag template keeping the image a changed tag overwrites
     media_types: MediaTypes | None = None  # None: every manifest type, any artifact
     delta: bool = False
@@ -402,6 +404,7 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         prune=_merge(defaults.prune, spec.prune),
         full_check=defaults.full_check if spec.full_check is None else spec.full_check,
         allow_empty=spec.allow_empty,
+        prune_repositories=spec.prune_repositories,
         backup=defaults.backup if spec.backup is None else spec.backup,
         media_types=defaults.media_types if spec.media_types is None else spec.media_types,
         delta=spec.delta,
