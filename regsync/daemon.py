@@ -13,6 +13,7 @@ blobs, never a tag pointing at missing content. A second signal cancels at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import signal
@@ -279,7 +280,9 @@ class Daemon:
             while not (self.stopping.is_set() or state.removed):
                 queue = self.events.queue(state.rule.name)
                 wanted = queue.cycle_delay()  # a delete, an overflow, the run endpoint
-                if wanted is not None and wanted <= 0:
+                # A schedule that came due is never skipped, however busy events keep the loop.
+                overdue = state.next_run is not None and state.next_run <= time.time()
+                if overdue or (wanted is not None and wanted <= 0):
                     await self._run_rule(state)
                     continue
                 if queue.items:
@@ -291,12 +294,8 @@ class Daemon:
                     delay = min(delay, wanted)
                 if delay > 0:
                     state.wake.clear()
-                    try:
+                    with contextlib.suppress(TimeoutError):  # woken: events, reload or stop
                         await asyncio.wait_for(state.wake.wait(), delay)
-                        continue  # woken: reload or stop; look again
-                    except TimeoutError:
-                        pass
-                await self._run_rule(state)
         finally:
             if state.removed and state.rule.name not in self.states:
                 self.metrics.rule_removed(state.rule.name)
@@ -326,6 +325,7 @@ class Daemon:
         finally:
             state.running_since = None
         state.record(outcome, started)
+        state.next_run = state.due(time.time())  # kept while events run, so it comes due
         self.events.settle_cycle(waiting, outcome)
         log.log(
             logging.INFO if outcome.result == "success" else logging.WARNING,

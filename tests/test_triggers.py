@@ -486,3 +486,33 @@ def test_the_token_must_match_whole_and_the_scheme_is_bearer() -> None:
     bad = [SECRET, f"Basic {SECRET}", f"Bearer {SECRET}x", f"Bearer {SECRET[:-1]}", "Bearer ", ""]
     assert all(eventhttp.authorised(Req(h), SECRET) for h in ok)  # type: ignore[arg-type]
     assert not any(eventhttp.authorised(Req(h), SECRET) for h in bad)  # type: ignore[arg-type]
+
+
+async def test_a_stream_of_events_never_starves_the_scheduled_cycle(tmp_path: Path) -> None:
+    """Each event-triggered run ends with another event queued (an endless stream): the
+    rule's interval still brings its full cycle."""
+    cfg = config(
+        tmp_path,
+        f"  - {{name: r, source: '{SRC}/team/*', destination: '127.0.0.1:8/m', interval: 1s}}\n",
+    )
+    daemon: Daemon | None = None
+    n = 0
+
+    class Streaming(Scripted):
+        async def __call__(self, config: Config, rules: list[Rule], **kwargs: Any) -> RunResult:
+            nonlocal n
+            result = await super().__call__(config, rules, **kwargs)
+            assert daemon is not None
+            n += 1
+            daemon.events.accept(SRC, [push_of("team/a", str(n))])  # the next one is waiting
+            await asyncio.sleep(0.01)
+            return result
+
+    runner = Streaming()
+    daemon = Daemon(str(tmp_path / "sync.yaml"), cfg, Metrics(), grace=5, runner=runner)
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: runner.calls.count(None) >= 2, "the next scheduled cycle")
+    first, second = [i for i, call in enumerate(runner.calls) if call is None][:2]
+    assert second - first > 1  # events ran in between
+    daemon.stop()
+    await asyncio.wait_for(task, 10)
