@@ -158,6 +158,8 @@ def test_harbor_push_delete_and_other_types() -> None:
     # Harbor names a push by digest (a replication, an untagged artifact) with the digest as tag.
     (untagged,) = parse_harbor(harbor("PUSH_ARTIFACT", tag=D1))
     assert untagged.kind is EventKind.IGNORED
+    (no_tag,) = parse_harbor(harbor("PUSH_ARTIFACT", tag=None))
+    assert no_tag.kind is EventKind.IGNORED
     (bad,) = parse_harbor(harbor("PUSH_ARTIFACT", repo="library/../x"))
     assert bad.kind is EventKind.REFUSED
     for body in (b'{"type": "PUSH_ARTIFACT"}', b"[]", b'{"type": 1, "event_data": {}}'):
