@@ -237,11 +237,14 @@ class Transport:
         own = self.same_origin(url)
         scopes = self._scoped(scopes)
         for _ in range(3):
-            sent_headers = await self._headers(headers, scopes, own=own)
             if not throttled:
                 await self.throttle.wait()
             throttled = False  # a replay after a 401 is another request: it waits its turn
-            resp = await self._send(method, url, sent_headers, data)
+            async with self.auth.turn():  # one at a time while Basic credentials are unproven
+                sent_headers = await self._headers(headers, scopes, own=own)
+                resp = await self._send(method, url, sent_headers, data)
+                if own and self.same_origin(resp.url):
+                    self.auth.answered(sent_headers.get("Authorization"), resp.status)
             try:
                 # Another origin's challenge is none of our business: learning from it could
                 # switch this registry's scheme to a realm of that host's choosing.
