@@ -164,6 +164,11 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
             )
         lines.extend(f"  note: {n}" for n in r.notes + orphans_note(r.orphans))
         lines.extend(f"  error: {e}" for e in r.errors)
+        if r.undone:
+            lines.append(
+                f"  {len(r.undone)} repositories or tags left undone by the error above "
+                "(each listed under `undone` in --json, and in the log with -v)"
+            )
     return "\n".join(lines)
 
 
