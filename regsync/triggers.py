@@ -176,7 +176,7 @@ class RegistryEvents:
     last_event_at: float | None = None
     counts: Counter[str] = field(default_factory=Counter)
     refused_unlogged: int = 0
-    refused_logged_at: float = 0.0
+    refused_logged_at: float | None = None  # monotonic time of the last log line
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -224,9 +224,10 @@ class EventDispatcher:
         stats = self.registries.setdefault(host, RegistryEvents())
         stats.refused_unlogged += 1
         now = time.monotonic()
-        if now - stats.refused_logged_at >= LOG_EVERY:
+        last = stats.refused_logged_at
+        if last is None or now - last >= LOG_EVERY:
             log.warning(
-                "events from %s: refused %d request(s) (last: %s)",
+                "events from %s: refused %d request(s) or event(s) (last: %s)",
                 host,
                 stats.refused_unlogged,
                 why,
