@@ -380,7 +380,7 @@ async def _copy_then_prune(
             )
     if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
         guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
-        outcome = await prune_actions(engine.destination, plan, guard)
+        outcome = await prune_actions(engine.destination, plan, guard, ctx.stop)
         result.record_prune(outcome)
         book.pruned(plan.dest_repo, outcome.pruned)
         for _ in outcome.pruned:

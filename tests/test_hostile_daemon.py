@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 
 from regsync.backends.layoutfs import TempFile
+from regsync.backends.memory import MemoryBackend
 from regsync.config import Config, Rule, load_config, parse_config
 from regsync.daemon import Daemon
+from regsync.execute import DeleteGuard, prune_actions
 from regsync.metrics import Metrics
 from regsync.result import RuleResult, RunResult
 from regsync.runner import run
 from tests.support import Blob, Image, write_config
 from tests.support.scripted import ScriptedRegistry
+from tests.test_prune_execute import plan_of, prune_action, put_image
 
 RULE = "  - name: {name}\n    source: 127.0.0.1:9/a\n    destination: 127.0.0.1:9/b\n"
 
@@ -107,3 +110,27 @@ async def test_a_layout_filling_the_disk_mid_copy_is_one_clean_tag_error(
     assert any("the disk is full" in e for e in rule_result.errors), rule_result.errors
     text = caplog.text
     assert "athrow" not in text and "Traceback" not in text, text
+
+
+async def test_sigterm_in_the_middle_of_a_prune_starts_no_further_delete() -> None:
+    """The stop arrives during the first tag delete: that one finishes, no other starts, and
+    the tags left are noted (the next run, seeing them still gone from the source, prunes
+    them)."""
+    stop = asyncio.Event()
+
+    class Stopping(MemoryBackend):
+        async def tag_delete(self, repo: str, tag: str) -> None:
+            stop.set()  # SIGTERM lands while this delete runs
+            await super().tag_delete(repo, tag)
+
+    dest = Stopping()
+    kept = await put_image(dest, "shared", "keep", "a", "b", "c")
+    plan = plan_of(*(prune_action(t, kept.digest, "keep") for t in ("a", "b", "c")))
+
+    out = await prune_actions(dest, plan, DeleteGuard(dest.name), stop)
+
+    assert out.pruned == ["a"]
+    assert out.notes == ["team/app: shutting down: 2 prunes left"]
+    assert {t: d for t, d in dest.repos["team/app"].tags.items()} == {
+        t: kept.digest for t in ("keep", "b", "c")
+    }
