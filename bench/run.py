@@ -26,11 +26,12 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.env import BenchEnv  # noqa: E402
+from bench.events import EventFigures, run_s7  # noqa: E402
 from bench.report import render, write_benchmarks  # noqa: E402
 from bench.scenarios import Options, Runner  # noqa: E402
 from bench.week import Day, Week, week_table  # noqa: E402
 
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--s4-sizes", default="500,1000,2000", help="S4 tag counts (100 tags per repository)"
+    )
+    p.add_argument(
+        "--s8-tags", type=int, default=50_000, help="S8 no-op size (1,000 tags a repository)"
     )
     p.add_argument("--s6-days", type=int, default=7, help="days of catalogue change in S6 (7)")
     p.add_argument("--no-skopeo", action="store_true", help="leave skopeo out")
@@ -60,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         s4_sizes=tuple(int(n) for n in args.s4_sizes.split(",")),
         big_gib=args.big_gib,
         skopeo=not args.no_skopeo,
+        s8_tags=args.s8_tags,
     )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="regsync-bench-"))
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.monotonic()
     week: list[Day] = []
+    events: EventFigures | None = None
     try:
         with BenchEnv(workdir) as env:
             runner = Runner(env, opts)
@@ -74,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
                 runner.big_layers()
             if "S4" in only:
                 runner.scale()
+            if "S8" in only:
+                runner.huge_noop()
             if "S6" in only:
                 week = Week(env, args.s6_days, opts.log).run()
+            if "S7" in only:
+                events = run_s7(workdir, opts.log)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -88,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
             " (one per new manifest is the minimum):\n\n" + "\n".join(week_table(week)) + "\n"
         )
         runner.samples.extend(s for day in week for s in day.samples.values())
+    if events is not None:
+        body += (
+            "\nS7, event-triggered sync: a source docker-registry notifies a running serve"
+            " (rule interval 1 h); lag from a push's completion to the destination tag"
+            " resolving to its digest:\n\n" + "\n".join(events.table()) + "\n"
+        )
     body += f"\nWhole benchmark: {time.monotonic() - t0:.0f} s.\n"
     print(body)
     _save(runner, started)

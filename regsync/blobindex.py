@@ -39,6 +39,13 @@ FILE_NAME = "index.sqlite"
 SCHEMA_VERSION = 2  # 2: tags and checks (a version 1 file gains them when opened)
 BUSY_TIMEOUT_MS = 10_000  # another process committing its batch
 MAX_HOLDERS = 3  # mounts tried per blob before uploading: bounds the cost of stale hints
+# Holder rows are bounded: per digest the newest few, in all a cap, and a row no full check of
+# its repository refreshed for HOLDER_TTL expires (a repository gone from the source or the
+# destination stops being checked, so its rows go; a checked repository's are kept fresh).
+MAX_HOLDER_ROWS = 8  # per (registry, digest)
+MAX_ROWS = 500_000  # holder rows in all
+HOLDER_TTL = 30 * 86400.0
+MAINTAIN_EVERY = 3600.0  # seconds between expiry passes of a long-lived owner (serve)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS holders (
@@ -48,6 +55,8 @@ CREATE TABLE IF NOT EXISTS holders (
     seen REAL NOT NULL,
     PRIMARY KEY (registry, digest, repo)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS holders_repo ON holders (registry, repo);
+CREATE INDEX IF NOT EXISTS holders_seen ON holders (seen);
 CREATE TABLE IF NOT EXISTS tags (
     registry TEXT NOT NULL,
     repo TEXT NOT NULL,
@@ -129,6 +138,7 @@ class BlobIndex:
         # ("put", registry, repo, tag, digest, media type), ("drop", registry, repo, tag, ..)
         # or ("checked", registry, repo, ..): applied in order, after the holder writes.
         self._tag_ops: list[TagOp] = []
+        self._maintained = 0.0  # when expiry and the row cap last ran
 
     @classmethod
     def open(cls, state_dir: Path) -> BlobIndex:
@@ -193,6 +203,10 @@ class BlobIndex:
                 with conn:
                     _apply(conn, batch, now)
                     _apply_tags(conn, tag_ops, now)
+                    _cap_digests(conn, {(r, d) for r, d, _, keep in batch if keep})
+                    if now - self._maintained >= MAINTAIN_EVERY:
+                        _expire(conn, now)
+                        self._maintained = now
         except sqlite3.Error as exc:
             self._fail(exc)
             return
@@ -296,11 +310,37 @@ def _apply_tags(conn: sqlite3.Connection, ops: list[TagOp], now: float) -> None:
             )
         else:
             conn.execute("DELETE FROM tags WHERE registry=? AND repo=?", (registry, repo))
+            # The repository is still there: the blobs it was seen holding stay good hints.
+            conn.execute(
+                "UPDATE holders SET seen = ? WHERE registry=? AND repo=?", (now, registry, repo)
+            )
             conn.execute(
                 "INSERT INTO checks VALUES (?, ?, ?) ON CONFLICT DO UPDATE"
                 " SET checked = excluded.checked",
                 (registry, repo, now),
             )
+
+
+def _cap_digests(conn: sqlite3.Connection, digests: set[tuple[str, str]]) -> None:
+    """Keep the newest MAX_HOLDER_ROWS holders of each digest just written."""
+    for registry, digest in digests:
+        conn.execute(
+            "DELETE FROM holders WHERE registry=? AND digest=? AND repo NOT IN"
+            " (SELECT repo FROM holders WHERE registry=? AND digest=? ORDER BY seen DESC LIMIT ?)",
+            (registry, digest, registry, digest, MAX_HOLDER_ROWS),
+        )
+
+
+def _expire(conn: sqlite3.Connection, now: float) -> None:
+    """Drop holder rows not refreshed for HOLDER_TTL, then the oldest past MAX_ROWS."""
+    conn.execute("DELETE FROM holders WHERE seen < ?", (now - HOLDER_TTL,))
+    (rows,) = conn.execute("SELECT count(*) FROM holders").fetchone()
+    if rows > MAX_ROWS:
+        conn.execute(
+            "DELETE FROM holders WHERE (registry, digest, repo) IN (SELECT registry, digest,"
+            " repo FROM holders ORDER BY seen LIMIT ?)",
+            (rows - MAX_ROWS,),
+        )
 
 
 def _apply(conn: sqlite3.Connection, batch: list[tuple[str, str, str, bool]], now: float) -> None:

@@ -449,11 +449,21 @@ def _closing(index: BlobIndex | None) -> Iterator[None]:
 
 
 def _progress(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
-    """A live display for `once` on a terminal; plain logs otherwise."""
-    if args.command not in ("once", "copy") or args.quiet or args.log_format != "text":
+    """A live display for `once` on a terminal; elsewhere a progress log line per rule at most
+    every 30 s (``REGSYNC_PROGRESS_INTERVAL``), at the default verbosity too."""
+    if args.command not in ("once", "copy") or args.quiet:
         return contextlib.nullcontext()
-    if not sys.stderr.isatty():
-        return contextlib.nullcontext()
+    if args.log_format != "text" or not sys.stderr.isatty():
+        from regsync.progress import LOG_INTERVAL, ProgressLog
+
+        logger = logging.getLogger("regsync.progress")
+        logger.setLevel(logging.INFO)  # shown without -v: it is the run's heartbeat
+        text = os.environ.get("REGSYNC_PROGRESS_INTERVAL", "").strip()
+        try:
+            interval = float(text) if text else LOG_INTERVAL
+        except ValueError:
+            interval = LOG_INTERVAL
+        return ProgressLog(interval, logger=logger)
     from regsync.progress import ProgressDisplay  # rich loads only for a terminal
 
     return ProgressDisplay()

@@ -27,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,6 +42,7 @@ from regsync.errors import (
     RegsyncError,
     TransportError,
 )
+from regsync.keyedlocks import KeyedLocks
 from regsync.oci import mediatypes
 from regsync.oci.manifest import Descriptor, Manifest
 
@@ -50,7 +53,10 @@ log = logging.getLogger(__name__)
 
 TRANSFER_ATTEMPTS = 3  # whole-blob tries (each with a fresh upload session), at most
 FLUSH_BATCH = 256  # index writes buffered before a commit in the middle of a run
-MANIFEST_CACHE_BYTES = 64 * 1024 * 1024  # source manifests kept per rule for tags sharing them
+MANIFEST_CACHE_BYTES = 32 * 1024 * 1024  # parsed source manifests kept per rule (LRU)
+# What a parsed manifest costs beyond its raw bytes: the Manifest and each Descriptor with its
+# strings (measured with tracemalloc: ~0.5 KiB a descriptor, ~1 KiB the manifest itself).
+DESCRIPTOR_COST, MANIFEST_COST = 512, 1024
 
 
 @dataclass
@@ -83,12 +89,12 @@ class BlobLedger:
     """
 
     locations: dict[str, set[str]] = field(default_factory=dict)  # digest -> repositories
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _locks: KeyedLocks[str] = field(default_factory=KeyedLocks)  # per digest, while in use
     index: BlobIndex | None = None
     registry: str = ""  # the index's key for this destination
 
-    def lock(self, digest: str) -> asyncio.Lock:
-        return self._locks.setdefault(digest, asyncio.Lock())
+    def lock(self, digest: str) -> AbstractAsyncContextManager[None]:
+        return self._locks.hold(digest)
 
     def record(self, digest: str, repo: str) -> None:
         self.locations.setdefault(digest, set()).add(repo)
@@ -122,21 +128,35 @@ class BlobLedger:
 
 
 class _Tap:
-    """Wraps a source stream: counts bytes and remembers the error that ended it."""
+    """Wraps a source stream: counts bytes and remembers the error that ended it.
+
+    An iterator (not a generator), closed by its owner: a destination that stops reading
+    (its disk is full) leaves the source's HTTP stream to be closed here, at once, rather
+    than by the garbage collector at some later point."""
 
     def __init__(self, source: AsyncIterator[bytes], on_bytes: Callable[[int], None]) -> None:
         self._source = source
         self._on_bytes = on_bytes
         self.error: BaseException | None = None
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> _Tap:
+        return self
+
+    async def __anext__(self) -> bytes:
         try:
-            async for chunk in self._source:
-                self._on_bytes(len(chunk))
-                yield chunk
+            chunk = await anext(self._source)
+        except StopAsyncIteration:
+            raise
         except BaseException as exc:
             self.error = exc
             raise
+        self._on_bytes(len(chunk))
+        return chunk
+
+    async def aclose(self) -> None:
+        close = getattr(self._source, "aclose", None)
+        if close is not None:
+            await close()
 
 
 @dataclass
@@ -161,20 +181,27 @@ class CopyEngine:
     # what an interrupted earlier run left, so blobs go straight to mount-or-upload and child
     # manifests straight to copy (what this run placed, the ledger knows).
     fresh: set[str] = field(default_factory=set)
-    _manifests: dict[tuple[str, str], Manifest] = field(default_factory=dict)
+    # For a blob the source declares it left out (a delta bundle: an earlier bundle carried
+    # it), this rule's destination repositories it was imported into; None when the source
+    # makes no such claim. A declaration is no proof (a bundle is untrusted): it only lets
+    # the blob count as present in the destination repository itself, or be mounted from
+    # those repositories of this same rule -- never from the ledger or the content index.
+    declared: Callable[[str], list[str] | None] = lambda digest: None
+    # Least recently used last out, within MANIFEST_CACHE_BYTES of estimated parsed cost.
+    _manifests: OrderedDict[tuple[str, str], Manifest] = field(default_factory=OrderedDict)
     _cached_bytes: int = 0
     _placed: set[tuple[str, str, str]] = field(default_factory=set)
-    _flights: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
+    _flights: KeyedLocks[tuple[str, str, str]] = field(default_factory=KeyedLocks)
     # (source repo, digest, size) -> whether that repository showed it holds the blob.
     _proofs: dict[tuple[str, str, int], bool] = field(default_factory=dict)
 
     async def get_manifest(self, repo: str, digest: str) -> Manifest:
         """The source manifest `digest`, fetched once per run however many tags share it."""
         key = (repo, digest)
-        if (cached := self._manifests.get(key)) is not None:
+        if (cached := self._cached(key)) is not None:
             return cached
-        async with self._flight_lock(("get", repo, digest)):
-            if (cached := self._manifests.get(key)) is not None:
+        async with self._flights.hold(("get", repo, digest)):
+            if (cached := self._cached(key)) is not None:
                 return cached
             self.stats.source_manifest_gets += 1
             manifest = await self.source.manifest_get(repo, digest)
@@ -189,14 +216,23 @@ class CopyEngine:
         self._remember((repo, manifest.digest), manifest)
         return manifest
 
+    def _cached(self, key: tuple[str, str]) -> Manifest | None:
+        manifest = self._manifests.get(key)
+        if manifest is not None:
+            self._manifests.move_to_end(key)
+        return manifest
+
     def _remember(self, key: tuple[str, str], manifest: Manifest) -> None:
-        # Only a success is remembered (a failure retries), and only up to a byte budget:
-        # past it a manifest is fetched again when another tag needs it, never held.
-        if key not in self._manifests and (
-            self._cached_bytes + len(manifest.raw) <= MANIFEST_CACHE_BYTES
-        ):
-            self._cached_bytes += len(manifest.raw)
-            self._manifests[key] = manifest
+        # Only a success is remembered (a failure retries), within a budget of what the parsed
+        # manifests cost: past it the least recently used go, and are fetched again if needed.
+        cost = manifest_cost(manifest)
+        if key in self._manifests or cost > MANIFEST_CACHE_BYTES:
+            return
+        while self._manifests and self._cached_bytes + cost > MANIFEST_CACHE_BYTES:
+            _, dropped = self._manifests.popitem(last=False)
+            self._cached_bytes -= manifest_cost(dropped)
+        self._cached_bytes += cost
+        self._manifests[key] = manifest
 
     async def copy_tag(self, src_repo: str, dst_repo: str, tag: str, digest: str) -> Manifest:
         """Copy the image `digest` and point `dst_repo:tag` at it. Returns the source manifest."""
@@ -233,14 +269,10 @@ class CopyEngine:
         key = ("content", dst_repo, manifest.digest)
         if key in self._placed:
             return
-        async with self._flight_lock(key):
+        async with self._flights.hold(key):
             if key not in self._placed:
                 await self.copy_content(src_repo, dst_repo, manifest)
                 self._placed.add(key)
-
-    def _flight_lock(self, key: tuple[str, str, str]) -> asyncio.Lock:
-        # A failed or cancelled leader releases the lock: the next waiter tries itself.
-        return self._flights.setdefault(key, asyncio.Lock())
 
     async def copy_content(
         self, src_repo: str, dst_repo: str, manifest: Manifest, depth: int = 0
@@ -273,7 +305,7 @@ class CopyEngine:
             and await self.manifest_proven(src_repo, desc.digest)
         ):
             return  # pushed only after its own content, so it is complete
-        async with self._flight_lock(key):
+        async with self._flights.hold(key):  # a failed leader lets the next waiter try
             if key in self._placed:
                 return
             child = await self.get_manifest(src_repo, desc.digest)
@@ -307,7 +339,11 @@ class CopyEngine:
         present = self.ledger.holds(desc.digest, dst_repo) or (
             dst_repo not in self.fresh and await self.destination.blob_head(dst_repo, desc.digest)
         )
-        if present:
+        holders = self.declared(desc.digest)
+        if holders is not None:  # left out by the source: only this rule's own repositories
+            if present or await self._mount_from(dst_repo, desc.digest, holders):
+                return "present" if present else "mounted"
+        elif present:
             if await self._proven(src_repo, desc):
                 return "present"
         elif await self._mount_proven(src_repo, dst_repo, desc):
@@ -352,6 +388,12 @@ class CopyEngine:
             self.ledger.forget(desc.digest, holder)
         return False
 
+    async def _mount_from(self, dst_repo: str, digest: str, holders: list[str]) -> bool:
+        for holder in holders:
+            if holder != dst_repo and await self._mount(dst_repo, digest, holder):
+                return True
+        return False
+
     async def _mount(self, dst_repo: str, digest: str, from_repo: str) -> bool:
         """Mount ``digest`` from ``from_repo``; False when it did not (the upload still works:
         a mount is only ever a saving, so a refusal or a failed request never fails a tag)."""
@@ -388,7 +430,15 @@ class CopyEngine:
                     if isinstance(tap.error, RegsyncError) and tap.error is not exc:
                         raise tap.error from exc
                     raise
+                finally:
+                    await tap.aclose()
                 self.stats.bytes_copied += sent
+
+
+def manifest_cost(manifest: Manifest) -> int:
+    """Bytes a cached manifest holds: raw bytes, the parsed value and its descriptors."""
+    descriptors = len(manifest.children) + len(manifest.layers) + 1
+    return len(manifest.raw) + MANIFEST_COST + DESCRIPTOR_COST * descriptors
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

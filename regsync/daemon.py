@@ -13,11 +13,12 @@ blobs, never a tag pointing at missing content. A second signal cancels at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from regsync.schedule import Timing, jitter
 from regsync.server import make_app, start
 from regsync.shard import Shard
 from regsync.summary import rule_json
-from regsync.triggers import EventDispatcher, EventRunEvents, needs_discovery
+from regsync.triggers import EventDispatcher, EventRunEvents, targets_of
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()
         self._reload_pending = False  # a SIGHUP came while starting
+        self._busy: dict[str, asyncio.Event] = {}  # rule name / copy -> its run in progress
         self.events = EventDispatcher(self, metrics)
         for rule in config.rules:
             self._add(rule)
@@ -255,16 +257,8 @@ class Daemon:
                 {**s.to_json(), "events": self.events.rule_status(n)}
                 for n, s in self.states.items()
             ],
-            "registries": self._registries(),
+            "registries": self.events.merged(self.metrics.registry_status()),
         }
-
-    def _registries(self) -> list[dict[str, Any]]:
-        """Each registry's health and, for those that send events, their counts."""
-        events = self.events.status()
-        listed = {str(r["name"]): dict(r) for r in self.metrics.registry_status()}
-        for host, counts in events.items():
-            listed.setdefault(host, {"name": host})["events"] = counts
-        return [listed[name] for name in sorted(listed)]
 
     # -- the loops -------------------------------------------------------------------------
 
@@ -286,25 +280,47 @@ class Daemon:
         try:
             while not (self.stopping.is_set() or state.removed):
                 queue = self.events.queue(state.rule.name)
-                if queue.cycle_wanted:  # asked for: a delete, an overflow, the run endpoint
-                    await self._run_rule(state)
+                wanted = queue.cycle_delay()  # a delete, an overflow, the run endpoint
+                # A schedule that came due is never skipped, however busy events keep the loop.
+                overdue = state.next_run is not None and state.next_run <= time.time()
+                if overdue or (wanted is not None and wanted <= 0):
+                    async with self._turn(state.rule):
+                        await self._run_rule(state)
                     continue
                 if queue.items:
-                    await self._run_targets(state)
+                    async with self._turn(state.rule):
+                        await self._run_targets(state)
                     continue
                 state.next_run = state.due(time.time())
                 delay = state.next_run - time.time()
+                if wanted is not None:
+                    delay = min(delay, wanted)
                 if delay > 0:
                     state.wake.clear()
-                    try:
+                    with contextlib.suppress(TimeoutError):  # woken: events, reload or stop
                         await asyncio.wait_for(state.wake.wait(), delay)
-                        continue  # woken: reload or stop; look again
-                    except TimeoutError:
-                        pass
-                await self._run_rule(state)
         finally:
             if state.removed and state.rule.name not in self.states:
                 self.metrics.rule_removed(state.rule.name)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, rule: Rule) -> AsyncIterator[None]:
+        """One run of a rule at a time, across reloads too: a rule removed (or renamed: the
+        same source, destination and tags) while it runs and added back waits for that run
+        to end before its own starts."""
+        keys = (f"name:{rule.name}", f"copy:{rule.source}>{rule.destination}>{rule.tags}")
+        while (busy := next((self._busy[k] for k in keys if k in self._busy), None)) is not None:
+            await busy.wait()
+        done = asyncio.Event()
+        for key in keys:
+            self._busy[key] = done
+        try:
+            yield
+        finally:
+            for key in keys:
+                if self._busy.get(key) is done:
+                    del self._busy[key]
+            done.set()
 
     async def _run_rule(self, state: RuleState) -> None:
         rule = state.rule
@@ -331,6 +347,7 @@ class Daemon:
         finally:
             state.running_since = None
         state.record(outcome, started)
+        state.next_run = state.due(time.time())  # kept while events run, so it comes due
         self.events.settle_cycle(waiting, outcome)
         log.log(
             logging.INFO if outcome.result == "success" else logging.WARNING,
@@ -347,19 +364,9 @@ class Daemon:
     async def _run_targets(self, state: RuleState) -> None:
         """Copy the tags events named, through the runner (the executor every cycle uses)."""
         rule = state.rule
-        queue = self.events.queue(rule.name)
-        taken = queue.take()
-        if needs_discovery(rule):  # only repositories the last cycle mapped one-to-one
-            last = state.last_result
-            known = {p.source_repo for p in last.plans} if last is not None else set()
-            for key in [k for k in taken if k[0] not in known]:
-                pending = taken.pop(key)
-                queue.want_cycle(pending.registry, pending.events)
+        taken = self.events.take(rule, state.last_result)
         if not taken:
             return
-        targets: dict[str, set[str]] = {}
-        for repo, tag in taken:
-            targets.setdefault(repo, set()).add(tag)
         result = None
         try:
             run = await self._runner(
@@ -369,7 +376,7 @@ class Daemon:
                 observer=self.metrics,
                 stop=self._stop_runs,
                 shard=self.shard,
-                targets=targets,
+                targets=targets_of(taken),
             )
             result = run.rules[0]
         except Exception:  # a bug must not end the daemon; the next cycle catches up

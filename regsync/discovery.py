@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from regsync.backends.pool import RepositoryLister
 from regsync.errors import EmptySourceError, InvalidNameError, MappingError
-from regsync.oci.ref import DestinationSpec, Listed, SourceSpec
+from regsync.oci.ref import DestinationSpec, Listed, SourceSpec, skipped_line
 
 log = logging.getLogger(__name__)
 SHOWN_SOURCES = 4  # colliding source repositories named in the error line, per destination
@@ -72,7 +72,7 @@ def map_repositories(dest: DestinationSpec, found: Listed) -> Discovered:
     template can make one too long) is skipped like a refused listed name.
     """
     by_dest: dict[str, list[str]] = {}
-    skipped = list(zip(found.rejected, found.skipped("repository"), strict=True))
+    skipped = [(name, skipped_line("repository", name)) for name in found.rejected]
     for repo in dict.fromkeys(found.names):
         try:
             by_dest.setdefault(dest.repo_for(repo), []).append(repo)

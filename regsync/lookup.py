@@ -1,11 +1,12 @@
 """`regsync ls | digest | delete`: the everyday questions, through the backend contract.
 
 Each opens the run setup `once` uses (`session.open_run`: one HTTP session, the backend pool,
-the registries' settings) and asks a backend directly: `ls` lists (the catalog, the Hub API for
-a Docker Hub namespace, or a layout's index) and HEADs each tag for `--digests` (a HEAD is the
-cheapest answer a registry gives and no pull on Docker Hub); `digest` is one HEAD; `delete` is
-`Backend.manifest_delete` for a digest and `Backend.tag_delete` for a tag (exactly that tag:
-the placeholder method on registries that delete by digest only).
+the registries' settings) and asks a backend directly. `ls` lists (the catalog, the Hub API for
+a Docker Hub namespace, or a layout's index); for `--digests` a Docker Hub repository's tags
+API answers 100 tags a request, and every tag it does not name is HEADed (no pull on Docker
+Hub). `digest` is one HEAD. `delete` is `Backend.manifest_delete` for a digest and
+`Backend.tag_delete` for a tag (exactly that tag: the placeholder method on registries that
+delete by digest only).
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ class Ref:
 
 def parse_ref(text: str, default_tag: str | None) -> Ref:
     """``[host/]repo:tag`` or ``[host/]repo@digest``; ValueError naming what is wrong."""
+    if text.startswith(("oci:", "tar:")):
+        raise ValueError(
+            f"{text}: digest and delete take a registry reference (host/repo:tag); "
+            "`regsync ls oci:DIR//repo --digests` lists a layout's or bundle's digests"
+        )
     name, at, digest = text.partition("@")
     ref: str | None = digest
     if at:
@@ -167,11 +173,14 @@ async def _ls(setup: RunSetup, spec: _LsSpec, digests: bool, as_json: bool) -> i
         listed = await backend.tags(source.pattern)
         rows = {tag: "" for tag in listed.names}
         if digests:
-            rows = await _digests(backend, source.pattern, list(listed.names))
-        _warn_rejected(listed.skipped("tag"))
+            known = await _listed_digests(setup, source)
+            rest = [tag for tag in listed.names if tag not in known]
+            rows = {**await _digests(backend, source.pattern, rest), **known}
+            rows = {tag: rows[tag] for tag in listed.names}
+        _warn_rejected(listed.report("tag"))
         _print_tags(f"{_where(source)}", rows, digests, as_json)
         return EXIT_OK
-    _warn_rejected(listed.skipped("repository"))
+    _warn_rejected(listed.report("repository"))
     names = sorted(listed.names)
     if as_json:
         print(json.dumps({"repositories": names}, indent=2))
@@ -185,6 +194,19 @@ def _where(source: SourceSpec) -> str:
     if source.kind is Kind.REGISTRY:
         return f"{source.registry}/{source.pattern}"
     return f"{source}//{source.pattern}"
+
+
+async def _listed_digests(setup: RunSetup, source: SourceSpec) -> dict[str, str]:
+    """The cheapest answer first: a Docker Hub repository's tags API names every tag's digest,
+    100 a request; whatever it leaves out (or all, if it fails) is HEADed."""
+    hub = setup.pool.hub(source.registry) if source.kind is Kind.REGISTRY else None
+    if hub is None:
+        return {}
+    try:
+        return {tag: desc.digest for tag, desc in (await hub.tag_digests(source.pattern)).items()}
+    except RegsyncError as exc:
+        print(redact(f"regsync ls: Hub tags API failed, HEADing tags: {exc}"), file=sys.stderr)
+        return {}
 
 
 async def _digests(backend: Backend, repo: str, tags: list[str]) -> dict[str, str]:

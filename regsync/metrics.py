@@ -114,6 +114,11 @@ PAUSED_UNTIL = Family(
     "Unix time a rate-limit pause of requests to the registry ends (0: not paused).",
     ("registry",),
 )
+ORPHANED = Family(
+    "regsync_orphaned_repositories",
+    "Destination repositories in the rule's scope that the source no longer has.",
+    ("rule",),
+)
 RULE_INTERVAL = Family(
     "regsync_rule_interval_seconds",
     "The rule's interval (for a cron schedule: the time between two runs).",
@@ -200,6 +205,7 @@ class Metrics(NoEvents):
         self.registry_up = self._gauge(REGISTRY_UP)
         self.paused_until = self._gauge(PAUSED_UNTIL)
         self.interval = self._gauge(RULE_INTERVAL)
+        self.orphaned = self._gauge(ORPHANED)
         self.last_result = self._gauge(LAST_RESULT)
         self.running = self._gauge(RUNNING)
         self.events = self._counter(EVENTS)
@@ -236,7 +242,13 @@ class Metrics(NoEvents):
 
     def rule_removed(self, rule: str) -> None:
         """Forget a rule a reload dropped, so no alert fires on a series nobody updates."""
-        for metric in (self.interval, self.last_success, self.out_of_sync, self.running):
+        for metric in (
+            self.interval,
+            self.last_success,
+            self.out_of_sync,
+            self.running,
+            self.orphaned,
+        ):
             _remove(metric, (rule,))
         _remove(self.duration, (rule,))
         _remove(self.lag, (rule,))
@@ -276,6 +288,8 @@ class Metrics(NoEvents):
         self.backups.labels(rule).inc(result.backups)
         if result.result == "success" and self.record_success:
             self.last_success.labels(rule).set(time.time())
+        if result.orphans is not None:  # unknown (no destination catalog): no series
+            self.orphaned.labels(rule).set(len(result.orphans))
         if result.plans or not result.rule_failed:
             # A rule that could not list knows nothing new: keep the last known figure.
             self.out_of_sync.labels(rule).set(out_of_sync(result))

@@ -49,6 +49,7 @@ class RepoPlan:
     dest_empty: bool = False  # the destination repository listed no tags at all
     source_missing: bool = False  # the source has no such repository (its tags/list is 404)
     skipped: tuple[str, ...] = ()  # listed tag names refused by the grammar, one line each
+    skipped_more: int = 0  # refused tag names beyond those quoted in `skipped`
 
     def of(self, action: Action) -> list[TagAction]:
         return [a for a in self.actions if a.action is action]

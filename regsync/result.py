@@ -6,10 +6,54 @@ metrics, the progress display and the daemon's status page.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Self, SupportsIndex
 
 from regsync.copy import CopyStats
 from regsync.plan import Action, RepoPlan
+
+MAX_LINES = 100  # lines kept per list of a rule's result (errors, notes, undone)
+QUOTED_REFUSALS = 10  # refused names quoted per rule; the rest are counted
+
+
+class Lines(list[str]):
+    """A rule's list of lines (errors, notes), bounded: past ``limit`` lines, the last one
+    says how many more there were, so a hostile source cannot grow a summary, a log or
+    ``/status`` without bound."""
+
+    def __init__(self, items: Iterable[str] = (), limit: int = MAX_LINES) -> None:
+        super().__init__()
+        self.limit = limit
+        self.more = 0
+        self.extend(items)
+
+    def append(self, item: str) -> None:
+        if not self.more and len(self) < self.limit:
+            super().append(item)
+            return
+        self.more += 1
+        marker = f"… and {self.more} more"
+        if self.more == 1:
+            super().append(marker)
+        else:
+            super().__setitem__(-1, marker)
+
+    @property
+    def total(self) -> int:
+        """How many lines were added, the uncounted ones included."""
+        return len(self) - (1 if self.more else 0) + self.more
+
+    def extend(self, items: Iterable[str]) -> None:
+        for item in items:
+            self.append(item)
+
+    def __iadd__(self, items: Iterable[str]) -> Self:  # type: ignore[override, misc]
+        self.extend(items)
+        return self
+
+    def insert(self, index: SupportsIndex, item: str) -> None:
+        raise TypeError("Lines are appended only")
 
 
 @dataclass
@@ -17,8 +61,8 @@ class PruneOutcome:
     """What the prune of one repository did: tags confirmed deleted, notes, errors."""
 
     pruned: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=Lines)
+    errors: list[str] = field(default_factory=Lines)
 
 
 @dataclass
@@ -32,12 +76,15 @@ class RuleResult:
     pruned: int = 0
     failed: int = 0
     interrupted: int = 0  # copies not started because the process is shutting down
-    undone: list[str] = field(default_factory=list)  # left undone by a registry's failure
+    undone: Lines = field(default_factory=Lines)  # left undone by a registry's failure
     reported: set[str] = field(default_factory=set)  # registries whose failure is in errors
+    orphans: tuple[str, ...] | None = None  # destination repositories the source lost (or ?)
+    refusals_quoted: int = 0  # refused names quoted in errors so far (at most QUOTED_REFUSALS)
+    refusals_more: int = 0  # refused names counted, not quoted
     backups: int = 0  # backup tags made before overwriting a changed tag (rule `backup`)
     stats: CopyStats = field(default_factory=CopyStats)
-    errors: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # worth reading, not failures
+    errors: list[str] = field(default_factory=Lines)
+    notes: list[str] = field(default_factory=Lines)  # worth reading, not failures
     plans: list[RepoPlan] = field(default_factory=list)
     placed: list[tuple[str, str]] = field(default_factory=list)  # (source repo, tag) in sync
     duration_seconds: float = 0.0

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from regsync import orphans
 from regsync.backends import Backend
 from regsync.backends.registry.observer import NullObserver, RequestObserver
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
@@ -26,11 +27,11 @@ from regsync.events import NoEvents, RunEvents
 from regsync.execute import DeleteGuard, backup_action, copy_action, prune_actions
 from regsync.logs import copy_context, log_context, log_scope
 from regsync.oci.manifest import Descriptor
-from regsync.oci.ref import DOCKER_HUB, Kind, Listed, normalize_host
+from regsync.oci.ref import DOCKER_HUB, Kind, Listed
 from regsync.outages import Outages, WriteGate
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.recorded import TagBook
-from regsync.result import RuleResult, RunResult
+from regsync.result import QUOTED_REFUSALS, RuleResult, RunResult
 from regsync.session import RunSetup, open_run
 from regsync.shard import Shard
 from regsync.survey import survey, survey_tags
@@ -64,7 +65,7 @@ class RunContext:
     full: bool = False  # once --full: trust no recorded digest, HEAD every tag
     outages: Outages = field(default_factory=Outages)  # registries found unusable this run
     gates: dict[str, WriteGate] = field(default_factory=dict)  # per destination backend
-    targets: Mapping[str, Collection[str]] | None = None  # repo -> tags: an event-triggered run
+    targets: Mapping[str, Mapping[str, str]] | None = None  # repo -> tag -> digest (events)
 
     def owned(self, rule: Rule, repos: list[str]) -> list[str]:
         """The repositories this agent's shard handles (all of them unless sharded)."""
@@ -107,7 +108,21 @@ class RunContext:
         if source.kind is not Kind.REGISTRY:
             return False
         limited = self.config.registry(source.registry).rate_limit is not None
-        return limited or normalize_host(source.registry) == DOCKER_HUB
+        return limited or self.config.served_host(source.registry) == DOCKER_HUB
+
+    async def listed_digests(self, rule: Rule, repo: str) -> dict[str, Descriptor] | None:
+        """Docker Hub sources: every tag's digest from the Hub tags API (100 a request, no
+        HEAD each); None when there is no such API or it fails (the tags are HEADed)."""
+        if rule.source.kind is not Kind.REGISTRY:
+            return None
+        hub = self.setup.pool.hub(rule.source.registry)
+        if hub is None:
+            return None
+        try:
+            return await hub.tag_digests(repo)
+        except RegsyncError as exc:
+            log.warning("rule %s: %s: Hub tags API failed, HEADing tags: %s", rule.name, repo, exc)
+            return None
 
     def book(self, rule: Rule) -> TagBook:
         """The rule's view of the recorded tag digests (none for layouts: HEADs are local)."""
@@ -145,7 +160,7 @@ async def run(
     stop: asyncio.Event | None = None,
     index: BlobIndex | None = None,
     full: bool = False,
-    targets: Mapping[str, Collection[str]] | None = None,
+    targets: Mapping[str, Mapping[str, str]] | None = None,
     state_dir: Path | None = None,
 ) -> RunResult:
     """Run the given rules once, concurrently, over one run setup (`session.open_run`).
@@ -156,9 +171,9 @@ async def run(
     content index) supplies mount sources from earlier runs and learns from this one, and
     the digests recorded per destination tag; ``full`` trusts none of them (``once --full``).
 
-    `targets` (repository -> tags; what registry events named) narrows each rule to those
-    tags: no discovery, no listing (unless `tags.latest` needs one), no prune. The plans then
-    go through the same executor as a full cycle's.
+    `targets` (repository -> tag -> the digest an event named, "" for none) narrows each
+    rule to those tags: no discovery, no listing (unless `tags.latest` needs one), no prune.
+    The plans then go through the same executor as a full cycle's.
     `state_dir` (default: the index's) records delta bundles. Tar bundles written are packed
     once every rule is done; one that cannot be written fails the rules writing it.
     """
@@ -219,16 +234,40 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
         ctx.events.repos_found(rule.name, len(pairs))
         limit = asyncio.Semaphore(REPO_CONCURRENCY)
         engine = ctx.engine(rule, result)
+        engine.declared = _carried_elsewhere(engine.source, found)
         async with asyncio.TaskGroup() as group:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
+        if ctx.targets is None:  # a whole cycle, not an event-triggered run
+            apply = not (ctx.dry_run or ctx.plan_only or ctx.stop.is_set())
+            guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
+            await orphans.settle(
+                ctx.setup, rule, found, result, ctx.shard, guard, ctx.events, apply
+            )
     except RegsyncError as exc:
         ctx.outages.rule_failed(rule, result, exc)
+    _refusals_counted(rule, result)
     if result.interrupted:
         result.errors.append(f"shutting down: {result.interrupted} tags left for the next run")
     result.duration_seconds = time.monotonic() - started
     ctx.events.rule_finished(result)
     return result
+
+
+def _carried_elsewhere(source: Backend, found: Discovered) -> Callable[[str], list[str] | None]:
+    """For a blob a delta bundle left out (its capability ``carriers``): this rule's
+    destination repositories of the source repositories the bundle says carried it; None
+    for content the source holds itself (see ``CopyEngine.declared``)."""
+    carriers: Callable[[str], list[str] | None] | None = getattr(source, "carriers", None)
+    if carriers is None:
+        return lambda digest: None
+    mapping = {pair.source: pair.destination for pair in found.pairs}
+
+    def declared(digest: str) -> list[str] | None:
+        repos = carriers(digest)
+        return None if repos is None else [mapping[r] for r in repos if r in mapping]
+
+    return declared
 
 
 async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
@@ -238,11 +277,28 @@ async def _repositories(ctx: RunContext, rule: Rule) -> Discovered:
     return map_repositories(rule.destination, Listed(tuple(sorted(ctx.targets))))
 
 
-def _skipped(rule: Rule, result: RuleResult, skipped: Sequence[str], where: str = "") -> None:
-    """Names refused by the grammar: one warning and one error each; the rule carries on."""
+def _skipped(
+    rule: Rule, result: RuleResult, skipped: Sequence[str], where: str = "", more: int = 0
+) -> None:
+    """Names refused by the grammar: one warning and one error each for the first
+    ``QUOTED_REFUSALS`` of the rule; the others (and ``more`` a listing did not quote) are
+    counted, and ``_refusals_counted`` reports them in one line. The rule carries on."""
+    result.refusals_more += more
     for why in skipped:
-        result.errors.append(f"{where}{why}")
-        log.warning("rule %s: %s%s", rule.name, where, why)
+        if result.refusals_quoted < QUOTED_REFUSALS:
+            result.refusals_quoted += 1
+            result.errors.append(f"{where}{why}")
+            log.warning("rule %s: %s%s", rule.name, where, why)
+        else:
+            result.refusals_more += 1
+
+
+def _refusals_counted(rule: Rule, result: RuleResult) -> None:
+    """One line for the refused names past those quoted (none when all were quoted)."""
+    if result.refusals_more:
+        why = f"… and {result.refusals_more} more refused names (not valid names, skipped)"
+        result.errors.append(why)
+        log.warning("rule %s: %s", rule.name, why)
 
 
 async def sync_repo(
@@ -261,8 +317,10 @@ async def sync_repo(
             recorded = replace(recorded, full=False)
         if ctx.targets is None:
             get_tag = None if ctx.counts_pulls(rule) else engine.get_tag_manifest
-            fetch = engine.get_manifest
-            plan = await survey(source, dest, repo, dest_repo, policy, fetch, recorded, get_tag)
+            fetch, listed = engine.get_manifest, await ctx.listed_digests(rule, repo)
+            plan = await survey(
+                source, dest, repo, dest_repo, policy, fetch, recorded, get_tag, listed
+            )
         else:
             targets = ctx.targets[repo]
             plan = await survey_tags(
@@ -278,8 +336,10 @@ async def sync_repo(
         except RegsyncError as exc:
             ctx.outages.rule_failed(rule, result, exc)
             return
-    result.plans.append(plan)
-    _skipped(rule, result, plan.skipped, f"{repo}: ")
+    # A copying cycle keeps what its report and metrics read: not every up-to-date tag.
+    planning = ctx.dry_run or ctx.plan_only or ctx.targets is not None
+    result.plans.append(plan if planning else _slim(plan))
+    _skipped(rule, result, plan.skipped, f"{repo}: ", plan.skipped_more)
     if media := [f for f in plan.filtered if f.by == "media_types"]:
         shown = [f"{f.tag} ({f.detail})" for f in media]
         result.notes.append(_listed(dest_repo, "skipped by media_types", shown))
@@ -320,7 +380,7 @@ async def _copy_then_prune(
             )
     if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
         guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
-        outcome = await prune_actions(engine.destination, plan, guard)
+        outcome = await prune_actions(engine.destination, plan, guard, ctx.stop)
         result.record_prune(outcome)
         book.pruned(plan.dest_repo, outcome.pruned)
         for _ in outcome.pruned:
@@ -377,6 +437,13 @@ async def copy_one(
         digest,
         extra={**context, "digest": digest},
     )
+
+
+def _slim(plan: RepoPlan) -> RepoPlan:
+    """``plan`` without its plain up-to-date tags and its selection (a 50,000-tag no-op kept
+    ~1.5 KB a tag until the run ended); subsets stay, the report counts them."""
+    kept = tuple(a for a in plan.actions if a.action is not Action.SKIP or a.subset)
+    return replace(plan, actions=kept, selected=())
 
 
 async def _bounded(limit: asyncio.Semaphore, work: Coroutine[Any, Any, T]) -> T:

@@ -56,6 +56,10 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _status_text(data: dict[str, Any]) -> str:
+    return json.dumps(redact_data(data), indent=2) + "\n"  # errors may quote a registry
+
+
 def make_app(daemon: StatusSource, metrics: MetricsSource) -> web.Application:
     from aiohttp import web
 
@@ -73,8 +77,12 @@ def make_app(daemon: StatusSource, metrics: MetricsSource) -> web.Application:
         return web.Response(status=503, text="not ready\n")
 
     async def status(request: web.Request) -> web.Response:
-        data = redact_data(daemon.status())  # errors may quote what a registry echoed
-        return web.Response(text=json.dumps(data, indent=2) + "\n", content_type="application/json")
+        # The snapshot is taken on the loop (its lists are bounded: `result.Lines`); masking
+        # and encoding run in a thread, so /healthz answers meanwhile.
+        import asyncio  # loads with the daemon, not the CLI
+
+        text = await asyncio.to_thread(_status_text, daemon.status())
+        return web.Response(text=text, content_type="application/json")
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=INDEX)

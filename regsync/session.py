@@ -10,6 +10,7 @@ command sees the same repositories.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -26,8 +27,9 @@ from regsync.backends.registry.observer import RequestObserver
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.config import Config, Rule
 from regsync.discovery import Discovered, discover, empty_source, map_repositories
+from regsync.errors import RegsyncError
 from regsync.mediafilter import MediaTypeFilter
-from regsync.oci.ref import DestinationSpec, SourceSpec
+from regsync.oci.ref import DestinationSpec, Listed, SourceSpec
 from regsync.platforms import PlatformFilter
 from regsync.survey import SyncPolicy
 from regsync.tagpolicy import TagPolicy
@@ -64,6 +66,7 @@ class RunSetup:
             session, config, observer=observer, retry=retry, timeouts=timeouts, state_dir=state_dir
         )
         self._rules: dict[str, RuleSetup] = {}
+        self._catalogs: dict[str, asyncio.Task[Listed | None]] = {}
 
     def source(self, spec: SourceSpec) -> Backend:
         """What a rule reads from: a layout, or a registry followed by its `mirrors:`."""
@@ -83,6 +86,14 @@ class RunSetup:
                 self.pool.lister(rule.source),
             )
         return setup
+
+    async def destination_catalog(self, setup: RuleSetup) -> Listed | None:
+        """The destination's repositories, listed once per run and destination (shared by
+        the rules); None when it keeps its catalog closed or cannot list it now."""
+        name = setup.destination.name
+        if name not in self._catalogs:
+            self._catalogs[name] = asyncio.ensure_future(_listing(setup.destination))
+        return await asyncio.shield(self._catalogs[name])
 
     async def repositories(self, setup: RuleSetup) -> Discovered:
         """The rule's repositories with their destinations; MappingError unless one-to-one,
@@ -128,6 +139,14 @@ async def open_run(
                 log.error("%s: %s", name, error)
         finally:
             setup.pool.discard()
+
+
+async def _listing(backend: Backend) -> Listed | None:
+    try:
+        return await backend.repositories()
+    except RegsyncError as exc:
+        log.debug("%s: no catalog to find orphaned repositories in: %s", backend.name, exc)
+        return None
 
 
 def policy_for(rule: Rule) -> SyncPolicy:

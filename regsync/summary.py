@@ -8,6 +8,8 @@ from typing import Any
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.result import RuleResult, RunResult
 
+ORPHANS_SHOWN = 5  # orphaned repositories named in the summary, the note and /status
+
 
 def rule_json(rule: RuleResult) -> dict[str, Any]:
     """One rule's counts as the JSON summary and the status page show them."""
@@ -36,6 +38,7 @@ def rule_json(rule: RuleResult) -> dict[str, Any]:
         "skipped_media_types": rule.skipped_media_types,
         "errors": list(rule.errors),
         "undone": list(rule.undone),
+        "orphaned_repositories": orphans_json(rule.orphans),
         "notes": list(rule.notes),
         "duration_seconds": round(rule.duration_seconds, 3),
     }
@@ -52,6 +55,25 @@ def run_json(run: RunResult, *, check: bool = False) -> dict[str, Any]:
             entry["drift"] = drift_json(rule)
         data["plan"] = [plan_json(r) for r in run.rules]
     return data
+
+
+def orphans_json(orphans: tuple[str, ...] | None) -> dict[str, Any] | None:
+    """Destination repositories in scope the source no longer has: count and the first few
+    (null when it cannot be known: one named repository, no destination catalog)."""
+    if orphans is None:
+        return None
+    return {"count": len(orphans), "names": list(orphans[:ORPHANS_SHOWN])}
+
+
+def orphans_note(orphans: tuple[str, ...] | None) -> list[str]:
+    if not orphans:
+        return []
+    more = f" and {len(orphans) - ORPHANS_SHOWN} more" if len(orphans) > ORPHANS_SHOWN else ""
+    return [
+        f"{len(orphans)} destination repositories in scope are gone from the source: "
+        f"{', '.join(orphans[:ORPHANS_SHOWN])}{more} (left as they are; prune_repositories: "
+        "true deletes their tags)"
+    ]
 
 
 def drift_json(rule: RuleResult) -> dict[str, int]:
@@ -140,8 +162,13 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
                 f"  note: {r.platform_subsets} tags hold a platform subset: their destination "
                 "digest differs from the source's (recorded as io.regsync.source.digest)"
             )
-        lines.extend(f"  note: {n}" for n in r.notes)
+        lines.extend(f"  note: {n}" for n in r.notes + orphans_note(r.orphans))
         lines.extend(f"  error: {e}" for e in r.errors)
+        if r.undone:
+            lines.append(
+                f"  {r.undone.total} repositories or tags left undone by the error above "
+                "(each listed under `undone` in --json, and in the log with -v)"
+            )
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ neither side. Extra requests happen only where a policy needs them:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from regsync import mediafilter, pruneplan, referrerfilter, referrers
@@ -36,6 +36,7 @@ from regsync.referrerfilter import ReferrerMatch
 from regsync.tagpolicy import Filtered, TagPattern, TagPolicy, select
 
 HEAD_CONCURRENCY = 32  # manifest HEADs/GETs in flight while planning one repository
+SETTLE_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)  # seconds between HEADs of a tag an event named
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ async def survey(
     fetch: ManifestFetch | None = None,
     recorded: Recorded | None = None,
     get_tag: Fetch | None = None,
+    listed: Mapping[str, Descriptor] | None = None,
 ) -> RepoPlan:
     """Plan one repository: what to copy, what is up to date, what to prune, and why.
 
@@ -148,10 +150,12 @@ async def survey(
     read for ``media_types`` is not fetched again by its copy); default: ``source``'s own.
     ``recorded``: what the content index holds for ``dest_repo`` (None: trust nothing).
     ``get_tag``: how a copying run GETs a source tag the destination lacks (None: HEAD it).
+    ``listed``: source digests a listing gave (Docker Hub's tags API): no HEAD for those.
     """
     source_listed, dest_listed = await asyncio.gather(source.tags(repo), dest.tags(dest_repo))
     source_tags, dest_tags = list(source_listed.names), list(dest_listed.names)
     skipped = source_listed.skipped("source tag") + dest_listed.skipped("destination tag")
+    skipped_more = source_listed.unquoted + dest_listed.unquoted
     present = set(dest_tags)
     limit = asyncio.Semaphore(HEAD_CONCURRENCY)
     # media_types decides from a HEAD's type: a tag it skips is never read.
@@ -164,16 +168,17 @@ async def survey(
         t: d for t, d in rec.trusted().items() if t in present and not _has_origin(t, d, policy)
     }
     fixed = {t: trusted[t] for t in selection.selected if t in trusted and rec.is_immutable(t)}
+    fixed |= _from_listing(listed or {}, selection.selected, policy, fixed)
     # Both sides' HEADs of the selected tags run together (one round trip of latency, not
     # two); a destination HEAD is kept only where the source tag resolved.
     asked = [t for t in selection.selected if t in present and t not in trusted]
+    unknown = [t for t in selection.selected if t not in fixed]
     source_heads, dest_selected, missing = await asyncio.gather(
-        src.head(t for t in selection.selected if t not in fixed and t in present),
+        src.head(t for t in unknown if t in present),
         dst.head(asked),
-        src.resolve(t for t in selection.selected if t not in present),
+        src.resolve(t for t in unknown if t not in present),
     )
-    source_heads |= missing
-    source_heads |= fixed
+    source_heads |= missing | fixed
     artifact_of: dict[str, str] = {}
     if policy.referrers:
         artifact_of = _artifacts_of(source_tags, source_heads)
@@ -199,6 +204,7 @@ async def survey(
         dest_empty=not dest_tags,
         source_missing=source_listed.missing,
         skipped=skipped + tuple(src.refused),
+        skipped_more=skipped_more,
     )
     if policy.referrers:
         plan = await referrers.plan_api(
@@ -217,29 +223,43 @@ async def survey_tags(
     repo: str,
     dest_repo: str,
     policy: SyncPolicy,
-    tags: Iterable[str],
+    hints: Mapping[str, str],
     fetch: ManifestFetch | None = None,
 ) -> RepoPlan:
-    """Plan only ``tags`` of one repository (what registry events named): COPY or SKIP each.
+    """Plan only the tags registry events named (tag -> the event's digest, "" if none):
+    COPY or SKIP each.
 
     The tag policy decides by name first (no request for a tag it drops); ``latest`` needs
-    the source listing, so only then is it read. The source's HEAD decides the digest (an
-    event's digest is a hint, and a tag may have moved since); a tag the source no longer
-    has gets no action. No prune and no referrers here: the periodic cycle does those.
+    the source listing, so only then is it read. The source's HEAD decides the digest: an
+    event's digest is a hint only. distribution sends a push event before it links the tag,
+    so a tag that is missing or still on another digest is HEADed again a few times
+    (``SETTLE_DELAYS``) before the source's answer is taken; a tag the source does not have
+    gets no action. No prune and no referrers here: the periodic cycle does those.
     """
-    wanted = sorted({t for t in tags if policy.tags.in_scope(t)})
+    wanted = sorted(t for t in hints if policy.tags.in_scope(t))
     if wanted and policy.tags.latest is not None:
         chosen = set(select(policy.tags, (await source.tags(repo)).names).selected)
         wanted = [t for t in wanted if t in chosen]
     limit = asyncio.Semaphore(HEAD_CONCURRENCY)
     src, dst = _Heads(source, repo, limit, lenient=True), _Heads(dest, dest_repo, limit)
     source_heads, dest_heads = await asyncio.gather(src.head(wanted), dst.head(wanted))
+    for delay in SETTLE_DELAYS:
+        unsettled = [t for t in wanted if hints[t] and _digest(source_heads, t) != hints[t]]
+        if not unsettled:
+            break
+        await asyncio.sleep(delay)
+        source_heads |= await src.head(unsettled)
     dest_heads = {t: d for t, d in dest_heads.items() if t in source_heads}
     reader = _Reader(repo, fetch or source.manifest_get)
     actions, _, media = await _decide(dst, source_heads, dest_heads, policy, {}, reader)
     return RepoPlan(
         repo, dest_repo, actions, media, selected=tuple(wanted), skipped=tuple(src.refused)
     )
+
+
+def _digest(heads: Mapping[str, Descriptor], tag: str) -> str | None:
+    found = heads.get(tag)
+    return found.digest if found is not None else None
 
 
 async def _decide(
@@ -294,6 +314,22 @@ def _artifacts_of(source_tags: Iterable[str], heads: dict[str, Descriptor]) -> d
     digests = {d.digest for d in heads.values()}
     subjects = {t: artifact_subject(t) for t in source_tags}
     return {t: s for t, s in subjects.items() if s is not None and s in digests}
+
+
+def _from_listing(
+    listed: Mapping[str, Descriptor],
+    selected: Iterable[str],
+    policy: SyncPolicy,
+    known: Mapping[str, Descriptor],
+) -> dict[str, Descriptor]:
+    """The selected tags a listing gave a digest for; without the media type, only where the
+    rule does not decide by it (platforms, media_types): those tags are HEADed instead."""
+    typed = policy.platforms is not None or policy.media_types is not None
+    return {
+        t: listed[t]
+        for t in selected
+        if t in listed and t not in known and (listed[t].media_type or not typed)
+    }
 
 
 def _annotate(

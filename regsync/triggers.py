@@ -5,7 +5,8 @@ answers 202 before any copy starts:
 
 - ``route``: a PUSH goes to every rule whose source covers the repository (same registry,
   the repository or a glob matching it) and whose tag filters select the tag by name, in this
-  agent's shard; a DELETE to every such rule that prunes (a full cycle prunes it).
+  agent's shard; a DELETE to every such rule (whose tag filters cover the tag, when it names
+  one) as a full cycle, which prunes where the rule prunes.
 - ``RuleQueue``: per rule, pending (repository, tag) entries coalesced (the latest digest
   wins) and bounded; an entry beyond the bound asks for a full cycle of the rule instead.
 - ``EventDispatcher``: the daemon's side. It routes, queues, wakes the rule's loop, and,
@@ -23,11 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from regsync.config import Config, Rule
+from regsync.errors import InvalidNameError
 from regsync.eventparse import EventKind, RegistryEvent
 from regsync.events import FanOut
 from regsync.metrics import EVENT_OUTCOMES, Metrics, iso_time
-from regsync.oci.ref import Kind
+from regsync.oci.ref import Kind, shown
 from regsync.result import RuleResult
+from regsync.secrets import SECRETS
 from regsync.session import policy_for
 from regsync.shard import Shard
 
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 1000  # (repository, tag) entries waiting per rule; beyond: a full cycle
 CLOCK_SKEW = 300.0  # an event time further off than this is not trusted for the lag
+DELETE_SETTLE = 1.0  # seconds a delete's cycle waits for the rest of the delete's events
 LOG_EVERY = 60.0  # seconds between two log lines about refused requests of one registry
 
 
@@ -54,6 +58,7 @@ class RuleQueue:
     items: dict[tuple[str, str], Pending] = field(default_factory=dict)
     cycle_wanted: bool = False
     cycle_events: Counter[str] = field(default_factory=Counter)  # registry -> waiting events
+    cycle_after: float = 0.0  # monotonic time the wanted cycle may start
 
     def push(self, repo: str, tag: str, pending: Pending) -> bool:
         """Queue (or coalesce) an entry; False when the queue is full (a cycle is wanted)."""
@@ -67,15 +72,23 @@ class RuleQueue:
             known.events += pending.events
             return True
         if len(self.items) >= self.limit:
-            self.cycle_wanted = True
+            self.want_cycle()
             return False
         self.items[(repo, tag)] = pending
         return True
 
-    def want_cycle(self, registry: str | None = None, events: int = 1) -> None:
+    def want_cycle(self, registry: str | None = None, events: int = 1, *, after: float = 0) -> None:
+        """Ask for a full cycle, ``after`` seconds from now at the latest (a delete waits a
+        little: distribution sends a delete as two events, and one cycle covers both)."""
+        when = time.monotonic() + after
+        self.cycle_after = min(self.cycle_after, when) if self.cycle_wanted else when
         self.cycle_wanted = True
         if registry is not None:
             self.cycle_events[registry] += events
+
+    def cycle_delay(self) -> float | None:
+        """Seconds until the wanted cycle may start (<= 0: now); None: none is wanted."""
+        return self.cycle_after - time.monotonic() if self.cycle_wanted else None
 
     def take(self) -> dict[tuple[str, str], Pending]:
         taken, self.items = self.items, {}
@@ -91,8 +104,9 @@ class RuleQueue:
 @dataclass(frozen=True)
 class Routed:
     pushes: tuple[Rule, ...] = ()  # rules that copy the event's tag
-    cycles: tuple[Rule, ...] = ()  # rules that run a full cycle (a delete, where they prune)
+    cycles: tuple[Rule, ...] = ()  # rules that run a full cycle (a delete)
     why: str = ""  # why nothing was done, when both are empty
+    refused: bool = False  # nothing done because the event's names cannot be used
 
 
 def needs_discovery(rule: Rule) -> bool:
@@ -116,16 +130,33 @@ def route(config: Config, shard: Shard, host: str, event: RegistryEvent) -> Rout
     rules = [r for r in config.rules if covers(r, host, event.repository)]
     if not rules:
         return Routed(why="no rule's source covers the repository")
+    rules = [r for r in rules if r.destination.kind is not Kind.TARBALL]
+    if not rules:
+        return Routed(why="a tar: bundle is written by full cycles only")
     rules = [r for r in rules if shard.owns(r.name, event.repository)]
     if not rules:
         return Routed(why="another shard's repository")
     if event.kind is EventKind.DELETE:
         if event.tag:
             rules = [r for r in rules if policy_for(r).tags.in_scope(event.tag)]
-        pruning = tuple(r for r in rules if r.prune.enabled)
-        return Routed(cycles=pruning, why="" if pruning else "no rule covering it prunes")
+        return Routed(cycles=tuple(rules), why="" if rules else "no rule's filters cover the tag")
     selected = tuple(r for r in rules if policy_for(r).tags.in_scope(event.tag))
-    return Routed(pushes=selected, why="" if selected else "no rule's tag filters select the tag")
+    if not selected:
+        return Routed(why="no rule's tag filters select the tag")
+    mapped = tuple(r for r in selected if _maps(r, event.repository))
+    if not mapped:
+        return Routed(why="its destination name would be invalid", refused=True)
+    return Routed(pushes=mapped)
+
+
+def _maps(rule: Rule, repo: str) -> bool:
+    """Whether the rule maps ``repo`` to a valid destination name (a template can make one
+    too long): checked here, so such an event costs no run and no log line."""
+    try:
+        rule.destination.repo_for(repo)
+    except InvalidNameError:
+        return False
+    return True
 
 
 class Loops(Protocol):
@@ -146,7 +177,7 @@ class RegistryEvents:
     last_event_at: float | None = None
     counts: Counter[str] = field(default_factory=Counter)
     refused_unlogged: int = 0
-    refused_logged_at: float = 0.0
+    refused_logged_at: float | None = None  # monotonic time of the last log line
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -167,6 +198,7 @@ class EventDispatcher:
         """(Re)declare the registries that may send events (config loaded or reloaded)."""
         for host, settings in self.loops.config.registries.items():
             if settings.notifications is not None:
+                SECRETS.add(settings.notifications.token.get_secret_value())  # never shown
                 self.metrics.events_configured(host)
                 self.registries.setdefault(host, RegistryEvents())
         names = {rule.name for rule in self.loops.config.rules}
@@ -194,9 +226,10 @@ class EventDispatcher:
         stats = self.registries.setdefault(host, RegistryEvents())
         stats.refused_unlogged += 1
         now = time.monotonic()
-        if now - stats.refused_logged_at >= LOG_EVERY:
+        last = stats.refused_logged_at
+        if last is None or now - last >= LOG_EVERY:
             log.warning(
-                "events from %s: refused %d request(s) (last: %s)",
+                "events from %s: refused %d request(s) or event(s) (last: %s)",
                 host,
                 stats.refused_unlogged,
                 why,
@@ -217,11 +250,13 @@ class EventDispatcher:
             self.count(host, "ignored")
             return
         routed = route(self.loops.config, self.loops.shard, host, event)
-        if not (routed.pushes or routed.cycles):
+        if routed.refused:
+            self.refused(host, f"{shown(event.repository)}: {routed.why}")
+        elif not (routed.pushes or routed.cycles):
             log.debug("event for %s:%s ignored: %s", event.repository, event.tag, routed.why)
             self.count(host, "ignored")
         for rule in routed.cycles:
-            self.queue(rule.name).want_cycle(host)
+            self.queue(rule.name).want_cycle(host, after=DELETE_SETTLE)
             self.loops.wake(rule.name)
         when = _trusted_time(event.timestamp)
         for rule in routed.pushes:
@@ -234,6 +269,20 @@ class EventDispatcher:
         """``POST /v1/rules/RULE/run``: a full cycle of the rule at its loop's next turn."""
         self.queue(rule).want_cycle()
         self.loops.wake(rule)
+
+    # -- the rule's loop ---------------------------------------------------------------------
+
+    def take(self, rule: Rule, last: RuleResult | None) -> dict[tuple[str, str], Pending]:
+        """The rule's queued entries, to run now. For a rule that needs discovery, entries of
+        repositories its last cycle did not map ask for a full cycle instead."""
+        queue = self.queue(rule.name)
+        taken = queue.take()
+        if needs_discovery(rule):
+            known = {p.source_repo for p in last.plans} if last is not None else set()
+            for key in [k for k in taken if k[0] not in known]:
+                pending = taken.pop(key)
+                queue.want_cycle(pending.registry, pending.events)
+        return taken
 
     # -- outcomes (the rule's loop, after the runner) -----------------------------------------
 
@@ -266,8 +315,13 @@ class EventDispatcher:
         self.metrics.event_counted(host, outcome, n)
         self.registries.setdefault(host, RegistryEvents()).counts[outcome] += n
 
-    def status(self) -> dict[str, dict[str, Any]]:
-        return {host: stats.to_json() for host, stats in sorted(self.registries.items())}
+    def merged(self, registries: list[dict[str, object]]) -> list[dict[str, object]]:
+        """/status's registries (health, rate limits) with the event counts of those that
+        send events."""
+        listed = {str(r["name"]): dict(r) for r in registries}
+        for host, stats in self.registries.items():
+            listed.setdefault(host, {"name": host})["events"] = stats.to_json()
+        return [listed[name] for name in sorted(listed)]
 
     def rule_status(self, rule: str) -> dict[str, Any]:
         queue = self.queues.get(rule)
@@ -286,6 +340,14 @@ class EventRunEvents(FanOut):
 
     def rule_finished(self, result: RuleResult) -> None:
         pass
+
+
+def targets_of(taken: dict[tuple[str, str], Pending]) -> dict[str, dict[str, str]]:
+    """The runner's ``targets``: repository -> tag -> the event's digest (a hint)."""
+    targets: dict[str, dict[str, str]] = {}
+    for (repo, tag), pending in taken.items():
+        targets.setdefault(repo, {})[tag] = pending.digest
+    return targets
 
 
 def _repos(result: RuleResult) -> set[str]:

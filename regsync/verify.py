@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from regsync import orphans
 from regsync.backends import Backend
 from regsync.backends.registry.observer import RequestObserver
 from regsync.config import Config, Rule
@@ -23,6 +24,7 @@ from regsync.copy import BlobLedger, CopyEngine
 from regsync.errors import MappingError, NotFoundError, RegsyncError
 from regsync.oci.manifest import Descriptor
 from regsync.session import RunSetup, open_run
+from regsync.summary import orphans_json, orphans_note
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class VerifyResult:
     missing: list[Missing] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    orphans: tuple[str, ...] | None = None  # destination repositories the source lost
 
     @property
     def broken_tags(self) -> list[str]:
@@ -67,6 +70,7 @@ class VerifyResult:
             "missing": [{"ref": m.ref, "digest": m.digest, "kind": m.kind} for m in self.missing],
             "repaired": list(self.repaired),
             "errors": list(self.errors),
+            "orphaned_repositories": orphans_json(self.orphans),
         }
 
 
@@ -118,9 +122,9 @@ class _RepoWalk:
         digest = desc.digest
         if digest not in self._blobs:
             self.result.blobs += 1
-            # A backend that can (a tar bundle: `blob_check`) reads and hashes every blob;
+            # A backend that can (a tar bundle: `blob_verify`) reads and hashes every blob;
             # a registry's blobs are HEADed.
-            check = getattr(self.dest, "blob_check", None)
+            check = getattr(self.dest, "blob_verify", None)
             found = check(self.repo, desc) if check else self.dest.blob_head(self.repo, digest)
             self._blobs[digest] = asyncio.ensure_future(found)
         return self._blobs[digest]
@@ -159,6 +163,8 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
         return
     pairs = found.pairs
     result.errors.extend(why for _, why in found.skipped)
+    catalog = await run.destination_catalog(setup) if orphans.in_scope(rule) else None
+    result.orphans = await orphans.find(rule, run.config.rules, found, dest, catalog)
     result.repos = len(pairs)
     engine = CopyEngine(
         setup.source,
@@ -191,7 +197,7 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
         except RegsyncError as exc:
             result.errors.append(f"{dest_repo}: {exc}")
             continue
-        result.errors.extend(f"{dest_repo}: {w}" for w in listed.skipped("destination tag"))
+        result.errors.extend(f"{dest_repo}: {w}" for w in listed.report("destination tag"))
         tags = [t for t in listed.names if policy.in_scope(t)]
         walk = _RepoWalk(dest, dest_repo, result)
         async with asyncio.TaskGroup() as group:
@@ -253,5 +259,6 @@ def render_verify(results: Sequence[VerifyResult]) -> str:
         )
         lines.extend(f"  missing {m.kind} {m.digest or '(tag)'} in {m.ref}" for m in r.missing)
         lines.extend(f"  repaired {ref}" for ref in r.repaired)
+        lines.extend(f"  note: {n}" for n in orphans_note(r.orphans))
         lines.extend(f"  error: {e}" for e in r.errors)
     return "\n".join(lines)

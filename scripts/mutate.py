@@ -44,7 +44,7 @@ class Module:
     paths: list[str]
     tests: list[str]
     mutants: list[str] = field(default_factory=list)  # name globs; empty: every function
-    equivalent: list[dict[str, str]] = field(default_factory=list)
+    equivalent: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -133,11 +133,25 @@ def tally(module: Module, results: list[dict[str, str]]) -> Score:
     return score
 
 
-def matches(equivalent: dict[str, str], result: dict[str, str]) -> bool:
-    """An equivalent names the function and the mutated line (stripped), as the diff shows it."""
+def matches(equivalent: dict[str, Any], result: dict[str, str]) -> bool:
+    """An equivalent names the function and either the mutated line (stripped, as the diff
+    shows it after the "+"), or ``case_only``: every changed line differs from the original
+    in letter case alone (SQL text: SQLite reads keywords, names and pragmas in any case)."""
     function = result["name"].rsplit("__mutmut_", 1)[0]
-    added = [ln[1:].strip() for ln in result["diff"].splitlines() if ln.startswith("+ ")]
-    return function.endswith(equivalent["function"]) and equivalent["line"].strip() in added
+    if not function.endswith(equivalent["function"]):
+        return False
+    lines = result["diff"].splitlines()
+    added = [ln[1:].strip() for ln in lines if ln.startswith("+") and not ln.startswith("+++")]
+    if not equivalent.get("case_only"):
+        return str(equivalent["line"]).strip() in added
+    removed = [ln[1:].strip() for ln in lines if ln.startswith("-") and not ln.startswith("---")]
+    unless = str(equivalent.get("unless", "\0"))
+    return (
+        bool(added)
+        and len(added) == len(removed)
+        and all(a != r and a.lower() == r.lower() for a, r in zip(added, removed, strict=True))
+        and not any(unless in r for r in removed)
+    )
 
 
 # -- inside the module's work dir: mutmut itself -----------------------------------------------

@@ -5,6 +5,7 @@ only ever a hint (deleted, corrupt or stale state changes the cost of a run, nev
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import sqlite3
@@ -14,9 +15,19 @@ import threading
 from pathlib import Path
 from urllib.parse import unquote
 
+import pytest
 from aiohttp import web
 
-from regsync.blobindex import FILE_NAME, MAX_HOLDERS, BlobIndex, default_state_dir, valid_holder
+from regsync import blobindex
+from regsync.blobindex import (
+    FILE_NAME,
+    MAX_HOLDERS,
+    SCHEMA_VERSION,
+    BlobIndex,
+    TagRecords,
+    default_state_dir,
+    valid_holder,
+)
 from regsync.config import parse_config
 from regsync.copy import BlobLedger
 from regsync.runner import run
@@ -158,14 +169,14 @@ def test_known_holders_never_offer_the_destination_itself_or_a_holder_tried_this
     index.close()
 
 
-async def test_ten_stale_holders_cost_three_mount_attempts_then_one_upload(
+async def test_stale_holders_cost_three_mount_attempts_then_one_upload(
     tmp_path: Path,
 ) -> None:
     layer = Blob.random(1000, seed="stale-base")
     index = BlobIndex(tmp_path)
     async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
         src.add("eco/app", "1.0", Image.docker([layer]))
-        stale = {f"eco/stale{n}" for n in range(10)}
+        stale = {f"eco/stale{n}" for n in range(blobindex.MAX_HOLDER_ROWS)}  # as many as kept
         for repo in stale:
             index.record(dst.host, layer.digest, repo)
         index.flush()
@@ -192,6 +203,199 @@ async def test_ten_stale_holders_cost_three_mount_attempts_then_one_upload(
             r[0] for r in conn.execute("SELECT repo FROM holders WHERE digest = ?", (layer.digest,))
         }
     assert left == stale - set(mounted_from) | {"eco/app"}  # the failed ones are forgotten
+
+
+def test_a_holder_name_of_255_characters_is_the_longest_taken() -> None:
+    assert valid_holder(D1, "a" * 255) and not valid_holder(D1, "a" * 256)
+
+
+def test_reading_holders_is_bounded_even_when_newer_rows_are_junk(tmp_path: Path) -> None:
+    """At most 4 x limit rows are read per blob: junk rows newer than a good one hide it
+    rather than make the lookup read the whole table."""
+    index = BlobIndex.open(tmp_path)
+    index.record("reg", D1, "eco/good")
+    index.close()
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        for n in range(4 * MAX_HOLDERS):
+            conn.execute("INSERT INTO holders VALUES ('reg', ?, ?, ?)", (D1, f"Bad/{n}", 2e9 + n))
+    again = BlobIndex.open(tmp_path)
+    assert again.holders("reg", D1) == []
+    assert again.holders("reg", D1, limit=MAX_HOLDERS + 1) == ["eco/good"]
+    again.close()
+
+
+def test_a_state_dir_several_levels_deep_is_created(tmp_path: Path) -> None:
+    index = BlobIndex.open(tmp_path / "a" / "b" / "state")
+    index.record("reg", D1, "eco/a")
+    index.close()
+    assert BlobIndex.open(tmp_path / "a" / "b" / "state").holders("reg", D1) == ["eco/a"]
+
+
+def test_an_unusable_state_dir_says_so_once_and_knows_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    index = BlobIndex.open(blocker / "state")
+    with caplog.at_level(logging.WARNING, logger="regsync.blobindex"):
+        assert index.knows("reg") is False
+        assert index.tags_of("reg", "eco/a") == TagRecords({}, None)
+    assert [
+        m.startswith(f"state dir {blocker / 'state'} unusable, no content index: ")
+        for m in (caplog.messages)
+    ] == [True]
+
+
+def test_a_corrupt_index_is_set_aside_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / FILE_NAME).write_bytes(b"not a database at all" * 100)
+    index = BlobIndex.open(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="regsync.blobindex"):
+        assert index.holders("reg", D1) == []
+    (aside,) = [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert caplog.messages == [
+        f"content index {tmp_path / FILE_NAME} unreadable (file is not a database): "
+        f"set aside as {tmp_path / aside}"
+    ]
+    index.close()
+
+
+def test_an_index_set_aside_while_another_process_has_it_open_takes_its_journal_along(
+    tmp_path: Path,
+) -> None:
+    """Another process (an older regsync) keeps the WAL files in use: all three move, so the
+    rebuilt index never starts from a stranger's journal."""
+    held = sqlite3.connect(tmp_path / FILE_NAME)
+    held.execute("PRAGMA journal_mode = WAL")
+    held.execute("PRAGMA user_version = 99")
+    held.execute("CREATE TABLE other (x)")
+    held.execute("INSERT INTO other VALUES (1)")
+    held.commit()
+    try:
+        index = BlobIndex.open(tmp_path)
+        index.record("reg", D1, "eco/a")
+        index.flush()
+        aside = sorted(p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name)
+        assert [a.rsplit("-", 1)[-1] for a in aside[1:]] == ["shm", "wal"]
+        assert aside[1:] == [f"{aside[0]}-shm", f"{aside[0]}-wal"]
+        assert index.holders("reg", D1) == ["eco/a"]
+        index.close()
+    finally:
+        held.close()
+
+
+def test_an_index_of_another_schema_version_is_set_aside_naming_both(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with caplog.at_level(logging.WARNING, logger="regsync.blobindex"):
+        assert BlobIndex.open(tmp_path).holders("reg", D1) == []
+    assert f"(schema version 99, expected {SCHEMA_VERSION})" in caplog.messages[0]
+
+
+def test_a_corrupt_index_that_cannot_be_set_aside_leaves_the_run_without_hints(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / FILE_NAME).write_bytes(b"not a database at all" * 100)
+
+    def refuse(src: str, dst: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    index = BlobIndex.open(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="regsync.blobindex"):
+        index.record("reg", D1, "eco/a")
+        index.flush()
+        assert index.holders("reg", D1) == [] and index.broken
+    assert caplog.messages[-1] == (
+        f"content index {tmp_path / FILE_NAME} cannot be rebuilt, none used: "
+        "[Errno 13] Permission denied"
+    )
+
+
+def test_an_index_failing_mid_run_warns_once_and_goes_on_without_hints(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    index = BlobIndex.open(tmp_path)
+    index.record("reg", D1, "eco/a")
+    index.flush()
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        conn.execute("DROP TABLE holders")
+    index._known.clear()  # ask the file again
+    with caplog.at_level(logging.WARNING, logger="regsync.blobindex"):
+        assert index.knows("reg") is False
+        assert index.holders("reg", D1) == []
+        index.record("reg", D2, "eco/b")
+        index.flush()
+        assert index.tags_of("reg", "eco/a") == TagRecords({}, None)
+    assert index.broken
+    assert caplog.messages == [
+        f"content index {tmp_path / FILE_NAME} failed, continuing without it: "
+        "no such table: holders"
+    ]
+    index.close()
+
+
+def test_the_file_is_opened_once_and_again_after_a_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[Path] = []
+    real = blobindex._open_file
+
+    def counted(state_dir: Path, path: Path) -> sqlite3.Connection | None:
+        opened.append(path)
+        return real(state_dir, path)
+
+    monkeypatch.setattr(blobindex, "_open_file", counted)
+    index = BlobIndex.open(tmp_path)
+    index.record("reg", D1, "eco/a")
+    index.flush()
+    assert index.holders("reg", D1) == ["eco/a"] and len(opened) == 1
+    index.close()
+    assert index.holders("reg", D1) == ["eco/a"] and len(opened) == 2
+    index.close()
+
+
+async def test_what_a_run_learnt_is_readable_by_another_process_after_flush_async(
+    tmp_path: Path,
+) -> None:
+    index = BlobIndex.open(tmp_path)
+    index.record("reg", D1, "eco/a")
+    await index.flush_async()
+    assert index.pending == 0
+    other = BlobIndex.open(tmp_path)
+    assert other.holders("reg", D1) == ["eco/a"]
+    other.close()
+    index.close()
+
+
+def test_a_registry_found_empty_is_not_asked_about_again_until_the_next_flush(
+    tmp_path: Path,
+) -> None:
+    """A first copy into a new destination asks the file nothing per blob."""
+    index = BlobIndex.open(tmp_path)
+    assert not index.knows("reg")
+    writer = BlobIndex.open(tmp_path)
+    writer.record("reg", D1, "eco/a")
+    writer.close()
+    assert index.holders("reg", D1) == []  # still what it found at first
+    index.record("reg", D2, "eco/b")
+    index.flush()
+    assert index.holders("reg", D1) == ["eco/a"]
+    index.close()
+
+
+def test_dropping_one_tag_row_keeps_the_others_and_is_no_full_check(tmp_path: Path) -> None:
+    index = BlobIndex.open(tmp_path)
+    for tag in ("1.0", "2.0"):
+        index.put_tag("reg", "a/one", tag, D1, "")
+    index.flush()
+    index.drop_tag("reg", "a/one", "1.0")
+    index.flush()
+    assert index.tags_of("reg", "a/one") == TagRecords({"2.0": (D1, "")}, None)
+    index.close()
 
 
 def test_state_dir_defaults() -> None:
@@ -421,3 +625,45 @@ def test_a_version_1_index_gains_the_tag_tables_and_keeps_its_holders(tmp_path: 
     index.flush()
     assert index.tags_of("reg", "eco/a").digests == {"1.0": (D1, "")}
     assert not index.broken
+
+
+def _holder_rows(state: Path) -> int:
+    with sqlite3.connect(state / FILE_NAME) as conn:
+        (rows,) = conn.execute("SELECT count(*) FROM holders").fetchone()
+    return int(rows)
+
+
+def test_holder_rows_are_capped_per_digest_and_in_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A churning catalogue cannot grow the index without bound: at most MAX_HOLDER_ROWS
+    holders per digest, MAX_ROWS in all (the oldest go first)."""
+    index = BlobIndex.open(tmp_path)
+    for i in range(blobindex.MAX_HOLDER_ROWS + 5):
+        index.record("reg", D1, f"churn/r{i}")
+    index.flush()
+    assert _holder_rows(tmp_path) == blobindex.MAX_HOLDER_ROWS
+    index.close()
+
+    monkeypatch.setattr(blobindex, "MAX_ROWS", 5)
+    index = BlobIndex.open(tmp_path)  # a new owner expires and caps at its first commit
+    for i in range(4):
+        index.record("reg", "sha256:" + f"{i + 7:064x}", "other/app")
+    index.flush()
+    assert _holder_rows(tmp_path) == 5
+
+
+def test_holders_no_full_check_refreshed_for_the_ttl_expire(tmp_path: Path) -> None:
+    """Rows of a repository that stopped being checked (gone from the source or the
+    destination) expire after HOLDER_TTL; a full check keeps its repository's rows fresh."""
+    index = BlobIndex.open(tmp_path)
+    index.record("reg", D1, "gone/app")
+    index.record("reg", D1, "kept/app")
+    index.flush()
+    index.close()
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        conn.execute("UPDATE holders SET seen = seen - ?", (blobindex.HOLDER_TTL + 60,))
+    index = BlobIndex.open(tmp_path)
+    index.checked("reg", "kept/app")
+    index.flush()
+    assert index.holders("reg", D1) == ["kept/app"]

@@ -16,23 +16,29 @@ from pathlib import Path
 import pytest
 
 from regsync.backends.bundle import REQUIRES, SEQUENCE
-from regsync.backends.tarfs import Archive
+from regsync.backends.tarfs import Archive, blob_name, pack
 from regsync.config import parse_config
 from regsync.errors import ConfigError
 from tests.support import (
+    Artifact,
     Blob,
     Image,
+    Index,
     Registry,
     RegistryFactory,
+    attach,
     push,
     regsync_json,
+    run_regsync,
     write_config,
 )
 
 MIB = 1024 * 1024
 
 
-def export(tmp_path: Path, src: Registry, bundle: Path, state: Path) -> dict[str, object]:
+def export(
+    tmp_path: Path, src: Registry, bundle: Path, state: Path, extra: str = ""
+) -> dict[str, object]:
     config = write_config(
         tmp_path,
         f"""
@@ -44,6 +50,7 @@ def export(tmp_path: Path, src: Registry, bundle: Path, state: Path) -> dict[str
             source: "{src.host}/team/*"
             destination: "tar:{bundle}"
             delta: true
+            {extra}
         """,
         name="export.yaml",
     )
@@ -52,7 +59,9 @@ def export(tmp_path: Path, src: Registry, bundle: Path, state: Path) -> dict[str
     return run.rule
 
 
-def import_(tmp_path: Path, bundle: Path, dst: Registry, state: Path) -> tuple[int, str]:
+def import_(
+    tmp_path: Path, bundle: Path, dst: Registry, state: Path, extra: str = ""
+) -> tuple[int, str]:
     config = write_config(
         tmp_path,
         f"""
@@ -60,7 +69,7 @@ def import_(tmp_path: Path, bundle: Path, dst: Registry, state: Path) -> tuple[i
         registries:
           "{dst.host}": {{tls: http}}
         rules:
-          - {{name: import, source: "tar:{bundle}", destination: "{dst.host}"}}
+          - {{name: import, source: "tar:{bundle}", destination: "{dst.host}"{extra}}}
         """,
         name="import.yaml",
     )
@@ -122,11 +131,15 @@ def test_delta_bundles_carry_only_new_content_and_import_in_order(
     # B's config and new layer are read and hashed; the shared base came in bundle 1.
     assert verified.rule["blobs_checked"] == 3 and verified.rule["missing"] == []
 
-    # In order into a fresh registry: the source digests.
+    # In order into a fresh registry: the source digests. The second import has a state dir
+    # of its own: the shared base is mounted from where bundle 1 put it (team/a), which
+    # bundle 2 names, not from what a content index happens to remember.
     dst = registry_factory()
     assert import_(tmp_path, first, dst, imported)[0] == 0
-    code, summary = import_(tmp_path, second, dst, imported)
+    code, summary = import_(tmp_path, second, dst, tmp_path / "another-state")
     assert code == 0, summary
+    blobs = json.loads(summary)["rules"][0]["blobs"]
+    assert (blobs["mounted"], blobs["copied"]) == (1, 2)  # the base mounted; B's own copied
     for pushed in (app_a, app_b):
         assert skopeo_digest(f"docker://{dst.host}/{pushed.ref}") == pushed.digest
 
@@ -136,6 +149,22 @@ def test_delta_bundles_carry_only_new_content_and_import_in_order(
     assert code == 1
     assert "import bundle #1 bundle-1.tar (sha256:" in summary
     assert alone.tags("team/a") == [] and alone.tags("team/b") == []
+
+    # Bundle 3: a new tag of team/a on the same base. In order, the base is already in
+    # team/a at the destination (present: the bundle declares it, the repository holds it);
+    # alone, the error names bundle 2, the one to import just before it.
+    third = tmp_path / "bundle-3.tar"
+    app_a2 = push(src, "team/a", "2", Image.oci([base, Blob.random(50_000, seed="a2")]))
+    export(tmp_path, src, third, exported)
+    code, summary = import_(tmp_path, third, dst, tmp_path / "third-state")
+    assert code == 0, summary
+    blobs = json.loads(summary)["rules"][0]["blobs"]
+    assert (blobs["present"], blobs["copied"]) == (1, 2)
+    assert skopeo_digest(f"docker://{dst.host}/{app_a2.ref}") == app_a2.digest
+    code, summary = import_(tmp_path, third, alone, tmp_path / "alone-state")
+    assert code == 1 and "import bundle #2 bundle-2.tar (sha256:" in summary
+    assert "it came in bundle #1 bundle-1.tar" in summary
+    assert alone.tags("team/a") == []
 
 
 def test_a_delta_bundle_with_nothing_new_is_not_written_and_the_series_keeps_its_state(
@@ -177,3 +206,108 @@ rules:
     ):
         parse_config(text)
     assert parse_config(text.replace("oci:", "tar:").replace("layout", "b.tar")).rules[0].delta
+
+
+def test_a_crafted_bundle_cannot_claim_another_repositorys_blob(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """A bundle is untrusted: one that "leaves out" a blob it does not hold (here the layer of
+    another repository at the destination, which the content index knows) gets nothing by
+    saying so. The blob is not mounted into the bundle's repository, its tag fails naming
+    the bundle to import first, and no manifest referencing the blob is pushed."""
+    src, dst = source_registry, dest_registry
+    secret = Blob.random(4000, seed="secret")
+    push(src, "tenant/secret", "1", Image.oci([secret]))
+    state = tmp_path / "state"
+    tls = ["--tls", f"{src.host}=http", "--tls", f"{dst.host}=http", "--state-dir", str(state)]
+    mirrored = run_regsync("copy", f"{src.host}/tenant/secret", dst.host, *tls)
+    assert mirrored.returncode == 0, mirrored.stderr  # the content index: secret in tenant/secret
+
+    evil = Image.oci([secret])  # its config is new; its layer is the other tenant's
+    config = evil.blobs[0]
+    record = {
+        "rule": "x",
+        "sequence": 2,
+        "requires": [{"sequence": 1, "name": "b1.tar", "sha256": "sha256:" + "0" * 64}],
+        "left_out": {secret.digest: 1},
+        "carriers": {secret.digest: ["evil/app"]},
+    }
+    entry = {
+        "mediaType": evil.media_type,
+        "digest": evil.digest,
+        "size": evil.size,
+        "annotations": {"org.opencontainers.image.ref.name": "evil/app:1"},
+    }
+    files = {
+        "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+        "index.json": json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode(),
+        "regsync-bundle.json": json.dumps(record).encode(),
+        blob_name(evil.digest): evil.raw,
+        blob_name(config.digest): config.data,
+    }
+    crafted = tmp_path / "crafted.tar"
+    pack(crafted, [(name, len(data), iter([data])) for name, data in files.items()])
+
+    proc = run_regsync("copy", f"tar:{crafted}", dst.host, *tls)
+    assert proc.returncode == 1
+    assert "import bundle #1 b1.tar" in proc.stderr
+    assert not dst.blob_exists("evil/app", secret.digest)
+    assert dst.tags("evil/app") == []
+
+
+def test_a_delta_series_of_platform_subsets_reads_the_subsets_earlier_bundles_carried(
+    tmp_path: Path, source_registry: Registry, registry_factory: RegistryFactory
+) -> None:
+    """With `platforms`, whether a destination subset is up to date is read from the subset
+    itself (the source digest it records): the subset an earlier bundle carried must still be
+    readable by the exporter (from the state dir), or every later bundle fails the repository.
+    Bundles 1 and 2 imported in order give the same subsets."""
+    src = source_registry
+    amd64, arm64 = (
+        Image.oci([Blob.random(3000, seed="amd")], "linux/amd64"),
+        Image.oci([Blob.random(3000, seed="arm")], "linux/arm64"),
+    )
+    push(src, "team/a", "1", Index.oci([amd64, arm64]))
+    state = tmp_path / "state"
+    subset = "platforms: [linux/amd64]"
+    export(tmp_path, src, tmp_path / "b1.tar", state, subset)
+    push(src, "team/b", "1", Image.oci([Blob.random(3000, seed="b")]))
+    rule = export(tmp_path, src, tmp_path / "b2.tar", state, subset)
+    assert rule["tags"] == {**rule["tags"], "copied": 1, "up_to_date": 1, "failed": 0}
+    assert rule["errors"] == []
+
+    dst = registry_factory()
+    for bundle in ("b1.tar", "b2.tar"):
+        code, out = import_(tmp_path, tmp_path / bundle, dst, tmp_path / "import-state")
+        assert code == 0, out
+    index = json.loads(dst.manifest("team/a", "1")[1])
+    assert [m["digest"] for m in index["manifests"]] == [amd64.digest]
+
+
+def test_a_delta_bundle_merges_a_new_signature_into_an_index_an_earlier_bundle_carried(
+    tmp_path: Path, source_registry: Registry, registry_factory: RegistryFactory
+) -> None:
+    """With referrers, a signature added after bundle 1 is merged into the fallback index
+    bundle 1 carried: the exporter reads that index from the state dir, bundle 2 holds the new
+    signature and the merged index, and importing 1 then 2 gives both signatures."""
+    src = source_registry
+    image = Image.oci([Blob.random(3000, seed="signed")])
+    push(src, "team/a", "1", image)
+    first = attach(src, "team/a", Artifact.oci(image, "application/vnd.example.sig"))
+    state = tmp_path / "state"
+    export(tmp_path, src, tmp_path / "b1.tar", state, "referrers: true")
+    sbom = Artifact.oci(image, "application/spdx+json", [Blob.random(500, seed="sbom")])
+    second = attach(src, "team/a", sbom)
+    rule = export(tmp_path, src, tmp_path / "b2.tar", state, "referrers: true")
+    assert rule["errors"] == []
+    assert rule["tags"] == {**rule["tags"], "copied": 1, "failed": 0}
+
+    dst = registry_factory()
+    for bundle in ("b1.tar", "b2.tar"):
+        imported = import_(
+            tmp_path, tmp_path / bundle, dst, tmp_path / "state-in", ", referrers: true"
+        )
+        assert imported[0] == 0, imported[1]
+    fallback = image.digest.replace(":", "-")
+    listed = json.loads(dst.manifest("team/a", fallback)[1])["manifests"]
+    assert sorted(m["digest"] for m in listed) == sorted([first.digest, second.digest])

@@ -20,6 +20,8 @@ from tests.support import (
     run_regsync,
     write_config,
 )
+from tests.support.accesslog import ACCESS_LOG, AccessLog
+from tests.support.servers import HubApi
 
 
 def tls(*registries: Registry) -> list[str]:
@@ -201,6 +203,7 @@ def test_copy_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
         (["copy", "localhost:1/a:1", "localhost:2/b:2"], "keeps tag names"),
         (["delete", "localhost:1/team/app"], "give a tag"),
         (["digest", "localhost:1"], "names no repository"),
+        (["delete", "tar:/x.tar//team/app:1", "--yes"], "registry reference"),
         (["ls", "localhost:1/Bad"], "invalid repository path"),
         (["copy", "localhost:1/a", "localhost:2", "--platforms", "linux"], "--platforms"),
         (["copy", "localhost:1/a", "localhost:2", "--tags", "(a"], "--tags/--exclude"),
@@ -222,3 +225,32 @@ def test_registry_errors_exit_1_with_one_line(registry_factory: RegistryFactory)
     down = f"localhost:{free_port()}"
     proc = run_regsync("ls", f"{down}/team/app", "--tls", f"{down}=http", env=FAST_RETRIES)
     assert proc.returncode == 1 and "regsync ls:" in proc.stderr and not proc.stdout
+
+
+def test_ls_digests_take_the_hub_tags_api_first_and_head_only_the_rest(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """A registry with a Docker Hub-style API (`hub_api:` in -c FILE): tag digests come from
+    the tags API; only the entry without a digest (an old push) costs a manifest HEAD."""
+    reg = registry_factory(extra_config=ACCESS_LOG)
+    one = push(reg, "diamol/app", "1.0", Image.oci([Blob.random(300, seed="h1")]))
+    old = push(reg, "diamol/app", "old", Image.docker([Blob.random(300, seed="h2")]))
+    entries = [{"name": "1.0", "digest": one.digest, "media_type": one.media_type}, {"name": "old"}]
+    hub = HubApi({"diamol": ["app"]}, tags={"diamol/app": entries})
+    hub.start()
+    try:
+        config = write_config(
+            tmp_path,
+            f'version: 1\nregistries:\n  "{reg.host}": {{tls: http, hub_api: "{hub.url}"}}\n',
+        )
+        log = AccessLog(reg)
+        log.mark()
+        proc = run_regsync("ls", "-c", config, f"{reg.host}/diamol/app", "--digests", "--json")
+    finally:
+        hub.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["tags"] == [
+        {"name": "1.0", "digest": one.digest},
+        {"name": "old", "digest": old.digest},
+    ]
+    assert log.counts()["HEAD manifest"] == 1

@@ -171,3 +171,9 @@ def test_hostname_and_path_prefix_are_checked_at_load(setting: str, says: str) -
 def test_path_prefix_slashes_are_trimmed() -> None:
     config = parse_config(registry("    path_prefix: /cache/hub/"), env={})
     assert config.registry("registry.local:5000").path_prefix == "cache/hub"
+
+
+def test_referrer_filter_lists_are_bounded() -> None:
+    many = ", ".join(f"k{i}: v" for i in range(65))
+    message = config_error(rule(f"    referrers: {{annotations: {{{many}}}}}"))
+    assert "rules[0].referrers.annotations (sync.yaml:6): has more than 64 entries" in message

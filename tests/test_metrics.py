@@ -321,7 +321,7 @@ def test_once_on_a_terminal_shows_live_progress(
         os.close(leader)
     screen = b"".join(chunks).decode(errors="replace")
     assert "\x1b[" in screen  # drawn as a live display
-    assert "2/2" in screen and "tags" in screen and "success: 1 repos" in screen
+    assert "2/2 tags" in screen and " success" in screen
     assert "rule app: success" in screen  # the summary still follows
 
 

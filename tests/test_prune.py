@@ -336,6 +336,38 @@ async def test_a_run_told_to_stop_before_its_deletes_deletes_nothing() -> None:
     assert dst.tags["diamol/app"]["0.9"] == lost and dst.count("DELETE", "/manifests/") == 0
 
 
+async def test_a_registry_refusing_deletes_is_reported_once_by_each_rule_naming_it() -> None:
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        for tag in ("1.0", "1.1"):
+            image = Image.docker([Blob.random(300, seed=tag)])
+            src.add("diamol/app", tag, image)
+            for path in ("one", "two"):
+                dst.add(f"{path}/diamol/app", tag, image)
+        for path in ("one", "two"):
+            dst.add(f"{path}/diamol/app", "0.9", Image.docker([Blob.random(300, seed="0.9")]))
+
+        async def refuse(request: web.Request, match: re.Match[str]) -> web.Response:
+            return error(405, "UNSUPPORTED", "The operation is unsupported.")
+
+        dst.override("DELETE", r"/manifests/", refuse)
+        rules = "".join(
+            f"  - name: {path}\n    source: {src.host}/diamol/app\n"
+            f"    destination: {dst.host}/{path}\n    prune: {{max_fraction: 1}}\n"
+            for path in ("one", "two")
+        )
+        config = parse_config(
+            f'registries:\n  "{src.host}": {{tls: http}}\n  "{dst.host}": {{tls: http}}\n'
+            f"version: 1\nrules:\n{rules}"
+        )
+        result = await run(config, config.rules)
+
+    refusal = (
+        f"prune: {dst.host} refuses deletes (405 UNSUPPORTED); enable deletion there "
+        "(distribution: storage.delete.enabled) or set prune: false"
+    )
+    assert [r.errors.count(refusal) for r in result.rules] == [1, 1], result.rules
+
+
 async def test_a_registry_that_answers_202_but_keeps_the_tag_reports_no_prune() -> None:
     """A tag counts as pruned only once a HEAD shows it gone, by digest as by tag."""
     async with ScriptedRegistry() as src, ScriptedRegistry() as dst:

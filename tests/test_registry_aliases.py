@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from regsync.backends.pool import BackendPool
+from regsync.backends.registry.hub import HUB_API_URL
 from regsync.config import parse_config
 from regsync.errors import ConfigError
 from tests.support import (
@@ -129,3 +132,29 @@ rules:
     with pytest.raises(ConfigError) as info:
         parse_config(text, env={})
     assert "rule 'two' and rule 'one' (line 7) can both write" in str(info.value)
+
+
+async def test_an_alias_of_docker_hub_keeps_docker_hubs_ways() -> None:
+    """`hostname: docker.io` under another name (another login): its requests go to Docker
+    Hub's registry, its namespaces are listed through the Hub API, and its GETs count as
+    pulls (HEAD first). Nothing is sent: the pool only builds the clients."""
+    config = parse_config(
+        """
+version: 1
+registries:
+  hub-ci.test: {hostname: docker.io, credentials: {username: ci, password: p}}
+rules:
+  - {name: r, source: hub-ci.test/team/*, destination: registry.local:5000}
+""",
+        env={},
+    )
+    assert config.served_host("hub-ci.test") == "docker.io"
+    assert config.served_host("registry.local:5000") == "registry.local:5000"
+    async with aiohttp.ClientSession() as session:
+        pool = BackendPool(session, config, logins=lambda host, settings: None)
+        client = pool.registry("hub-ci.test")
+        assert str(client.transport.base_url) == "https://registry-1.docker.io"
+        assert client.name == "hub-ci.test"
+        hub = pool.hub("hub-ci.test")
+        assert hub is not None and str(hub.transport.base_url) == HUB_API_URL
+        assert pool.hub("registry.local:5000") is None

@@ -6,6 +6,7 @@ carried and when each arrived.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import time
@@ -13,6 +14,7 @@ import time
 from aiohttp import web
 
 from regsync import __version__
+from regsync.backends.registry.throttle import Throttle
 from regsync.config import parse_config
 from regsync.runner import run
 from tests.support import Blob, Image
@@ -121,11 +123,35 @@ async def test_requests_per_second_spaces_every_request_of_all_rules_on_that_reg
     times = await _arrivals("    requests_per_second: 10")
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert len(times) >= 10
-    # Starts are 0.1 s apart at the client; allow the loopback's jitter on arrival.
-    assert min(gaps) >= 0.07, gaps
+    # Starts are 0.1 s apart at the client. One arrival may come late and shorten the next
+    # gap (loopback and a busy machine), so single gaps get a wide margin, and every run of
+    # four gaps must span nearly four intervals (a scheduling delay cannot compress those).
+    assert min(gaps) >= 0.03, gaps
+    windows = [times[i + 4] - times[i] for i in range(len(times) - 4)]
+    assert min(windows) >= 0.35, windows
 
 
 async def test_without_requests_per_second_requests_are_not_spaced() -> None:
     times = await _arrivals("")
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert min(gaps) < 0.05, gaps  # the check above would notice a missing cap
+    windows = [times[i + 4] - times[i] for i in range(len(times) - 4)]
+    assert min(gaps) < 0.03 and min(windows) < 0.35, gaps  # the checks above would notice
+
+
+async def test_throttle_hands_out_turns_one_interval_apart_in_call_order() -> None:
+    """The bucket itself, on a fake clock: concurrent callers get starts 1/rate apart."""
+    now = [100.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    throttle = Throttle(2.0, clock=lambda: now[0], sleep=sleep)
+    await asyncio.gather(*(throttle.wait() for _ in range(4)))
+    assert slept == [0.5, 1.0, 1.5]  # the first goes at once
+    now[0] = 110.0  # idle long enough: no burst is saved up beyond one token
+    await throttle.wait()
+    await throttle.wait()
+    assert slept == [0.5, 1.0, 1.5, 0.5]
+    await Throttle(None, clock=lambda: now[0], sleep=sleep).wait()
+    assert len(slept) == 4

@@ -53,17 +53,19 @@ def test_wrong_password_is_one_error_naming_the_registry_with_a_hint(
     # One log line and one summary line, not one (or two) per repository.
     assert run.stderr.count("refused the configured credentials") == 2, run.stderr
     assert "wrong-pw" not in run.stderr
-    # Once refused, nothing more is asked: every 401 went to a repository's first listing
-    # (sent before the scheme was known, or with the refused password while in flight).
-    refused = [r for r in log.requests() if r.status == 401]
-    assert {r.kind for r in refused} <= {"tags", "ping"} and len(refused) <= 12, refused
+    # One 401 per listing sent before the scheme was known (6 at most), then the password
+    # goes out once and is refused once: nothing more is asked.
+    refused = [r for r in log.requests() if r.status == 401 and r.kind == "tags"]
+    assert len(refused) <= 7, refused
 
 
 def test_read_only_destination_costs_at_most_one_source_manifest_get(
     tmp_path: Path, registry_factory: RegistryFactory
 ) -> None:
     """README "Outages and fallbacks": the first refused upload marks the destination
-    read-only for the run; one interpreted error, no more source pulls."""
+    read-only for the run; one interpreted error, no more source pulls. (The source has a
+    `rate_limit`, so its manifest GETs are pulls, as on Docker Hub; where a GET is not a pull
+    a copying run GETs a tag the destination lacks instead of HEADing it.)"""
     src = registry_factory(extra_config=ACCESS_LOG)
     seed_catalogue(src, repos=4, tags=3, layers=2, layer_size=2000)
     dst = registry_factory(readonly=True, extra_config=ACCESS_LOG)
@@ -72,7 +74,7 @@ def test_read_only_destination_costs_at_most_one_source_manifest_get(
         f"""
         version: 1
         registries:
-          "{src.host}": {{tls: http}}
+          "{src.host}": {{tls: http, rate_limit: {{min_remaining: 0}}}}
           "{dst.host}": {{tls: http}}
         rules:
           - {{name: m, source: "{src.host}/diamol/*", destination: "{dst.host}"}}

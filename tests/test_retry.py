@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -263,3 +263,151 @@ async def test_a_loop_gives_up_after_its_attempts_with_the_last_error_itself() -
                     raise IntegrityError(f"try {tries}")
     assert tries == 3
     assert seen == [("dst:5000", "integrity")] * 2
+
+
+# -- resumed blob reads ------------------------------------------------------------------------
+
+BIG = Blob.random(1_000_000, seed="resume-big")
+
+
+async def read_blob(
+    script: Callable[[web.Request, int], Awaitable[web.StreamResponse]],
+    retry: RetryPolicy = FAST,
+) -> tuple[bytes, list[str | None], list[tuple[str, str]]]:
+    """``BIG`` read through ``script(request, n)`` (n: the GET's number, from 1): the bytes
+    read, each GET's Range header, and the retries counted (registry, reason)."""
+    async with ScriptedRegistry() as reg, aiohttp.ClientSession() as session:
+        ranges: list[str | None] = []
+        retried: list[tuple[str, str]] = []
+
+        async def handler(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+            ranges.append(request.headers.get("Range"))
+            return await script(request, len(ranges))
+
+        class Seen(Retries):
+            def request_retried(self, registry: str, reason: str) -> None:
+                retried.append((registry, reason))
+
+        reg.override("GET", r"/blobs/", handler)
+        c = RegistryClient(
+            Transport(
+                session, reg.host, reg.url, retry=retry, observer=Seen(), timeouts=Timeouts(5, 5)
+            )
+        )
+        desc = Descriptor(OCI_LAYER, BIG.digest, BIG.size)
+        try:
+            data = b"".join([chunk async for chunk in c.blob_read("a/b", desc)])
+        finally:
+            host = reg.host
+    return data, ranges, [(r.replace(host, "HOST"), why) for r, why in retried]
+
+
+async def broken_after(request: web.Request, sent: int) -> web.StreamResponse:
+    """200 for the whole blob, the connection cut after ``sent`` bytes."""
+    resp = web.StreamResponse()
+    resp.content_length = BIG.size
+    await resp.prepare(request)
+    await resp.write(BIG.data[:sent])
+    await resp.drain()
+    assert request.transport is not None
+    request.transport.abort()
+    return resp
+
+
+async def partial(request: web.Request, start: int, content_range: str | None) -> web.Response:
+    headers = {} if content_range is None else {"Content-Range": content_range}
+    return web.Response(status=206, body=BIG.data[start:], headers=headers)
+
+
+def asked_from(header: str | None) -> int:
+    match = re.fullmatch(r"bytes=(\d+)-", header or "")
+    assert match is not None, header
+    return int(match[1])
+
+
+async def test_a_broken_download_asks_for_the_rest_and_a_206_continues_there() -> None:
+    served: list[int] = []
+
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        if n == 1:
+            return await broken_after(request, 600_000)
+        start = asked_from(request.headers.get("Range"))
+        served.append(len(BIG.data) - start)
+        return await partial(request, start, f"bytes {start}-{BIG.size - 1}/{BIG.size}")
+
+    data, ranges, retried = await read_blob(script)
+
+    assert data == BIG.data
+    assert ranges[0] is None and 0 < asked_from(ranges[1]) <= 600_000
+    assert served == [BIG.size - asked_from(ranges[1])]  # only the rest crossed the wire
+    assert retried == [("HOST", "connection")]
+
+
+async def test_a_server_ignoring_range_is_skipped_to_where_the_stream_stopped() -> None:
+    """The resumed GET gets the whole blob (200): what was already passed on is skipped, across
+    several reads, and each byte is yielded once."""
+
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        if n == 1:
+            return await broken_after(request, 700_000)
+        return web.Response(body=BIG.data)
+
+    data, ranges, _ = await read_blob(script)
+    assert data == BIG.data and asked_from(ranges[1]) > 256 * 1024  # more than one read
+
+
+@pytest.mark.parametrize(
+    "content_range",
+    ["bytes 5-999999/1000000", None, "items 0-1/2"],
+    ids=["another-start", "none", "not-bytes"],
+)
+async def test_a_206_for_a_range_not_asked_for_is_refused(content_range: str | None) -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        if n == 1:
+            return await broken_after(request, 600_000)
+        return await partial(request, 5, content_range)
+
+    with pytest.raises(RegistryError) as caught:
+        await read_blob(script)
+    assert "answered a range we did not ask for" in str(caught.value)
+    assert caught.value.status == 206 and caught.value.registry.startswith("127.0.0.1:")
+
+
+async def test_a_206_to_a_request_without_range_is_refused() -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        return await partial(request, 0, f"bytes 0-{BIG.size - 1}/{BIG.size}")
+
+    with pytest.raises(RegistryError, match="answered a range we did not ask for"):
+        await read_blob(script)
+
+
+async def short(request: web.Request) -> web.Response:
+    """A complete answer that is shorter than the blob (its own Content-Length)."""
+    return web.Response(body=BIG.data[:1000])
+
+
+async def test_a_body_that_ends_early_is_read_again_within_the_attempts() -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        return await short(request) if n == 1 else web.Response(body=BIG.data)
+
+    data, ranges, retried = await read_blob(script, RetryPolicy(attempts=2, initial=0, maximum=0))
+    assert data == BIG.data and asked_from(ranges[1]) == 1000
+    assert retried == [("HOST", "connection")]
+
+
+async def test_a_body_that_always_ends_early_fails_after_the_attempts_saying_where() -> None:
+    gets = 0
+
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        nonlocal gets
+        gets = n
+        return await short(request)
+
+    with pytest.raises(TransportError) as caught:
+        await read_blob(script, RetryPolicy(attempts=3, initial=0, maximum=0))
+    assert gets == 3
+    assert re.fullmatch(
+        rf"127\.0\.0\.1:\d+: GET /v2/a/b/blobs/{BIG.digest} ended after 1000 of {BIG.size} bytes",
+        str(caught.value),
+    ), str(caught.value)
+    assert caught.value.registry.startswith("127.0.0.1:")

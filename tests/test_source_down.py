@@ -45,14 +45,13 @@ def test_source_killed_mid_copy_is_one_down_error_charged_to_the_source(
         run = regsync_json("once", config, "--metrics-file", prom, env=FAST_RETRIES)
 
     assert run.code == 1 and run.data["ok"] is False
-    assert run.rule["errors"] == [f"source {src.host} is down: cannot connect (Connection refused)"]
+    cause = f"source {src.host} is down: cannot connect (connection refused by {src.host}: nothing"
+    assert run.rule["errors"] == [f"{cause} listens there)"]
     assert run.rule["tags"]["failed"] == 4 and run.rule["tags"]["copied"] == 0
     undone = run.rule["undone"]
-    assert len(undone) == 4 and all(
-        u.endswith(f"source {src.host} is down: cannot connect (Connection refused)")
-        for u in undone
-    )
+    assert len(undone) == 4 and all(u.endswith(f"{cause} listens there)") for u in undone)
     assert run.stderr.count("ERROR") == 1, run.stderr  # the rule's one line; the rest is info
+    assert "  4 repositories or tags left undone by the error above" in run.stderr
     metrics = prom.read_text()
     assert f'regsync_registry_up{{registry="{src.host}"}} 0.0' in metrics
     dest_lines = [line for line in metrics.splitlines() if f'registry="{proxy.host}"' in line]

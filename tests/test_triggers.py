@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from regsync import eventhttp, triggers
+from regsync.backends.memory import MemoryBackend
 from regsync.config import Config, Rule, load_config, parse_config
 from regsync.daemon import Daemon
 from regsync.errors import ConfigError
@@ -26,10 +29,13 @@ from regsync.metrics import Metrics
 from regsync.plan import Action, RepoPlan, TagAction
 from regsync.result import RuleResult, RunResult
 from regsync.shard import Shard
+from regsync.survey import SETTLE_DELAYS, SyncPolicy, survey_tags
+from regsync.tagpolicy import TagPattern, TagPolicy
 from regsync.triggers import Pending, RuleQueue, needs_discovery, route
-from tests.support import write_config
+from tests.support import Blob, Image, stored, write_config
 
 SRC = "127.0.0.1:9"
+SECRET = "s3cret-token-0123456789"
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
 
@@ -152,6 +158,8 @@ def test_harbor_push_delete_and_other_types() -> None:
     # Harbor names a push by digest (a replication, an untagged artifact) with the digest as tag.
     (untagged,) = parse_harbor(harbor("PUSH_ARTIFACT", tag=D1))
     assert untagged.kind is EventKind.IGNORED
+    (no_tag,) = parse_harbor(harbor("PUSH_ARTIFACT", tag=None))
+    assert no_tag.kind is EventKind.IGNORED
     (bad,) = parse_harbor(harbor("PUSH_ARTIFACT", repo="library/../x"))
     assert bad.kind is EventKind.REFUSED
     for body in (b'{"type": "PUSH_ARTIFACT"}', b"[]", b'{"type": 1, "event_data": {}}'):
@@ -182,18 +190,22 @@ def test_a_push_reaches_rules_whose_source_and_tag_filters_cover_it(tmp_path: Pa
         " tags: {include: ['v.*']}}\n"
         f"  - {{name: deep, source: '{SRC}/team/**', destination: '127.0.0.1:8/d', prune: true,"
         " tags: {semver: '>=2'}}\n"
-        f"  - {{name: other, source: '127.0.0.1:7/team/*', destination: '127.0.0.1:8/x'}}\n",
+        f"  - {{name: other, source: '127.0.0.1:7/team/*', destination: '127.0.0.1:8/x'}}\n"
+        f"  - {{name: bundle, source: '{SRC}/team/*', destination: 'tar:{tmp_path}/b.tar'}}\n",
     )
     names = lambda routed: [r.name for r in routed]  # noqa: E731
     assert names(route(cfg, Shard(), SRC, push_of("team/app", "v1")).pushes) == ["glob", "one"]
     assert names(route(cfg, Shard(), SRC, push_of("team/app", "2.0")).pushes) == ["glob", "deep"]
     assert names(route(cfg, Shard(), SRC, push_of("team/a/b", "2.0")).pushes) == ["deep"]
+    long = "team/" + "x" * 240  # valid alone, too long under the rule's destination path
+    too_long = route(cfg, Shard(), SRC, push_of(long, "2.0"))
+    assert too_long.refused and not too_long.pushes
     nothing = route(cfg, Shard(), SRC, push_of("else/app", "1"))
     assert not nothing.pushes and "no rule" in nothing.why
     delete = RegistryEvent(EventKind.DELETE, "team/app", "2.0", D1)
-    assert names(route(cfg, Shard(), SRC, delete).cycles) == ["deep"]  # the one that prunes
+    assert names(route(cfg, Shard(), SRC, delete).cycles) == ["glob", "deep"]  # not "one": v.*
     untagged = RegistryEvent(EventKind.DELETE, "team/app", "", D1)
-    assert names(route(cfg, Shard(), SRC, untagged).cycles) == ["deep"]
+    assert names(route(cfg, Shard(), SRC, untagged).cycles) == ["glob", "one", "deep"]
     # Each shard routes only its own share; together they cover every rule once.
     shares = [route(cfg, Shard(i, 3), SRC, push_of("team/app", "2.0")).pushes for i in range(3)]
     assert sorted(n for share in shares for n in names(share)) == ["deep", "glob"]
@@ -379,3 +391,138 @@ def test_a_bad_notifications_token_is_a_config_error_naming_the_key(
         parse_config(text, env={})
     error = str(info.value)
     assert "notifications" in error and message in error and "has space" not in error
+
+
+# -- planning the tags events named (survey_tags) --------------------------------------------
+
+
+class Racing(MemoryBackend):
+    """Links a pushed tag only after answering its first HEAD, as distribution may."""
+
+    pending: Any = None
+
+    async def manifest_head(self, repo: str, ref: str) -> Any:
+        found = await super().manifest_head(repo, ref)
+        if self.pending is not None and ref == "1":
+            built, self.pending = self.pending, None
+            await stored.store(self, repo, ref, built)
+        return found
+
+
+async def test_event_plans_head_the_source_and_wait_for_a_tag_the_event_raced() -> None:
+    """distribution sends a push event before it links the tag: the plan HEADs the tag again
+    until it shows the event's digest, then copies what the source says (never the hint)."""
+    source, dest = Racing("src"), MemoryBackend("dst")
+    old = await stored.store(source, "team/app", "1", Image.oci([Blob.random(100, seed="old")]))
+    new = source.pending = Image.oci([Blob.random(100, seed="new")])
+    policy = SyncPolicy(tags=TagPolicy(exclude=(TagPattern("skip-.*"),)))
+    hints = {"1": new.digest, "skip-me": new.digest, "gone": old.digest}
+    plan = await survey_tags(source, dest, "team/app", "team/app", policy, hints)
+    assert [(a.tag, a.action, a.source_digest) for a in plan.actions] == [
+        ("1", Action.COPY, new.digest)
+    ]
+    assert plan.selected == ("1", "gone")  # skip-me: dropped by name, never HEADed
+    assert ("manifest_head", "team/app", "skip-me") not in source.calls
+    assert source.count("tags") == 0  # no listing without tags.latest
+    # A hint naming a digest the tag never gets: after the settle delays, the source decides.
+    stale = {"1": old.digest}
+    plan = await survey_tags(source, dest, "team/app", "team/app", SyncPolicy(), stale)
+    assert [(a.tag, a.source_digest) for a in plan.actions] == [("1", new.digest)]
+
+
+async def test_event_plans_with_latest_read_the_listing_to_select() -> None:
+    source, dest = MemoryBackend("src"), MemoryBackend("dst")
+    for tag in ("1.0", "2.0", "3.0"):
+        await stored.store(source, "team/app", tag, Image.oci([Blob.random(50, seed=tag)]))
+    policy = SyncPolicy(tags=TagPolicy(latest=2))
+    hints = {"1.0": "", "3.0": ""}
+    plan = await survey_tags(source, dest, "team/app", "team/app", policy, hints)
+    assert [a.tag for a in plan.actions] == ["3.0"] and source.count("tags") == 1
+
+
+# -- the numbers the README states -----------------------------------------------------------
+
+
+def test_the_documented_bounds() -> None:
+    assert RuleQueue().limit == 1000 and MAX_EVENTS == 1000
+    assert eventhttp.MAX_BODY == 1024 * 1024 and eventhttp.BODY_DEADLINE == 10
+    assert 1.4 <= sum(SETTLE_DELAYS) <= 1.6  # "up to about 1.5 s"
+    assert triggers.DELETE_SETTLE == 1.0 and triggers.LOG_EVERY == 60
+
+
+def test_an_event_time_off_by_more_than_five_minutes_is_replaced_by_its_arrival() -> None:
+    now = time.time()
+    assert triggers._trusted_time(now - 10) == pytest.approx(now - 10)
+    assert triggers._trusted_time(now - 400) == pytest.approx(now, abs=5)
+    assert triggers._trusted_time(now + 400) == pytest.approx(now, abs=5)
+    assert triggers._trusted_time(None) == pytest.approx(now, abs=5)
+
+
+class _StalledBody:
+    """The parts of an aiohttp request `read_body` uses: a body that never finishes."""
+
+    content_length = None
+
+    class content:
+        @staticmethod
+        async def iter_any() -> Any:
+            yield b"{"
+            await asyncio.Event().wait()
+
+
+async def test_a_body_not_sent_within_the_deadline_is_refused_408(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(eventhttp, "BODY_DEADLINE", 0.05)
+    with pytest.raises(eventhttp._Refusal) as info:
+        await eventhttp.read_body(_StalledBody())  # type: ignore[arg-type]
+    assert info.value.status == 408
+
+
+def test_the_token_must_match_whole_and_the_scheme_is_bearer() -> None:
+    class Req:
+        def __init__(self, header: str) -> None:
+            self.headers = {"Authorization": header}
+
+    ok = [f"Bearer {SECRET}", f"bearer {SECRET}", f"BEARER  {SECRET} "]
+    bad = [SECRET, f"Basic {SECRET}", f"Bearer {SECRET}x", f"Bearer {SECRET[:-1]}", "Bearer ", ""]
+    assert all(eventhttp.authorised(Req(h), SECRET) for h in ok)  # type: ignore[arg-type]
+    assert not any(eventhttp.authorised(Req(h), SECRET) for h in bad)  # type: ignore[arg-type]
+
+
+async def test_a_stream_of_events_never_starves_the_scheduled_cycle(tmp_path: Path) -> None:
+    """Each event-triggered run ends with another event queued (an endless stream): the
+    rule's interval still brings its full cycle."""
+    cfg = config(
+        tmp_path,
+        f"  - {{name: r, source: '{SRC}/team/*', destination: '127.0.0.1:8/m', interval: 1s}}\n",
+    )
+    daemon: Daemon | None = None
+    n = 0
+
+    class Streaming(Scripted):
+        async def __call__(self, config: Config, rules: list[Rule], **kwargs: Any) -> RunResult:
+            nonlocal n
+            result = await super().__call__(config, rules, **kwargs)
+            assert daemon is not None
+            n += 1
+            daemon.events.accept(SRC, [push_of("team/a", str(n))])  # the next one is waiting
+            await asyncio.sleep(0.01)
+            return result
+
+    runner = Streaming()
+    daemon = Daemon(str(tmp_path / "sync.yaml"), cfg, Metrics(), grace=5, runner=runner)
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: runner.calls.count(None) >= 2, "the next scheduled cycle")
+    first, second = [i for i, call in enumerate(runner.calls) if call is None][:2]
+    assert second - first > 1  # events ran in between
+    daemon.stop()
+    await asyncio.wait_for(task, 10)
+
+
+def test_a_notifications_token_is_redacted_once_serve_has_the_config(tmp_path: Path) -> None:
+    from regsync.secrets import redact
+
+    cfg = config(tmp_path, f"  - {{name: r, source: '{SRC}/a', destination: '127.0.0.1:8/m'}}\n")
+    Daemon(str(tmp_path / "sync.yaml"), cfg, Metrics(), grace=5)
+    assert redact("a registry echoed tok-123456 back") == "a registry echoed *** back"

@@ -35,6 +35,7 @@ from regsync.backends.layout import Layout
 from regsync.backends.registry.client import RegistryClient
 from regsync.backends.registry.hub import HUB_API_URL, HubCatalog
 from regsync.backends.registry.observer import RequestObserver
+from regsync.backends.registry.redirects import RedirectPolicy
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.backends.registry.tls import scheme, ssl_context
 from regsync.backends.registry.transport import Transport
@@ -172,7 +173,8 @@ class BackendPool:
         """The Hub API that lists this registry's namespaces (docker.io), if it has one."""
         if host not in self._hubs:
             settings = self.config.registry(host)
-            base = settings.hub_api or (HUB_API_URL if host == DOCKER_HUB else None)
+            hub = self.config.served_host(host) == DOCKER_HUB
+            base = settings.hub_api or (HUB_API_URL if hub else None)
             catalog = None
             if base is not None:
                 login = self._login(host, settings)
@@ -257,6 +259,7 @@ class BackendPool:
             user_agent=settings.user_agent,
             requests_per_second=settings.requests_per_second,
             path_prefix=settings.path_prefix or "",
+            redirects=RedirectPolicy.of(settings.redirects),
         )
         return RegistryClient(transport)
 

@@ -27,19 +27,19 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 from regsync import boundedjson
-from regsync.backends.bundle import BundleSeries, left_out_notes
+from regsync.backends.bundle import MAX_CARRIERS, BundleSeries, read_left_out
 from regsync.backends.layout import INDEX_FILE, LAYOUT_FILE, MAX_INDEX_BYTES, Layout
 from regsync.backends.layoutfs import open_regular, replace_file
 from regsync.backends.tarfs import BUNDLE_FILE, Archive, blob_name, pack
 from regsync.errors import IntegrityError, LayoutError, ManifestError, NotFoundError
 from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest
-from regsync.oci.manifest import Descriptor
+from regsync.oci.manifest import Descriptor, Manifest
 from regsync.oci.ref import Listed
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ class Tarball(Layout):
         self.series = series  # a delta bundle's series (a destination of a `delta: true` rule)
         self._archive: Archive | None = None
         self._elsewhere: dict[str, str] = {}  # digest -> why it is not here (another bundle)
+        self._carriers: dict[str, list[str]] = {}  # left-out digest -> repositories it came for
+        self._written: dict[str, set[str]] = {}  # digest -> repositories this run wrote it for
+        self._manifests: set[str] = set()  # digests of the manifests this run wrote
         self._opened = False
         self._open_lock = threading.Lock()
         self._dirty = False
@@ -121,8 +124,10 @@ class Tarball(Layout):
         except ValueError as exc:
             raise LayoutError(f"{self.name}: cannot read {INDEX_FILE}: {exc}") from exc
         if archive.has(BUNDLE_FILE):
-            bundle_raw = archive.read(BUNDLE_FILE, MAX_INDEX_BYTES) or b"null"
-            self._elsewhere = left_out_notes(bundle_raw, self.path.name)
+            left_out = read_left_out(
+                archive.read(BUNDLE_FILE, MAX_INDEX_BYTES) or b"", self.path.name
+            )
+            self._elsewhere, self._carriers = left_out.notes, left_out.carriers
         return [e for e in entries if isinstance(e, dict)]
 
     def _initialise(self) -> None:
@@ -150,6 +155,12 @@ class Tarball(Layout):
             return "archive"
         return None
 
+    def carriers(self, digest: str) -> list[str] | None:
+        """For a blob this bundle left out: the repositories an earlier bundle of the series
+        carried it for (where the engine may mount it from, within the rule); None for
+        content the bundle holds or does not know."""
+        return self._carriers.get(digest, []) if self.left_out(digest) else None
+
     def left_out(self, digest: str) -> bool:
         """Whether an earlier bundle of a delta series carried ``digest`` (it is not here)."""
         self._open()
@@ -163,6 +174,10 @@ class Tarball(Layout):
         where = self._here(digest)
         if where == "work":
             return super()._read_small(digest)
+        if where is None and self.series is not None:
+            carried = self.series.carried_manifest(digest)  # an earlier bundle's, kept
+            if carried is not None:
+                return carried
         if where is None or self._archive is None:
             raise self._absent(digest)
         raw = self._archive.read(blob_name(digest), mediatypes.MAX_MANIFEST_BYTES)
@@ -193,6 +208,18 @@ class Tarball(Layout):
         verifier.verify()
 
     async def blob_check(self, repo: str, desc: Descriptor) -> bool:
+        """The source's proof (see ``Backend.blob_check``): the member or working file has the
+        blob's size. Content a delta bundle left out is not proven by its word: the engine
+        treats it as declared (``carriers``), within the rule's own repositories only."""
+        await self._opening()
+        where = self._here(desc.digest)
+        if where == "archive" and self._archive is not None:
+            return self._archive.members[blob_name(desc.digest)].size == desc.size
+        if where == "work":
+            return await super().blob_check(repo, desc)
+        return False  # left out: declared (see carriers), never proven
+
+    async def blob_verify(self, repo: str, desc: Descriptor) -> bool:
         """Whether the blob is here AND hashes to its digest (``verify`` reads every blob of
         a tar: bytes on a carried disk can rot). Content an earlier bundle carried counts."""
         await self._opening()
@@ -207,6 +234,15 @@ class Tarball(Layout):
         return True
 
     # -- writing: into the working layout, packed by finish() ------------------------------
+
+    async def blob_upload(self, repo: str, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
+        await super().blob_upload(repo, desc, chunks)
+        self._written.setdefault(desc.digest, set()).add(repo)
+
+    async def manifest_put(self, repo: str, ref: str, manifest: Manifest) -> None:
+        await super().manifest_put(repo, ref, manifest)
+        self._written.setdefault(manifest.digest, set()).add(repo)
+        self._manifests.add(manifest.digest)
 
     async def _write_blob(self, desc: Descriptor, chunks: Any) -> None:
         self._dirty = True
@@ -258,7 +294,9 @@ class Tarball(Layout):
             packed.sha256,
         )
         if self.series is not None:
-            self.series.record(self.path.name, packed.sha256, sorted(new), entries)
+            carried = {d: sorted(self._written.get(d, ()))[:MAX_CARRIERS] for d in new}
+            manifests = {d: Layout._read_small(self, d) for d in new if d in self._manifests}
+            self.series.record(self.path.name, packed.sha256, carried, entries, manifests)
 
     def _work_blobs(self) -> dict[str, int]:
         """digest -> size of every blob written to the working directory."""

@@ -467,6 +467,8 @@ def _message(err: ErrorDetails) -> str:
         return _unknown_key(tuple(err["loc"]))
     if kind == "string_too_short":
         return "must not be empty"
+    if kind == "too_long" and "max_length" in ctx:
+        return f"has more than {ctx['max_length']} entries"
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, got {_kind(err.get('input'))}"
     return err["msg"].replace("Input should be", "must be")

@@ -37,6 +37,7 @@ from regsync.config.fields import (
     Number,
     PathPrefix,
     Platforms,
+    Redirects,
     Regex,
     RuleName,
     SemverRange,
@@ -137,6 +138,9 @@ class RegistryConfig(_Model):
     hostname: Host | None = None
     # Repositories live below this path at the server (a mirror serving an upstream there).
     path_prefix: PathPrefix | None = None
+    # Where its redirects may lead besides public addresses and its own address class:
+    # "allow" (anywhere) or these hosts (see regsync.backends.registry.redirects).
+    redirects: Redirects | None = None
 
     @model_validator(mode="after")
     def _check_tls(self) -> RegistryConfig:
@@ -267,6 +271,7 @@ class _RuleSpec(_Timing):
     prune: PruneSetting | None = None
     full_check: Duration | None = None
     allow_empty: StrictBool = False  # a source matching nothing is a success with a warning
+    prune_repositories: StrictBool = False  # delete the tags of repositories the source lost
     backup: Backup | None = None
     media_types: MediaTypes | None = None
     delta: StrictBool = False  # tar: destinations: leave out what earlier bundles carried
@@ -305,6 +310,7 @@ class Rule(_Timing):
     # How often a cycle HEADs every tag instead of trusting what the content index recorded.
     full_check: timedelta = DEFAULT_FULL_CHECK
     allow_empty: bool = False
+    prune_repositories: bool = False
     backup: Backup | None = None  # tag template keeping the image a changed tag overwrites
     media_types: MediaTypes | None = None  # None: every manifest type, any artifact
     delta: bool = False
@@ -353,6 +359,11 @@ class Config(_Model):
         """Settings for a registry host; a host not configured gets the defaults."""
         return self.registries.get(normalize_host(host)) or RegistryConfig()
 
+    def served_host(self, host: str) -> str:
+        """The server a registry name stands for (its `hostname`, else itself), canonical:
+        what decides Docker Hub's ways (pulls, its listing API) for an alias of it too."""
+        return normalize_host(self.registry(host).hostname or host)
+
     def select_rules(self, names: Sequence[str]) -> list[Rule]:
         """The named rules in config order; every rule when ``names`` is empty."""
         wanted = [names] if isinstance(names, str) else list(names)
@@ -393,6 +404,7 @@ def _resolve_rule(spec: _RuleSpec, defaults: Defaults) -> Rule:
         prune=_merge(defaults.prune, spec.prune),
         full_check=defaults.full_check if spec.full_check is None else spec.full_check,
         allow_empty=spec.allow_empty,
+        prune_repositories=spec.prune_repositories,
         backup=defaults.backup if spec.backup is None else spec.backup,
         media_types=defaults.media_types if spec.media_types is None else spec.media_types,
         delta=spec.delta,

@@ -60,33 +60,63 @@ class Listed:
     """Names a registry or layout listed, split by the grammar: usable ones and refused ones.
 
     Every lister returns one: the refused names are never used (never in a URL, a path or a
-    plan) and the run reports each once as an error of the rule that would have seen it.
+    plan) and the run reports them as errors of the rule that would have seen them, quoting
+    at most ``QUOTED`` of them per listing (``more_rejected`` counts the others: a hostile
+    listing of a million bad names costs a count, not a million lines).
     """
 
     names: tuple[str, ...]
     rejected: tuple[str, ...] = ()
     missing: bool = False  # a tag listing of a repository that does not exist (404)
+    more_rejected: int = 0  # refused names beyond those kept in ``rejected``
 
     @classmethod
     def repositories(cls, listed: Iterable[str], host: str = "") -> Listed:
-        return cls._split(listed, lambda name: is_repository(name, host))
+        return cls.split(listed, lambda name: is_repository(name, host))
 
     @classmethod
     def tags(cls, listed: Iterable[str]) -> Listed:
-        return cls._split(listed, is_tag)
+        return cls.split(listed, is_tag, keep=QUOTED)
 
     def skipped(self, kind: str) -> tuple[str, ...]:
-        """One line per refused name, for the rule's errors and the log."""
-        noun = kind.rsplit(" ", 1)[-1]  # "source tag" -> "tag"
-        return tuple(f"skipped {kind} {shown(n)}: not a valid {noun} name" for n in self.rejected)
+        """One line per refused name, for at most ``QUOTED`` of them (``unquoted`` counts
+        the rest)."""
+        return tuple(skipped_line(kind, n) for n in self.rejected[:QUOTED])
+
+    @property
+    def unquoted(self) -> int:
+        """Refused names ``skipped`` does not quote."""
+        return max(len(self.rejected) - QUOTED, 0) + self.more_rejected
+
+    def report(self, kind: str) -> tuple[str, ...]:
+        """``skipped``, and one line counting the unquoted rest (when there is one)."""
+        more = f"… and {self.unquoted} more refused {kind} names" if self.unquoted else ""
+        return self.skipped(kind) + ((more,) if more else ())
 
     @classmethod
-    def _split(cls, listed: Iterable[str], valid: Callable[[str], bool]) -> Listed:
+    def split(
+        cls, listed: Iterable[str], valid: Callable[[str], bool], keep: int | None = None
+    ) -> Listed:
+        """``listed`` split by ``valid``, keeping at most ``keep`` refused names (all: None)."""
         names: list[str] = []
         rejected: list[str] = []
+        more = 0
         for name in listed:
-            (names if valid(name) else rejected).append(name)
-        return cls(tuple(names), tuple(rejected))
+            if valid(name):
+                names.append(name)
+            elif keep is None or len(rejected) < keep:
+                rejected.append(name)
+            else:
+                more += 1
+        return cls(tuple(names), tuple(rejected), more_rejected=more)
+
+
+QUOTED = 10  # refused names quoted per listing (and per rule: see runner)
+
+
+def skipped_line(kind: str, name: str) -> str:
+    noun = kind.rsplit(" ", 1)[-1]
+    return f"skipped {kind} {shown(name)}: not a valid {noun} name"
 
 
 def is_host(segment: str) -> bool:

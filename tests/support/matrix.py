@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .client import RegistryClient
 from .images import OCI_CONFIG, OCI_MANIFEST, Artifact, Blob, Image, Manifest, push
@@ -51,23 +52,35 @@ class Pair:
             reg.stop()
 
 
-def start_pair(auth: str, workdir: Path, tls: TlsFiles, tokens: TokenServer | None) -> Pair:
+def start_pair(
+    auth: str,
+    workdir: Path,
+    tls: TlsFiles,
+    tokens: TokenServer | None,
+    src_options: dict[str, Any] | None = None,
+) -> Pair:
     """Start a source and a destination registry with ``auth`` (none | htpasswd | token).
 
     htpasswd is served over TLS (the only way distribution accepts Basic auth in practice);
     token auth uses ``tokens`` (an ES256 token service), one service name per registry.
+    ``src_options``: more ``Registry`` options for the source (``port``, ``extra_config``).
     """
     regs = []
     for role in ("src", "dst"):
+        more = (src_options or {}) if role == "src" else {}
         if auth == "none":
-            reg = Registry(workdir / role)
+            reg = Registry(workdir / role, **more)
         elif auth == "htpasswd":
             reg = Registry(
-                workdir / role, htpasswd={USER: PASSWORD}, tls=tls.server, ca_file=tls.ca_pem
+                workdir / role,
+                htpasswd={USER: PASSWORD},
+                tls=tls.server,
+                ca_file=tls.ca_pem,
+                **more,
             )
         elif auth == "token":
             assert tokens is not None
-            reg = Registry(workdir / role, token_auth=tokens.registry_auth(f"{role}-svc"))
+            reg = Registry(workdir / role, token_auth=tokens.registry_auth(f"{role}-svc"), **more)
             reg.credentials = (USER, PASSWORD)  # the test client seeds and inspects with these
         else:
             raise ValueError(f"unknown auth kind {auth!r}")
@@ -77,10 +90,14 @@ def start_pair(auth: str, workdir: Path, tls: TlsFiles, tokens: TokenServer | No
 
 @contextmanager
 def running_pair(
-    auth: str, workdir: Path, tls: TlsFiles, tokens: TokenServer | None
+    auth: str,
+    workdir: Path,
+    tls: TlsFiles,
+    tokens: TokenServer | None,
+    src_options: dict[str, Any] | None = None,
 ) -> Iterator[Pair]:
     """``start_pair`` in ``workdir``; afterwards both registries stop and ``workdir`` goes."""
-    started = start_pair(auth, workdir, tls, tokens)
+    started = start_pair(auth, workdir, tls, tokens, src_options)
     try:
         yield started
     finally:

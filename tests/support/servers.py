@@ -6,7 +6,8 @@ a subprocess from synchronous code:
 - ``TokenServer``: a distribution token service issuing ES256 JWTs with an ``x5c`` header whose
   certificate is the registry's ``auth.token.rootcertbundle``; logs every request's user and
   scopes.
-- ``HubApi``: Docker Hub's ``/v2/namespaces/<ns>/repositories`` listing, paged, plus login.
+- ``HubApi``: Docker Hub's ``/v2/namespaces/<ns>/repositories`` listing, paged, plus login, and
+  the tags API (``/v2/namespaces/<ns>/repositories/<name>/tags``: name and digest per tag).
 - ``RateLimitProxy``: a reverse proxy to a registry that adds RateLimit headers to manifest
   responses, answers scripted 429s/503s, and counts requests in flight.
 """
@@ -215,6 +216,9 @@ class HubApi(BackgroundServer):
 
     ``private`` {ns: [names]} are listed only with the JWT that ``/v2/users/login`` gives
     ``users`` {name: password}. ``log`` holds (path, query string, authorised) per request.
+    ``tags`` {"ns/name": [entry, ...]} answers the tags API, ``tag_page_size`` a page (entries
+    as Docker Hub sends them: ``{"name", "digest", "media_type", "images": [...]}``; leave out
+    ``digest`` as old schema-1 pushes do); ``tags_status`` set answers it with that status.
     """
 
     def __init__(
@@ -224,8 +228,13 @@ class HubApi(BackgroundServer):
         page_size: int = 2,
         private: dict[str, list[str]] | None = None,
         users: dict[str, str] | None = None,
+        tags: dict[str, list[dict[str, Any]]] | None = None,
+        tag_page_size: int = 100,
     ) -> None:
         super().__init__()
+        self.tags = tags or {}
+        self.tag_page_size = tag_page_size
+        self.tags_status: int | None = None
         self.namespaces = namespaces
         self.private = private or {}
         self.users = users or {}
@@ -239,6 +248,7 @@ class HubApi(BackgroundServer):
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/v2/namespaces/{ns}/repositories", self._list)
+        app.router.add_get("/v2/namespaces/{ns}/repositories/{name}/tags", self._tags)
         app.router.add_post("/v2/users/login", self._login)
         return app
 
@@ -270,6 +280,24 @@ class HubApi(BackgroundServer):
                     {"name": n, "namespace": ns, "repository_type": "image"} for n in chunk
                 ],
             }
+        )
+
+    async def _tags(self, request: web.Request) -> web.Response:
+        authorised = request.headers.get("Authorization") == f"Bearer {self._jwt}"
+        self.log.append((request.path, request.query_string, authorised))
+        if self.tags_status is not None:
+            return web.json_response({"message": "scripted failure"}, status=self.tags_status)
+        repo = f"{request.match_info['ns']}/{request.match_info['name']}"
+        if repo not in self.tags:
+            return web.json_response({"message": "object not found"}, status=404)
+        entries = self.tags[repo]
+        page = int(request.query.get("page", "1"))
+        size = min(int(request.query.get("page_size", "10")), self.tag_page_size)
+        more = page * size < len(entries)
+        following = f"{self.url}{request.path}?page={page + 1}&page_size={size}" if more else None
+        chunk = entries[(page - 1) * size : page * size]
+        return web.json_response(
+            {"count": len(entries), "next": following, "previous": None, "results": chunk}
         )
 
 

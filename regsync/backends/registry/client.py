@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from urllib.parse import quote
 
 from yarl import URL
@@ -36,7 +36,7 @@ from regsync.errors import (
 from regsync.oci import mediatypes
 from regsync.oci.digest import StreamVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
-from regsync.oci.ref import Listed, is_reference, is_repository, shown
+from regsync.oci.ref import QUOTED, Listed, is_reference, is_repository, is_tag, shown
 
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 _RANGE_START = re.compile(r"\s*bytes\s+([0-9]{1,19})-")  # few digits: int() refuses 4,300+
@@ -75,8 +75,8 @@ class RegistryClient:
         """Every repository in the catalog (needs `registry:catalog:*`), checked by name."""
         try:
             url = self.transport.url("/v2/_catalog", {"n": self.page_size})
-            listed = _below(await self._paged(url, "repositories", (CATALOG_SCOPE,)), self)
-            return Listed.repositories(listed, self.name)
+            every = await self._paged(url, "repositories", (CATALOG_SCOPE,), lambda n: True)
+            return Listed.repositories(_below(list(every.names), self), self.name)
         except CredentialsError:
             raise  # bad credentials: that message is the clear one
         except (NotFoundError, UnsupportedError, AuthError) as exc:
@@ -92,7 +92,8 @@ class RegistryClient:
         """Every tag of a repository, checked by name; an empty or unknown one has none."""
         url = self._url(repo, "tags/list", query={"n": self.page_size})
         try:
-            return Listed.tags(await self._paged(url, "tags", (repo_scope(repo, "pull"),)))
+            scopes = (repo_scope(repo, "pull"),)
+            return await self._paged(url, "tags", scopes, is_tag, keep=QUOTED)
         except NotFoundError:
             return Listed((), missing=True)
 
@@ -108,11 +109,23 @@ class RegistryClient:
         path = f"/v2/{repo}/{endpoint}/{ref}" if ref else f"/v2/{repo}/{endpoint}"
         return self.transport.url(path, query)
 
-    async def _paged(self, first: URL, key: str, scopes: tuple[str, ...]) -> list[str]:
+    async def _paged(
+        self,
+        first: URL,
+        key: str,
+        scopes: tuple[str, ...],
+        valid: Callable[[str], bool],
+        keep: int | None = None,
+    ) -> Listed:
+        """Every page of a listing, split by ``valid`` as each arrives, keeping at most
+        ``keep`` refused names (a listing of refused names holds a count, not the names)."""
         url, path = first, first.path
         seen: set[str] = set()
-        items: list[str] = []
+        names: list[str] = []
+        rejected: list[str] = []
+        more = total = 0
         listed: set[str] = set()
+        refused_pages: set[int] = set()  # refused parts of pages seen (for the loop check)
         while True:
             if str(url) in seen or len(seen) >= MAX_PAGES:
                 raise RegistryError(f"{self.name}: {path} pagination loops or never ends")
@@ -124,15 +137,23 @@ class RegistryClient:
                 isinstance(page, list) and all(isinstance(x, str) for x in page)
             ):
                 raise RegistryError(f"{self.name}: {path} returned a malformed {key} list")
-            known = len(listed)
-            listed.update(page or [])
-            items.extend(page or [])
-            if len(items) > MAX_LISTING:
+            total += len(page or [])
+            if total > MAX_LISTING:
                 raise RegistryError(f"{self.name}: {path} lists over {MAX_LISTING} entries")
+            part = Listed.split(page or [], valid)
+            known, known_refused = len(listed), len(refused_pages)
+            listed.update(part.names)
+            names.extend(part.names)
+            room = len(part.rejected) if keep is None else max(keep - len(rejected), 0)
+            rejected.extend(part.rejected[:room])
+            more += len(part.rejected[room:])
+            if part.rejected:
+                refused_pages.add(hash(part.rejected))
+            del data, page, part
             link = _LINK_NEXT.search(resp.headers.get("Link", ""))
             if link is None:
-                return items
-            if len(listed) == known:
+                return Listed(tuple(names), tuple(rejected), more_rejected=more)
+            if len(listed) == known and len(refused_pages) == known_refused:
                 # A next page after one that added nothing new: the URLs change but the
                 # listing goes round in circles (or is empty forever). Stop, don't follow.
                 raise RegistryError(f"{self.name}: {path} pagination repeats itself")

@@ -8,8 +8,10 @@ out its own retries, so the rules that need it fail fast and the other rules car
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import ssl
 
 import aiohttp
@@ -63,6 +65,14 @@ def connect_error(registry: str, exc: BaseException) -> TransportError | None:
         else:
             hint = f"set registries.{registry}.ca_file to the CA that signed it"
         return TlsError(f"{registry}: TLS handshake failed ({text}): {hint}", registry=registry)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        # A name that does not resolve will not resolve on the next try either: down at once.
+        host = getattr(exc, "host", registry)
+        return UnreachableError(
+            f"{registry}: cannot resolve {host} ({_why(exc)}): check the host name",
+            registry=registry,
+            down=True,
+        )
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
         return UnreachableError(f"{registry}: cannot connect ({_why(exc)})", registry=registry)
     return None
@@ -82,6 +92,11 @@ def _tls_cause(exc: BaseException) -> BaseException | None:
 
 def _why(exc: BaseException) -> str:
     os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, socket.gaierror):
+        return str(os_error.strerror or os_error)
+    if isinstance(os_error, OSError) and os_error.errno == errno.ECONNREFUSED:
+        where = f"{getattr(exc, 'host', '')}:{getattr(exc, 'port', '')}"
+        return f"connection refused by {where}: nothing listens there"
     if isinstance(os_error, OSError) and os_error.errno:
         return os.strerror(os_error.errno)  # asyncio's strerror is "Connect call failed (...)"
     if isinstance(exc, aiohttp.ConnectionTimeoutError):

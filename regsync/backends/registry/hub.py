@@ -2,7 +2,10 @@
 
 ``GET <api>/v2/namespaces/<ns>/repositories?page_size=100`` answers
 ``{"count", "next", "results": [{"name", "namespace", ...}]}``; ``next`` is the absolute URL of
-the following page, or null. With credentials, ``POST <api>/v2/users/login`` first trades them
+the following page, or null. ``<api>/v2/namespaces/<ns>/repositories/<name>/tags?page_size=100``
+pages the same way through ``{name, digest, media_type, images, ...}`` per tag: ``digest`` is
+the tag's manifest digest (for a multi-arch tag, the index's), so one page stands for 100
+manifest HEADs (``tag_digests``). With credentials, ``POST <api>/v2/users/login`` first trades them
 (a password or a personal access token) for a JWT so private repositories are listed too.
 """
 
@@ -14,7 +17,10 @@ from regsync.backends.registry.client import MAX_LISTING
 from regsync.backends.registry.responses import next_page
 from regsync.backends.registry.transport import Transport
 from regsync.errors import AuthError, NotFoundError, RegistryError
-from regsync.oci.ref import Listed, is_repository
+from regsync.oci import mediatypes
+from regsync.oci.digest import is_digest
+from regsync.oci.manifest import Descriptor
+from regsync.oci.ref import Listed, is_repository, is_tag
 from regsync.secrets import remember_login, remember_token
 
 HUB_API_URL = "https://hub.docker.com"  # Docker Hub's web API (namespaces, login), not its registry
@@ -78,6 +84,34 @@ class HubCatalog:
             url = next_page(resp.url, str(following), first, f"{self.registry}: Hub API paging")
         raise RegistryError(f"{self.registry}: Hub API paging never ends ({namespace})")
 
+    async def tag_digests(self, repo: str) -> dict[str, Descriptor]:
+        """Tag -> descriptor (digest, media type if the API gave a known one, size 0) for the
+        tags of ``<ns>/<name>`` whose entry has a valid digest. Entries without one (old
+        schema-1 pushes), with a bad name or digest, are left out: the caller HEADs those.
+        Raises RegistryError when the API fails (the caller then HEADs every tag)."""
+        ns, _, name = repo.partition("/")
+        if not is_repository(repo) or not name or "/" in name:
+            raise RegistryError(f"{self.registry}: {repo} is not a Docker Hub repository name")
+        headers = await self._headers()
+        first = self.transport.url(
+            f"/v2/namespaces/{ns}/repositories/{name}/tags", {"page_size": PAGE_SIZE}
+        )
+        url, found = first, dict[str, Descriptor]()
+        for _ in range(MAX_PAGES):
+            resp = await self.transport.request("GET", url, scopes=(), headers=headers)
+            data = resp.json()
+            results = data.get("results") if isinstance(data, dict) else None
+            if not isinstance(results, list):
+                raise RegistryError(f"{self.registry}: Hub API sent no results list")
+            found.update(t for t in map(_tag_entry, results) if t is not None)
+            if len(found) > MAX_LISTING:
+                raise RegistryError(f"{self.registry}: Hub API lists over {MAX_LISTING} tags")
+            following = data.get("next")
+            if not following:
+                return found
+            url = next_page(resp.url, str(following), first, f"{self.registry}: Hub API paging")
+        raise RegistryError(f"{self.registry}: Hub API tag paging never ends ({repo})")
+
     async def _headers(self) -> dict[str, str]:
         if self._login is None:
             return {}
@@ -104,3 +138,16 @@ class HubCatalog:
             remember_token(token)
             self._jwt = token
         return {"Authorization": f"Bearer {self._jwt}"}
+
+
+def _tag_entry(item: object) -> tuple[str, Descriptor] | None:
+    """One tag entry of the Hub tags API, if its name and digest are usable."""
+    if not isinstance(item, dict):
+        return None
+    name, digest, media_type = item.get("name"), item.get("digest"), item.get("media_type")
+    if not (isinstance(name, str) and is_tag(name) and isinstance(digest, str)):
+        return None
+    if not is_digest(digest):
+        return None
+    known = media_type if isinstance(media_type, str) and media_type in mediatypes.MANIFESTS else ""
+    return name, Descriptor(known, digest, 0)

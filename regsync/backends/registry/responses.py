@@ -37,6 +37,9 @@ class Response:
             ) from exc
 
 
+_HTTPS_ONLY = b"Client sent an HTTP request to an HTTPS server"
+
+
 def error_from_response(
     registry: str,
     method: str,
@@ -59,6 +62,12 @@ def error_from_response(
         detail = "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))
     except (ValueError, AttributeError):
         pass
+    if status == 400 and url.scheme == "http" and _HTTPS_ONLY in body:
+        # Go's TLS server answers a plain-HTTP request so (distribution, Harbor, Zot...).
+        detail = (
+            f"it speaks HTTPS, not plain HTTP: remove tls: http from registries.{registry} "
+            "(or set tls: insecure for a certificate it cannot verify)"
+        )
     where = f"{method} {url.path}"
     if foreign:
         origin = f"{url.scheme}://{url.host}:{url.port}"
