@@ -72,5 +72,5 @@ def test_every_list_of_a_rule_result_is_capped_with_a_count_of_the_rest() -> Non
     assert shown["errors"][-1] == f"… and {10_000 - MAX_LINES} more"
     assert shown["notes"][-1] == "… and 5 more"
     lines = Lines(limit=2)
-    lines += ["a", "b", "c"]
-    assert lines == ["a", "b", "… and 1 more"]
+    lines += ["a", "b", "c", "d"]
+    assert lines == ["a", "b", "… and 2 more"] and lines.total == 4
