@@ -171,6 +171,8 @@ async def _ls(setup: RunSetup, spec: _LsSpec, digests: bool, as_json: bool) -> i
     else:
         backend = setup.source(source)
         listed = await backend.tags(source.pattern)
+        if listed.missing:  # a registry's 404, a layout without it: not an empty answer
+            raise NotFoundError(f"{_where(source)}: no such repository", registry=source.registry)
         rows = {tag: "" for tag in listed.names}
         if digests:
             known = await _listed_digests(setup, source)
