@@ -192,8 +192,6 @@ async def _ls(setup: RunSetup, spec: _LsSpec, digests: bool, as_json: bool) -> i
     return EXIT_OK
 
 
-
-
 async def _listed_digests(setup: RunSetup, source: SourceSpec) -> dict[str, str]:
     """The cheapest answer first: a Docker Hub repository's tags API names every tag's digest,
     100 a request; whatever it leaves out (or all, if it fails) is HEADed."""
