@@ -341,7 +341,7 @@ async def sync_repo(
         return
     if plan.source_missing and not rule.source.is_glob:  # the one repository the rule names
         try:
-            what = f"source repository {rule.source} does not exist"
+            what = f"source repository {rule.source.named} does not exist"
             empty_source(what, rule=rule.name, allowed=rule.allow_empty)
         except RegsyncError as exc:
             ctx.outages.rule_failed(rule, result, exc)

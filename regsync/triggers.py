@@ -30,6 +30,7 @@ from regsync.events import FanOut
 from regsync.metrics import EVENT_OUTCOMES, Metrics, iso_time
 from regsync.oci.ref import Kind, shown
 from regsync.result import RuleResult
+from regsync.secrets import SECRETS
 from regsync.session import policy_for
 from regsync.shard import Shard
 
@@ -197,6 +198,7 @@ class EventDispatcher:
         """(Re)declare the registries that may send events (config loaded or reloaded)."""
         for host, settings in self.loops.config.registries.items():
             if settings.notifications is not None:
+                SECRETS.add(settings.notifications.token.get_secret_value())  # never shown
                 self.metrics.events_configured(host)
                 self.registries.setdefault(host, RegistryEvents())
         names = {rule.name for rule in self.loops.config.rules}

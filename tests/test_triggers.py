@@ -518,3 +518,11 @@ async def test_a_stream_of_events_never_starves_the_scheduled_cycle(tmp_path: Pa
     assert second - first > 1  # events ran in between
     daemon.stop()
     await asyncio.wait_for(task, 10)
+
+
+def test_a_notifications_token_is_redacted_once_serve_has_the_config(tmp_path: Path) -> None:
+    from regsync.secrets import redact
+
+    cfg = config(tmp_path, f"  - {{name: r, source: '{SRC}/a', destination: '127.0.0.1:8/m'}}\n")
+    Daemon(str(tmp_path / "sync.yaml"), cfg, Metrics(), grace=5)
+    assert redact("a registry echoed tok-123456 back") == "a registry echoed *** back"
