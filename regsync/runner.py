@@ -92,7 +92,7 @@ class RunContext:
             transfers=self.transfers.setdefault(key, asyncio.Semaphore(limit)),
             stats=result.stats,
             on_bytes=lambda n: self.events.bytes_copied(rule.name, n),
-            on_blob=lambda outcome: self.events.blob_done(rule.name, outcome),
+            on_blob=self._blob_hook(rule.name, key),
             retry=self.retry,
             observer=self.observer,
             on_transfer=self._transfer_hook(rule.name),
@@ -136,6 +136,16 @@ class RunContext:
         # A layout shares one blob store across its repositories: nothing to remember.
         index = None if destination.shares_blobs else self.index
         return BlobLedger(index=index, registry=rule.destination.registry)
+
+    def _blob_hook(self, rule: str, destination: str) -> Callable[[str], None]:
+        gate = self.gates.setdefault(destination, WriteGate())
+
+        def hook(outcome: str) -> None:
+            self.events.blob_done(rule, outcome)
+            if outcome in ("copied", "mounted"):  # the destination took a write
+                gate.prove()
+
+        return hook
 
     def _transfer_hook(self, rule: str) -> Callable[[str, Descriptor, bool], None]:
         def hook(repo: str, desc: Descriptor, begins: bool) -> None:
@@ -334,7 +344,7 @@ async def sync_repo(
         return
     if plan.source_missing and not rule.source.is_glob:  # the one repository the rule names
         try:
-            what = f"source repository {rule.source} does not exist"
+            what = f"source repository {rule.source.named} does not exist"
             empty_source(what, rule=rule.name, allowed=rule.allow_empty)
         except RegsyncError as exc:
             ctx.outages.rule_failed(rule, result, exc)

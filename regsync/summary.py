@@ -166,7 +166,7 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
         lines.extend(f"  error: {e}" for e in r.errors)
         if r.undone:
             lines.append(
-                f"  {len(r.undone)} repositories or tags left undone by the error above "
+                f"  {r.undone.total} repositories or tags left undone by the error above "
                 "(each listed under `undone` in --json, and in the log with -v)"
             )
     return "\n".join(lines)

@@ -314,6 +314,17 @@ def test_image_installs_the_lock_by_hash_and_ships_no_installer() -> None:
     assert uninstall.startswith("python -m pip uninstall --yes --no-input pip setuptools wheel")
 
 
+def test_readme_names_the_dockerfiles_base_image() -> None:
+    """The README's "Container image" section names the base the Dockerfile builds on, and no
+    other python image."""
+    (arg,) = [i.args for i in dockerfile_stages_preamble() if i.args.startswith("PYTHON_IMAGE=")]
+    base = arg.removeprefix("PYTHON_IMAGE=")
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("### Container image\n", 1)[1].split("\n#", 1)[0]
+    assert f"`{base}`" in section
+    assert set(re.findall(r"python:[\w.-]+", readme)) == {base}
+
+
 def test_useradd_makes_a_regular_account_so_uid_10001_raises_no_warning() -> None:
     """--system with uid/gid 10001 warns (outside SYS_UID_MAX / SYS_GID_MAX)."""
     (run,) = [i.args for i in dockerfile_stages()[-1] if i.keyword == "RUN"]

@@ -92,7 +92,7 @@ class Hops:
     """One request's redirect chain."""
 
     registry: str
-    policy: RedirectPolicy
+    method: str
     first: URL
     seen: list[str] = field(default_factory=list)
 
@@ -109,8 +109,8 @@ class Hops:
         self.seen.append(str(current))
         if str(target) in self.seen or len(self.seen) >= MAX_HOPS:
             raise RegistryError(
-                f"{self.registry}: redirect loop at {shown(str(target.with_query(None)))}"
-                f" ({len(self.seen)} hops)",
+                f"{self.registry}: {self.method} {self.first.path}: redirect loop at"
+                f" {shown(str(target.with_query(None)))} ({len(self.seen)} hops)",
                 registry=self.registry,
             )
         if target.scheme not in ("http", "https") or not target.host:

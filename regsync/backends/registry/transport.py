@@ -280,7 +280,7 @@ class Transport:
         """One request up to the response's headers, its redirects followed here, each hop
         checked first (``registry.redirects``: no credentials or userinfo to another origin,
         no public -> internal address, loops named)."""
-        hops = Hops(self.registry, self.redirects, url)
+        hops = Hops(self.registry, method, url)
         resp = await self._exchange(method, url, headers, data, {})
         current = url
         while resp.status in REDIRECTS and "Location" in resp.headers:
