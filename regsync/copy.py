@@ -155,8 +155,12 @@ class _Tap:
 
     async def aclose(self) -> None:
         close = getattr(self._source, "aclose", None)
-        if close is not None:
-            await close()
+        if close is None or getattr(self._source, "ag_running", False):
+            # Still inside a read the failed upload's writer started (a source retrying a
+            # broken stream): closing it now raises RuntimeError and hides the real error;
+            # the writer's end finishes it.
+            return
+        await close()
 
 
 @dataclass
