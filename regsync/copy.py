@@ -155,12 +155,10 @@ class _Tap:
 
     async def aclose(self) -> None:
         close = getattr(self._source, "aclose", None)
-        if close is None or getattr(self._source, "ag_running", False):
-            # Still inside a read the failed upload's writer started (a source retrying a
-            # broken stream): closing it now raises RuntimeError and hides the real error;
-            # the writer's end finishes it.
-            return
-        await close()
+        # Still being read by another task (an HTTP client's body writer, which the failed
+        # upload cancels): closing it now raises RuntimeError over the upload's own error.
+        if close is not None and not getattr(self._source, "ag_running", False):
+            await close()
 
 
 @dataclass

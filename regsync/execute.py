@@ -77,6 +77,12 @@ async def backup_action(engine: CopyEngine, plan: RepoPlan, action: TagAction) -
             f"backup tag {shown(action.backup)} is not a valid tag (over 128 characters?); "
             f"{action.tag} is left as it is"
         )
+    if action.backup_clash:
+        raise ManifestError(
+            f"backup tag {action.backup} refused: the source has that tag, which the backup "
+            f"would overwrite; {action.tag} is left as it is (use a backup template whose "
+            "names the source does not use)"
+        )
     current = await engine.destination.manifest_get(plan.dest_repo, action.dest_digest)
     await engine.push_manifest(plan.dest_repo, action.backup, current)
     log.info(

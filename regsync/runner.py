@@ -98,12 +98,14 @@ class RunContext:
             on_transfer=self._transfer_hook(rule.name),
         )
 
-    def counts_pulls(self, rule: Rule) -> bool:
-        """Whether a source manifest GET costs more than a HEAD here: always when planning
-        only; on Docker Hub and registries with `rate_limit` (GETs are pulls), where a tag
-        the destination lacks is HEADed first so tags sharing a digest cost one pull."""
+    def counts_pulls(self, rule: Rule, destination: str) -> bool:
+        """Whether a source manifest GET costs more than a HEAD here, so a tag the destination
+        lacks is HEADed first (tags sharing a digest then cost one GET): always when planning
+        only; on Docker Hub and registries with `rate_limit` (GETs are pulls); and until the
+        destination accepted a copy in this run (one refusing writes costs one GET at most)."""
         source = rule.source
-        if self.dry_run or self.plan_only:
+        gate = self.gates.get(destination)
+        if self.dry_run or self.plan_only or gate is None or not gate.proven:
             return True
         if source.kind is not Kind.REGISTRY:
             return False
@@ -326,7 +328,8 @@ async def sync_repo(
         if ctx.targets is not None:  # some tags only: record what it sees, never a full check
             recorded = replace(recorded, full=False)
         if ctx.targets is None:
-            get_tag = None if ctx.counts_pulls(rule) else engine.get_tag_manifest
+            pulls = ctx.counts_pulls(rule, dest.name)
+            get_tag = None if pulls else engine.get_tag_manifest
             fetch, listed = engine.get_manifest, await ctx.listed_digests(rule, repo)
             plan = await survey(
                 source, dest, repo, dest_repo, policy, fetch, recorded, get_tag, listed
