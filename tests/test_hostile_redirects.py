@@ -271,3 +271,44 @@ def test_the_unspecified_address_is_loopback() -> None:
     """0.0.0.0 and :: connect to this host: a registry on 10.x may not reach it."""
     for ip in ("0.0.0.0", "0.1.2.3", "::", "::ffff:0.0.0.0"):
         assert address_class(ip) == "loopback", ip
+
+
+async def upload_to(src: ScriptedRegistry, policy: RedirectPolicy, location: str) -> None:
+    """The registry (as a destination) answers the upload's POST with ``location``."""
+
+    async def start(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+        return web.Response(status=202, headers={"Location": location})
+
+    src.override("POST", r"/v2/evil/app/blobs/uploads/$", start)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield SECRET.data
+
+    async with aiohttp.ClientSession() as session:
+        transport = Transport(session, src.host, src.url, retry=FAST, redirects=policy)
+        await RegistryClient(transport).blob_upload("evil/app", DESC, chunks())
+
+
+async def test_an_upload_location_cannot_lead_into_the_inside_network(
+    internal: Internal,
+) -> None:
+    """An upload ``Location`` names where the blob's bytes go: checked like a redirect."""
+    resolver = ScriptedResolver({"internal.test": ["127.0.0.2"], "127.0.0.1": ["127.0.0.1"]})
+    policy = RedirectPolicy(classify=public_loopback, resolver=resolver)
+    async with ScriptedRegistry() as src:
+        with pytest.raises(RegistryError, match=r"'internal\.test' \(127\.0\.0\.2, a loopback"):
+            await upload_to(src, policy, f"http://internal.test:{internal.port}/upload")
+    assert internal.requests == []
+
+
+async def test_an_upload_location_elsewhere_in_its_class_is_sent_to_the_checked_address(
+    internal: Internal,
+) -> None:
+    resolver = ScriptedResolver({"storage.test": ["127.0.0.2"]})
+    policy = RedirectPolicy(resolver=resolver)  # real classes: loopback to loopback
+    async with ScriptedRegistry() as src:
+        with pytest.raises(RegistryError, match=r"PUT .*/upload .*-> 200"):  # not an upload
+            await upload_to(src, policy, f"http://storage.test:{internal.port}/upload?_state=s")
+    assert [path for path, _ in internal.requests] == ["/upload", "/upload"]  # PUT, DELETE
+    assert resolver.asked == ["storage.test", "storage.test"]
+    assert internal.requests[0][1]["Host"] == f"storage.test:{internal.port}"

@@ -280,9 +280,12 @@ class Transport:
     ) -> aiohttp.ClientResponse:
         """One request up to the response's headers, its redirects followed here, each hop
         checked first (``registry.redirects``: no credentials or userinfo to another origin,
-        no public -> internal address, loops named)."""
+        no public -> internal address, loops named). A first URL off the registry's origin
+        (an upload ``Location``) is checked the same way: the registry named it."""
         hops = Hops(self.registry, method, url)
-        resp = await self._exchange(method, url, headers, data, {})
+        first = dict(headers)  # the checked hop's Host must not follow into later hops
+        first_url, extra = await self._checked(url, first)
+        resp = await self._exchange(method, first_url, first, data, extra)
         current = url
         while resp.status in REDIRECTS and "Location" in resp.headers:
             step = hop_method(resp.status, method, data)
