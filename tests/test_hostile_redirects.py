@@ -312,3 +312,18 @@ async def test_an_upload_location_elsewhere_in_its_class_is_sent_to_the_checked_
     assert [path for path, _ in internal.requests] == ["/upload", "/upload"]  # PUT, DELETE
     assert resolver.asked == ["storage.test", "storage.test"]
     assert internal.requests[0][1]["Host"] == f"storage.test:{internal.port}"
+
+
+async def test_a_listed_host_with_a_port_allows_that_port_only(internal: Internal) -> None:
+    """``redirects: [minio.internal:9000]`` (as documented) names one port of one host."""
+    for listed, allowed in ((f"internal.test:{internal.port}", True), ("internal.test:1", False)):
+        resolver = ScriptedResolver({"internal.test": ["127.0.0.2"]})
+        policy = RedirectPolicy.of([listed], classify=public_loopback, resolver=resolver)
+        async with ScriptedRegistry() as src:
+            await redirect_to(src, f"http://internal.test:{internal.port}/blob")
+            if allowed:
+                assert await read(src, policy) == SECRET.data
+            else:
+                with pytest.raises(RegistryError, match="refusing the redirect to"):
+                    await read(src, policy)
+    assert len(internal.requests) == 1

@@ -74,13 +74,19 @@ class RedirectPolicy:
             raise OSError(f"{host} does not resolve")
         return str(found[0]["host"])
 
+    def listed(self, url: URL) -> bool:
+        """Whether ``url``'s host is listed: as ``host`` (any port) or ``host:port``."""
+        host = (url.host or "").lower()
+        named = f"[{host}]" if ":" in host else host
+        return bool({host, f"{named}:{url.port}"} & self.allow_hosts)
+
     def check(
         self, registry: str, origin: str, url: URL, ip: str, what: str = "redirect to"
     ) -> None:
         """Raise unless a hop to ``url`` at ``ip`` is allowed from a registry of class
         ``origin``."""
         where = self.classify(ip)
-        if where in (PUBLIC, origin) or self.allow_any or (url.host or "") in self.allow_hosts:
+        if where in (PUBLIC, origin) or self.allow_any or self.listed(url):
             return
         raise RegistryError(
             f"{registry}: refusing the {what} {shown(url.host or '')} ({ip}, a {where}"
