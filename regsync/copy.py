@@ -155,7 +155,9 @@ class _Tap:
 
     async def aclose(self) -> None:
         close = getattr(self._source, "aclose", None)
-        if close is not None:
+        # Still being read by another task (an HTTP client's body writer, which the failed
+        # upload cancels): closing it now raises RuntimeError over the upload's own error.
+        if close is not None and not getattr(self._source, "ag_running", False):
             await close()
 
 

@@ -8,6 +8,8 @@ source's blob GET that streams into that upload finds it gone.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tests.support import (
@@ -86,3 +88,24 @@ def test_a_source_stream_that_breaks_is_retried_and_charged_to_the_source(
     metrics = prom.read_text().splitlines()
     retries = [m for m in metrics if m.startswith("regsync_registry_retries_total{")]
     assert retries and all(f'registry="{proxy.host}"' in m for m in retries), retries
+
+
+async def test_closing_a_stream_still_being_read_does_not_hide_the_error() -> None:
+    """A failed upload whose writer is still inside a source read (a source retrying a broken
+    stream): closing the stream then must not raise (RuntimeError 'already running') and
+    replace the source's own error; the read ends with the writer."""
+    from regsync.copy import _Tap
+
+    gate = asyncio.Event()
+
+    async def source() -> AsyncIterator[bytes]:
+        await gate.wait()
+        yield b"x"
+
+    tap = _Tap(source(), lambda n: None)
+    reading = asyncio.ensure_future(anext(tap))
+    await asyncio.sleep(0)  # the writer is now inside the read
+    await tap.aclose()  # no RuntimeError
+    gate.set()
+    assert await reading == b"x"
+    await tap.aclose()  # and once the read is over, it closes

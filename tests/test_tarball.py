@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from regsync.backends.tarball import Tarball
-from regsync.backends.tarfs import Archive, pack
+from regsync.backends.tarfs import MAX_SKIPPED, Archive, pack
 from regsync.errors import IntegrityError, LayoutError, NotFoundError
 from regsync.oci.manifest import Descriptor
 from tests.support import (
@@ -206,6 +206,17 @@ async def test_tar_members_are_untrusted_names_links_and_duplicates(tmp_path: Pa
     hostile_tar(twice, [*good, (member("index.json"), b"{}")])
     with pytest.raises(LayoutError, match="appears twice"):
         Archive.scan(twice)
+
+
+def test_skipped_members_are_counted_not_all_kept(tmp_path: Path) -> None:
+    """A bundle of many junk members (up to the million a scan allows) keeps a few of their
+    names for the log and counts the rest, rather than one string per member in memory."""
+    junk = [(member(f"junk/{i:04d}-" + "n" * 200), b"") for i in range(300)]
+    path = tmp_path / "junk.tar"
+    hostile_tar(path, [(member("oci-layout"), b"{}"), *junk])
+    archive = Archive.scan(path)
+    assert len(archive.skipped) == MAX_SKIPPED + 1
+    assert archive.skipped[-1] == f"skipped {300 - MAX_SKIPPED} more members"
 
 
 def test_an_oversized_extended_header_is_refused_before_it_is_read(tmp_path: Path) -> None:

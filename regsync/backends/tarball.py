@@ -109,7 +109,7 @@ class Tarball(Layout):
 
     def _scan(self) -> list[Any]:
         archive = self._archive = Archive.scan(self.path)
-        for why in archive.skipped[:20]:
+        for why in archive.skipped:
             log.warning("%s: %s", self.name, why)
         if not (archive.has(LAYOUT_FILE) and archive.has(INDEX_FILE)):
             raise LayoutError(f"{self.name} is not an OCI archive (no {LAYOUT_FILE}/{INDEX_FILE})")
