@@ -206,3 +206,109 @@ def test_the_redirects_setting_is_allow_or_a_list_of_hosts() -> None:
     assert RedirectPolicy.of(hosts).allow_hosts == {"minio.internal:9000"}
     with pytest.raises(ConfigError, match=r"registries\.r\.example\.redirects \(sync\.yaml:3\): "):
         parse_config(base % "everywhere" + rule)
+
+
+async def challenge_with_realm(src: ScriptedRegistry, realm: str) -> None:
+    """The blob asks for a Bearer token from ``realm`` (the registry chose it)."""
+
+    async def handler(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+        if request.headers.get("Authorization") == "Bearer stolen":
+            return web.Response(body=SECRET.data)
+        return web.Response(
+            status=401, headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="x"'}
+        )
+
+    src.override("GET", rf"/v2/evil/app/blobs/{SECRET.digest}$", handler)
+
+
+async def test_a_public_registry_cannot_point_its_token_realm_into_the_inside_network(
+    internal: Internal,
+) -> None:
+    """A token realm is a URL the registry chooses, like a redirect: an internal service
+    answering it would hand its JSON (a token) to the registry as the next Bearer."""
+    resolver = ScriptedResolver({"internal.test": ["127.0.0.2"], "127.0.0.1": ["127.0.0.1"]})
+    policy = RedirectPolicy(classify=public_loopback, resolver=resolver)
+    async with ScriptedRegistry() as src:
+        await challenge_with_realm(src, f"http://internal.test:{internal.port}/token")
+        with pytest.raises(
+            RegistryError,
+            match=r"refusing the token realm 'internal\.test' \(127\.0\.0\.2, a loopback",
+        ):
+            await read(src, policy, username="u", password="p")
+    assert internal.requests == []
+
+
+async def test_a_token_realm_cannot_redirect_into_the_inside_network(internal: Internal) -> None:
+    async with ScriptedRegistry() as src:
+        await challenge_with_realm(src, f"{src.url}/token")
+
+        async def token(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+            raise web.HTTPFound(f"http://127.0.0.2:{internal.port}/token")
+
+        src.override("GET", r"/token$", token)
+        with pytest.raises(RegistryError, match=r"127\.0\.0\.2, a loopback address"):
+            await read(src, RedirectPolicy(classify=public_loopback))
+    assert internal.requests == []
+
+
+async def test_a_token_realm_within_its_class_still_serves_a_token() -> None:
+    async with ScriptedRegistry() as src:
+        await challenge_with_realm(src, f"{src.url}/hop")
+
+        async def hop(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+            raise web.HTTPFound(f"/token?{request.query_string}")
+
+        async def token(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+            assert request.query.getall("scope") == ["repository:evil/app:pull"]
+            return web.json_response({"token": "stolen"})
+
+        src.override("GET", r"/hop$", hop)
+        src.override("GET", r"/token$", token)
+        assert await read(src, RedirectPolicy()) == SECRET.data
+
+
+def test_the_unspecified_address_is_loopback() -> None:
+    """0.0.0.0 and :: connect to this host: a registry on 10.x may not reach it."""
+    for ip in ("0.0.0.0", "0.1.2.3", "::", "::ffff:0.0.0.0"):
+        assert address_class(ip) == "loopback", ip
+
+
+async def upload_to(src: ScriptedRegistry, policy: RedirectPolicy, location: str) -> None:
+    """The registry (as a destination) answers the upload's POST with ``location``."""
+
+    async def start(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+        return web.Response(status=202, headers={"Location": location})
+
+    src.override("POST", r"/v2/evil/app/blobs/uploads/$", start)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield SECRET.data
+
+    async with aiohttp.ClientSession() as session:
+        transport = Transport(session, src.host, src.url, retry=FAST, redirects=policy)
+        await RegistryClient(transport).blob_upload("evil/app", DESC, chunks())
+
+
+async def test_an_upload_location_cannot_lead_into_the_inside_network(
+    internal: Internal,
+) -> None:
+    """An upload ``Location`` names where the blob's bytes go: checked like a redirect."""
+    resolver = ScriptedResolver({"internal.test": ["127.0.0.2"], "127.0.0.1": ["127.0.0.1"]})
+    policy = RedirectPolicy(classify=public_loopback, resolver=resolver)
+    async with ScriptedRegistry() as src:
+        with pytest.raises(RegistryError, match=r"'internal\.test' \(127\.0\.0\.2, a loopback"):
+            await upload_to(src, policy, f"http://internal.test:{internal.port}/upload")
+    assert internal.requests == []
+
+
+async def test_an_upload_location_elsewhere_in_its_class_is_sent_to_the_checked_address(
+    internal: Internal,
+) -> None:
+    resolver = ScriptedResolver({"storage.test": ["127.0.0.2"]})
+    policy = RedirectPolicy(resolver=resolver)  # real classes: loopback to loopback
+    async with ScriptedRegistry() as src:
+        with pytest.raises(RegistryError, match=r"PUT .*/upload .*-> 200"):  # not an upload
+            await upload_to(src, policy, f"http://storage.test:{internal.port}/upload?_state=s")
+    assert [path for path, _ in internal.requests] == ["/upload", "/upload"]  # PUT, DELETE
+    assert resolver.asked == ["storage.test", "storage.test"]
+    assert internal.requests[0][1]["Host"] == f"storage.test:{internal.port}"

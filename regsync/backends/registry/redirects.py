@@ -28,6 +28,7 @@ from regsync.oci.ref import shown
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_HOPS = 10
 PUBLIC = "public"
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 
 Send = Callable[[str, URL, dict[str, str], Any, dict[str, Any]], Awaitable[aiohttp.ClientResponse]]
 
@@ -37,8 +38,8 @@ def address_class(ip: str) -> str:
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    if addr.is_loopback:
-        return "loopback"
+    if addr.is_loopback or addr.is_unspecified or addr in _THIS_NETWORK:
+        return "loopback"  # 0.0.0.0 and :: connect to this host
     if addr.is_link_local:
         return "link-local"
     return PUBLIC if addr.is_global else "private"
@@ -73,14 +74,16 @@ class RedirectPolicy:
             raise OSError(f"{host} does not resolve")
         return str(found[0]["host"])
 
-    def check(self, registry: str, origin: str, url: URL, ip: str) -> None:
+    def check(
+        self, registry: str, origin: str, url: URL, ip: str, what: str = "redirect to"
+    ) -> None:
         """Raise unless a hop to ``url`` at ``ip`` is allowed from a registry of class
         ``origin``."""
         where = self.classify(ip)
         if where in (PUBLIC, origin) or self.allow_any or (url.host or "") in self.allow_hosts:
             return
         raise RegistryError(
-            f"{registry}: refusing the redirect to {shown(url.host or '')} ({ip}, a {where}"
+            f"{registry}: refusing the {what} {shown(url.host or '')} ({ip}, a {where}"
             f" address) from a registry on a {origin} address; registries.{registry}.redirects"
             " lists hosts it may lead to",
             registry=registry,
