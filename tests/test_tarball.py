@@ -266,3 +266,34 @@ def test_a_missing_tar_source_is_the_rules_error(tmp_path: Path, dest_registry: 
     proc = run_regsync("once", "-c", import_config(tmp_path, tmp_path / "nope.tar", dest_registry))
     assert proc.returncode == 1
     assert "nope.tar: no such file" in proc.stderr
+
+
+def test_a_source_tag_whose_manifest_the_bundle_lacks_fails_naming_it(
+    tmp_path: Path, dest_registry: Registry
+) -> None:
+    """An index entry naming a manifest the bundle does not hold (a damaged or crafted
+    bundle) fails that tag with one line, exit 1; it is not taken for a tag that vanished.
+    The bundle's other tags are imported."""
+    good = Image.oci([Blob.random(300, seed="whole")])
+    entries = [
+        {
+            "mediaType": good.media_type,
+            "digest": digest,
+            "size": good.size,
+            "annotations": {"org.opencontainers.image.ref.name": ref},
+        }
+        for ref, digest in (("team/app:1", good.digest), ("team/app:ghost", "sha256:" + "e" * 64))
+    ]
+    files = {
+        "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+        "index.json": json.dumps({"schemaVersion": 2, "manifests": entries}).encode(),
+        **{f"blobs/sha256/{b.digest[7:]}": b.data for b in good.blobs},
+        f"blobs/sha256/{good.digest[7:]}": good.raw,
+    }
+    bundle = tmp_path / "damaged.tar"
+    pack(bundle, [(name, len(data), iter([data])) for name, data in files.items()])
+
+    proc = run_regsync("once", "-c", import_config(tmp_path, bundle, dest_registry))
+    assert proc.returncode == 1, proc.stderr
+    assert "ghost" in proc.stderr and "sha256:" + "e" * 64 in proc.stderr
+    assert dest_registry.tags("team/app") == ["1"]
