@@ -265,6 +265,12 @@ async def test_a_loop_gives_up_after_its_attempts_with_the_last_error_itself() -
                     raise IntegrityError(f"try {tries}")
     assert tries == 3
     assert seen == [("dst:5000", "integrity")] * 2
+    seen.clear()
+    with pytest.raises(TransportError):
+        async for attempt in retrying(policy, Observer(), "dst:5000", on=TRANSFER):
+            with attempt:
+                raise TransportError("reset", registry="src:5000")  # the source's failure
+    assert seen == [("src:5000", "connection")] * 2
 
 
 # -- resumed blob reads ------------------------------------------------------------------------
