@@ -133,6 +133,12 @@ def _target(
             _le(vs_sko, 0.3),
         ),
     }
+    if scenario.startswith("S8-"):
+        tags = tags_in(scenario) or 1
+        total = sum(counts.values()) + sum(dest.values())
+        return "<= 1.02 requests/tag; peak RSS <= 100 MiB", _check(
+            total / tags <= 1.02 and reg.peak_rss_mib <= 100
+        )
     if scenario.startswith("S4-"):
         tags = int(scenario.split("-")[1])
         return ("< 4 s" if tags >= 2000 else "linear in tags"), (
@@ -173,6 +179,39 @@ def _counts(c: Counter[str]) -> str:
     total = sum(c.values())
     parts = ", ".join(f"{k} {n}" for k, n in sorted(c.items(), key=lambda kv: -kv[1]))
     return f"**{total}**: {parts}" if parts else "0"
+
+
+def tags_in(scenario: str) -> int | None:
+    """How many tags a scenario's no-op or copy covers (None: not a tag count scenario)."""
+    if scenario in ("S1", "S2", "S5"):
+        return S1_TAGS
+    if scenario.startswith("S4-"):
+        return int(scenario.split("-")[1])
+    if scenario.startswith("S8-") and scenario.endswith("k"):
+        return int(scenario[3:-1]) * 1000
+    return None
+
+
+def cycle_table(stats: dict[str, dict[str, Stat]]) -> list[str]:
+    """What a cycle costs per tool, side by side: wall time, the ratio to skopeo in the same
+    run, client CPU, requests per tag (both registries), the registries' CPU, peak RSS."""
+    rows = [
+        "| scenario | tool | wall s | x skopeo | client CPU s | requests per tag "
+        "| registries' CPU s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for scenario, tools in stats.items():
+        tags = tags_in(scenario)
+        sko = tools.get("skopeo")
+        for tool, st in tools.items():
+            m = st.median_sample
+            total = sum(m.source_requests.values()) + sum(m.dest_requests.values())
+            per_tag = f"{total / tags:.3f}" if tags else "-"
+            rows.append(
+                f"| {scenario} | {tool} | {st.median:.2f} | {_fmt(_ratio(st, sko))} "
+                f"| {st.cpu:.2f} | {per_tag} | {m.registry_cpu:.2f} | {st.peak_rss_mib:.1f} |"
+            )
+    return rows
 
 
 def scale_table(stats: dict[str, dict[str, Stat]]) -> list[str]:
@@ -238,6 +277,13 @@ def render(samples: list[Sample], command: str, when: str) -> str:
         "Medians over the rounds; ratios are of medians measured in this run.",
         "",
         *summary_table(stats),
+        "",
+        "Cycle costs: regsync is `once` between full checks (the content index of the setup"
+        " run), regsync-full `once --full` (every tag HEADed on both sides), regsync-serve the"
+        " second of two cycles in one process (a warm `serve`); requests per tag count both"
+        " registries' access logs:",
+        "",
+        *cycle_table(stats),
         "",
         "S4, no-op re-runs at three sizes:",
         "",

@@ -31,7 +31,7 @@ from bench.report import render, write_benchmarks  # noqa: E402
 from bench.scenarios import Options, Runner  # noqa: E402
 from bench.week import Day, Week, week_table  # noqa: E402
 
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--s4-sizes", default="500,1000,2000", help="S4 tag counts (100 tags per repository)"
+    )
+    p.add_argument(
+        "--s8-tags", type=int, default=50_000, help="S8 no-op size (1,000 tags a repository)"
     )
     p.add_argument("--s6-days", type=int, default=7, help="days of catalogue change in S6 (7)")
     p.add_argument("--no-skopeo", action="store_true", help="leave skopeo out")
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         s4_sizes=tuple(int(n) for n in args.s4_sizes.split(",")),
         big_gib=args.big_gib,
         skopeo=not args.no_skopeo,
+        s8_tags=args.s8_tags,
     )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="regsync-bench-"))
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -76,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 runner.big_layers()
             if "S4" in only:
                 runner.scale()
+            if "S8" in only:
+                runner.huge_noop()
             if "S6" in only:
                 week = Week(env, args.s6_days, opts.log).run()
             if "S7" in only:

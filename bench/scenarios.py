@@ -1,4 +1,10 @@
-"""The benchmark scenarios S1-S5 (issue #7): seed, then run the tools side by side.
+"""The benchmark scenarios S1-S5 (issue #7) and S8 (issue #21): seed, then run the tools
+side by side.
+
+regsync appears as up to three tools: ``regsync`` (``once``; for no-op and incremental runs
+between full checks, with the content index the setup run left), ``regsync-full`` (``once
+--full``: every tag HEADed on both sides, the protocol before issue #21) and ``regsync-serve``
+(the second of two cycles in one process, as a warm ``serve``).
 
 Every scenario alternates the tools' order from round to round, so a slow spell on the shared
 machine does not land on one tool only. Cold copies start from an empty destination each time.
@@ -6,8 +12,11 @@ machine does not land on one tool only. Cold copies start from an empty destinat
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +24,7 @@ from typing import TypeVar
 
 from bench.bigblob import push_big_image
 from bench.env import BenchEnv, Sample
+from bench.storage import seed_tags
 from bench.tools import raw_argv, regsync_argv, skopeo_argv, skopeo_available
 from tests.support import Blob, Catalogue, Image, catalogue_tag, push, seed_catalogue
 
@@ -27,6 +37,8 @@ S1_SHAPE = {"repos": 20, "tags": 10, "layers": 3, "layer_size": 200_000}
 S3_LAYERS = [64 * MIB] * 4
 S5_CHANGED = 10  # 5% of S1's 200 tags
 S4_TAGS_PER_REPO = 100
+S8_SHAPE = (50, 1000)  # repositories x tags: the 50,000-tag no-op, seeded into storage
+REGSYNC_MODES = {"regsync": "once", "regsync-full": "full", "regsync-serve": "serve"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,7 @@ class Options:
     s4_sizes: tuple[int, ...] = (500, 1000, 2000)
     big_gib: float = 1.0  # 0 skips the single-big-layer case
     skopeo: bool = True
+    s8_tags: int = 50_000  # 0 skips S8
     raw_parallel: int = 8
     log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
 
@@ -64,17 +77,21 @@ class Runner:
         self.env = env
         self.opts = opts
         self.samples: list[Sample] = []
+        self.state: Path | None = None  # the content index regsync runs share (None: own)
 
     def _argv(self, tool: str, namespace: str, repos: list[str], jobs: list[Job]) -> Argv:
-        src, dst = self.env.src, self.env.dst
-        if tool == "regsync":
-            return lambda work: regsync_argv(work, src, dst, namespace)
+        src, dst, state = self.env.src, self.env.dst, self.state
+        if tool in REGSYNC_MODES:
+            mode = REGSYNC_MODES[tool]
+            return lambda work: regsync_argv(work, src, dst, namespace, state, mode)
         if tool == "skopeo":
             return lambda work: skopeo_argv(work, src, dst, namespace, repos)
         parallel = min(self.opts.raw_parallel, max(1, len(jobs)))
         return lambda work: raw_argv(work, src, dst, jobs, parallel)
 
     def _record(self, sample: Sample) -> Sample:
+        if sample.tool == "regsync-serve" and sample.ok:
+            sample = _warm_cycle(sample)
         self.samples.append(sample)
         status = "" if sample.ok else f"  FAILED rc={sample.run.returncode}"
         self.opts.log(
@@ -110,20 +127,26 @@ class Runner:
         self._rounds(
             "S1", tools, lambda t: self._argv(t, "s1", cat.repos, jobs), self.env.empty_dest
         )
-        log("S2 no-op re-run")
+        log("S2 no-op re-run (regsync between full checks, and with --full)")
         self.env.empty_dest()
+        self.state = self.env.workdir / "state-s1"
         self._record(self.env.run("setup", "regsync", 0, self._argv("regsync", "s1", [], [])))
-        noop_tools = [t for t in tools if t != "raw"]
+        noop_tools = ["regsync", "regsync-full", *(t for t in tools if t not in ("raw", "regsync"))]
         self._rounds("S2", noop_tools, lambda t: self._argv(t, "s1", cat.repos, []), lambda: None)
         saved = self.env.save_dest("s1")
+        saved_state = self.env.workdir / "saved-state-s1"
+        shutil.copytree(self.state, saved_state, dirs_exist_ok=True)
+
+        def restore() -> None:
+            self.env.restore_dest(saved)
+            assert self.state is not None
+            shutil.rmtree(self.state, ignore_errors=True)
+            shutil.copytree(saved_state, self.state)
+
         log(f"S5 incremental: {S5_CHANGED} of 200 tags changed on the source")
         changed = change_tags(self.env, cat)
-        self._rounds(
-            "S5",
-            tools,
-            lambda t: self._argv(t, "s1", cat.repos, changed),
-            lambda: self.env.restore_dest(saved),
-        )
+        self._rounds("S5", tools, lambda t: self._argv(t, "s1", cat.repos, changed), restore)
+        self.state = None
 
     # -- S3: big layers -------------------------------------------------------------------
 
@@ -172,6 +195,7 @@ class Runner:
                 layer_size=1024,
                 namespace=f"s4n{size}",
             )
+            self.state = self.env.workdir / f"state-s4n{size}"  # the runs below share it
             self._record(
                 self.env.run(
                     f"setup-{size}", "regsync", 0, self._argv("regsync", f"s4n{size}", [], [])
@@ -179,8 +203,56 @@ class Runner:
             )
         for rnd in range(self.opts.rounds):
             for n in _order(list(self.opts.s4_sizes), rnd):
-                argv = self._argv("regsync", f"s4n{n}", [], [])
-                self._record(self.env.run(f"S4-{n}", "regsync", rnd, argv))
+                self.state = self.env.workdir / f"state-s4n{n}"
+                for tool in _order(list(REGSYNC_MODES), rnd):
+                    argv = self._argv(tool, f"s4n{n}", [], [])
+                    self._record(self.env.run(f"S4-{n}", tool, rnd, argv))
+        self.state = None
+
+    # -- S8: a 50,000-tag no-op -------------------------------------------------------------
+
+    def huge_noop(self) -> None:
+        """Source and destination seeded alike by writing storage (minutes through the API);
+        a first run records (a full check), then the no-op between full checks and --full."""
+        if self.opts.s8_tags <= 0:
+            return
+        repos = max(1, self.opts.s8_tags // S8_SHAPE[1])
+        log = self.opts.log
+        log(f"seeding S8: {repos} repos x {S8_SHAPE[1]} tags into both registries' storage")
+        for reg in (self.env.src, self.env.dst):
+            reg.stop()
+            seed_tags(reg.storage, "s8", repos, S8_SHAPE[1])
+            reg.start()
+        name = f"S8-{repos * S8_SHAPE[1] // 1000}k"
+        self.state = self.env.workdir / "state-s8"
+        self._record(
+            self.env.run(f"setup-{name}", "regsync", 0, self._argv("regsync", "s8", [], []))
+        )
+        for rnd in range(1):  # one round: each run is ~1-2 minutes here
+            for tool in ("regsync", "regsync-full"):
+                self._record(self.env.run(name, tool, rnd, self._argv(tool, "s8", [], [])))
+        self.state = None
+
+
+def _warm_cycle(sample: Sample) -> Sample:
+    """A `regsync-serve` sample as its last cycle: time and CPU from bench/warm.py, requests
+    shared evenly between its cycles (each a no-op between full checks, the same cost)."""
+    figures = json.loads(sample.run.stdout.strip().splitlines()[-1])
+    cycles = int(figures["cycles"])
+    run = dataclasses.replace(
+        sample.run, seconds=figures["seconds"], cpu_seconds=figures["cpu_seconds"]
+    )
+
+    def share(counts: Counter[str]) -> Counter[str]:
+        return Counter({k: v // cycles for k, v in counts.items()})
+
+    return dataclasses.replace(
+        sample,
+        run=run,
+        source_requests=share(sample.source_requests),
+        dest_requests=share(sample.dest_requests),
+        registry_cpu=sample.registry_cpu / cycles,
+    )
 
 
 def change_tags(env: BenchEnv, cat: Catalogue) -> list[Job]:

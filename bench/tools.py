@@ -16,13 +16,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def regsync_argv(
-    work: Path, src: Registry, dst: Registry, namespace: str, state: Path | None = None
+    work: Path,
+    src: Registry,
+    dst: Registry,
+    namespace: str,
+    state: Path | None = None,
+    mode: str = "once",
 ) -> list[str]:
     """``regsync once`` mirroring ``namespace/*`` to the same names on ``dst``.
 
     The content index lives in ``state`` (S6 keeps one across its days), else in the run's own
     work dir: a cold copy into an emptied destination must not try mounts a previous round's
-    index suggests."""
+    index suggests. ``mode``: ``once``; ``full`` (``once --full``: HEAD every tag); ``serve``
+    (``bench/warm.py``: the second of two cycles in one process, as a warm ``serve``)."""
     config = work / "sync.yaml"
     config.write_text(
         registries_yaml(src, dst)
@@ -34,9 +40,12 @@ rules:
 """
     )
     state_dir = state or work / "state"
+    if mode == "serve":
+        return [sys.executable, str(REPO_ROOT / "bench" / "warm.py"), str(config), str(state_dir)]
     return [
         *(sys.executable, "-m", "regsync", "once", "-c", str(config), "--json", "-q"),
         *("--state-dir", str(state_dir)),
+        *(["--full"] if mode == "full" else []),
     ]
 
 

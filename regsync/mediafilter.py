@@ -10,7 +10,6 @@ other artifacts. Signature and referrer tags are never filtered here (``referrer
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -94,6 +93,8 @@ async def read_all(
             return await fetch(repo, str(action.source_digest))
         except RegsyncError:
             return None
+
+    import asyncio  # here: the config models import this module, and `validate` no asyncio
 
     found = await asyncio.gather(*(one(a) for a in actions))
     return {a.tag: m for a, m in zip(actions, found, strict=True) if m is not None}

@@ -39,6 +39,11 @@ class Lines(list[str]):
         else:
             super().__setitem__(-1, marker)
 
+    @property
+    def total(self) -> int:
+        """How many lines were added, the uncounted ones included."""
+        return len(self) - (1 if self.more else 0) + self.more
+
     def extend(self, items: Iterable[str]) -> None:
         for item in items:
             self.append(item)
@@ -71,7 +76,7 @@ class RuleResult:
     pruned: int = 0
     failed: int = 0
     interrupted: int = 0  # copies not started because the process is shutting down
-    undone: list[str] = field(default_factory=Lines)  # left undone by a registry's failure
+    undone: Lines = field(default_factory=Lines)  # left undone by a registry's failure
     reported: set[str] = field(default_factory=set)  # registries whose failure is in errors
     orphans: tuple[str, ...] | None = None  # destination repositories the source lost (or ?)
     refusals_quoted: int = 0  # refused names quoted in errors so far (at most QUOTED_REFUSALS)

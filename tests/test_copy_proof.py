@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -358,3 +359,50 @@ async def test_declared_content_no_declared_repository_holds_is_read_and_fails()
     with pytest.raises(NotFoundError):
         await run.blob("m/new", L1)
     assert run.outcomes == [] and not await dest.blob_head("m/new", L1.digest)
+
+
+class Parked(MemoryBackend):
+    """A source whose blob stream yields one chunk, then waits (a slow network)."""
+
+    def __init__(self) -> None:
+        super().__init__("src")
+        self.parked = asyncio.Event()
+
+    async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
+        yield b"x"
+        self.parked.set()
+        await asyncio.Event().wait()
+
+
+class EarlyAnswer(MemoryBackend):
+    """A destination that reads the body in its own task (as aiohttp's body writer does) and
+    answers with an error while that task is still waiting on the source."""
+
+    def __init__(self, source: Parked) -> None:
+        super().__init__("dst")
+        self.source = source
+
+    async def blob_upload(self, repo: str, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
+        async def body() -> None:
+            async for _ in chunks:
+                pass
+
+        writer = asyncio.create_task(body())
+        await self.source.parked.wait()
+        await asyncio.sleep(0)  # the writer is inside the source's next chunk now
+        try:
+            raise RegistryError("dst: PUT -> 400 BLOB_UPLOAD_INVALID", registry="dst", status=400)
+        finally:
+            writer.cancel()
+
+
+async def test_an_upload_refused_while_its_body_is_being_read_reports_the_refusal() -> None:
+    """The source stream is still being read by the upload's own task when the destination
+    answers: closing it then must not replace the destination's error with a RuntimeError
+    ("aclose(): asynchronous generator is already running", an "internal error")."""
+    source = Parked()
+    dest = EarlyAnswer(source)
+    await put_blob(source, SRC, L1)
+    run = Run(source, dest)
+    with pytest.raises(RegistryError, match="BLOB_UPLOAD_INVALID"):
+        await run.blob("dst/app", L1)

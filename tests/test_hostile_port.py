@@ -222,3 +222,28 @@ def _free_port() -> int:
     from tests.support.registry import free_port
 
     return free_port()
+
+
+def test_clients_that_never_read_their_answers_do_not_hold_the_port(
+    tmp_path: Path,
+    source_registry: Registry,
+    dest_registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cap's worth of connections pipeline requests for /metrics and never read: their
+    answers stop draining, they are dropped after a deadline, and /healthz answers again."""
+    monkeypatch.setenv("REGSYNC_HTTP_MAX_CONNECTIONS", "4")
+    monkeypatch.setenv("REGSYNC_HTTP_IDLE_TIMEOUT", str(IDLE))
+    with Served(one_rule(tmp_path, source_registry, dest_registry), tmp_path) as served:
+        hogs = []
+        for _ in range(4):
+            hog = socket.socket()
+            hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            hog.connect(("127.0.0.1", served.port))
+            hog.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 2000)
+            hogs.append(hog)
+        wait_for(lambda: served.get("/healthz") == (200, b"ok\n"), "the port back", timeout=60)
+        assert "stopped reading its answers" in served.log()
+        for hog in hogs:
+            hog.close()
+        assert served.stop() == 0, served.log()

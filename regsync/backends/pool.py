@@ -35,6 +35,7 @@ from regsync.backends.layout import Layout
 from regsync.backends.registry.client import RegistryClient
 from regsync.backends.registry.hub import HUB_API_URL, HubCatalog
 from regsync.backends.registry.observer import RequestObserver
+from regsync.backends.registry.redirects import RedirectPolicy
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.backends.registry.tls import scheme, ssl_context
 from regsync.backends.registry.transport import Transport
@@ -258,6 +259,7 @@ class BackendPool:
             user_agent=settings.user_agent,
             requests_per_second=settings.requests_per_second,
             path_prefix=settings.path_prefix or "",
+            redirects=RedirectPolicy.of(settings.redirects),
         )
         return RegistryClient(transport)
 

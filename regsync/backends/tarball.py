@@ -61,6 +61,7 @@ class Tarball(Layout):
         self._elsewhere: dict[str, str] = {}  # digest -> why it is not here (another bundle)
         self._carriers: dict[str, list[str]] = {}  # left-out digest -> repositories it came for
         self._written: dict[str, set[str]] = {}  # digest -> repositories this run wrote it for
+        self._manifests: set[str] = set()  # digests of the manifests this run wrote
         self._opened = False
         self._open_lock = threading.Lock()
         self._dirty = False
@@ -108,7 +109,7 @@ class Tarball(Layout):
 
     def _scan(self) -> list[Any]:
         archive = self._archive = Archive.scan(self.path)
-        for why in archive.skipped[:20]:
+        for why in archive.skipped:
             log.warning("%s: %s", self.name, why)
         if not (archive.has(LAYOUT_FILE) and archive.has(INDEX_FILE)):
             raise LayoutError(f"{self.name} is not an OCI archive (no {LAYOUT_FILE}/{INDEX_FILE})")
@@ -173,6 +174,10 @@ class Tarball(Layout):
         where = self._here(digest)
         if where == "work":
             return super()._read_small(digest)
+        if where is None and self.series is not None:
+            carried = self.series.carried_manifest(digest)  # an earlier bundle's, kept
+            if carried is not None:
+                return carried
         if where is None or self._archive is None:
             raise self._absent(digest)
         raw = self._archive.read(blob_name(digest), mediatypes.MAX_MANIFEST_BYTES)
@@ -237,6 +242,7 @@ class Tarball(Layout):
     async def manifest_put(self, repo: str, ref: str, manifest: Manifest) -> None:
         await super().manifest_put(repo, ref, manifest)
         self._written.setdefault(manifest.digest, set()).add(repo)
+        self._manifests.add(manifest.digest)
 
     async def _write_blob(self, desc: Descriptor, chunks: Any) -> None:
         self._dirty = True
@@ -289,7 +295,8 @@ class Tarball(Layout):
         )
         if self.series is not None:
             carried = {d: sorted(self._written.get(d, ()))[:MAX_CARRIERS] for d in new}
-            self.series.record(self.path.name, packed.sha256, carried, entries)
+            manifests = {d: Layout._read_small(self, d) for d in new if d in self._manifests}
+            self.series.record(self.path.name, packed.sha256, carried, entries, manifests)
 
     def _work_blobs(self) -> dict[str, int]:
         """digest -> size of every blob written to the working directory."""

@@ -34,6 +34,7 @@ INDEX_FILE = "index.json"
 BUNDLE_FILE = "regsync-bundle.json"  # a delta bundle's own record (see backends.bundle)
 MAX_MEMBERS = 1_000_000  # headers scanned, at most (a layout of a million blobs is huge)
 MAX_NAME = 256
+MAX_SKIPPED = 20  # reasons kept for members not taken (the rest are counted)
 MAX_HEADER = 1024 * 1024  # a PAX / GNU long-name header, read whole by tarfile
 _SMALL = frozenset({LAYOUT_FILE, INDEX_FILE, BUNDLE_FILE})
 _DIRECTORIES = frozenset({"blobs", "blobs/sha256", "blobs/sha512"})
@@ -85,6 +86,7 @@ class Archive:
         self.path = path
         self.members: dict[str, Member] = {}
         self.skipped: list[str] = []  # why members were not taken (for one log line each)
+        self._skips = 0
 
     @classmethod
     def scan(cls, path: Path) -> Archive:
@@ -110,14 +112,22 @@ class Archive:
             return
         known = name in _SMALL or _digest_of(name) is not None
         if not known:
-            self.skipped.append(f"skipped member {info.name[:MAX_NAME]!r}: not part of a layout")
+            self._skip(f"skipped member {info.name[:MAX_NAME]!r}: not part of a layout")
             return
         if not info.isreg() or info.issparse():
-            self.skipped.append(f"skipped member {name!r}: not a regular file")
+            self._skip(f"skipped member {name!r}: not a regular file")
             return
         if name in self.members:
             raise LayoutError(f"tar:{self.path}: member {name!r} appears twice")
         self.members[name] = Member(info.offset_data, info.size)
+
+    def _skip(self, why: str) -> None:
+        """Keep the first MAX_SKIPPED reasons, then one line counting the rest."""
+        self._skips += 1
+        if self._skips <= MAX_SKIPPED:
+            self.skipped.append(why)
+        else:
+            self.skipped[MAX_SKIPPED:] = [f"skipped {self._skips - MAX_SKIPPED} more members"]
 
     def has(self, name: str) -> bool:
         return name in self.members

@@ -228,6 +228,15 @@ def _path_prefix(value: str) -> str:
     return prefix
 
 
+def _redirects(value: object) -> str | tuple[str, ...]:
+    """``allow``, or the hosts a registry's redirects may lead to besides the defaults."""
+    if value == "allow":
+        return "allow"
+    if isinstance(value, list) and all(isinstance(h, str) for h in value):
+        return tuple(_host(h) for h in value)
+    raise ValueError(f"expected 'allow' or a list of hosts, got {value!r}")
+
+
 def _existing_file(value: Path) -> Path:
     if not value.is_file():
         raise ValueError(f"file not found: {value}")
@@ -248,6 +257,7 @@ Backup = Annotated[BackupTemplate, PlainValidator(_backup)]
 MediaTypes = Annotated[frozenset[str], BeforeValidator(_media_types)]
 ArtifactType = Annotated[str, AfterValidator(_artifact_type)]
 PathPrefix = Annotated[str, AfterValidator(_path_prefix)]
+Redirects = Annotated[str | tuple[str, ...], PlainValidator(_redirects)]
 Source = Annotated[SourceSpec, PlainValidator(_source)]
 Destination = Annotated[DestinationSpec, PlainValidator(_destination)]
 RuleName = Annotated[str, AfterValidator(_rule_name)]

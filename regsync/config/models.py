@@ -37,6 +37,7 @@ from regsync.config.fields import (
     Number,
     PathPrefix,
     Platforms,
+    Redirects,
     Regex,
     RuleName,
     SemverRange,
@@ -137,6 +138,9 @@ class RegistryConfig(_Model):
     hostname: Host | None = None
     # Repositories live below this path at the server (a mirror serving an upstream there).
     path_prefix: PathPrefix | None = None
+    # Where its redirects may lead besides public addresses and its own address class:
+    # "allow" (anywhere) or these hosts (see regsync.backends.registry.redirects).
+    redirects: Redirects | None = None
 
     @model_validator(mode="after")
     def _check_tls(self) -> RegistryConfig:

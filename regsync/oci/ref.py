@@ -227,6 +227,13 @@ class SourceSpec:
     def matches(self, repo: str) -> bool:
         return _glob_regex(self.pattern).fullmatch(repo) is not None
 
+    @property
+    def named(self) -> str:
+        """The spec with its repository or glob (``oci:DIR//team/app``; str() is the store)."""
+        if self.kind is not Kind.REGISTRY and self.pattern != "**":
+            return f"{self}//{self.pattern}"
+        return str(self)
+
     def __str__(self) -> str:
         if self.kind is not Kind.REGISTRY:
             return f"{_prefix(self.kind)}{self.directory}"
