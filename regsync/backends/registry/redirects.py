@@ -134,7 +134,7 @@ class Hops:
         self.seen.append(str(current))
         if str(target) in self.seen or len(self.seen) >= MAX_HOPS:
             raise RegistryError(
-                f"{self.registry}: {self.method} {self.first.path}: redirect loop at"
+                f"{self.registry}: {self.method} {self.first.raw_path}: redirect loop at"
                 f" {shown(str(target.with_query(None)))} ({len(self.seen)} hops)",
                 registry=self.registry,
             )
