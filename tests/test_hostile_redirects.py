@@ -327,3 +327,20 @@ async def test_a_listed_host_with_a_port_allows_that_port_only(internal: Interna
                 with pytest.raises(RegistryError, match="refusing the redirect to"):
                     await read(src, policy)
     assert len(internal.requests) == 1
+
+
+def test_an_ipv6_address_standing_for_an_inside_ipv4_one_is_classed_as_that() -> None:
+    """NAT64 (64:ff9b::/96: an AWS NAT gateway reaches the VPC through it), SIIT, 6to4 and
+    IPv4-compatible addresses carry an IPv4 address: they are classed by it."""
+    cases = {
+        "64:ff9b::7f00:1": "loopback",
+        "64:ff9b::a9fe:a9fe": "link-local",
+        "64:ff9b::a00:1": "private",
+        "64:ff9b::808:808": "public",
+        "::ffff:0:a00:1": "private",
+        "2002:a9fe:a9fe::1": "link-local",
+        "2002:c0a8:101::1": "private",
+        "::7f00:1": "loopback",
+        "fec0::1": "private",
+    }
+    assert {ip: address_class(ip) for ip in cases} == cases
