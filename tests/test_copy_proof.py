@@ -316,6 +316,51 @@ async def test_a_failed_source_head_of_a_manifest_is_no_proof(
     assert caplog.messages == [f"source HEAD of {SRC}@{IMAGE.digest} failed: src: HEAD -> 503"]
 
 
+# -- content a delta bundle declared it left out ------------------------------------------
+
+
+def declaring(run: Run, holders: list[str]) -> None:
+    """The source (a delta bundle) declares it left L1 out, carried to ``holders``."""
+    run.engine.declared = lambda digest: list(holders) if digest == L1.digest else None
+
+
+async def test_declared_content_already_in_the_repository_is_present_without_the_source() -> None:
+    source, dest = Source(), Mounts("dst")
+    await put_blob(dest, "m/app", L1)
+    run = Run(source, dest)
+    declaring(run, ["m/app"])
+
+    await run.blob("m/app", L1)
+
+    assert run.outcomes == ["present"] and source.calls == []
+
+
+async def test_declared_content_is_mounted_only_from_the_declared_repositories() -> None:
+    source, dest = Source(), Mounts("dst")
+    await put_blob(dest, "m/app", L1)
+    await put_blob(dest, "elsewhere/x", L1)
+    run = Run(source, dest)
+    run.engine.fresh.add("m/new")
+    declaring(run, ["m/new", "m/app"])  # the repository itself is never a mount source
+
+    await run.blob("m/new", L1)
+
+    assert run.outcomes == ["mounted"] and dest.mounted_from == [("m/new", "m/app")]
+    assert await dest.blob_head("m/new", L1.digest) and source.calls == []
+
+
+async def test_declared_content_no_declared_repository_holds_is_read_and_fails() -> None:
+    source, dest = Source(), Mounts("dst")
+    await put_blob(dest, "other/app", L1)  # held, but not where the bundle said
+    run = Run(source, dest)
+    run.engine.fresh.add("m/new")
+    declaring(run, ["m/app"])
+
+    with pytest.raises(NotFoundError):
+        await run.blob("m/new", L1)
+    assert run.outcomes == [] and not await dest.blob_head("m/new", L1.digest)
+
+
 class Parked(MemoryBackend):
     """A source whose blob stream yields one chunk, then waits (a slow network)."""
 

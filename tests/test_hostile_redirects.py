@@ -312,3 +312,35 @@ async def test_an_upload_location_elsewhere_in_its_class_is_sent_to_the_checked_
     assert [path for path, _ in internal.requests] == ["/upload", "/upload"]  # PUT, DELETE
     assert resolver.asked == ["storage.test", "storage.test"]
     assert internal.requests[0][1]["Host"] == f"storage.test:{internal.port}"
+
+
+async def test_a_listed_host_with_a_port_allows_that_port_only(internal: Internal) -> None:
+    """``redirects: [minio.internal:9000]`` (as documented) names one port of one host."""
+    for listed, allowed in ((f"internal.test:{internal.port}", True), ("internal.test:1", False)):
+        resolver = ScriptedResolver({"internal.test": ["127.0.0.2"]})
+        policy = RedirectPolicy.of([listed], classify=public_loopback, resolver=resolver)
+        async with ScriptedRegistry() as src:
+            await redirect_to(src, f"http://internal.test:{internal.port}/blob")
+            if allowed:
+                assert await read(src, policy) == SECRET.data
+            else:
+                with pytest.raises(RegistryError, match="refusing the redirect to"):
+                    await read(src, policy)
+    assert len(internal.requests) == 1
+
+
+def test_an_ipv6_address_standing_for_an_inside_ipv4_one_is_classed_as_that() -> None:
+    """NAT64 (64:ff9b::/96: an AWS NAT gateway reaches the VPC through it), SIIT, 6to4 and
+    IPv4-compatible addresses carry an IPv4 address: they are classed by it."""
+    cases = {
+        "64:ff9b::7f00:1": "loopback",
+        "64:ff9b::a9fe:a9fe": "link-local",
+        "64:ff9b::a00:1": "private",
+        "64:ff9b::808:808": "public",
+        "::ffff:0:a00:1": "private",
+        "2002:a9fe:a9fe::1": "link-local",
+        "2002:c0a8:101::1": "private",
+        "::7f00:1": "loopback",
+        "fec0::1": "private",
+    }
+    assert {ip: address_class(ip) for ip in cases} == cases
