@@ -297,3 +297,27 @@ def test_a_source_tag_whose_manifest_the_bundle_lacks_fails_naming_it(
     assert proc.returncode == 1, proc.stderr
     assert "ghost" in proc.stderr and "sha256:" + "e" * 64 in proc.stderr
     assert dest_registry.tags("team/app") == ["1"]
+
+
+def test_a_damaged_blob_is_not_carried_into_the_repacked_bundle(
+    tmp_path: Path, source_registry: Registry
+) -> None:
+    """Adding to an existing bundle packs its blobs again: a member that no longer matches its
+    digest fails the pack (naming it) and the bundle stays as it was, rather than the damage
+    being carried into a new file that looks freshly written."""
+    bad_layer = Blob.random(5_000, seed="rot")
+    push(source_registry, "team/old", "1", Image.oci([bad_layer]))
+    bundle = tmp_path / "bundle.tar"
+    config = bundle_config(tmp_path, source_registry, "team/*", bundle)
+    assert regsync_json("once", config).code == 0
+    data = bytearray(bundle.read_bytes())
+    offset = Archive.scan(bundle).members[f"blobs/sha256/{bad_layer.digest[7:]}"].offset
+    data[offset + 100] ^= 0xFF
+    bundle.write_bytes(bytes(data))
+    push(source_registry, "team/new", "1", Image.oci([Blob.random(5_000, seed="fresh")]))
+
+    added = regsync_json("once", config)
+    assert added.code == 1
+    assert any(bad_layer.digest in e for e in added.rule["errors"]), added.rule["errors"]
+    assert bundle.read_bytes() == bytes(data)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file

@@ -284,7 +284,8 @@ class Tarball(Layout):
         for digest in sorted(archive.digests if archive else ()):
             if digest not in new and archive is not None:
                 member = archive.members[blob_name(digest)]
-                files.append((blob_name(digest), member.size, archive.chunks(blob_name(digest))))
+                chunks = _verified(digest, member.size, archive.chunks(blob_name(digest)))
+                files.append((blob_name(digest), member.size, chunks))
         packed = pack(self.path, files)
         log.info(
             "%s: packed %d new blobs, %d bytes (%s)",
@@ -318,6 +319,19 @@ class Tarball(Layout):
     def discard(self) -> None:
         """Remove the working directory (whatever was not packed is dropped)."""
         shutil.rmtree(self._work, ignore_errors=True)
+
+
+def _verified(digest: str, size: int, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """An old member packed again is checked against its digest on the way (damage on the
+    disk is not carried into a new bundle: IntegrityError, and the pack is abandoned)."""
+    verifier = DigestVerifier(digest, size)
+    if size == 0:
+        verifier.verify()
+    for chunk in chunks:
+        verifier.update(chunk)
+        if verifier.received == size:  # before the last chunk goes: tarfile reads no further
+            verifier.verify()
+        yield chunk
 
 
 def _next(chunks: Iterator[bytes]) -> bytes | None:
