@@ -321,3 +321,30 @@ def test_a_damaged_blob_is_not_carried_into_the_repacked_bundle(
     assert any(bad_layer.digest in e for e in added.rule["errors"]), added.rule["errors"]
     assert bundle.read_bytes() == bytes(data)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file
+
+
+async def test_a_bundle_another_writer_replaced_meanwhile_is_not_overwritten(
+    tmp_path: Path,
+) -> None:
+    """Two runs adding to one bundle each start from the file as it was: the one packing
+    second would drop the first one's tags. It fails instead (the bundle changed since this
+    run read it), leaving the other writer's bundle in place."""
+    path = tmp_path / "b.tar"
+    first, second = Tarball(path), Tarball(path)
+    try:
+        assert (await first.tags("team/a")).names == ()  # both open the (absent) bundle
+        assert (await second.tags("team/b")).names == ()
+        await store(first, "team/a", "1", Image.oci([Blob.random(300, seed="a")]))
+        await store(second, "team/b", "1", Image.oci([Blob.random(300, seed="b")]))
+        await first.finish()
+        with pytest.raises(LayoutError, match="changed by another writer"):
+            await second.finish()
+    finally:
+        first.discard()
+        second.discard()
+    reader = Tarball(path)
+    reader.is_source = True
+    try:
+        assert (await reader.repositories()).names == ("team/a",)
+    finally:
+        reader.discard()
