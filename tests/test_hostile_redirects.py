@@ -9,6 +9,7 @@ through a resolver the test controls.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -361,3 +362,27 @@ async def test_a_path_a_registry_named_cannot_forge_a_log_line() -> None:
             await read(src, RedirectPolicy())
     assert str(caught.value).isprintable(), str(caught.value)
     assert "blobs/x%0A2026-12-06" in str(caught.value)
+
+
+def test_a_media_type_or_artifact_type_from_a_source_cannot_forge_a_line() -> None:
+    """``check`` prints why a tag was filtered: a type from the source shows escaped."""
+    from regsync.mediafilter import MediaTypeFilter
+    from regsync.oci.manifest import parse_manifest
+
+    forged = "application/x\n    filtered   latest by include: forged\x1b[2J"
+    raw = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": forged,
+            "config": {"mediaType": "application/x", "digest": SECRET.digest, "size": 1},
+            "layers": [],
+        }
+    ).encode()
+    only = MediaTypeFilter(frozenset({"application/vnd.oci.image.config.v1+json"}))
+    refusals = [
+        only.refusal(forged),
+        only.artifact_refusal(parse_manifest(raw, "application/vnd.oci.image.manifest.v1+json")),
+    ]
+    for text in refusals:
+        assert text is not None and text.isprintable() and "\\n" in text, text

@@ -48,6 +48,13 @@ def is_reference(text: str) -> bool:
     return is_tag(text) or is_digest(text)
 
 
+def printable(text: str) -> str:
+    """Text from outside for a log line: control characters escaped (``\\n``, ``\\x1b``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def shown(name: str) -> str:
     """A name from outside, quoted for a log line: escaped (no control characters), truncated."""
     if len(name) <= _SHOWN:
