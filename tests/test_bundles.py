@@ -311,3 +311,22 @@ def test_a_delta_bundle_merges_a_new_signature_into_an_index_an_earlier_bundle_c
     fallback = image.digest.replace(":", "-")
     listed = json.loads(dst.manifest("team/a", fallback)[1])["manifests"]
     assert sorted(m["digest"] for m in listed) == sorted([first.digest, second.digest])
+
+
+def test_a_delta_bundle_backs_up_a_tag_whose_image_an_earlier_bundle_carried(
+    tmp_path: Path, source_registry: Registry
+) -> None:
+    """`backup` re-tags the destination's own manifest: in a delta series that manifest went
+    with an earlier bundle, and the backup still reads it (from the state dir)."""
+    src = source_registry
+    old = push(src, "team/a", "1", Image.oci([Blob.random(3000, seed="old")]))
+    state = tmp_path / "state"
+    export(tmp_path, src, tmp_path / "b1.tar", state, "backup: '{tag}-prev'")
+    new = push(src, "team/a", "1", Image.oci([Blob.random(3000, seed="new")]))
+    rule = export(tmp_path, src, tmp_path / "b2.tar", state, "backup: '{tag}-prev'")
+    assert rule["backups"] == 1 and rule["errors"] == [], rule
+    entries = {
+        e["annotations"]["org.opencontainers.image.ref.name"]: e["digest"]  # type: ignore[index]
+        for e in index_of(tmp_path / "b2.tar")["manifests"]  # type: ignore[attr-defined]
+    }
+    assert entries == {"team/a:1": new.digest, "team/a:1-prev": old.digest}

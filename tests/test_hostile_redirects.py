@@ -327,3 +327,37 @@ async def test_a_listed_host_with_a_port_allows_that_port_only(internal: Interna
                 with pytest.raises(RegistryError, match="refusing the redirect to"):
                     await read(src, policy)
     assert len(internal.requests) == 1
+
+
+def test_an_ipv6_address_standing_for_an_inside_ipv4_one_is_classed_as_that() -> None:
+    """NAT64 (64:ff9b::/96: an AWS NAT gateway reaches the VPC through it), SIIT, 6to4 and
+    IPv4-compatible addresses carry an IPv4 address: they are classed by it."""
+    cases = {
+        "64:ff9b::7f00:1": "loopback",
+        "64:ff9b::a9fe:a9fe": "link-local",
+        "64:ff9b::a00:1": "private",
+        "64:ff9b::808:808": "public",
+        "::ffff:0:a00:1": "private",
+        "2002:a9fe:a9fe::1": "link-local",
+        "2002:c0a8:101::1": "private",
+        "::7f00:1": "loopback",
+        "fec0::1": "private",
+    }
+    assert {ip: address_class(ip) for ip in cases} == cases
+
+
+async def test_a_path_a_registry_named_cannot_forge_a_log_line() -> None:
+    """A ``Location`` path with ``%0a`` stays encoded in the error (the text log does not
+    escape what it is given: a decoded newline would start a forged line)."""
+    forged = "x%0a2026-12-06 ERROR regsync: forged%1b[2J"
+    async with ScriptedRegistry() as src:
+        await redirect_to(src, f"/v2/evil/app/blobs/{forged}")
+
+        async def broken(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+            return web.Response(status=500)
+
+        src.override("GET", r"/v2/evil/app/blobs/x.*$", broken)
+        with pytest.raises(RegistryError) as caught:
+            await read(src, RedirectPolicy())
+    assert str(caught.value).isprintable(), str(caught.value)
+    assert "blobs/x%0A2026-12-06" in str(caught.value)

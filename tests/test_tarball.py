@@ -297,3 +297,54 @@ def test_a_source_tag_whose_manifest_the_bundle_lacks_fails_naming_it(
     assert proc.returncode == 1, proc.stderr
     assert "ghost" in proc.stderr and "sha256:" + "e" * 64 in proc.stderr
     assert dest_registry.tags("team/app") == ["1"]
+
+
+def test_a_damaged_blob_is_not_carried_into_the_repacked_bundle(
+    tmp_path: Path, source_registry: Registry
+) -> None:
+    """Adding to an existing bundle packs its blobs again: a member that no longer matches its
+    digest fails the pack (naming it) and the bundle stays as it was, rather than the damage
+    being carried into a new file that looks freshly written."""
+    bad_layer = Blob.random(5_000, seed="rot")
+    push(source_registry, "team/old", "1", Image.oci([bad_layer]))
+    bundle = tmp_path / "bundle.tar"
+    config = bundle_config(tmp_path, source_registry, "team/*", bundle)
+    assert regsync_json("once", config).code == 0
+    data = bytearray(bundle.read_bytes())
+    offset = Archive.scan(bundle).members[f"blobs/sha256/{bad_layer.digest[7:]}"].offset
+    data[offset + 100] ^= 0xFF
+    bundle.write_bytes(bytes(data))
+    push(source_registry, "team/new", "1", Image.oci([Blob.random(5_000, seed="fresh")]))
+
+    added = regsync_json("once", config)
+    assert added.code == 1
+    assert any(bad_layer.digest in e for e in added.rule["errors"]), added.rule["errors"]
+    assert bundle.read_bytes() == bytes(data)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file
+
+
+async def test_a_bundle_another_writer_replaced_meanwhile_is_not_overwritten(
+    tmp_path: Path,
+) -> None:
+    """Two runs adding to one bundle each start from the file as it was: the one packing
+    second would drop the first one's tags. It fails instead (the bundle changed since this
+    run read it), leaving the other writer's bundle in place."""
+    path = tmp_path / "b.tar"
+    first, second = Tarball(path), Tarball(path)
+    try:
+        assert (await first.tags("team/a")).names == ()  # both open the (absent) bundle
+        assert (await second.tags("team/b")).names == ()
+        await store(first, "team/a", "1", Image.oci([Blob.random(300, seed="a")]))
+        await store(second, "team/b", "1", Image.oci([Blob.random(300, seed="b")]))
+        await first.finish()
+        with pytest.raises(LayoutError, match="changed by another writer"):
+            await second.finish()
+    finally:
+        first.discard()
+        second.discard()
+    reader = Tarball(path)
+    reader.is_source = True
+    try:
+        assert (await reader.repositories()).names == ("team/a",)
+    finally:
+        reader.discard()

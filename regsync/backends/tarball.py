@@ -65,6 +65,7 @@ class Tarball(Layout):
         self._opened = False
         self._open_lock = threading.Lock()
         self._dirty = False
+        self._found: tuple[int, int, int] | None = None  # FILE as this run opened it
 
     def __repr__(self) -> str:
         return f"Tarball({str(self.path)!r})"
@@ -89,6 +90,7 @@ class Tarball(Layout):
         return await super().tags(repo)
 
     def _seed(self) -> None:
+        self._found = _identity(self.path)
         entries: list[Any] = []
         if self.series is not None:
             entries = list(self.series.entries)
@@ -284,8 +286,9 @@ class Tarball(Layout):
         for digest in sorted(archive.digests if archive else ()):
             if digest not in new and archive is not None:
                 member = archive.members[blob_name(digest)]
-                files.append((blob_name(digest), member.size, archive.chunks(blob_name(digest))))
-        packed = pack(self.path, files)
+                chunks = _verified(digest, member.size, archive.chunks(blob_name(digest)))
+                files.append((blob_name(digest), member.size, chunks))
+        packed = pack(self.path, files, self._unchanged)
         log.info(
             "%s: packed %d new blobs, %d bytes (%s)",
             self.name,
@@ -297,6 +300,15 @@ class Tarball(Layout):
             carried = {d: sorted(self._written.get(d, ()))[:MAX_CARRIERS] for d in new}
             manifests = {d: Layout._read_small(self, d) for d in new if d in self._manifests}
             self.series.record(self.path.name, packed.sha256, carried, entries, manifests)
+
+    def _unchanged(self) -> None:
+        """FILE must still be the file this run started from: another run writing it in the
+        meantime would otherwise lose its tags to this rename (the last writer wins)."""
+        if _identity(self.path) != self._found:
+            raise LayoutError(
+                f"{self.name} was changed by another writer during this run; not replacing "
+                "it (run again to add this run's content to it)"
+            )
 
     def _work_blobs(self) -> dict[str, int]:
         """digest -> size of every blob written to the working directory."""
@@ -318,6 +330,28 @@ class Tarball(Layout):
     def discard(self) -> None:
         """Remove the working directory (whatever was not packed is dropped)."""
         shutil.rmtree(self._work, ignore_errors=True)
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Which file is at ``path`` (inode, size, mtime); None when there is none."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _verified(digest: str, size: int, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """An old member packed again is checked against its digest on the way (damage on the
+    disk is not carried into a new bundle: IntegrityError, and the pack is abandoned)."""
+    verifier = DigestVerifier(digest, size)
+    if size == 0:
+        verifier.verify()
+    for chunk in chunks:
+        verifier.update(chunk)
+        if verifier.received == size:  # before the last chunk goes: tarfile reads no further
+            verifier.verify()
+        yield chunk
 
 
 def _next(chunks: Iterator[bytes]) -> bytes | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -192,8 +192,13 @@ class Packed:
     size: int
 
 
-def pack(path: Path, files: list[tuple[str, int, Iterator[bytes]]]) -> Packed:
-    """Write ``files`` (name, size, chunks) as a tar to ``path`` atomically; its sha256."""
+def pack(
+    path: Path,
+    files: list[tuple[str, int, Iterator[bytes]]],
+    before_rename: Callable[[], None] | None = None,
+) -> Packed:
+    """Write ``files`` (name, size, chunks) as a tar to ``path`` atomically; its sha256.
+    ``before_rename`` may raise to abandon the pack at the last moment (``path`` unchanged)."""
     temp = TempFile(path.parent, [path.name], sweepable=False)
     try:
         sink = _Hashing(temp.handle)
@@ -204,6 +209,8 @@ def pack(path: Path, files: list[tuple[str, int, Iterator[bytes]]]) -> Packed:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = size, 0o644, 0
                 tar.addfile(info, _Reader(chunks))
+        if before_rename is not None:
+            before_rename()
         temp.commit()
         return Packed(f"sha256:{sink.sha256.hexdigest()}", sink.written)
     finally:

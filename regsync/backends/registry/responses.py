@@ -68,10 +68,10 @@ def error_from_response(
             f"it speaks HTTPS, not plain HTTP: remove tls: http from registries.{registry} "
             "(or set tls: insecure for a certificate it cannot verify)"
         )
-    where = f"{method} {url.path}"
+    where = f"{method} {url.raw_path}"
     if foreign:
         origin = f"{url.scheme}://{url.host}:{url.port}"
-        where = f"{method} {origin}{url.path} (another origin: no credentials sent there)"
+        where = f"{method} {origin}{url.raw_path} (another origin: no credentials sent there)"
     shown_codes = _printable(",".join(codes))[:200]
     message = f"{registry}: {where} -> {status}" + (f" {shown_codes}" if codes else "")
     if detail:

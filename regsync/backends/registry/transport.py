@@ -169,7 +169,7 @@ class Transport:
                                 return Response(resp.status, resp.headers, body, resp.url)
                         except TimeoutError:  # open() turns aiohttp's own into TransportError
                             raise too_slow(
-                                self.registry, f"{method} {url.path}", deadline or 0
+                                self.registry, f"{method} {url.raw_path}", deadline or 0
                             ) from None
         except UnreachableError as exc:
             if exc.down:
@@ -268,7 +268,7 @@ class Transport:
                 return
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise TransportError(
-                    f"{self.registry}: {method} {url.path} failed: {_describe(exc)}",
+                    f"{self.registry}: {method} {url.raw_path} failed: {_describe(exc)}",
                     registry=self.registry,
                 ) from exc
             finally:
@@ -361,7 +361,7 @@ class Transport:
                     raise self.health.mark_down(error) from exc  # no retry can help
                 raise error from exc
             raise TransportError(
-                f"{self.registry}: {method} {url.path} failed: {_describe(exc)}",
+                f"{self.registry}: {method} {url.raw_path} failed: {_describe(exc)}",
                 registry=self.registry,
             ) from exc
         self.observer.request_done(self.registry, method, str(resp.status), _since(started))
@@ -482,7 +482,7 @@ async def _read_bounded(
             if lax:
                 break
             raise RegistryError(
-                f"{registry}: response body over {limit} bytes from {resp.url.path}",
+                f"{registry}: response body over {limit} bytes from {resp.url.raw_path}",
                 registry=registry,
                 status=resp.status,
             )
