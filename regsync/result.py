@@ -12,14 +12,17 @@ from typing import Self, SupportsIndex
 
 from regsync.copy import CopyStats
 from regsync.plan import Action, RepoPlan
+from regsync.secrets import redact
 
 MAX_LINES = 100  # lines kept per list of a rule's result (errors, notes, undone)
+MAX_LINE_CHARS = 2000  # characters kept of one line (the rest counted)
 QUOTED_REFUSALS = 10  # refused names quoted per rule; the rest are counted
 
 
 class Lines(list[str]):
     """A rule's list of lines (errors, notes), bounded: past ``limit`` lines, the last one
-    says how many more there were, so a hostile source cannot grow a summary, a log or
+    says how many more there were, and a line keeps ``MAX_LINE_CHARS`` (redacted first, so
+    no secret is cut in two), so a hostile source cannot grow a summary, a log or
     ``/status`` without bound."""
 
     def __init__(self, items: Iterable[str] = (), limit: int = MAX_LINES) -> None:
@@ -30,7 +33,7 @@ class Lines(list[str]):
 
     def append(self, item: str) -> None:
         if not self.more and len(self) < self.limit:
-            super().append(item)
+            super().append(_cut(item))
             return
         self.more += 1
         marker = f"… and {self.more} more"
@@ -54,6 +57,13 @@ class Lines(list[str]):
 
     def insert(self, index: SupportsIndex, item: str) -> None:
         raise TypeError("Lines are appended only")
+
+
+def _cut(line: str) -> str:
+    if len(line) <= MAX_LINE_CHARS:
+        return line
+    line = redact(line)
+    return f"{line[:MAX_LINE_CHARS]}… ({len(line)} characters)"
 
 
 @dataclass

@@ -78,6 +78,21 @@ def test_every_list_of_a_rule_result_is_capped_with_a_count_of_the_rest() -> Non
     assert lines == ["a", "b", "… and 2 more"] and lines.total == 4
 
 
+def test_one_line_of_a_rule_result_is_cut_short_after_redaction() -> None:
+    """An error quoting a source's text at length (megabytes) keeps its first characters; a
+    secret across the cut is redacted first, so no part of it shows."""
+    from regsync.result import MAX_LINE_CHARS
+    from regsync.secrets import SECRETS
+
+    secret = "s3cret-token-" + "q" * 40
+    SECRETS.add(secret)
+    lines = Lines()
+    lines.append("x" * (MAX_LINE_CHARS - 20) + secret + "y" * 1_000_000)
+    [line] = lines
+    assert len(line) < MAX_LINE_CHARS + 40 and line.endswith(" characters)")
+    assert "s3cret" not in line and "***" in line
+
+
 async def test_an_index_naming_itself_as_its_child_is_one_tag_error() -> None:
     """The child's digest answers with the index again: its bytes do not match the digest,
     so the tag fails at once (no loop, nothing pushed)."""
