@@ -438,3 +438,33 @@ def test_the_platforms_an_index_offers_are_shown_escaped_and_few() -> None:
     text = str(caught.value)
     assert text.isprintable() and len(text) < 2000, len(text)
     assert text.endswith("and 1990 more)"), text[-80:]
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"digest": "x" * 1_000_000, "size": 1},
+        {"digest": "sha256:" + "0" * 64, "size": ["y" * 1_000_000]},
+    ],
+)
+def test_a_bad_descriptor_is_quoted_short(field: dict[str, object]) -> None:
+    """A manifest's bad digest or size is quoted cut short (its log line and error stay
+    small), however long the manifest made it."""
+    from regsync.errors import ManifestError
+    from regsync.oci.manifest import parse_manifest
+
+    kind = "application/vnd.oci.image.manifest.v1+json"
+    raw = json.dumps({"schemaVersion": 2, "mediaType": kind, "config": field, "layers": []})
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(raw.encode(), kind)
+    assert len(str(caught.value)) < 500
+
+
+def test_an_unknown_media_type_is_quoted_short() -> None:
+    from regsync.errors import ManifestError
+    from regsync.oci.manifest import parse_manifest
+
+    raw = json.dumps({"schemaVersion": 2, "mediaType": "z" * 1_000_000}).encode()
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(raw)
+    assert len(str(caught.value)) < 500
