@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from regsync.oci.ref import printable
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -192,6 +194,35 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs every malformed request (bad header, line too long, not HTTP at all) with
+    a traceback: any client of the port could fill the disk with them. They become one line
+    a minute with the count and the last reason; any other record goes on to our log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.throttled = Throttled("HTTP port: refused malformed requests")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            reason = str(exc.message).strip() or type(exc).__name__
+            self.throttled.hit(f"(last: {printable(reason.splitlines()[0][:200])})")
+        else:
+            log.handle(record)
+        return False  # the logger has no handlers: everything goes through the lines above
+
+
+def request_logger() -> logging.Logger:
+    """The logger aiohttp's request handling writes to: never registered, so it reaches
+    nothing but its filter."""
+    logger = logging.Logger("regsync.httpport.requests")
+    logger.addFilter(_MalformedRequests())
+    return logger
+
+
 class Listener:
     """The bound port and aiohttp's runner; ``cleanup`` closes both."""
 
@@ -209,7 +240,11 @@ async def listen(app: web.Application, host: str, port: int, limits: PortLimits)
     from aiohttp import web
 
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, keepalive_timeout=limits.idle
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=limits.idle,
+        logger=request_logger(),
     )
     await runner.setup()
     assert runner.server is not None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from regsync.httpport import PortLimits, quiet_accept_errors, raise_file_limit
+from regsync.httpport import PortLimits, listen, quiet_accept_errors, raise_file_limit
 from tests.support import REPO_ROOT, Blob, Image, Registry, push, run_regsync, write_config
 from tests.support.observe import HoldingProxy, Served, wait_for
 from tests.test_serve import rule_yaml, serve_config
@@ -149,6 +149,46 @@ async def test_accept_errors_are_logged_at_most_once_a_minute(
         loop.set_exception_handler(previous)
     lines = [r for r in caplog.records if "accept" in r.getMessage()]
     assert len(lines) == 1, [r.getMessage() for r in lines]
+
+
+MALFORMED = (
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    b"GET /" + b"a" * 9_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\x16\x03\x01 not http at all\r\n\r\n",
+)
+
+
+async def test_malformed_requests_are_one_line_a_minute_not_a_traceback_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp logs each malformed request with a traceback: 60 of them would be hundreds of
+    log lines. They are one warning with the count, and the port still answers."""
+    from aiohttp import web
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    listener = await listen(app, "127.0.0.1", 0, PortLimits(max_connections=64, idle=5.0))
+    port = listener.server.sockets[0].getsockname()[1]
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for request in MALFORMED * 20:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request)
+                await reader.read()  # answered 400 (or closed), then closed
+                writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+    finally:
+        await listener.cleanup()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "malformed requests" in lines[0], lines
 
 
 def test_listen_without_a_host_is_a_usage_error(tmp_path: Path) -> None:
