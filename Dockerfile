@@ -18,8 +18,9 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # -- build: a virtualenv with regsync and its locked dependencies ----------------------------
 FROM ${PYTHON_IMAGE} AS build
-ARG PIP_INDEX_URL=https://pypi.org/simple
-ARG PIP_EXTRA_INDEX_URL=
+# No defaults: unset, pip uses PyPI, or the index-url of the pip-conf secret.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1

@@ -155,7 +155,8 @@ def copy_config(settings: Config, args: argparse.Namespace) -> Config:
         spec = _RuleSpec.model_validate(rule)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
-        where = _ARGUMENT.get(str(err["loc"][0]), "argument")
+        loc = err["loc"]  # empty for a check of the whole rule (e.g. a copy onto itself)
+        where = _ARGUMENT.get(str(loc[0]), "argument") if loc else "SOURCE/DESTINATION"
         raise ConfigError(f"{where}: {_message(err)}") from None  # pydantic's text quotes input
     resolved = _resolve_rule(spec, Defaults())
     return settings.model_copy(update={"rules": [resolved]})

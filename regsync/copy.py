@@ -128,21 +128,37 @@ class BlobLedger:
 
 
 class _Tap:
-    """Wraps a source stream: counts bytes and remembers the error that ended it."""
+    """Wraps a source stream: counts bytes and remembers the error that ended it.
+
+    An iterator (not a generator), closed by its owner: a destination that stops reading
+    (its disk is full) leaves the source's HTTP stream to be closed here, at once, rather
+    than by the garbage collector at some later point."""
 
     def __init__(self, source: AsyncIterator[bytes], on_bytes: Callable[[int], None]) -> None:
         self._source = source
         self._on_bytes = on_bytes
         self.error: BaseException | None = None
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> _Tap:
+        return self
+
+    async def __anext__(self) -> bytes:
         try:
-            async for chunk in self._source:
-                self._on_bytes(len(chunk))
-                yield chunk
+            chunk = await anext(self._source)
+        except StopAsyncIteration:
+            raise
         except BaseException as exc:
             self.error = exc
             raise
+        self._on_bytes(len(chunk))
+        return chunk
+
+    async def aclose(self) -> None:
+        close = getattr(self._source, "aclose", None)
+        # Still being read by another task (an HTTP client's body writer, which the failed
+        # upload cancels): closing it now raises RuntimeError over the upload's own error.
+        if close is not None and not getattr(self._source, "ag_running", False):
+            await close()
 
 
 @dataclass
@@ -416,6 +432,8 @@ class CopyEngine:
                     if isinstance(tap.error, RegsyncError) and tap.error is not exc:
                         raise tap.error from exc
                     raise
+                finally:
+                    await tap.aclose()
                 self.stats.bytes_copied += sent
 
 

@@ -18,7 +18,7 @@ import functools
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()
         self._reload_pending = False  # a SIGHUP came while starting
+        self._busy: dict[str, asyncio.Event] = {}  # rule name / copy -> its run in progress
         self.events = EventDispatcher(self, metrics)
         for rule in config.rules:
             self._add(rule)
@@ -283,10 +284,12 @@ class Daemon:
                 # A schedule that came due is never skipped, however busy events keep the loop.
                 overdue = state.next_run is not None and state.next_run <= time.time()
                 if overdue or (wanted is not None and wanted <= 0):
-                    await self._run_rule(state)
+                    async with self._turn(state.rule):
+                        await self._run_rule(state)
                     continue
                 if queue.items:
-                    await self._run_targets(state)
+                    async with self._turn(state.rule):
+                        await self._run_targets(state)
                     continue
                 state.next_run = state.due(time.time())
                 delay = state.next_run - time.time()
@@ -299,6 +302,25 @@ class Daemon:
         finally:
             if state.removed and state.rule.name not in self.states:
                 self.metrics.rule_removed(state.rule.name)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, rule: Rule) -> AsyncIterator[None]:
+        """One run of a rule at a time, across reloads too: a rule removed (or renamed: the
+        same source, destination and tags) while it runs and added back waits for that run
+        to end before its own starts."""
+        keys = (f"name:{rule.name}", f"copy:{rule.source}>{rule.destination}>{rule.tags}")
+        while (busy := next((self._busy[k] for k in keys if k in self._busy), None)) is not None:
+            await busy.wait()
+        done = asyncio.Event()
+        for key in keys:
+            self._busy[key] = done
+        try:
+            yield
+        finally:
+            for key in keys:
+                if self._busy.get(key) is done:
+                    del self._busy[key]
+            done.set()
 
     async def _run_rule(self, state: RuleState) -> None:
         rule = state.rule

@@ -80,7 +80,8 @@ def parse_harbor(body: bytes) -> list[RegistryEvent]:
     for item in _bounded(resources):
         resource = _object(item, "a resource")
         tag, digest = resource.get("tag"), resource.get("digest")
-        events.append(_event(action, repo, tag, digest, timestamp))
+        # An untagged artifact comes with no tag (or the digest in `tag`).
+        events.append(_event(action, repo, "" if tag is None else tag, digest, timestamp))
     return events
 
 
@@ -171,4 +172,6 @@ def _unix(value: object) -> float | None:
 
 
 def _show(value: object) -> str:
-    return shown(value) if isinstance(value, str) else "missing"
+    if value is None:
+        return "missing"
+    return shown(value) if isinstance(value, str) else f"of JSON type {type(value).__name__}"

@@ -16,6 +16,7 @@ Either way a tag counts as pruned only once a HEAD of it finds nothing.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -75,6 +76,12 @@ async def backup_action(engine: CopyEngine, plan: RepoPlan, action: TagAction) -
         raise ManifestError(
             f"backup tag {shown(action.backup)} is not a valid tag (over 128 characters?); "
             f"{action.tag} is left as it is"
+        )
+    if action.backup_clash:
+        raise ManifestError(
+            f"backup tag {action.backup} refused: the source has that tag, which the backup "
+            f"would overwrite; {action.tag} is left as it is (use a backup template whose "
+            "names the source does not use)"
         )
     current = await engine.destination.manifest_get(plan.dest_repo, action.dest_digest)
     await engine.push_manifest(plan.dest_repo, action.backup, current)
@@ -201,9 +208,15 @@ class DeleteGuard:
         return None
 
 
-async def prune_actions(dest: Backend, plan: RepoPlan, guard: DeleteGuard) -> PruneOutcome:
-    """Delete the plan's PRUNE tags: by digest when nothing kept needs it, else by tag."""
+async def prune_actions(
+    dest: Backend, plan: RepoPlan, guard: DeleteGuard, stop: asyncio.Event | None = None
+) -> PruneOutcome:
+    """Delete the plan's PRUNE tags: by digest when nothing kept needs it, else by tag.
+
+    ``stop`` set (a shutdown): no further delete starts; the tags left are noted for the
+    next run (they are still out of the source, so it prunes them)."""
     out = PruneOutcome()
+    stop = stop or asyncio.Event()
     # Digests this run's copies point tags at: a delete by digest would take those along.
     # (A backup keeps the digest of a tag the copy overwrites; that tag was listed on it, so
     # the plan has it among a pruned tag's `shared` holders and deletes by tag.)
@@ -214,9 +227,13 @@ async def prune_actions(dest: Backend, plan: RepoPlan, guard: DeleteGuard) -> Pr
     for digest, actions in sorted(by_digest.items()):
         if guard.refused:
             break
+        if stop.is_set():
+            left = sum(len(a) for d, a in by_digest.items() if d >= digest)
+            out.notes.append(f"{plan.dest_repo}: shutting down: {left} prunes left")
+            break
         try:
             if not digest or digest in copied or any(a.shared for a in actions):
-                await _delete_tags(dest, plan.dest_repo, actions, out)
+                await _delete_tags(dest, plan.dest_repo, actions, out, stop)
             else:
                 await dest.manifest_delete(plan.dest_repo, digest)
                 await _confirm_gone(dest, plan.dest_repo, digest, actions, out)
@@ -246,10 +263,14 @@ async def _confirm_gone(
 
 
 async def _delete_tags(
-    dest: Backend, repo: str, actions: Sequence[TagAction], out: PruneOutcome
+    dest: Backend, repo: str, actions: Sequence[TagAction], out: PruneOutcome, stop: asyncio.Event
 ) -> None:
-    """One ``tag_delete`` per tag; a refusal of deletes (UnsupportedError) stops the rest."""
-    for action in actions:
+    """One ``tag_delete`` per tag; a refusal of deletes (UnsupportedError) or a shutdown
+    stops the rest."""
+    for done, action in enumerate(actions):
+        if stop.is_set():
+            out.notes.append(f"{repo}: shutting down: {len(actions) - done} prunes left")
+            return
         try:
             await dest.tag_delete(repo, action.tag)
         except UnsupportedError:

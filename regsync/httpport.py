@@ -3,6 +3,8 @@
 - Deadlines: a connection that has not sent a whole request head within ``idle`` seconds of
   connecting, or of its last response, is closed (aiohttp's keep-alive timer; it fires while
   the handler waits for a request, so an idle socket and a half-sent head are both closed).
+- A client that stops reading its answers (what waits to be sent does not shrink for a
+  whole deadline) is dropped: a handler blocked writing to it would hold its slot for ever.
 - A cap on concurrent connections, well below the file limit: past it a new connection is
   reset at once (never served, never queued), so the descriptors syncing needs stay free.
 - The soft file limit is raised to the hard one at start (systemd's default soft limit is
@@ -23,6 +25,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from regsync.oci.ref import printable
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -102,8 +106,24 @@ class _Counted(asyncio.Protocol):
         self._gate = gate
         self._handler = handler
         self._made = self._lost = self._forwarded = False
+        self._transport: asyncio.WriteTransport | None = None
+        self._unsent = 0  # bytes waiting to be sent at the last look
         gate.live += 1
         asyncio.get_running_loop().call_later(1.0, self._never_made)
+
+    def _watch(self) -> None:
+        """A client that stops reading its answers: what waits to be sent has not shrunk
+        in a whole deadline, so the connection is dropped (the handler would wait on it
+        for ever, one of the capped connections gone)."""
+        if self._lost or self._transport is None:
+            return
+        unsent = self._transport.get_write_buffer_size()
+        if unsent and unsent >= self._unsent:
+            self._gate.stalled.hit()
+            self._transport.abort()
+            return
+        self._unsent = unsent
+        asyncio.get_running_loop().call_later(self._gate.idle, self._watch)
 
     def _never_made(self) -> None:
         if not self._made and not self._lost:
@@ -116,6 +136,8 @@ class _Counted(asyncio.Protocol):
             transport.close()
             return
         self._forwarded = True
+        self._transport = transport  # type: ignore[assignment]
+        asyncio.get_running_loop().call_later(self._gate.idle, self._watch)
         self._handler.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -141,11 +163,13 @@ class _Counted(asyncio.Protocol):
 class Gate:
     """The listening socket's protocol factory: aiohttp's handler under the cap, else reset."""
 
-    def __init__(self, server: web.Server, cap: int) -> None:
+    def __init__(self, server: web.Server, cap: int, idle: float) -> None:
         self.server = server
         self.cap = cap
+        self.idle = idle
         self.live = 0
         self.refused = Throttled(f"HTTP port: over {cap} connections, refusing new ones")
+        self.stalled = Throttled("HTTP port: dropped a client that stopped reading its answers")
 
     def __call__(self) -> asyncio.Protocol:
         if self.live >= self.cap:
@@ -170,6 +194,35 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs every malformed request (bad header, line too long, not HTTP at all) with
+    a traceback: any client of the port could fill the disk with them. They become one line
+    a minute with the count and the last reason; any other record goes on to our log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.throttled = Throttled("HTTP port: refused malformed requests")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            reason = str(exc.message).strip() or type(exc).__name__
+            self.throttled.hit(f"(last: {printable(reason.splitlines()[0][:200])})")
+        else:
+            log.handle(record)
+        return False  # the logger has no handlers: everything goes through the lines above
+
+
+def request_logger() -> logging.Logger:
+    """The logger aiohttp's request handling writes to: never registered, so it reaches
+    nothing but its filter."""
+    logger = logging.Logger("regsync.httpport.requests")
+    logger.addFilter(_MalformedRequests())
+    return logger
+
+
 class Listener:
     """The bound port and aiohttp's runner; ``cleanup`` closes both."""
 
@@ -187,11 +240,15 @@ async def listen(app: web.Application, host: str, port: int, limits: PortLimits)
     from aiohttp import web
 
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, keepalive_timeout=limits.idle
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=limits.idle,
+        logger=request_logger(),
     )
     await runner.setup()
     assert runner.server is not None
-    gate = Gate(runner.server, limits.max_connections)
+    gate = Gate(runner.server, limits.max_connections, limits.idle)
     loop = asyncio.get_running_loop()
     quiet_accept_errors(loop)
     try:

@@ -171,6 +171,8 @@ async def _ls(setup: RunSetup, spec: _LsSpec, digests: bool, as_json: bool) -> i
     else:
         backend = setup.source(source)
         listed = await backend.tags(source.pattern)
+        if listed.missing:  # a registry's 404, a layout without it: not an empty answer
+            raise NotFoundError(f"{source.named}: no such repository", registry=source.registry)
         rows = {tag: "" for tag in listed.names}
         if digests:
             known = await _listed_digests(setup, source)
@@ -178,7 +180,7 @@ async def _ls(setup: RunSetup, spec: _LsSpec, digests: bool, as_json: bool) -> i
             rows = {**await _digests(backend, source.pattern, rest), **known}
             rows = {tag: rows[tag] for tag in listed.names}
         _warn_rejected(listed.report("tag"))
-        _print_tags(f"{_where(source)}", rows, digests, as_json)
+        _print_tags(f"{source.named}", rows, digests, as_json)
         return EXIT_OK
     _warn_rejected(listed.report("repository"))
     names = sorted(listed.names)
@@ -188,12 +190,6 @@ async def _ls(setup: RunSetup, spec: _LsSpec, digests: bool, as_json: bool) -> i
         for name in names:
             print(name)
     return EXIT_OK
-
-
-def _where(source: SourceSpec) -> str:
-    if source.kind is Kind.REGISTRY:
-        return f"{source.registry}/{source.pattern}"
-    return f"{source}//{source.pattern}"
 
 
 async def _listed_digests(setup: RunSetup, source: SourceSpec) -> dict[str, str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from regsync.errors import RegsyncError
 from regsync.oci import mediatypes
 from regsync.oci.manifest import Descriptor, Manifest
+from regsync.oci.ref import printable
 from regsync.plan import Action, TagAction
 from regsync.tagpolicy import Filtered
 
@@ -33,13 +34,13 @@ class MediaTypeFilter:
     def refusal(self, media_type: str) -> str | None:
         if media_type in self.allowed:
             return None
-        return f"media type {media_type} is not in media_types"
+        return f"media type {printable(media_type)} is not in media_types"
 
     def artifact_refusal(self, manifest: Manifest) -> str | None:
         kind = manifest.artifact_type
         if manifest.is_index or not self.checks_artifacts or kind in self.allowed:
             return None
-        return f"artifact type {kind or '(none)'} is not in media_types"
+        return f"artifact type {printable(kind) or '(none)'} is not in media_types"
 
 
 async def apply(

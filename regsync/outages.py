@@ -148,20 +148,38 @@ def describe_error(exc: Exception) -> str:
 
 @dataclass
 class WriteGate:
-    """Copies into one destination go one at a time until one of them succeeded.
+    """Copies into one destination go one at a time until it has accepted a write.
 
     A destination that refuses writes is found by the first copy's first write; the copies
     queued behind it then see the registry condemned before they read anything from the source.
+    The proof is the first blob the destination took (`prove`, from the copy engine), or the
+    first copy that succeeded: the others then start at once, not after that whole copy.
     """
 
     proven: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _held: bool = False  # a trial copy holds the lock
+
+    def prove(self) -> None:
+        """The destination took a write: every copy may go now."""
+        self.proven = True
+        if self._held:
+            self._held = False
+            self._lock.release()  # wakes the queued copies, which see `proven`
 
     async def first(self, work: Callable[[], Awaitable[T]]) -> T:
-        if not self.proven:
-            async with self._lock:
-                if not self.proven:
-                    value = await work()  # raising lets the next copy try, alone again
-                    self.proven = True
-                    return value
-        return await work()
+        if self.proven:
+            return await work()
+        await self._lock.acquire()
+        if self.proven:
+            self._lock.release()
+            return await work()
+        self._held = True
+        try:
+            value = await work()  # raising lets the next copy try, alone again
+        finally:
+            if self._held:
+                self._held = False
+                self._lock.release()
+        self.prove()
+        return value

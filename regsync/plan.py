@@ -36,6 +36,7 @@ class TagAction:
     media_type: str = ""  # COPY/SKIP: the source manifest's media type (what the index records)
     held: bool = False  # COPY: another tag of the destination repository has source_digest
     backup: str = ""  # COPY over another digest: first tag dest_digest as this (rule `backup`)
+    backup_clash: bool = False  # ``backup`` is a tag the source has too: refused, tag fails
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,13 @@ def only_missing(actions: tuple[TagAction, ...]) -> tuple[TagAction, ...]:
     """``once --missing``: copy only tags the destination lacks; a tag it holds with another
     digest becomes DIFFERS (reported as drift, never overwritten)."""
     return tuple(
-        replace(a, action=Action.DIFFERS, reason=f"{a.reason}; left as is (--missing)", backup="")
+        replace(
+            a,
+            action=Action.DIFFERS,
+            reason=f"{a.reason}; left as is (--missing)",
+            backup="",
+            backup_clash=False,
+        )
         if a.action is Action.COPY and a.dest_digest is not None
         else a
         for a in actions
@@ -132,12 +139,16 @@ def only_missing(actions: tuple[TagAction, ...]) -> tuple[TagAction, ...]:
 def with_backups(
     actions: tuple[TagAction, ...], template: BackupTemplate | None, now: datetime | None = None
 ) -> tuple[TagAction, ...]:
-    """COPY actions that overwrite another digest name the backup tag they first make."""
+    """COPY actions that overwrite another digest name the backup tag they first make; a name
+    that is one of the tags planned from the source is marked ``backup_clash`` (the backup
+    would overwrite a tag the rule mirrors)."""
     if template is None:
         return actions
-    return tuple(
-        replace(a, backup=template.name(a.tag, a.dest_digest, now))
-        if a.action is Action.COPY and a.dest_digest is not None and not a.artifact_of
-        else a
-        for a in actions
-    )
+    mirrored = {a.tag for a in actions}
+    out = []
+    for a in actions:
+        if a.action is Action.COPY and a.dest_digest is not None and not a.artifact_of:
+            name = template.name(a.tag, a.dest_digest, now)
+            a = replace(a, backup=name, backup_clash=name in mirrored)
+        out.append(a)
+    return tuple(out)

@@ -18,12 +18,14 @@ from typing import Any
 
 from regsync.errors import ManifestError
 from regsync.oci.manifest import Manifest, Platform, parse_manifest
+from regsync.oci.ref import printable
 
 SOURCE_DIGEST = "io.regsync.source.digest"
 PLATFORMS = "io.regsync.platforms"
 # buildx stores provenance/SBOM as index children of platform unknown/unknown that point at
 # the image they describe; they stay when that image stays.
 _REFERENCE_DIGEST = "vnd.docker.reference.digest"
+_SHOWN, _SHOWN_CHARS = 10, 60  # platforms named in an error, characters of each
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,17 @@ def subset_index(
         entries = json.loads(index.raw).get("manifests") or []
         offered = sorted({str(p) for e in entries if (p := _platform_of(e)) is not None})
         raise ManifestError(
-            f"none of the platforms {wanted.label} is in this index "
-            f"(it has {', '.join(offered) or 'no platforms'})"
+            f"none of the platforms {wanted.label} is in this index (it has {_few(offered)})"
         )
     return subset
+
+
+def _few(platforms: list[str]) -> str:
+    """The platforms an index offers, for an error: from the source, so escaped, each cut
+    short, and only the first ``_SHOWN`` of them (the rest counted)."""
+    shown = ", ".join(printable(p)[:_SHOWN_CHARS] for p in platforms[:_SHOWN])
+    more = f" and {len(platforms) - _SHOWN} more" if len(platforms) > _SHOWN else ""
+    return (shown or "no platforms") + more
 
 
 def filter_index(

@@ -12,14 +12,17 @@ from typing import Self, SupportsIndex
 
 from regsync.copy import CopyStats
 from regsync.plan import Action, RepoPlan
+from regsync.secrets import redact
 
 MAX_LINES = 100  # lines kept per list of a rule's result (errors, notes, undone)
+MAX_LINE_CHARS = 2000  # characters kept of one line (the rest counted)
 QUOTED_REFUSALS = 10  # refused names quoted per rule; the rest are counted
 
 
 class Lines(list[str]):
     """A rule's list of lines (errors, notes), bounded: past ``limit`` lines, the last one
-    says how many more there were, so a hostile source cannot grow a summary, a log or
+    says how many more there were, and a line keeps ``MAX_LINE_CHARS`` (redacted first, so
+    no secret is cut in two), so a hostile source cannot grow a summary, a log or
     ``/status`` without bound."""
 
     def __init__(self, items: Iterable[str] = (), limit: int = MAX_LINES) -> None:
@@ -30,7 +33,7 @@ class Lines(list[str]):
 
     def append(self, item: str) -> None:
         if not self.more and len(self) < self.limit:
-            super().append(item)
+            super().append(_cut(item))
             return
         self.more += 1
         marker = f"… and {self.more} more"
@@ -38,6 +41,11 @@ class Lines(list[str]):
             super().append(marker)
         else:
             super().__setitem__(-1, marker)
+
+    @property
+    def total(self) -> int:
+        """How many lines were added, the uncounted ones included."""
+        return len(self) - (1 if self.more else 0) + self.more
 
     def extend(self, items: Iterable[str]) -> None:
         for item in items:
@@ -49,6 +57,13 @@ class Lines(list[str]):
 
     def insert(self, index: SupportsIndex, item: str) -> None:
         raise TypeError("Lines are appended only")
+
+
+def _cut(line: str) -> str:
+    if len(line) <= MAX_LINE_CHARS:
+        return line
+    line = redact(line)
+    return f"{line[:MAX_LINE_CHARS]}… ({len(line)} characters)"
 
 
 @dataclass
@@ -71,7 +86,7 @@ class RuleResult:
     pruned: int = 0
     failed: int = 0
     interrupted: int = 0  # copies not started because the process is shutting down
-    undone: list[str] = field(default_factory=Lines)  # left undone by a registry's failure
+    undone: Lines = field(default_factory=Lines)  # left undone by a registry's failure
     reported: set[str] = field(default_factory=set)  # registries whose failure is in errors
     orphans: tuple[str, ...] | None = None  # destination repositories the source lost (or ?)
     refusals_quoted: int = 0  # refused names quoted in errors so far (at most QUOTED_REFUSALS)

@@ -92,18 +92,20 @@ class RunContext:
             transfers=self.transfers.setdefault(key, asyncio.Semaphore(limit)),
             stats=result.stats,
             on_bytes=lambda n: self.events.bytes_copied(rule.name, n),
-            on_blob=lambda outcome: self.events.blob_done(rule.name, outcome),
+            on_blob=self._blob_hook(rule.name, key),
             retry=self.retry,
             observer=self.observer,
             on_transfer=self._transfer_hook(rule.name),
         )
 
-    def counts_pulls(self, rule: Rule) -> bool:
-        """Whether a source manifest GET costs more than a HEAD here: always when planning
-        only; on Docker Hub and registries with `rate_limit` (GETs are pulls), where a tag
-        the destination lacks is HEADed first so tags sharing a digest cost one pull."""
+    def counts_pulls(self, rule: Rule, destination: str) -> bool:
+        """Whether a source manifest GET costs more than a HEAD here, so a tag the destination
+        lacks is HEADed first (tags sharing a digest then cost one GET): always when planning
+        only; on Docker Hub and registries with `rate_limit` (GETs are pulls); and until the
+        destination accepted a copy in this run (one refusing writes costs one GET at most)."""
         source = rule.source
-        if self.dry_run or self.plan_only:
+        gate = self.gates.get(destination)
+        if self.dry_run or self.plan_only or gate is None or not gate.proven:
             return True
         if source.kind is not Kind.REGISTRY:
             return False
@@ -134,6 +136,16 @@ class RunContext:
         # A layout shares one blob store across its repositories: nothing to remember.
         index = None if destination.shares_blobs else self.index
         return BlobLedger(index=index, registry=rule.destination.registry)
+
+    def _blob_hook(self, rule: str, destination: str) -> Callable[[str], None]:
+        gate = self.gates.setdefault(destination, WriteGate())
+
+        def hook(outcome: str) -> None:
+            self.events.blob_done(rule, outcome)
+            if outcome in ("copied", "mounted"):  # the destination took a write
+                gate.prove()
+
+        return hook
 
     def _transfer_hook(self, rule: str) -> Callable[[str, Descriptor, bool], None]:
         def hook(repo: str, desc: Descriptor, begins: bool) -> None:
@@ -316,7 +328,8 @@ async def sync_repo(
         if ctx.targets is not None:  # some tags only: record what it sees, never a full check
             recorded = replace(recorded, full=False)
         if ctx.targets is None:
-            get_tag = None if ctx.counts_pulls(rule) else engine.get_tag_manifest
+            pulls = ctx.counts_pulls(rule, dest.name)
+            get_tag = None if pulls else engine.get_tag_manifest
             fetch, listed = engine.get_manifest, await ctx.listed_digests(rule, repo)
             plan = await survey(
                 source, dest, repo, dest_repo, policy, fetch, recorded, get_tag, listed
@@ -331,7 +344,7 @@ async def sync_repo(
         return
     if plan.source_missing and not rule.source.is_glob:  # the one repository the rule names
         try:
-            what = f"source repository {rule.source} does not exist"
+            what = f"source repository {rule.source.named} does not exist"
             empty_source(what, rule=rule.name, allowed=rule.allow_empty)
         except RegsyncError as exc:
             ctx.outages.rule_failed(rule, result, exc)
@@ -380,7 +393,7 @@ async def _copy_then_prune(
             )
     if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
         guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
-        outcome = await prune_actions(engine.destination, plan, guard)
+        outcome = await prune_actions(engine.destination, plan, guard, ctx.stop)
         result.record_prune(outcome)
         book.pruned(plan.dest_repo, outcome.pruned)
         for _ in outcome.pruned:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # aiohttp.web is imported by the daemon only: `once` starts f
     from regsync.httpport import Listener
 
 DEFAULT_LISTEN = "127.0.0.1:9469"
+STATUS_EVERY = 0.5  # seconds a built /status page is served again
 LISTEN_ENV = "REGSYNC_LISTEN"  # `serve` without --listen, and the image's HEALTHCHECK
 INDEX = """regsync
   /metrics  Prometheus metrics
@@ -60,6 +61,37 @@ def _status_text(data: dict[str, Any]) -> str:
     return json.dumps(redact_data(data), indent=2) + "\n"  # errors may quote a registry
 
 
+class _StatusPage:
+    """/status, built at most once per ``STATUS_EVERY`` seconds however often it is asked:
+    the snapshot is taken on the loop (its lists are bounded: ``result.Lines``), masking and
+    encoding run in a thread, and requests arriving meanwhile share that one build, so a
+    client asking in a loop cannot keep the loop (and /healthz) busy."""
+
+    def __init__(self, daemon: StatusSource) -> None:
+        self._daemon = daemon
+        self._built = -STATUS_EVERY
+        self._text = ""
+        self._building: Any = None  # the asyncio.Task of the build in progress
+
+    async def text(self) -> str:
+        import asyncio  # loads with the daemon, not the CLI
+        import time
+
+        if time.monotonic() - self._built < STATUS_EVERY:
+            return self._text
+        if self._building is None:
+            snapshot = self._daemon.status()
+            self._building = asyncio.ensure_future(asyncio.to_thread(_status_text, snapshot))
+        building = self._building
+        try:
+            text: str = await asyncio.shield(building)
+        finally:
+            if building.done() and self._building is building:
+                self._building = None
+        self._text, self._built = text, time.monotonic()
+        return text
+
+
 def make_app(daemon: StatusSource, metrics: MetricsSource) -> web.Application:
     from aiohttp import web
 
@@ -76,12 +108,10 @@ def make_app(daemon: StatusSource, metrics: MetricsSource) -> web.Application:
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready\n")
 
-    async def status(request: web.Request) -> web.Response:
-        # The snapshot is taken on the loop (its lists are bounded: `result.Lines`); masking
-        # and encoding run in a thread, so /healthz answers meanwhile.
-        import asyncio  # loads with the daemon, not the CLI
+    status_page = _StatusPage(daemon)
 
-        text = await asyncio.to_thread(_status_text, daemon.status())
+    async def status(request: web.Request) -> web.Response:
+        text = await status_page.text()
         return web.Response(text=text, content_type="application/json")
 
     async def index(request: web.Request) -> web.Response:

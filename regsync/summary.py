@@ -120,6 +120,8 @@ def _action_json(a: TagAction) -> dict[str, Any]:
         out["artifact_of"] = a.artifact_of
     if a.backup:
         out["backup"] = a.backup
+    if a.backup_clash:
+        out["backup_refused"] = "the source has that tag"
     return out
 
 
@@ -154,6 +156,7 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
                     f"  {a.action.value:<6} {plan.dest_repo}:{a.tag}"
                     + (f" ({a.reason})" if a.reason else "")
                     + (f", backup as {a.backup}" if a.backup else "")
+                    + (" refused: the source has that tag" if a.backup_clash else "")
                     for a in plan.actions
                     if a.action is not Action.SKIP
                 )
@@ -164,6 +167,11 @@ def render_text(run: RunResult, *, check: bool = False, explain: bool = False) -
             )
         lines.extend(f"  note: {n}" for n in r.notes + orphans_note(r.orphans))
         lines.extend(f"  error: {e}" for e in r.errors)
+        if r.undone:
+            lines.append(
+                f"  {r.undone.total} repositories or tags left undone by the error above "
+                "(each listed under `undone` in --json, and in the log with -v)"
+            )
     return "\n".join(lines)
 
 

@@ -5,7 +5,8 @@ answers 202 before any copy starts:
 
 - ``route``: a PUSH goes to every rule whose source covers the repository (same registry,
   the repository or a glob matching it) and whose tag filters select the tag by name, in this
-  agent's shard; a DELETE to every such rule that prunes (a full cycle prunes it).
+  agent's shard; a DELETE to every such rule (whose tag filters cover the tag, when it names
+  one) as a full cycle, which prunes where the rule prunes.
 - ``RuleQueue``: per rule, pending (repository, tag) entries coalesced (the latest digest
   wins) and bounded; an entry beyond the bound asks for a full cycle of the rule instead.
 - ``EventDispatcher``: the daemon's side. It routes, queues, wakes the rule's loop, and,
@@ -29,6 +30,7 @@ from regsync.events import FanOut
 from regsync.metrics import EVENT_OUTCOMES, Metrics, iso_time
 from regsync.oci.ref import Kind, shown
 from regsync.result import RuleResult
+from regsync.secrets import SECRETS
 from regsync.session import policy_for
 from regsync.shard import Shard
 
@@ -102,7 +104,7 @@ class RuleQueue:
 @dataclass(frozen=True)
 class Routed:
     pushes: tuple[Rule, ...] = ()  # rules that copy the event's tag
-    cycles: tuple[Rule, ...] = ()  # rules that run a full cycle (a delete, where they prune)
+    cycles: tuple[Rule, ...] = ()  # rules that run a full cycle (a delete)
     why: str = ""  # why nothing was done, when both are empty
     refused: bool = False  # nothing done because the event's names cannot be used
 
@@ -137,8 +139,7 @@ def route(config: Config, shard: Shard, host: str, event: RegistryEvent) -> Rout
     if event.kind is EventKind.DELETE:
         if event.tag:
             rules = [r for r in rules if policy_for(r).tags.in_scope(event.tag)]
-        pruning = tuple(r for r in rules if r.prune.enabled)
-        return Routed(cycles=pruning, why="" if pruning else "no rule covering it prunes")
+        return Routed(cycles=tuple(rules), why="" if rules else "no rule's filters cover the tag")
     selected = tuple(r for r in rules if policy_for(r).tags.in_scope(event.tag))
     if not selected:
         return Routed(why="no rule's tag filters select the tag")
@@ -176,7 +177,7 @@ class RegistryEvents:
     last_event_at: float | None = None
     counts: Counter[str] = field(default_factory=Counter)
     refused_unlogged: int = 0
-    refused_logged_at: float = 0.0
+    refused_logged_at: float | None = None  # monotonic time of the last log line
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -197,6 +198,7 @@ class EventDispatcher:
         """(Re)declare the registries that may send events (config loaded or reloaded)."""
         for host, settings in self.loops.config.registries.items():
             if settings.notifications is not None:
+                SECRETS.add(settings.notifications.token.get_secret_value())  # never shown
                 self.metrics.events_configured(host)
                 self.registries.setdefault(host, RegistryEvents())
         names = {rule.name for rule in self.loops.config.rules}
@@ -224,9 +226,10 @@ class EventDispatcher:
         stats = self.registries.setdefault(host, RegistryEvents())
         stats.refused_unlogged += 1
         now = time.monotonic()
-        if now - stats.refused_logged_at >= LOG_EVERY:
+        last = stats.refused_logged_at
+        if last is None or now - last >= LOG_EVERY:
             log.warning(
-                "events from %s: refused %d request(s) (last: %s)",
+                "events from %s: refused %d request(s) or event(s) (last: %s)",
                 host,
                 stats.refused_unlogged,
                 why,

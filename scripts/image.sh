@@ -10,7 +10,9 @@
 # during the build, mounted as the build secret `pip-ca`; default $PIP_CERT, else the system
 # bundle); IMAGE_BUILD_ARGS (more build flags, e.g. --build-arg PIP_INDEX_URL=...);
 # IMAGE_STORAGE_DRIVER (buildah/podman storage driver, default vfs); IMAGE_STORE (the private
-# store of `test`).
+# store of `test`); IMAGE_BASE_CACHE (where `test` keeps the stand-in's root tarball for the day
+# it was made: a later run the same day with the same recipe and sources reuses it; empty: make
+# it every time).
 #
 # This machine's limits, and why each flag is here: no overlay mounts (vfs storage), no
 # namespaces for build steps (--isolation chroot), OCI image configs drop HEALTHCHECK
@@ -24,6 +26,7 @@ IMAGE=${IMAGE:-regsync:latest}
 PIP_CA=${PIP_CA:-${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}}
 DRIVER=${IMAGE_STORAGE_DRIVER:-vfs}
 STORE=${IMAGE_STORE:-/var/tmp/regsync-image-test}
+CACHE=${IMAGE_BASE_CACHE-/var/tmp/regsync-image-base}
 read -r -a EXTRA <<<"${IMAGE_BUILD_ARGS:-}"
 
 # The FROM image: the Dockerfile's default PYTHON_IMAGE (python:MAJOR.MINOR-slim-SUITE).
@@ -59,9 +62,10 @@ debian_sources() { # suite
 }
 
 # A stand-in for python:X.Y-slim-SUITE: Debian SUITE's python3 (which must be X.Y), with the
-# official image's shape: pip and setuptools installed with pip under /usr/local (so pip can
-# uninstall them), no EXTERNALLY-MANAGED marker, ca-certificates, netbase and tzdata, LANG and
-# PATH as there. Imported under the FROM name so the Dockerfile builds unmodified.
+# official image's shape: a slim Debian (no docs, man pages or locales, as debian:SUITE-slim),
+# pip and setuptools installed with pip under /usr/local (so pip can uninstall them), no
+# EXTERNALLY-MANAGED marker, ca-certificates, netbase and tzdata, LANG and PATH as there.
+# Imported under the FROM name so the Dockerfile builds unmodified.
 # pip runs from its own wheel (python3-venv ships pip's and setuptools' wheels) to install both.
 # shellcheck disable=SC2016
 PIP_FROM_WHEELS='w=/usr/share/python-wheels; p=$(ls $w/pip-*.whl); python3 "$p/pip" install --quiet --no-index --no-cache-dir --disable-pip-version-check --root-user-action=ignore "$p" $w/setuptools-*.whl'
@@ -72,20 +76,53 @@ standin() { # containers-storage options...
 	[[ $base =~ ^python:([0-9]+\.[0-9]+)-slim-([a-z]+)$ ]] ||
 		{ echo "image.sh: cannot make a stand-in for FROM $base" >&2; return 1; }
 	version=${BASH_REMATCH[1]} suite=${BASH_REMATCH[2]}
-	tar="$STORE/standin.tar"
 	mapfile -t mirror < <(debian_sources "$suite")
-	echo "image.sh: stand-in for $base from Debian $suite (${mirror[0]})" >&2
-	mmdebstrap --quiet --variant=minbase --mode=root \
-		--include=python3,python3-venv,python-is-python3,ca-certificates,netbase,tzdata \
-		--customize-hook="chroot \"\$1\" python3 -c 'import sys; assert \"%d.%d\" % sys.version_info[:2] == \"$version\", sys.version'" \
-		--customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
-		--customize-hook="chroot \"\$1\" sh -c '$PIP_FROM_WHEELS'" \
-		"$suite" "$tar" "${mirror[@]}" </dev/null
+	tar=$(standin_tar "$base" "${mirror[@]}")
+	if [ -s "$tar" ]; then
+		echo "image.sh: stand-in for $base: today's, from $tar" >&2
+	else
+		echo "image.sh: stand-in for $base from Debian $suite (${mirror[0]})" >&2
+		debootstrap_standin "$version" "$suite" "$tar.part" "${mirror[@]}"
+		mv "$tar.part" "$tar"
+	fi
 	podman "$@" import \
 		--change 'ENV=PATH=/usr/local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
 		--change 'ENV=LANG=C.UTF-8' --change 'CMD=["python3"]' \
 		"$tar" "docker.io/library/$base" >/dev/null
-	rm -f "$tar"
+	if [ -z "$CACHE" ]; then rm -f "$tar"; fi
+}
+
+# Where the stand-in's tarball goes: the cache, named by a hash of its recipe (these functions),
+# its Debian sources and today's date (so security updates arrive daily), else the store.
+standin_tar() { # base mirror...
+	local key f
+	if [ -z "$CACHE" ]; then
+		echo "$STORE/standin.tar"
+		return
+	fi
+	key=$({
+		declare -f standin debootstrap_standin
+		echo "$PIP_FROM_WHEELS $* $(date -u +%F)"
+		for f in "${@:2}"; do if [ -f "$f" ]; then cat "$f"; fi; done
+	} | sha256sum | cut -c1-16)
+	mkdir -p "$CACHE"
+	find "$CACHE" -name 'standin-*.tar*' ! -name "standin-$key.tar" -delete
+	echo "$CACHE/standin-$key.tar"
+}
+
+debootstrap_standin() { # version suite tar mirror...
+	local version=$1 suite=$2 tar=$3
+	shift 3
+	mmdebstrap --quiet --variant=minbase --mode=root --format=tar \
+		--dpkgopt=force-unsafe-io --aptopt='Acquire::Languages "none"' \
+		--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+		--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+		--dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+		--include=python3,python3-venv,python-is-python3,ca-certificates,netbase,tzdata \
+		--customize-hook="chroot \"\$1\" python3 -c 'import sys; assert \"%d.%d\" % sys.version_info[:2] == \"$version\", sys.version'" \
+		--customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
+		--customize-hook="chroot \"\$1\" sh -c '$PIP_FROM_WHEELS'" \
+		"$suite" "$tar" "$@" </dev/null
 }
 
 smoke_test() {

@@ -20,10 +20,13 @@ from regsync.backends.tarfs import Archive, blob_name, pack
 from regsync.config import parse_config
 from regsync.errors import ConfigError
 from tests.support import (
+    Artifact,
     Blob,
     Image,
+    Index,
     Registry,
     RegistryFactory,
+    attach,
     push,
     regsync_json,
     run_regsync,
@@ -33,7 +36,9 @@ from tests.support import (
 MIB = 1024 * 1024
 
 
-def export(tmp_path: Path, src: Registry, bundle: Path, state: Path) -> dict[str, object]:
+def export(
+    tmp_path: Path, src: Registry, bundle: Path, state: Path, extra: str = ""
+) -> dict[str, object]:
     config = write_config(
         tmp_path,
         f"""
@@ -45,6 +50,7 @@ def export(tmp_path: Path, src: Registry, bundle: Path, state: Path) -> dict[str
             source: "{src.host}/team/*"
             destination: "tar:{bundle}"
             delta: true
+            {extra}
         """,
         name="export.yaml",
     )
@@ -53,7 +59,9 @@ def export(tmp_path: Path, src: Registry, bundle: Path, state: Path) -> dict[str
     return run.rule
 
 
-def import_(tmp_path: Path, bundle: Path, dst: Registry, state: Path) -> tuple[int, str]:
+def import_(
+    tmp_path: Path, bundle: Path, dst: Registry, state: Path, extra: str = ""
+) -> tuple[int, str]:
     config = write_config(
         tmp_path,
         f"""
@@ -61,7 +69,7 @@ def import_(tmp_path: Path, bundle: Path, dst: Registry, state: Path) -> tuple[i
         registries:
           "{dst.host}": {{tls: http}}
         rules:
-          - {{name: import, source: "tar:{bundle}", destination: "{dst.host}"}}
+          - {{name: import, source: "tar:{bundle}", destination: "{dst.host}"{extra}}}
         """,
         name="import.yaml",
     )
@@ -245,3 +253,80 @@ def test_a_crafted_bundle_cannot_claim_another_repositorys_blob(
     assert "import bundle #1 b1.tar" in proc.stderr
     assert not dst.blob_exists("evil/app", secret.digest)
     assert dst.tags("evil/app") == []
+
+
+def test_a_delta_series_of_platform_subsets_reads_the_subsets_earlier_bundles_carried(
+    tmp_path: Path, source_registry: Registry, registry_factory: RegistryFactory
+) -> None:
+    """With `platforms`, whether a destination subset is up to date is read from the subset
+    itself (the source digest it records): the subset an earlier bundle carried must still be
+    readable by the exporter (from the state dir), or every later bundle fails the repository.
+    Bundles 1 and 2 imported in order give the same subsets."""
+    src = source_registry
+    amd64, arm64 = (
+        Image.oci([Blob.random(3000, seed="amd")], "linux/amd64"),
+        Image.oci([Blob.random(3000, seed="arm")], "linux/arm64"),
+    )
+    push(src, "team/a", "1", Index.oci([amd64, arm64]))
+    state = tmp_path / "state"
+    subset = "platforms: [linux/amd64]"
+    export(tmp_path, src, tmp_path / "b1.tar", state, subset)
+    push(src, "team/b", "1", Image.oci([Blob.random(3000, seed="b")]))
+    rule = export(tmp_path, src, tmp_path / "b2.tar", state, subset)
+    assert rule["tags"] == {**rule["tags"], "copied": 1, "up_to_date": 1, "failed": 0}
+    assert rule["errors"] == []
+
+    dst = registry_factory()
+    for bundle in ("b1.tar", "b2.tar"):
+        code, out = import_(tmp_path, tmp_path / bundle, dst, tmp_path / "import-state")
+        assert code == 0, out
+    index = json.loads(dst.manifest("team/a", "1")[1])
+    assert [m["digest"] for m in index["manifests"]] == [amd64.digest]
+
+
+def test_a_delta_bundle_merges_a_new_signature_into_an_index_an_earlier_bundle_carried(
+    tmp_path: Path, source_registry: Registry, registry_factory: RegistryFactory
+) -> None:
+    """With referrers, a signature added after bundle 1 is merged into the fallback index
+    bundle 1 carried: the exporter reads that index from the state dir, bundle 2 holds the new
+    signature and the merged index, and importing 1 then 2 gives both signatures."""
+    src = source_registry
+    image = Image.oci([Blob.random(3000, seed="signed")])
+    push(src, "team/a", "1", image)
+    first = attach(src, "team/a", Artifact.oci(image, "application/vnd.example.sig"))
+    state = tmp_path / "state"
+    export(tmp_path, src, tmp_path / "b1.tar", state, "referrers: true")
+    sbom = Artifact.oci(image, "application/spdx+json", [Blob.random(500, seed="sbom")])
+    second = attach(src, "team/a", sbom)
+    rule = export(tmp_path, src, tmp_path / "b2.tar", state, "referrers: true")
+    assert rule["errors"] == []
+    assert rule["tags"] == {**rule["tags"], "copied": 1, "failed": 0}
+
+    dst = registry_factory()
+    for bundle in ("b1.tar", "b2.tar"):
+        imported = import_(
+            tmp_path, tmp_path / bundle, dst, tmp_path / "state-in", ", referrers: true"
+        )
+        assert imported[0] == 0, imported[1]
+    fallback = image.digest.replace(":", "-")
+    listed = json.loads(dst.manifest("team/a", fallback)[1])["manifests"]
+    assert sorted(m["digest"] for m in listed) == sorted([first.digest, second.digest])
+
+
+def test_a_delta_bundle_backs_up_a_tag_whose_image_an_earlier_bundle_carried(
+    tmp_path: Path, source_registry: Registry
+) -> None:
+    """`backup` re-tags the destination's own manifest: in a delta series that manifest went
+    with an earlier bundle, and the backup still reads it (from the state dir)."""
+    src = source_registry
+    old = push(src, "team/a", "1", Image.oci([Blob.random(3000, seed="old")]))
+    state = tmp_path / "state"
+    export(tmp_path, src, tmp_path / "b1.tar", state, "backup: '{tag}-prev'")
+    new = push(src, "team/a", "1", Image.oci([Blob.random(3000, seed="new")]))
+    rule = export(tmp_path, src, tmp_path / "b2.tar", state, "backup: '{tag}-prev'")
+    assert rule["backups"] == 1 and rule["errors"] == [], rule
+    entries = {
+        e["annotations"]["org.opencontainers.image.ref.name"]: e["digest"]  # type: ignore[index]
+        for e in index_of(tmp_path / "b2.tar")["manifests"]  # type: ignore[attr-defined]
+    }
+    assert entries == {"team/a:1": new.digest, "team/a:1-prev": old.digest}

@@ -207,6 +207,7 @@ def test_copy_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
         (["ls", "localhost:1/Bad"], "invalid repository path"),
         (["copy", "localhost:1/a", "localhost:2", "--platforms", "linux"], "--platforms"),
         (["copy", "localhost:1/a", "localhost:2", "--tags", "(a"], "--tags/--exclude"),
+        (["copy", "localhost:1/team/app:1", "localhost:1"], "onto itself"),  # whole rule
     ]
     for args, needle in cases:
         proc = run_regsync(*args)
@@ -225,6 +226,24 @@ def test_registry_errors_exit_1_with_one_line(registry_factory: RegistryFactory)
     down = f"localhost:{free_port()}"
     proc = run_regsync("ls", f"{down}/team/app", "--tls", f"{down}=http", env=FAST_RETRIES)
     assert proc.returncode == 1 and "regsync ls:" in proc.stderr and not proc.stdout
+
+
+def test_ls_of_a_repository_the_registry_lacks_fails_naming_it(
+    source_registry: Registry,
+) -> None:
+    """A typo in `ls host/repo` is no empty answer: the registry's 404 is one line naming the
+    repository, exit 1 (an existing repository without tags still lists nothing, exit 0)."""
+    reg = source_registry
+    pushed = push(reg, "team/app", "1", Image.oci([Blob.random(300, seed="ls")]))
+    reg.expect("DELETE", f"/v2/team/app/manifests/{pushed.digest}", 202)
+    empty = regsync("ls", f"{reg.host}/team/app", "--json", registries=(reg,))
+    assert empty.returncode == 0, empty.stderr
+    assert json.loads(empty.stdout)["tags"] == []
+    for args in (["--json"], ["--digests"]):
+        proc = regsync("ls", f"{reg.host}/team/nope", *args, registries=(reg,))
+        assert proc.returncode == 1, proc.stderr
+        assert f"{reg.host}/team/nope: no such repository" in proc.stderr
+        assert not proc.stdout
 
 
 def test_ls_digests_take_the_hub_tags_api_first_and_head_only_the_rest(

@@ -130,6 +130,10 @@ def test_media_types_are_checked_at_load(value: str, says: str) -> None:
         ("{annotations: [a]}", "rules[0].referrers.annotations", "expected a mapping"),
         ("{annotations: {k: [v]}}", "rules[0].referrers.annotations.k", "expected a string"),
         ("3", "rules[0].referrers", "expected true, false or a mapping"),
+        # An empty filter would copy every referrer: never what a templated empty list meant.
+        ("{artifact_types: []}", "rules[0].referrers.artifact_types", "at least one"),
+        ("{annotations: {}}", "rules[0].referrers.annotations", "at least one"),
+        ("{}", "rules[0].referrers", "referrers: true"),
     ],
 )
 def test_referrer_filters_are_checked_at_load(value: str, where: str, says: str) -> None:

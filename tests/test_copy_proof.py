@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -313,3 +314,95 @@ async def test_a_failed_source_head_of_a_manifest_is_no_proof(
     with caplog.at_level(logging.DEBUG, logger="regsync.copy"):
         assert not await run.engine.manifest_proven(SRC, IMAGE.digest)
     assert caplog.messages == [f"source HEAD of {SRC}@{IMAGE.digest} failed: src: HEAD -> 503"]
+
+
+# -- content a delta bundle declared it left out ------------------------------------------
+
+
+def declaring(run: Run, holders: list[str]) -> None:
+    """The source (a delta bundle) declares it left L1 out, carried to ``holders``."""
+    run.engine.declared = lambda digest: list(holders) if digest == L1.digest else None
+
+
+async def test_declared_content_already_in_the_repository_is_present_without_the_source() -> None:
+    source, dest = Source(), Mounts("dst")
+    await put_blob(dest, "m/app", L1)
+    run = Run(source, dest)
+    declaring(run, ["m/app"])
+
+    await run.blob("m/app", L1)
+
+    assert run.outcomes == ["present"] and source.calls == []
+
+
+async def test_declared_content_is_mounted_only_from_the_declared_repositories() -> None:
+    source, dest = Source(), Mounts("dst")
+    await put_blob(dest, "m/app", L1)
+    await put_blob(dest, "elsewhere/x", L1)
+    run = Run(source, dest)
+    run.engine.fresh.add("m/new")
+    declaring(run, ["m/new", "m/app"])  # the repository itself is never a mount source
+
+    await run.blob("m/new", L1)
+
+    assert run.outcomes == ["mounted"] and dest.mounted_from == [("m/new", "m/app")]
+    assert await dest.blob_head("m/new", L1.digest) and source.calls == []
+
+
+async def test_declared_content_no_declared_repository_holds_is_read_and_fails() -> None:
+    source, dest = Source(), Mounts("dst")
+    await put_blob(dest, "other/app", L1)  # held, but not where the bundle said
+    run = Run(source, dest)
+    run.engine.fresh.add("m/new")
+    declaring(run, ["m/app"])
+
+    with pytest.raises(NotFoundError):
+        await run.blob("m/new", L1)
+    assert run.outcomes == [] and not await dest.blob_head("m/new", L1.digest)
+
+
+class Parked(MemoryBackend):
+    """A source whose blob stream yields one chunk, then waits (a slow network)."""
+
+    def __init__(self) -> None:
+        super().__init__("src")
+        self.parked = asyncio.Event()
+
+    async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
+        yield b"x"
+        self.parked.set()
+        await asyncio.Event().wait()
+
+
+class EarlyAnswer(MemoryBackend):
+    """A destination that reads the body in its own task (as aiohttp's body writer does) and
+    answers with an error while that task is still waiting on the source."""
+
+    def __init__(self, source: Parked) -> None:
+        super().__init__("dst")
+        self.source = source
+
+    async def blob_upload(self, repo: str, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
+        async def body() -> None:
+            async for _ in chunks:
+                pass
+
+        writer = asyncio.create_task(body())
+        await self.source.parked.wait()
+        await asyncio.sleep(0)  # the writer is inside the source's next chunk now
+        try:
+            raise RegistryError("dst: PUT -> 400 BLOB_UPLOAD_INVALID", registry="dst", status=400)
+        finally:
+            writer.cancel()
+
+
+async def test_an_upload_refused_while_its_body_is_being_read_reports_the_refusal() -> None:
+    """The source stream is still being read by the upload's own task when the destination
+    answers: closing it then must not replace the destination's error with a RuntimeError
+    ("aclose(): asynchronous generator is already running", an "internal error")."""
+    source = Parked()
+    dest = EarlyAnswer(source)
+    await put_blob(source, SRC, L1)
+    run = Run(source, dest)
+    with pytest.raises(RegistryError, match="BLOB_UPLOAD_INVALID"):
+        await run.blob("dst/app", L1)

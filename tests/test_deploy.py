@@ -307,11 +307,22 @@ def test_image_installs_the_lock_by_hash_and_ships_no_installer() -> None:
     assert "pip install --no-index --no-deps --no-build-isolation" in run
     assert "pip check" in run and "pip uninstall --yes setuptools pip" in run
     assert "--mount=type=secret,id=pip-ca" in run and "--mount=type=secret,id=pip-conf" in run
-    args = {i.args.split("=")[0] for i in build if i.keyword == "ARG"}
-    assert {"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"} <= args
+    args = {i.args for i in build if i.keyword == "ARG"}
+    assert {"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"} <= args  # no default to override pip.conf
     assert not any(i.keyword == "ARG" for i in final)  # nothing of an index URL in its history
     (uninstall,) = [i.args for i in final if i.keyword == "RUN"]
     assert uninstall.startswith("python -m pip uninstall --yes --no-input pip setuptools wheel")
+
+
+def test_readme_names_the_dockerfiles_base_image() -> None:
+    """The README's "Container image" section names the base the Dockerfile builds on, and no
+    other python image."""
+    (arg,) = [i.args for i in dockerfile_stages_preamble() if i.args.startswith("PYTHON_IMAGE=")]
+    base = arg.removeprefix("PYTHON_IMAGE=")
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("### Container image\n", 1)[1].split("\n#", 1)[0]
+    assert f"`{base}`" in section
+    assert set(re.findall(r"python:[\w.-]+", readme)) == {base}
 
 
 def test_useradd_makes_a_regular_account_so_uid_10001_raises_no_warning() -> None:

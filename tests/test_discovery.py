@@ -4,11 +4,12 @@ mapping says. The one-to-one rail and its end-to-end cases are in ``test_mapping
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
-from regsync.discovery import discover, map_repositories
-from regsync.errors import MappingError
+from regsync.discovery import discover, empty_source, map_repositories
+from regsync.errors import EmptySourceError, MappingError
 from regsync.oci.ref import DestinationSpec, Listed, SourceSpec
 
 
@@ -71,3 +72,18 @@ def test_a_source_whose_mapped_name_is_off_the_grammar_is_skipped_with_the_reaso
     assert [p.source for p in found.pairs] == ["a/app"]
     ((repo, why),) = found.skipped
     assert repo == "b" * 60 + "/app" and why.startswith(f"skipped repository {repo}: ")
+
+
+def test_a_source_matching_nothing_is_an_error_saying_how_to_allow_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    what = "source r.io/team/* matched no repository"
+    with pytest.raises(EmptySourceError) as caught:
+        empty_source(what, rule="team", allowed=False)
+    assert str(caught.value) == (
+        f"{what}; nothing was synced (set allow_empty: true on the rule if it may be empty "
+        "on purpose)"
+    )
+    with caplog.at_level(logging.WARNING, logger="regsync.discovery"):
+        empty_source(what, rule="team", allowed=True)
+    assert caplog.messages == [f"rule team: {what} (allow_empty: true)"]

@@ -130,3 +130,20 @@ def test_allow_empty_must_be_a_boolean(tmp_path: Path) -> None:
     proc = run_regsync("validate", "-c", config)
     assert proc.returncode == 2
     assert "rules[0].allow_empty (sync.yaml:6)" in proc.stderr
+
+
+def test_a_layout_repository_the_source_lacks_is_named_with_the_layout(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """`source: oci:DIR//repo` (or `tar:FILE//repo`) naming a repository the layout lacks: the
+    error names that repository of the layout, not the layout alone (which exists)."""
+    _seed(source_registry)
+    tls = ("--tls", f"{source_registry.host}=http", "--tls", f"{dest_registry.host}=http")
+    stores = (f"oci:{tmp_path / 'layout'}", f"tar:{tmp_path / 'bundle.tar'}")
+    for store in stores:
+        made = run_regsync("copy", f"{source_registry.host}/diamol/app", store, *tls)
+        assert made.returncode == 0, made.stderr
+    for source in (f"{store}//diamol/nosuchrepo" for store in stores):
+        proc = run_regsync("copy", source, dest_registry.host, *tls)
+        assert proc.returncode == 1, proc.stderr
+        assert f"source repository {source} does not exist" in proc.stderr

@@ -18,10 +18,12 @@ from regsync.shard import owner
 from tests.support import (
     Blob,
     Image,
+    Index,
     Registry,
     RegistryFactory,
     free_port,
     push,
+    regsync_json,
     run_regsync,
     write_config,
 )
@@ -228,8 +230,9 @@ def test_a_delete_event_runs_a_cycle_that_prunes_and_a_push_while_down_is_caught
         assert dest_registry.tags("mirror/team/app") == ["1", "2", "3", "4"]
         src.delete_manifest("team/app", tags["4"].digest)
         wait_for(lambda: dest_registry.tags("mirror/team/app") == ["1", "2", "3"], "the prune")
-        assert cycles(served) == 2  # the delete's cycle; the hourly one is far away
+        wait_for(lambda: cycles(served) == 2, "the delete's cycle to finish")  # not hourly
         wait_for(lambda: events(served, src, "copied") >= 1, "the delete counted")
+        assert cycles(served) == 2  # distribution's two delete events: one cycle
         assert served.stop() == 0, served.log()
     late = push(src, "team/app", "5", image("late", layers=1))  # nobody listens now
     with Served(config, tmp_path, port=port) as served:
@@ -352,7 +355,7 @@ def test_harbor_webhooks_copy_a_push_and_prune_a_delete(
         )
         wait_for(lambda: dest_registry.tags("mirror/team/app") == ["1", "3"], "the prune")
         assert dest_registry.manifest_digest("mirror/team/app", "1") == keep.digest
-        assert cycles(served) == 2
+        wait_for(lambda: cycles(served) == 2, "the delete's cycle to finish")
         wait_for(lambda: events(served, src, "copied") == 2, "push and delete counted")
         assert events(served, src, "ignored") == 1 and events(served, src, "refused") == 2
         assert served.stop() == 0, served.log()
@@ -407,3 +410,35 @@ def test_each_replica_of_a_sharded_deployment_copies_only_its_own_share(
     finally:
         for served in replicas:
             served.__exit__(None, None, None)
+
+
+def test_an_event_goes_through_the_cycle_s_executor_platform_subsets_included(
+    tmp_path: Path, registry_factory: RegistryFactory, dest_registry: Registry
+) -> None:
+    """A multi-arch push under a `platforms:` rule lands as the same subset a cycle makes
+    (only the wanted child copied), and `check` then finds the tag in sync."""
+    port = free_port()
+    src = notifying(registry_factory, port)
+    push(src, "team/app", "0", image("zero", layers=1))
+    extra = ", platforms: [linux/arm64]"
+    config = events_config(
+        tmp_path, src, dest_registry, rule(src, dest_registry, "team/*", extra=extra)
+    )
+    amd = Image.oci([Blob.random(700, seed="amd")], "linux/amd64")
+    arm = Image.oci([Blob.random(800, seed="arm")], "linux/arm64")
+    index = Index.oci([amd, arm])
+    with Served(config, tmp_path, port=port) as served:
+        wait_for(served.ready, "the first cycle")
+        push(src, "team/app", "multi", index)
+        digest = wait_for(
+            dest_digest(dest_registry, "mirror/team/app", "multi"), "the event's copy"
+        )
+        _, raw = dest_registry.manifest("mirror/team/app", digest)
+        children = [m["digest"] for m in json.loads(raw)["manifests"]]
+        assert children == [arm.digest] and digest != index.digest  # the subset, as a cycle
+        assert not dest_registry.blob_exists("mirror/team/app", amd.blobs[0].digest)
+        assert cycles(served) == 1
+        assert served.rule("ev")["events"] == {"pending": 0, "cycle_requested": False}
+        assert served.stop() == 0, served.log()
+    summary = regsync_json("check", config)
+    assert summary.code == 0 and summary.rule["tags"]["failed"] == 0, summary

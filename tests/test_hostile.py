@@ -407,3 +407,64 @@ async def test_hostile_response_is_a_clear_scoped_error(case: Case) -> None:
 
 def test_there_are_at_least_fifteen_hostile_cases() -> None:
     assert len({c.id for c in CASES}) == len(CASES) >= 15
+
+
+def test_the_platforms_an_index_offers_are_shown_escaped_and_few() -> None:
+    """A tag failing a platform subset names what the index has: from the source, so each
+    escaped and only a few, however many it lists (one error could otherwise be megabytes)."""
+    from regsync.errors import ManifestError
+    from regsync.oci.manifest import parse_manifest
+    from regsync.platforms import PlatformFilter, subset_index
+
+    entries = [
+        {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": "sha256:" + f"{n:064x}",
+            "size": 1,
+            "platform": {"os": f"os{n}\n2026 ERROR forged" + "x" * 500, "architecture": "a"},
+        }
+        for n in range(2000)
+    ]
+    raw = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        }
+    ).encode()
+    index = parse_manifest(raw, "application/vnd.oci.image.index.v1+json")
+    with pytest.raises(ManifestError) as caught:
+        subset_index(index, PlatformFilter.parse(["linux/amd64"]))
+    text = str(caught.value)
+    assert text.isprintable() and len(text) < 2000, len(text)
+    assert text.endswith("and 1990 more)"), text[-80:]
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"digest": "x" * 1_000_000, "size": 1},
+        {"digest": "sha256:" + "0" * 64, "size": ["y" * 1_000_000]},
+    ],
+)
+def test_a_bad_descriptor_is_quoted_short(field: dict[str, object]) -> None:
+    """A manifest's bad digest or size is quoted cut short (its log line and error stay
+    small), however long the manifest made it."""
+    from regsync.errors import ManifestError
+    from regsync.oci.manifest import parse_manifest
+
+    kind = "application/vnd.oci.image.manifest.v1+json"
+    raw = json.dumps({"schemaVersion": 2, "mediaType": kind, "config": field, "layers": []})
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(raw.encode(), kind)
+    assert len(str(caught.value)) < 500
+
+
+def test_an_unknown_media_type_is_quoted_short() -> None:
+    from regsync.errors import ManifestError
+    from regsync.oci.manifest import parse_manifest
+
+    raw = json.dumps({"schemaVersion": 2, "mediaType": "z" * 1_000_000}).encode()
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(raw)
+    assert len(str(caught.value)) < 500

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from regsync.config import parse_config
 from regsync.oci.ref import QUOTED, Listed
 from regsync.result import MAX_LINES, Lines, RuleResult
+from regsync.runner import run
 from regsync.summary import rule_json
 from tests.support import Blob, Image, mirror_rule, plain_yaml, regsync_json_async, write_config
 from tests.support.scripted import ScriptedRegistry
@@ -72,5 +74,48 @@ def test_every_list_of_a_rule_result_is_capped_with_a_count_of_the_rest() -> Non
     assert shown["errors"][-1] == f"… and {10_000 - MAX_LINES} more"
     assert shown["notes"][-1] == "… and 5 more"
     lines = Lines(limit=2)
-    lines += ["a", "b", "c"]
-    assert lines == ["a", "b", "… and 1 more"]
+    lines += ["a", "b", "c", "d"]
+    assert lines == ["a", "b", "… and 2 more"] and lines.total == 4
+
+
+def test_one_line_of_a_rule_result_is_cut_short_after_redaction() -> None:
+    """An error quoting a source's text at length (megabytes) keeps its first characters; a
+    secret across the cut is redacted first, so no part of it shows."""
+    from regsync.result import MAX_LINE_CHARS
+    from regsync.secrets import SECRETS
+
+    secret = "s3cret-token-" + "q" * 40
+    SECRETS.add(secret)
+    lines = Lines()
+    lines.append("x" * (MAX_LINE_CHARS - 20) + secret + "y" * 1_000_000)
+    [line] = lines
+    assert len(line) < MAX_LINE_CHARS + 40 and line.endswith(" characters)")
+    assert "s3cret" not in line and "***" in line
+
+
+async def test_an_index_naming_itself_as_its_child_is_one_tag_error() -> None:
+    """The child's digest answers with the index again: its bytes do not match the digest,
+    so the tag fails at once (no loop, nothing pushed)."""
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        child = "sha256:" + "1" * 64
+        raw = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "digest": child,
+                        "size": 200,
+                    }
+                ],
+            }
+        ).encode()
+        src.put_raw("team/app", "1", "application/vnd.oci.image.index.v1+json", raw)
+        src.manifests[child] = ("application/vnd.oci.image.index.v1+json", raw)
+        rule = mirror_rule(src, dst, "team/app")
+        config = parse_config(plain_yaml(src, dst, rule))
+        result = await run(config, config.rules)
+    [outcome] = result.rules
+    assert outcome.failed == 1 and "does not match its digest" in outcome.errors[0]
+    assert dst.tags == {} and src.count("GET", "/manifests/") <= 3

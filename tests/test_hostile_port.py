@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from regsync.httpport import PortLimits, quiet_accept_errors, raise_file_limit
+from regsync.httpport import PortLimits, listen, quiet_accept_errors, raise_file_limit
 from tests.support import REPO_ROOT, Blob, Image, Registry, push, run_regsync, write_config
 from tests.support.observe import HoldingProxy, Served, wait_for
 from tests.test_serve import rule_yaml, serve_config
@@ -151,6 +151,46 @@ async def test_accept_errors_are_logged_at_most_once_a_minute(
     assert len(lines) == 1, [r.getMessage() for r in lines]
 
 
+MALFORMED = (
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    b"GET /" + b"a" * 9_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\x16\x03\x01 not http at all\r\n\r\n",
+)
+
+
+async def test_malformed_requests_are_one_line_a_minute_not_a_traceback_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp logs each malformed request with a traceback: 60 of them would be hundreds of
+    log lines. They are one warning with the count, and the port still answers."""
+    from aiohttp import web
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    listener = await listen(app, "127.0.0.1", 0, PortLimits(max_connections=64, idle=5.0))
+    port = listener.server.sockets[0].getsockname()[1]
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for request in MALFORMED * 20:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request)
+                await reader.read()  # answered 400 (or closed), then closed
+                writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+    finally:
+        await listener.cleanup()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "malformed requests" in lines[0], lines
+
+
 def test_listen_without_a_host_is_a_usage_error(tmp_path: Path) -> None:
     rule = f'{{name: a, source: "oci:{tmp_path}/in", destination: "oci:{tmp_path}/out"}}'
     config = write_config(tmp_path, f"version: 1\nrules:\n  - {rule}\n")
@@ -222,3 +262,28 @@ def _free_port() -> int:
     from tests.support.registry import free_port
 
     return free_port()
+
+
+def test_clients_that_never_read_their_answers_do_not_hold_the_port(
+    tmp_path: Path,
+    source_registry: Registry,
+    dest_registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cap's worth of connections pipeline requests for /metrics and never read: their
+    answers stop draining, they are dropped after a deadline, and /healthz answers again."""
+    monkeypatch.setenv("REGSYNC_HTTP_MAX_CONNECTIONS", "4")
+    monkeypatch.setenv("REGSYNC_HTTP_IDLE_TIMEOUT", str(IDLE))
+    with Served(one_rule(tmp_path, source_registry, dest_registry), tmp_path) as served:
+        hogs = []
+        for _ in range(4):
+            hog = socket.socket()
+            hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            hog.connect(("127.0.0.1", served.port))
+            hog.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 2000)
+            hogs.append(hog)
+        wait_for(lambda: served.get("/healthz") == (200, b"ok\n"), "the port back", timeout=60)
+        assert "stopped reading its answers" in served.log()
+        for hog in hogs:
+            hog.close()
+        assert served.stop() == 0, served.log()

@@ -9,6 +9,7 @@ through a resolver the test controls.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -206,3 +207,182 @@ def test_the_redirects_setting_is_allow_or_a_list_of_hosts() -> None:
     assert RedirectPolicy.of(hosts).allow_hosts == {"minio.internal:9000"}
     with pytest.raises(ConfigError, match=r"registries\.r\.example\.redirects \(sync\.yaml:3\): "):
         parse_config(base % "everywhere" + rule)
+
+
+async def challenge_with_realm(src: ScriptedRegistry, realm: str) -> None:
+    """The blob asks for a Bearer token from ``realm`` (the registry chose it)."""
+
+    async def handler(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+        if request.headers.get("Authorization") == "Bearer stolen":
+            return web.Response(body=SECRET.data)
+        return web.Response(
+            status=401, headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="x"'}
+        )
+
+    src.override("GET", rf"/v2/evil/app/blobs/{SECRET.digest}$", handler)
+
+
+async def test_a_public_registry_cannot_point_its_token_realm_into_the_inside_network(
+    internal: Internal,
+) -> None:
+    """A token realm is a URL the registry chooses, like a redirect: an internal service
+    answering it would hand its JSON (a token) to the registry as the next Bearer."""
+    resolver = ScriptedResolver({"internal.test": ["127.0.0.2"], "127.0.0.1": ["127.0.0.1"]})
+    policy = RedirectPolicy(classify=public_loopback, resolver=resolver)
+    async with ScriptedRegistry() as src:
+        await challenge_with_realm(src, f"http://internal.test:{internal.port}/token")
+        with pytest.raises(
+            RegistryError,
+            match=r"refusing the token realm 'internal\.test' \(127\.0\.0\.2, a loopback",
+        ):
+            await read(src, policy, username="u", password="p")
+    assert internal.requests == []
+
+
+async def test_a_token_realm_cannot_redirect_into_the_inside_network(internal: Internal) -> None:
+    async with ScriptedRegistry() as src:
+        await challenge_with_realm(src, f"{src.url}/token")
+
+        async def token(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+            raise web.HTTPFound(f"http://127.0.0.2:{internal.port}/token")
+
+        src.override("GET", r"/token$", token)
+        with pytest.raises(RegistryError, match=r"127\.0\.0\.2, a loopback address"):
+            await read(src, RedirectPolicy(classify=public_loopback))
+    assert internal.requests == []
+
+
+async def test_a_token_realm_within_its_class_still_serves_a_token() -> None:
+    async with ScriptedRegistry() as src:
+        await challenge_with_realm(src, f"{src.url}/hop")
+
+        async def hop(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+            raise web.HTTPFound(f"/token?{request.query_string}")
+
+        async def token(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+            assert request.query.getall("scope") == ["repository:evil/app:pull"]
+            return web.json_response({"token": "stolen"})
+
+        src.override("GET", r"/hop$", hop)
+        src.override("GET", r"/token$", token)
+        assert await read(src, RedirectPolicy()) == SECRET.data
+
+
+def test_the_unspecified_address_is_loopback() -> None:
+    """0.0.0.0 and :: connect to this host: a registry on 10.x may not reach it."""
+    for ip in ("0.0.0.0", "0.1.2.3", "::", "::ffff:0.0.0.0"):
+        assert address_class(ip) == "loopback", ip
+
+
+async def upload_to(src: ScriptedRegistry, policy: RedirectPolicy, location: str) -> None:
+    """The registry (as a destination) answers the upload's POST with ``location``."""
+
+    async def start(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+        return web.Response(status=202, headers={"Location": location})
+
+    src.override("POST", r"/v2/evil/app/blobs/uploads/$", start)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield SECRET.data
+
+    async with aiohttp.ClientSession() as session:
+        transport = Transport(session, src.host, src.url, retry=FAST, redirects=policy)
+        await RegistryClient(transport).blob_upload("evil/app", DESC, chunks())
+
+
+async def test_an_upload_location_cannot_lead_into_the_inside_network(
+    internal: Internal,
+) -> None:
+    """An upload ``Location`` names where the blob's bytes go: checked like a redirect."""
+    resolver = ScriptedResolver({"internal.test": ["127.0.0.2"], "127.0.0.1": ["127.0.0.1"]})
+    policy = RedirectPolicy(classify=public_loopback, resolver=resolver)
+    async with ScriptedRegistry() as src:
+        with pytest.raises(RegistryError, match=r"'internal\.test' \(127\.0\.0\.2, a loopback"):
+            await upload_to(src, policy, f"http://internal.test:{internal.port}/upload")
+    assert internal.requests == []
+
+
+async def test_an_upload_location_elsewhere_in_its_class_is_sent_to_the_checked_address(
+    internal: Internal,
+) -> None:
+    resolver = ScriptedResolver({"storage.test": ["127.0.0.2"]})
+    policy = RedirectPolicy(resolver=resolver)  # real classes: loopback to loopback
+    async with ScriptedRegistry() as src:
+        with pytest.raises(RegistryError, match=r"PUT .*/upload .*-> 200"):  # not an upload
+            await upload_to(src, policy, f"http://storage.test:{internal.port}/upload?_state=s")
+    assert [path for path, _ in internal.requests] == ["/upload", "/upload"]  # PUT, DELETE
+    assert resolver.asked == ["storage.test", "storage.test"]
+    assert internal.requests[0][1]["Host"] == f"storage.test:{internal.port}"
+
+
+async def test_a_listed_host_with_a_port_allows_that_port_only(internal: Internal) -> None:
+    """``redirects: [minio.internal:9000]`` (as documented) names one port of one host."""
+    for listed, allowed in ((f"internal.test:{internal.port}", True), ("internal.test:1", False)):
+        resolver = ScriptedResolver({"internal.test": ["127.0.0.2"]})
+        policy = RedirectPolicy.of([listed], classify=public_loopback, resolver=resolver)
+        async with ScriptedRegistry() as src:
+            await redirect_to(src, f"http://internal.test:{internal.port}/blob")
+            if allowed:
+                assert await read(src, policy) == SECRET.data
+            else:
+                with pytest.raises(RegistryError, match="refusing the redirect to"):
+                    await read(src, policy)
+    assert len(internal.requests) == 1
+
+
+def test_an_ipv6_address_standing_for_an_inside_ipv4_one_is_classed_as_that() -> None:
+    """NAT64 (64:ff9b::/96: an AWS NAT gateway reaches the VPC through it), SIIT, 6to4 and
+    IPv4-compatible addresses carry an IPv4 address: they are classed by it."""
+    cases = {
+        "64:ff9b::7f00:1": "loopback",
+        "64:ff9b::a9fe:a9fe": "link-local",
+        "64:ff9b::a00:1": "private",
+        "64:ff9b::808:808": "public",
+        "::ffff:0:a00:1": "private",
+        "2002:a9fe:a9fe::1": "link-local",
+        "2002:c0a8:101::1": "private",
+        "::7f00:1": "loopback",
+        "fec0::1": "private",
+    }
+    assert {ip: address_class(ip) for ip in cases} == cases
+
+
+async def test_a_path_a_registry_named_cannot_forge_a_log_line() -> None:
+    """A ``Location`` path with ``%0a`` stays encoded in the error (the text log does not
+    escape what it is given: a decoded newline would start a forged line)."""
+    forged = "x%0a2026-12-06 ERROR regsync: forged%1b[2J"
+    async with ScriptedRegistry() as src:
+        await redirect_to(src, f"/v2/evil/app/blobs/{forged}")
+
+        async def broken(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+            return web.Response(status=500)
+
+        src.override("GET", r"/v2/evil/app/blobs/x.*$", broken)
+        with pytest.raises(RegistryError) as caught:
+            await read(src, RedirectPolicy())
+    assert str(caught.value).isprintable(), str(caught.value)
+    assert "blobs/x%0A2026-12-06" in str(caught.value)
+
+
+def test_a_media_type_or_artifact_type_from_a_source_cannot_forge_a_line() -> None:
+    """``check`` prints why a tag was filtered: a type from the source shows escaped."""
+    from regsync.mediafilter import MediaTypeFilter
+    from regsync.oci.manifest import parse_manifest
+
+    forged = "application/x\n    filtered   latest by include: forged\x1b[2J"
+    raw = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": forged,
+            "config": {"mediaType": "application/x", "digest": SECRET.digest, "size": 1},
+            "layers": [],
+        }
+    ).encode()
+    only = MediaTypeFilter(frozenset({"application/vnd.oci.image.config.v1+json"}))
+    refusals = [
+        only.refusal(forged),
+        only.artifact_refusal(parse_manifest(raw, "application/vnd.oci.image.manifest.v1+json")),
+    ]
+    for text in refusals:
+        assert text is not None and text.isprintable() and "\\n" in text, text

@@ -37,7 +37,10 @@ STATE_DIR = "/var/lib/regsync/state"
 RUN = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096", "--no-healthcheck"]
 HARDENED = ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
 
-pytestmark = pytest.mark.skipif(not IMAGE, reason="`make image-test` runs this on a built image")
+# Collected only when `make image-test` names a built image (tests/conftest.py): never
+# skipped quietly, and without an image there is nothing here to run.
+if not IMAGE:
+    raise RuntimeError("REGSYNC_IMAGE is not set: `make image-test` builds the image and runs this")
 
 
 def podman(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -115,11 +118,15 @@ def _certificates(pem: bytes) -> set[bytes]:
 
 
 def _site_only_certificates(rootfs: Path) -> set[bytes]:
-    """The certificates the build's CA bundle has and the image's own bundle lacks: the site's
-    (a proxy's, a mirror's). Empty when the build trusted a stock bundle."""
+    """The certificates of the build's CA bundle that neither Mozilla's set (this machine's or
+    the image's) nor the image's own bundle has: the site's (a proxy's, a mirror's). Empty when
+    the build trusted a stock bundle."""
     bundle = Path(os.environ.get("PIP_CA", "/etc/ssl/certs/ca-certificates.crt"))
-    own = rootfs / "etc/ssl/certs/ca-certificates.crt"
-    return _certificates(bundle.read_bytes()) - _certificates(own.read_bytes())
+    stock = _certificates((rootfs / "etc/ssl/certs/ca-certificates.crt").read_bytes())
+    for mozilla in (Path("/usr/share/ca-certificates"), rootfs / "usr/share/ca-certificates"):
+        for crt in mozilla.glob("mozilla/*.crt"):
+            stock |= _certificates(crt.read_bytes())
+    return _certificates(bundle.read_bytes()) - stock
 
 
 def _pem_files(root: Path) -> Iterator[Path]:

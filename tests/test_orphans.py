@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from tests.support import Registry, mirror_config, regsync_json, run_regsync, seed_catalogue
-from tests.support.observe import parse_metrics, sample
+from tests.support.observe import Served, parse_metrics, sample, wait_for
 
 
 def _vanish(reg: Registry, *repos: str) -> None:
@@ -101,3 +101,20 @@ def test_prune_repositories_never_after_an_empty_source_listing(
         "prune_repositories refused: the source lists no repository; nothing deleted"
     ]
     assert dest_registry.tags("diamol/app00") == ["1.0.0", "1.1.0"]
+
+
+def test_status_and_metrics_of_serve_show_the_orphans(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """README "Pruning": `/status` (the last run) and `/metrics` of the daemon list them."""
+    config = _mirrored(tmp_path, source_registry, dest_registry)
+    _vanish(source_registry, "diamol/app03")
+
+    with Served(config, tmp_path) as served:
+        wait_for(served.ready, "the first run")
+        last = served.rule("mirror")["last_run"]
+        gauge = served.metric("regsync_orphaned_repositories", rule="mirror")
+        assert served.stop() == 0
+
+    assert last["orphaned_repositories"] == {"count": 1, "names": ["diamol/app03"]}
+    assert gauge == 1

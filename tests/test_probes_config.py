@@ -47,18 +47,22 @@ def test_json_stdout_is_one_object_even_for_a_config_error(
 
 
 def test_json_stdout_for_a_bad_shard_and_metrics_file(tmp_path: Path) -> None:
+    """A bad --shard is a usage error (exit 2, one JSON error object); a --metrics-file that
+    cannot be written is logged, and the exit code and JSON stay the sync's (README)."""
     rule = "{name: x, source: 127.0.0.1:9/a, destination: 127.0.0.1:9/b}"
     config = write_config(tmp_path, f"version: 1\nrules: [{rule}]\n")
     bad_shard = run_regsync("once", "-c", config, "--json", "--shard", "3/2")
     bad_file = run_regsync(
         "once", "-c", config, "--json", "--metrics-file", tmp_path / "no" / "m.prom"
     )
-    for proc in (bad_shard, bad_file):
-        assert proc.returncode == 2, proc.stderr
-        error = json.loads(proc.stdout)["error"]
-        assert proc.stderr.strip() == f"regsync: {error}", proc.stderr
-    assert "shard" in json.loads(bad_shard.stdout)["error"]
-    assert "--metrics-file" in json.loads(bad_file.stdout)["error"]
+    assert bad_shard.returncode == 2, bad_shard.stderr
+    error = json.loads(bad_shard.stdout)["error"]
+    assert bad_shard.stderr.strip() == f"regsync: {error}", bad_shard.stderr
+    assert "shard" in error
+    assert bad_file.returncode == 1, bad_file.stderr  # the sync's: nothing listens on :9
+    summary = json.loads(bad_file.stdout)
+    assert summary["ok"] is False and [r["name"] for r in summary["rules"]] == ["x"]
+    assert "cannot write --metrics-file" in bad_file.stderr
 
 
 @pytest.mark.parametrize(

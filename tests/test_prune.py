@@ -11,6 +11,7 @@ from aiohttp import web
 
 from regsync.backends.layout import Layout
 from regsync.backends.registry.retry import RetryPolicy
+from regsync.blobindex import BlobIndex
 from regsync.config import Config, parse_config
 from regsync.events import NoEvents
 from regsync.runner import run
@@ -311,15 +312,23 @@ async def lost_tag_pair(src: ScriptedRegistry, dst: ScriptedRegistry) -> str:
     return dst.add("diamol/app", "0.9", Image.docker([Blob.random(300, seed="0.9")]))
 
 
-async def test_a_pruned_tag_is_counted_once_as_pruned() -> None:
+async def test_a_pruned_tag_is_counted_once_as_pruned_and_its_record_dropped(
+    tmp_path: Path,
+) -> None:
+    index = BlobIndex(tmp_path)
     async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
-        await lost_tag_pair(src, dst)
+        lost = await lost_tag_pair(src, dst)
+        index.put_tag(dst.host, "diamol/app", "0.9", lost, "")
+        index.flush()
         config = scripted_rule(src, dst, "{max_fraction: 1}")
         events = Outcomes()
-        result = (await run(config, config.rules, events=events)).rules[0]
+        result = (await run(config, config.rules, events=events, index=index)).rules[0]
+        recorded = index.tags_of(dst.host, "diamol/app").digests
 
     assert (result.pruned, result.up_to_date) == (1, 2) and "0.9" not in dst.tags["diamol/app"]
     assert sorted(events.seen) == [("app", "pruned"), ("app", "up_to_date"), ("app", "up_to_date")]
+    assert "0.9" not in recorded  # the next run does not take it for still there
+    index.close()
 
 
 async def test_a_run_told_to_stop_before_its_deletes_deletes_nothing() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from regsync.runner import REPO_CONCURRENCY
 from tests.support import (
     Blob,
     Catalogue,
@@ -96,7 +97,9 @@ def test_cold_copy_moves_each_blob_once_and_mounts_shared_ones(
     got, put = src_log.counts(), dst_log.counts()
     assert got["GET blob"] == len(distinct)
     assert got["GET manifest"] == tags == rule["source_manifest_gets"]
-    assert got["HEAD manifest"] == 0  # a tag the destination lacks is GET directly
+    # Planned before the destination accepted a copy: HEADed first (a destination refusing
+    # writes then costs one GET at most), never both HEADed and fetched twice.
+    assert got["HEAD manifest"] <= tags
     assert put["PUT upload"] == len(distinct)
     assert put["POST upload"] == len(distinct) + mounts
     assert put["PUT manifest"] == tags
@@ -163,3 +166,24 @@ def test_an_alias_of_a_digest_the_destination_holds_costs_no_source_pull(
     assert put["HEAD blob"] == 0 and put["POST upload"] == 0
     assert dst.manifest_digest("al/app", "latest") == two.digest
     assert dst.manifest_digest("al/app", "stable") == one.digest
+
+
+def test_a_tag_the_destination_lacks_is_fetched_without_a_head_once_it_accepted_a_copy(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """Repositories planned after the destination accepted a copy in this run GET a missing
+    tag directly (the copy needs the manifest anyway): with more repositories than are
+    planned at once, the later ones cost no source HEAD."""
+    src, dst = registry_factory(extra_config=ACCESS_LOG), registry_factory()
+    repos = REPO_CONCURRENCY + 3
+    seed_catalogue(src, repos=repos, tags=1, layers=1, layer_size=500, namespace="cnt")
+    config = mirror_config(tmp_path, src, dst, "cnt/*", name="counted")
+    src_log = AccessLog(src)
+
+    run = regsync_json("once", config)
+
+    assert run.code == 0 and run.rule["tags"]["copied"] == repos, run.stderr
+    got = src_log.counts()
+    assert got["GET manifest"] == repos == run.rule["source_manifest_gets"]
+    # At most the first REPO_CONCURRENCY repositories were planned before a copy succeeded.
+    assert got["HEAD manifest"] <= REPO_CONCURRENCY, got

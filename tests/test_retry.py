@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -25,6 +26,7 @@ from regsync.errors import ConfigError, IntegrityError, RegistryError, Transport
 from regsync.oci.manifest import Descriptor
 from tests.support import OCI_LAYER, Blob
 from tests.support.scripted import ScriptedRegistry, error
+from tests.support.servers import TokenServer
 
 FAST = RetryPolicy(attempts=3, initial=0.01, maximum=0.02, max_retry_after=1)
 
@@ -263,6 +265,12 @@ async def test_a_loop_gives_up_after_its_attempts_with_the_last_error_itself() -
                     raise IntegrityError(f"try {tries}")
     assert tries == 3
     assert seen == [("dst:5000", "integrity")] * 2
+    seen.clear()
+    with pytest.raises(TransportError):
+        async for attempt in retrying(policy, Observer(), "dst:5000", on=TRANSFER):
+            with attempt:
+                raise TransportError("reset", registry="src:5000")  # the source's failure
+    assert seen == [("src:5000", "connection")] * 2
 
 
 # -- resumed blob reads ------------------------------------------------------------------------
@@ -411,3 +419,69 @@ async def test_a_body_that_always_ends_early_fails_after_the_attempts_saying_whe
         str(caught.value),
     ), str(caught.value)
     assert caught.value.registry.startswith("127.0.0.1:")
+
+
+async def test_a_blob_read_asks_for_pull_on_its_repository_and_is_counted_as_a_get(
+    tmp_path: Path,
+) -> None:
+    """The token a blob GET needs (pull on that repository), and the method the request
+    metrics see."""
+    tokens = TokenServer(tmp_path, {}).start()
+    try:
+        async with ScriptedRegistry() as reg, aiohttp.ClientSession() as session:
+            reg.blobs[BIG.digest] = BIG.data
+
+            async def bearer(request: web.Request, match: re.Match[str]) -> web.Response | None:
+                if request.headers.get("Authorization", "").startswith("Bearer "):
+                    return None
+                challenge = f'Bearer realm="{tokens.url}/token",service="reg"'
+                return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+
+            reg.override("*", r"^/v2/", bearer)
+            methods: list[str] = []
+
+            class Seen(Retries):
+                def request_done(
+                    self, registry: str, method: str, status: str, seconds: float
+                ) -> None:
+                    methods.append(f"{method} {status}")
+
+            c = RegistryClient(Transport(session, reg.host, reg.url, retry=FAST, observer=Seen()))
+            desc = Descriptor(OCI_LAYER, BIG.digest, BIG.size)
+            data = b"".join([chunk async for chunk in c.blob_read("team/app", desc)])
+        asked = [r.scopes for r in tokens.requests()]
+    finally:
+        tokens.stop()
+    assert data == BIG.data
+    assert asked == [("repository:team/app:pull",)]
+    assert methods[-1] == "GET 200"
+
+
+async def test_a_blob_read_slower_than_the_minimum_rate_names_the_request() -> None:
+    async def script(request: web.Request, n: int) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = BIG.size
+        await resp.prepare(request)
+        for _ in range(100):  # one byte a while, until the client gives up
+            try:
+                await resp.write(b"x")
+            except (ConnectionError, RuntimeError):
+                break
+            await asyncio.sleep(0.05)
+        return resp
+
+    async with ScriptedRegistry() as reg, aiohttp.ClientSession() as session:
+
+        async def handler(request: web.Request, match: re.Match[str]) -> web.StreamResponse:
+            return await script(request, 1)
+
+        reg.override("GET", r"/blobs/", handler)
+        slow = Timeouts(5, 5, 5, min_rate=1000, rate_window=0.2)
+        c = RegistryClient(
+            Transport(session, reg.host, reg.url, retry=RetryPolicy(attempts=1), timeouts=slow)
+        )
+        desc = Descriptor(OCI_LAYER, BIG.digest, BIG.size)
+        with pytest.raises(TransportError) as caught:
+            async for _ in c.blob_read("a/b", desc):
+                pass
+    assert f"GET /v2/a/b/blobs/{BIG.digest} is slower than 1000 bytes/s" in str(caught.value)

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -533,7 +534,9 @@ def test_the_token_set_keeps_exactly_the_latest_max_tokens() -> None:
 
 
 def test_the_process_wide_redactor_learns_logins_and_redacts_data() -> None:
-    remember_login("mutant-user", "Mutant-pass-77")
-    basic = base64.b64encode(b"mutant-user:Mutant-pass-77").decode()
-    data = {"errors": [f"Mutant-pass-77 and {basic}"], "n": 1}
+    # Fresh values: the process-wide redactor keeps what earlier tests taught it.
+    user, password = f"user-{secrets.token_hex(4)}", f"Pass-{secrets.token_hex(6)}"
+    remember_login(user, password)
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+    data = {"errors": [f"{password} and {basic}"], "n": 1}
     assert redact_data(data) == {"errors": ["*** and ***"], "n": 1}

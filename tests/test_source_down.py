@@ -8,6 +8,8 @@ source's blob GET that streams into that upload finds it gone.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tests.support import (
@@ -51,6 +53,7 @@ def test_source_killed_mid_copy_is_one_down_error_charged_to_the_source(
     undone = run.rule["undone"]
     assert len(undone) == 4 and all(u.endswith(f"{cause} listens there)") for u in undone)
     assert run.stderr.count("ERROR") == 1, run.stderr  # the rule's one line; the rest is info
+    assert "  4 repositories or tags left undone by the error above" in run.stderr
     metrics = prom.read_text()
     assert f'regsync_registry_up{{registry="{src.host}"}} 0.0' in metrics
     dest_lines = [line for line in metrics.splitlines() if f'registry="{proxy.host}"' in line]
@@ -85,3 +88,24 @@ def test_a_source_stream_that_breaks_is_retried_and_charged_to_the_source(
     metrics = prom.read_text().splitlines()
     retries = [m for m in metrics if m.startswith("regsync_registry_retries_total{")]
     assert retries and all(f'registry="{proxy.host}"' in m for m in retries), retries
+
+
+async def test_closing_a_stream_still_being_read_does_not_hide_the_error() -> None:
+    """A failed upload whose writer is still inside a source read (a source retrying a broken
+    stream): closing the stream then must not raise (RuntimeError 'already running') and
+    replace the source's own error; the read ends with the writer."""
+    from regsync.copy import _Tap
+
+    gate = asyncio.Event()
+
+    async def source() -> AsyncIterator[bytes]:
+        await gate.wait()
+        yield b"x"
+
+    tap = _Tap(source(), lambda n: None)
+    reading = asyncio.ensure_future(anext(tap))
+    await asyncio.sleep(0)  # the writer is now inside the read
+    await tap.aclose()  # no RuntimeError
+    gate.set()
+    assert await reading == b"x"
+    await tap.aclose()  # and once the read is over, it closes

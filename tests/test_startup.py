@@ -81,7 +81,7 @@ def test_once_loads_metrics_and_croniter_only_to_export_them(
     assert "aiohttp" in plain  # it did run
     assert dest_registry.manifest_digest("team/app", "1") == pushed.digest
     metrics = tmp_path / "run.prom"
-    exported = imported("once", "-c", str(config), "-q", "--metrics-file", str(metrics))
+    exported = imported("once", "-c", str(config), "-q", "--full", "--metrics-file", str(metrics))
     assert {"prometheus_client", "croniter"} <= exported
     text = metrics.read_text()  # the run's counts, requests included, still go out
     assert 'regsync_tags_total{outcome="up_to_date",rule="mirror"} 1.0' in text

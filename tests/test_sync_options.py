@@ -113,6 +113,29 @@ def test_a_backup_name_that_is_no_tag_fails_the_tag_and_leaves_it_as_it_was(
     assert dst.manifest_digest("team/app", long_tag) == kept.digest
 
 
+def test_a_backup_name_the_source_also_has_fails_the_tag_and_overwrites_neither(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """`{tag}-prev` for `1` is `1-prev`, which the source has too: backing up there would
+    overwrite a tag the rule mirrors (and the content index would still call it up to date).
+    The copy of `1` fails, naming the clash; both destination tags stay as they were."""
+    src, dst = registry_factory(), registry_factory()
+    kept = push(dst, "team/app", "1", _image("kept"))
+    mirrored = push(src, "team/app", "1-prev", _image("mirrored"))
+    push(dst, "team/app", "1-prev", _image("mirrored"))
+    push(src, "team/app", "1", _image("newer"))
+    config = mirror_config(tmp_path, src, dst, "team/app", "backup: '{tag}-prev'")
+
+    check = run_regsync("check", "-c", config)
+    assert "backup as 1-prev refused: the source has that tag" in check.stderr, check.stderr
+    once = regsync_json("once", config)
+    assert once.code == 1
+    assert once.rule["tags"]["failed"] == 1 and once.rule["backups"] == 0, once.rule
+    assert any("the source has that tag" in e for e in once.rule["errors"]), once.rule
+    assert dst.manifest_digest("team/app", "1") == kept.digest
+    assert dst.manifest_digest("team/app", "1-prev") == mirrored.digest
+
+
 def _helm_chart(seed: str) -> Manifest:
     """A Helm chart as `helm push` stores it: an OCI image manifest with Helm's config type."""
     config = Blob(f'{{"name": "{seed}", "version": "0.1.0"}}'.encode())

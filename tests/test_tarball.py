@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from regsync.backends.tarball import Tarball
-from regsync.backends.tarfs import Archive, pack
+from regsync.backends.tarfs import MAX_SKIPPED, Archive, pack
 from regsync.errors import IntegrityError, LayoutError, NotFoundError
 from regsync.oci.manifest import Descriptor
 from tests.support import (
@@ -208,6 +208,17 @@ async def test_tar_members_are_untrusted_names_links_and_duplicates(tmp_path: Pa
         Archive.scan(twice)
 
 
+def test_skipped_members_are_counted_not_all_kept(tmp_path: Path) -> None:
+    """A bundle of many junk members (up to the million a scan allows) keeps a few of their
+    names for the log and counts the rest, rather than one string per member in memory."""
+    junk = [(member(f"junk/{i:04d}-" + "n" * 200), b"") for i in range(300)]
+    path = tmp_path / "junk.tar"
+    hostile_tar(path, [(member("oci-layout"), b"{}"), *junk])
+    archive = Archive.scan(path)
+    assert len(archive.skipped) == MAX_SKIPPED + 1
+    assert archive.skipped[-1] == f"skipped {300 - MAX_SKIPPED} more members"
+
+
 def test_an_oversized_extended_header_is_refused_before_it_is_read(tmp_path: Path) -> None:
     """tarfile reads a PAX header whole: one over 1 MiB refuses the archive instead."""
     path = tmp_path / "pax.tar"
@@ -255,3 +266,85 @@ def test_a_missing_tar_source_is_the_rules_error(tmp_path: Path, dest_registry: 
     proc = run_regsync("once", "-c", import_config(tmp_path, tmp_path / "nope.tar", dest_registry))
     assert proc.returncode == 1
     assert "nope.tar: no such file" in proc.stderr
+
+
+def test_a_source_tag_whose_manifest_the_bundle_lacks_fails_naming_it(
+    tmp_path: Path, dest_registry: Registry
+) -> None:
+    """An index entry naming a manifest the bundle does not hold (a damaged or crafted
+    bundle) fails that tag with one line, exit 1; it is not taken for a tag that vanished.
+    The bundle's other tags are imported."""
+    good = Image.oci([Blob.random(300, seed="whole")])
+    entries = [
+        {
+            "mediaType": good.media_type,
+            "digest": digest,
+            "size": good.size,
+            "annotations": {"org.opencontainers.image.ref.name": ref},
+        }
+        for ref, digest in (("team/app:1", good.digest), ("team/app:ghost", "sha256:" + "e" * 64))
+    ]
+    files = {
+        "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+        "index.json": json.dumps({"schemaVersion": 2, "manifests": entries}).encode(),
+        **{f"blobs/sha256/{b.digest[7:]}": b.data for b in good.blobs},
+        f"blobs/sha256/{good.digest[7:]}": good.raw,
+    }
+    bundle = tmp_path / "damaged.tar"
+    pack(bundle, [(name, len(data), iter([data])) for name, data in files.items()])
+
+    proc = run_regsync("once", "-c", import_config(tmp_path, bundle, dest_registry))
+    assert proc.returncode == 1, proc.stderr
+    assert "ghost" in proc.stderr and "sha256:" + "e" * 64 in proc.stderr
+    assert dest_registry.tags("team/app") == ["1"]
+
+
+def test_a_damaged_blob_is_not_carried_into_the_repacked_bundle(
+    tmp_path: Path, source_registry: Registry
+) -> None:
+    """Adding to an existing bundle packs its blobs again: a member that no longer matches its
+    digest fails the pack (naming it) and the bundle stays as it was, rather than the damage
+    being carried into a new file that looks freshly written."""
+    bad_layer = Blob.random(5_000, seed="rot")
+    push(source_registry, "team/old", "1", Image.oci([bad_layer]))
+    bundle = tmp_path / "bundle.tar"
+    config = bundle_config(tmp_path, source_registry, "team/*", bundle)
+    assert regsync_json("once", config).code == 0
+    data = bytearray(bundle.read_bytes())
+    offset = Archive.scan(bundle).members[f"blobs/sha256/{bad_layer.digest[7:]}"].offset
+    data[offset + 100] ^= 0xFF
+    bundle.write_bytes(bytes(data))
+    push(source_registry, "team/new", "1", Image.oci([Blob.random(5_000, seed="fresh")]))
+
+    added = regsync_json("once", config)
+    assert added.code == 1
+    assert any(bad_layer.digest in e for e in added.rule["errors"]), added.rule["errors"]
+    assert bundle.read_bytes() == bytes(data)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file
+
+
+async def test_a_bundle_another_writer_replaced_meanwhile_is_not_overwritten(
+    tmp_path: Path,
+) -> None:
+    """Two runs adding to one bundle each start from the file as it was: the one packing
+    second would drop the first one's tags. It fails instead (the bundle changed since this
+    run read it), leaving the other writer's bundle in place."""
+    path = tmp_path / "b.tar"
+    first, second = Tarball(path), Tarball(path)
+    try:
+        assert (await first.tags("team/a")).names == ()  # both open the (absent) bundle
+        assert (await second.tags("team/b")).names == ()
+        await store(first, "team/a", "1", Image.oci([Blob.random(300, seed="a")]))
+        await store(second, "team/b", "1", Image.oci([Blob.random(300, seed="b")]))
+        await first.finish()
+        with pytest.raises(LayoutError, match="changed by another writer"):
+            await second.finish()
+    finally:
+        first.discard()
+        second.discard()
+    reader = Tarball(path)
+    reader.is_source = True
+    try:
+        assert (await reader.repositories()).names == ("team/a",)
+    finally:
+        reader.discard()

@@ -158,6 +158,8 @@ def test_harbor_push_delete_and_other_types() -> None:
     # Harbor names a push by digest (a replication, an untagged artifact) with the digest as tag.
     (untagged,) = parse_harbor(harbor("PUSH_ARTIFACT", tag=D1))
     assert untagged.kind is EventKind.IGNORED
+    (no_tag,) = parse_harbor(harbor("PUSH_ARTIFACT", tag=None))
+    assert no_tag.kind is EventKind.IGNORED
     (bad,) = parse_harbor(harbor("PUSH_ARTIFACT", repo="library/../x"))
     assert bad.kind is EventKind.REFUSED
     for body in (b'{"type": "PUSH_ARTIFACT"}', b"[]", b'{"type": 1, "event_data": {}}'):
@@ -201,9 +203,9 @@ def test_a_push_reaches_rules_whose_source_and_tag_filters_cover_it(tmp_path: Pa
     nothing = route(cfg, Shard(), SRC, push_of("else/app", "1"))
     assert not nothing.pushes and "no rule" in nothing.why
     delete = RegistryEvent(EventKind.DELETE, "team/app", "2.0", D1)
-    assert names(route(cfg, Shard(), SRC, delete).cycles) == ["deep"]  # the one that prunes
+    assert names(route(cfg, Shard(), SRC, delete).cycles) == ["glob", "deep"]  # not "one": v.*
     untagged = RegistryEvent(EventKind.DELETE, "team/app", "", D1)
-    assert names(route(cfg, Shard(), SRC, untagged).cycles) == ["deep"]
+    assert names(route(cfg, Shard(), SRC, untagged).cycles) == ["glob", "one", "deep"]
     # Each shard routes only its own share; together they cover every rule once.
     shares = [route(cfg, Shard(i, 3), SRC, push_of("team/app", "2.0")).pushes for i in range(3)]
     assert sorted(n for share in shares for n in names(share)) == ["deep", "glob"]
@@ -516,3 +518,11 @@ async def test_a_stream_of_events_never_starves_the_scheduled_cycle(tmp_path: Pa
     assert second - first > 1  # events ran in between
     daemon.stop()
     await asyncio.wait_for(task, 10)
+
+
+def test_a_notifications_token_is_redacted_once_serve_has_the_config(tmp_path: Path) -> None:
+    from regsync.secrets import redact
+
+    cfg = config(tmp_path, f"  - {{name: r, source: '{SRC}/a', destination: '127.0.0.1:8/m'}}\n")
+    Daemon(str(tmp_path / "sync.yaml"), cfg, Metrics(), grace=5)
+    assert redact("a registry echoed tok-123456 back") == "a registry echoed *** back"

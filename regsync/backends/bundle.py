@@ -5,7 +5,10 @@ bundle written so far (sequence number, file name, sha256, the blobs it carried)
 entries of the latest one. The next bundle of the rule starts from those entries (so its
 ``index.json`` still lists every tag in scope) and counts the blobs earlier bundles carried as
 present, so only new blobs and manifests go in. The state is written only after the bundle was
-renamed into place: a bundle that failed leaves the series as it was.
+renamed into place: a bundle that failed leaves the series as it was. The manifests a bundle
+carried are kept beside the state file too (``<rule>.manifests/<algorithm>-<hex>``, written
+before it): the exporter still reads them once the bundle has gone (whether a platform subset
+is up to date, the fallback index a new signature is merged into, what a kept index holds).
 
 Inside a delta bundle, ``regsync-bundle.json`` says what it leaves out and which bundle
 carried each piece (``left_out``: digest -> sequence), and ``index.json``'s annotations name
@@ -24,6 +27,7 @@ from typing import Any
 from regsync import boundedjson
 from regsync.backends.layoutfs import read_capped, replace_file
 from regsync.errors import LayoutError
+from regsync.oci import mediatypes
 from regsync.oci.digest import is_digest
 from regsync.oci.ref import is_repository
 
@@ -67,6 +71,7 @@ class BundleSeries:
         self.dir = state_dir / "bundles"
         name = rule if _SAFE.fullmatch(rule) else re.sub(r"[^A-Za-z0-9._-]", "_", rule)[:100]
         self.file = f"{name}.json"
+        self.manifests_dir = self.dir / f"{name}.manifests"  # manifests the bundles carried
         self.bundles: list[BundleRecord] = []
         self.carried: dict[str, int] = {}  # digest -> sequence of the bundle that carried it
         self.repos: dict[str, list[str]] = {}  # digest -> repositories it was written for
@@ -115,25 +120,51 @@ class BundleSeries:
         return json.dumps(data, indent=1).encode() + b"\n"
 
     def record(
-        self, name: str, sha256: str, blobs: dict[str, list[str]], entries: list[Any]
+        self,
+        name: str,
+        sha256: str,
+        blobs: dict[str, list[str]],
+        entries: list[Any],
+        manifests: dict[str, bytes],
     ) -> None:
         """A bundle is in place: remember it (written atomically, after the bundle itself).
-        ``blobs``: every digest it carried -> the repositories it was written for."""
+        ``blobs``: every digest it carried -> the repositories it was written for;
+        ``manifests``: the bytes of those that are manifests (kept for ``carried_manifest``)."""
         record = BundleRecord(self.next_sequence, name, sha256)
         rows = [self._row(b) for b in self.bundles]
         rows.append({**record.to_json(), "blobs": sorted(blobs), "repositories": blobs})
         data = {"version": 1, "rule": self.rule, "bundles": rows, "index": entries}
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.manifests_dir.mkdir(parents=True, exist_ok=True)
+        for digest, raw in manifests.items():
+            replace_file(self.manifests_dir, _manifest_file(digest), raw)
         replace_file(self.dir, self.file, json.dumps(data).encode())
         self.bundles.append(record)
         self.carried.update((d, record.sequence) for d in blobs)
         self.repos.update((d, r) for d, r in blobs.items() if r)
         self.entries = list(entries)
 
+    def carried_manifest(self, digest: str) -> bytes | None:
+        """The bytes of a manifest an earlier bundle carried, None when not kept (a series
+        begun before manifests were kept, or not a manifest). The caller verifies the digest."""
+        if digest not in self.carried:
+            return None
+        try:
+            parts = [_manifest_file(digest)]
+            return read_capped(self.manifests_dir, parts, mediatypes.MAX_MANIFEST_BYTES)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise LayoutError(f"bundle state {self.manifests_dir}: {exc}") from exc
+
     def _row(self, bundle: BundleRecord) -> dict[str, Any]:
         blobs = sorted(d for d, s in self.carried.items() if s == bundle.sequence)
         repos = {d: self.repos[d] for d in blobs if d in self.repos}
         return {**bundle.to_json(), "blobs": blobs, "repositories": repos}
+
+
+def _manifest_file(digest: str) -> str:
+    algorithm, _, hexa = digest.partition(":")
+    return f"{algorithm}-{hexa}"
 
 
 def _repositories(data: Any) -> dict[str, list[str]]:

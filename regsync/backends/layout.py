@@ -124,8 +124,13 @@ class Layout:
         if entry is None:
             return None
         desc = Descriptor.from_json(entry)
-        # A tag whose manifest file is gone (edited by hand) is treated as absent: recopied.
-        return desc if self._has(desc.digest) else None
+        if self._has(desc.digest):
+            return desc
+        if self.is_source:  # damage (or a crafted bundle), not a tag that vanished: say so
+            raise ManifestError(
+                f"{self.name}: {repo}:{ref} names manifest {desc.digest}, which is missing"
+            )
+        return None  # a destination's tag whose manifest file is gone: absent, recopied
 
     async def manifest_get(self, repo: str, ref: str) -> Manifest:
         if is_digest(ref):

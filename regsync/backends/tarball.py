@@ -61,9 +61,11 @@ class Tarball(Layout):
         self._elsewhere: dict[str, str] = {}  # digest -> why it is not here (another bundle)
         self._carriers: dict[str, list[str]] = {}  # left-out digest -> repositories it came for
         self._written: dict[str, set[str]] = {}  # digest -> repositories this run wrote it for
+        self._manifests: set[str] = set()  # digests of the manifests this run wrote
         self._opened = False
         self._open_lock = threading.Lock()
         self._dirty = False
+        self._found: tuple[int, int, int] | None = None  # FILE as this run opened it
 
     def __repr__(self) -> str:
         return f"Tarball({str(self.path)!r})"
@@ -88,6 +90,7 @@ class Tarball(Layout):
         return await super().tags(repo)
 
     def _seed(self) -> None:
+        self._found = _identity(self.path)
         entries: list[Any] = []
         if self.series is not None:
             entries = list(self.series.entries)
@@ -108,7 +111,7 @@ class Tarball(Layout):
 
     def _scan(self) -> list[Any]:
         archive = self._archive = Archive.scan(self.path)
-        for why in archive.skipped[:20]:
+        for why in archive.skipped:
             log.warning("%s: %s", self.name, why)
         if not (archive.has(LAYOUT_FILE) and archive.has(INDEX_FILE)):
             raise LayoutError(f"{self.name} is not an OCI archive (no {LAYOUT_FILE}/{INDEX_FILE})")
@@ -173,6 +176,10 @@ class Tarball(Layout):
         where = self._here(digest)
         if where == "work":
             return super()._read_small(digest)
+        if where is None and self.series is not None:
+            carried = self.series.carried_manifest(digest)  # an earlier bundle's, kept
+            if carried is not None:
+                return carried
         if where is None or self._archive is None:
             raise self._absent(digest)
         raw = self._archive.read(blob_name(digest), mediatypes.MAX_MANIFEST_BYTES)
@@ -237,6 +244,7 @@ class Tarball(Layout):
     async def manifest_put(self, repo: str, ref: str, manifest: Manifest) -> None:
         await super().manifest_put(repo, ref, manifest)
         self._written.setdefault(manifest.digest, set()).add(repo)
+        self._manifests.add(manifest.digest)
 
     async def _write_blob(self, desc: Descriptor, chunks: Any) -> None:
         self._dirty = True
@@ -278,8 +286,9 @@ class Tarball(Layout):
         for digest in sorted(archive.digests if archive else ()):
             if digest not in new and archive is not None:
                 member = archive.members[blob_name(digest)]
-                files.append((blob_name(digest), member.size, archive.chunks(blob_name(digest))))
-        packed = pack(self.path, files)
+                chunks = _verified(digest, member.size, archive.chunks(blob_name(digest)))
+                files.append((blob_name(digest), member.size, chunks))
+        packed = pack(self.path, files, self._unchanged)
         log.info(
             "%s: packed %d new blobs, %d bytes (%s)",
             self.name,
@@ -289,7 +298,17 @@ class Tarball(Layout):
         )
         if self.series is not None:
             carried = {d: sorted(self._written.get(d, ()))[:MAX_CARRIERS] for d in new}
-            self.series.record(self.path.name, packed.sha256, carried, entries)
+            manifests = {d: Layout._read_small(self, d) for d in new if d in self._manifests}
+            self.series.record(self.path.name, packed.sha256, carried, entries, manifests)
+
+    def _unchanged(self) -> None:
+        """FILE must still be the file this run started from: another run writing it in the
+        meantime would otherwise lose its tags to this rename (the last writer wins)."""
+        if _identity(self.path) != self._found:
+            raise LayoutError(
+                f"{self.name} was changed by another writer during this run; not replacing "
+                "it (run again to add this run's content to it)"
+            )
 
     def _work_blobs(self) -> dict[str, int]:
         """digest -> size of every blob written to the working directory."""
@@ -311,6 +330,28 @@ class Tarball(Layout):
     def discard(self) -> None:
         """Remove the working directory (whatever was not packed is dropped)."""
         shutil.rmtree(self._work, ignore_errors=True)
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Which file is at ``path`` (inode, size, mtime); None when there is none."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _verified(digest: str, size: int, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """An old member packed again is checked against its digest on the way (damage on the
+    disk is not carried into a new bundle: IntegrityError, and the pack is abandoned)."""
+    verifier = DigestVerifier(digest, size)
+    if size == 0:
+        verifier.verify()
+    for chunk in chunks:
+        verifier.update(chunk)
+        if verifier.received == size:  # before the last chunk goes: tarfile reads no further
+            verifier.verify()
+        yield chunk
 
 
 def _next(chunks: Iterator[bytes]) -> bytes | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -34,6 +34,7 @@ INDEX_FILE = "index.json"
 BUNDLE_FILE = "regsync-bundle.json"  # a delta bundle's own record (see backends.bundle)
 MAX_MEMBERS = 1_000_000  # headers scanned, at most (a layout of a million blobs is huge)
 MAX_NAME = 256
+MAX_SKIPPED = 20  # reasons kept for members not taken (the rest are counted)
 MAX_HEADER = 1024 * 1024  # a PAX / GNU long-name header, read whole by tarfile
 _SMALL = frozenset({LAYOUT_FILE, INDEX_FILE, BUNDLE_FILE})
 _DIRECTORIES = frozenset({"blobs", "blobs/sha256", "blobs/sha512"})
@@ -85,6 +86,7 @@ class Archive:
         self.path = path
         self.members: dict[str, Member] = {}
         self.skipped: list[str] = []  # why members were not taken (for one log line each)
+        self._skips = 0
 
     @classmethod
     def scan(cls, path: Path) -> Archive:
@@ -110,14 +112,22 @@ class Archive:
             return
         known = name in _SMALL or _digest_of(name) is not None
         if not known:
-            self.skipped.append(f"skipped member {info.name[:MAX_NAME]!r}: not part of a layout")
+            self._skip(f"skipped member {info.name[:MAX_NAME]!r}: not part of a layout")
             return
         if not info.isreg() or info.issparse():
-            self.skipped.append(f"skipped member {name!r}: not a regular file")
+            self._skip(f"skipped member {name!r}: not a regular file")
             return
         if name in self.members:
             raise LayoutError(f"tar:{self.path}: member {name!r} appears twice")
         self.members[name] = Member(info.offset_data, info.size)
+
+    def _skip(self, why: str) -> None:
+        """Keep the first MAX_SKIPPED reasons, then one line counting the rest."""
+        self._skips += 1
+        if self._skips <= MAX_SKIPPED:
+            self.skipped.append(why)
+        else:
+            self.skipped[MAX_SKIPPED:] = [f"skipped {self._skips - MAX_SKIPPED} more members"]
 
     def has(self, name: str) -> bool:
         return name in self.members
@@ -182,8 +192,13 @@ class Packed:
     size: int
 
 
-def pack(path: Path, files: list[tuple[str, int, Iterator[bytes]]]) -> Packed:
-    """Write ``files`` (name, size, chunks) as a tar to ``path`` atomically; its sha256."""
+def pack(
+    path: Path,
+    files: list[tuple[str, int, Iterator[bytes]]],
+    before_rename: Callable[[], None] | None = None,
+) -> Packed:
+    """Write ``files`` (name, size, chunks) as a tar to ``path`` atomically; its sha256.
+    ``before_rename`` may raise to abandon the pack at the last moment (``path`` unchanged)."""
     temp = TempFile(path.parent, [path.name], sweepable=False)
     try:
         sink = _Hashing(temp.handle)
@@ -194,6 +209,8 @@ def pack(path: Path, files: list[tuple[str, int, Iterator[bytes]]]) -> Packed:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = size, 0o644, 0
                 tar.addfile(info, _Reader(chunks))
+        if before_rename is not None:
+            before_rename()
         temp.commit()
         return Packed(f"sha256:{sink.sha256.hexdigest()}", sink.written)
     finally:

@@ -212,6 +212,16 @@ class Referrers(_Model):
     artifact_types: Annotated[tuple[ArtifactType, ...], Field(max_length=64)] = ()
     annotations: Annotated[dict[str, str], Field(max_length=64)] = {}
 
+    @field_validator("artifact_types", "annotations")
+    @classmethod
+    def _not_empty(
+        cls, value: tuple[str, ...] | dict[str, str]
+    ) -> tuple[str, ...] | dict[str, str]:
+        """Given empty, a filter would let every referrer through: refused."""
+        if not value:
+            raise ValueError("is empty: list at least one, or leave the key out")
+        return value
+
     def match(self) -> ReferrerMatch | None:
         """The filter, or None when every referrer is copied."""
         if not self.artifact_types and not self.annotations:
@@ -224,6 +234,11 @@ def _referrers(value: object) -> object:
     if isinstance(value, bool):
         return {"enabled": value}
     if isinstance(value, dict):
+        if not value:
+            raise ValueError(
+                "an empty mapping filters nothing: write referrers: true to copy every "
+                "referrer, or give artifact_types or annotations"
+            )
         return {"enabled": True, **value}
     if isinstance(value, Referrers):
         return value

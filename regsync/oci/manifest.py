@@ -10,6 +10,7 @@ from regsync import boundedjson
 from regsync.errors import ManifestError
 from regsync.oci import mediatypes
 from regsync.oci.digest import is_digest, sha256_digest
+from regsync.oci.ref import shown
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ class Descriptor:
             raise ManifestError("descriptor is not an object")
         digest, size = data.get("digest"), data.get("size")
         if not isinstance(digest, str) or not is_digest(digest):
-            raise ManifestError(f"descriptor has an invalid digest {digest!r}")
+            raise ManifestError(f"descriptor has an invalid digest {_quoted(digest)}")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ManifestError(f"descriptor {digest} has an invalid size {size!r}")
+            raise ManifestError(f"descriptor {digest} has an invalid size {_quoted(size)}")
         platform = None
         if isinstance(p := data.get("platform"), dict):
             platform = Platform(
@@ -127,7 +128,7 @@ def parse_manifest(raw: bytes, content_type: str = "", digest: str = "") -> Mani
     elif not media_type and "layers" in data:
         media_type = mediatypes.OCI_MANIFEST
     if media_type not in mediatypes.MANIFESTS:
-        raise ManifestError(f"unsupported manifest media type {media_type!r}")
+        raise ManifestError(f"unsupported manifest media type {shown(media_type)}")
     digest = digest or sha256_digest(raw)
     subject = Descriptor.from_json(data["subject"]) if "subject" in data else None
     raw_annotations = data.get("annotations")
@@ -153,6 +154,11 @@ def parse_manifest(raw: bytes, content_type: str = "", digest: str = "") -> Mani
         annotations=annotations,
         artifact_type_field=str(data.get("artifactType") or ""),
     )
+
+
+def _quoted(value: object) -> str:
+    """A value from a manifest for an error: quoted, escaped, cut short."""
+    return shown(value) if isinstance(value, str) else shown(repr(value)).strip("'")
 
 
 def _descriptor_list(data: dict[str, Any], key: str) -> tuple[Descriptor, ...]:

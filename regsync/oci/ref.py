@@ -48,6 +48,13 @@ def is_reference(text: str) -> bool:
     return is_tag(text) or is_digest(text)
 
 
+def printable(text: str) -> str:
+    """Text from outside for a log line: control characters escaped (``\\n``, ``\\x1b``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def shown(name: str) -> str:
     """A name from outside, quoted for a log line: escaped (no control characters), truncated."""
     if len(name) <= _SHOWN:
@@ -226,6 +233,13 @@ class SourceSpec:
 
     def matches(self, repo: str) -> bool:
         return _glob_regex(self.pattern).fullmatch(repo) is not None
+
+    @property
+    def named(self) -> str:
+        """The spec with its repository or glob (``oci:DIR//team/app``; str() is the store)."""
+        if self.kind is not Kind.REGISTRY and self.pattern != "**":
+            return f"{self}//{self.pattern}"
+        return str(self)
 
     def __str__(self) -> str:
         if self.kind is not Kind.REGISTRY:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from regsync.errors import AuthError, CredentialsError
 from regsync.secrets import remember_login, remember_token
@@ -117,6 +119,11 @@ class Authenticator:
         # password costs one refused request, not one per concurrent scope.
         self._proven = asyncio.Event()
         self._first = asyncio.Lock()
+        # The same for Basic: until the credentials have worked once, requests carrying them
+        # go one at a time (`turn`), so a wrong password is refused once, not once per
+        # request in flight.
+        self._basic_ok = False
+        self._basic_turn = asyncio.Lock()
 
     async def header(self, scopes: tuple[str, ...]) -> str | None:
         """The Authorization value to send up front, if the registry's scheme is known."""
@@ -156,6 +163,25 @@ class Authenticator:
             raise self._refuse(f"{self.registry} refused the configured credentials{self._hint}")
         self._challenge = basic
         return scopes
+
+    def turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Hold while sending a request with the credentials and reading its status: one at a
+        time while configured Basic credentials are unproven, else no wait at all."""
+        challenge = self._challenge
+        if challenge is None or challenge.scheme != "basic" or self._basic is None:
+            return contextlib.nullcontext()
+        return contextlib.nullcontext() if self._basic_ok else self._basic_turn
+
+    def answered(self, sent: str | None, status: int) -> None:
+        """What the registry made of the configured Basic credentials (``sent`` on its own
+        origin): any status but 401 proves them; a 401 refuses them for the run, before the
+        next request waiting its `turn` goes out."""
+        if sent is None or sent != self._basic:
+            return
+        if status != 401:
+            self._basic_ok = True
+        elif self._refused is None:
+            self._refuse(f"{self.registry} refused the configured credentials{self._hint}")
 
     def _learn_bearer(
         self, bearer: Challenge, scopes: tuple[str, ...], sent: str | None

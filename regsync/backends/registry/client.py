@@ -327,7 +327,7 @@ class RegistryClient:
                 if verifier.received >= desc.size:
                     break
                 raise TransportError(
-                    f"{self.name}: GET {url.path} ended after {verifier.received} of "
+                    f"{self.name}: GET {url.raw_path} ended after {verifier.received} of "
                     f"{desc.size} bytes",
                     registry=self.name,
                 )
@@ -355,13 +355,13 @@ class RegistryClient:
                 start = _RANGE_START.match(resp.headers.get("Content-Range", ""))
                 if not offset or start is None or int(start.group(1)) != offset:
                     raise RegistryError(
-                        f"{self.name}: GET {url.path} answered a range we did not ask for",
+                        f"{self.name}: GET {url.raw_path} answered a range we did not ask for",
                         registry=self.name,
                         status=206,
                     )
                 skip = 0
             body = resp.content.iter_chunked(STREAM_CHUNK)
-            async for chunk in self.transport.paced(body, f"GET {url.path}"):
+            async for chunk in self.transport.paced(body, f"GET {url.raw_path}"):
                 if skip >= len(chunk):
                     skip -= len(chunk)
                     continue
@@ -495,7 +495,7 @@ class RegistryClient:
             ):
                 pass
         except TimeoutError:
-            raise too_slow(self.name, f"PUT {url.path}", deadline or 0) from None
+            raise too_slow(self.name, f"PUT {url.raw_path}", deadline or 0) from None
 
     async def _upload_cancel(self, repo: str, location: URL) -> None:
         # Best effort: the registry expires abandoned sessions itself.

@@ -28,20 +28,37 @@ from regsync.oci.ref import shown
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_HOPS = 10
 PUBLIC = "public"
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+# IPv6 ranges whose last 32 bits are an IPv4 address: NAT64, SIIT, IPv4-compatible.
+_CARRIERS = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "::ffff:0:0:0/96", "::/96"))
 
 Send = Callable[[str, URL, dict[str, str], Any, dict[str, Any]], Awaitable[aiohttp.ClientResponse]]
 
 
 def address_class(ip: str) -> str:
-    """loopback | link-local | private (RFC 1918, unique-local, shared, reserved) | public."""
+    """loopback | link-local | private (RFC 1918, unique-local, shared, reserved) | public.
+    An IPv6 address carrying an IPv4 one (mapped, NAT64, SIIT, 6to4) is classed by it."""
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    if addr.is_loopback:
-        return "loopback"
+    if isinstance(addr, ipaddress.IPv6Address):
+        addr = _embedded(addr) or addr
+    if addr.is_loopback or addr.is_unspecified or addr in _THIS_NETWORK:
+        return "loopback"  # 0.0.0.0 and :: connect to this host
     if addr.is_link_local:
         return "link-local"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local:
+        return "private"
     return PUBLIC if addr.is_global else "private"
+
+
+def _embedded(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for, if it is made to carry one."""
+    if addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    if addr.sixtofour is not None:
+        return addr.sixtofour
+    if any(addr in net for net in _CARRIERS) and addr != ipaddress.IPv6Address("::1"):
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return None
 
 
 @dataclass(frozen=True)
@@ -73,14 +90,22 @@ class RedirectPolicy:
             raise OSError(f"{host} does not resolve")
         return str(found[0]["host"])
 
-    def check(self, registry: str, origin: str, url: URL, ip: str) -> None:
+    def listed(self, url: URL) -> bool:
+        """Whether ``url``'s host is listed: as ``host`` (any port) or ``host:port``."""
+        host = (url.host or "").lower()
+        named = f"[{host}]" if ":" in host else host
+        return bool({host, f"{named}:{url.port}"} & self.allow_hosts)
+
+    def check(
+        self, registry: str, origin: str, url: URL, ip: str, what: str = "redirect to"
+    ) -> None:
         """Raise unless a hop to ``url`` at ``ip`` is allowed from a registry of class
         ``origin``."""
         where = self.classify(ip)
-        if where in (PUBLIC, origin) or self.allow_any or (url.host or "") in self.allow_hosts:
+        if where in (PUBLIC, origin) or self.allow_any or self.listed(url):
             return
         raise RegistryError(
-            f"{registry}: refusing the redirect to {shown(url.host or '')} ({ip}, a {where}"
+            f"{registry}: refusing the {what} {shown(url.host or '')} ({ip}, a {where}"
             f" address) from a registry on a {origin} address; registries.{registry}.redirects"
             " lists hosts it may lead to",
             registry=registry,
@@ -92,7 +117,7 @@ class Hops:
     """One request's redirect chain."""
 
     registry: str
-    policy: RedirectPolicy
+    method: str
     first: URL
     seen: list[str] = field(default_factory=list)
 
@@ -109,8 +134,8 @@ class Hops:
         self.seen.append(str(current))
         if str(target) in self.seen or len(self.seen) >= MAX_HOPS:
             raise RegistryError(
-                f"{self.registry}: redirect loop at {shown(str(target.with_query(None)))}"
-                f" ({len(self.seen)} hops)",
+                f"{self.registry}: {self.method} {self.first.raw_path}: redirect loop at"
+                f" {shown(str(target.with_query(None)))} ({len(self.seen)} hops)",
                 registry=self.registry,
             )
         if target.scheme not in ("http", "https") or not target.host:

@@ -17,7 +17,7 @@ from regsync.errors import (
     RegistryError,
     UnsupportedError,
 )
-from regsync.oci.ref import shown
+from regsync.oci.ref import printable, shown
 from regsync.secrets import redact
 
 
@@ -68,17 +68,17 @@ def error_from_response(
             f"it speaks HTTPS, not plain HTTP: remove tls: http from registries.{registry} "
             "(or set tls: insecure for a certificate it cannot verify)"
         )
-    where = f"{method} {url.path}"
+    where = f"{method} {url.raw_path}"
     if foreign:
         origin = f"{url.scheme}://{url.host}:{url.port}"
-        where = f"{method} {origin}{url.path} (another origin: no credentials sent there)"
-    shown_codes = _printable(",".join(codes))[:200]
+        where = f"{method} {origin}{url.raw_path} (another origin: no credentials sent there)"
+    shown_codes = printable(",".join(codes))[:200]
     message = f"{registry}: {where} -> {status}" + (f" {shown_codes}" if codes else "")
     if detail:
         # Redacted before it is cut: a registry may echo our Authorization value back, and a
         # secret cut in two would no longer be recognised. Escaped: a newline or a terminal
         # escape in it would forge log lines.
-        message += f": {_printable(redact(detail))[:200]}"
+        message += f": {printable(redact(detail))[:200]}"
     retry_after = _retry_after(headers.get("Retry-After")) if status == 429 else None
     kwargs = dict(registry=registry, status=status, codes=codes, retry_after=retry_after)
     if status in (401, 403) or {"UNAUTHORIZED", "DENIED"} & set(codes):
@@ -90,13 +90,6 @@ def error_from_response(
     if status == 429:
         return RateLimitedError(message, **kwargs)  # type: ignore[arg-type]
     return RegistryError(message, **kwargs)  # type: ignore[arg-type]
-
-
-def _printable(text: str) -> str:
-    """Registry text for a log line: control characters escaped (``\\n``, ``\\x1b``)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _retry_after(value: str | None) -> float | None:

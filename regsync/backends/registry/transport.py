@@ -27,6 +27,7 @@ from regsync.backends.registry.observer import NullObserver, RequestObserver
 from regsync.backends.registry.pace import at_least, too_slow
 from regsync.backends.registry.ratelimit import PullGate, parse_quota
 from regsync.backends.registry.redirects import (
+    MAX_HOPS,
     REDIRECTS,
     Hops,
     RedirectPolicy,
@@ -168,7 +169,7 @@ class Transport:
                                 return Response(resp.status, resp.headers, body, resp.url)
                         except TimeoutError:  # open() turns aiohttp's own into TransportError
                             raise too_slow(
-                                self.registry, f"{method} {url.path}", deadline or 0
+                                self.registry, f"{method} {url.raw_path}", deadline or 0
                             ) from None
         except UnreachableError as exc:
             if exc.down:
@@ -237,11 +238,14 @@ class Transport:
         own = self.same_origin(url)
         scopes = self._scoped(scopes)
         for _ in range(3):
-            sent_headers = await self._headers(headers, scopes, own=own)
             if not throttled:
                 await self.throttle.wait()
             throttled = False  # a replay after a 401 is another request: it waits its turn
-            resp = await self._send(method, url, sent_headers, data)
+            async with self.auth.turn():  # one at a time while Basic credentials are unproven
+                sent_headers = await self._headers(headers, scopes, own=own)
+                resp = await self._send(method, url, sent_headers, data)
+                if own and self.same_origin(resp.url):
+                    self.auth.answered(sent_headers.get("Authorization"), resp.status)
             try:
                 # Another origin's challenge is none of our business: learning from it could
                 # switch this registry's scheme to a realm of that host's choosing.
@@ -264,7 +268,7 @@ class Transport:
                 return
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise TransportError(
-                    f"{self.registry}: {method} {url.path} failed: {_describe(exc)}",
+                    f"{self.registry}: {method} {url.raw_path} failed: {_describe(exc)}",
                     registry=self.registry,
                 ) from exc
             finally:
@@ -276,9 +280,12 @@ class Transport:
     ) -> aiohttp.ClientResponse:
         """One request up to the response's headers, its redirects followed here, each hop
         checked first (``registry.redirects``: no credentials or userinfo to another origin,
-        no public -> internal address, loops named)."""
-        hops = Hops(self.registry, self.redirects, url)
-        resp = await self._exchange(method, url, headers, data, {})
+        no public -> internal address, loops named). A first URL off the registry's origin
+        (an upload ``Location``) is checked the same way: the registry named it."""
+        hops = Hops(self.registry, method, url)
+        first = dict(headers)  # the checked hop's Host must not follow into later hops
+        first_url, extra = await self._checked(url, first)
+        resp = await self._exchange(method, first_url, first, data, extra)
         current = url
         while resp.status in REDIRECTS and "Location" in resp.headers:
             step = hop_method(resp.status, method, data)
@@ -297,7 +304,9 @@ class Transport:
             current = target
         return resp
 
-    async def _checked(self, target: URL, headers: dict[str, str]) -> tuple[URL, dict[str, Any]]:
+    async def _checked(
+        self, target: URL, headers: dict[str, str], what: str = "redirect to"
+    ) -> tuple[URL, dict[str, Any]]:
         """Where to send a hop to ``target``: its own registry as usual; elsewhere the checked
         address itself (so DNS cannot answer differently at connect time)."""
         if self.same_origin(target):
@@ -310,11 +319,11 @@ class Transport:
             ip = await self.redirects.address(target.host or "", target.port or 443)
         except OSError as exc:
             raise TransportError(
-                f"{self.registry}: cannot resolve the redirect to {shown(target.host or '')}:"
+                f"{self.registry}: cannot resolve the {what} {shown(target.host or '')}:"
                 f" {_describe(exc)}",
                 registry=self.registry,
             ) from exc
-        self.redirects.check(self.registry, self._origin_class, target, ip)
+        self.redirects.check(self.registry, self._origin_class, target, ip, what)
         if self._proxy_for(target):
             return target, {}  # the proxy connects: the address was checked, not pinned
         url, host, extra = pinned(target, ip)
@@ -352,7 +361,7 @@ class Transport:
                     raise self.health.mark_down(error) from exc  # no retry can help
                 raise error from exc
             raise TransportError(
-                f"{self.registry}: {method} {url.path} failed: {_describe(exc)}",
+                f"{self.registry}: {method} {url.raw_path} failed: {_describe(exc)}",
                 registry=self.registry,
             ) from exc
         self.observer.request_done(self.registry, method, str(resp.status), _since(started))
@@ -418,35 +427,47 @@ class Transport:
     async def fetch_token(
         self, realm: str, params: list[tuple[str, str]], basic: str | None
     ) -> TokenResponse:
-        """GET a Bearer token; the realm may be another host, so only Basic goes there."""
-        headers = {"User-Agent": self.user_agent}
-        if basic:
-            headers["Authorization"] = basic
-        url = _realm_url(realm, self.registry)
-        started = time.monotonic()
+        """GET a Bearer token; the realm may be another host, so only Basic goes there.
+
+        The registry chose the realm, so it is checked like a redirect (it could name an
+        inside service whose JSON would come back to the registry as the next Bearer), and
+        so is each of its redirects, followed here; Basic goes to the realm's origin only.
+        """
+        url = _realm_url(realm, self.registry).extend_query(params)
+        hops, started = Hops(self.registry, "GET", url), time.monotonic()
         try:
-            async with self.session.get(
-                url,
-                params=params,
-                headers=headers,
-                ssl=self._ssl,
-                timeout=self._token_timeout,  # its own try: the whole answer within `total`
-                **self._proxy_for(url),
-            ) as resp:
-                self.observer.request_done(
-                    self.registry, "TOKEN", str(resp.status), _since(started)
-                )
-                body: dict[str, Any] = {}
-                if resp.status == 200:
-                    raw = await _read_bounded(resp, 1024 * 1024, self.registry)
-                    parsed = boundedjson.loads(raw)
-                    body = parsed if isinstance(parsed, dict) else {}
-                return TokenResponse(resp.status, body)
+            for _ in range(MAX_HOPS + 1):
+                headers = {"User-Agent": self.user_agent}
+                if basic and _origin(url) == _origin(hops.first):
+                    headers["Authorization"] = basic
+                target, extra = await self._checked(url, headers, "token realm")
+                async with self.session.get(
+                    target,
+                    headers=headers,
+                    ssl=self._ssl,
+                    timeout=self._token_timeout,  # its own try: the whole answer within `total`
+                    allow_redirects=False,
+                    **self._proxy_for(url),
+                    **extra,
+                ) as resp:
+                    self.observer.request_done(
+                        self.registry, "TOKEN", str(resp.status), _since(started)
+                    )
+                    if resp.status in REDIRECTS and "Location" in resp.headers:
+                        url = hops.next(resp, url)
+                        continue
+                    body: dict[str, Any] = {}
+                    if resp.status == 200:
+                        raw = await _read_bounded(resp, 1024 * 1024, self.registry)
+                        parsed = boundedjson.loads(raw)
+                        body = parsed if isinstance(parsed, dict) else {}
+                    return TokenResponse(resp.status, body)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             raise TransportError(
                 f"{self.registry}: token request to {url.host} failed: {_describe(exc)}",
                 registry=self.registry,
             ) from exc
+        raise AssertionError("unreachable: Hops ends the chain")  # pragma: no cover
 
 
 async def _read_bounded(
@@ -461,7 +482,7 @@ async def _read_bounded(
             if lax:
                 break
             raise RegistryError(
-                f"{registry}: response body over {limit} bytes from {resp.url.path}",
+                f"{registry}: response body over {limit} bytes from {resp.url.raw_path}",
                 registry=registry,
                 status=resp.status,
             )
