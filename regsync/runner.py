@@ -251,7 +251,8 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
             for pair in pairs:
                 group.create_task(_bounded(limit, sync_repo(ctx, rule, engine, pair, result)))
         if ctx.targets is None:  # a whole cycle, not an event-triggered run
-            apply = not (ctx.dry_run or ctx.plan_only or ctx.stop.is_set())
+            # `--missing` never prunes: orphaned repositories are reported, left as they are
+            apply = not (ctx.dry_run or ctx.plan_only or ctx.missing_only or ctx.stop.is_set())
             guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
             await orphans.settle(
                 ctx.setup, rule, found, result, ctx.shard, guard, ctx.events, apply

@@ -118,3 +118,18 @@ def test_status_and_metrics_of_serve_show_the_orphans(
 
     assert last["orphaned_repositories"] == {"count": 1, "names": ["diamol/app03"]}
     assert gauge == 1
+
+
+def test_prune_repositories_never_under_missing(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """`once --missing` copies absent tags only and never prunes: not orphans either."""
+    config = _mirrored(tmp_path, source_registry, dest_registry, "prune_repositories: true")
+    _vanish(source_registry, "diamol/app02", "diamol/app03")
+
+    run = regsync_json("once", config, "--missing")
+
+    assert run.code == 0, run.stderr
+    assert run.rule["tags"]["pruned"] == 0
+    assert dest_registry.tags("diamol/app02") == ["1.0.0", "1.1.0"]
+    assert dest_registry.tags("diamol/app03") == ["1.0.0", "1.1.0"]
