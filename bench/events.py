@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tests.support import Blob, Image, Manifest, Registry, free_port, push, write_config
 from tests.support.observe import Served, wait_for
+from tests.support.registry import notifications
 
 TOKEN = "bench-events-token-0123456789"
 LAYER = 200_000
@@ -64,19 +65,10 @@ def image(seed: str) -> Manifest:
 
 def run_s7(workdir: Path, log: Callable[[str], None]) -> EventFigures:
     serve_port, src_port = free_port(), free_port()
-    endpoint = {
-        "name": "regsync",
-        "url": f"http://127.0.0.1:{serve_port}/v1/notifications/127.0.0.1:{src_port}",
-        "headers": {"Authorization": [f"Bearer {TOKEN}"]},
-        "timeout": "2s",
-        "threshold": 3,
-        "backoff": "1s",
-        "ignore": {"mediatypes": ["application/octet-stream"], "actions": ["pull"]},
-    }
     src = Registry(
         workdir / "s7-source",
         port=src_port,
-        extra_config={"notifications": {"endpoints": [endpoint]}},
+        extra_config=notifications(src_port, ("regsync", serve_port), token=TOKEN),
     )
     dst = Registry(workdir / "s7-dest")
     figures = EventFigures()

@@ -29,6 +29,7 @@ from tests.support import (
 )
 from tests.support.cli import HasHost
 from tests.support.observe import HoldingProxy, Served, wait_for
+from tests.support.registry import notifications
 
 TOKEN = "events-token-0123456789abcdef"
 EVENTS_TYPE = "application/vnd.docker.distribution.events.v1+json"
@@ -40,16 +41,7 @@ def notifying(
     """A source registry sending its events to `serve` on ``serve_port`` (as an operator
     would configure it, dropping blob and pull events at the source)."""
     port = free_port()
-    endpoint = {
-        "name": "regsync",
-        "url": f"http://127.0.0.1:{serve_port}/v1/notifications/127.0.0.1:{port}",
-        "headers": {"Authorization": [f"Bearer {token}"]},
-        "timeout": "2s",
-        "threshold": 3,
-        "backoff": "1s",
-        "ignore": {"mediatypes": ["application/octet-stream"], "actions": ["pull"]},
-    }
-    extra = {"notifications": {"endpoints": [endpoint]}}
+    extra = notifications(port, ("regsync", serve_port), token=token)
     return factory(port=port, extra_config=extra, **opts)
 
 
@@ -368,19 +360,8 @@ def test_each_replica_of_a_sharded_deployment_copies_only_its_own_share(
     owns and ignores the rest, so every push is copied exactly once."""
     ports = [free_port(), free_port()]
     port = free_port()
-    endpoints = [
-        {
-            "name": f"regsync-{i}",
-            "url": f"http://127.0.0.1:{p}/v1/notifications/127.0.0.1:{port}",
-            "headers": {"Authorization": [f"Bearer {TOKEN}"]},
-            "timeout": "2s",
-            "threshold": 3,
-            "backoff": "1s",
-            "ignore": {"mediatypes": ["application/octet-stream"], "actions": ["pull"]},
-        }
-        for i, p in enumerate(ports)
-    ]
-    src = registry_factory(port=port, extra_config={"notifications": {"endpoints": endpoints}})
+    listeners = [(f"regsync-{i}", p) for i, p in enumerate(ports)]
+    src = registry_factory(port=port, extra_config=notifications(port, *listeners, token=TOKEN))
     repos = [f"team/r{n}" for n in range(6)]
     for repo in repos:
         push(src, repo, "1", image(repo, layers=1))

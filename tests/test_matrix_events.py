@@ -27,6 +27,7 @@ from tests.support import (
 )
 from tests.support.matrix import AUTH_KINDS, PASSWORD, USER, Pair, running_pair
 from tests.support.observe import Served, wait_for
+from tests.support.registry import notifications
 from tests.support.servers import TokenServer
 
 pytestmark = pytest.mark.integration
@@ -56,16 +57,10 @@ def pair(
     tokens: TokenServer,
 ) -> Iterator[EventPair]:
     serve_port, src_port = free_port(), free_port()
-    endpoint = {
-        "name": "regsync",
-        "url": f"http://127.0.0.1:{serve_port}/v1/notifications/127.0.0.1:{src_port}",
-        "headers": {"Authorization": [f"Bearer {TOKEN}"]},
-        "timeout": "2s",
-        "threshold": 3,
-        "backoff": "1s",
-        "ignore": {"mediatypes": ["application/octet-stream"], "actions": ["pull"]},
+    options = {
+        "port": src_port,
+        "extra_config": notifications(src_port, ("regsync", serve_port), token=TOKEN),
     }
-    options = {"port": src_port, "extra_config": {"notifications": {"endpoints": [endpoint]}}}
     workdir = tmp_path_factory.mktemp(f"events-{request.param}")
     with running_pair(request.param, workdir, tls_ca, tokens, options) as started:
         yield EventPair(started, serve_port)

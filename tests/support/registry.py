@@ -59,6 +59,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def notifications(registry_port: int, *listeners: tuple[str, int], token: str) -> dict[str, Any]:
+    """A source registry's ``notifications`` config (its ``extra_config``) sending its events to
+    each ``(name, port)`` `regsync serve` listener, as an operator would configure it: Bearer
+    token, and blob and pull events dropped at the source."""
+    endpoints = [
+        {
+            "name": name,
+            "url": f"http://127.0.0.1:{port}/v1/notifications/127.0.0.1:{registry_port}",
+            "headers": {"Authorization": [f"Bearer {token}"]},
+            "timeout": "2s",
+            "threshold": 3,
+            "backoff": "1s",
+            "ignore": {"mediatypes": ["application/octet-stream"], "actions": ["pull"]},
+        }
+        for name, port in listeners
+    ]
+    return {"notifications": {"endpoints": endpoints}}
+
+
 def dead_port() -> int:
     """A port on 127.0.0.1 where connections are refused for as long as this process lives:
     it stays bound (never listening), so no other process or worker can take it."""
