@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from regsync import referrers
@@ -209,18 +209,25 @@ class DeleteGuard:
 
 
 async def prune_actions(
-    dest: Backend, plan: RepoPlan, guard: DeleteGuard, stop: asyncio.Event | None = None
+    dest: Backend,
+    plan: RepoPlan,
+    guard: DeleteGuard,
+    stop: asyncio.Event | None = None,
+    placed: Collection[str] = (),
 ) -> PruneOutcome:
     """Delete the plan's PRUNE tags: by digest when nothing kept needs it, else by tag.
 
-    ``stop`` set (a shutdown): no further delete starts; the tags left are noted for the
-    next run (they are still out of the source, so it prunes them)."""
+    ``placed``: the digests this run's copies put tags at (a platform subset's is not the
+    source digest the plan knows): a tag on one of those is deleted by tag only. ``stop`` set
+    (a shutdown): no further delete starts; the tags left are noted for the next run (they
+    are still out of the source, so it prunes them)."""
     out = PruneOutcome()
     stop = stop or asyncio.Event()
     # Digests this run's copies point tags at: a delete by digest would take those along.
     # (A backup keeps the digest of a tag the copy overwrites; that tag was listed on it, so
     # the plan has it among a pruned tag's `shared` holders and deletes by tag.)
     copied = {a.source_digest for a in plan.actions if a.action is not Action.PRUNE}
+    copied |= set(placed)
     by_digest: dict[str, list[TagAction]] = {}
     for action in plan.of(Action.PRUNE):
         by_digest.setdefault(action.dest_digest or "", []).append(action)

@@ -388,13 +388,17 @@ async def _copy_then_prune(
     copy never turns into a smaller mirror), and none once shutting down."""
     failed = result.failed
     async with asyncio.TaskGroup() as group:
-        for action in plan.of(Action.COPY):
+        copies = [
             group.create_task(
                 _bounded(ctx.images, copy_one(ctx, rule, engine, plan, action, result, book))
             )
+            for action in plan.of(Action.COPY)
+        ]
     if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
         guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
-        outcome = await prune_actions(engine.destination, plan, guard, ctx.stop)
+        # What the copies put (a platform subset is not the source digest): never deleted.
+        placed = {digest for task in copies if (digest := task.result()) is not None}
+        outcome = await prune_actions(engine.destination, plan, guard, ctx.stop, placed)
         result.record_prune(outcome)
         book.pruned(plan.dest_repo, outcome.pruned)
         for _ in outcome.pruned:
@@ -409,7 +413,8 @@ async def copy_one(
     action: TagAction,
     result: RuleResult,
     book: TagBook,
-) -> None:
+) -> str | None:
+    """Copy one tag; the digest the destination tag now points at, None when not copied."""
     where = f"{plan.source_repo}:{action.tag} -> {plan.dest_repo}:{action.tag}"
     context = copy_context(
         rule.name,
@@ -419,7 +424,7 @@ async def copy_one(
     if ctx.stop.is_set():
         result.interrupted += 1
         log.info("rule %s: not copying %s: shutting down", rule.name, where, extra=context)
-        return
+        return None
     policy = ctx.setup.rule(rule).policy
 
     async def copy() -> str:
@@ -438,7 +443,7 @@ async def copy_one(
         ctx.events.tag_done(rule.name, "failed")
         at = f"{plan.source_repo}:{action.tag}"
         ctx.outages.failed(rule, result, at, exc, f"copy {where} failed", context)
-        return
+        return None
     result.copied += 1
     if digest == action.source_digest:
         book.copied(plan.dest_repo, action)
@@ -451,6 +456,7 @@ async def copy_one(
         digest,
         extra={**context, "digest": digest},
     )
+    return digest
 
 
 def _slim(plan: RepoPlan) -> RepoPlan:

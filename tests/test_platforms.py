@@ -18,6 +18,7 @@ from tests.support import (
     push,
     regsync_json,
 )
+from tests.support.matrix import untag
 
 PLATFORMS = "platforms: [linux/amd64, linux/arm64]"
 
@@ -143,3 +144,27 @@ def test_an_index_nesting_an_index_is_filtered_at_every_level(
     code, summary, _ = regsync_json("once", cfg, env=FAST_RETRIES)
     r = only_rule(summary)
     assert code == 0 and r["tags"]["up_to_date"] == 1 and r["source_manifest_gets"] == 0
+
+
+def test_a_renamed_tag_keeps_its_subset_when_the_old_name_is_pruned(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """Source `1.0` becomes `2.0` (same index): the copy of `2.0` makes the very subset `1.0`
+    points at, so pruning `1.0` must not delete that digest (it would take `2.0` along)."""
+    index, _ = multi("1")
+    push(source_registry, "diamol/app", "1.0", index)
+    push(source_registry, "diamol/app", "keep", Image.oci([Blob.random(500, seed="keep")]))
+    extra = f"{PLATFORMS}\nprune: true"
+    cfg = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app", extra)
+    assert regsync_json("once", cfg, env=FAST_RETRIES).code == 0
+    subset = dest_registry.manifest_digest("diamol/app", "1.0")
+    push(source_registry, "diamol/app", "2.0", index)
+    untag(source_registry, "diamol/app", "1.0")
+
+    code, summary, _ = regsync_json("once", cfg, env=FAST_RETRIES)
+
+    r = only_rule(summary)
+    assert code == 0, summary
+    assert r["tags"] == {"copied": 1, "up_to_date": 1, "pruned": 1, "failed": 0}, r
+    assert sorted(dest_registry.tags("diamol/app")) == ["2.0", "keep"]
+    assert dest_registry.manifest_digest("diamol/app", "2.0") == subset
