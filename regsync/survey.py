@@ -230,13 +230,16 @@ async def survey_tags(
     COPY or SKIP each.
 
     The tag policy decides by name first (no request for a tag it drops); ``latest`` needs
-    the source listing, so only then is it read. The source's HEAD decides the digest: an
-    event's digest is a hint only. distribution sends a push event before it links the tag,
-    so a tag that is missing or still on another digest is HEADed again a few times
-    (``SETTLE_DELAYS``) before the source's answer is taken; a tag the source does not have
-    gets no action. No prune and no referrers here: the periodic cycle does those.
+    the source listing, so only then is it read, or when a copy would make a backup (a backup
+    name another mirrored source tag has is refused, as in a cycle). The source's HEAD
+    decides the digest: an event's digest is a hint only. distribution sends a push event
+    before it links the tag, so a tag that is missing or still on another digest is HEADed
+    again a few times (``SETTLE_DELAYS``) before the source's answer is taken; a tag the
+    source does not have gets no action. No prune and no referrers here: the periodic cycle
+    does those.
     """
     wanted = sorted(t for t in hints if policy.tags.in_scope(t))
+    chosen: set[str] | None = None
     if wanted and policy.tags.latest is not None:
         chosen = set(select(policy.tags, (await source.tags(repo)).names).selected)
         wanted = [t for t in wanted if t in chosen]
@@ -252,6 +255,12 @@ async def survey_tags(
     dest_heads = {t: d for t, d in dest_heads.items() if t in source_heads}
     reader = _Reader(repo, fetch or source.manifest_get)
     actions, _, media = await _decide(dst, source_heads, dest_heads, policy, {}, reader)
+    if any(a.backup and not a.backup_clash for a in actions):  # as a cycle: any mirrored tag
+        if chosen is None:
+            chosen = set(select(policy.tags, (await source.tags(repo)).names).selected)
+        actions = tuple(
+            replace(a, backup_clash=a.backup_clash or a.backup in chosen) for a in actions
+        )
     return RepoPlan(
         repo, dest_repo, actions, media, selected=tuple(wanted), skipped=tuple(src.refused)
     )

@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from regsync import eventhttp, triggers
 from regsync.backends.memory import MemoryBackend
+from regsync.backup import BackupTemplate
 from regsync.config import Config, Rule, load_config, parse_config
 from regsync.daemon import Daemon
 from regsync.errors import ConfigError
@@ -526,3 +528,21 @@ def test_a_notifications_token_is_redacted_once_serve_has_the_config(tmp_path: P
     cfg = config(tmp_path, f"  - {{name: r, source: '{SRC}/a', destination: '127.0.0.1:8/m'}}\n")
     Daemon(str(tmp_path / "sync.yaml"), cfg, Metrics(), grace=5)
     assert redact("a registry echoed tok-123456 back") == "a registry echoed *** back"
+
+
+async def test_event_plans_refuse_a_backup_name_the_source_has_as_a_cycle_does() -> None:
+    """An event names one tag, but a backup of it named like another mirrored source tag
+    (`{tag}-prev` for `1` is `1-prev`) would overwrite that tag: refused as in a cycle."""
+    source, dest = MemoryBackend("src"), MemoryBackend("dst")
+    prev = Image.oci([Blob.random(50, seed="prev")])
+    await stored.store(source, "team/app", "1-prev", prev)
+    await stored.store(dest, "team/app", "1-prev", prev)
+    await stored.store(dest, "team/app", "1", Image.oci([Blob.random(50, seed="old")]))
+    await stored.store(source, "team/app", "1", Image.oci([Blob.random(50, seed="new")]))
+    policy = SyncPolicy(backup=BackupTemplate.parse("{tag}-prev"))
+    plan = await survey_tags(source, dest, "team/app", "team/app", policy, {"1": ""})
+    assert [(a.tag, a.backup, a.backup_clash) for a in plan.actions] == [("1", "1-prev", True)]
+    # A backup name outside the tag filters is no mirrored tag: no clash.
+    policy = replace(policy, tags=TagPolicy(exclude=(TagPattern(".*-prev"),)))
+    plan = await survey_tags(source, dest, "team/app", "team/app", policy, {"1": ""})
+    assert [(a.tag, a.backup, a.backup_clash) for a in plan.actions] == [("1", "1-prev", False)]
