@@ -384,9 +384,8 @@ async def _copy_then_prune(
     result: RuleResult,
     book: TagBook,
 ) -> None:
-    """The plan's copies, then its deletes: never after a failed copy (invariant 4: a failed
-    copy never turns into a smaller mirror), and none once shutting down."""
-    failed = result.failed
+    """The plan's copies, then its deletes: never after a failed copy of the rule (invariant
+    4: a failed copy never turns into a smaller mirror), and none once shutting down."""
     async with asyncio.TaskGroup() as group:
         copies = [
             group.create_task(
@@ -394,7 +393,7 @@ async def _copy_then_prune(
             )
             for action in plan.of(Action.COPY)
         ]
-    if plan.of(Action.PRUNE) and result.failed == failed and not ctx.stop.is_set():
+    if plan.of(Action.PRUNE) and not result.failed and not ctx.stop.is_set():
         guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
         # What the copies put (a platform subset is not the source digest): never deleted.
         placed = {digest for task in copies if (digest := task.result()) is not None}

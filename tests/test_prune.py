@@ -7,8 +7,10 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
+from regsync import runner
 from regsync.backends.layout import Layout
 from regsync.backends.registry.retry import RetryPolicy
 from regsync.blobindex import BlobIndex
@@ -425,3 +427,29 @@ async def test_cut_short_source_listing_never_prunes(dest_registry: Registry) ->
     assert result.pruned == 0 and not result.plans
     assert any("500" in e and "tags/list" in e for e in result.errors), result.errors
     assert dest_registry.tags("diamol/app") == ["1.0", "1.1", "1.2", "1.3"]
+
+
+async def test_no_repository_is_pruned_after_a_copy_of_the_rule_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """README "Pruning": a repository is pruned only if no copy of the rule failed. One
+    repository at a time: diamol/a's copy fails first, so diamol/b keeps the tag it lost."""
+    monkeypatch.setattr(runner, "REPO_CONCURRENCY", 1)
+    fails = Image.docker([Blob.random(300, seed="unreadable")])
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("diamol/a", "1.0", fails)
+        lost = await lost_tag_pair(src, dst)  # diamol/app: 0.9 gone from the source
+
+        async def gone(request: web.Request, match: re.Match[str]) -> web.Response:
+            return error(404, "BLOB_UNKNOWN", "lost from storage")
+
+        src.override("GET", f"/blobs/{fails.blobs[-1].digest}$", gone)
+        config = parse_config(
+            f'registries:\n  "{src.host}": {{tls: http}}\n  "{dst.host}": {{tls: http}}\n'
+            f"version: 1\nrules:\n  - name: app\n    source: {src.host}/diamol/*\n"
+            f"    destination: {dst.host}\n    prune: {{max_fraction: 1}}\n"
+        )
+        result = (await run(config, config.rules, retry=RetryPolicy(attempts=1))).rules[0]
+        assert result.failed == 1 and result.pruned == 0, result.errors
+        assert dst.tags["diamol/app"]["0.9"] == lost
+        assert dst.count("DELETE", "/manifests/") == 0
