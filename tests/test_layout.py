@@ -18,12 +18,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from regsync.backends import layout as layout_module
 from regsync.backends.layout import REF_NAME, REPOSITORY, Layout
+from regsync.backends.layoutfs import is_regular
 from regsync.errors import IntegrityError, LayoutError, ManifestError
 from regsync.oci.digest import sha256_digest
 from regsync.oci.manifest import Descriptor, parse_manifest
@@ -569,6 +571,27 @@ async def test_concurrent_writers_keep_every_tag(tmp_path: Path) -> None:
     assert list((await fresh.tags("w/one")).names) == sorted(f"t{i}" for i in range(15))
     assert list((await fresh.tags("w/two")).names) == sorted(f"t{i}" for i in range(15))
     assert_complete(tmp_path)
+
+
+async def test_a_layout_another_writer_finishes_meanwhile_is_not_taken_for_foreign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers creating one new layout: the other may write `oci-layout` (last) between
+    this one's look for it and its listing of the directory. The layout is whole then, not a
+    foreign directory (seen as a flaky `test_concurrent_writers_keep_every_tag`)."""
+    await put_image(Layout(tmp_path), "w/one", "t0", "a0")  # the other writer, finished
+    looks: list[bool] = []
+
+    def late(root: Path, parts: Sequence[str], *, strict: bool) -> bool:
+        if list(parts) == ["oci-layout"] and not looks:  # this writer looked before it was written
+            looks.append(False)
+            return False
+        return is_regular(root, parts, strict=strict)
+
+    monkeypatch.setattr(layout_module, "is_regular", late)
+    await put_image(Layout(tmp_path), "w/two", "t0", "b0")
+    assert looks == [False]
+    assert list((await Layout(tmp_path).tags("w/two")).names) == ["t0"]
 
 
 async def test_reads_layouts_written_by_other_tools(tmp_path: Path) -> None:

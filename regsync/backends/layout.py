@@ -393,7 +393,9 @@ class Layout:
     def _refuse_foreign(self) -> None:
         if not self.root.is_dir() or is_regular(self.root, [LAYOUT_FILE], strict=True):
             return
-        if not self._leftovers_only():
+        # Another writer may finish creating the layout (oci-layout comes last) between the
+        # check above and the listing: a foreign name is refused only if still not whole.
+        if not self._leftovers_only() and not is_regular(self.root, [LAYOUT_FILE], strict=True):
             raise LayoutError(
                 f"{self.name} exists and is not an OCI image layout (no {LAYOUT_FILE}); "
                 "give a new or empty directory"
