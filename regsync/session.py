@@ -149,12 +149,18 @@ async def _listing(backend: Backend) -> Listed | None:
         return None
 
 
+def tag_policy(rule: Rule) -> TagPolicy:
+    """The rule's tag filters alone (what an event's routing reads, without the rest)."""
+    t = rule.tags
+    return TagPolicy(t.include, t.exclude, t.semver, t.latest)
+
+
 def policy_for(rule: Rule) -> SyncPolicy:
     """The rule's settings as the planner reads them (built once per rule, see RunSetup.rule)."""
     t, p = rule.tags, rule.prune
     platforms = None if rule.platforms == "all" else PlatformFilter.parse(rule.platforms)
     return SyncPolicy(
-        tags=TagPolicy(t.include, t.exclude, t.semver, t.latest),
+        tags=tag_policy(rule),
         platforms=platforms,
         referrers=rule.referrers,
         prune=pruneplan.PrunePolicy(p.allow_empty, p.max_fraction) if p.enabled else None,

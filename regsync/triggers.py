@@ -32,7 +32,7 @@ from regsync.metrics import EVENT_OUTCOMES, Metrics, iso_time
 from regsync.oci.ref import Kind, shown
 from regsync.result import RuleResult
 from regsync.secrets import SECRETS
-from regsync.session import policy_for
+from regsync.session import tag_policy
 from regsync.shard import Shard
 
 log = logging.getLogger(__name__)
@@ -138,9 +138,9 @@ def route(config: Config, shard: Shard, host: str, event: RegistryEvent) -> Rout
         return Routed(why="another shard's repository")
     if event.kind is EventKind.DELETE:
         if event.tag:
-            rules = [r for r in rules if policy_for(r).tags.in_scope(event.tag)]
+            rules = [r for r in rules if tag_policy(r).in_scope(event.tag)]
         return Routed(cycles=tuple(rules), why="" if rules else "no rule's filters cover the tag")
-    selected = tuple(r for r in rules if policy_for(r).tags.in_scope(event.tag))
+    selected = tuple(r for r in rules if tag_policy(r).in_scope(event.tag))
     if not selected:
         return Routed(why="no rule's tag filters select the tag")
     mapped = tuple(r for r in selected if _maps(r, event.repository))
