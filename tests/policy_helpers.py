@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from typing import Any
 
@@ -36,3 +37,13 @@ def skopeo_raw(reg: Registry, ref: str) -> bytes:
         check=True,
         timeout=60,
     ).stdout
+
+
+def skopeo_digest(ref: str) -> str:
+    """The digest skopeo reads for ``ref`` (any transport: docker://, oci-archive:, ...)."""
+    proc = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", ref], capture_output=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    digest: str = json.loads(proc.stdout)["Digest"]
+    return digest

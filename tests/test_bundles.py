@@ -9,7 +9,6 @@ naming bundle N-1, and pushes nothing that references missing content."""
 from __future__ import annotations
 
 import json
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from regsync.backends.bundle import REQUIRES, SEQUENCE
 from regsync.backends.tarfs import Archive, blob_name, pack
 from regsync.config import parse_config
 from regsync.errors import ConfigError
+from tests.policy_helpers import skopeo_digest
 from tests.support import (
     Artifact,
     Blob,
@@ -83,15 +83,6 @@ def index_of(bundle: Path) -> dict[str, object]:
         assert handle is not None
         data: dict[str, object] = json.load(handle)
     return data
-
-
-def skopeo_digest(ref: str) -> str:
-    proc = subprocess.run(
-        ["skopeo", "inspect", "--tls-verify=false", ref], capture_output=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
-    digest: str = json.loads(proc.stdout)["Digest"]
-    return digest
 
 
 def test_delta_bundles_carry_only_new_content_and_import_in_order(

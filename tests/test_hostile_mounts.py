@@ -74,18 +74,24 @@ async def test_a_source_naming_a_digest_it_lacks_gets_no_mount_of_another_tenant
     assert not [r for r in dst_log.requests() if "mount=" in r.path]
 
 
+def evil_layout_config(tmp_path: Path, dst: Registry) -> Path:
+    """A rule copying a layout that lists tenant A's layer digest but lacks the file into
+    ``dst``/public."""
+    layout = tmp_path / "evil-layout"
+    asyncio.run(store(Layout(layout), "evil/app", "1", EVIL))
+    (layout / "blobs" / "sha256" / SECRET.digest.split(":")[1]).unlink()
+    rule = f'- {{name: b, source: "oci:{layout}//evil/*", destination: "{dst.host}/public"}}'
+    return write_config(
+        tmp_path, f'version: 1\nregistries:\n  "{dst.host}": {{tls: http}}\nrules:\n  {rule}\n'
+    )
+
+
 def test_a_layout_listing_a_blob_it_lacks_gets_no_mount_of_another_tenants_blob(
     tmp_path: Path, source_registry: Registry, dest_registry: Registry
 ) -> None:
     src, dst = source_registry, dest_registry
     mirror_tenant_a(tmp_path, src, dst)
-    layout = tmp_path / "evil-layout"
-    asyncio.run(store(Layout(layout), "evil/app", "1", EVIL))
-    (layout / "blobs" / "sha256" / SECRET.digest.split(":")[1]).unlink()
-    rule = f'- {{name: b, source: "oci:{layout}//evil/*", destination: "{dst.host}/public"}}'
-    config = write_config(
-        tmp_path, f'version: 1\nregistries:\n  "{dst.host}": {{tls: http}}\nrules:\n  {rule}\n'
-    )
+    config = evil_layout_config(tmp_path, dst)
 
     run = regsync_json("once", config)
 
@@ -100,13 +106,7 @@ def test_a_blob_already_at_the_destination_still_needs_the_sources_proof(
     by someone else): the tag is not completed from it while the source lacks the blob."""
     dst = dest_registry
     push(dst, "public/evil/app", "other", PRIVATE)  # the destination has the layer already
-    layout = tmp_path / "evil-layout"
-    asyncio.run(store(Layout(layout), "evil/app", "1", EVIL))
-    (layout / "blobs" / "sha256" / SECRET.digest.split(":")[1]).unlink()
-    rule = f'- {{name: b, source: "oci:{layout}//evil/*", destination: "{dst.host}/public"}}'
-    config = write_config(
-        tmp_path, f'version: 1\nregistries:\n  "{dst.host}": {{tls: http}}\nrules:\n  {rule}\n'
-    )
+    config = evil_layout_config(tmp_path, dst)
 
     run = regsync_json("once", config)
 

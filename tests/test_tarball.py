@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from regsync.backends.tarball import Tarball
 from regsync.backends.tarfs import MAX_SKIPPED, Archive, pack
 from regsync.errors import IntegrityError, LayoutError, NotFoundError
 from regsync.oci.manifest import Descriptor
+from tests.policy_helpers import skopeo_digest
 from tests.support import (
     Blob,
     Image,
@@ -28,15 +28,6 @@ from tests.support import (
     write_config,
 )
 from tests.support.stored import store
-
-
-def skopeo_digest(ref: str) -> str:
-    proc = subprocess.run(
-        ["skopeo", "inspect", "--tls-verify=false", ref], capture_output=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
-    digest: str = json.loads(proc.stdout)["Digest"]
-    return digest
 
 
 def bundle_config(tmp_path: Path, src: Registry, source: str, bundle: Path) -> Path:

@@ -33,8 +33,14 @@ from typing import Any
 
 from regsync import boundedjson
 from regsync.backends.bundle import MAX_CARRIERS, BundleSeries, read_left_out
-from regsync.backends.layout import INDEX_FILE, LAYOUT_FILE, MAX_INDEX_BYTES, Layout
-from regsync.backends.layoutfs import open_regular, replace_file
+from regsync.backends.layout import (
+    INDEX_FILE,
+    LAYOUT_FILE,
+    MAX_INDEX_BYTES,
+    Layout,
+    _blob_parts,
+)
+from regsync.backends.layoutfs import open_regular, regular_size, replace_file
 from regsync.backends.tarfs import BUNDLE_FILE, Archive, blob_name, pack
 from regsync.errors import IntegrityError, LayoutError, ManifestError, NotFoundError
 from regsync.oci import mediatypes
@@ -317,13 +323,14 @@ class Tarball(Layout):
         for algorithm in os.listdir(blobs):
             for hexa in os.listdir(blobs / algorithm):
                 digest = f"{algorithm}:{hexa}"
-                if is_digest(digest) and super()._has(digest):
-                    found[digest] = (blobs / algorithm / hexa).stat().st_size
+                if is_digest(digest):
+                    size = regular_size(self.root, _blob_parts(digest))
+                    if size is not None:
+                        found[digest] = size
         return found
 
     def _work_chunks(self, digest: str) -> Iterator[bytes]:
-        algorithm, _, hexa = digest.partition(":")
-        with open_regular(self.root, ["blobs", algorithm, hexa]) as handle:
+        with open_regular(self.root, _blob_parts(digest)) as handle:
             while chunk := handle.read(READ_CHUNK):
                 yield chunk
 
