@@ -74,9 +74,12 @@ def raise_file_limit() -> int:
 class Throttled:
     """One log line per ``every`` seconds for a repeated event, with the count in between."""
 
-    def __init__(self, message: str, every: float = LOG_EVERY) -> None:
+    def __init__(
+        self, message: str, every: float = LOG_EVERY, logger: logging.Logger = log
+    ) -> None:
         self.message = message
         self.every = every
+        self.logger = logger
         self._last = -every
         self._count = 0
 
@@ -84,7 +87,9 @@ class Throttled:
         self._count += 1
         now = time.monotonic()
         if now - self._last >= self.every:
-            log.warning("%s (%d times since the last report) %s", self.message, self._count, detail)
+            self.logger.warning(
+                "%s (%d times since the last report) %s", self.message, self._count, detail
+            )
             self._last, self._count = now, 0
 
 

@@ -27,6 +27,7 @@ from regsync.config import Config, Rule
 from regsync.errors import InvalidNameError
 from regsync.eventparse import EventKind, RegistryEvent
 from regsync.events import FanOut
+from regsync.httpport import LOG_EVERY, Throttled  # one log throttle for the port and events
 from regsync.metrics import EVENT_OUTCOMES, Metrics, iso_time
 from regsync.oci.ref import Kind, shown
 from regsync.result import RuleResult
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 1000  # (repository, tag) entries waiting per rule; beyond: a full cycle
 CLOCK_SKEW = 300.0  # an event time further off than this is not trusted for the lag
 DELETE_SETTLE = 1.0  # seconds a delete's cycle waits for the rest of the delete's events
-LOG_EVERY = 60.0  # seconds between two log lines about refused requests of one registry
 
 
 @dataclass
@@ -174,10 +174,14 @@ class Loops(Protocol):
 class RegistryEvents:
     """What /status shows per registry that sends events."""
 
+    host: str
     last_event_at: float | None = None
     counts: Counter[str] = field(default_factory=Counter)
-    refused_unlogged: int = 0
-    refused_logged_at: float | None = None  # monotonic time of the last log line
+    refusals: Throttled = field(init=False)  # their log line, at most once a minute
+
+    def __post_init__(self) -> None:
+        what = f"events from {self.host}: refused requests or events"
+        self.refusals = Throttled(what, LOG_EVERY, logger=log)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -200,7 +204,7 @@ class EventDispatcher:
             if settings.notifications is not None:
                 SECRETS.add(settings.notifications.token.get_secret_value())  # never shown
                 self.metrics.events_configured(host)
-                self.registries.setdefault(host, RegistryEvents())
+                self._stats(host)
         names = {rule.name for rule in self.loops.config.rules}
         for gone in [n for n in self.queues if n not in names]:
             del self.queues[gone]
@@ -223,21 +227,16 @@ class EventDispatcher:
     def refused(self, host: str, why: str) -> None:
         """A request refused (auth, size, type, body): counted, logged at most once a minute."""
         self.count(host, "refused")
-        stats = self.registries.setdefault(host, RegistryEvents())
-        stats.refused_unlogged += 1
-        now = time.monotonic()
-        last = stats.refused_logged_at
-        if last is None or now - last >= LOG_EVERY:
-            log.warning(
-                "events from %s: refused %d request(s) or event(s) (last: %s)",
-                host,
-                stats.refused_unlogged,
-                why,
-            )
-            stats.refused_unlogged, stats.refused_logged_at = 0, now
+        self._stats(host).refusals.hit(f"(last: {why})")
+
+    def _stats(self, host: str) -> RegistryEvents:
+        stats = self.registries.get(host)
+        if stats is None:
+            stats = self.registries[host] = RegistryEvents(host)
+        return stats
 
     def accept(self, host: str, events: list[RegistryEvent]) -> None:
-        stats = self.registries.setdefault(host, RegistryEvents())
+        stats = self._stats(host)
         stats.last_event_at = time.time()
         for event in events:
             self._one(host, event)
@@ -313,7 +312,7 @@ class EventDispatcher:
 
     def count(self, host: str, outcome: str, n: int = 1) -> None:
         self.metrics.event_counted(host, outcome, n)
-        self.registries.setdefault(host, RegistryEvents()).counts[outcome] += n
+        self._stats(host).counts[outcome] += n
 
     def merged(self, registries: list[dict[str, object]]) -> list[dict[str, object]]:
         """/status's registries (health, rate limits) with the event counts of those that
