@@ -248,7 +248,7 @@ class CopyEngine:
         content is in place: a manifest is pushed only after it). The bytes come from the
         destination, verified against ``digest``: no source pull. Copies from the source if
         the destination no longer has it."""
-        manifest = self._manifests.get((src_repo, digest))
+        manifest = self._cached((src_repo, digest))
         if manifest is None:
             try:
                 manifest = await self.destination.manifest_get(dst_repo, digest)

@@ -214,10 +214,11 @@ async def run(
                 group.create_task(run_rule(ctx, rule), context=log_context(rule=rule.name))
                 for rule in rules
             ]
-        _bundles_failed(setup, [t.result() for t in tasks], rules, await setup.pool.finish())
+        results = [t.result() for t in tasks]
+        _bundles_failed(setup, results, rules, await setup.pool.finish())
     if ctx.index is not None:  # what is left after a crash is written by the owner's close()
         await ctx.index.flush_async()
-    return RunResult([t.result() for t in tasks], dry_run=dry_run or plan_only)
+    return RunResult(results, dry_run=dry_run or plan_only)
 
 
 def _bundles_failed(

@@ -197,7 +197,8 @@ async def survey(
     actions, origins, media = await _decide(
         dst, source_heads, dest_heads, policy, artifact_of, reader
     )
-    source_heads = {t: d for t, d in source_heads.items() if t not in {f.tag for f in media}}
+    dropped = {f.tag for f in media}  # built once, not once per source tag
+    source_heads = {t: d for t, d in source_heads.items() if t not in dropped}
     plan = RepoPlan(repo, dest_repo, actions, selection.filtered + media, selection.selected)
     plan = replace(
         plan,

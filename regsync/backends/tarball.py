@@ -46,11 +46,10 @@ from regsync.errors import IntegrityError, LayoutError, ManifestError, NotFoundE
 from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest
 from regsync.oci.manifest import Descriptor, Manifest
-from regsync.oci.ref import Listed
+from regsync.oci.ref import TAR_PREFIX, Listed
 
 log = logging.getLogger(__name__)
 
-TAR_PREFIX = "tar:"
 READ_CHUNK = 1024 * 1024
 
 
@@ -365,4 +364,4 @@ def _next(chunks: Iterator[bytes]) -> bytes | None:
     return next(chunks, None)
 
 
-__all__ = ["TAR_PREFIX", "Tarball"]
+__all__ = ["Tarball"]
