@@ -40,7 +40,7 @@ from regsync.eventparse import (
     parse_harbor,
 )
 from regsync.oci.ref import normalize_host
-from regsync.secrets import SECRETS
+from regsync.secrets import SECRETS, is_header_token
 
 MAX_BODY = 1 << 20  # 1 MiB: one distribution event is ~1 KiB, a Harbor webhook ~2 KiB
 BODY_DEADLINE = 10.0  # seconds to send the whole body once the headers are in
@@ -148,7 +148,7 @@ def load_api_token(path: str | None, environ: Mapping[str, str]) -> str | None:
         return None
     if not text:
         raise ValueError(f"{where} is empty")
-    if any(ord(c) < 33 or ord(c) > 126 for c in text):
+    if not is_header_token(text):
         raise ValueError(f"{where}: the token must be printable ASCII without spaces")
     SECRETS.add(text)
     return text

@@ -42,6 +42,11 @@ _TOKEN_RUN = re.compile(r"[A-Za-z0-9._~+/=-]{4,}")
 _TOKEN_EDGES = "._~+/=-"  # a run may take in the punctuation around a token: "... eyJ...."
 
 
+def is_header_token(text: str) -> bool:
+    """Whether a bearer token we are given fits a header as is: printable ASCII, no spaces."""
+    return all(33 <= ord(c) <= 126 for c in text)
+
+
 class Redactor:
     """A set of secret strings and the one regex that masks them all."""
 

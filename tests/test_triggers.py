@@ -374,6 +374,12 @@ async def test_a_name_template_rule_copies_events_only_into_repositories_a_cycle
 # -- config ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("token", ["has space", "tab\there", "caf\u00e9-token"])
+def test_an_api_token_off_the_header_alphabet_is_refused_naming_its_source(token: str) -> None:
+    with pytest.raises(ValueError, match=r"REGSYNC_API_TOKEN: the token must be printable"):
+        eventhttp.load_api_token(None, {"REGSYNC_API_TOKEN": token})
+
+
 @pytest.mark.parametrize(
     ("token", "message"),
     [

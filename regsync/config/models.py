@@ -48,6 +48,7 @@ from regsync.config.fields import (
 from regsync.errors import ConfigError
 from regsync.oci.ref import Kind, normalize_host
 from regsync.referrerfilter import ReferrerMatch
+from regsync.secrets import is_header_token
 from regsync.tagpolicy import MATCH_ALL, TagPattern
 
 # ---------------------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ class Notifications(_Model):
         text = value.get_secret_value()
         if not text.strip():
             raise ValueError("is empty (an environment variable set to ''?)")
-        if text != text.strip() or any(ord(c) < 33 or ord(c) > 126 for c in text):
+        if not is_header_token(text):
             raise ValueError("must be printable ASCII without spaces (it travels in a header)")
         return value
 
