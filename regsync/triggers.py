@@ -291,15 +291,15 @@ class EventDispatcher:
         """Count what an event-triggered run did for each entry; observe the lag of each tag
         now in place."""
         placed = set(result.placed) if result is not None else set()
-        planned = {
-            (p.source_repo, a.tag) for p in (result.plans if result else []) for a in p.actions
-        }
+        plans = result.plans if result is not None else []
+        planned = {(p.source_repo, a.tag) for p in plans for a in p.actions}
+        surveyed = {p.source_repo for p in plans}
         now = time.time()
         for key, pending in taken.items():
             if key in placed:
                 self.count(pending.registry, "copied", pending.events)
                 self.metrics.lag_observed(rule, max(0.0, now - pending.timestamp))
-            elif key in planned or result is None or key[0] not in _repos(result):
+            elif key in planned or result is None or key[0] not in surveyed:
                 self.count(pending.registry, "failed", pending.events)
             else:  # no action: tags.latest dropped it, or the source no longer has it
                 self.count(pending.registry, "ignored", pending.events)
@@ -347,10 +347,6 @@ def targets_of(taken: dict[tuple[str, str], Pending]) -> dict[str, dict[str, str
     for (repo, tag), pending in taken.items():
         targets.setdefault(repo, {})[tag] = pending.digest
     return targets
-
-
-def _repos(result: RuleResult) -> set[str]:
-    return {p.source_repo for p in result.plans}
 
 
 def _trusted_time(timestamp: float | None) -> float:
