@@ -111,9 +111,11 @@ async def settle(
     guard: DeleteGuard,
     events: RunEvents,
     apply: bool,
+    stop: asyncio.Event,
 ) -> None:
     """Report the rule's orphaned repositories (this shard's); prune them when the rule says
-    so, ``apply`` (not a plan, not shutting down) and the rails allow."""
+    so, ``apply`` (not a plan, not shutting down) and the rails allow. ``stop`` set meanwhile
+    (a shutdown): no further delete starts."""
     setup = run.rule(rule)
     catalog = await run.destination_catalog(setup) if in_scope(rule) else None
     lost = await find(rule, run.config.rules, found, setup.destination, catalog)
@@ -127,7 +129,7 @@ async def settle(
         result.errors.append(f"prune_repositories refused: {why}; nothing deleted")
         log.error("rule %s: prune_repositories refused: %s", rule.name, why)
         return
-    outcome = await prune(setup.destination, lost, setup.policy, guard)
+    outcome = await prune(setup.destination, lost, setup.policy, guard, stop)
     result.record_prune(outcome)
     for _ in outcome.pruned:
         events.tag_done(rule.name, "pruned")
@@ -140,9 +142,14 @@ async def settle(
 
 
 async def prune(
-    dest: Backend, orphans: Sequence[str], policy: SyncPolicy, guard: DeleteGuard
+    dest: Backend,
+    orphans: Sequence[str],
+    policy: SyncPolicy,
+    guard: DeleteGuard,
+    stop: asyncio.Event,
 ) -> PruneOutcome:
-    """Delete the in-scope tags of each orphan through the one prune path."""
+    """Delete the in-scope tags of each orphan through the one prune path; once ``stop`` is
+    set no further delete starts (the tags left are noted, as for tag prune)."""
     # The planner sees an empty source repository; the repository-level rails above stand in
     # for its "source lists no tags" rail.
     gone = replace(policy, referrers=False, prune=PrunePolicy(allow_empty=True, max_fraction=1))
@@ -150,7 +157,7 @@ async def prune(
     total = PruneOutcome()
     for repo in orphans:
         plan = await survey(empty, dest, repo, repo, gone)
-        outcome = await prune_actions(dest, plan, guard)
+        outcome = await prune_actions(dest, plan, guard, stop)
         total.pruned.extend(f"{repo}:{tag}" for tag in outcome.pruned)
         total.notes.extend(outcome.notes)
         total.errors.extend(outcome.errors)

@@ -256,7 +256,7 @@ async def run_rule(ctx: RunContext, rule: Rule) -> RuleResult:
             apply = not (ctx.dry_run or ctx.plan_only or ctx.missing_only or ctx.stop.is_set())
             guard = ctx.guards.setdefault(rule.name, DeleteGuard(engine.destination.name))
             await orphans.settle(
-                ctx.setup, rule, found, result, ctx.shard, guard, ctx.events, apply
+                ctx.setup, rule, found, result, ctx.shard, guard, ctx.events, apply, ctx.stop
             )
     except RegsyncError as exc:
         ctx.outages.rule_failed(rule, result, exc)

@@ -7,15 +7,17 @@ error per rule when deletes are refused.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
-from regsync import execute
+from regsync import execute, orphans
 from regsync.backends.memory import MemoryBackend
 from regsync.oci import mediatypes
 from regsync.oci.digest import sha256_digest
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
 from regsync.plan import Action, RepoPlan, TagAction
+from regsync.survey import SyncPolicy
 
 REPO = "team/app"
 
@@ -119,3 +121,18 @@ async def test_refused_deletes_give_one_error_for_the_rule_and_stop_trying() -> 
     ]
     assert dest.count("manifest_delete") + dest.count("tag_delete") == 1
     assert list((await dest.tags(REPO)).names) == ["1.0", "1.1", "2.0"]
+
+
+async def test_a_shutdown_starts_no_delete_of_an_orphaned_repository() -> None:
+    """SIGTERM while `prune_repositories` runs: like tag prune, no further delete starts and
+    the tags left are noted for the next run."""
+    dest = MemoryBackend()
+    await put_image(dest, "orphan", "1.0", "2.0")
+    stop = asyncio.Event()
+    stop.set()
+
+    out = await orphans.prune(dest, [REPO], SyncPolicy(), execute.DeleteGuard(dest.name), stop)
+
+    assert out.pruned == [] and out.notes, out
+    assert dest.count("manifest_delete") == 0 and dest.count("tag_delete") == 0
+    assert list((await dest.tags(REPO)).names) == ["1.0", "2.0"]
