@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRANSFER_ATTEMPTS = 3  # whole-blob tries (each with a fresh upload session), at most
-FLUSH_BATCH = 256  # index writes buffered before a commit in the middle of a run
 MANIFEST_CACHE_BYTES = 32 * 1024 * 1024  # parsed source manifests kept per rule (LRU)
 # What a parsed manifest costs beyond its raw bytes: the Manifest and each Descriptor with its
 # strings (measured with tracemalloc: ~0.5 KiB a descriptor, ~1 KiB the manifest itself).
@@ -117,8 +116,8 @@ class BlobLedger:
 
     async def flush(self) -> None:
         """Commit what was learned once enough is buffered (off the loop thread)."""
-        if self.index is not None and self.index.pending >= FLUSH_BATCH:
-            await self.index.flush_async()
+        if self.index is not None:
+            await self.index.flush_batch()
 
     def holds(self, digest: str, repo: str) -> bool:
         return repo in self.locations.get(digest, ())

@@ -96,7 +96,8 @@ class RuleResult:
     errors: list[str] = field(default_factory=Lines)
     notes: list[str] = field(default_factory=Lines)  # worth reading, not failures
     plans: list[RepoPlan] = field(default_factory=list)
-    placed: list[tuple[str, str]] = field(default_factory=list)  # (source repo, tag) in sync
+    # (source repo, tag) an event named, in sync after an event-triggered run (a cycle: none)
+    placed: list[tuple[str, str]] = field(default_factory=list)
     duration_seconds: float = 0.0
     rule_failed: bool = False  # the rule could not run at all (e.g. listing failed)
 

@@ -1,6 +1,8 @@
 """Memory bounded by the work in flight, not the catalogue (issue #21): single-flight locks
 are dropped after use, the manifest cache counts what parsed manifests cost and evicts the
-least recently used, and a copying run's result keeps no per-tag record of up-to-date tags."""
+least recently used, a copying run's result keeps no per-tag record of up-to-date tags,
+planning and copying make tasks for the requests in flight only (not one per tag), and the
+tag records a full check confirms are committed as repositories are planned."""
 
 from __future__ import annotations
 
@@ -9,13 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from regsync import blobindex, runner
 from regsync import copy as copy_module
+from regsync.aio import map_bounded
 from regsync.backends.memory import MemoryBackend
+from regsync.blobindex import BlobIndex
 from regsync.copy import manifest_cost
+from regsync.execute import copy_action
 from regsync.keyedlocks import KeyedLocks
 from regsync.plan import Action
-from regsync.survey import SyncPolicy, survey
-from tests.support import Blob, Image, Index, RegistryFactory, mirror_config, push
+from regsync.survey import HEAD_CONCURRENCY, SyncPolicy, survey
+from tests.support import DOCKER_MANIFEST, Blob, Image, Index, RegistryFactory, mirror_config, push
 from tests.test_execute import REPO, engine, execute, image, store
 
 
@@ -109,3 +115,148 @@ async def test_a_copying_run_keeps_no_record_of_each_up_to_date_tag(
     assert [(a.tag, a.action) for a in plan.actions] == [("4", Action.COPY)]
     assert plan.selected == ()
     assert [a.action for a in checked.plans[0].actions] == [Action.SKIP] * 4
+
+
+def _tasks_seen(seen: list[int]) -> None:
+    seen.append(len(asyncio.all_tasks()))
+
+
+async def test_map_bounded_keeps_workers_not_a_task_per_item_and_raises_the_first_error() -> None:
+    seen: list[int] = []
+    taken: list[int] = []
+
+    async def double(n: int) -> int:
+        _tasks_seen(seen)
+        taken.append(n)
+        await asyncio.sleep(0)
+        if n == 7:
+            raise ValueError("seven")
+        return 2 * n
+
+    assert await map_bounded(double, range(6), 4) == [0, 2, 4, 6, 8, 10]  # in order
+    before = len(asyncio.all_tasks())
+    seen.clear()
+    taken.clear()
+    with pytest.raises(ValueError, match="seven"):
+        await map_bounded(double, range(500), 4)
+    assert max(seen) <= before + 4  # four workers, never 500 waiting tasks
+    assert len(taken) < 20  # no worker takes another item after the error
+
+
+async def test_planning_a_large_repository_keeps_tasks_for_the_heads_in_flight_only() -> None:
+    """A survey used to gather one task per tag and side (8 repositories x 1,000 tags x 2:
+    16,000 waiting tasks, ~2.7 KB each, the 22 MiB a 50,000-tag full check peaked above a
+    no-op); now at most HEAD_CONCURRENCY workers per side wait."""
+    source, dest = MemoryBackend("src"), MemoryBackend("dst")
+    built = image("many")
+    for i in range(400):
+        await store(source, f"1.{i}.0", built)
+        await store(dest, f"1.{i}.0", built)
+    seen: list[int] = []
+    for backend in (source, dest):
+        head = backend.manifest_head
+
+        async def counted(repo: str, ref: str, head=head):  # type: ignore[no-untyped-def]
+            _tasks_seen(seen)
+            return await head(repo, ref)
+
+        backend.manifest_head = counted  # type: ignore[method-assign]
+    before = len(asyncio.all_tasks())
+
+    plan = await survey(source, dest, REPO, REPO, SyncPolicy())
+
+    assert [a.action for a in plan.actions] == [Action.SKIP] * 400
+    assert len(seen) == 800  # every tag HEADed on both sides (a full check)
+    assert max(seen) <= before + 3 * HEAD_CONCURRENCY
+
+
+async def test_copying_a_repository_keeps_tasks_for_the_copies_in_flight_only(
+    tmp_path: Path, registry_factory: RegistryFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copies of a repository's missing tags used to be one task each, made up front."""
+    from regsync.config import load_config
+
+    monkeypatch.setattr(runner, "IMAGE_CONCURRENCY", 2)
+    src, dst = registry_factory(), registry_factory()
+    shared = Blob.random(200, seed="inflight")
+    for i in range(30):
+        push(src, "mem/many", f"{i}", Image.docker([shared], labels={"id": f"c{i}"}))
+    seen: list[int] = []
+    copy = copy_action
+
+    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        _tasks_seen(seen)
+        return await copy(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "copy_action", counted)
+    config = load_config(mirror_config(tmp_path, src, dst, "mem/many"))
+
+    result = (await runner.run(config, config.rules)).rules[0]
+
+    assert (result.copied, result.failed, len(seen)) == (30, 0, 30)
+    assert max(seen) < 15  # two copy workers and what they run, never 30 waiting copies
+
+
+async def test_only_an_event_triggered_run_notes_the_tags_in_place_and_only_those_named(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """`RuleResult.placed` (what `triggers` settles events by) kept every tag a cycle copied
+    or found in sync; a cycle now keeps none, and its counts stay exact."""
+    from regsync.config import load_config
+
+    src, dst = registry_factory(), registry_factory()
+    for tag in ("1", "2", "3"):
+        push(src, "mem/ev", tag, Image.docker([Blob.random(300, seed=f"ev{tag}")]))
+    config = load_config(mirror_config(tmp_path, src, dst, "mem/ev"))
+    cycle = (await runner.run(config, config.rules)).rules[0]
+    push(src, "mem/ev", "4", Image.docker([Blob.random(300, seed="ev4")]))
+
+    event = await runner.run(config, config.rules, targets={"mem/ev": {"4": "", "3": ""}})
+
+    assert (cycle.copied, cycle.placed) == (3, [])
+    (ran,) = event.rules
+    assert (ran.copied, ran.up_to_date) == (1, 1)
+    assert sorted(ran.placed) == [("mem/ev", "3"), ("mem/ev", "4")]
+
+
+class _Crash(BaseException):
+    """The process dying mid-run: nothing after it runs (no end-of-run flush, no close)."""
+
+
+async def test_a_full_check_commits_each_repositorys_records_as_it_goes_and_only_true_ones(
+    tmp_path: Path, registry_factory: RegistryFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 50,000-tag `--full` held every tag record until the run ended (113 MiB against a
+    no-op's 91). Records are now committed in batches as repositories are planned, so a
+    run that dies after the first repository leaves that repository's rows, each the digest
+    the destination holds, and nothing it did not check."""
+    from regsync.config import load_config
+
+    monkeypatch.setattr(blobindex, "FLUSH_BATCH", 2)
+    monkeypatch.setattr(runner, "REPO_CONCURRENCY", 1)
+    src, dst = registry_factory(), registry_factory()
+    for name in ("a", "b"):
+        for tag in ("1", "2", "3"):
+            push(src, f"mem/{name}", tag, Image.docker([Blob.random(300, seed=f"{name}{tag}")]))
+    config = load_config(mirror_config(tmp_path, src, dst, "mem/*"))
+    await runner.run(config, config.rules)  # copies: the destination holds everything
+    state = tmp_path / "state"
+    surveyed = survey
+
+    async def dies_at_b(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if args[2] == "mem/b":
+            raise _Crash
+        return await surveyed(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "survey", dies_at_b)
+    with pytest.raises(BaseExceptionGroup) as crashed:
+        await runner.run(config, config.rules, index=BlobIndex.open(state), full=True)
+    assert crashed.value.subgroup(_Crash) is not None
+
+    after = BlobIndex.open(state)  # what another process finds in the file
+    a, b = after.tags_of(dst.host, "mem/a"), after.tags_of(dst.host, "mem/b")
+    assert a.checked is not None and b.checked is None
+    assert a.digests == {
+        tag: (dst.manifest_digest("mem/a", tag), DOCKER_MANIFEST) for tag in ("1", "2", "3")
+    }
+    assert b.digests == {}
