@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from regsync import blobindex, runner
+from regsync import blobindex, lru, runner
 from regsync import copy as copy_module
 from regsync.aio import map_bounded
 from regsync.backends.memory import MemoryBackend
@@ -19,6 +19,8 @@ from regsync.blobindex import BlobIndex
 from regsync.copy import manifest_cost
 from regsync.execute import copy_action
 from regsync.keyedlocks import KeyedLocks
+from regsync.lru import LRU
+from regsync.metrics import out_of_sync
 from regsync.plan import Action
 from regsync.survey import HEAD_CONCURRENCY, SyncPolicy, survey
 from tests.support import DOCKER_MANIFEST, Blob, Image, Index, RegistryFactory, mirror_config, push
@@ -94,8 +96,9 @@ async def test_the_manifest_cache_counts_parsed_cost_and_drops_the_least_recentl
 async def test_a_copying_run_keeps_no_record_of_each_up_to_date_tag(
     tmp_path: Path, registry_factory: RegistryFactory
 ) -> None:
-    """`RuleResult.plans` of `once` keep the copies and prunes, not every tag in sync (the
-    counts stay exact); `check` still gets every tag's action."""
+    """`RuleResult.plans` of `once` keep no record of every tag in sync nor of every copy
+    (the counts, drift and out-of-sync gauge stay exact); `check` still gets every tag's
+    action."""
     from regsync.config import load_config
     from regsync.runner import run
 
@@ -112,8 +115,8 @@ async def test_a_copying_run_keeps_no_record_of_each_up_to_date_tag(
     assert first.rules[0].copied == 3
     assert (again.copied, again.up_to_date) == (1, 3)
     (plan,) = again.plans
-    assert [(a.tag, a.action) for a in plan.actions] == [("4", Action.COPY)]
-    assert plan.selected == ()
+    assert plan.actions == () and plan.selected == ()  # copies counted, not kept
+    assert again.drift == 1 and out_of_sync(again) == 0
     assert [a.action for a in checked.plans[0].actions] == [Action.SKIP] * 4
 
 
@@ -260,3 +263,35 @@ async def test_a_full_check_commits_each_repositorys_records_as_it_goes_and_only
         tag: (dst.manifest_digest("mem/a", tag), DOCKER_MANIFEST) for tag in ("1", "2", "3")
     }
     assert b.digests == {}
+
+
+def test_lru_keeps_the_most_recently_used_keys() -> None:
+    seen: LRU[str, bool] = LRU(2)
+    seen["a"], seen["b"] = True, False
+    assert "a" in seen  # a is now the most recently used
+    seen["c"] = True
+    assert ("a" in seen, "b" in seen, "c" in seen, len(seen)) == (True, False, True, 2)
+    assert seen.setdefault("c", False) is True and seen.get("b") is None
+
+
+async def test_a_copy_remembers_the_recent_blobs_and_images_not_every_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ledger's locations, the source's proofs and the images placed were kept for
+    every blob and image of the run (~0.4 KB a copied tag); now the most recently used
+    RUN_MEMORY, so the layer every image shares is still uploaded once."""
+    monkeypatch.setattr(lru, "RUN_MEMORY", 8)
+    source, dest = MemoryBackend("src"), MemoryBackend("dst")
+    layer = Blob.random(300, seed="shared-layer")
+    built = [
+        await store(source, f"{i}", Image.oci([layer], labels={"id": str(i)})) for i in range(30)
+    ]
+    eng = engine(source, dest)
+    plan = await survey(source, dest, REPO, REPO, SyncPolicy())
+    await execute(eng, plan)
+
+    for i, manifest in enumerate(built):
+        head = await dest.manifest_head(REPO, f"{i}")
+        assert head is not None and head.digest == manifest.digest
+    assert eng.stats.blobs_copied == 31  # 30 configs and the shared layer once
+    assert max(len(eng.ledger.locations), len(eng._placed), len(eng._proofs)) <= 8
