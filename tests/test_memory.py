@@ -7,11 +7,12 @@ tag records a full check confirms are committed as repositories are planned."""
 from __future__ import annotations
 
 import asyncio
+import weakref
 from pathlib import Path
 
 import pytest
 
-from regsync import blobindex, lru, runner
+from regsync import blobindex, lru, mediafilter, runner
 from regsync import copy as copy_module
 from regsync.aio import map_bounded
 from regsync.backends.memory import MemoryBackend
@@ -20,10 +21,21 @@ from regsync.copy import manifest_cost
 from regsync.execute import copy_action
 from regsync.keyedlocks import KeyedLocks
 from regsync.lru import LRU
+from regsync.mediafilter import MediaTypeFilter
 from regsync.metrics import out_of_sync
-from regsync.plan import Action
+from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
+from regsync.plan import Action, TagAction
 from regsync.survey import HEAD_CONCURRENCY, SyncPolicy, survey
-from tests.support import DOCKER_MANIFEST, Blob, Image, Index, RegistryFactory, mirror_config, push
+from tests.support import (
+    DOCKER_MANIFEST,
+    OCI_MANIFEST,
+    Blob,
+    Image,
+    Index,
+    RegistryFactory,
+    mirror_config,
+    push,
+)
 from tests.test_execute import REPO, engine, execute, image, store
 
 
@@ -295,3 +307,31 @@ async def test_a_copy_remembers_the_recent_blobs_and_images_not_every_one(
         assert head is not None and head.digest == manifest.digest
     assert eng.stats.blobs_copied == 31  # 30 configs and the shared layer once
     assert max(len(eng.ledger.locations), len(eng._placed), len(eng._proofs)) <= 8
+
+
+async def test_media_types_planning_holds_the_manifests_being_read_not_every_one() -> None:
+    """`media_types` naming an artifact type reads each image manifest to be copied: it used
+    to read them all at once and hold every one until the repository was planned (bounded by
+    the listing); now a few at a time, each let go once its tag is decided."""
+    built = Image.oci([Blob.random(100, seed="media")])
+    alive: list[weakref.ref[Manifest]] = []
+    most = 0
+
+    async def fetch(repo: str, digest: str) -> Manifest:
+        nonlocal most
+        await asyncio.sleep(0)
+        manifest = parse_manifest(built.raw, OCI_MANIFEST)
+        alive.append(weakref.ref(manifest))
+        most = max(most, sum(1 for ref in alive if ref() is not None))
+        return manifest
+
+    head = Descriptor(OCI_MANIFEST, built.digest, len(built.raw))
+    actions = tuple(TagAction(f"{i}", Action.COPY, built.digest) for i in range(300))
+    media = MediaTypeFilter(frozenset({OCI_MANIFEST, "application/vnd.example.chart"}))
+
+    kept, skipped = await mediafilter.apply(
+        media, actions, {a.tag: head for a in actions}, REPO, fetch
+    )
+
+    assert (len(kept), len(skipped), len(alive)) == (0, 300, 300)  # an image config: refused
+    assert most <= mediafilter.READ_CONCURRENCY + 1
