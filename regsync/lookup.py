@@ -25,7 +25,7 @@ from regsync.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, split_tag, usage_
 from regsync.config import Config
 from regsync.copy import first_error
 from regsync.discovery import discover
-from regsync.errors import NotFoundError, RegsyncError
+from regsync.errors import EmptySourceError, NotFoundError, RegsyncError
 from regsync.oci.digest import is_digest
 from regsync.oci.ref import Kind, SourceSpec, is_host, is_repository, normalize_host, split_name
 from regsync.secrets import redact
@@ -155,6 +155,13 @@ class _LsSpec:
     def lists_tags(self) -> bool:
         return not self.whole_registry and not self.source.is_glob
 
+    @property
+    def whole_store(self) -> bool:
+        """A bare host, `oci:DIR` or `tar:FILE`: its empty listing is an answer, not a typo."""
+        return self.whole_registry or (
+            self.source.kind is not Kind.REGISTRY and self.source.pattern == "**"
+        )
+
 
 def _ls_spec(text: str) -> _LsSpec:
     if not text.startswith(("oci:", "tar:")) and "/" not in text and is_host(text):
@@ -183,6 +190,8 @@ async def _ls(setup: RunSetup, spec: _LsSpec, digests: bool, as_json: bool) -> i
         _print_tags(f"{source.named}", rows, digests, as_json)
         return EXIT_OK
     _warn_rejected(listed.report("repository"))
+    if not listed.names and not listed.rejected and not spec.whole_store:
+        raise EmptySourceError(f"{source.named} matches no repository")  # a typo, as in once
     names = sorted(listed.names)
     if as_json:
         print(json.dumps({"repositories": names}, indent=2))

@@ -23,7 +23,7 @@ from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
 from regsync.errors import MappingError, NotFoundError, RegsyncError
 from regsync.oci.manifest import Descriptor
-from regsync.session import RunSetup, open_run
+from regsync.session import RuleSetup, RunSetup, open_run
 from regsync.summary import orphans_json, orphans_note
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,10 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
         result.errors.append(str(exc))
         return
     policy, dest = setup.policy.tags, setup.destination
+    exists = getattr(dest, "exists", None)  # a layout's or a bundle's capability
+    if exists is not None and not await asyncio.to_thread(exists):
+        result.errors.append(f"destination {dest.name} does not exist; nothing was verified")
+        return
     try:
         found = await run.repositories(setup)
     except MappingError as exc:
@@ -194,6 +198,9 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
         repo, dest_repo = pair.source, pair.destination
         try:
             listed = await dest.tags(dest_repo)
+            if listed.missing and (absent := await _absent(setup, repo, dest_repo)):
+                result.errors.append(absent)
+                continue
         except RegsyncError as exc:
             result.errors.append(f"{dest_repo}: {exc}")
             continue
@@ -203,6 +210,19 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
         async with asyncio.TaskGroup() as group:
             for tag in tags:
                 group.create_task(one(repo, walk, tag))
+
+
+async def _absent(setup: RuleSetup, src_repo: str, dest_repo: str) -> str | None:
+    """The error for a destination repository that does not exist, or None when the source
+    has no tag in the rule's scope there either (a copy would not have made it)."""
+    listed = await setup.source.tags(src_repo)
+    wanted = sum(1 for t in listed.names if setup.policy.tags.in_scope(t))
+    if not wanted:
+        return None
+    return (
+        f"destination repository {setup.destination.name}/{dest_repo} does not exist "
+        f"(the source has {wanted} tags in scope for it); nothing of it was verified"
+    )
 
 
 async def _repair(

@@ -242,8 +242,29 @@ def test_ls_of_a_repository_the_registry_lacks_fails_naming_it(
     for args in (["--json"], ["--digests"]):
         proc = regsync("ls", f"{reg.host}/team/nope", *args, registries=(reg,))
         assert proc.returncode == 1, proc.stderr
-        assert f"{reg.host}/team/nope: no such repository" in proc.stderr
+        assert f"regsync ls: not found: {reg.host}/team/nope: no such repository" in proc.stderr
         assert not proc.stdout
+
+
+def test_ls_of_a_glob_matching_nothing_fails_naming_the_pattern(
+    registry_factory: RegistryFactory,
+) -> None:
+    """README "Everyday commands": `ls host/nope/*` is one line naming the pattern, exit 1,
+    as `once` fails a rule whose glob matches nothing; a bare host lists what it holds, and a
+    registry that holds nothing is an answer (exit 0)."""
+    reg = registry_factory()
+    empty = regsync("ls", reg.host, "--json", registries=(reg,))
+    assert empty.returncode == 0, empty.stderr
+    assert json.loads(empty.stdout) == {"repositories": []}
+    push(reg, "team/app", "1", Image.oci([Blob.random(300, seed="glob")]))
+    for args in ([], ["--json"]):
+        proc = regsync("ls", f"{reg.host}/nope/*", *args, registries=(reg,))
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.count("matches no repository") == 1
+        assert f"regsync ls: {reg.host}/nope/* matches no repository" in proc.stderr
+        assert not proc.stdout
+    found = regsync("ls", f"{reg.host}/team/*", registries=(reg,))
+    assert found.returncode == 0 and found.stdout.split() == ["team/app"]
 
 
 def test_ls_digests_take_the_hub_tags_api_first_and_head_only_the_rest(

@@ -94,6 +94,10 @@ class Layout:
     def __repr__(self) -> str:
         return f"Layout({str(self.root)!r})"
 
+    def exists(self) -> bool:
+        """Whether the directory is a layout (what ``verify`` asks before reading one)."""
+        return self._is_layout()
+
     # -- listing -------------------------------------------------------------------------
 
     async def repositories(self) -> Listed:

@@ -75,6 +75,10 @@ class Tarball(Layout):
     def __repr__(self) -> str:
         return f"Tarball({str(self.path)!r})"
 
+    def exists(self) -> bool:
+        """Whether FILE is there (what ``verify`` asks before reading a destination)."""
+        return self.path.exists()
+
     # -- opening: the archive's index seeds the working layout ----------------------------
 
     def _open(self) -> None:
