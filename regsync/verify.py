@@ -23,6 +23,7 @@ from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
 from regsync.errors import MappingError, NotFoundError, RegsyncError
 from regsync.oci.manifest import Descriptor
+from regsync.result import Orphans
 from regsync.session import RuleSetup, RunSetup, open_run
 from regsync.summary import orphans_json, orphans_note
 
@@ -48,7 +49,7 @@ class VerifyResult:
     missing: list[Missing] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    orphans: tuple[str, ...] | None = None  # destination repositories the source lost
+    orphans: Orphans | None = None  # destination repositories the source lost
 
     @property
     def broken_tags(self) -> list[str]:
