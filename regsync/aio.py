@@ -1,4 +1,5 @@
-"""The event loop regsync runs on: uvloop when the ``fast`` extra is installed.
+"""The event loop regsync runs on: uvloop when the ``fast`` extra is installed; and the one
+error a failed task group reports (``first_error``).
 
 uvloop roughly halves the event loop's own share of a request-heavy run (a no-op over
 thousands of tags is almost all small requests). ``REGSYNC_UVLOOP=0`` keeps asyncio's loop.
@@ -12,6 +13,8 @@ import logging
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+from regsync.errors import RegsyncError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -35,3 +38,18 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     log.debug("event loop: %s", "uvloop" if factory else "asyncio")
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf of an exception group, preferring regsync's own errors."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, RegsyncError)), leaves[0])

@@ -23,7 +23,6 @@ from regsync import aio
 from regsync.backends import Backend
 from regsync.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, split_tag, usage_error
 from regsync.config import Config
-from regsync.copy import first_error
 from regsync.discovery import discover
 from regsync.errors import EmptySourceError, NotFoundError, RegsyncError
 from regsync.oci.digest import is_digest
@@ -226,7 +225,7 @@ async def _digests(backend: Backend, repo: str, tags: list[str]) -> dict[str, st
         async with asyncio.TaskGroup() as group:
             tasks = {tag: group.create_task(head(tag)) for tag in tags}
     except BaseExceptionGroup as errors:
-        raise first_error(errors) from errors
+        raise aio.first_error(errors) from errors
     return {tag: task.result() for tag, task in tasks.items()}
 
 

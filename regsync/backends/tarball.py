@@ -36,7 +36,7 @@ from regsync.backends.bundle import MAX_CARRIERS, BundleSeries, read_left_out
 from regsync.backends.layout import Layout
 from regsync.backends.layoutdir import LAYOUT_FILE, LAYOUT_MARKER, blob_parts
 from regsync.backends.layoutfs import open_regular, regular_size, replace_file
-from regsync.backends.layoutindex import INDEX_FILE, MAX_INDEX_BYTES
+from regsync.backends.layoutindex import INDEX_FILE, MAX_INDEX_BYTES, empty_index
 from regsync.backends.tarfs import BUNDLE_FILE, Archive, blob_name, pack
 from regsync.errors import IntegrityError, LayoutError, ManifestError, NotFoundError
 from regsync.oci import mediatypes
@@ -105,7 +105,7 @@ class Tarball(Layout):
             entries = self._scan()
         elif self.is_source:
             raise LayoutError(f"{self.name}: no such file")
-        index = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": entries}
+        index = {**empty_index(), "manifests": entries}
         try:
             self.root.mkdir(exist_ok=True)
             replace_file(self.root, INDEX_FILE, json.dumps(index).encode())
