@@ -10,10 +10,11 @@ import asyncio
 import importlib
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 
@@ -35,3 +36,24 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     log.debug("event loop: %s", "uvloop" if factory else "asyncio")
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
+
+
+async def bounded_map(fn: Callable[[T], Awaitable[R]], items: Sequence[T], workers: int) -> list[R]:
+    """``[await fn(item) for item in items]``, ``workers`` at a time, in the order of ``items``.
+
+    ``workers`` tasks take the items one by one (not one task per item behind a semaphore):
+    the tasks, and what each holds, follow the bound, never the number of items, which may
+    come from outside (a tag listing). The first error cancels the rest (no further item
+    starts) and is raised as the ``TaskGroup``'s exception group.
+    """
+    results: dict[int, R] = {}
+    pending = iter(range(len(items)))  # shared: each index is taken by exactly one worker
+
+    async def worker() -> None:
+        for i in pending:
+            results[i] = await fn(items[i])
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(workers, len(items))):
+            group.create_task(worker())
+    return [results[i] for i in range(len(items))]
