@@ -218,8 +218,11 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
 
 async def _absent(setup: RuleSetup, src_repo: str, dest_repo: str) -> str | None:
     """The error for a destination repository that does not exist, or None when the source
-    has no tag in the rule's scope there either (a copy would not have made it). A source
+    has no tag in the rule's scope there either (a copy would not have made it), or the rule's
+    ``media_types`` may have skipped them all. A source
     that cannot say is no excuse: the destination repository is still reported missing."""
+    if setup.policy.media_types is not None:
+        return None  # it may skip every tag there on purpose, and only GETs could tell
     missing = f"destination repository {setup.destination.name}/{dest_repo} does not exist"
     try:
         listed = await setup.source.tags(src_repo)

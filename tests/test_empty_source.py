@@ -207,3 +207,13 @@ def test_verify_of_a_registry_repository_that_does_not_exist_fails_naming_it(
     )
     scoped = regsync_json("verify", nothing)
     assert scoped.code == 0 and scoped.rule["ok"] is True and scoped.rule["errors"] == []
+    (tmp_path / "typed").mkdir()  # media_types may skip every tag: only GETs could tell
+    typed = mirror_config(
+        tmp_path / "typed",
+        source_registry,
+        dest_registry,
+        "diamol/*",
+        "media_types: [application/vnd.oci.image.index.v1+json]",
+    )
+    skipped = regsync_json("verify", typed)
+    assert skipped.code == 0 and skipped.rule["errors"] == []
