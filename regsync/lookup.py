@@ -12,7 +12,6 @@ delete by digest only).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -214,19 +213,17 @@ async def _listed_digests(setup: RunSetup, source: SourceSpec) -> dict[str, str]
 
 
 async def _digests(backend: Backend, repo: str, tags: list[str]) -> dict[str, str]:
-    limit = asyncio.Semaphore(HEAD_CONCURRENCY)
+    """Each tag's digest by a HEAD, ``HEAD_CONCURRENCY`` workers (not a task per tag)."""
 
     async def head(tag: str) -> str:
-        async with limit:
-            desc = await backend.manifest_head(repo, tag)
+        desc = await backend.manifest_head(repo, tag)
         return desc.digest if desc is not None else ""
 
     try:
-        async with asyncio.TaskGroup() as group:
-            tasks = {tag: group.create_task(head(tag)) for tag in tags}
+        found = await aio.bounded_map(head, tags, HEAD_CONCURRENCY)
     except BaseExceptionGroup as errors:
         raise aio.first_error(errors) from errors
-    return {tag: task.result() for tag, task in tasks.items()}
+    return dict(zip(tags, found, strict=True))
 
 
 def _print_tags(repository: str, rows: dict[str, str], digests: bool, as_json: bool) -> None:

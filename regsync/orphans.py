@@ -23,6 +23,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
+from regsync import aio
 from regsync.backends import Backend
 from regsync.backends.memory import MemoryBackend
 from regsync.config import Rule
@@ -72,16 +73,14 @@ async def find(
     # never dropped in silence (the count is then a lower bound, and nothing is pruned on it).
     unchecked = max(len(candidates) - CHECKED_ORPHANS, 0)
     del candidates[CHECKED_ORPHANS:]
-    limit = asyncio.Semaphore(8)
 
     async def holds_tags(repo: str) -> bool:
-        async with limit:
-            try:
-                return bool((await dest.tags(repo)).names)
-            except RegsyncError:
-                return True  # cannot tell: still reported, never pruned blindly (rails below)
+        try:
+            return bool((await dest.tags(repo)).names)
+        except RegsyncError:
+            return True  # cannot tell: still reported, never pruned blindly (rails below)
 
-    held = await asyncio.gather(*(holds_tags(r) for r in candidates))
+    held = await aio.bounded_map(holds_tags, candidates, 8)
     lost = tuple(sorted(r for r, h in zip(candidates, held, strict=True) if h))
     return Orphans(lost, unchecked)
 

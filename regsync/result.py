@@ -104,6 +104,7 @@ class RuleResult:
     orphans: Orphans | None = None  # destination repositories the source lost (or ?)
     refusals_quoted: int = 0  # refused names quoted in errors so far (at most QUOTED_REFUSALS)
     refusals_more: int = 0  # refused names counted, not quoted
+    moved_immutable: int = 0  # immutable tags whose source digest moved (logged: the first few)
     backups: int = 0  # backup tags made before overwriting a changed tag (rule `backup`)
     stats: CopyStats = field(default_factory=CopyStats)
     errors: list[str] = field(default_factory=Lines)

@@ -156,7 +156,10 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
     policy, dest = setup.policy.tags, setup.destination
     exists = getattr(dest, "exists", None)  # a layout's or a bundle's capability
     if exists is not None and not await asyncio.to_thread(exists):
-        result.errors.append(f"destination {dest.name} does not exist; nothing was verified")
+        result.errors.append(
+            f"destination {dest.name} does not exist; nothing was verified (check the path; "
+            "`regsync once` creates it)"
+        )
         return
     try:
         found = await run.repositories(setup)
@@ -215,14 +218,22 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
 
 async def _absent(setup: RuleSetup, src_repo: str, dest_repo: str) -> str | None:
     """The error for a destination repository that does not exist, or None when the source
-    has no tag in the rule's scope there either (a copy would not have made it)."""
-    listed = await setup.source.tags(src_repo)
+    has no tag in the rule's scope there either (a copy would not have made it), or the rule's
+    ``media_types`` may have skipped them all. A source
+    that cannot say is no excuse: the destination repository is still reported missing."""
+    if setup.policy.media_types is not None:
+        return None  # it may skip every tag there on purpose, and only GETs could tell
+    missing = f"destination repository {setup.destination.name}/{dest_repo} does not exist"
+    try:
+        listed = await setup.source.tags(src_repo)
+    except RegsyncError:
+        return f"{missing}; nothing of it was verified"
     wanted = sum(1 for t in listed.names if setup.policy.tags.in_scope(t))
     if not wanted:
         return None
     return (
-        f"destination repository {setup.destination.name}/{dest_repo} does not exist "
-        f"(the source has {wanted} tags in scope for it); nothing of it was verified"
+        f"{missing} (the source has {wanted} tags in scope for it); nothing of it was "
+        "verified (`regsync once` copies it)"
     )
 
 

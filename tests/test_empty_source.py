@@ -175,7 +175,10 @@ def test_verify_of_a_layout_or_bundle_that_does_not_exist_fails_naming_the_path(
 
         assert run.code == 1, run.stderr
         assert run.data["ok"] is False and run.rule["ok"] is False
-        assert run.rule["errors"] == [f"destination {dest} does not exist; nothing was verified"]
+        assert run.rule["errors"] == [
+            f"destination {dest} does not exist; nothing was verified (check the path; "
+            "`regsync once` creates it)"
+        ]
         assert run.rule["tags_checked"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sync.yaml"]  # nothing created
 
@@ -194,7 +197,8 @@ def test_verify_of_a_registry_repository_that_does_not_exist_fails_naming_it(
     assert run.code == 1, run.stderr
     assert run.rule["errors"] == [
         f"destination repository {dest_registry.host}/diamol/app does not exist "
-        "(the source has 1 tags in scope for it); nothing of it was verified"
+        "(the source has 1 tags in scope for it); nothing of it was verified "
+        "(`regsync once` copies it)"
     ]
     assert run.stderr.count("does not exist") == 1
     (tmp_path / "scoped").mkdir()
@@ -203,3 +207,13 @@ def test_verify_of_a_registry_repository_that_does_not_exist_fails_naming_it(
     )
     scoped = regsync_json("verify", nothing)
     assert scoped.code == 0 and scoped.rule["ok"] is True and scoped.rule["errors"] == []
+    (tmp_path / "typed").mkdir()  # media_types may skip every tag: only GETs could tell
+    typed = mirror_config(
+        tmp_path / "typed",
+        source_registry,
+        dest_registry,
+        "diamol/*",
+        "media_types: [application/vnd.oci.image.index.v1+json]",
+    )
+    skipped = regsync_json("verify", typed)
+    assert skipped.code == 0 and skipped.rule["errors"] == []
