@@ -11,12 +11,13 @@ walking every child even when it exists, and checked again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from regsync import orphans
+from regsync import aio, orphans
 from regsync.backends import Backend
 from regsync.backends.registry.observer import RequestObserver
 from regsync.config import Config, Rule
@@ -29,7 +30,7 @@ from regsync.summary import orphans_json, orphans_note
 
 log = logging.getLogger(__name__)
 
-TAG_CONCURRENCY = 16  # tags walked at once, per rule
+TAG_CONCURRENCY = 16  # tags walked at once, per rule, by as many worker tasks
 
 
 @dataclass(frozen=True)
@@ -182,21 +183,19 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
         retry=run.retry,
         trust_children=False,
     )
-    limit = asyncio.Semaphore(TAG_CONCURRENCY)
 
     async def one(src_repo: str, walk: _RepoWalk, tag: str) -> None:
-        async with limit:
-            try:
-                digest, missing = await walk.tag(tag)
-            except RegsyncError as exc:
-                result.errors.append(f"{walk.repo}:{tag}: {exc}")
-                return
-            if not missing:
-                return
-            result.missing.extend(missing)
-            log.error("verify %s: %s:%s lacks %d items", rule.name, walk.repo, tag, len(missing))
-            if repair:
-                await _repair(engine, src_repo, walk, tag, digest, missing, result)
+        try:
+            digest, missing = await walk.tag(tag)
+        except RegsyncError as exc:
+            result.errors.append(f"{walk.repo}:{tag}: {exc}")
+            return
+        if not missing:
+            return
+        result.missing.extend(missing)
+        log.error("verify %s: %s:%s lacks %d items", rule.name, walk.repo, tag, len(missing))
+        if repair:
+            await _repair(engine, src_repo, walk, tag, digest, missing, result)
 
     for pair in pairs:
         repo, dest_repo = pair.source, pair.destination
@@ -211,9 +210,7 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
         result.errors.extend(f"{dest_repo}: {w}" for w in listed.report("destination tag"))
         tags = [t for t in listed.names if policy.in_scope(t)]
         walk = _RepoWalk(dest, dest_repo, result)
-        async with asyncio.TaskGroup() as group:
-            for tag in tags:
-                group.create_task(one(repo, walk, tag))
+        await aio.bounded_map(functools.partial(one, repo, walk), tags, TAG_CONCURRENCY)
 
 
 async def _absent(setup: RuleSetup, src_repo: str, dest_repo: str) -> str | None:

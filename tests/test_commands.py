@@ -334,6 +334,7 @@ async def test_ls_digests_heads_through_a_bounded_pool_of_tasks() -> None:
     assert found == {tag: f"sha256:{tag:0>64}" for tag in tags}
     assert backend.heads == 2000
     assert backend.most_tasks <= lookup.HEAD_CONCURRENCY + 1  # the workers and this test
+    assert lookup.HEAD_CONCURRENCY == 16  # README "Everyday commands": 16 at a time
 
 
 async def test_a_failing_head_stops_the_pool_and_is_the_one_error() -> None:
