@@ -61,41 +61,43 @@ def rule_problems(
 
 
 def _shared_destinations(rules: list[Rule], lines: dict[Loc, int]) -> list[Problem]:
-    """Pairs of rules that could write one destination repository (see config.overlap)."""
-    problems = []
+    """Pairs of rules that could write one destination repository (see config.overlap);
+    each problem is at the later rule's ``destination``."""
+
+    def where(at: int) -> Loc:
+        return ("rules", at, "destination")
+
+    found: list[tuple[int, str]] = []
     for at, rule in enumerate(rules):
         if (repo := overlap.feeds_itself(rule)) is not None:
-            problems.append(
-                problem_at(
-                    lines,
-                    ("rules", at, "destination"),
+            found.append(
+                (
+                    at,
                     f"the source {rule.source} also lists what this rule writes (e.g. {repo}):"
                     " every run would copy the last run's copies again, one level deeper;"
                     " write to a path the source pattern does not match, or to another registry",
                 )
             )
     for first, later, repo in overlap.feedback(rules):
-        problems.append(
-            problem_at(
-                lines,
-                ("rules", later, "destination"),
+        earlier = line_of(lines, where(first))
+        found.append(
+            (
+                later,
                 f"rule {rules[later].name!r} writes what rule {rules[first].name!r} (line "
-                f"{line_of(lines, ('rules', first, 'destination'))}) lists (e.g. {repo}), and"
-                " that rule writes what this one lists: every run would copy the last run's"
-                " copies again, one level deeper; write to paths the other source does not"
-                " match",
+                f"{earlier}) lists (e.g. {repo}), and that rule writes what this one lists:"
+                " every run would copy the last run's copies again, one level deeper; write"
+                " to paths the other source does not match",
             )
         )
     for first, later, repo in overlap.conflicts(rules):
-        earlier = line_of(lines, ("rules", first, "destination"))
-        problems.append(
-            problem_at(
-                lines,
-                ("rules", later, "destination"),
+        earlier = line_of(lines, where(first))
+        found.append(
+            (
+                later,
                 f"rule {rules[later].name!r} and rule {rules[first].name!r} (line {earlier}) "
                 f"can both write destination repository {repo}: they would overwrite and "
                 "prune each other's tags; give them different destination paths, or "
                 "tags.include patterns with different literal prefixes",
             )
         )
-    return problems
+    return [problem_at(lines, where(at), message) for at, message in found]
