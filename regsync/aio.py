@@ -1,5 +1,6 @@
-"""The event loop regsync runs on: uvloop when the ``fast`` extra is installed; and
-``map_bounded``, per-item work whose memory is bounded by what is in flight.
+"""The event loop regsync runs on (uvloop when the ``fast`` extra is installed), and task-group
+helpers: work mapped over a bounded number of workers (``bounded_map``), and the one error a
+failed task group reports (``first_error``).
 
 uvloop roughly halves the event loop's own share of a request-heavy run (a no-op over
 thousands of tags is almost all small requests). ``REGSYNC_UVLOOP=0`` keeps asyncio's loop.
@@ -11,11 +12,13 @@ import asyncio
 import importlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from regsync.errors import RegsyncError
+
 T = TypeVar("T")
-A = TypeVar("A")
+R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 
@@ -39,30 +42,41 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-async def map_bounded(fn: Callable[[A], Awaitable[T]], items: Iterable[A], workers: int) -> list[T]:
-    """``[await fn(x) for x in items]``, at most ``workers`` at a time, results in order.
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf of an exception group, preferring regsync's own errors."""
+    leaves: list[BaseException] = []
 
-    ``asyncio.gather(*(fn(x) for x in items))`` behind a semaphore makes a task and a coroutine
-    frame per item up front: planning eight 1,000-tag repositories at once held 16,000 waiting
-    HEAD tasks (~2.7 KB each). Here ``workers`` tasks take the items in turn, so what waits
-    costs only its place in ``items``. The first error stops the workers taking more items
-    and is raised as is (as ``gather`` raises it).
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, RegsyncError)), leaves[0])
+
+
+async def bounded_map(fn: Callable[[T], Awaitable[R]], items: Sequence[T], workers: int) -> list[R]:
+    """``[await fn(item) for item in items]``, ``workers`` at a time, in the order of ``items``.
+
+    ``workers`` tasks take the items one by one (not one task per item behind a semaphore):
+    the tasks, and what each holds, follow the bound, never the number of items, which may
+    come from outside (a tag listing): planning eight 1,000-tag repositories with a task per
+    HEAD held 16,000 waiting tasks (~2.7 KB each). The first error cancels the rest (no
+    further item starts) and is raised as itself (``first_error``), as ``gather`` raises it.
     """
-    listed = list(items)
-    results: dict[int, T] = {}
-    pending = iter(enumerate(listed))
-    failed = False
+    results: dict[int, R] = {}
+    pending = iter(range(len(items)))  # shared: each index is taken by exactly one worker
 
     async def worker() -> None:
-        nonlocal failed
-        for i, item in pending:
-            if failed:
-                return
-            try:
-                results[i] = await fn(item)
-            except BaseException:
-                failed = True
-                raise
+        for i in pending:
+            results[i] = await fn(items[i])
 
-    await asyncio.gather(*(worker() for _ in range(min(workers, len(listed)))))
-    return [results[i] for i in range(len(listed))]
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(workers, len(items))):
+                group.create_task(worker())
+    except BaseExceptionGroup as errors:
+        raise first_error(errors) from errors
+    return [results[i] for i in range(len(items))]

@@ -99,7 +99,7 @@ async def decide_each(
     names (the copy engine's cache keeps what it can, within its budget). One that cannot be
     read is left out: the tag's copy reads it again and fails alone, naming why; its
     repository's other tags go on."""
-    from regsync.aio import map_bounded  # here: the config models import this module
+    from regsync.aio import bounded_map  # here: the config models import this module
 
     async def one(action: TagAction) -> tuple[str, T] | None:
         try:
@@ -108,5 +108,5 @@ async def decide_each(
             return None
         return action.tag, decide(manifest)
 
-    found = await map_bounded(one, actions, READ_CONCURRENCY)
+    found = await bounded_map(one, actions, READ_CONCURRENCY)
     return dict(pair for pair in found if pair is not None)

@@ -12,15 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from regsync import blobindex, lru, mediafilter, runner
-from regsync import copy as copy_module
-from regsync.aio import map_bounded
+from regsync import aio, blobindex, lru, manifestcache, mediafilter, runner
 from regsync.backends.memory import MemoryBackend
 from regsync.blobindex import BlobIndex
-from regsync.copy import manifest_cost
 from regsync.execute import copy_action
 from regsync.keyedlocks import KeyedLocks
 from regsync.lru import LRU
+from regsync.manifestcache import manifest_cost
 from regsync.mediafilter import MediaTypeFilter
 from regsync.metrics import out_of_sync
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
@@ -90,7 +88,7 @@ async def test_the_manifest_cache_counts_parsed_cost_and_drops_the_least_recentl
     built = [await store(source, f"{i}", image(f"lru{i}")) for i in range(3)]
     many = await store(source, "fat", fat)
     assert manifest_cost(many) > len(many.raw) + 40 * 256  # descriptors count, not raw bytes
-    monkeypatch.setattr(copy_module, "MANIFEST_CACHE_BYTES", 2 * manifest_cost(built[0]) + 1)
+    monkeypatch.setattr(manifestcache, "MANIFEST_CACHE_BYTES", 2 * manifest_cost(built[0]) + 1)
     eng = engine(source, dest)
     for m in (built[0], built[1], built[0], built[2]):  # 1 is least recently used at the end
         await eng.get_manifest(REPO, m.digest)
@@ -102,7 +100,7 @@ async def test_the_manifest_cache_counts_parsed_cost_and_drops_the_least_recentl
     await eng.get_manifest(REPO, many.digest)  # over the budget alone: never held
     await eng.get_manifest(REPO, many.digest)
     assert eng.stats.source_manifest_gets == 6
-    assert eng._cached_bytes <= copy_module.MANIFEST_CACHE_BYTES
+    assert eng._manifests.cached_bytes <= manifestcache.MANIFEST_CACHE_BYTES
 
 
 async def test_a_copying_run_keeps_no_record_of_each_up_to_date_tag(
@@ -136,7 +134,7 @@ def _tasks_seen(seen: list[int]) -> None:
     seen.append(len(asyncio.all_tasks()))
 
 
-async def test_map_bounded_keeps_workers_not_a_task_per_item_and_raises_the_first_error() -> None:
+async def test_bounded_map_keeps_workers_not_a_task_per_item_and_raises_the_first_error() -> None:
     seen: list[int] = []
     taken: list[int] = []
 
@@ -148,12 +146,12 @@ async def test_map_bounded_keeps_workers_not_a_task_per_item_and_raises_the_firs
             raise ValueError("seven")
         return 2 * n
 
-    assert await map_bounded(double, range(6), 4) == [0, 2, 4, 6, 8, 10]  # in order
+    assert await aio.bounded_map(double, range(6), 4) == [0, 2, 4, 6, 8, 10]  # in order
     before = len(asyncio.all_tasks())
     seen.clear()
     taken.clear()
     with pytest.raises(ValueError, match="seven"):
-        await map_bounded(double, range(500), 4)
+        await aio.bounded_map(double, range(500), 4)
     assert max(seen) <= before + 4  # four workers, never 500 waiting tasks
     assert len(taken) < 20  # no worker takes another item after the error
 
