@@ -333,3 +333,15 @@ async def test_media_types_planning_holds_the_manifests_being_read_not_every_one
 
     assert (len(kept), len(skipped), len(alive)) == (0, 300, 300)  # an image config: refused
     assert most <= mediafilter.READ_CONCURRENCY + 1
+
+
+def test_the_readme_states_the_memory_bounds_the_code_has() -> None:
+    """README "What is bounded", *Catalogue size*: each number is the code's."""
+    from tests.support import REPO_ROOT
+
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    claim = readme[readme.index("*Catalogue size*") :][:1200]
+    assert f"HEADs {HEAD_CONCURRENCY} tags at a time" in claim
+    assert f"copies run on {runner.IMAGE_CONCURRENCY} workers" in claim
+    assert f"for the {lru.RUN_MEMORY:,} most recently" in claim
+    assert f"cached within {manifestcache.MANIFEST_CACHE_BYTES // 2**20} MiB" in claim
