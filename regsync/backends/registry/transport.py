@@ -85,6 +85,7 @@ class Transport:
         self.user_agent = user_agent or USER_AGENT
         self.registry = registry
         self.base_url = URL(base_url)
+        self._own = _origin(self.base_url)  # asked several times per request
         self.auth = Authenticator(registry, username, password, self.fetch_token)
         self._ssl = ssl_context
         self.observer: RequestObserver = observer or NullObserver()
@@ -381,7 +382,7 @@ class Transport:
 
     def same_origin(self, url: URL) -> bool:
         """Whether ``url`` is on this registry's scheme+host+port, where its credentials go."""
-        return _origin(url) == _origin(self.base_url)
+        return _origin(url) == self._own
 
     async def _headers(
         self, headers: dict[str, str] | None, scopes: tuple[str, ...], *, own: bool
