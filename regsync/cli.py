@@ -332,9 +332,13 @@ def _run(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Sha
     # Metrics nobody exports would vanish with the process: only count when they go out.
     metrics = _run_metrics(rules, not dry_run, shard) if metrics_file or gateway else None
     observer: RequestObserver = metrics or NullObserver()
+    try:
+        progress = _progress(args)
+    except ConfigError as exc:
+        return _usage_error(args, str(exc))
     index = None if check or dry_run else open_index(args)
     state_dir = _state_dir(args)  # delta bundles' series: check and --dry-run plan against it
-    with _progress(args) as display, _closing(index):
+    with progress as display, _closing(index):
         sinks = [sink for sink in (metrics, display) if sink is not None]
         events: RunEvents = FanOut(*sinks) if len(sinks) > 1 else (sinks or [NoEvents()])[0]
         try:
@@ -450,19 +454,19 @@ def _closing(index: BlobIndex | None) -> Iterator[None]:
 
 def _progress(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
     """A live display for `once` on a terminal; elsewhere a progress log line per rule at most
-    every 30 s (``REGSYNC_PROGRESS_INTERVAL``), at the default verbosity too."""
-    if args.command not in ("once", "copy") or args.quiet:
+    every 30 s (``REGSYNC_PROGRESS_INTERVAL``), at the default verbosity too. A bad interval
+    is a ``ConfigError`` (checked wherever the run is, as the other environment settings)."""
+    if args.command not in ("once", "copy"):
+        return contextlib.nullcontext()
+    from regsync.backends.registry.retry import env_number
+    from regsync.progress import LOG_INTERVAL, ProgressLog
+
+    interval = env_number(os.environ, "REGSYNC_PROGRESS_INTERVAL", LOG_INTERVAL)
+    if args.quiet:
         return contextlib.nullcontext()
     if args.log_format != "text" or not sys.stderr.isatty():
-        from regsync.progress import LOG_INTERVAL, ProgressLog
-
         logger = logging.getLogger("regsync.progress")
         logger.setLevel(logging.INFO)  # shown without -v: it is the run's heartbeat
-        text = os.environ.get("REGSYNC_PROGRESS_INTERVAL", "").strip()
-        try:
-            interval = float(text) if text else LOG_INTERVAL
-        except ValueError:
-            interval = LOG_INTERVAL
         return ProgressLog(interval, logger=logger)
     from regsync.progress import ProgressDisplay  # rich loads only for a terminal
 

@@ -128,8 +128,8 @@ def copy_config(settings: Config, args: argparse.Namespace) -> Config:
     """``settings`` with the one rule the copy's arguments describe, checked as in sync.yaml."""
     from pydantic import ValidationError
 
-    from regsync.config.loader import _message
     from regsync.config.models import Defaults, _resolve_rule, _RuleSpec
+    from regsync.config.problems import pydantic_message
     from regsync.errors import ConfigError
 
     source, tag = split_tag(args.source)
@@ -157,7 +157,9 @@ def copy_config(settings: Config, args: argparse.Namespace) -> Config:
         err = exc.errors(include_url=False)[0]
         loc = err["loc"]  # empty for a check of the whole rule (e.g. a copy onto itself)
         where = _ARGUMENT.get(str(loc[0]), "argument") if loc else "SOURCE/DESTINATION"
-        raise ConfigError(f"{where}: {_message(err)}") from None  # pydantic's text quotes input
+        raise ConfigError(
+            f"{where}: {pydantic_message(err)}"
+        ) from None  # pydantic's text quotes input
     resolved = _resolve_rule(spec, Defaults())
     return settings.model_copy(update={"rules": [resolved]})
 

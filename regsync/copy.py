@@ -19,23 +19,24 @@ it. The ledger and the content index choose where to mount from, never whether t
 owns the content: a source naming a digest it lacks gets that blob read from it, and fails.
 
 Manifest GETs are single-flight per (source repository, digest) and an image's content is placed
-once per destination repository: tags sharing a digest cost one source GET between them.
+once per destination repository: tags sharing a digest cost one source GET between them (the
+parsed manifests are kept within a memory budget: ``regsync.manifestcache``). One blob's bytes
+are streamed by ``regsync.transfer``; this module decides whether they need to be.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from regsync.aio import first_error
 from regsync.backends import Backend
 from regsync.backends.registry.observer import NullObserver, RequestObserver
-from regsync.backends.registry.retry import TRANSFER, RetryPolicy, retrying
+from regsync.backends.registry.retry import RetryPolicy
 from regsync.errors import (
     ManifestError,
     RegistryError,
@@ -43,20 +44,17 @@ from regsync.errors import (
     TransportError,
 )
 from regsync.keyedlocks import KeyedLocks
+from regsync.manifestcache import ManifestCache
 from regsync.oci import mediatypes
 from regsync.oci.manifest import Descriptor, Manifest
+from regsync.transfer import transfer_blob
 
 if TYPE_CHECKING:
     from regsync.blobindex import BlobIndex
 
 log = logging.getLogger(__name__)
 
-TRANSFER_ATTEMPTS = 3  # whole-blob tries (each with a fresh upload session), at most
 FLUSH_BATCH = 256  # index writes buffered before a commit in the middle of a run
-MANIFEST_CACHE_BYTES = 32 * 1024 * 1024  # parsed source manifests kept per rule (LRU)
-# What a parsed manifest costs beyond its raw bytes: the Manifest and each Descriptor with its
-# strings (measured with tracemalloc: ~0.5 KiB a descriptor, ~1 KiB the manifest itself).
-DESCRIPTOR_COST, MANIFEST_COST = 512, 1024
 
 
 @dataclass
@@ -127,40 +125,6 @@ class BlobLedger:
         return next((r for r in sorted(self.locations.get(digest, ())) if r != repo), None)
 
 
-class _Tap:
-    """Wraps a source stream: counts bytes and remembers the error that ended it.
-
-    An iterator (not a generator), closed by its owner: a destination that stops reading
-    (its disk is full) leaves the source's HTTP stream to be closed here, at once, rather
-    than by the garbage collector at some later point."""
-
-    def __init__(self, source: AsyncIterator[bytes], on_bytes: Callable[[int], None]) -> None:
-        self._source = source
-        self._on_bytes = on_bytes
-        self.error: BaseException | None = None
-
-    def __aiter__(self) -> _Tap:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            chunk = await anext(self._source)
-        except StopAsyncIteration:
-            raise
-        except BaseException as exc:
-            self.error = exc
-            raise
-        self._on_bytes(len(chunk))
-        return chunk
-
-    async def aclose(self) -> None:
-        close = getattr(self._source, "aclose", None)
-        # Still being read by another task (an HTTP client's body writer, which the failed
-        # upload cancels): closing it now raises RuntimeError over the upload's own error.
-        if close is not None and not getattr(self._source, "ag_running", False):
-            await close()
-
-
 @dataclass
 class CopyEngine:
     """Copies images from one source backend to one destination backend."""
@@ -189,9 +153,7 @@ class CopyEngine:
     # the blob count as present in the destination repository itself, or be mounted from
     # those repositories of this same rule -- never from the ledger or the content index.
     declared: Callable[[str], list[str] | None] = lambda digest: None
-    # Least recently used last out, within MANIFEST_CACHE_BYTES of estimated parsed cost.
-    _manifests: OrderedDict[tuple[str, str], Manifest] = field(default_factory=OrderedDict)
-    _cached_bytes: int = 0
+    _manifests: ManifestCache = field(default_factory=ManifestCache)
     _placed: set[tuple[str, str, str]] = field(default_factory=set)
     _flights: KeyedLocks[tuple[str, str, str]] = field(default_factory=KeyedLocks)
     # (source repo, digest, size) -> whether that repository showed it holds the blob.
@@ -200,14 +162,14 @@ class CopyEngine:
     async def get_manifest(self, repo: str, digest: str) -> Manifest:
         """The source manifest `digest`, fetched once per run however many tags share it."""
         key = (repo, digest)
-        if (cached := self._cached(key)) is not None:
+        if (cached := self._manifests.get(key)) is not None:
             return cached
         async with self._flights.hold(("get", repo, digest)):
-            if (cached := self._cached(key)) is not None:
+            if (cached := self._manifests.get(key)) is not None:
                 return cached
             self.stats.source_manifest_gets += 1
             manifest = await self.source.manifest_get(repo, digest)
-            self._remember(key, manifest)
+            self._manifests.remember(key, manifest)
             return manifest
 
     async def get_tag_manifest(self, repo: str, tag: str) -> Manifest:
@@ -215,26 +177,8 @@ class CopyEngine:
         destination lacks (no HEAD first); the copy then finds it with ``get_manifest``."""
         self.stats.source_manifest_gets += 1
         manifest = await self.source.manifest_get(repo, tag)
-        self._remember((repo, manifest.digest), manifest)
+        self._manifests.remember((repo, manifest.digest), manifest)
         return manifest
-
-    def _cached(self, key: tuple[str, str]) -> Manifest | None:
-        manifest = self._manifests.get(key)
-        if manifest is not None:
-            self._manifests.move_to_end(key)
-        return manifest
-
-    def _remember(self, key: tuple[str, str], manifest: Manifest) -> None:
-        # Only a success is remembered (a failure retries), within a budget of what the parsed
-        # manifests cost: past it the least recently used go, and are fetched again if needed.
-        cost = manifest_cost(manifest)
-        if key in self._manifests or cost > MANIFEST_CACHE_BYTES:
-            return
-        while self._manifests and self._cached_bytes + cost > MANIFEST_CACHE_BYTES:
-            _, dropped = self._manifests.popitem(last=False)
-            self._cached_bytes -= manifest_cost(dropped)
-        self._cached_bytes += cost
-        self._manifests[key] = manifest
 
     async def copy_tag(self, src_repo: str, dst_repo: str, tag: str, digest: str) -> Manifest:
         """Copy the image `digest` and point `dst_repo:tag` at it. Returns the source manifest."""
@@ -248,7 +192,7 @@ class CopyEngine:
         content is in place: a manifest is pushed only after it). The bytes come from the
         destination, verified against ``digest``: no source pull. Copies from the source if
         the destination no longer has it."""
-        manifest = self._cached((src_repo, digest))
+        manifest = self._manifests.get((src_repo, digest))
         if manifest is None:
             try:
                 manifest = await self.destination.manifest_get(dst_repo, digest)
@@ -296,6 +240,12 @@ class CopyEngine:
             # The first failure cancelled its siblings; report it as the tag's error.
             raise first_error(errors) from errors
 
+    async def copy_by_digest(self, src_repo: str, dst_repo: str, digest: str) -> None:
+        """The image ``digest`` and its content, pushed by digest (a referrer the API lists),
+        unless the destination has it and the source shows it too."""
+        if not await self._manifest_in_place(src_repo, dst_repo, digest):
+            await self._copy_manifest(src_repo, dst_repo, digest, 0)
+
     async def _copy_child(self, src_repo: str, dst_repo: str, desc: Descriptor, depth: int) -> None:
         key = ("child", dst_repo, desc.digest)  # content and the manifest pushed by digest
         if key in self._placed:
@@ -303,17 +253,28 @@ class CopyEngine:
         if (
             self.trust_children
             and dst_repo not in self.fresh
-            and await self.destination.manifest_head(dst_repo, desc.digest)
-            and await self.manifest_proven(src_repo, desc.digest)
+            and await self._manifest_in_place(src_repo, dst_repo, desc.digest)
         ):
-            return  # pushed only after its own content, so it is complete
+            return
         async with self._flights.hold(key):  # a failed leader lets the next waiter try
             if key in self._placed:
                 return
-            child = await self.get_manifest(src_repo, desc.digest)
-            await self.copy_content(src_repo, dst_repo, child, depth)
-            await self.push_manifest(dst_repo, child.digest, child)
+            await self._copy_manifest(src_repo, dst_repo, desc.digest, depth)
             self._placed.add(key)
+
+    async def _copy_manifest(self, src_repo: str, dst_repo: str, digest: str, depth: int) -> None:
+        """The source manifest ``digest``: its content, then itself pushed by digest."""
+        manifest = await self.get_manifest(src_repo, digest)
+        await self.copy_content(src_repo, dst_repo, manifest, depth)
+        await self.push_manifest(dst_repo, manifest.digest, manifest)
+
+    async def _manifest_in_place(self, src_repo: str, dst_repo: str, digest: str) -> bool:
+        """Whether the destination has the manifest ``digest`` (a HEAD) and the source
+        repository shows it too (invariant 10): only then is the copy there kept. A manifest
+        is pushed only after its own content, so one that is there is complete."""
+        return await self.destination.manifest_head(
+            dst_repo, digest
+        ) is not None and await self.manifest_proven(src_repo, digest)
 
     async def manifest_proven(self, src_repo: str, digest: str) -> bool:
         """Whether the source repository shows the manifest ``digest`` (a HEAD, or a GET this
@@ -406,53 +367,16 @@ class CopyEngine:
             return False
 
     async def _transfer(self, src_repo: str, dst_repo: str, desc: Descriptor) -> None:
-        """Stream one blob source -> destination; a failed upload restarts with a new session.
-
-        A broken source stream resumes inside ``blob_read``; what reaches here is an upload
-        that failed (or a source that could not recover), so the blob is sent again whole.
-        """
-        policy = dataclasses.replace(
-            self.retry, attempts=min(TRANSFER_ATTEMPTS, self.retry.attempts)
+        sent = await transfer_blob(
+            self.source,
+            self.destination,
+            src_repo,
+            dst_repo,
+            desc,
+            retry=self.retry,
+            observer=self.observer,
+            on_bytes=self.on_bytes,
         )
-        loop = retrying(policy, self.observer, self.destination.name, on=TRANSFER)
-        async for attempt in loop:
-            with attempt:
-                sent = 0
-
-                def count(n: int) -> None:
-                    nonlocal sent
-                    sent += n
-                    self.on_bytes(n)
-
-                tap = _Tap(self.source.blob_read(src_repo, desc), count)
-                try:
-                    await self.destination.blob_upload(dst_repo, desc, tap)
-                except RegsyncError as exc:
-                    # The upload reports a source failure as its own: surface the cause.
-                    if isinstance(tap.error, RegsyncError) and tap.error is not exc:
-                        raise tap.error from exc
-                    raise
-                finally:
-                    await tap.aclose()
-                self.stats.bytes_copied += sent
-
-
-def manifest_cost(manifest: Manifest) -> int:
-    """Bytes a cached manifest holds: raw bytes, the parsed value and its descriptors."""
-    descriptors = len(manifest.children) + len(manifest.layers) + 1
-    return len(manifest.raw) + MANIFEST_COST + DESCRIPTOR_COST * descriptors
-
-
-def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first leaf of an exception group, preferring regsync's own errors."""
-    leaves: list[BaseException] = []
-
-    def walk(error: BaseException) -> None:
-        if isinstance(error, BaseExceptionGroup):
-            for inner in error.exceptions:
-                walk(inner)
-        else:
-            leaves.append(error)
-
-    walk(group)
-    return next((e for e in leaves if isinstance(e, RegsyncError)), leaves[0])
+        # Added after the await, not in `+= await`: that reads the counter before the await,
+        # and concurrent transfers would each write back their own sum over the others'.
+        self.stats.bytes_copied += sent

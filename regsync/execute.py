@@ -101,7 +101,7 @@ async def copy_referrers(
         found = await engine.source.referrers(src, action.artifact_of) or []
         found = keep.keep(found) if keep is not None else found
         for desc in found:
-            await copy_by_digest(engine, src, dst, desc.digest)
+            await engine.copy_by_digest(src, dst, desc.digest)
         if await engine.destination.referrers(dst, action.artifact_of) is None:
             await _merge_fallback(engine, dst, action.tag, found, source_digest=None)
         return
@@ -120,16 +120,6 @@ async def copy_referrers(
         return
     await engine.copy_content(src, dst, index)
     await _merge_fallback(engine, dst, action.tag, list(index.children), index.digest, current)
-
-
-async def copy_by_digest(engine: CopyEngine, src: str, dst: str, digest: str) -> None:
-    if await engine.destination.manifest_head(
-        dst, digest
-    ) is not None and await engine.manifest_proven(src, digest):
-        return  # already there, and the source shows it too (invariant 10)
-    manifest = await engine.get_manifest(src, digest)
-    await engine.copy_content(src, dst, manifest)
-    await engine.push_manifest(dst, digest, manifest)
 
 
 async def _current(dest: Backend, repo: str, tag: str) -> Manifest | None:

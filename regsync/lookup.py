@@ -12,7 +12,6 @@ delete by digest only).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -23,9 +22,8 @@ from regsync import aio
 from regsync.backends import Backend
 from regsync.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, split_tag, usage_error
 from regsync.config import Config
-from regsync.copy import first_error
 from regsync.discovery import discover
-from regsync.errors import NotFoundError, RegsyncError
+from regsync.errors import EmptySourceError, NotFoundError, RegsyncError
 from regsync.oci.digest import is_digest
 from regsync.oci.ref import Kind, SourceSpec, is_host, is_repository, normalize_host, split_name
 from regsync.secrets import redact
@@ -155,6 +153,13 @@ class _LsSpec:
     def lists_tags(self) -> bool:
         return not self.whole_registry and not self.source.is_glob
 
+    @property
+    def whole_store(self) -> bool:
+        """A bare host, `oci:DIR` or `tar:FILE`: its empty listing is an answer, not a typo."""
+        return self.whole_registry or (
+            self.source.kind is not Kind.REGISTRY and self.source.pattern == "**"
+        )
+
 
 def _ls_spec(text: str) -> _LsSpec:
     if not text.startswith(("oci:", "tar:")) and "/" not in text and is_host(text):
@@ -183,6 +188,8 @@ async def _ls(setup: RunSetup, spec: _LsSpec, digests: bool, as_json: bool) -> i
         _print_tags(f"{source.named}", rows, digests, as_json)
         return EXIT_OK
     _warn_rejected(listed.report("repository"))
+    if not listed.names and not listed.rejected and not spec.whole_store:
+        raise EmptySourceError(f"{source.named} matches no repository")  # a typo, as in once
     names = sorted(listed.names)
     if as_json:
         print(json.dumps({"repositories": names}, indent=2))
@@ -206,19 +213,17 @@ async def _listed_digests(setup: RunSetup, source: SourceSpec) -> dict[str, str]
 
 
 async def _digests(backend: Backend, repo: str, tags: list[str]) -> dict[str, str]:
-    limit = asyncio.Semaphore(HEAD_CONCURRENCY)
+    """Each tag's digest by a HEAD, ``HEAD_CONCURRENCY`` workers (not a task per tag)."""
 
     async def head(tag: str) -> str:
-        async with limit:
-            desc = await backend.manifest_head(repo, tag)
+        desc = await backend.manifest_head(repo, tag)
         return desc.digest if desc is not None else ""
 
     try:
-        async with asyncio.TaskGroup() as group:
-            tasks = {tag: group.create_task(head(tag)) for tag in tags}
+        found = await aio.bounded_map(head, tags, HEAD_CONCURRENCY)
     except BaseExceptionGroup as errors:
-        raise first_error(errors) from errors
-    return {tag: task.result() for tag, task in tasks.items()}
+        raise aio.first_error(errors) from errors
+    return dict(zip(tags, found, strict=True))
 
 
 def _print_tags(repository: str, rows: dict[str, str], digests: bool, as_json: bool) -> None:

@@ -289,7 +289,7 @@ class Metrics(NoEvents):
         if result.result == "success" and self.record_success:
             self.last_success.labels(rule).set(time.time())
         if result.orphans is not None:  # unknown (no destination catalog): no series
-            self.orphaned.labels(rule).set(len(result.orphans))
+            self.orphaned.labels(rule).set(len(result.orphans.names))  # at least
         if result.plans or not result.rule_failed:
             # A rule that could not list knows nothing new: keep the last known figure.
             self.out_of_sync.labels(rule).set(out_of_sync(result))

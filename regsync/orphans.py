@@ -23,6 +23,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
+from regsync import aio
 from regsync.backends import Backend
 from regsync.backends.memory import MemoryBackend
 from regsync.config import Rule
@@ -33,13 +34,12 @@ from regsync.events import RunEvents
 from regsync.execute import DeleteGuard, prune_actions
 from regsync.oci.ref import Kind, Listed, SourceSpec
 from regsync.pruneplan import PrunePolicy
-from regsync.result import PruneOutcome, RuleResult
+from regsync.result import CHECKED_ORPHANS, Orphans, PruneOutcome, RuleResult
 from regsync.session import RunSetup
 from regsync.shard import Shard
 from regsync.survey import SyncPolicy, survey
 
 log = logging.getLogger(__name__)
-CHECKED = 1000  # candidates whose tags are listed, at most, per rule and run
 
 
 def in_scope(rule: Rule) -> SourceSpec | None:
@@ -55,7 +55,7 @@ async def find(
     found: Discovered,
     dest: Backend,
     catalog: Listed | None,
-) -> tuple[str, ...] | None:
+) -> Orphans | None:
     """The rule's orphaned destination repositories, sorted; None when it cannot be known."""
     scope = in_scope(rule)
     if scope is None or catalog is None:
@@ -68,24 +68,31 @@ async def find(
         if scope.matches(repo)
         and repo not in live
         and not any(g.registry == scope.registry and g.matches(repo) for g in theirs)
-    ][:CHECKED]
-    limit = asyncio.Semaphore(8)
+    ]
+    # Each candidate costs a tag listing: at most CHECKED_ORPHANS a run; the rest are counted,
+    # never dropped in silence (the count is then a lower bound, and nothing is pruned on it).
+    unchecked = max(len(candidates) - CHECKED_ORPHANS, 0)
+    del candidates[CHECKED_ORPHANS:]
 
     async def holds_tags(repo: str) -> bool:
-        async with limit:
-            try:
-                return bool((await dest.tags(repo)).names)
-            except RegsyncError:
-                return True  # cannot tell: still reported, never pruned blindly (rails below)
+        try:
+            return bool((await dest.tags(repo)).names)
+        except RegsyncError:
+            return True  # cannot tell: still reported, never pruned blindly (rails below)
 
-    held = await asyncio.gather(*(holds_tags(r) for r in candidates))
-    return tuple(sorted(r for r, h in zip(candidates, held, strict=True) if h))
+    held = await aio.bounded_map(holds_tags, candidates, 8)
+    lost = tuple(sorted(r for r, h in zip(candidates, held, strict=True) if h))
+    return Orphans(lost, unchecked)
 
 
-def refusal(
-    rule: Rule, orphans: Sequence[str], found: Discovered, errors: int, failed: int
-) -> str | None:
+def refusal(rule: Rule, lost: Orphans, found: Discovered, errors: int, failed: int) -> str | None:
     """Why the orphans of this run must not be pruned, or None (the rails)."""
+    orphans = lost.names
+    if lost.unchecked:
+        return (
+            f"{lost.unchecked} more candidate repositories were not checked (at most "
+            f"{CHECKED_ORPHANS} a run), so the orphans cannot all be counted"
+        )
     if found.skipped:
         return "the source listing refused some names"
     if not found.pairs:
@@ -121,15 +128,16 @@ async def settle(
     lost = await find(rule, run.config.rules, found, setup.destination, catalog)
     if lost is None:
         return
-    result.orphans = lost = tuple(r for r in lost if shard.owns(rule.name, r))
-    if not lost or not rule.prune_repositories or not apply:
+    mine = tuple(r for r in lost.names if shard.owns(rule.name, r))
+    result.orphans = lost = replace(lost, names=mine)
+    if not (mine or lost.unchecked) or not rule.prune_repositories or not apply:
         return
     why = refusal(rule, lost, found, len(result.errors), result.failed)
     if why is not None:
         result.errors.append(f"prune_repositories refused: {why}; nothing deleted")
         log.error("rule %s: prune_repositories refused: %s", rule.name, why)
         return
-    outcome = await prune(setup.destination, lost, setup.policy, guard, stop)
+    outcome = await prune(setup.destination, mine, setup.policy, guard, stop)
     result.record_prune(outcome)
     for _ in outcome.pruned:
         events.tag_done(rule.name, "pruned")
@@ -137,7 +145,7 @@ async def settle(
         "rule %s: pruned %d tags of %d orphaned repositories",
         rule.name,
         len(outcome.pruned),
-        len(lost),
+        len(mine),
     )
 
 

@@ -17,6 +17,7 @@ from regsync.secrets import redact
 MAX_LINES = 100  # lines kept per list of a rule's result (errors, notes, undone)
 MAX_LINE_CHARS = 2000  # characters kept of one line (the rest counted)
 QUOTED_REFUSALS = 10  # refused names quoted per rule; the rest are counted
+CHECKED_ORPHANS = 1000  # candidate orphaned repositories whose tags are listed, per rule and run
 
 
 class Lines(list[str]):
@@ -66,6 +67,18 @@ def _cut(line: str) -> str:
     return f"{line[:MAX_LINE_CHARS]}… ({len(line)} characters)"
 
 
+@dataclass(frozen=True)
+class Orphans:
+    """Destination repositories in a rule's scope the source lost (``orphans.find``).
+
+    ``unchecked`` counts candidates past the per-run cap whose tags were not listed (each may
+    be one more orphan): ``names`` is then a lower bound, and prune_repositories is refused.
+    """
+
+    names: tuple[str, ...]
+    unchecked: int = 0
+
+
 @dataclass
 class PruneOutcome:
     """What the prune of one repository did: tags confirmed deleted, notes, errors."""
@@ -88,9 +101,10 @@ class RuleResult:
     interrupted: int = 0  # copies not started because the process is shutting down
     undone: Lines = field(default_factory=Lines)  # left undone by a registry's failure
     reported: set[str] = field(default_factory=set)  # registries whose failure is in errors
-    orphans: tuple[str, ...] | None = None  # destination repositories the source lost (or ?)
+    orphans: Orphans | None = None  # destination repositories the source lost (or ?)
     refusals_quoted: int = 0  # refused names quoted in errors so far (at most QUOTED_REFUSALS)
     refusals_more: int = 0  # refused names counted, not quoted
+    moved_immutable: int = 0  # immutable tags whose source digest moved (logged: the first few)
     backups: int = 0  # backup tags made before overwriting a changed tag (rule `backup`)
     stats: CopyStats = field(default_factory=CopyStats)
     errors: list[str] = field(default_factory=Lines)

@@ -37,6 +37,7 @@ from regsync.shard import Shard
 from regsync.survey import survey, survey_tags
 
 log = logging.getLogger(__name__)
+LOGGED_MOVED = 10  # moved immutable tags logged one by one per rule and run; the rest counted
 T = TypeVar("T")
 
 REPO_CONCURRENCY = 8  # repositories listed and planned at once, per rule
@@ -308,11 +309,14 @@ def _skipped(
 
 
 def _refusals_counted(rule: Rule, result: RuleResult) -> None:
-    """One line for the refused names past those quoted (none when all were quoted)."""
+    """One line for the refused names past those quoted (none when all were quoted), and one
+    log line for the moved immutable tags past those logged."""
     if result.refusals_more:
         why = f"… and {result.refusals_more} more refused names (not valid names, skipped)"
         result.errors.append(why)
         log.warning("rule %s: %s", rule.name, why)
+    if (more := result.moved_immutable - LOGGED_MOVED) > 0:
+        log.warning("rule %s: … and %d more immutable tags changed at the source", rule.name, more)
 
 
 async def sync_repo(
@@ -370,8 +374,10 @@ async def sync_repo(
     if ctx.dry_run or ctx.plan_only:
         return
     for warning in book.planned(plan, recorded):
-        result.notes.append(warning)
-        log.warning("rule %s: %s", rule.name, warning)
+        result.notes.append(warning)  # bounded (Lines); the log too: the first few, then a count
+        result.moved_immutable += 1
+        if result.moved_immutable <= LOGGED_MOVED:
+            log.warning("rule %s: %s", rule.name, warning)
     if plan.dest_empty and not engine.destination.shares_blobs:
         engine.fresh.add(dest_repo)  # shared blobs (a layout) may exist already: keep HEADs
     await _copy_then_prune(ctx, rule, engine, plan, result, book)

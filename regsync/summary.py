@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from regsync.plan import Action, RepoPlan, TagAction
-from regsync.result import RuleResult, RunResult
+from regsync.result import CHECKED_ORPHANS, Orphans, RuleResult, RunResult
 
 ORPHANS_SHOWN = 5  # orphaned repositories named in the summary, the note and /status
 
@@ -57,22 +57,35 @@ def run_json(run: RunResult, *, check: bool = False) -> dict[str, Any]:
     return data
 
 
-def orphans_json(orphans: tuple[str, ...] | None) -> dict[str, Any] | None:
-    """Destination repositories in scope the source no longer has: count and the first few
-    (null when it cannot be known: one named repository, no destination catalog)."""
+def orphans_json(orphans: Orphans | None) -> dict[str, Any] | None:
+    """Destination repositories in scope the source no longer has: count, the first few and
+    the candidates left unchecked (null when it cannot be known: one named repository, no
+    destination catalog)."""
     if orphans is None:
         return None
-    return {"count": len(orphans), "names": list(orphans[:ORPHANS_SHOWN])}
+    names = orphans.names
+    return {
+        "count": len(names),
+        "names": list(names[:ORPHANS_SHOWN]),
+        "unchecked": orphans.unchecked,
+    }
 
 
-def orphans_note(orphans: tuple[str, ...] | None) -> list[str]:
-    if not orphans:
+def orphans_note(orphans: Orphans | None) -> list[str]:
+    if orphans is None or not (orphans.names or orphans.unchecked):
         return []
-    more = f" and {len(orphans) - ORPHANS_SHOWN} more" if len(orphans) > ORPHANS_SHOWN else ""
+    names = orphans.names
+    more = f" and {len(names) - ORPHANS_SHOWN} more" if len(names) > ORPHANS_SHOWN else ""
+    count = f"at least {len(names)}" if orphans.unchecked else str(len(names))
+    unchecked = (
+        f"; {orphans.unchecked} more candidates were not checked (at most {CHECKED_ORPHANS} a run)"
+        if orphans.unchecked
+        else ""
+    )
     return [
-        f"{len(orphans)} destination repositories in scope are gone from the source: "
-        f"{', '.join(orphans[:ORPHANS_SHOWN])}{more} (left as they are; prune_repositories: "
-        "true deletes their tags)"
+        f"{count} destination repositories in scope are gone from the source: "
+        f"{', '.join(names[:ORPHANS_SHOWN])}{more}{unchecked} (left as they are; "
+        "prune_repositories: true deletes their tags)"
     ]
 
 

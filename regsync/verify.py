@@ -11,24 +11,26 @@ walking every child even when it exists, and checked again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from regsync import orphans
+from regsync import aio, orphans
 from regsync.backends import Backend
 from regsync.backends.registry.observer import RequestObserver
 from regsync.config import Config, Rule
 from regsync.copy import BlobLedger, CopyEngine
 from regsync.errors import MappingError, NotFoundError, RegsyncError
 from regsync.oci.manifest import Descriptor
-from regsync.session import RunSetup, open_run
+from regsync.result import Orphans
+from regsync.session import RuleSetup, RunSetup, open_run
 from regsync.summary import orphans_json, orphans_note
 
 log = logging.getLogger(__name__)
 
-TAG_CONCURRENCY = 16  # tags walked at once, per rule
+TAG_CONCURRENCY = 16  # tags walked at once, per rule, by as many worker tasks
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class VerifyResult:
     missing: list[Missing] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    orphans: tuple[str, ...] | None = None  # destination repositories the source lost
+    orphans: Orphans | None = None  # destination repositories the source lost
 
     @property
     def broken_tags(self) -> list[str]:
@@ -153,6 +155,13 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
         result.errors.append(str(exc))
         return
     policy, dest = setup.policy.tags, setup.destination
+    exists = getattr(dest, "exists", None)  # a layout's or a bundle's capability
+    if exists is not None and not await asyncio.to_thread(exists):
+        result.errors.append(
+            f"destination {dest.name} does not exist; nothing was verified (check the path; "
+            "`regsync once` creates it)"
+        )
+        return
     try:
         found = await run.repositories(setup)
     except MappingError as exc:
@@ -174,35 +183,55 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
         retry=run.retry,
         trust_children=False,
     )
-    limit = asyncio.Semaphore(TAG_CONCURRENCY)
 
     async def one(src_repo: str, walk: _RepoWalk, tag: str) -> None:
-        async with limit:
-            try:
-                digest, missing = await walk.tag(tag)
-            except RegsyncError as exc:
-                result.errors.append(f"{walk.repo}:{tag}: {exc}")
-                return
-            if not missing:
-                return
-            result.missing.extend(missing)
-            log.error("verify %s: %s:%s lacks %d items", rule.name, walk.repo, tag, len(missing))
-            if repair:
-                await _repair(engine, src_repo, walk, tag, digest, missing, result)
+        try:
+            digest, missing = await walk.tag(tag)
+        except RegsyncError as exc:
+            result.errors.append(f"{walk.repo}:{tag}: {exc}")
+            return
+        if not missing:
+            return
+        result.missing.extend(missing)
+        log.error("verify %s: %s:%s lacks %d items", rule.name, walk.repo, tag, len(missing))
+        if repair:
+            await _repair(engine, src_repo, walk, tag, digest, missing, result)
 
     for pair in pairs:
         repo, dest_repo = pair.source, pair.destination
         try:
             listed = await dest.tags(dest_repo)
+            if listed.missing and (absent := await _absent(setup, repo, dest_repo)):
+                result.errors.append(absent)
+                continue
         except RegsyncError as exc:
             result.errors.append(f"{dest_repo}: {exc}")
             continue
         result.errors.extend(f"{dest_repo}: {w}" for w in listed.report("destination tag"))
         tags = [t for t in listed.names if policy.in_scope(t)]
         walk = _RepoWalk(dest, dest_repo, result)
-        async with asyncio.TaskGroup() as group:
-            for tag in tags:
-                group.create_task(one(repo, walk, tag))
+        await aio.bounded_map(functools.partial(one, repo, walk), tags, TAG_CONCURRENCY)
+
+
+async def _absent(setup: RuleSetup, src_repo: str, dest_repo: str) -> str | None:
+    """The error for a destination repository that does not exist, or None when the source
+    has no tag in the rule's scope there either (a copy would not have made it), or the rule's
+    ``media_types`` may have skipped them all. A source
+    that cannot say is no excuse: the destination repository is still reported missing."""
+    if setup.policy.media_types is not None:
+        return None  # it may skip every tag there on purpose, and only GETs could tell
+    missing = f"destination repository {setup.destination.name}/{dest_repo} does not exist"
+    try:
+        listed = await setup.source.tags(src_repo)
+    except RegsyncError:
+        return f"{missing}; nothing of it was verified"
+    wanted = sum(1 for t in listed.names if setup.policy.tags.in_scope(t))
+    if not wanted:
+        return None
+    return (
+        f"{missing} (the source has {wanted} tags in scope for it); nothing of it was "
+        "verified (`regsync once` copies it)"
+    )
 
 
 async def _repair(

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import tarfile
+from collections.abc import ItemsView
 from pathlib import Path
 
 import pytest
 
-from regsync.backends.bundle import REQUIRES, SEQUENCE
+from regsync.backends.bundle import REQUIRES, SEQUENCE, BundleSeries
 from regsync.backends.tarfs import Archive, blob_name, pack
 from regsync.config import parse_config
 from regsync.errors import ConfigError
@@ -321,3 +322,33 @@ def test_a_delta_bundle_backs_up_a_tag_whose_image_an_earlier_bundle_carried(
         for e in index_of(tmp_path / "b2.tar")["manifests"]  # type: ignore[attr-defined]
     }
     assert entries == {"team/a:1": new.digest, "team/a:1-prev": old.digest}
+
+
+class _CountedItems(dict[str, int]):
+    """A series' ``carried`` map that counts the passes made over it."""
+
+    passes = 0
+
+    def items(self) -> ItemsView[str, int]:  # type: ignore[override]
+        self.passes += 1
+        return super().items()
+
+
+def test_recording_a_bundle_walks_what_the_series_carried_once(tmp_path: Path) -> None:
+    """`BundleSeries.record` is linear in the series: one pass over the carried digests per
+    bundle recorded (it made one per earlier bundle: bundles x digests), and each bundle's
+    row still lists exactly what it carried, with the repositories it carried them for."""
+    series = BundleSeries(tmp_path, "r")
+    series.carried = counted = _CountedItems()
+    carried = {}
+    for n in range(1, 7):
+        blobs = {f"sha256:{n:02d}{i:062x}": [f"team/app{n}"] for i in range(3)}
+        series.record(f"b{n}.tar", f"sha256:{n:064x}", blobs, [], {})
+        carried[n] = sorted(blobs)
+    assert counted.passes == 6
+
+    again = BundleSeries(tmp_path, "r").load()
+    state = json.loads((tmp_path / "bundles" / "r.json").read_text())
+    assert [row["blobs"] for row in state["bundles"]] == [carried[n] for n in range(1, 7)]
+    assert state["bundles"][2]["repositories"] == {d: ["team/app3"] for d in carried[3]}
+    assert again.carried == {d: n for n in range(1, 7) for d in carried[n]}

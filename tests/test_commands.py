@@ -4,10 +4,17 @@ registry's tags, finding a digest and deleting by digest, without curl, skopeo o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from regsync import aio, lookup
+from regsync.backends.memory import MemoryBackend
+from regsync.errors import RegistryError
+from regsync.oci.manifest import Descriptor
 from tests.support import (
     FAST_RETRIES,
     Blob,
@@ -242,8 +249,29 @@ def test_ls_of_a_repository_the_registry_lacks_fails_naming_it(
     for args in (["--json"], ["--digests"]):
         proc = regsync("ls", f"{reg.host}/team/nope", *args, registries=(reg,))
         assert proc.returncode == 1, proc.stderr
-        assert f"{reg.host}/team/nope: no such repository" in proc.stderr
+        assert f"regsync ls: not found: {reg.host}/team/nope: no such repository" in proc.stderr
         assert not proc.stdout
+
+
+def test_ls_of_a_glob_matching_nothing_fails_naming_the_pattern(
+    registry_factory: RegistryFactory,
+) -> None:
+    """README "Everyday commands": `ls host/nope/*` is one line naming the pattern, exit 1,
+    as `once` fails a rule whose glob matches nothing; a bare host lists what it holds, and a
+    registry that holds nothing is an answer (exit 0)."""
+    reg = registry_factory()
+    empty = regsync("ls", reg.host, "--json", registries=(reg,))
+    assert empty.returncode == 0, empty.stderr
+    assert json.loads(empty.stdout) == {"repositories": []}
+    push(reg, "team/app", "1", Image.oci([Blob.random(300, seed="glob")]))
+    for args in ([], ["--json"]):
+        proc = regsync("ls", f"{reg.host}/nope/*", *args, registries=(reg,))
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.count("matches no repository") == 1
+        assert f"regsync ls: {reg.host}/nope/* matches no repository" in proc.stderr
+        assert not proc.stdout
+    found = regsync("ls", f"{reg.host}/team/*", registries=(reg,))
+    assert found.returncode == 0 and found.stdout.split() == ["team/app"]
 
 
 def test_ls_digests_take_the_hub_tags_api_first_and_head_only_the_rest(
@@ -273,3 +301,53 @@ def test_ls_digests_take_the_hub_tags_api_first_and_head_only_the_rest(
         {"name": "old", "digest": old.digest},
     ]
     assert log.counts()["HEAD manifest"] == 1
+
+
+class _Heads(MemoryBackend):
+    """Answers every tag HEAD with a digest of its own; records the most tasks alive at once
+    and can fail one tag."""
+
+    def __init__(self, fail: str = "") -> None:
+        super().__init__("reg")
+        self.most_tasks = 0
+        self.heads = 0
+        self.fail = fail
+
+    async def manifest_head(self, repo: str, ref: str) -> Descriptor | None:
+        self.heads += 1
+        self.most_tasks = max(self.most_tasks, len(asyncio.all_tasks()))
+        await asyncio.sleep(0)
+        if ref == self.fail:
+            raise RegistryError("reg: HEAD -> 500", registry="reg", status=500)
+        return Descriptor("application/vnd.oci.image.manifest.v1+json", f"sha256:{ref:0>64}", 1)
+
+
+async def test_ls_digests_heads_through_a_bounded_pool_of_tasks() -> None:
+    """`ls --digests` of a repository listing 2000 tags HEADs them with 16 worker tasks, not
+    one task per tag (a listing from outside may hold up to a million names); the answer
+    keeps every tag's own digest."""
+    backend = _Heads()
+    tags = [f"{i:x}" for i in range(2000)]
+
+    found = await lookup._digests(backend, "team/app", tags)
+
+    assert found == {tag: f"sha256:{tag:0>64}" for tag in tags}
+    assert backend.heads == 2000
+    assert backend.most_tasks <= lookup.HEAD_CONCURRENCY + 1  # the workers and this test
+    assert lookup.HEAD_CONCURRENCY == 16  # README "Everyday commands": 16 at a time
+
+
+async def test_a_failing_head_stops_the_pool_and_is_the_one_error() -> None:
+    """The first failure is raised (as regsync's error, not a group) and no further HEAD
+    starts: the pool does not run through the rest of a long listing."""
+    backend = _Heads(fail="5")
+    with pytest.raises(RegistryError, match="HEAD -> 500"):
+        await lookup._digests(backend, "team/app", [str(i) for i in range(5000)])
+    assert backend.heads < 100
+    assert await aio.bounded_map(_double, [3, 1, 2], 2) == [6, 2, 4]
+    assert await aio.bounded_map(_double, [], 4) == []
+
+
+async def _double(n: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * n

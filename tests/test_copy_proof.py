@@ -291,6 +291,44 @@ async def test_a_child_the_source_lacks_is_not_taken_from_the_destination() -> N
         await run.engine.copy_content(SRC, "m/app", index)
 
 
+async def test_a_referrer_at_the_destination_stands_only_once_the_source_shows_it() -> None:
+    """A manifest copied by digest (a referrer the API lists) is skipped as a child is: the
+    destination's HEAD finds it, then the source's HEAD proves it; nothing is read or put."""
+    source, dest = MemoryBackend("src"), Mounts("dst")
+    await stored.store(source, SRC, "1.0", IMAGE)
+    await stored.store(dest, "m/app", "1.0", IMAGE)
+    for backend in (source, dest):
+        backend.calls.clear()
+    run = Run(source, dest)
+
+    await run.engine.copy_by_digest(SRC, "m/app", IMAGE.digest)
+
+    assert dest.calls == [("manifest_head", "m/app", IMAGE.digest)]
+    assert source.calls == [("manifest_head", SRC, IMAGE.digest)]  # the proof
+
+
+async def test_a_referrer_the_source_lacks_is_not_taken_from_the_destination() -> None:
+    source, dest = MemoryBackend("src"), Mounts("dst")
+    await stored.store(dest, "m/app", "1.0", IMAGE)
+    run = Run(source, dest)
+
+    with pytest.raises(NotFoundError):
+        await run.engine.copy_by_digest(SRC, "m/app", IMAGE.digest)
+
+
+async def test_a_referrer_the_destination_lacks_is_copied_and_pushed_by_digest() -> None:
+    source, dest = MemoryBackend("src"), Mounts("dst")
+    await stored.store(source, SRC, "1.0", IMAGE)
+    source.calls.clear()
+    run = Run(source, dest)
+
+    await run.engine.copy_by_digest(SRC, "m/app", IMAGE.digest)
+
+    assert ("manifest_put", "m/app", IMAGE.digest) in dest.calls
+    assert run.outcomes == ["copied", "copied"]  # the layer and the config
+    assert (await dest.manifest_get("m/app", IMAGE.digest)).raw == IMAGE.raw
+
+
 async def test_a_manifest_fetched_this_run_is_proof_without_a_head() -> None:
     source = MemoryBackend("src")
     await stored.store(source, SRC, "1.0", IMAGE)

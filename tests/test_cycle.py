@@ -161,3 +161,28 @@ def test_an_immutable_tag_that_changed_is_a_warning_at_the_full_check(
     warning = f"cyc/app00:1.1.0: immutable tag changed at the source from {old} to {new}"
     assert any(warning in note for note in full.rule["notes"]), full.rule
     assert warning in full.stderr
+
+
+def test_moved_immutable_tags_are_logged_ten_then_counted(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """README "Cycles between full checks": one warning each for the first 10 moved immutable
+    tags of a rule and run, then one line counting the rest; the summary's notes name each."""
+    src, dst, config = _mirror(tmp_path, registry_factory, "tags: {immutable: ['.*']}", tags=13)
+    for tag in src.tags("cyc/app00"):
+        push(src, "cyc/app00", tag, Image.docker([Blob.random(70, seed=f"moved-{tag}")]))
+
+    full = regsync_json("once", config, "--full")
+
+    assert full.code == 0 and full.rule["tags"]["copied"] == 13, full.stderr
+    logged = [line for line in full.stderr.splitlines() if "WARNING rule cyc:" in line]
+    assert sum("immutable tag changed at the source" in line for line in logged) == 10
+    assert (
+        sum(line.endswith("… and 3 more immutable tags changed at the source") for line in logged)
+        == 1
+    )
+    assert sum("immutable tag changed" in note for note in full.rule["notes"]) == 13
+    moved = src.tags("cyc/app00")
+    assert [dst.manifest_digest("cyc/app00", t) for t in moved] == [
+        src.manifest_digest("cyc/app00", t) for t in moved
+    ]

@@ -18,6 +18,7 @@ from tests.support import (
     push,
     regsync_json,
     run_regsync,
+    write_config,
 )
 from tests.support.accesslog import ACCESS_LOG, AccessLog
 from tests.support.registry import RegistryFactory
@@ -147,3 +148,72 @@ def test_a_layout_repository_the_source_lacks_is_named_with_the_layout(
         proc = run_regsync("copy", source, dest_registry.host, *tls)
         assert proc.returncode == 1, proc.stderr
         assert f"source repository {source} does not exist" in proc.stderr
+
+
+def _verify_config(tmp_path: Path, src: Registry, dst_registry: Registry, dest: str) -> Path:
+    return write_config(
+        tmp_path,
+        f"""
+        version: 1
+        registries:
+          "{src.host}": {{tls: http}}
+          "{dst_registry.host}": {{tls: http}}
+        rules:
+          - {{name: mirror, source: "{src.host}/diamol/*", destination: "{dest}"}}
+        """,
+    )
+
+
+def test_verify_of_a_layout_or_bundle_that_does_not_exist_fails_naming_the_path(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """README "Verifying a mirror": a destination `oci:DIR`/`tar:FILE` that is not there
+    (a typo, an unmounted disk) is one error naming it, exit 1 -- not "ok, 0 tags"."""
+    _seed(source_registry)
+    for dest in (f"oci:{tmp_path}/nolayout", f"tar:{tmp_path}/nobundle.tar"):
+        run = regsync_json("verify", _verify_config(tmp_path, source_registry, dest_registry, dest))
+
+        assert run.code == 1, run.stderr
+        assert run.data["ok"] is False and run.rule["ok"] is False
+        assert run.rule["errors"] == [
+            f"destination {dest} does not exist; nothing was verified (check the path; "
+            "`regsync once` creates it)"
+        ]
+        assert run.rule["tags_checked"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sync.yaml"]  # nothing created
+
+
+def test_verify_of_a_registry_repository_that_does_not_exist_fails_naming_it(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """A destination repository the registry does not have (404) while the source has tags
+    in scope for it fails like a missing layout; with no tag in scope it is not an error
+    (a copy would not have made the repository either)."""
+    _seed(source_registry)
+    config = _verify_config(tmp_path, source_registry, dest_registry, dest_registry.host)
+
+    run = regsync_json("verify", config)
+
+    assert run.code == 1, run.stderr
+    assert run.rule["errors"] == [
+        f"destination repository {dest_registry.host}/diamol/app does not exist "
+        "(the source has 1 tags in scope for it); nothing of it was verified "
+        "(`regsync once` copies it)"
+    ]
+    assert run.stderr.count("does not exist") == 1
+    (tmp_path / "scoped").mkdir()
+    nothing = mirror_config(
+        tmp_path / "scoped", source_registry, dest_registry, "diamol/*", "tags: {include: [x]}"
+    )
+    scoped = regsync_json("verify", nothing)
+    assert scoped.code == 0 and scoped.rule["ok"] is True and scoped.rule["errors"] == []
+    (tmp_path / "typed").mkdir()  # media_types may skip every tag: only GETs could tell
+    typed = mirror_config(
+        tmp_path / "typed",
+        source_registry,
+        dest_registry,
+        "diamol/*",
+        "media_types: [application/vnd.oci.image.index.v1+json]",
+    )
+    skipped = regsync_json("verify", typed)
+    assert skipped.code == 0 and skipped.rule["errors"] == []

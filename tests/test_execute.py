@@ -12,8 +12,7 @@ import asyncio
 
 import pytest
 
-from regsync import copy as copy_module
-from regsync import pruneplan
+from regsync import manifestcache, pruneplan
 from regsync.backends import Backend
 from regsync.backends.memory import MemoryBackend
 from regsync.copy import BlobLedger, CopyEngine
@@ -209,7 +208,7 @@ async def test_source_manifests_are_cached_within_a_byte_budget(
     await eng.get_manifest(REPO, built.digest)
     await eng.get_manifest(REPO, built.digest)
     assert eng.stats.source_manifest_gets == 1  # fetched once, then served from the cache
-    monkeypatch.setattr(copy_module, "MANIFEST_CACHE_BYTES", 0)  # nothing fits any more
+    monkeypatch.setattr(manifestcache, "MANIFEST_CACHE_BYTES", 0)  # nothing fits any more
     eng = engine(source, dest)
     await eng.get_manifest(REPO, built.digest)
     await eng.get_manifest(REPO, built.digest)

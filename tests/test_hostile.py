@@ -78,6 +78,12 @@ def _index_with(child: dict[str, object]) -> bytes:
     ).encode()
 
 
+def _with_layer_type(media_type: str) -> bytes:
+    body = BAD.json
+    body["layers"][0]["mediaType"] = media_type
+    return json.dumps(body).encode()
+
+
 CASES = [
     Case(
         "catalog-bad-json",
@@ -266,6 +272,16 @@ CASES = [
             "application/vnd.oci.image.index.v1+json",
             _index_with({"mediaType": DOCKER_MANIFEST, "digest": GOOD.digest, "size": -1}),
         ),
+    ),
+    Case(
+        "layer-media-type-off-the-grammar",
+        "source",
+        "GET",
+        r"^/nothing$",
+        lambda s: answer(web.Response),
+        "tag",
+        r"has an invalid mediaType 'application/x\\r\\nX-Evil: 1'",
+        setup=raw_manifest(DOCKER_MANIFEST, _with_layer_type("application/x\r\nX-Evil: 1")),
     ),
     Case(
         "blob-wrong-bytes",

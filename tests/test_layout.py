@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from regsync.backends import layout as layout_module
-from regsync.backends.layout import REF_NAME, REPOSITORY, Layout
+from regsync.backends import layoutdir
+from regsync.backends.layout import Layout
 from regsync.backends.layoutfs import is_regular
+from regsync.backends.layoutindex import REF_NAME, REPOSITORY
 from regsync.errors import IntegrityError, LayoutError, ManifestError
 from regsync.oci.digest import sha256_digest
 from regsync.oci.manifest import Descriptor, parse_manifest
@@ -588,7 +589,7 @@ async def test_a_layout_another_writer_finishes_meanwhile_is_not_taken_for_forei
             return False
         return is_regular(root, parts, strict=strict)
 
-    monkeypatch.setattr(layout_module, "is_regular", late)
+    monkeypatch.setattr(layoutdir, "is_regular", late)
     await put_image(Layout(tmp_path), "w/two", "t0", "b0")
     assert looks == [False]
     assert list((await Layout(tmp_path).tags("w/two")).names) == ["t0"]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from regsync import copy as copy_module
+from regsync import manifestcache
 from regsync.backends.memory import MemoryBackend
-from regsync.copy import manifest_cost
 from regsync.keyedlocks import KeyedLocks
+from regsync.manifestcache import manifest_cost
 from regsync.plan import Action
 from regsync.survey import SyncPolicy, survey
 from tests.support import Blob, Image, Index, RegistryFactory, mirror_config, push
@@ -70,7 +70,7 @@ async def test_the_manifest_cache_counts_parsed_cost_and_drops_the_least_recentl
     built = [await store(source, f"{i}", image(f"lru{i}")) for i in range(3)]
     many = await store(source, "fat", fat)
     assert manifest_cost(many) > len(many.raw) + 40 * 256  # descriptors count, not raw bytes
-    monkeypatch.setattr(copy_module, "MANIFEST_CACHE_BYTES", 2 * manifest_cost(built[0]) + 1)
+    monkeypatch.setattr(manifestcache, "MANIFEST_CACHE_BYTES", 2 * manifest_cost(built[0]) + 1)
     eng = engine(source, dest)
     for m in (built[0], built[1], built[0], built[2]):  # 1 is least recently used at the end
         await eng.get_manifest(REPO, m.digest)
@@ -82,7 +82,7 @@ async def test_the_manifest_cache_counts_parsed_cost_and_drops_the_least_recentl
     await eng.get_manifest(REPO, many.digest)  # over the budget alone: never held
     await eng.get_manifest(REPO, many.digest)
     assert eng.stats.source_manifest_gets == 6
-    assert eng._cached_bytes <= copy_module.MANIFEST_CACHE_BYTES
+    assert eng._manifests.cached_bytes <= manifestcache.MANIFEST_CACHE_BYTES
 
 
 async def test_a_copying_run_keeps_no_record_of_each_up_to_date_tag(

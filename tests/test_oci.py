@@ -93,9 +93,18 @@ def test_foreign_layers_are_not_blobs_to_copy() -> None:
     body = {
         "schemaVersion": 2,
         "mediaType": mediatypes.DOCKER_MANIFEST,
-        "config": {"mediaType": "c", "digest": DIGEST, "size": 2},
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "digest": DIGEST,
+            "size": 2,
+        },
         "layers": [
-            {"mediaType": "l", "digest": "sha256:" + "b" * 64, "size": 3, "urls": ["https://x"]}
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                "digest": "sha256:" + "b" * 64,
+                "size": 3,
+                "urls": ["https://x"],
+            }
         ],
     }
     assert [b.digest for b in parse_manifest(json.dumps(body).encode()).blobs] == [DIGEST]
@@ -120,6 +129,57 @@ def test_foreign_layers_are_not_blobs_to_copy() -> None:
 def test_bad_manifests_are_manifest_errors(raw: bytes, message: str) -> None:
     with pytest.raises(ManifestError, match=message):
         parse_manifest(raw)
+
+
+def _image(
+    config_type: object = "application/vnd.oci.image.config.v1+json", **extra: object
+) -> bytes:
+    body = {
+        "schemaVersion": 2,
+        "mediaType": mediatypes.OCI_MANIFEST,
+        "config": {"mediaType": config_type, "digest": DIGEST, "size": 2},
+        "layers": [],
+        **extra,
+    }
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (_image("not a type"), "descriptor sha256:a+ has an invalid mediaType 'not a type'"),
+        (_image("text/plain; charset=utf-8"), "invalid mediaType"),
+        (_image("application/x\r\nX-Evil: 1"), "invalid mediaType"),
+        (_image("/json"), "invalid mediaType"),
+        (_image("application/" + "x" * 128), "invalid mediaType"),
+        (_image(""), "invalid mediaType"),
+        (_image(7), "invalid mediaType 7"),
+        (_image(artifactType="bad type"), "manifest has an invalid artifactType 'bad type'"),
+        (_image(artifactType=["a/b"]), "manifest has an invalid artifactType"),
+        (_index([{"digest": DIGEST, "size": 1, "mediaType": "x"}]), "invalid mediaType 'x'"),
+        (
+            _index([{"digest": DIGEST, "size": 1, "artifactType": "é/x"}]),
+            "invalid artifactType",
+        ),
+    ],
+)
+def test_media_types_off_the_rfc_6838_grammar_are_refused(raw: bytes, message: str) -> None:
+    """README "Security model": a descriptor's mediaType/artifactType and a manifest's
+    artifactType are checked by the RFC 6838 grammar where the manifest is parsed."""
+    with pytest.raises(ManifestError, match=message):
+        parse_manifest(raw)
+
+
+def test_media_types_on_the_grammar_are_taken_as_they_are() -> None:
+    helm = "application/vnd.cncf.helm.config.v1+json"
+    manifest = parse_manifest(_image(helm, artifactType="application/vnd.example+type"))
+    assert manifest.config is not None and manifest.config.media_type == helm
+    assert manifest.artifact_type == "application/vnd.example+type"
+    assert parse_manifest(_image()).artifact_type_field == ""  # absent: none
+    for text in ("application/vnd.oci.image.layer.v1.tar+gzip", "a/b", "X-Y/z!#$&^_.+-"):
+        assert mediatypes.is_media_type(text), text
+    for text in ("a", "a/b/c", "a /b", "a/b ", "a/b\n", "-a/b", "a/.b", "", "a/" + "b" * 128):
+        assert not mediatypes.is_media_type(text), text
 
 
 def test_streaming_verifier_checks_size_and_digest() -> None:

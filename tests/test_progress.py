@@ -104,3 +104,21 @@ def test_once_without_a_terminal_logs_progress_lines(
     assert "rule mirror: 2/2 tags, " in proc.stderr, proc.stderr
     quiet = run_regsync("once", "-c", config, "-q", env={"REGSYNC_PROGRESS_INTERVAL": "0"})
     assert "tags, " not in quiet.stderr
+
+
+def test_a_bad_progress_interval_is_refused_naming_the_variable(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """README "Running as a service": REGSYNC_PROGRESS_INTERVAL is read like the other
+    environment settings: a word, `nan`, a negative or infinite number is one line naming it,
+    exit 2, before any copy (it was ignored, and `nan` or `-1` logged on every event)."""
+    seed_catalogue(source_registry, repos=1, tags=1, layers=1, layer_size=1000)
+    config = mirror_config(tmp_path, source_registry, dest_registry, "diamol/*")
+    for value in ("soon", "nan", "-1", "inf"):
+        env = {"REGSYNC_PROGRESS_INTERVAL": value}
+        proc = run_regsync("once", "-c", config, env=env)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"regsync: environment REGSYNC_PROGRESS_INTERVAL={value!r}: expected a number >= 0"
+        ]
+    assert dest_registry.catalog() == []

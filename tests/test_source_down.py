@@ -94,7 +94,7 @@ async def test_closing_a_stream_still_being_read_does_not_hide_the_error() -> No
     """A failed upload whose writer is still inside a source read (a source retrying a broken
     stream): closing the stream then must not raise (RuntimeError 'already running') and
     replace the source's own error; the read ends with the writer."""
-    from regsync.copy import _Tap
+    from regsync.transfer import _Tap
 
     gate = asyncio.Event()
 

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from regsync.backends.layout import CONTAINERD_NAME, REF_NAME, REPOSITORY
+from regsync.backends.layoutindex import CONTAINERD_NAME, REF_NAME, REPOSITORY
 from regsync.backends.registry.client import RegistryClient
 from regsync.backends.registry.hub import HubCatalog
 from regsync.backends.registry.transport import Transport

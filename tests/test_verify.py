@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+from regsync.backends.registry.observer import NullObserver
+from regsync.config import load_config
+from regsync.verify import TAG_CONCURRENCY, verify
 from tests.support import (
     FAST_RETRIES,
     Blob,
@@ -16,6 +20,7 @@ from tests.support import (
     mirrored_config,
     plain_config,
     push,
+    push_manifest,
     registries_yaml,
     regsync_json,
     run_regsync,
@@ -256,3 +261,36 @@ def test_tls_files_that_do_not_load_are_a_config_error_for_every_command(
         assert code == 2 and "Traceback" not in stderr, stderr
         assert "registries.127.0.0.1:9 (sync.yaml:" in stderr and "cannot load TLS files" in stderr
         assert report["ok"] is False and report["rules"] == [], report
+
+
+class _TaskCount(NullObserver):
+    """Records the most asyncio tasks alive at any request the run made."""
+
+    def __init__(self) -> None:
+        self.most = 0
+        self.requests = 0
+
+    def request_done(self, registry: str, method: str, status: str, seconds: float) -> None:
+        self.requests += 1
+        self.most = max(self.most, len(asyncio.all_tasks()))
+
+
+async def test_verify_walks_a_repository_of_many_tags_with_a_bounded_pool_of_tasks(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """200 destination tags are walked by 16 worker tasks, not one task per tag (a listing
+    from outside may name up to a million): the tasks alive stay near the bound, and every
+    tag is still checked."""
+    image = Image.docker([Blob.random(500, seed="many")])
+    push(source_registry, "team/app", "1", image)
+    push(dest_registry, "team/app", "0", image)
+    for n in range(1, 200):
+        push_manifest(dest_registry, "team/app", str(n), image)
+    config = load_config(mirror_config(tmp_path, source_registry, dest_registry, "team/*"))
+    observer = _TaskCount()
+
+    (result,) = await verify(config, config.rules, observer=observer)
+
+    assert result.ok and result.tags == 200 and result.errors == [], result.errors
+    assert observer.requests >= 200  # a HEAD per tag
+    assert observer.most <= TAG_CONCURRENCY + 10, observer.most  # workers, the walk, the run

@@ -131,7 +131,10 @@ class BundleSeries:
         ``blobs``: every digest it carried -> the repositories it was written for;
         ``manifests``: the bytes of those that are manifests (kept for ``carried_manifest``)."""
         record = BundleRecord(self.next_sequence, name, sha256)
-        rows = [self._row(b) for b in self.bundles]
+        by_bundle: dict[int, list[str]] = {}  # one pass over what the series carried
+        for digest, sequence in self.carried.items():
+            by_bundle.setdefault(sequence, []).append(digest)
+        rows = [self._row(b, by_bundle.get(b.sequence, [])) for b in self.bundles]
         rows.append({**record.to_json(), "blobs": sorted(blobs), "repositories": blobs})
         data = {"version": 1, "rule": self.rule, "bundles": rows, "index": entries}
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
@@ -156,8 +159,9 @@ class BundleSeries:
         except OSError as exc:
             raise LayoutError(f"bundle state {self.manifests_dir}: {exc}") from exc
 
-    def _row(self, bundle: BundleRecord) -> dict[str, Any]:
-        blobs = sorted(d for d, s in self.carried.items() if s == bundle.sequence)
+    def _row(self, bundle: BundleRecord, carried: list[str]) -> dict[str, Any]:
+        """A bundle's state row; ``carried``: the digests it carried (in any order)."""
+        blobs = sorted(carried)
         repos = {d: self.repos[d] for d in blobs if d in self.repos}
         return {**bundle.to_json(), "blobs": blobs, "repositories": repos}
 

@@ -6,12 +6,10 @@ Layout (OCI image-spec ``image-layout.md``)::
     <dir>/index.json            an image index: one entry per tagged image
     <dir>/blobs/sha256/<hex>    every blob and every manifest, by digest
 
-One layout holds many repositories. Each tag is one ``index.json`` entry whose annotations are
-``org.opencontainers.image.ref.name: "<repo>:<tag>"`` (what ``skopeo inspect
-oci:<dir>:<repo>:<tag>`` matches, exactly) and ``io.regsync.repository: "<repo>"``. Entries written
-by other tools are read too: containerd's ``io.containerd.image.name`` (``docker save``,
-``ctr export``), and a bare ``ref.name`` tag (``skopeo copy ... oci:<dir>:<tag>``), which is taken
-to belong to the repository named like the layout directory.
+One layout holds many repositories: each tag is one ``index.json`` entry (what names which
+tag: ``layoutindex``). The directory's shape and its creation on first write are
+``layoutdir``'s; the untrusting file primitives ``layoutfs``'s. This module is the backend:
+listings, manifests and blobs over them, and index.json's commits.
 
 Crash safety: a blob is streamed into a dot-named temp file beside its final name, verified
 against its digest and size, fsynced, then renamed into place; a manifest is written only after
@@ -27,26 +25,32 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
-import json
-import logging
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from regsync import boundedjson
+from regsync.backends import layoutdir, layoutindex
+from regsync.backends.layoutdir import blob_parts, is_layout, leftovers_only, not_a_layout
 from regsync.backends.layoutfs import (
-    LOCK_FILE,
-    TEMP_PREFIX,
     TempFile,
     is_regular,
     locked,
-    open_dir,
     open_regular,
     read_capped,
     regular_size,
-    remove_orphans,
     replace_file,
+)
+from regsync.backends.layoutindex import (
+    INDEX_FILE,
+    MAX_INDEX_BYTES,
+    Catalog,
+    Change,
+    Entry,
+    dump,
+    empty_index,
+    tag_entry,
 )
 from regsync.errors import (
     IntegrityError,
@@ -58,21 +62,9 @@ from regsync.errors import (
 from regsync.oci import mediatypes
 from regsync.oci.digest import DigestVerifier, is_digest, verify_bytes
 from regsync.oci.manifest import Descriptor, Manifest, parse_manifest
-from regsync.oci.ref import OCI_PREFIX, Listed, is_repository, is_tag, shown, split_name
+from regsync.oci.ref import OCI_PREFIX, Listed, is_repository, shown
 
-log = logging.getLogger(__name__)
-
-REF_NAME = "org.opencontainers.image.ref.name"
-REPOSITORY = "io.regsync.repository"
-CONTAINERD_NAME = "io.containerd.image.name"
-LAYOUT_FILE = "oci-layout"
-INDEX_FILE = "index.json"
 READ_CHUNK = 1024 * 1024
-MAX_INDEX_BYTES = 64 * 1024 * 1024  # index.json is read whole: bound it
-_OWN = frozenset({LOCK_FILE, "blobs", INDEX_FILE})  # what a half-initialised layout may hold
-
-Entry = dict[str, Any]
-Change = Callable[[list[Entry]], list[Entry]]
 
 
 class Layout:
@@ -83,7 +75,7 @@ class Layout:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.root = Path(directory)
         self.name = f"{OCI_PREFIX}{directory}"
-        self._catalog: dict[str, dict[str, Entry]] | None = None  # repo -> tag -> entry
+        self._catalog: Catalog | None = None
         self._refused: dict[str, list[str]] = {}  # repo ("" for none valid) -> refused names
         self.is_source = False  # read by a rule: it must be a whole layout, not leftovers
         self._ready = False
@@ -94,6 +86,10 @@ class Layout:
     def __repr__(self) -> str:
         return f"Layout({str(self.root)!r})"
 
+    def exists(self) -> bool:
+        """Whether the directory is a layout (what ``verify`` asks before reading one)."""
+        return self._is_layout()
+
     # -- listing -------------------------------------------------------------------------
 
     async def repositories(self) -> Listed:
@@ -102,7 +98,7 @@ class Layout:
         Entries naming an invalid repository are refused (``rejected``), never used.
         """
         if not await asyncio.to_thread(self._is_layout):
-            raise self._not_a_layout()
+            raise not_a_layout(self.name)
         catalog = self._index()
         return Listed(tuple(sorted(catalog)), tuple(self._refused.get("", ())))
 
@@ -168,7 +164,7 @@ class Layout:
             await self._write_blob(manifest.descriptor, _once(manifest.raw))
         if is_digest(ref):
             return
-        entry = _entry(repo, ref, manifest.descriptor)
+        entry = tag_entry(repo, ref, manifest.descriptor)
         await self._commit(lambda entries: [*self._without(entries, repo, ref), entry])
 
     async def manifest_delete(self, repo: str, digest: str) -> None:
@@ -181,9 +177,7 @@ class Layout:
 
         def drop(entries: list[Entry]) -> list[Entry]:
             return [
-                e
-                for e in entries
-                if not ((k := self._key(e)) and k[0] == repo and e.get("digest") == digest)
+                e for e in entries if not (self._repo_of(e) == repo and e.get("digest") == digest)
             ]
 
         await self._commit(drop)
@@ -207,14 +201,14 @@ class Layout:
 
     async def blob_check(self, repo: str, desc: Descriptor) -> bool:
         """The layout holds the file, with the blob's size (its blobs serve every repo)."""
-        size = await asyncio.to_thread(regular_size, self.root, _blob_parts(desc.digest))
+        size = await asyncio.to_thread(regular_size, self.root, blob_parts(desc.digest))
         return size == desc.size
 
     async def blob_read(self, repo: str, desc: Descriptor) -> AsyncIterator[bytes]:
         """Stream a blob, verifying size and digest (a disk carried across can rot)."""
         verifier = DigestVerifier(desc.digest, desc.size)
         try:
-            handle = await asyncio.to_thread(open_regular, self.root, _blob_parts(desc.digest))
+            handle = await asyncio.to_thread(open_regular, self.root, blob_parts(desc.digest))
         except FileNotFoundError as exc:
             raise NotFoundError(f"{self.name}: blob {desc.digest} is missing") from exc
         except OSError as exc:
@@ -234,7 +228,7 @@ class Layout:
 
     # -- index.json -----------------------------------------------------------------------
 
-    def _index(self) -> dict[str, dict[str, Entry]]:
+    def _index(self) -> Catalog:
         """index.json by repository and tag, read once per run (then kept current by our
         writes: a run sees other writers' tags only from its next start)."""
         if self._catalog is None:
@@ -242,28 +236,16 @@ class Layout:
             self._catalog = self._by_key([e for e in entries if isinstance(e, dict)])
         return self._catalog
 
-    def _by_key(self, entries: list[Entry]) -> dict[str, dict[str, Entry]]:
-        catalog: dict[str, dict[str, Entry]] = {}
-        refused: dict[str, list[str]] = {}
-        for entry in entries:  # a later entry for the same name wins, as in a registry
-            if (named := self._named(entry)) is None:
-                continue
-            repo, tag = named
-            if not is_repository(repo):
-                refused.setdefault("", []).append(repo)
-            elif not is_tag(tag):
-                refused.setdefault(repo, []).append(tag)
-            else:
-                catalog.setdefault(repo, {})[tag] = entry
-        self._refused = refused
-        return catalog
+    def _by_key(self, entries: list[Entry]) -> Catalog:
+        found, self._refused = layoutindex.catalog(entries, self.root.name)
+        return found
 
     def _read_index(self, *, require: bool) -> dict[str, Any]:
         """``require``: a listing, which only a destination not written yet (missing, empty, or
         holding only the leftovers of a killed first export) may find empty."""
         if not self._is_layout():
-            if require and (self.is_source or not self._leftovers_only()):
-                raise self._not_a_layout()
+            if require and (self.is_source or not leftovers_only(self.root)):
+                raise not_a_layout(self.name)
             return {}
         try:
             raw = read_capped(self.root, [INDEX_FILE], MAX_INDEX_BYTES)
@@ -276,41 +258,15 @@ class Layout:
             raise LayoutError(f"{self.name}: {INDEX_FILE} is not an image index")
         return data
 
-    def _key(self, entry: Entry) -> tuple[str, str] | None:
-        """(repository, tag) of an index entry, or None when it names none regsync can use.
-
-        Annotations are text from outside: a name off the grammar is never a key.
-        """
-        named = self._named(entry)
-        if named is None or not (is_repository(named[0]) and is_tag(named[1])):
-            return None
-        return named
-
-    def _named(self, entry: Entry) -> tuple[str, str] | None:
-        """What an index entry's annotations say its (repository, tag) is, unchecked."""
-        annotations = entry.get("annotations")
-        if not isinstance(annotations, dict):
-            return None
-        ref = str(annotations.get(REF_NAME, ""))
-        repo = str(annotations.get(REPOSITORY, ""))
-        if repo and ref.startswith(repo + ":"):
-            return repo, ref[len(repo) + 1 :]
-        if ":" in ref:
-            name, _, tag = ref.rpartition(":")
-            return name, tag
-        full = str(annotations.get(CONTAINERD_NAME, ""))
-        if full and "@" not in full and ":" in full.rsplit("/", 1)[-1]:
-            name, _, tag = full.rpartition(":")
-            return split_name(name)[1], tag
-        if ref and is_repository(self.root.name):
-            return self.root.name, ref
-        return None
+    def _repo_of(self, entry: Entry) -> str | None:
+        key = layoutindex.key(entry, self.root.name)
+        return key[0] if key else None
 
     def _find(self, repo: str, tag: str) -> Entry | None:
         return self._index().get(repo, {}).get(tag)
 
     def _without(self, entries: list[Entry], repo: str, tag: str) -> list[Entry]:
-        return [e for e in entries if self._key(e) != (repo, tag)]
+        return layoutindex.without(entries, repo, tag, self.root.name)
 
     async def _commit(self, change: Change) -> None:
         """Apply ``change`` to index.json. Concurrent commits are written together in one go."""
@@ -335,30 +291,26 @@ class Layout:
 
     def _rewrite_index(self, changes: list[Change]) -> list[Entry]:
         with locked(self.root, fcntl.LOCK_EX):
-            data = self._read_index(require=False) or _empty_index()
+            data = self._read_index(require=False) or empty_index()
             entries = [e for e in data.get("manifests", []) if isinstance(e, dict)]
             for change in changes:
                 entries = change(entries)
             data["manifests"] = entries
-            replace_file(self.root, INDEX_FILE, _dump(data))
+            replace_file(self.root, INDEX_FILE, dump(data))
         return entries
 
     # -- files ----------------------------------------------------------------------------
 
     def _is_layout(self) -> bool:
-        """Both marker files are there (as regular files: a link or FIFO there is refused)."""
-        return all(is_regular(self.root, [n], strict=True) for n in (LAYOUT_FILE, INDEX_FILE))
-
-    def _not_a_layout(self) -> LayoutError:
-        return LayoutError(f"{self.name} is not an OCI image layout (no {LAYOUT_FILE})")
+        return is_layout(self.root)
 
     def _has(self, digest: str) -> bool:
         """A blob is there only as a regular file: anything else is content to write again."""
-        return is_regular(self.root, _blob_parts(digest), strict=False)
+        return is_regular(self.root, blob_parts(digest), strict=False)
 
     def _read_small(self, digest: str) -> bytes:
         try:
-            raw = read_capped(self.root, _blob_parts(digest), mediatypes.MAX_MANIFEST_BYTES)
+            raw = read_capped(self.root, blob_parts(digest), mediatypes.MAX_MANIFEST_BYTES)
         except FileNotFoundError as exc:
             raise NotFoundError(f"{self.name}: manifest {digest} is missing") from exc
         if raw is None:
@@ -375,44 +327,12 @@ class Layout:
                 self._ready = True
 
     def _initialise(self) -> None:
-        try:
-            self._refuse_foreign()  # before creating anything, even the lock file
-            with locked(self.root, fcntl.LOCK_EX):  # another process may be initialising too
-                self._refuse_foreign()
-                with open_dir(self.root, ["blobs", "sha256"], create=True):
-                    pass  # made, or there already as real directories (never links)
-                if not is_regular(self.root, [INDEX_FILE], strict=True):
-                    replace_file(self.root, INDEX_FILE, _dump(_empty_index()))
-                if not is_regular(self.root, [LAYOUT_FILE], strict=True):  # last: says it is whole
-                    replace_file(self.root, LAYOUT_FILE, b'{"imageLayoutVersion": "1.0.0"}')
-                for name in remove_orphans(self.root):
-                    log.info("%s: removed %s left by an interrupted run", self.name, name)
-        except OSError as exc:
-            raise LayoutError(f"{self.name}: cannot prepare the layout: {exc}") from exc
-
-    def _refuse_foreign(self) -> None:
-        if not self.root.is_dir() or is_regular(self.root, [LAYOUT_FILE], strict=True):
-            return
-        # Another writer may finish creating the layout (oci-layout comes last) between the
-        # check above and the listing: a foreign name is refused only if still not whole.
-        if not self._leftovers_only() and not is_regular(self.root, [LAYOUT_FILE], strict=True):
-            raise LayoutError(
-                f"{self.name} exists and is not an OCI image layout (no {LAYOUT_FILE}); "
-                "give a new or empty directory"
-            )
-
-    def _leftovers_only(self) -> bool:
-        """Missing, empty, or holding only what a first export killed early leaves behind."""
-        if not self.root.exists():
-            return True
-        if not self.root.is_dir():
-            return False
-        return all(p.name in _OWN or p.name.startswith(TEMP_PREFIX) for p in self.root.iterdir())
+        layoutdir.initialise(self.root, self.name)
 
     async def _write_blob(self, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
         """Stream into a locked temp file, verify, fsync, rename into place."""
         try:
-            temp = await asyncio.to_thread(TempFile, self.root, _blob_parts(desc.digest))
+            temp = await asyncio.to_thread(TempFile, self.root, blob_parts(desc.digest))
         except OSError as exc:
             raise LayoutError(f"{self.name}: cannot create a blob file: {exc}") from exc
         verifier = DigestVerifier(desc.digest, desc.size)
@@ -427,29 +347,6 @@ class Layout:
             raise LayoutError(f"{self.name}: writing blob {desc.digest} failed: {reason}") from exc
         finally:
             temp.close()
-
-
-def _blob_parts(digest: str) -> list[str]:
-    """Where a (validated) digest lives, from the layout root: blobs/<algorithm>/<hex>."""
-    algorithm, _, hexa = digest.partition(":")
-    return ["blobs", algorithm, hexa]
-
-
-def _entry(repo: str, tag: str, desc: Descriptor) -> Entry:
-    return {
-        "mediaType": desc.media_type,
-        "digest": desc.digest,
-        "size": desc.size,
-        "annotations": {REF_NAME: f"{repo}:{tag}", REPOSITORY: repo},
-    }
-
-
-def _empty_index() -> dict[str, Any]:
-    return {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": []}
-
-
-def _dump(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, indent=2).encode() + b"\n"
 
 
 def _media_type(raw: bytes) -> str:
@@ -469,4 +366,4 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-__all__ = ["REF_NAME", "REPOSITORY", "Layout"]
+__all__ = ["Layout"]

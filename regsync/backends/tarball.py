@@ -33,14 +33,10 @@ from typing import Any
 
 from regsync import boundedjson
 from regsync.backends.bundle import MAX_CARRIERS, BundleSeries, read_left_out
-from regsync.backends.layout import (
-    INDEX_FILE,
-    LAYOUT_FILE,
-    MAX_INDEX_BYTES,
-    Layout,
-    _blob_parts,
-)
+from regsync.backends.layout import Layout
+from regsync.backends.layoutdir import LAYOUT_FILE, LAYOUT_MARKER, blob_parts
 from regsync.backends.layoutfs import open_regular, regular_size, replace_file
+from regsync.backends.layoutindex import INDEX_FILE, MAX_INDEX_BYTES, empty_index
 from regsync.backends.tarfs import BUNDLE_FILE, Archive, blob_name, pack
 from regsync.errors import IntegrityError, LayoutError, ManifestError, NotFoundError
 from regsync.oci import mediatypes
@@ -75,6 +71,10 @@ class Tarball(Layout):
     def __repr__(self) -> str:
         return f"Tarball({str(self.path)!r})"
 
+    def exists(self) -> bool:
+        """Whether FILE is there (what ``verify`` asks before reading a destination)."""
+        return self.path.exists()
+
     # -- opening: the archive's index seeds the working layout ----------------------------
 
     def _open(self) -> None:
@@ -105,7 +105,7 @@ class Tarball(Layout):
             entries = self._scan()
         elif self.is_source:
             raise LayoutError(f"{self.name}: no such file")
-        index = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": entries}
+        index = {**empty_index(), "manifests": entries}
         try:
             self.root.mkdir(exist_ok=True)
             replace_file(self.root, INDEX_FILE, json.dumps(index).encode())
@@ -280,9 +280,8 @@ class Tarball(Layout):
             bundle = self.series.manifest()
             files.append((BUNDLE_FILE, len(bundle), iter([bundle])))
         index = json.dumps(data, indent=2).encode()
-        layout = b'{"imageLayoutVersion": "1.0.0"}'
         files[:0] = [
-            (LAYOUT_FILE, len(layout), iter([layout])),
+            (LAYOUT_FILE, len(LAYOUT_MARKER), iter([LAYOUT_MARKER])),
             (INDEX_FILE, len(index), iter([index])),
         ]
         for digest, size in sorted(new.items()):
@@ -323,13 +322,13 @@ class Tarball(Layout):
             for hexa in os.listdir(blobs / algorithm):
                 digest = f"{algorithm}:{hexa}"
                 if is_digest(digest):
-                    size = regular_size(self.root, _blob_parts(digest))
+                    size = regular_size(self.root, blob_parts(digest))
                     if size is not None:
                         found[digest] = size
         return found
 
     def _work_chunks(self, digest: str) -> Iterator[bytes]:
-        with open_regular(self.root, _blob_parts(digest)) as handle:
+        with open_regular(self.root, blob_parts(digest)) as handle:
             while chunk := handle.read(READ_CHUNK):
                 yield chunk
 

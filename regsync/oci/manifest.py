@@ -56,7 +56,7 @@ class Descriptor:
         urls = data.get("urls") or ()
         annotations = data.get("annotations") or {}
         return cls(
-            media_type=str(data.get("mediaType", "")),
+            media_type=_media_type(data, "mediaType", f"descriptor {digest}"),
             digest=digest,
             size=size,
             platform=platform,
@@ -64,7 +64,7 @@ class Descriptor:
             annotations=tuple(sorted((str(k), str(v)) for k, v in annotations.items()))
             if isinstance(annotations, dict)
             else (),
-            artifact_type=str(data.get("artifactType", "")),
+            artifact_type=_media_type(data, "artifactType", f"descriptor {digest}"),
         )
 
     @property
@@ -152,8 +152,19 @@ def parse_manifest(raw: bytes, content_type: str = "", digest: str = "") -> Mani
         layers=_descriptor_list(data, "layers"),
         subject=subject,
         annotations=annotations,
-        artifact_type_field=str(data.get("artifactType") or ""),
+        artifact_type_field=_media_type(data, "artifactType", "manifest"),
     )
+
+
+def _media_type(data: dict[str, Any], key: str, where: str) -> str:
+    """A ``mediaType``/``artifactType`` field: "" when absent, else checked by the RFC 6838
+    grammar where it enters (it becomes a Content-Type, a filter's subject, a log line)."""
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not mediatypes.is_media_type(value):
+        raise ManifestError(f"{where} has an invalid {key} {_quoted(value)}")
+    return value
 
 
 def _quoted(value: object) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -22,3 +24,15 @@ ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST])
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 # Indexes within indexes followed, copied whole or filtered by platform (real images use 1).
 MAX_NESTING = 4
+
+# RFC 6838 section 4.2: type "/" subtype, each a restricted-name (an ASCII letter or digit,
+# then up to 126 of letters, digits and ! # $ & - ^ _ . +). The OCI image spec requires it of
+# every descriptor's mediaType and artifactType; nothing else (spaces, quotes, CR/LF, a
+# parameter) is a media type regsync takes from a manifest or a layout.
+_RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE = re.compile(f"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}")
+
+
+def is_media_type(text: str) -> bool:
+    """Whether ``text`` is a media type by the RFC 6838 grammar (no parameters)."""
+    return _MEDIA_TYPE.fullmatch(text) is not None
