@@ -1,6 +1,6 @@
 """regsync benchmark: regsync vs skopeo sync vs the raw GET->PUT limit, on loopback registries.
 
-    make bench                                   # everything, defaults (~10-15 minutes)
+    make bench                                   # everything, defaults (~45 minutes: S8, S9)
     .venv/bin/python bench/run.py --rounds 1 --only S1,S2 --no-write
 
 Starts two real ``docker-registry`` processes (access logs on, for request counts), seeds the
