@@ -90,6 +90,9 @@ class BlobLedger:
     _locks: KeyedLocks[str] = field(default_factory=KeyedLocks)  # per digest, while in use
     index: BlobIndex | None = None
     registry: str = ""  # the index's key for this destination
+    # Whether earlier runs left holders for this destination, asked once per ledger (a run):
+    # this run's own rows are in `locations` already, so its flushes change nothing here.
+    _earlier: bool | None = None
 
     def lock(self, digest: str) -> AbstractAsyncContextManager[None]:
         return self._locks.hold(digest)
@@ -101,10 +104,14 @@ class BlobLedger:
 
     async def known_holders(self, digest: str, repo: str) -> list[str]:
         """Repositories earlier runs saw holding `digest` (hints: a mount may still fail)."""
-        if self.index is None or self.index.known(self.registry) is False:
+        if self.index is None or self._earlier is False:
             return []  # a first copy into a new destination asks nothing per blob
         # Off the loop thread, the first ask too: opening the file or waiting on another
         # process's commit (the busy timeout) would stall every transfer of the run.
+        if self._earlier is None:
+            self._earlier = await asyncio.to_thread(self.index.knows, self.registry)
+            if not self._earlier:
+                return []
         found = await asyncio.to_thread(self.index.holders, self.registry, digest)
         tried = self.locations.get(digest, set())
         return [r for r in found if r != repo and r not in tried]
