@@ -219,10 +219,7 @@ async def _digests(backend: Backend, repo: str, tags: list[str]) -> dict[str, st
         desc = await backend.manifest_head(repo, tag)
         return desc.digest if desc is not None else ""
 
-    try:
-        found = await aio.bounded_map(head, tags, HEAD_CONCURRENCY)
-    except BaseExceptionGroup as errors:
-        raise aio.first_error(errors) from errors
+    found = await aio.bounded_map(head, tags, HEAD_CONCURRENCY)  # the first error as itself
     return dict(zip(tags, found, strict=True))
 
 

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+import regsync.backends.registry.retry as retry_module
 from regsync.backends.registry.client import RegistryClient
 from regsync.backends.registry.retry import (
     TRANSFER,
@@ -485,3 +486,39 @@ async def test_a_blob_read_slower_than_the_minimum_rate_names_the_request() -> N
             async for _ in c.blob_read("a/b", desc):
                 pass
     assert f"GET /v2/a/b/blobs/{BIG.digest} is slower than 1000 bytes/s" in str(caught.value)
+
+
+async def test_a_request_answered_at_once_builds_no_retry_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The common path pays nothing for tenacity: its loop is built only once a try failed in
+    a way worth retrying, and then takes that failure as its first try."""
+    built: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> object:
+        built.append(1)
+        return retrying(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(retry_module, "retrying", counted)
+    async with ScriptedRegistry() as reg, aiohttp.ClientSession() as session:
+        reg.tags["a/b"] = {"x": "sha256:" + "0" * 64}
+        seen = Retries()
+        c = await client(reg, session, seen)
+        for _ in range(3):
+            assert list((await c.tags("a/b")).names) == ["x"]
+        assert built == [] and seen.reasons == []
+        reg.override("GET", r"/tags/list$", failing(1, lambda: error(503, "X")))
+        assert list((await c.tags("a/b")).names) == ["x"]
+    assert built == [1] and seen.reasons == ["503"]
+    assert reg.count("GET", "/tags/list") == 5
+
+
+async def test_a_request_failing_every_try_is_sent_exactly_attempts_times() -> None:
+    """The first try outside the loop counts as the loop's first: FAST allows 3 in all."""
+    async with ScriptedRegistry() as reg, aiohttp.ClientSession() as session:
+        reg.override("GET", r"/tags/list$", failing(9, lambda: error(503, "X")))
+        seen = Retries()
+        with pytest.raises(RegistryError) as info:
+            await (await client(reg, session, seen)).tags("a/b")
+    assert info.value.status == 503
+    assert seen.reasons == ["503", "503"] and reg.count("GET", "/tags/list") == 3

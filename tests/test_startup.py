@@ -30,8 +30,8 @@ rules:
 """
 
 
-def imported(*args: str, module: str = "regsync") -> set[str]:
-    """Top-level packages `python -X importtime -m MODULE *args` imported."""
+def imported(*args: str, module: str = "regsync", full: bool = False) -> set[str]:
+    """Top-level packages (``full``: modules) `python -X importtime -m MODULE *args` imported."""
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", module, *args],
         cwd=REPO_ROOT,
@@ -44,8 +44,9 @@ def imported(*args: str, module: str = "regsync") -> set[str]:
     names = set()
     for line in proc.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
-            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
-    assert "regsync" in names, proc.stderr[-2000:]
+            name = line.rsplit("|", 1)[1].strip()
+            names.add(name if full else name.split(".")[0])
+    assert "regsync" in names or "regsync.cli" in names, proc.stderr[-2000:]
     return names
 
 
@@ -87,6 +88,19 @@ def test_once_loads_metrics_and_croniter_only_to_export_them(
     assert 'regsync_tags_total{outcome="up_to_date",rule="mirror"} 1.0' in text
     head = f'regsync_registry_requests_total{{method="HEAD",registry="{dest_registry.host}"'
     assert f'{head},status="200"}} 1.0' in text
+
+
+def test_a_registry_to_registry_once_loads_no_layout_tar_or_server_modules(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """Start-up is most of a no-op `once`'s CPU: the OCI layout and tar backends load only for
+    a spec naming one, and aiohttp's server only for `serve`."""
+    pushed = push(source_registry, "team/app", "1", Image.docker([Blob.random(900, seed=8)]))
+    config = mirror_config(tmp_path, source_registry, dest_registry, "team/app")
+    names = imported("once", "-c", str(config), "-q", full=True)
+    assert dest_registry.manifest_digest("team/app", "1") == pushed.digest  # it did run
+    unused = {"regsync.backends.layout", "regsync.backends.tarball", "regsync.backends.bundle"}
+    assert names.isdisjoint({*unused, "aiohttp.web", "regsync.daemon", "regsync.eventhttp"})
 
 
 def test_the_collector_is_back_on_whichever_way_a_command_ends(tmp_path: Path) -> None:

@@ -57,3 +57,31 @@ def test_a_malformed_digest_is_refused_naming_it() -> None:
     assert str(caught.value) == "invalid digest 'sha256:XYZ'"
     with pytest.raises(ValueError, match="invalid digest 'md5:"):
         verify_bytes(b"", "md5:" + "0" * 32)
+
+
+def test_only_full_reads_hop_to_a_thread_smaller_chunks_hash_inline() -> None:
+    """A thread hop costs more CPU than hashing a small blob's chunks: those hash inline; a
+    big layer's full 256 KiB reads go to the worker thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Counting(ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            Counting.submitted += 1
+            return super().submit(*args, **kwargs)
+
+    small = [random.Random(i).randbytes(200_000) for i in range(3)]
+    data = b"".join([*small, CHUNKS[0]])
+
+    async def feed() -> None:
+        asyncio.get_running_loop().set_default_executor(Counting(1))
+        verifier = StreamVerifier("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+        for chunk in small:
+            await verifier.feed(chunk)
+        assert Counting.submitted == 0
+        await verifier.feed(CHUNKS[0])  # OFFLOAD_MIN * 3
+        await verifier.finish()
+
+    asyncio.run(feed())
+    assert OFFLOAD_MIN == 256 * 1024 and Counting.submitted == 1

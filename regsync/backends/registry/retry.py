@@ -15,14 +15,17 @@
 
 Every retry loop (requests in the transport, whole-blob transfers in the copy engine, resumed
 blob reads in the client) uses one ``RetryPolicy``: its attempts, backoff and Retry-After cap.
+A request's first try runs bare (``retried``): tenacity's loop starts only once a try failed in
+a way worth retrying, so the common success path pays nothing for it.
 """
 
 from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
@@ -35,6 +38,8 @@ from regsync.errors import (
     TransportError,
     UnreachableError,
 )
+
+T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
 # The destination saying the bytes it received do not match: damaged in transit.
@@ -209,3 +214,31 @@ def retrying(
         before_sleep=before_sleep,
         reraise=True,
     )
+
+
+async def retried(
+    policy: RetryPolicy,
+    observer: RequestObserver,
+    registry: str,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    on: frozenset[Verdict] = REQUEST,
+) -> T:
+    """``attempt()``, retried as ``retrying`` retries. The first try runs outside the loop:
+    building tenacity's objects cost more client CPU than the rest of a HEAD's own work, and
+    almost every request succeeds at once. A failure worth retrying starts the loop, which
+    takes that failure as its first try (counted, waited on, Retry-After honoured): the tries,
+    waits and errors are the same as a loop from the start."""
+    try:
+        return await attempt()
+    except Exception as exc:  # the verdict decides; BaseException (a cancel) goes up as is
+        if not policy.may_retry(exc, 1, on):
+            raise
+        first: Exception | None = exc
+    async for tried in retrying(policy, observer, registry, on=on):
+        with tried:
+            if first is not None:
+                failed, first = first, None
+                raise failed  # the first try's failure, as the loop's try 1
+            return await attempt()
+    raise AssertionError("unreachable: the loop returns or re-raises")  # pragma: no cover

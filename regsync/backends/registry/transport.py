@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
-from tenacity import AsyncRetrying
 from yarl import URL
 
 from regsync import __version__, boundedjson
@@ -35,7 +34,7 @@ from regsync.backends.registry.redirects import (
     pinned,
 )
 from regsync.backends.registry.responses import Response, error_from_response
-from regsync.backends.registry.retry import RetryPolicy, Timeouts, retrying
+from regsync.backends.registry.retry import RetryPolicy, Timeouts, retried
 from regsync.backends.registry.throttle import Throttle
 from regsync.errors import (
     AuthError,
@@ -86,6 +85,7 @@ class Transport:
         self.user_agent = user_agent or USER_AGENT
         self.registry = registry
         self.base_url = URL(base_url)
+        self._own = _origin(self.base_url)  # asked several times per request
         self.auth = Authenticator(registry, username, password, self.fetch_token)
         self._ssl = ssl_context
         self.observer: RequestObserver = observer or NullObserver()
@@ -143,39 +143,43 @@ class Transport:
 
         Each try has a total deadline (``Timeouts.total``, plus time for the body sent), from
         the moment it has a connection slot: a server trickling its answer cannot hold it.
+        That one deadline covers the whole try (auth, redirects, headers, body): nothing
+        inside arms another.
         """
         deadline = self.timeouts.for_body(len(data) if data else 0)
+
+        async def attempt() -> Response:
+            async with self._limit:
+                # The wait for a turn under requests_per_second is not the registry's
+                # slowness: it comes before the deadline starts (see `throttled`).
+                await self.throttle.wait()
+                try:
+                    async with (
+                        asyncio.timeout(deadline),
+                        self.open(
+                            method,
+                            url,
+                            scopes=scopes,
+                            headers=headers,
+                            data=data,
+                            ok=ok,
+                            throttled=True,
+                            timed=False,
+                        ) as resp,
+                    ):
+                        body = await _read_bounded(resp, max_body, self.registry)
+                        return Response(resp.status, resp.headers, body, resp.url)
+                except TimeoutError:  # open() turns aiohttp's own into TransportError
+                    raise too_slow(
+                        self.registry, f"{method} {url.raw_path}", deadline or 0
+                    ) from None
+
         try:
-            async for attempt in self._retrying():
-                with attempt:
-                    async with self._limit:
-                        # The wait for a turn under requests_per_second is not the registry's
-                        # slowness: it comes before the deadline starts (see `throttled`).
-                        await self.throttle.wait()
-                        try:
-                            async with (
-                                asyncio.timeout(deadline),
-                                self.open(
-                                    method,
-                                    url,
-                                    scopes=scopes,
-                                    headers=headers,
-                                    data=data,
-                                    ok=ok,
-                                    throttled=True,
-                                ) as resp,
-                            ):
-                                body = await _read_bounded(resp, max_body, self.registry)
-                                return Response(resp.status, resp.headers, body, resp.url)
-                        except TimeoutError:  # open() turns aiohttp's own into TransportError
-                            raise too_slow(
-                                self.registry, f"{method} {url.raw_path}", deadline or 0
-                            ) from None
+            return await retried(self.retry, self.observer, self.registry, attempt)
         except UnreachableError as exc:
             if exc.down:
                 raise
             raise self.gave_up(exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def repository(self, name: str) -> str:
         """The repository's name at the server (with the path prefix, if any)."""
@@ -210,9 +214,6 @@ class Transport:
         async with self._limit:
             yield
 
-    def _retrying(self) -> AsyncRetrying:
-        return retrying(self.retry, self.observer, self.registry)
-
     @asynccontextmanager
     async def open(
         self,
@@ -224,12 +225,15 @@ class Transport:
         data: Any = None,
         ok: tuple[int, ...] = (200,),
         throttled: bool = False,
+        timed: bool = True,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send one request (with the auth dance, no retries) and yield the open response.
 
         A replayable body (bytes or None) is re-sent after a 401; a streamed one cannot be,
         so callers streaming a body make sure the token is fresh first (see ``prepare``).
         ``throttled``: the caller already waited for the first send's requests_per_second turn.
+        ``timed``: each exchange is bounded up to its response's headers (False: the caller's
+        own deadline covers the whole request, as ``request``'s does).
         """
         self.health.check()
         # Userinfo in a URL a registry named (upload Location, next page) is never sent:
@@ -243,7 +247,7 @@ class Transport:
             throttled = False  # a replay after a 401 is another request: it waits its turn
             async with self.auth.turn():  # one at a time while Basic credentials are unproven
                 sent_headers = await self._headers(headers, scopes, own=own)
-                resp = await self._send(method, url, sent_headers, data)
+                resp = await self._send(method, url, sent_headers, data, timed)
                 if own and self.same_origin(resp.url):
                     self.auth.answered(sent_headers.get("Authorization"), resp.status)
             try:
@@ -276,7 +280,7 @@ class Transport:
         raise AuthError(f"{self.registry}: authentication did not settle", registry=self.registry)
 
     async def _send(
-        self, method: str, url: URL, headers: dict[str, str], data: Any
+        self, method: str, url: URL, headers: dict[str, str], data: Any, timed: bool = True
     ) -> aiohttp.ClientResponse:
         """One request up to the response's headers, its redirects followed here, each hop
         checked first (``registry.redirects``: no credentials or userinfo to another origin,
@@ -285,7 +289,8 @@ class Transport:
         hops = Hops(self.registry, method, url)
         first = dict(headers)  # the checked hop's Host must not follow into later hops
         first_url, extra = await self._checked(url, first)
-        resp = await self._exchange(method, first_url, first, data, extra)
+        deadline = self._head_deadline(data) if timed else None
+        resp = await self._exchange(method, first_url, first, data, extra, deadline)
         current = url
         while resp.status in REDIRECTS and "Location" in resp.headers:
             step = hop_method(resp.status, method, data)
@@ -300,7 +305,8 @@ class Transport:
                 if self.same_origin(target) or k.lower() != "authorization"
             }
             target_url, extra = await self._checked(target, sent)
-            resp = await self._exchange(method, target_url, sent, data, extra)
+            deadline = self._head_deadline(data) if timed else None
+            resp = await self._exchange(method, target_url, sent, data, extra, deadline)
             current = target
         return resp
 
@@ -331,13 +337,19 @@ class Transport:
         return url, extra
 
     async def _exchange(
-        self, method: str, url: URL, headers: dict[str, str], data: Any, extra: dict[str, Any]
+        self,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        data: Any,
+        extra: dict[str, Any],
+        deadline: float | None,
     ) -> aiohttp.ClientResponse:
-        """One HTTP exchange up to the response's headers, observed; connection failures
-        become regsync errors (a streamed body's own deadline is the caller's)."""
+        """One HTTP exchange up to the response's headers (within ``deadline``, if any),
+        observed; connection failures become regsync errors."""
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self._head_deadline(data)):
+            async with asyncio.timeout(deadline):
                 resp = await self.session.request(
                     method,
                     url,
@@ -370,7 +382,7 @@ class Transport:
 
     def same_origin(self, url: URL) -> bool:
         """Whether ``url`` is on this registry's scheme+host+port, where its credentials go."""
-        return _origin(url) == _origin(self.base_url)
+        return _origin(url) == self._own
 
     async def _headers(
         self, headers: dict[str, str] | None, scopes: tuple[str, ...], *, own: bool
