@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from regsync import __version__
 from regsync import commands as one_line
@@ -33,18 +34,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("REGSYNC_CONFIG", "sync.yaml"),
         help="config file (default: $REGSYNC_CONFIG, else ./sync.yaml)",
     )
+    logging_options = argparse.ArgumentParser(add_help=False)
+    _logging_options(logging_options)
+    common = argparse.ArgumentParser(add_help=False, parents=[common_config, logging_options])
     selecting = argparse.ArgumentParser(add_help=False)
     selecting.add_argument(
         "--rule", action="append", default=[], metavar="NAME", help="only this rule (repeatable)"
     )
     selecting.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    logging_options = argparse.ArgumentParser(add_help=False)
-    _logging_options(logging_options)
-    common = argparse.ArgumentParser(add_help=False, parents=[common_config, logging_options])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    once = commands.add_parser(
-        "once", parents=[common, selecting], help="run every (or the named) rule once"
+    _add_once(commands, [common, selecting])
+    _add_check(commands, [common, selecting])
+    verify = commands.add_parser(
+        "verify",
+        parents=[common, selecting],
+        help="check every destination tag's manifests and blobs exist",
     )
+    verify.add_argument(
+        "--repair", action="store_true", help="copy incomplete tags again from the source"
+    )
+    _add_serve(commands, [common])
+    commands.add_parser("validate", parents=[common], help="load and check the config only")
+    one_line.add_parsers(commands, logging_options)
+    return parser
+
+
+def _add_once(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    once = commands.add_parser("once", parents=parents, help="run every (or the named) rule once")
     once.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
     once.add_argument(
         "--full",
@@ -69,26 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument(
         "--pushgateway", metavar="URL", help="push the run's metrics to this Prometheus Pushgateway"
     )
+    once.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
+    once.add_argument("--state-dir", metavar="DIR", help=STATE_HELP)
+
+
+def _add_check(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     check = commands.add_parser(
-        "check", parents=[common, selecting], help="plan only: print the drift, change nothing"
+        "check", parents=parents, help="plan only: print the drift, change nothing"
     )
     check.add_argument(
         "--explain",
         action="store_true",
         help="per repository: every tag selected (with its action) or the filter that dropped it",
     )
-    for sharded in (once, check):
-        sharded.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
-    verify_cmd = commands.add_parser(
-        "verify",
-        parents=[common, selecting],
-        help="check every destination tag's manifests and blobs exist",
-    )
-    verify_cmd.add_argument(
-        "--repair", action="store_true", help="copy incomplete tags again from the source"
-    )
+    check.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
+
+
+def _add_serve(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser(
-        "serve", parents=[common], help="daemon: every rule on its schedule, HTTP endpoints"
+        "serve", parents=parents, help="daemon: every rule on its schedule, HTTP endpoints"
     )
     serve.add_argument(
         "--listen",
@@ -110,11 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bearer token for POST /v1/rules/RULE/run (default: $REGSYNC_API_TOKEN; "
         "neither: the endpoint is disabled)",
     )
-    for stateful in (once, serve):
-        stateful.add_argument("--state-dir", metavar="DIR", help=STATE_HELP)
-    commands.add_parser("validate", parents=[common], help="load and check the config only")
-    one_line.add_parsers(commands, logging_options)
-    return parser
+    serve.add_argument("--state-dir", metavar="DIR", help=STATE_HELP)
 
 
 def _logging_options(parser: argparse.ArgumentParser) -> None:

@@ -31,10 +31,13 @@ from regsync.clioutput import (
 from regsync.startup import EarlyHangup, started
 
 if TYPE_CHECKING:
+    from regsync.backends.registry.observer import RequestObserver
     from regsync.blobindex import BlobIndex
     from regsync.config import Config, Rule
+    from regsync.events import RunEvents
     from regsync.metrics import Metrics
     from regsync.shard import Shard
+    from regsync.verify import VerifyResult
 
 # The logger's name is in every JSON log line ("logger"): it stays what operators filter on.
 log = logging.getLogger("regsync.cli")
@@ -116,9 +119,8 @@ def copy_rule(args: argparse.Namespace, config: Config, rules: list[Rule]) -> in
 def run_rules(args: argparse.Namespace, config: Config, rules: list[Rule], shard: Shard) -> int:
     """`regsync once` and `check` (the runner; the summary, metrics and exit code after)."""
     from regsync import aio
-    from regsync.backends.registry.observer import NullObserver, RequestObserver
+    from regsync.backends.registry.observer import NullObserver
     from regsync.errors import ConfigError
-    from regsync.events import FanOut, NoEvents, RunEvents
     from regsync.runner import run
 
     started()
@@ -136,8 +138,7 @@ def run_rules(args: argparse.Namespace, config: Config, rules: list[Rule], shard
     index = None if check or dry_run else clienv.open_index(args)
     state_dir = clienv.state_dir(args)  # delta bundles' series: check and --dry-run plan against it
     with progress as display, _closing(index):
-        sinks = [sink for sink in (metrics, display) if sink is not None]
-        events: RunEvents = FanOut(*sinks) if len(sinks) > 1 else (sinks or [NoEvents()])[0]
+        events = _events(metrics, display)
         try:
             result = aio.run(
                 run(
@@ -158,18 +159,33 @@ def run_rules(args: argparse.Namespace, config: Config, rules: list[Rule], shard
             return usage_error(args, str(exc))
         except KeyboardInterrupt:
             return INTERRUPTED
-    verified = None
-    if getattr(args, "verify", False) and not dry_run:
-        from regsync.verify import verify
-
-        try:
-            verified = aio.run(verify(config, rules, observer=observer))
-        except KeyboardInterrupt:
-            return INTERRUPTED
+    try:
+        then_verify = getattr(args, "verify", False) and not dry_run
+        verified = _verify_after(config, rules, observer) if then_verify else None
+    except KeyboardInterrupt:
+        return INTERRUPTED
     report(result, args, check=check, verified=verified)
     if metrics is not None:
         export_metrics(metrics, metrics_file, gateway)
     return EXIT_OK if succeeded(result, check, verified) else EXIT_FAILED
+
+
+def _events(*sinks: RunEvents | None) -> RunEvents:
+    """The run's events to every sink there is (metrics, progress), or to none."""
+    from regsync.events import FanOut, NoEvents
+
+    present = [sink for sink in sinks if sink is not None]
+    return FanOut(*present) if len(present) > 1 else (present or [NoEvents()])[0]
+
+
+def _verify_after(
+    config: Config, rules: list[Rule], observer: RequestObserver
+) -> list[VerifyResult]:
+    """`once --verify`: every destination tag in scope checked once the run is done."""
+    from regsync import aio
+    from regsync.verify import verify
+
+    return aio.run(verify(config, rules, observer=observer))
 
 
 def _run_metrics(rules: list[Rule], record_success: bool, shard: Shard) -> Metrics:

@@ -20,8 +20,9 @@ from typing import Any
 from regsync import aio, orphans
 from regsync.backends import Backend
 from regsync.backends.registry.observer import RequestObserver
+from regsync.blobledger import BlobLedger
 from regsync.config import Config, Rule
-from regsync.copy import BlobLedger, CopyEngine
+from regsync.copy import CopyEngine
 from regsync.errors import MappingError, NotFoundError, RegsyncError
 from regsync.oci.manifest import Descriptor
 from regsync.result import Orphans

@@ -28,8 +28,8 @@ from regsync.blobindex import (
     default_state_dir,
     valid_holder,
 )
+from regsync.blobledger import BlobLedger
 from regsync.config import parse_config
-from regsync.copy import BlobLedger
 from regsync.runner import run
 from tests.support import (
     Blob,
