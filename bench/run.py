@@ -32,7 +32,7 @@ from bench.report import render, write_benchmarks  # noqa: E402
 from bench.scenarios import Options, Runner  # noqa: E402
 from bench.week import Day, Week, week_table  # noqa: E402
 
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,6 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--s8-tags", type=int, default=50_000, help="S8 no-op size (1,000 tags a repository)"
     )
+    p.add_argument("--s9-tags", type=int, default=50_000, help="S9 cold copy size (50,000)")
+    p.add_argument(
+        "--s10-tags", type=int, default=10_000, help="S10 all-immutable no-op size (10,000)"
+    )
     p.add_argument("--s6-days", type=int, default=7, help="days of catalogue change in S6 (7)")
     p.add_argument("--no-skopeo", action="store_true", help="leave skopeo out")
     p.add_argument("--workdir", type=Path, help="keep registries' storage here (default: temp)")
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         big_gib=args.big_gib,
         skopeo=not args.no_skopeo,
         s8_tags=args.s8_tags,
+        s9_tags=args.s9_tags,
+        s10_tags=args.s10_tags,
     )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="regsync-bench-"))
     # regsync runs as installed, byte-compiled (pip compiles at install, and so does the image
@@ -87,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
                 runner.scale()
             if "S8" in only:
                 runner.huge_noop()
+            if "S9" in only:
+                runner.huge_cold()
+            if "S10" in only:
+                runner.immutable_noop()
             if "S6" in only:
                 week = Week(env, args.s6_days, opts.log).run()
             if "S7" in only:

@@ -1,4 +1,4 @@
-"""The benchmark scenarios S1-S5 (issue #7) and S8 (issue #21): seed, then run the tools
+"""The benchmark scenarios S1-S5 (issue #7) and S8-S10 (issue #21): seed, then run the tools
 side by side.
 
 regsync appears as up to three tools: ``regsync`` (``once``; for no-op and incremental runs
@@ -38,6 +38,8 @@ S3_LAYERS = [64 * MIB] * 4
 S5_CHANGED = 10  # 5% of S1's 200 tags
 S4_TAGS_PER_REPO = 100
 S8_SHAPE = (50, 1000)  # repositories x tags: the 50,000-tag no-op, seeded into storage
+STORAGE_TAGS = 1000  # tags a repository in the scenarios seeded into storage (S8-S10)
+IMMUTABLE = "tags: {immutable: ['.*']}"  # S10: every tag immutable
 REGSYNC_MODES = {"regsync": "once", "regsync-full": "full", "regsync-serve": "serve"}
 
 
@@ -48,6 +50,8 @@ class Options:
     big_gib: float = 1.0  # 0 skips the single-big-layer case
     skopeo: bool = True
     s8_tags: int = 50_000  # 0 skips S8
+    s9_tags: int = 50_000  # S9, the cold copy seeded into the source's storage; 0 skips it
+    s10_tags: int = 10_000  # S10, the no-op with every tag immutable; 0 skips it
     raw_parallel: int = 8
     log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
 
@@ -79,11 +83,13 @@ class Runner:
         self.samples: list[Sample] = []
         self.state: Path | None = None  # the content index regsync runs share (None: own)
 
-    def _argv(self, tool: str, namespace: str, repos: list[str], jobs: list[Job]) -> Argv:
+    def _argv(
+        self, tool: str, namespace: str, repos: list[str], jobs: list[Job], keys: str = ""
+    ) -> Argv:
         src, dst, state = self.env.src, self.env.dst, self.state
         if tool in REGSYNC_MODES:
             mode = REGSYNC_MODES[tool]
-            return lambda work: regsync_argv(work, src, dst, namespace, state, mode)
+            return lambda work: regsync_argv(work, src, dst, namespace, state, mode, keys)
         if tool == "skopeo":
             return lambda work: skopeo_argv(work, src, dst, namespace, repos)
         parallel = min(self.opts.raw_parallel, max(1, len(jobs)))
@@ -231,6 +237,42 @@ class Runner:
         for rnd in range(1):  # one round: each run is ~1-2 minutes here
             for tool in ("regsync", "regsync-full"):
                 self._record(self.env.run(name, tool, rnd, self._argv(tool, "s8", [], [])))
+        self.state = None
+
+    # -- S9: a 50,000-tag cold copy; S10: a 10,000-tag no-op, every tag immutable ----------
+
+    def _seed(self, namespace: str, tags: int, *, dest: bool) -> str:
+        """``tags`` tags (1,000 a repository) written into the source's storage, and the
+        destination's too with ``dest``; the scenario's size for its name (``50k``)."""
+        repos = max(1, tags // STORAGE_TAGS)
+        self.opts.log(f"seeding {namespace}: {repos} repos x {STORAGE_TAGS} tags into storage")
+        for reg in (self.env.src, self.env.dst) if dest else (self.env.src,):
+            reg.stop()
+            seed_tags(reg.storage, namespace, repos, STORAGE_TAGS)
+            reg.start()
+        return f"{repos * STORAGE_TAGS // 1000}k"
+
+    def huge_cold(self) -> None:
+        """Every tag copied into a destination that has none of them (memory per copied tag:
+        the target is <= 120 MB at 50,000 tags). One round: each run takes minutes here."""
+        if self.opts.s9_tags <= 0:
+            return
+        size = self._seed("s9", self.opts.s9_tags, dest=False)
+        self.state = self.env.workdir / "state-s9"
+        self._record(self.env.run(f"S9-{size}", "regsync", 0, self._argv("regsync", "s9", [], [])))
+        self.state = None
+
+    def immutable_noop(self) -> None:
+        """``tags.immutable: ['.*']``: a first run records (a full check), then the no-op
+        between full checks costs the listings only (target <= 0.03 requests a tag, < 2 s)."""
+        if self.opts.s10_tags <= 0:
+            return
+        size = self._seed("s10", self.opts.s10_tags, dest=True)
+        self.state = self.env.workdir / "state-s10"
+        argv = self._argv("regsync", "s10", [], [], IMMUTABLE)
+        self._record(self.env.run(f"setup-S10-{size}", "regsync", 0, argv))
+        for rnd in range(self.opts.rounds):
+            self._record(self.env.run(f"S10-{size}", "regsync", rnd, argv))
         self.state = None
 
 

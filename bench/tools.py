@@ -22,13 +22,15 @@ def regsync_argv(
     namespace: str,
     state: Path | None = None,
     mode: str = "once",
+    rule_keys: str = "",
 ) -> list[str]:
     """``regsync once`` mirroring ``namespace/*`` to the same names on ``dst``.
 
     The content index lives in ``state`` (S6 keeps one across its days), else in the run's own
     work dir: a cold copy into an emptied destination must not try mounts a previous round's
     index suggests. ``mode``: ``once``; ``full`` (``once --full``: HEAD every tag); ``serve``
-    (``bench/warm.py``: the second of two cycles in one process, as a warm ``serve``)."""
+    (``bench/warm.py``: the second of two cycles in one process, as a warm ``serve``).
+    ``rule_keys``: more keys of the rule, YAML flow style (``tags: {immutable: ['.*']}``)."""
     config = work / "sync.yaml"
     config.write_text(
         registries_yaml(src, dst)
@@ -38,6 +40,7 @@ rules:
     source: {src.host}/{namespace}/*
     destination: {dst.host}
 """
+        + (f"    {rule_keys}\n" if rule_keys else "")
     )
     state_dir = state or work / "state"
     if mode == "serve":

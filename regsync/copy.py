@@ -29,14 +29,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from regsync.aio import first_error
 from regsync.backends import Backend
 from regsync.backends.registry.observer import NullObserver, RequestObserver
 from regsync.backends.registry.retry import RetryPolicy
+from regsync.blobledger import BlobLedger
 from regsync.errors import (
     ManifestError,
     RegistryError,
@@ -44,17 +43,13 @@ from regsync.errors import (
     TransportError,
 )
 from regsync.keyedlocks import KeyedLocks
+from regsync.lru import LRU
 from regsync.manifestcache import ManifestCache
 from regsync.oci import mediatypes
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.transfer import transfer_blob
 
-if TYPE_CHECKING:
-    from regsync.blobindex import BlobIndex
-
 log = logging.getLogger(__name__)
-
-FLUSH_BATCH = 256  # index writes buffered before a commit in the middle of a run
 
 
 @dataclass
@@ -76,60 +71,6 @@ class CopyStats:
             self.blobs_mounted += 1
         else:
             self.blobs_present += 1
-
-
-@dataclass
-class BlobLedger:
-    """What one destination is known to hold in this run, shared by every rule writing to it.
-
-    With an `index` (a registry destination), what it learns is also remembered across runs,
-    and `known_holders` answers from what earlier runs saw.
-    """
-
-    locations: dict[str, set[str]] = field(default_factory=dict)  # digest -> repositories
-    _locks: KeyedLocks[str] = field(default_factory=KeyedLocks)  # per digest, while in use
-    index: BlobIndex | None = None
-    registry: str = ""  # the index's key for this destination
-    # Whether earlier runs left holders for this destination, asked once per ledger (a run):
-    # this run's own rows are in `locations` already, so its flushes change nothing here.
-    _earlier: bool | None = None
-
-    def lock(self, digest: str) -> AbstractAsyncContextManager[None]:
-        return self._locks.hold(digest)
-
-    def record(self, digest: str, repo: str) -> None:
-        self.locations.setdefault(digest, set()).add(repo)
-        if self.index is not None:
-            self.index.record(self.registry, digest, repo)
-
-    async def known_holders(self, digest: str, repo: str) -> list[str]:
-        """Repositories earlier runs saw holding `digest` (hints: a mount may still fail)."""
-        if self.index is None or self._earlier is False:
-            return []  # a first copy into a new destination asks nothing per blob
-        # Off the loop thread, the first ask too: opening the file or waiting on another
-        # process's commit (the busy timeout) would stall every transfer of the run.
-        if self._earlier is None:
-            self._earlier = await asyncio.to_thread(self.index.knows, self.registry)
-            if not self._earlier:
-                return []
-        found = await asyncio.to_thread(self.index.holders, self.registry, digest)
-        tried = self.locations.get(digest, set())
-        return [r for r in found if r != repo and r not in tried]
-
-    def forget(self, digest: str, repo: str) -> None:
-        if self.index is not None:
-            self.index.forget(self.registry, digest, repo)
-
-    async def flush(self) -> None:
-        """Commit what was learned once enough is buffered (off the loop thread)."""
-        if self.index is not None and self.index.pending >= FLUSH_BATCH:
-            await self.index.flush_async()
-
-    def holds(self, digest: str, repo: str) -> bool:
-        return repo in self.locations.get(digest, ())
-
-    def elsewhere(self, digest: str, repo: str) -> str | None:
-        return next((r for r in sorted(self.locations.get(digest, ())) if r != repo), None)
 
 
 @dataclass
@@ -161,10 +102,12 @@ class CopyEngine:
     # those repositories of this same rule -- never from the ledger or the content index.
     declared: Callable[[str], list[str] | None] = lambda digest: None
     _manifests: ManifestCache = field(default_factory=ManifestCache)
-    _placed: set[tuple[str, str, str]] = field(default_factory=set)
+    # What this run placed, and what the source proved, for the most recently used keys
+    # (``regsync.lru``): forgetting one costs a request, never a wrong answer.
+    _placed: LRU[tuple[str, str, str], bool] = field(default_factory=LRU)
     _flights: KeyedLocks[tuple[str, str, str]] = field(default_factory=KeyedLocks)
     # (source repo, digest, size) -> whether that repository showed it holds the blob.
-    _proofs: dict[tuple[str, str, int], bool] = field(default_factory=dict)
+    _proofs: LRU[tuple[str, str, int], bool] = field(default_factory=LRU)
 
     async def get_manifest(self, repo: str, digest: str) -> Manifest:
         """The source manifest `digest`, fetched once per run however many tags share it."""
@@ -225,7 +168,7 @@ class CopyEngine:
         async with self._flights.hold(key):
             if key not in self._placed:
                 await self.copy_content(src_repo, dst_repo, manifest)
-                self._placed.add(key)
+                self._placed[key] = True
 
     async def copy_content(
         self, src_repo: str, dst_repo: str, manifest: Manifest, depth: int = 0
@@ -267,7 +210,7 @@ class CopyEngine:
             if key in self._placed:
                 return
             await self._copy_manifest(src_repo, dst_repo, desc.digest, depth)
-            self._placed.add(key)
+            self._placed[key] = True
 
     async def _copy_manifest(self, src_repo: str, dst_repo: str, digest: str, depth: int) -> None:
         """The source manifest ``digest``: its content, then itself pushed by digest."""
@@ -330,13 +273,14 @@ class CopyEngine:
     async def _proven(self, src_repo: str, desc: Descriptor) -> bool:
         """Whether the source repository being copied showed it holds ``desc`` (asked once)."""
         key = (src_repo, desc.digest, desc.size)
-        if key not in self._proofs:
+        proven = self._proofs.get(key)
+        if proven is None:
             try:
-                self._proofs[key] = await self.source.blob_check(src_repo, desc)
+                self._proofs[key] = proven = await self.source.blob_check(src_repo, desc)
             except RegsyncError as exc:
                 log.debug("source HEAD of %s@%s failed: %s", src_repo, desc.digest, exc)
                 return False  # not remembered: the read that follows tries the source again
-        return self._proofs[key]
+        return proven
 
     async def _mount_proven(self, src_repo: str, dst_repo: str, desc: Descriptor) -> bool:
         """Mount from a repository this run filled, else from one an earlier run saw holding

@@ -20,7 +20,8 @@ from typing import Any
 
 from regsync import aio
 from regsync.backends import Backend
-from regsync.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, split_tag, usage_error
+from regsync.clioutput import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from regsync.commands import split_tag, usage_error
 from regsync.config import Config
 from regsync.discovery import discover
 from regsync.errors import EmptySourceError, NotFoundError, RegsyncError
@@ -219,10 +220,7 @@ async def _digests(backend: Backend, repo: str, tags: list[str]) -> dict[str, st
         desc = await backend.manifest_head(repo, tag)
         return desc.digest if desc is not None else ""
 
-    try:
-        found = await aio.bounded_map(head, tags, HEAD_CONCURRENCY)
-    except BaseExceptionGroup as errors:
-        raise aio.first_error(errors) from errors
+    found = await aio.bounded_map(head, tags, HEAD_CONCURRENCY)  # the first error as itself
     return dict(zip(tags, found, strict=True))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from regsync.errors import RegsyncError
 from regsync.oci import mediatypes
@@ -21,6 +22,7 @@ from regsync.plan import Action, TagAction
 from regsync.tagpolicy import Filtered
 
 ManifestFetch = Callable[[str, str], Awaitable[Manifest]]  # (repo, digest) -> source manifest
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,15 @@ async def apply(
         and a.tag in heads
         and heads[a.tag].media_type in media.allowed
     ]
-    read = await read_all(fetch, repo, wanted)
+    refusals = await decide_each(fetch, repo, wanted, media.artifact_refusal)
     kept: list[TagAction] = []
     skipped: list[Filtered] = []
     for action in actions:
         why = None
         if not action.artifact_of and action.tag in heads:
             why = media.refusal(heads[action.tag].media_type)
-            if why is None and (manifest := read.get(action.tag)) is not None:
-                why = media.artifact_refusal(manifest)
+            if why is None:
+                why = refusals.get(action.tag)
         if why is None:
             kept.append(action)
         else:
@@ -83,20 +85,28 @@ async def apply(
     return tuple(a for a in kept if a not in dropped), tuple(skipped)
 
 
-async def read_all(
-    fetch: ManifestFetch, repo: str, actions: list[TagAction]
-) -> dict[str, Manifest]:
-    """The source manifests of ``actions`` by tag, read concurrently (the registry's own
-    request limits bound them). One that cannot be read is left out: the tag's copy reads it
-    again and fails alone, naming why; its repository's other tags go on."""
+READ_CONCURRENCY = 32  # manifests read at once while deciding (as planning's HEADs)
 
-    async def one(action: TagAction) -> Manifest | None:
+
+async def decide_each(
+    fetch: ManifestFetch,
+    repo: str,
+    actions: list[TagAction],
+    decide: Callable[[Manifest], T],
+) -> dict[str, T]:
+    """``decide`` of each action's source manifest, by tag: a few read at a time, each let go
+    once decided, so what planning holds is the decisions, not every manifest the listing
+    names (the copy engine's cache keeps what it can, within its budget). One that cannot be
+    read is left out: the tag's copy reads it again and fails alone, naming why; its
+    repository's other tags go on."""
+    from regsync.aio import bounded_map  # here: the config models import this module
+
+    async def one(action: TagAction) -> tuple[str, T] | None:
         try:
-            return await fetch(repo, str(action.source_digest))
+            manifest = await fetch(repo, str(action.source_digest))
         except RegsyncError:
             return None
+        return action.tag, decide(manifest)
 
-    import asyncio  # here: the config models import this module, and `validate` no asyncio
-
-    found = await asyncio.gather(*(one(a) for a in actions))
-    return {a.tag: m for a, m in zip(actions, found, strict=True) if m is not None}
+    found = await bounded_map(one, actions, READ_CONCURRENCY)
+    return dict(pair for pair in found if pair is not None)

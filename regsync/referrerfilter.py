@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from regsync.mediafilter import ManifestFetch, read_all
+from regsync.mediafilter import ManifestFetch, decide_each
 from regsync.oci.artifacts import is_fallback_tag
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.plan import Action, TagAction
@@ -57,8 +57,8 @@ async def apply(
         and a.source_digest is not None
         and not is_fallback_tag(a.tag)
     ]
-    read = await read_all(fetch, repo, cosign)
-    refused = {t for t, manifest in read.items() if not match.manifest(manifest)}
+    matched = await decide_each(fetch, repo, cosign, match.manifest)
+    refused = {t for t, ok in matched.items() if not ok}
     kept = tuple(a for a in actions if a.tag not in refused)
     skipped = tuple(Filtered(t, "referrers", "does not match the filter") for t in sorted(refused))
     return kept, skipped

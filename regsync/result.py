@@ -110,7 +110,9 @@ class RuleResult:
     errors: list[str] = field(default_factory=Lines)
     notes: list[str] = field(default_factory=Lines)  # worth reading, not failures
     plans: list[RepoPlan] = field(default_factory=list)
-    placed: list[tuple[str, str]] = field(default_factory=list)  # (source repo, tag) in sync
+    unkept_copies: int = 0  # copy actions a copying cycle counted but kept no record of
+    # (source repo, tag) an event named, in sync after an event-triggered run (a cycle: none)
+    placed: list[tuple[str, str]] = field(default_factory=list)
     duration_seconds: float = 0.0
     rule_failed: bool = False  # the rule could not run at all (e.g. listing failed)
 
@@ -129,7 +131,7 @@ class RuleResult:
     @property
     def drift(self) -> int:
         """Tags a run would change (what `check` reports)."""
-        return sum(p.drift for p in self.plans)
+        return sum(p.drift for p in self.plans) + self.unkept_copies
 
     @property
     def skipped_media_types(self) -> int:

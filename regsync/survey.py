@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from regsync import mediafilter, pruneplan, referrerfilter, referrers
+from regsync.aio import bounded_map
 from regsync.backends import Backend
 from regsync.backup import BackupTemplate
 from regsync.errors import ManifestError, RegsyncError
@@ -58,7 +59,8 @@ Fetch = Callable[[str, str], Awaitable[Manifest]]  # (repo, tag) -> the manifest
 
 
 class _Heads:
-    """Bounded HEADs and GETs against one backend."""
+    """Bounded HEADs and GETs against one backend: ``limit`` requests in flight per repository,
+    and tasks only for those (``bounded_map``), never one per tag of the listing."""
 
     def __init__(
         self,
@@ -82,7 +84,7 @@ class _Heads:
         if self.fetch is None:
             return await self.head(tags)
         tags = list(tags)
-        found = await asyncio.gather(*(self._get(t) for t in tags))
+        found = await bounded_map(self._get, tags, HEAD_CONCURRENCY)
         return {t: d for t, d in zip(tags, found, strict=True) if d is not None}
 
     async def _get(self, tag: str) -> Descriptor | None:
@@ -98,7 +100,7 @@ class _Heads:
 
     async def head(self, tags: Iterable[str]) -> dict[str, Descriptor]:
         tags = list(tags)
-        found = await asyncio.gather(*(self._head(t) for t in tags))
+        found = await bounded_map(self._head, tags, HEAD_CONCURRENCY)
         return {t: d for t, d in zip(tags, found, strict=True) if d is not None}
 
     async def _head(self, tag: str) -> Descriptor | None:
@@ -113,7 +115,7 @@ class _Heads:
 
     async def origins(self, tags: Iterable[str]) -> dict[str, Origin]:
         tags = list(tags)
-        found = await asyncio.gather(*(self._origin(t) for t in tags))
+        found = await bounded_map(self._origin, tags, HEAD_CONCURRENCY)
         return dict(zip(tags, found, strict=True))
 
     async def _origin(self, tag: str) -> Origin:
@@ -129,7 +131,7 @@ class _Heads:
                 manifest = await self.backend.manifest_get(self.repo, tag)
             return frozenset(c.digest for c in manifest.children)
 
-        found = await asyncio.gather(*(one(t) for t in tags))
+        found = await bounded_map(one, tags, HEAD_CONCURRENCY)
         return dict(zip(tags, found, strict=True))
 
 

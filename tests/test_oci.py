@@ -148,11 +148,13 @@ def _image(
     ("raw", "message"),
     [
         (_image("not a type"), "descriptor sha256:a+ has an invalid mediaType 'not a type'"),
-        (_image("text/plain; charset=utf-8"), "invalid mediaType"),
+        (_image("text/plain; charset="), "invalid mediaType"),
+        (_image('a/b;x="open'), "invalid mediaType"),
+        (_image("a/b;x=1\r\nX-Evil: 1"), "invalid mediaType"),
+        (_image("a/b" + ";x=1" * 300), "invalid mediaType"),
         (_image("application/x\r\nX-Evil: 1"), "invalid mediaType"),
         (_image("/json"), "invalid mediaType"),
         (_image("application/" + "x" * 128), "invalid mediaType"),
-        (_image(""), "invalid mediaType"),
         (_image(7), "invalid mediaType 7"),
         (_image(artifactType="bad type"), "manifest has an invalid artifactType 'bad type'"),
         (_image(artifactType=["a/b"]), "manifest has an invalid artifactType"),
@@ -176,9 +178,41 @@ def test_media_types_on_the_grammar_are_taken_as_they_are() -> None:
     assert manifest.config is not None and manifest.config.media_type == helm
     assert manifest.artifact_type == "application/vnd.example+type"
     assert parse_manifest(_image()).artifact_type_field == ""  # absent: none
-    for text in ("application/vnd.oci.image.layer.v1.tar+gzip", "a/b", "X-Y/z!#$&^_.+-"):
+    empty = parse_manifest(_image("", artifactType=""))  # empty: as absent (Garden Linux)
+    assert empty.config is not None and empty.config.media_type == ""
+    assert empty.artifact_type_field == ""
+    for text in (
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.in-toto+json",
+        "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "application/vnd.dev.sigstore.bundle+json;version=0.2",  # GitHub's attestations
+        "text/plain; charset=utf-8",
+        "a/b;x=\"y z\";q='1'",
+        'a/b;x="a \\"quote\\""',
+        "a/b",
+        "X-Y/z!#$&^_.+-",
+    ):
         assert mediatypes.is_media_type(text), text
-    for text in ("a", "a/b/c", "a /b", "a/b ", "a/b\n", "-a/b", "a/.b", "", "a/" + "b" * 128):
+    for text in (
+        "a",
+        "a/b/c",
+        "a /b",
+        "a/b ",
+        "a/b\n",
+        "-a/b",
+        "a/.b",
+        "",
+        "a/" + "b" * 128,
+        "a/b;",
+        "a/b; x",
+        "a/b;x=",
+        "a/b;x=1 ",
+        'a/b;x="1',
+        "a/b;x=é",
+        "a/b;x=1\r\nX-Evil: 1",
+        "a/b" + ";x=1" * 300,  # past MAX_MEDIA_TYPE_CHARS
+    ):
         assert not mediatypes.is_media_type(text), text
 
 

@@ -255,3 +255,30 @@ def test_signatures_of_platform_subsets_are_pruned_with_their_images(
     assert left == {"1.0", "1.1", sig_tag(kept, ""), sig_tag(other), sig_tag(other, "")}
     code, plan, _ = regsync_json("check", cfg, env=FAST_RETRIES)
     assert code == 0 and planned(plan, "prune") == [] and planned(plan, "copy") == []
+
+
+def test_sigstore_bundles_with_a_media_type_parameter_are_mirrored(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """GitHub's attestations (`@sigstore/oci`) attach a Sigstore bundle whose layer
+    mediaType and artifactType carry a parameter (`...bundle+json;version=0.2`), which
+    RFC 6838 and RFC 9110 allow: the image, the bundle and its fallback index are mirrored
+    with their digests, not refused as off the media-type grammar."""
+    bundle_type = "application/vnd.dev.sigstore.bundle+json;version=0.2"
+    image = Image.oci([Blob.random(700, seed="attested")])
+    push(source_registry, "diamol/app", "1.0", image)
+    bundle = Artifact.oci(image, bundle_type, [Blob(b'{"mediaType": "bundle"}')])
+    attach(source_registry, "diamol/app", bundle)
+    fallback = sig_tag(image, "")
+    cfg = mirror_config(tmp_path, source_registry, dest_registry, "diamol/app", "referrers: true")
+
+    code, summary, stderr = regsync_json("once", cfg, env=FAST_RETRIES)
+
+    assert code == 0, stderr
+    assert only_rule(summary)["tags"]["copied"] == 2  # the image and its fallback index
+    for ref in ("1.0", fallback, bundle.digest):
+        assert dest_registry.manifest("diamol/app", ref) == source_registry.manifest(
+            "diamol/app", ref
+        )
+    (listed,) = json.loads(dest_registry.manifest("diamol/app", fallback)[1])["manifests"]
+    assert listed["artifactType"] == bundle_type

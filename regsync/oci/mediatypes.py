@@ -27,12 +27,20 @@ MAX_NESTING = 4
 
 # RFC 6838 section 4.2: type "/" subtype, each a restricted-name (an ASCII letter or digit,
 # then up to 126 of letters, digits and ! # $ & - ^ _ . +). The OCI image spec requires it of
-# every descriptor's mediaType and artifactType; nothing else (spaces, quotes, CR/LF, a
-# parameter) is a media type regsync takes from a manifest or a layout.
+# every descriptor's mediaType and artifactType. Parameters (RFC 6838 section 4.3, written as
+# RFC 9110 section 8.3.1 says: `;` then name=value, a token or a quoted string, optional
+# spaces around the `;`) are part of real types: GitHub's attestations attach Sigstore
+# bundles as `application/vnd.dev.sigstore.bundle+json;version=0.2`. Nothing else (a control
+# character, a bare quote, a parameter without a value, text past MAX_MEDIA_TYPE_CHARS) is a
+# media type regsync takes from a manifest or a layout: it becomes a Content-Type and a log.
 _RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
-_MEDIA_TYPE = re.compile(f"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}")
+_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
+_QUOTED = r'"(?:[ !#-\[\]-~]|\\[ -~])*"'
+_PARAMETER = rf"[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|{_QUOTED})"
+_MEDIA_TYPE = re.compile(f"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}(?:{_PARAMETER})*")
+MAX_MEDIA_TYPE_CHARS = 1024  # a type and its parameters: real ones are under 100
 
 
 def is_media_type(text: str) -> bool:
-    """Whether ``text`` is a media type by the RFC 6838 grammar (no parameters)."""
-    return _MEDIA_TYPE.fullmatch(text) is not None
+    """Whether ``text`` is a media type by the RFC 6838 grammar, parameters included."""
+    return len(text) <= MAX_MEDIA_TYPE_CHARS and _MEDIA_TYPE.fullmatch(text) is not None
