@@ -21,10 +21,11 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from regsync.clioutput import EXIT_USAGE
+
 if TYPE_CHECKING:
     from regsync.config import Config, Rule
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 ONE_LINE = ("copy", "ls", "digest", "delete")
 COPY_RULE = "copy"  # the in-memory rule's name: summaries and the content index show it
 TLS_MODES = ("verify", "insecure", "http")

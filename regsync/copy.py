@@ -29,14 +29,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from regsync.aio import first_error
 from regsync.backends import Backend
 from regsync.backends.registry.observer import NullObserver, RequestObserver
 from regsync.backends.registry.retry import RetryPolicy
+from regsync.blobledger import BlobLedger
 from regsync.errors import (
     ManifestError,
     RegistryError,
@@ -49,9 +48,6 @@ from regsync.manifestcache import ManifestCache
 from regsync.oci import mediatypes
 from regsync.oci.manifest import Descriptor, Manifest
 from regsync.transfer import transfer_blob
-
-if TYPE_CHECKING:
-    from regsync.blobindex import BlobIndex
 
 log = logging.getLogger(__name__)
 
@@ -75,54 +71,6 @@ class CopyStats:
             self.blobs_mounted += 1
         else:
             self.blobs_present += 1
-
-
-@dataclass
-class BlobLedger:
-    """What one destination is known to hold in this run, shared by every rule writing to it.
-
-    With an `index` (a registry destination), what it learns is also remembered across runs,
-    and `known_holders` answers from what earlier runs saw.
-    """
-
-    # digest -> repositories, for the most recently used digests (``regsync.lru``)
-    locations: LRU[str, set[str]] = field(default_factory=LRU)
-    _locks: KeyedLocks[str] = field(default_factory=KeyedLocks)  # per digest, while in use
-    index: BlobIndex | None = None
-    registry: str = ""  # the index's key for this destination
-
-    def lock(self, digest: str) -> AbstractAsyncContextManager[None]:
-        return self._locks.hold(digest)
-
-    def record(self, digest: str, repo: str) -> None:
-        self.locations.setdefault(digest, set()).add(repo)
-        if self.index is not None:
-            self.index.record(self.registry, digest, repo)
-
-    async def known_holders(self, digest: str, repo: str) -> list[str]:
-        """Repositories earlier runs saw holding `digest` (hints: a mount may still fail)."""
-        if self.index is None or self.index.known(self.registry) is False:
-            return []  # a first copy into a new destination asks nothing per blob
-        # Off the loop thread, the first ask too: opening the file or waiting on another
-        # process's commit (the busy timeout) would stall every transfer of the run.
-        found = await asyncio.to_thread(self.index.holders, self.registry, digest)
-        tried = self.locations.get(digest) or set()
-        return [r for r in found if r != repo and r not in tried]
-
-    def forget(self, digest: str, repo: str) -> None:
-        if self.index is not None:
-            self.index.forget(self.registry, digest, repo)
-
-    async def flush(self) -> None:
-        """Commit what was learned once enough is buffered (off the loop thread)."""
-        if self.index is not None:
-            await self.index.flush_batch()
-
-    def holds(self, digest: str, repo: str) -> bool:
-        return repo in (self.locations.get(digest) or ())
-
-    def elsewhere(self, digest: str, repo: str) -> str | None:
-        return next((r for r in sorted(self.locations.get(digest) or ()) if r != repo), None)
 
 
 @dataclass

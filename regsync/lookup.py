@@ -20,7 +20,8 @@ from typing import Any
 
 from regsync import aio
 from regsync.backends import Backend
-from regsync.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, split_tag, usage_error
+from regsync.clioutput import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from regsync.commands import split_tag, usage_error
 from regsync.config import Config
 from regsync.discovery import discover
 from regsync.errors import EmptySourceError, NotFoundError, RegsyncError

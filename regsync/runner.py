@@ -20,8 +20,9 @@ from regsync.backends import Backend
 from regsync.backends.registry.observer import NullObserver, RequestObserver
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.blobindex import BlobIndex
+from regsync.blobledger import BlobLedger
 from regsync.config import Config, Rule
-from regsync.copy import BlobLedger, CopyEngine
+from regsync.copy import CopyEngine
 from regsync.discovery import Discovered, RepoPair, empty_source, map_repositories
 from regsync.errors import RegsyncError
 from regsync.events import NoEvents, RunEvents

@@ -20,8 +20,9 @@ from typing import Any
 from regsync import aio, orphans
 from regsync.backends import Backend
 from regsync.backends.registry.observer import RequestObserver
+from regsync.blobledger import BlobLedger
 from regsync.config import Config, Rule
-from regsync.copy import BlobLedger, CopyEngine
+from regsync.copy import CopyEngine
 from regsync.errors import MappingError, NotFoundError, RegsyncError
 from regsync.oci.manifest import Descriptor
 from regsync.result import Orphans
@@ -157,10 +158,8 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
     policy, dest = setup.policy.tags, setup.destination
     exists = getattr(dest, "exists", None)  # a layout's or a bundle's capability
     if exists is not None and not await asyncio.to_thread(exists):
-        result.errors.append(
-            f"destination {dest.name} does not exist; nothing was verified (check the path; "
-            "`regsync once` creates it)"
-        )
+        if (why := await _store_absent(run, setup)) is not None:
+            result.errors.append(why)
         return
     try:
         found = await run.repositories(setup)
@@ -213,25 +212,53 @@ async def _verify_rule(run: RunSetup, rule: Rule, result: VerifyResult, repair: 
         await aio.bounded_map(functools.partial(one, repo, walk), tags, TAG_CONCURRENCY)
 
 
+async def _store_absent(run: RunSetup, setup: RuleSetup) -> str | None:
+    """The error for a destination layout or bundle that does not exist, or None when no
+    source repository has a tag the rule would write there (``once`` creates the store on its
+    first write only): the first repository with one settles it. A source that cannot say is
+    no excuse, as for a registry repository (:func:`_absent`)."""
+    missing = (
+        f"destination {setup.destination.name} does not exist; nothing was verified (check "
+        "the path; `regsync once` creates it)"
+    )
+    try:
+        found = await run.repositories(setup)
+    except RegsyncError:
+        return missing
+    for pair in found.pairs:
+        if await _wanted(setup, pair.source) != 0:
+            return missing
+    return None
+
+
 async def _absent(setup: RuleSetup, src_repo: str, dest_repo: str) -> str | None:
     """The error for a destination repository that does not exist, or None when the source
     has no tag in the rule's scope there either (a copy would not have made it), or the rule's
     ``media_types`` may have skipped them all. A source
     that cannot say is no excuse: the destination repository is still reported missing."""
-    if setup.policy.media_types is not None:
-        return None  # it may skip every tag there on purpose, and only GETs could tell
     missing = f"destination repository {setup.destination.name}/{dest_repo} does not exist"
-    try:
-        listed = await setup.source.tags(src_repo)
-    except RegsyncError:
+    wanted = await _wanted(setup, src_repo)
+    if wanted is None:
         return f"{missing}; nothing of it was verified"
-    wanted = sum(1 for t in listed.names if setup.policy.tags.in_scope(t))
     if not wanted:
         return None
     return (
         f"{missing} (the source has {wanted} tags in scope for it); nothing of it was "
         "verified (`regsync once` copies it)"
     )
+
+
+async def _wanted(setup: RuleSetup, src_repo: str) -> int | None:
+    """How many of the source repository's tags a copy would write: 0 also when the rule's
+    ``media_types`` may skip them all (only GETs could tell); None when the source cannot
+    say."""
+    if setup.policy.media_types is not None:
+        return 0
+    try:
+        listed = await setup.source.tags(src_repo)
+    except RegsyncError:
+        return None
+    return sum(1 for t in listed.names if setup.policy.tags.in_scope(t))
 
 
 async def _repair(

@@ -28,8 +28,9 @@ from regsync.blobindex import (
     default_state_dir,
     valid_holder,
 )
+from regsync.blobledger import BlobLedger
 from regsync.config import parse_config
-from regsync.copy import BlobLedger
+from regsync.lru import LRU
 from regsync.runner import run
 from tests.support import (
     Blob,
@@ -667,3 +668,50 @@ def test_holders_no_full_check_refreshed_for_the_ttl_expire(tmp_path: Path) -> N
     index.checked("reg", "kept/app")
     index.flush()
     assert index.holders("reg", D1) == ["kept/app"]
+
+
+def test_a_first_copy_into_a_new_destination_never_looks_up_holders_even_after_a_flush(
+    tmp_path: Path,
+) -> None:
+    """An index with nothing for this destination when the run began has nothing to offer
+    it: the rows the run itself writes (and flushes mid-run) are in the ledger already, so no
+    blob costs a lookup on a worker thread."""
+    looked: list[str] = []
+
+    class Counted(BlobIndex):
+        def holders(self, registry: str, digest: str, limit: int = MAX_HOLDERS) -> list[str]:
+            looked.append(digest)
+            return super().holders(registry, digest, limit)
+
+    index = Counted(tmp_path)
+    ledger = BlobLedger(index=index, registry="reg")
+
+    async def run() -> None:
+        assert await ledger.known_holders(D1, "eco/a") == []
+        ledger.record(D1, "eco/a")
+        index.flush()  # a mid-run commit: the index now holds this run's own rows
+        assert await ledger.known_holders(D1, "eco/b") == []
+        assert ledger.elsewhere(D1, "eco/b") == "eco/a"  # the run's own knowledge serves
+
+    asyncio.run(run())
+    assert looked == []
+    index.close()
+
+
+def test_a_ledger_that_forgot_blobs_asks_the_index_for_the_runs_own_holders(
+    tmp_path: Path,
+) -> None:
+    """Once the ledger's memory is full (``regsync.lru``), what it forgot may be in the index
+    (this run flushed it): lookups resume, so a forgotten blob is mounted, not sent again."""
+    index = BlobIndex(tmp_path)
+    ledger = BlobLedger(locations=LRU(1), index=index, registry="reg")
+
+    async def run() -> list[str]:
+        assert await ledger.known_holders(D1, "eco/a") == []  # empty when the run began
+        ledger.record(D1, "eco/a")
+        ledger.record(D2, "eco/a")  # D1 forgotten
+        index.flush()
+        return await ledger.known_holders(D1, "eco/b")
+
+    assert asyncio.run(run()) == ["eco/a"]
+    index.close()

@@ -127,6 +127,8 @@ def test_media_types_are_checked_at_load(value: str, says: str) -> None:
     [
         ("{artifact_type: [a/b]}", "rules[0].referrers.artifact_type", "did you mean"),
         ("{artifact_types: [Not A Type]}", "rules[0].referrers.artifact_types[0]", "invalid"),
+        ("{artifact_types: ['a/b;']}", "rules[0].referrers.artifact_types[0]", "invalid"),
+        ("{artifact_types: ['A/b;x=1']}", "rules[0].referrers.artifact_types[0]", "lower case"),
         ("{annotations: [a]}", "rules[0].referrers.annotations", "expected a mapping"),
         ("{annotations: {k: [v]}}", "rules[0].referrers.annotations.k", "expected a string"),
         ("3", "rules[0].referrers", "expected true, false or a mapping"),
@@ -147,6 +149,10 @@ def test_referrers_mapping_enables_them_with_a_filter_true_without() -> None:
     assert only.referrers and only.referrer_filter is not None
     assert only.referrer_filter.artifact_types == {"application/spdx+json"}
     assert dict(only.referrer_filter.annotations) == {"x-k": "v"}  # an x- name is data here
+    bundle = "application/vnd.dev.sigstore.bundle+json;version=0.2"  # a parameter: as written
+    (signed,) = parse_config(rule(f"    referrers: {{artifact_types: ['{bundle}']}}"), env={}).rules
+    assert signed.referrer_filter is not None
+    assert signed.referrer_filter.artifact_types == {bundle}
     (plain,) = parse_config(rule("    referrers: true"), env={}).rules
     assert plain.referrers and plain.referrer_filter is None
     (off,) = parse_config(

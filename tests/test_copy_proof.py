@@ -17,7 +17,8 @@ import pytest
 
 from regsync.backends.memory import MemoryBackend
 from regsync.blobindex import BlobIndex
-from regsync.copy import BlobLedger, CopyEngine
+from regsync.blobledger import BlobLedger
+from regsync.copy import CopyEngine
 from regsync.errors import NotFoundError, RegistryError
 from regsync.oci.manifest import Descriptor, parse_manifest
 from tests.support import Blob, Image, Index, stored

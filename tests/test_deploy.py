@@ -30,7 +30,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from regsync.cli import build_parser
+from regsync.cliparser import build_parser
 from regsync.config import load_config
 from regsync.healthcheck import health_url
 from regsync.shard import Shard

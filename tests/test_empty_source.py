@@ -217,3 +217,27 @@ def test_verify_of_a_registry_repository_that_does_not_exist_fails_naming_it(
     )
     skipped = regsync_json("verify", typed)
     assert skipped.code == 0 and skipped.rule["errors"] == []
+
+
+def test_verify_of_a_layout_or_bundle_a_run_had_nothing_to_write_to_is_no_error(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """A destination `oci:DIR`/`tar:FILE` that `once` did not create because the source has
+    no tag in the rule's scope (nothing to write) is no error for verify, as for a registry
+    repository: `once` exits 0 and verify after it exits 0, `ok`, 0 tags; nothing is created.
+    With a tag in scope the missing path is still the error (the test above)."""
+    _seed(source_registry)
+    for n, dest in enumerate((f"oci:{tmp_path}/nolayout", f"tar:{tmp_path}/nobundle.tar")):
+        (tmp_path / str(n)).mkdir()
+        config = _verify_config(tmp_path / str(n), source_registry, dest_registry, dest)
+        rule = f'destination: "{dest}"'
+        config.write_text(config.read_text().replace(rule, f"{rule}, tags: {{include: [x]}}"))
+        once = regsync_json("once", config)
+        assert once.code == 0 and once.rule["tags"]["copied"] == 0, once.stderr
+
+        run = regsync_json("verify", config)
+
+        assert run.code == 0, run.stderr
+        assert run.rule["ok"] is True and run.rule["errors"] == []
+        assert run.rule["tags_checked"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1"]  # nothing created

@@ -15,7 +15,8 @@ import pytest
 from regsync import manifestcache, pruneplan
 from regsync.backends import Backend
 from regsync.backends.memory import MemoryBackend
-from regsync.copy import BlobLedger, CopyEngine
+from regsync.blobledger import BlobLedger
+from regsync.copy import CopyEngine
 from regsync.errors import TransportError
 from regsync.execute import DeleteGuard, copy_action, prune_actions
 from regsync.oci.manifest import Manifest

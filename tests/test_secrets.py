@@ -25,7 +25,7 @@ from aiohttp import web
 from regsync.backends.registry.client import RegistryClient
 from regsync.backends.registry.retry import RetryPolicy, Timeouts
 from regsync.backends.registry.transport import Transport
-from regsync.cli import build_parser
+from regsync.cliparser import build_parser
 from regsync.config import parse_config
 from regsync.oci.manifest import Descriptor
 from regsync.runner import run

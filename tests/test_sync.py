@@ -10,6 +10,7 @@ from tests.support import (
     Blob,
     Image,
     Index,
+    Manifest,
     Registry,
     mirror_config,
     only_rule,
@@ -196,3 +197,29 @@ def test_corrupt_source_blob_is_never_pushed_onward(
     assert any("does not match" in e for e in r["errors"]), r["errors"]
     assert dest_registry.tags("diamol/app") == ["good"]
     assert not dest_registry.blob_exists("diamol/app", bad.digest)
+
+
+def test_an_index_whose_entries_carry_an_empty_artifact_type_is_mirrored(
+    tmp_path: Path, source_registry: Registry, dest_registry: Registry
+) -> None:
+    """Garden Linux's publishing library writes every index entry with `"artifactType": ""`:
+    an empty field says nothing, as an absent one, so the index is mirrored with its digest
+    (not refused as a media type off the grammar)."""
+    amd = Image.oci([Blob.random(900, seed="gl-amd")], platform="linux/amd64")
+    arm = Image.oci([Blob.random(900, seed="gl-arm")], platform="linux/arm64")
+    plain = Index.oci([amd, arm])
+    body = plain.json
+    for entry in body["manifests"]:
+        entry["artifactType"] = ""
+    index = Manifest(plain.media_type, json.dumps(body).encode(), children=plain.children)
+    push(source_registry, "diamol/gardenlinux", "1877", index)
+    config = mirror_config(tmp_path, source_registry, dest_registry, "diamol/*")
+
+    run = regsync_json("once", config)
+
+    assert run.code == 0, run.stderr
+    assert run.rule["tags"]["copied"] == 1
+    assert dest_registry.manifest("diamol/gardenlinux", "1877") == source_registry.manifest(
+        "diamol/gardenlinux", "1877"
+    )
+    assert dest_registry.manifest_digest("diamol/gardenlinux", "1877") == index.digest

@@ -259,6 +259,29 @@ def test_referrer_filter_by_artifact_type_copies_only_sboms(
     assert again.rule["tags"]["up_to_date"] == 2, again.rule
 
 
+def test_referrer_filter_by_an_artifact_type_with_a_parameter(
+    tmp_path: Path, registry_factory: RegistryFactory
+) -> None:
+    """README "Signatures and SBOMs": `artifact_types` may name a type with a parameter
+    (GitHub's attestations: `application/vnd.dev.sigstore.bundle+json;version=0.2`); only
+    referrers of exactly that type are copied."""
+    src, dst = registry_factory(), registry_factory()
+    image, _, sbom, scan = _signed_image(src, "team/app")
+    bundle_type = "application/vnd.dev.sigstore.bundle+json;version=0.2"
+    bundle = Artifact.oci(image, bundle_type, [Blob(b'{"bundle": 1}')])
+    attach(src, "team/app", bundle)
+    extra = f'referrers: {{artifact_types: ["{bundle_type}"]}}'
+    config = mirror_config(tmp_path, src, dst, "team/app", extra)
+
+    once = regsync_json("once", config)
+
+    assert once.code == 0, once.stderr
+    assert _fallback_lists(dst, "team/app", image) == [bundle.digest]
+    assert dst.manifest_digest("team/app", bundle.digest) == bundle.digest
+    assert dst.manifest_digest("team/app", sbom.digest) is None
+    assert dst.manifest_digest("team/app", scan.digest) is None
+
+
 def test_referrer_filter_by_annotation_and_cosign_signatures(
     tmp_path: Path, registry_factory: RegistryFactory
 ) -> None:

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterable
 import pytest
 
 from regsync.backends.memory import MemoryBackend
-from regsync.copy import BlobLedger, CopyEngine
+from regsync.blobledger import BlobLedger
+from regsync.copy import CopyEngine
 from regsync.oci.manifest import Descriptor
 from regsync.verify import Missing, VerifyResult, _repair, _RepoWalk
 from tests.support import Blob, Image, Index, stored

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from regsync.backup import BackupTemplate
-from regsync.oci.mediatypes import MANIFESTS
+from regsync.oci.mediatypes import MANIFESTS, is_media_type
 from regsync.oci.ref import DestinationSpec, SourceSpec, is_host, is_repository, normalize_host
 from regsync.tagpolicy import TagPattern
 
@@ -213,8 +213,14 @@ def _media_types(value: object) -> object:
 
 
 def _artifact_type(value: str) -> str:
-    if not _MEDIA_TYPE.fullmatch(value):
-        raise ValueError(f"invalid artifact type {value!r}: expected type/subtype in lower case")
+    """A referrer's type as manifests write it, parameters included (GitHub's attestations:
+    ``application/vnd.dev.sigstore.bundle+json;version=0.2``); compared exactly."""
+    kind, _, _ = value.partition(";")
+    if not _MEDIA_TYPE.fullmatch(kind.rstrip(" \t")) or not is_media_type(value):
+        raise ValueError(
+            f"invalid artifact type {value!r}: expected type/subtype in lower case, "
+            "then any ;name=value parameters"
+        )
     return value
 
 

@@ -157,10 +157,12 @@ def parse_manifest(raw: bytes, content_type: str = "", digest: str = "") -> Mani
 
 
 def _media_type(data: dict[str, Any], key: str, where: str) -> str:
-    """A ``mediaType``/``artifactType`` field: "" when absent, else checked by the RFC 6838
-    grammar where it enters (it becomes a Content-Type, a filter's subject, a log line)."""
+    """A ``mediaType``/``artifactType`` field: "" when absent or empty (Garden Linux's
+    publishing library writes ``"artifactType": ""`` in every index entry: it says nothing),
+    else checked by the RFC 6838 grammar where it enters (it becomes a Content-Type, a
+    filter's subject, a log line)."""
     value = data.get(key)
-    if value is None:
+    if value is None or value == "":
         return ""
     if not isinstance(value, str) or not mediatypes.is_media_type(value):
         raise ManifestError(f"{where} has an invalid {key} {_quoted(value)}")
