@@ -296,8 +296,18 @@ def test_subset_with_no_wanted_platform_is_an_error() -> None:
 
 
 def test_merge_index_appends_without_duplicates() -> None:
-    a = Descriptor("application/vnd.oci.image.manifest.v1+json", digest(1), 10, artifact_type="x")
-    b = Descriptor("application/vnd.oci.image.manifest.v1+json", digest(2), 10, artifact_type="y")
+    a = Descriptor(
+        "application/vnd.oci.image.manifest.v1+json",
+        digest(1),
+        10,
+        artifact_type="application/vnd.example.x",
+    )
+    b = Descriptor(
+        "application/vnd.oci.image.manifest.v1+json",
+        digest(2),
+        10,
+        artifact_type="application/vnd.example.y",
+    )
     first = merge_index(None, [a], None)
     assert first is not None and [c.digest for c in first.children] == [digest(1)]
     second = merge_index(first, [a, b], None)
