@@ -1,52 +1,40 @@
-"""One registry's HTTP transport: auth, timeouts, rate-limit gate, health, observation.
+"""One registry's HTTP transport: auth, timeouts, rate-limit gate, health, path prefix.
 
 Requests are retried per ``registry.retry`` (the one place that decides what is retried), errors
-are mapped by ``registry.responses``, and aiohttp exceptions never leave this module: they
-become TransportError.
+are mapped by ``registry.responses``. Each hop below the auth dance is ``registry.exchange``'s
+(redirects, checked addresses, proxies, observation), the Bearer token request
+``registry.tokenfetch``'s; aiohttp exceptions never leave these modules: they become
+TransportError.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import ssl
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from regsync import __version__, boundedjson
-from regsync.backends.registry.auth import Authenticator, TokenResponse
-from regsync.backends.registry.health import Health, connect_error
+from regsync import __version__
+from regsync.backends.registry.auth import Authenticator
+from regsync.backends.registry.exchange import Exchanger
+from regsync.backends.registry.health import Health
 from regsync.backends.registry.observer import NullObserver, RequestObserver
 from regsync.backends.registry.pace import at_least, too_slow
-from regsync.backends.registry.ratelimit import PullGate, parse_quota
-from regsync.backends.registry.redirects import (
-    MAX_HOPS,
-    REDIRECTS,
-    Hops,
-    RedirectPolicy,
-    hop_method,
-    pinned,
-)
+from regsync.backends.registry.ratelimit import PullGate
+from regsync.backends.registry.redirects import RedirectPolicy
 from regsync.backends.registry.responses import Response, error_from_response
 from regsync.backends.registry.retry import RetryPolicy, Timeouts, retried
 from regsync.backends.registry.throttle import Throttle
-from regsync.errors import (
-    AuthError,
-    InvalidNameError,
-    RegistryError,
-    RegsyncError,
-    TransportError,
-    UnreachableError,
-)
+from regsync.backends.registry.tokenfetch import fetch_token
+from regsync.backends.registry.wire import describe, read_bounded
+from regsync.errors import AuthError, InvalidNameError, TransportError, UnreachableError
 from regsync.oci.ref import shown
-
-EnvProxy = dict[str, Any]  # {} or {"proxy": URL, "proxy_auth": BasicAuth | None}
 
 _MAX_ERROR_BODY = 64 * 1024
 # Registry operators read it in their access logs to see who calls them (regclient sends its own).
@@ -79,24 +67,12 @@ class Transport:
         path_prefix: str = "",
         redirects: RedirectPolicy | None = None,
     ) -> None:
-        self.session = session
-        self.redirects = redirects or RedirectPolicy()
-        self._origin_class: str | None = None  # of the registry's own address, once asked
         self.user_agent = user_agent or USER_AGENT
         self.registry = registry
         self.base_url = URL(base_url)
-        self._own = _origin(self.base_url)  # asked several times per request
-        self.auth = Authenticator(registry, username, password, self.fetch_token)
-        self._ssl = ssl_context
         self.observer: RequestObserver = observer or NullObserver()
         self.retry = retry or RetryPolicy()
-        t = self.timeouts = timeouts or Timeouts()
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
-        )
-        self._token_timeout = aiohttp.ClientTimeout(
-            total=t.total, connect=t.connect, sock_connect=t.connect, sock_read=t.read
-        )
+        self.timeouts = timeouts or Timeouts()
         self._limit = asyncio.Semaphore(max_concurrency)
         self.throttle = Throttle(requests_per_second)
         # registries.HOST.path_prefix: the server keeps every repository under this path
@@ -104,9 +80,20 @@ class Transport:
         self.path_prefix = path_prefix
         self.pulls = PullGate(registry, pull_floor, self.observer)
         self.health = Health(registry)
-        # The session does not read the environment per request (trust_env costs two thread
-        # hops per request: proxy lookup and .netrc); the proxy is looked up once per host.
-        self._proxies: dict[str, EnvProxy] = {}
+        # Below the auth dance: each hop's redirects, addresses, proxy and observation.
+        self.hops = Exchanger(
+            session,
+            registry,
+            self.base_url,
+            ssl_context=ssl_context,
+            observer=self.observer,
+            timeouts=self.timeouts,
+            redirects=redirects or RedirectPolicy(),
+            health=self.health,
+            pulls=self.pulls,
+        )
+        fetch = functools.partial(fetch_token, self.hops, self.user_agent)
+        self.auth = Authenticator(registry, username, password, fetch)
         self._open_access = False  # GET /v2/ answered 200 without credentials
         self._probe = asyncio.Lock()
 
@@ -167,7 +154,7 @@ class Transport:
                             timed=False,
                         ) as resp,
                     ):
-                        body = await _read_bounded(resp, max_body, self.registry)
+                        body = await read_bounded(resp, max_body, self.registry)
                         return Response(resp.status, resp.headers, body, resp.url)
                 except TimeoutError:  # open() turns aiohttp's own into TransportError
                     raise too_slow(
@@ -239,7 +226,7 @@ class Transport:
         # Userinfo in a URL a registry named (upload Location, next page) is never sent:
         # aiohttp would use it as Basic credentials, or refuse to combine it with ours.
         url = url.with_user(None) if url.raw_user or url.raw_password else url
-        own = self.same_origin(url)
+        own = self.hops.same_origin(url)
         scopes = self._scoped(scopes)
         for _ in range(3):
             if not throttled:
@@ -247,13 +234,13 @@ class Transport:
             throttled = False  # a replay after a 401 is another request: it waits its turn
             async with self.auth.turn():  # one at a time while Basic credentials are unproven
                 sent_headers = await self._headers(headers, scopes, own=own)
-                resp = await self._send(method, url, sent_headers, data, timed)
-                if own and self.same_origin(resp.url):
+                resp = await self.hops.send(method, url, sent_headers, data, timed)
+                if own and self.hops.same_origin(resp.url):
                     self.auth.answered(sent_headers.get("Authorization"), resp.status)
             try:
                 # Another origin's challenge is none of our business: learning from it could
                 # switch this registry's scheme to a realm of that host's choosing.
-                foreign = not self.same_origin(resp.url)
+                foreign = not self.hops.same_origin(resp.url)
                 replayable = data is None or isinstance(data, bytes)
                 if resp.status == 401 and replayable and not foreign:
                     challenge = resp.headers.getall("WWW-Authenticate", [])
@@ -264,7 +251,7 @@ class Transport:
                         continue
                 if resp.status not in ok:
                     async with asyncio.timeout(self.timeouts.total):
-                        body = await _read_bounded(resp, _MAX_ERROR_BODY, self.registry, lax=True)
+                        body = await read_bounded(resp, _MAX_ERROR_BODY, self.registry, lax=True)
                     raise error_from_response(
                         self.registry, method, resp.url, resp.status, resp.headers, body, foreign
                     )
@@ -272,117 +259,12 @@ class Transport:
                 return
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise TransportError(
-                    f"{self.registry}: {method} {url.raw_path} failed: {_describe(exc)}",
+                    f"{self.registry}: {method} {url.raw_path} failed: {describe(exc)}",
                     registry=self.registry,
                 ) from exc
             finally:
                 resp.release()
         raise AuthError(f"{self.registry}: authentication did not settle", registry=self.registry)
-
-    async def _send(
-        self, method: str, url: URL, headers: dict[str, str], data: Any, timed: bool = True
-    ) -> aiohttp.ClientResponse:
-        """One request up to the response's headers, its redirects followed here, each hop
-        checked first (``registry.redirects``: no credentials or userinfo to another origin,
-        no public -> internal address, loops named). A first URL off the registry's origin
-        (an upload ``Location``) is checked the same way: the registry named it."""
-        hops = Hops(self.registry, method, url)
-        first = dict(headers)  # the checked hop's Host must not follow into later hops
-        first_url, extra = await self._checked(url, first)
-        deadline = self._head_deadline(data) if timed else None
-        resp = await self._exchange(method, first_url, first, data, extra, deadline)
-        current = url
-        while resp.status in REDIRECTS and "Location" in resp.headers:
-            step = hop_method(resp.status, method, data)
-            if step is None:
-                return resp  # a streamed body cannot follow: the caller sees the redirect
-            resp.release()
-            target = hops.next(resp, current)
-            method, data = step
-            sent = {
-                k: v
-                for k, v in headers.items()
-                if self.same_origin(target) or k.lower() != "authorization"
-            }
-            target_url, extra = await self._checked(target, sent)
-            deadline = self._head_deadline(data) if timed else None
-            resp = await self._exchange(method, target_url, sent, data, extra, deadline)
-            current = target
-        return resp
-
-    async def _checked(
-        self, target: URL, headers: dict[str, str], what: str = "redirect to"
-    ) -> tuple[URL, dict[str, Any]]:
-        """Where to send a hop to ``target``: its own registry as usual; elsewhere the checked
-        address itself (so DNS cannot answer differently at connect time)."""
-        if self.same_origin(target):
-            return target, {}
-        try:
-            if self._origin_class is None:
-                base = self.base_url
-                own = await self.redirects.address(base.host or "", base.port or 443)
-                self._origin_class = self.redirects.classify(own)
-            ip = await self.redirects.address(target.host or "", target.port or 443)
-        except OSError as exc:
-            raise TransportError(
-                f"{self.registry}: cannot resolve the {what} {shown(target.host or '')}:"
-                f" {_describe(exc)}",
-                registry=self.registry,
-            ) from exc
-        self.redirects.check(self.registry, self._origin_class, target, ip, what)
-        if self._proxy_for(target):
-            return target, {}  # the proxy connects: the address was checked, not pinned
-        url, host, extra = pinned(target, ip)
-        headers.update(host)
-        return url, extra
-
-    async def _exchange(
-        self,
-        method: str,
-        url: URL,
-        headers: dict[str, str],
-        data: Any,
-        extra: dict[str, Any],
-        deadline: float | None,
-    ) -> aiohttp.ClientResponse:
-        """One HTTP exchange up to the response's headers (within ``deadline``, if any),
-        observed; connection failures become regsync errors."""
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(deadline):
-                resp = await self.session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    ssl=self._ssl,
-                    **self._proxy_for(url),
-                    timeout=self._timeout,
-                    auto_decompress=False,
-                    allow_redirects=False,
-                    **extra,
-                )
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            if (cause := _body_error(exc)) is not None:
-                # The streamed body failed (its source broke): not this registry's failure,
-                # so not charged to it; the source's error goes up as it is.
-                raise cause from None
-            self.observer.request_done(self.registry, method, "error", _since(started))
-            if (error := connect_error(self.registry, exc)) is not None:
-                if isinstance(error, UnreachableError) and error.down:
-                    raise self.health.mark_down(error) from exc  # no retry can help
-                raise error from exc
-            raise TransportError(
-                f"{self.registry}: {method} {url.raw_path} failed: {_describe(exc)}",
-                registry=self.registry,
-            ) from exc
-        self.observer.request_done(self.registry, method, str(resp.status), _since(started))
-        self._note_ratelimit(resp)
-        return resp
-
-    def same_origin(self, url: URL) -> bool:
-        """Whether ``url`` is on this registry's scheme+host+port, where its credentials go."""
-        return _origin(url) == self._own
 
     async def _headers(
         self, headers: dict[str, str] | None, scopes: tuple[str, ...], *, own: bool
@@ -398,11 +280,6 @@ class Transport:
             sent["Authorization"] = authorization
         return sent
 
-    def _head_deadline(self, data: Any) -> float | None:
-        if data is None or isinstance(data, bytes):
-            return self.timeouts.for_body(len(data or b""))
-        return None  # a streamed upload: bounded by its caller, by its size
-
     async def prepare(self, scopes: tuple[str, ...]) -> None:
         """Learn the auth scheme before a streamed request that cannot be replayed.
 
@@ -415,131 +292,3 @@ class Transport:
                 return
             await self.request("GET", self.url("/v2/"), scopes=scopes, ok=(200,))
             self._open_access = await self.auth.header(held) is None
-
-    def _proxy_for(self, url: URL) -> EnvProxy:
-        """``proxy``/``proxy_auth`` for ``url`` from HTTP(S)_PROXY/NO_PROXY, once per origin."""
-        key = f"{url.scheme}://{url.host}:{url.port}"
-        found = self._proxies.get(key)
-        if found is None:
-            try:
-                proxy, proxy_auth = get_env_proxy_for_url(url)
-                found = {"proxy": proxy, "proxy_auth": proxy_auth}
-            except LookupError:
-                found = {}
-            self._proxies[key] = found
-        return found
-
-    def _note_ratelimit(self, resp: aiohttp.ClientResponse) -> None:
-        quota = parse_quota(resp.headers)
-        if quota is None:
-            return
-        self.observer.ratelimit_seen(self.registry, quota.remaining, quota.limit)
-        self.pulls.seen(quota)
-
-    async def fetch_token(
-        self, realm: str, params: list[tuple[str, str]], basic: str | None
-    ) -> TokenResponse:
-        """GET a Bearer token; the realm may be another host, so only Basic goes there.
-
-        The registry chose the realm, so it is checked like a redirect (it could name an
-        inside service whose JSON would come back to the registry as the next Bearer), and
-        so is each of its redirects, followed here; Basic goes to the realm's origin only.
-        """
-        url = _realm_url(realm, self.registry).extend_query(params)
-        hops, started = Hops(self.registry, "GET", url), time.monotonic()
-        try:
-            for _ in range(MAX_HOPS + 1):
-                headers = {"User-Agent": self.user_agent}
-                if basic and _origin(url) == _origin(hops.first):
-                    headers["Authorization"] = basic
-                target, extra = await self._checked(url, headers, "token realm")
-                async with self.session.get(
-                    target,
-                    headers=headers,
-                    ssl=self._ssl,
-                    timeout=self._token_timeout,  # its own try: the whole answer within `total`
-                    allow_redirects=False,
-                    **self._proxy_for(url),
-                    **extra,
-                ) as resp:
-                    self.observer.request_done(
-                        self.registry, "TOKEN", str(resp.status), _since(started)
-                    )
-                    if resp.status in REDIRECTS and "Location" in resp.headers:
-                        url = hops.next(resp, url)
-                        continue
-                    body: dict[str, Any] = {}
-                    if resp.status == 200:
-                        raw = await _read_bounded(resp, 1024 * 1024, self.registry)
-                        parsed = boundedjson.loads(raw)
-                        body = parsed if isinstance(parsed, dict) else {}
-                    return TokenResponse(resp.status, body)
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            raise TransportError(
-                f"{self.registry}: token request to {url.host} failed: {_describe(exc)}",
-                registry=self.registry,
-            ) from exc
-        raise AssertionError("unreachable: Hops ends the chain")  # pragma: no cover
-
-
-async def _read_bounded(
-    resp: aiohttp.ClientResponse, limit: int, registry: str, *, lax: bool = False
-) -> bytes:
-    """Read a body up to ``limit`` bytes; over it is an error (or truncated when ``lax``)."""
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        total += len(chunk)
-        if total > limit:
-            if lax:
-                break
-            raise RegistryError(
-                f"{registry}: response body over {limit} bytes from {resp.url.raw_path}",
-                registry=registry,
-                status=resp.status,
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _realm_url(realm: str, registry: str) -> URL:
-    """A challenge's token realm as a URL we may request: absolute http(s) with a host.
-    The registry chose it, so anything else is that registry's error, not ours."""
-    try:
-        url = URL(realm)
-        usable = url.scheme in ("http", "https") and bool(url.host) and url.port is not None
-    except ValueError:
-        usable = False
-    if not usable:
-        raise AuthError(
-            f"{registry}: the Bearer challenge's realm {shown(realm)} is not a URL",
-            registry=registry,
-        )
-    return url.with_user(None)  # userinfo is never sent: only the configured Basic goes
-
-
-def _origin(url: URL) -> tuple[str, str, int | None]:
-    # Not URL.origin(): it tells http://h from http://h:80, which are one origin.
-    return (url.scheme.lower(), (url.host or "").lower(), url.port)
-
-
-def _body_error(exc: BaseException) -> RegsyncError | None:
-    """The regsync error a streamed request body raised (aiohttp wraps it), if that is what
-    ended the request: aiohttp itself never raises one."""
-    seen: BaseException | None = exc
-    for _ in range(4):
-        seen = seen.__cause__ or seen.__context__ if seen is not None else None
-        if isinstance(seen, RegsyncError):
-            return seen
-    return None
-
-
-def _since(started: float) -> float:
-    return time.monotonic() - started
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
