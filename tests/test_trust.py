@@ -179,7 +179,7 @@ async def test_urls_are_built_from_checked_names_only() -> None:
     """Every API URL comes from one builder: refused names never become a request."""
     async with aiohttp.ClientSession() as session:  # opens no socket until a request
         client = RegistryClient(Transport(session, "r.local:5000", "http://r.local:5000"))
-        url = client._url("ns/good", "manifests", "v1")
+        url = client.api_url("ns/good", "manifests", "v1")
         assert str(url) == "http://r.local:5000/v2/ns/good/manifests/v1"
         for repo, endpoint, ref in [
             (HOSTILE_REPO, "manifests", "v1"),
@@ -190,7 +190,7 @@ async def test_urls_are_built_from_checked_names_only() -> None:
             ("ns/%2e%2e/x", "tags/list", ""),
         ]:
             with pytest.raises(InvalidNameError):
-                client._url(repo, endpoint, ref)
+                client.api_url(repo, endpoint, ref)
         for path in ["/v2/a/../b", "/v2/./a", "/v2/a%2f..", "/v2/a?x=1", "v2/a", "/v2//a"]:
             with pytest.raises(InvalidNameError, match="refusing to request"):
                 client.transport.url(path)
