@@ -162,7 +162,7 @@ async def test_an_unexpected_error_fails_one_tag_not_the_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A bug hit while copying one tag is reported on that tag; the other tags still land."""
-    from regsync import runner
+    from regsync import reposync, runner
     from regsync.config import load_config
 
     for tag in ("good", "bad"):
@@ -178,14 +178,14 @@ rules:
 """,
         )
     )
-    real = runner.copy_action
+    real = reposync.copy_action
 
     async def flaky(engine, platforms, plan, action, *rest):  # type: ignore[no-untyped-def]
         if action.tag == "bad":
             raise KeyError("boom")
         return await real(engine, platforms, plan, action, *rest)
 
-    monkeypatch.setattr(runner, "copy_action", flaky)
+    monkeypatch.setattr(reposync, "copy_action", flaky)
     result = await runner.run(config, config.rules)
 
     (rule,) = result.rules

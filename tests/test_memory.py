@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from regsync import aio, blobindex, lru, manifestcache, mediafilter, runner
+from regsync import aio, blobindex, lru, manifestcache, mediafilter, reposync, runcontext, runner
 from regsync.backends.memory import MemoryBackend
 from regsync.blobindex import BlobIndex
 from regsync.execute import copy_action
@@ -189,7 +189,8 @@ async def test_copying_a_repository_keeps_tasks_for_the_copies_in_flight_only(
     """The copies of a repository's missing tags used to be one task each, made up front."""
     from regsync.config import load_config
 
-    monkeypatch.setattr(runner, "IMAGE_CONCURRENCY", 2)
+    monkeypatch.setattr(runcontext, "IMAGE_CONCURRENCY", 2)
+    monkeypatch.setattr(reposync, "IMAGE_CONCURRENCY", 2)
     src, dst = registry_factory(), registry_factory()
     shared = Blob.random(200, seed="inflight")
     for i in range(30):
@@ -201,7 +202,7 @@ async def test_copying_a_repository_keeps_tasks_for_the_copies_in_flight_only(
         _tasks_seen(seen)
         return await copy(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "copy_action", counted)
+    monkeypatch.setattr(reposync, "copy_action", counted)
     config = load_config(mirror_config(tmp_path, src, dst, "mem/many"))
 
     result = (await runner.run(config, config.rules)).rules[0]
@@ -261,7 +262,7 @@ async def test_a_full_check_commits_each_repositorys_records_as_it_goes_and_only
             raise _Crash
         return await surveyed(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "survey", dies_at_b)
+    monkeypatch.setattr(reposync, "survey", dies_at_b)
     with pytest.raises(BaseExceptionGroup) as crashed:
         await runner.run(config, config.rules, index=BlobIndex.open(state), full=True)
     assert crashed.value.subgroup(_Crash) is not None
@@ -342,6 +343,6 @@ def test_the_readme_states_the_memory_bounds_the_code_has() -> None:
     readme = " ".join((REPO_ROOT / "README.md").read_text().split())
     claim = readme[readme.index("*Catalogue size*") :][:1200]
     assert f"HEADs {HEAD_CONCURRENCY} tags at a time" in claim
-    assert f"copies run on {runner.IMAGE_CONCURRENCY} workers" in claim
+    assert f"copies run on {runcontext.IMAGE_CONCURRENCY} workers" in claim
     assert f"for the {lru.RUN_MEMORY:,} most recently" in claim
     assert f"cached within {manifestcache.MANIFEST_CACHE_BYTES // 2**20} MiB" in claim
