@@ -319,8 +319,12 @@ async def test_a_pruned_tag_is_counted_once_as_pruned_and_its_record_dropped(
 ) -> None:
     index = BlobIndex(tmp_path)
     async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
-        lost = await lost_tag_pair(src, dst)
-        index.put_tag(dst.host, "diamol/app", "0.9", lost, "")
+        await lost_tag_pair(src, dst)
+        # Every tag recorded and the repository fully checked: a run between full checks,
+        # which keeps the rows it does not replace (a full check would drop 0.9's anyway).
+        index.checked(dst.host, "diamol/app")  # forgets the rows: the puts after it stand
+        for tag, digest in dst.tags["diamol/app"].items():
+            index.put_tag(dst.host, "diamol/app", tag, digest, "")
         index.flush()
         config = scripted_rule(src, dst, "{max_fraction: 1}")
         events = Outcomes()
@@ -345,6 +349,27 @@ async def test_a_run_told_to_stop_before_its_deletes_deletes_nothing() -> None:
 
     assert (result.pruned, result.copied, result.interrupted) == (0, 0, 1)
     assert dst.tags["diamol/app"]["0.9"] == lost and dst.count("DELETE", "/manifests/") == 0
+
+
+async def test_a_shutdown_during_the_deletes_starts_no_further_delete() -> None:
+    """SIGTERM after the prune began: the delete in flight ends, no further one starts."""
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        lost = await lost_tag_pair(src, dst)
+        also_lost = dst.add("diamol/app", "0.8", Image.docker([Blob.random(300, seed="0.8")]))
+        config = scripted_rule(src, dst, "{max_fraction: 1}")
+        stop = asyncio.Event()
+
+        async def signalled(request: web.Request, match: re.Match[str]) -> None:
+            stop.set()  # the shutdown arrives while this delete is served
+            return None  # served as usual
+
+        dst.override("DELETE", "/manifests/", signalled)
+        result = (await run(config, config.rules, stop=stop)).rules[0]
+
+    assert dst.count("DELETE", "/manifests/") == 1 and result.pruned == 1, result
+    left = {dst.tags["diamol/app"].get(tag) for tag in ("0.8", "0.9")}
+    assert left & {lost, also_lost} and None in left  # one deleted, the other kept
+    assert any("shutting down: 1 prunes left" in note for note in result.notes), result.notes
 
 
 async def test_a_registry_refusing_deletes_is_reported_once_by_each_rule_naming_it() -> None:
