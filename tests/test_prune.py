@@ -22,6 +22,7 @@ from tests.support import (
     FAST_RETRIES,
     Blob,
     Image,
+    Index,
     Manifest,
     Registry,
     RegistryFactory,
@@ -370,6 +371,37 @@ async def test_a_shutdown_during_the_deletes_starts_no_further_delete() -> None:
     left = {dst.tags["diamol/app"].get(tag) for tag in ("0.8", "0.9")}
     assert left & {lost, also_lost} and None in left  # one deleted, the other kept
     assert any("shutting down: 1 prunes left" in note for note in result.notes), result.notes
+
+
+async def test_a_renamed_multi_arch_tag_keeps_its_platform_subset_when_the_old_name_goes() -> None:
+    """Source 1.0 became 2.0 (same index): copying 2.0 makes the very subset 1.0 points at at
+    the destination, so 1.0 goes by tag alone (by digest it would take 2.0 along)."""
+    base = Blob.random(2000, seed="base")
+    index = Index.oci(
+        [
+            Image.oci([base, Blob.random(1500, seed=p)], platform=p)
+            for p in ("linux/amd64", "linux/arm64/v8", "linux/arm/v7")
+        ]
+    )
+    async with ScriptedRegistry() as src, ScriptedRegistry() as dst:
+        src.add("diamol/app", "1.0", index)
+        dst.tag_deletes = True
+        config = parse_config(
+            f'registries:\n  "{src.host}": {{tls: http}}\n  "{dst.host}": {{tls: http}}\n'
+            f"version: 1\nrules:\n  - name: app\n    source: {src.host}/diamol/app\n"
+            f"    destination: {dst.host}\n    prune: {{max_fraction: 1}}\n"
+            "    platforms: [linux/amd64, linux/arm64]\n"
+        )
+        first = (await run(config, config.rules)).rules[0]
+        subset = dst.tags["diamol/app"]["1.0"]
+        src.tags["diamol/app"] = {"2.0": index.digest}
+
+        result = (await run(config, config.rules)).rules[0]
+
+    assert first.copied == 1 and subset != index.digest, first.errors
+    assert (result.copied, result.pruned, result.failed) == (1, 1, 0), result.errors
+    assert dst.tags["diamol/app"] == {"2.0": subset}
+    assert dst.count("DELETE", f"/manifests/{subset}$") == 0
 
 
 async def test_a_registry_refusing_deletes_is_reported_once_by_each_rule_naming_it() -> None:
